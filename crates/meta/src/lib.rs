@@ -1,0 +1,266 @@
+//! Embedded metadata in redb: the bucket registry, object version records, multipart uploads
+//! and their parts, usage counters and the blob garbage list.
+//!
+//! Reads use redb read transactions directly. Writes go through [`MetaStore::write`], which
+//! hands the closure to a single committer thread; the committer runs every queued closure in
+//! one write transaction and commits once (group commit), so concurrent writers share one
+//! fsync instead of each paying for their own.
+//!
+//! Closures passed to `write` must check before they write: a closure that returns an error
+//! must not have modified anything, because its transaction is shared with other writers.
+//!
+//! Depends only on `ironbucket-types`; knows nothing about HTTP, S3 or blob files.
+
+mod list;
+mod records;
+mod tx;
+
+pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery};
+pub use records::{BucketRecord, ContentHeaders, ObjectRecord, PartRecord, Segment, UploadRecord};
+pub use tx::Tx;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+pub(crate) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+pub(crate) const OBJECTS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("objects");
+pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("uploads");
+pub(crate) const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
+pub(crate) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("garbage");
+
+/// Errors of the metadata layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("metadata database error: {0}")]
+    Db(String),
+    #[error("metadata commit failed: {0}")]
+    Commit(String),
+    #[error("corrupt metadata record: {0}")]
+    Corrupt(String),
+    #[error("metadata store is shut down")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Usage counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
+
+/// Handle to the metadata database. Cheap to clone.
+#[derive(Clone)]
+pub struct MetaStore {
+    db: Arc<Database>,
+    jobs: mpsc::SyncSender<Job>,
+}
+
+/// Largest number of writers sharing one commit.
+const MAX_BATCH: usize = 512;
+
+impl MetaStore {
+    /// Opens or creates the database file. `durable` makes every commit reach stable storage
+    /// before writers are told it succeeded.
+    pub fn open(path: &Path, durable: bool) -> Result<Self> {
+        let db = Arc::new(Database::create(path)?);
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(BUCKETS)?;
+            txn.open_table(OBJECTS)?;
+            txn.open_table(UPLOADS)?;
+            txn.open_table(PARTS)?;
+            txn.open_table(STATS)?;
+            txn.open_table(GARBAGE)?;
+            txn.commit()?;
+        }
+        let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
+        let db2 = db.clone();
+        std::thread::Builder::new()
+            .name("meta-commit".into())
+            .spawn(move || committer(db2, rx, durable))
+            .map_err(|e| Error::Db(format!("cannot start committer thread: {e}")))?;
+        Ok(Self { db, jobs })
+    }
+
+    /// Runs `f` inside a shared write transaction and returns its result once the
+    /// transaction is committed (durably, if the store was opened durable).
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
+        let job: Job = Box::new(move |t: &mut Tx<'_>| {
+            let r = f(t);
+            Box::new(move |commit: Result<()>| {
+                let out = match (r, commit) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(c)) => Err(E::from(c)),
+                    (Ok(v), Ok(())) => Ok(v),
+                };
+                let _ = tx.send(out);
+            }) as Completion
+        });
+        let jobs = self.jobs.clone();
+        // The channel is bounded; a full queue blocks, so hand off outside the async thread.
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|_| E::from(Error::Closed))?
+                    .map_err(|_| E::from(Error::Closed))?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(E::from(Error::Closed)),
+        }
+        rx.await.map_err(|_| E::from(Error::Closed))?
+    }
+
+    pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BUCKETS)?;
+        t.get(name)?.map(|g| records::decode(g.value())).transpose()
+    }
+
+    pub fn list_buckets(&self) -> Result<Vec<BucketRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BUCKETS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(records::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        t.get((bucket, key.as_bytes()))?.map(|g| records::decode(g.value())).transpose()
+    }
+
+    pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        list::list_objects(&t, bucket, q)
+    }
+
+    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        t.get((bucket, key.as_bytes(), upload_id))?.map(|g| records::decode(g.value())).transpose()
+    }
+
+    pub fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PARTS)?;
+        tx::parts_of(&t, upload_id)
+    }
+
+    pub fn list_uploads(&self, bucket: &str, q: &UploadListQuery) -> Result<UploadListPage> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        list::list_uploads(&t, bucket, q)
+    }
+
+    /// Every upload in every bucket started before `before` (for the abandoned-upload worker).
+    pub fn uploads_older_than(&self, before: u64, limit: usize) -> Result<Vec<(String, UploadRecord)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let rec: UploadRecord = records::decode(v.value())?;
+            if rec.initiated < before {
+                out.push((k.value().0.to_string(), rec));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATS)?;
+        let get = |k: &str| -> Result<u64> { Ok(t.get(k)?.map(|g| g.value()).unwrap_or(0)) };
+        Ok(Stats { objects: get("objects")?, bytes: get("bytes")? })
+    }
+
+    /// Blob ids waiting to be deleted.
+    pub fn garbage(&self, limit: usize) -> Result<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(GARBAGE)?;
+        let mut out = Vec::new();
+        for item in t.iter()?.take(limit) {
+            let (k, _) = item?;
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+}
+
+fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        let result = (|| -> Result<()> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+            {
+                let mut t = Tx::new(&txn);
+                for job in batch.drain(..) {
+                    completions.push(job(&mut t));
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writers = completions.len(), "metadata commit failed");
+        }
+        // Jobs that never ran (begin_write failed) are dropped: their senders close and the
+        // waiting writers see `Closed`.
+        for c in completions {
+            c(result.clone().map_err(|e| Error::Commit(e.to_string())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

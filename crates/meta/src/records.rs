@@ -1,0 +1,104 @@
+//! Serialized records. Encoded as JSON: self-describing, so fields can be added without a
+//! migration; the records are small and never on a byte-copying hot path.
+
+use ironbucket_types::{ChecksumAlgorithm, Checksums, Hlc, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> crate::Result<T> {
+    serde_json::from_slice(raw).map_err(|e| crate::Error::Corrupt(e.to_string()))
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> crate::Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| crate::Error::Corrupt(e.to_string()))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: String,
+    pub created: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<(String, String)>>,
+}
+
+/// Standard content headers stored with an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentHeaders {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// HTTP date, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// A piece of an object's body: one blob (a whole object, or one multipart part).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub blob: String,
+    pub size: u64,
+}
+
+/// One version of an object. Unversioned buckets hold only the `null` version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub version_id: String,
+    pub hlc: Hlc,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: UnixMillis,
+    #[serde(default)]
+    pub content: ContentHeaders,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_meta: BTreeMap<String, String>,
+    #[serde(default)]
+    pub checksums: Checksums,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
+    pub segments: Vec<Segment>,
+    /// Number of parts when the object was assembled by a multipart upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_count: Option<u32>,
+    /// Id of the encryption key that sealed the blobs, if encrypted at rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+impl ObjectRecord {
+    pub fn blob_ids(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().map(|s| s.blob.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub key: String,
+    pub initiated: UnixMillis,
+    #[serde(default)]
+    pub content: ContentHeaders,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_meta: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+    pub blob: String,
+    pub last_modified: UnixMillis,
+    #[serde(default)]
+    pub checksums: Checksums,
+}

@@ -1,0 +1,144 @@
+//! Typed access to the tables inside a (shared) write transaction.
+
+use crate::records::{self, BucketRecord, ObjectRecord, PartRecord, UploadRecord};
+use crate::{BUCKETS, GARBAGE, OBJECTS, PARTS, Result, STATS, UPLOADS};
+use redb::{ReadableTable, WriteTransaction};
+
+/// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
+pub struct Tx<'a> {
+    txn: &'a WriteTransaction,
+}
+
+pub(crate) fn parts_of(t: &impl ReadableTable<(&'static str, u32), &'static [u8]>, upload_id: &str) -> Result<Vec<PartRecord>> {
+    let mut out = Vec::new();
+    for item in t.range((upload_id, 0u32)..=(upload_id, u32::MAX))? {
+        let (_, v) = item?;
+        out.push(records::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+impl<'a> Tx<'a> {
+    pub(crate) fn new(txn: &'a WriteTransaction) -> Self {
+        Self { txn }
+    }
+
+    pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
+        let t = self.txn.open_table(BUCKETS)?;
+        let r = t.get(name)?.map(|g| records::decode(g.value())).transpose();
+        r
+    }
+
+    pub fn put_bucket(&mut self, rec: &BucketRecord) -> Result<()> {
+        let raw = records::encode(rec)?;
+        self.txn.open_table(BUCKETS)?.insert(rec.name.as_str(), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_bucket(&mut self, name: &str) -> Result<()> {
+        self.txn.open_table(BUCKETS)?.remove(name)?;
+        Ok(())
+    }
+
+    /// Whether the bucket holds any object or in-progress multipart upload.
+    pub fn bucket_in_use(&self, name: &str) -> Result<bool> {
+        let objects = self.txn.open_table(OBJECTS)?;
+        let empty: &[u8] = &[];
+        if let Some(item) = objects.range((name, empty)..)?.next() {
+            let (k, _) = item?;
+            if k.value().0 == name {
+                return Ok(true);
+            }
+        }
+        let uploads = self.txn.open_table(UPLOADS)?;
+        if let Some(item) = uploads.range((name, empty, "")..)?.next() {
+            let (k, _) = item?;
+            if k.value().0 == name {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
+        let t = self.txn.open_table(OBJECTS)?;
+        let r = t.get((bucket, key.as_bytes()))?.map(|g| records::decode(g.value())).transpose();
+        r
+    }
+
+    pub fn put_object(&mut self, bucket: &str, key: &str, rec: &ObjectRecord) -> Result<()> {
+        let raw = records::encode(rec)?;
+        self.txn.open_table(OBJECTS)?.insert((bucket, key.as_bytes()), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_object(&mut self, bucket: &str, key: &str) -> Result<()> {
+        self.txn.open_table(OBJECTS)?.remove((bucket, key.as_bytes()))?;
+        Ok(())
+    }
+
+    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
+        let t = self.txn.open_table(UPLOADS)?;
+        let r = t.get((bucket, key.as_bytes(), upload_id))?.map(|g| records::decode(g.value())).transpose();
+        r
+    }
+
+    pub fn put_upload(&mut self, bucket: &str, rec: &UploadRecord) -> Result<()> {
+        let raw = records::encode(rec)?;
+        self.txn
+            .open_table(UPLOADS)?
+            .insert((bucket, rec.key.as_bytes(), rec.upload_id.as_str()), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_upload(&mut self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.txn.open_table(UPLOADS)?.remove((bucket, key.as_bytes(), upload_id))?;
+        Ok(())
+    }
+
+    pub fn parts(&self, upload_id: &str) -> Result<Vec<PartRecord>> {
+        let t = self.txn.open_table(PARTS)?;
+        parts_of(&t, upload_id)
+    }
+
+    pub fn get_part(&self, upload_id: &str, part_number: u32) -> Result<Option<PartRecord>> {
+        let t = self.txn.open_table(PARTS)?;
+        let r = t.get((upload_id, part_number))?.map(|g| records::decode(g.value())).transpose();
+        r
+    }
+
+    pub fn put_part(&mut self, upload_id: &str, rec: &PartRecord) -> Result<()> {
+        let raw = records::encode(rec)?;
+        self.txn.open_table(PARTS)?.insert((upload_id, rec.part_number), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_parts(&mut self, upload_id: &str) -> Result<()> {
+        let mut t = self.txn.open_table(PARTS)?;
+        t.retain_in((upload_id, 0u32)..=(upload_id, u32::MAX), |_, _| false)?;
+        Ok(())
+    }
+
+    /// Adjusts the usage counters.
+    pub fn add_stats(&mut self, objects: i64, bytes: i64) -> Result<()> {
+        let mut t = self.txn.open_table(STATS)?;
+        for (k, d) in [("objects", objects), ("bytes", bytes)] {
+            if d != 0 {
+                let cur = t.get(k)?.map(|g| g.value()).unwrap_or(0);
+                t.insert(k, cur.saturating_add_signed(d))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a blob to delete once this transaction has committed.
+    pub fn add_garbage(&mut self, blob_id: &str) -> Result<()> {
+        self.txn.open_table(GARBAGE)?.insert(blob_id, ironbucket_types::now_millis())?;
+        Ok(())
+    }
+
+    pub fn remove_garbage(&mut self, blob_id: &str) -> Result<()> {
+        self.txn.open_table(GARBAGE)?.remove(blob_id)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,197 @@
+//! Encryption at rest: envelope encryption with AES-256-GCM.
+//!
+//! Each blob gets a fresh random data key, wrapped by the configured master key and stored in
+//! the blob header with the master key's id. Chunk `i` is sealed with the data key, nonce `i`
+//! and associated data `(i, last)`, so chunks cannot be reordered, swapped between blobs or the
+//! blob truncated without detection. Old master keys stay readable for rotation.
+
+use crate::format::{CryptoMaterial, TAG_LEN};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("encryption key must be 32 bytes given as 64 hex characters or 44 base64 characters")]
+    BadFormat,
+    #[error("no configured encryption key has id {0}")]
+    UnknownKey(String),
+    #[error("encryption failed")]
+    Seal,
+    #[error("decryption failed: wrong key or corrupt data")]
+    Open,
+}
+
+/// A 256-bit master key.
+#[derive(Clone)]
+pub struct EncryptionKey {
+    bytes: [u8; 32],
+    id: [u8; 8],
+}
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncryptionKey(id={})", hex::encode(self.id))
+    }
+}
+
+impl EncryptionKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let digest = Sha256::digest(bytes);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        Self { bytes, id }
+    }
+
+    /// Parses 64 hex characters or standard base64 of exactly 32 bytes.
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        let s = s.trim();
+        let raw = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(s).map_err(|_| KeyError::BadFormat)?
+        } else {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| KeyError::BadFormat)?
+        };
+        let bytes: [u8; 32] = raw.try_into().map_err(|_| KeyError::BadFormat)?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Short public identifier (hex of the first 8 bytes of SHA-256 of the key).
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+}
+
+/// The current master key plus older ones that may still be needed to read.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    current: EncryptionKey,
+    old: Vec<EncryptionKey>,
+}
+
+impl Keyring {
+    pub fn new(current: EncryptionKey, old: Vec<EncryptionKey>) -> Self {
+        Self { current, old }
+    }
+
+    pub fn current_id(&self) -> String {
+        self.current.id_hex()
+    }
+
+    fn find(&self, id: &[u8; 8]) -> Option<&EncryptionKey> {
+        std::iter::once(&self.current).chain(self.old.iter()).find(|k| &k.id == id)
+    }
+
+    pub(crate) fn new_blob_sealer(&self) -> Result<Sealer, KeyError> {
+        let mut data_key = [0u8; 32];
+        let mut wrap_nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut data_key);
+        rand::thread_rng().fill_bytes(&mut wrap_nonce);
+        let master = Aes256Gcm::new((&self.current.bytes).into());
+        let mut wrapped = data_key.to_vec();
+        let tag = master
+            .encrypt_in_place_detached(Nonce::from_slice(&wrap_nonce), b"ironbucket-data-key", &mut wrapped)
+            .map_err(|_| KeyError::Seal)?;
+        let mut wrapped_key = [0u8; 48];
+        wrapped_key[..32].copy_from_slice(&wrapped);
+        wrapped_key[32..].copy_from_slice(&tag);
+        Ok(Sealer {
+            cipher: Aes256Gcm::new((&data_key).into()),
+            material: CryptoMaterial { key_id: self.current.id, wrap_nonce, wrapped_key },
+        })
+    }
+
+    pub(crate) fn blob_opener(&self, m: &CryptoMaterial) -> Result<Sealer, KeyError> {
+        let master = self.find(&m.key_id).ok_or_else(|| KeyError::UnknownKey(hex::encode(m.key_id)))?;
+        let cipher = Aes256Gcm::new((&master.bytes).into());
+        let mut data_key = m.wrapped_key[..32].to_vec();
+        let tag = Tag::from_slice(&m.wrapped_key[32..]);
+        cipher
+            .decrypt_in_place_detached(Nonce::from_slice(&m.wrap_nonce), b"ironbucket-data-key", &mut data_key, tag)
+            .map_err(|_| KeyError::Open)?;
+        let key: [u8; 32] = data_key.try_into().map_err(|_| KeyError::Open)?;
+        Ok(Sealer { cipher: Aes256Gcm::new((&key).into()), material: m.clone() })
+    }
+}
+
+/// Seals and opens the chunks of one blob.
+pub(crate) struct Sealer {
+    cipher: Aes256Gcm,
+    material: CryptoMaterial,
+}
+
+fn nonce(index: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    n
+}
+
+fn aad(index: u64, last: bool) -> [u8; 9] {
+    let mut a = [0u8; 9];
+    a[..8].copy_from_slice(&index.to_be_bytes());
+    a[8] = last as u8;
+    a
+}
+
+impl Sealer {
+    pub(crate) fn header_material(&self) -> CryptoMaterial {
+        self.material.clone()
+    }
+
+    pub(crate) fn seal_into(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) -> Result<(), KeyError> {
+        let at = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(index, last), &mut out[at..])
+            .map_err(|_| KeyError::Seal)?;
+        out.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    pub(crate) fn open(&self, index: u64, last: bool, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        if sealed.len() < TAG_LEN {
+            return Err(KeyError::Open);
+        }
+        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let mut buf = ct.to_vec();
+        self.cipher
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(index, last), &mut buf, Tag::from_slice(tag))
+            .map_err(|_| KeyError::Open)?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_keys() {
+        let hex_key = "00".repeat(32);
+        assert!(EncryptionKey::parse(&hex_key).is_ok());
+        let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        assert!(EncryptionKey::parse(b64).is_ok());
+        assert_eq!(EncryptionKey::parse("short").err(), Some(KeyError::BadFormat));
+        assert_eq!(EncryptionKey::parse(&"00".repeat(31)).err(), Some(KeyError::BadFormat));
+    }
+
+    #[test]
+    fn seal_open_and_tamper() {
+        let ring = Keyring::new(EncryptionKey::from_bytes([7; 32]), vec![]);
+        let s = ring.new_blob_sealer().unwrap();
+        let mut out = Vec::new();
+        s.seal_into(3, true, b"hello", &mut out).unwrap();
+        let o = ring.blob_opener(&s.header_material()).unwrap();
+        assert_eq!(o.open(3, true, &out).unwrap(), b"hello");
+        assert!(o.open(3, false, &out).is_err(), "last flag is bound");
+        assert!(o.open(4, true, &out).is_err(), "index is bound");
+        out[0] ^= 1;
+        assert!(o.open(3, true, &out).is_err());
+        let other = Keyring::new(EncryptionKey::from_bytes([8; 32]), vec![]);
+        assert!(matches!(other.blob_opener(&s.header_material()), Err(KeyError::UnknownKey(_))));
+        let rotated = Keyring::new(EncryptionKey::from_bytes([8; 32]), vec![EncryptionKey::from_bytes([7; 32])]);
+        assert!(rotated.blob_opener(&s.header_material()).is_ok());
+    }
+}
