@@ -1,1 +1,64 @@
-//! placeholder
+//! The `ObjectStore` seam: everything the S3 front end needs from storage, in S3's terms but
+//! free of HTTP and of any S3 library. [`LocalStore`] implements it on one node (blob files +
+//! redb metadata); the cluster implements it again later, and the S3 layer never knows which.
+//!
+//! [`conformance`] (feature `testing`) is one behaviour suite that every implementation runs.
+//!
+//! Must not depend on `s3s`, HTTP crates or the cluster layers.
+
+mod error;
+mod local;
+mod model;
+mod tags;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+
+pub use error::{Error, Result};
+pub use ironbucket_meta::ContentHeaders;
+pub use ironbucket_storage::{ByteStream, EncryptionKey, KeyError, Keyring, StorageConfig};
+pub use ironbucket_types::{ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec};
+pub use local::{LocalConfig, LocalStore};
+pub use model::*;
+pub use tags::validate_tags;
+
+use async_trait::async_trait;
+
+/// Object storage as the S3 layer sees it.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    async fn create_bucket(&self, bucket: &str) -> Result<()>;
+    async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo>;
+    /// Fails with `BucketNotEmpty` while objects or multipart uploads remain.
+    async fn delete_bucket(&self, bucket: &str) -> Result<()>;
+    async fn list_buckets(&self) -> Result<Vec<BucketInfo>>;
+    async fn put_bucket_tagging(&self, bucket: &str, tags: Vec<Tag>) -> Result<()>;
+    /// `NoSuchTagSet` when the bucket has no tags.
+    async fn get_bucket_tagging(&self, bucket: &str) -> Result<Vec<Tag>>;
+    async fn delete_bucket_tagging(&self, bucket: &str) -> Result<()>;
+
+    /// Streams `body` to durable storage and makes it visible atomically.
+    async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo>;
+    async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput>;
+    async fn head_object(&self, req: GetObject) -> Result<ObjectInfo>;
+    /// Deleting a missing key succeeds, as in S3.
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteResult>;
+    /// Deletes up to 1000 keys; one result per key, in order.
+    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>>;
+    async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo>;
+    async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()>;
+    async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>>;
+    async fn delete_object_tagging(&self, bucket: &str, key: &str) -> Result<()>;
+    async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage>;
+
+    async fn create_multipart_upload(&self, req: CreateMultipart) -> Result<String>;
+    async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo>;
+    async fn upload_part_copy(&self, req: UploadPartCopy) -> Result<PartInfo>;
+    async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo>;
+    async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()>;
+    async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage>;
+    async fn list_multipart_uploads(&self, bucket: &str, query: UploadListQuery) -> Result<UploadListPage>;
+
+    /// Object and byte counts and disk space, for health and metrics.
+    async fn usage(&self) -> Result<Usage>;
+}

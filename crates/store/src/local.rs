@@ -1,0 +1,810 @@
+//! `LocalStore`: the single-node implementation of [`ObjectStore`]. Bodies go to the blob store
+//! (streamed, checksummed, fsynced), metadata to redb through group commit. An object becomes
+//! visible only when its metadata commits, after its blob is durable, so a crash never exposes
+//! a partial object. Blobs an object no longer uses are listed in the metadata garbage table in
+//! the same commit and removed afterwards by the garbage worker.
+
+use crate::model::*;
+use crate::{ByteStream, Error, ObjectStore, Result, validate_tags};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ironbucket_meta::{BucketRecord, MetaStore, ObjectRecord, PartRecord, Segment, Tx, UploadRecord};
+use ironbucket_storage::{BlobRef, BlobStore, Keyring, StorageConfig};
+use ironbucket_types::{
+    ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis, validate_bucket_name,
+    validate_object_key,
+};
+use md5::Digest;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest single PUT (S3's limit).
+pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest multipart object part count.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// Settings of the local store.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    /// Smallest size of every part but the last in CompleteMultipartUpload (S3: 5 MiB).
+    pub min_part_size: u64,
+    /// Multipart uploads older than this are aborted by the background worker.
+    pub multipart_max_age: Duration,
+    /// How often background workers run.
+    pub worker_interval: Duration,
+}
+
+impl LocalConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            storage: StorageConfig::default(),
+            min_part_size: 5 * 1024 * 1024,
+            multipart_max_age: Duration::from_secs(7 * 24 * 3600),
+            worker_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The single-node object store.
+pub struct LocalStore {
+    meta: MetaStore,
+    blobs: BlobStore,
+    clock: HlcClock,
+    cfg: LocalConfig,
+    key_id: Option<String>,
+    garbage_tx: mpsc::UnboundedSender<()>,
+}
+
+impl LocalStore {
+    /// Opens the store under `cfg.data_dir` and starts its background workers (garbage
+    /// removal and abandoned-upload cleanup). Must be called inside a Tokio runtime.
+    pub fn open(cfg: LocalConfig, keys: Option<Keyring>) -> Result<Arc<Self>> {
+        cfg.storage.validate().map_err(Error::InvalidArgument)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
+        let meta = MetaStore::open(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync)?;
+        let key_id = keys.as_ref().map(|k| k.current_id());
+        let blobs = BlobStore::open(&cfg.data_dir, cfg.storage.clone(), keys)?;
+        let (garbage_tx, garbage_rx) = mpsc::unbounded_channel();
+        let store = Arc::new(Self { meta, blobs, clock: HlcClock::new(), cfg, key_id, garbage_tx });
+        tokio::spawn(garbage_worker(Arc::downgrade(&store), garbage_rx));
+        tokio::spawn(multipart_worker(Arc::downgrade(&store)));
+        // Remove whatever a previous run left on the garbage list.
+        let _ = store.garbage_tx.send(());
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &LocalConfig {
+        &self.cfg
+    }
+
+    fn bucket_must_exist(&self, bucket: &str) -> Result<BucketRecord> {
+        self.meta.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)
+    }
+
+    fn object_record(&self, bucket: &str, key: &str) -> Result<ObjectRecord> {
+        match self.meta.get_object(bucket, key)? {
+            Some(r) => Ok(r),
+            None => {
+                self.bucket_must_exist(bucket)?;
+                Err(Error::NoSuchKey)
+            }
+        }
+    }
+
+    fn info(key: &str, r: &ObjectRecord) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            version_id: r.version_id.clone(),
+            size: r.size,
+            etag: r.etag.clone(),
+            last_modified: r.last_modified,
+            content: r.content.clone(),
+            user_meta: r.user_meta.clone(),
+            checksums: r.checksums.clone(),
+            tag_count: r.tags.len(),
+            parts_count: r.parts_count,
+        }
+    }
+
+    fn new_record(&self, meta: ObjectMeta, size: u64, etag: String, checksums: Checksums, segments: Vec<Segment>) -> ObjectRecord {
+        let hlc = self.clock.now();
+        ObjectRecord {
+            version_id: NULL_VERSION.to_string(),
+            hlc,
+            size,
+            etag,
+            last_modified: hlc.physical,
+            content: meta.content,
+            user_meta: meta.user_meta,
+            checksums,
+            tags: meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            segments,
+            parts_count: None,
+            key_id: self.key_id.clone(),
+        }
+    }
+
+    /// Streams a body into a new blob, verifying length, MD5 and checksums.
+    async fn ingest(&self, mut body: ByteStream, checks: BodyChecks, max: u64) -> Result<(BlobRef, String, Checksums)> {
+        if let Some(len) = checks.content_length
+            && len > max
+        {
+            return Err(Error::EntityTooLarge);
+        }
+        let expected_md5 = match &checks.content_md5 {
+            Some(s) => {
+                use base64_md5::decode16;
+                Some(decode16(s).ok_or(Error::InvalidDigest)?)
+            }
+            None => None,
+        };
+        let mut algs: Vec<_> = checks.compute.clone();
+        algs.extend(checks.checksums.algorithms());
+        let mut hasher = ChecksumSet::new(algs.iter().copied());
+        let mut md5 = md5::Md5::new();
+        let mut writer = self.blobs.create().await?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk: Bytes = chunk.map_err(|e| Error::IncompleteBody(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(Error::EntityTooLarge);
+            }
+            md5.update(&chunk);
+            hasher.update(&chunk);
+            writer.write(&chunk).await?;
+        }
+        if let Some(len) = checks.content_length
+            && len != size
+        {
+            return Err(Error::IncompleteBody(format!("expected {len} bytes, received {size}")));
+        }
+        let digest: [u8; 16] = md5.finalize().into();
+        if let Some(want) = expected_md5
+            && want != digest
+        {
+            return Err(Error::BadDigest);
+        }
+        let mut expected = checks.checksums.clone();
+        if let Some(trailer) = checks.trailer {
+            let t = trailer();
+            for a in t.algorithms() {
+                expected.set(a, t.get(a).map(str::to_string));
+            }
+        }
+        let mut computed = hasher.finish();
+        // Trailer algorithms not announced up front cannot be verified afterwards.
+        if let Some(a) = expected.algorithms().find(|a| computed.get(*a).is_none()) {
+            return Err(Error::InvalidRequest(format!("checksum {} arrived in the trailer without being declared", a.as_str())));
+        }
+        if let Some(a) = computed.first_mismatch(&expected) {
+            return Err(Error::ChecksumMismatch(a));
+        }
+        // Store only what was asked for (computed set == requested algorithms).
+        for a in ironbucket_types::ChecksumAlgorithm::ALL {
+            if !algs.contains(&a) && expected.get(a).is_none() {
+                computed.set(a, None);
+            }
+        }
+        let blob = writer.finish().await?;
+        Ok((blob, hex::encode(digest), computed))
+    }
+
+    /// Commits a metadata change; on failure the new blobs are removed again.
+    async fn commit<R, F>(&self, new_blobs: Vec<String>, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
+    {
+        let r = self.meta.write(f).await;
+        match &r {
+            Ok(_) => {
+                let _ = self.garbage_tx.send(());
+            }
+            Err(_) => {
+                for id in new_blobs {
+                    let _ = self.blobs.delete(&id).await;
+                }
+            }
+        }
+        r
+    }
+
+    /// A stream of `range` over an object's segments, opening each blob only when reached.
+    fn body_stream(&self, rec: &ObjectRecord, start: u64, end: u64) -> ByteStream {
+        let blobs = self.blobs.clone();
+        let mut pieces = Vec::new();
+        let mut off = 0u64;
+        for s in &rec.segments {
+            let (lo, hi) = (off, off + s.size);
+            off = hi;
+            if hi <= start || lo >= end {
+                continue;
+            }
+            let from = start.max(lo) - lo;
+            let to = end.min(hi) - lo;
+            pieces.push((BlobRef { id: s.blob.clone(), size: s.size }, from, to));
+        }
+        Box::pin(
+            futures::stream::iter(pieces)
+                .then(move |(b, from, to)| {
+                    let blobs = blobs.clone();
+                    async move { blobs.read(&b, from, to).await.map_err(std::io::Error::other) }
+                })
+                .try_flatten(),
+        )
+    }
+
+    async fn read_source(&self, bucket: &str, key: &str, conds: &Conditions) -> Result<ObjectRecord> {
+        let rec = self.object_record(bucket, key)?;
+        conds.check_copy_source(&rec.etag, rec.last_modified)?;
+        Ok(rec)
+    }
+
+    async fn abort_upload(&self, bucket: String, key: String, upload_id: String) -> Result<()> {
+        self.commit(vec![], move |t| {
+            if t.get_upload(&bucket, &key, &upload_id)?.is_none() {
+                return Err(Error::NoSuchUpload);
+            }
+            let parts = t.parts(&upload_id)?;
+            for p in &parts {
+                t.add_garbage(&p.blob)?;
+            }
+            t.delete_parts(&upload_id)?;
+            t.delete_upload(&bucket, &key, &upload_id)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn store_part(&self, bucket: String, key: String, upload_id: String, part_number: u32, blob: BlobRef, etag: String, checksums: Checksums) -> Result<PartInfo> {
+        let rec = PartRecord { part_number, etag, size: blob.size, blob: blob.id.clone(), last_modified: now_millis(), checksums };
+        let out = PartInfo { part_number, etag: rec.etag.clone(), size: rec.size, last_modified: rec.last_modified, checksums: rec.checksums.clone() };
+        self.commit(vec![blob.id], move |t| {
+            if t.get_upload(&bucket, &key, &upload_id)?.is_none() {
+                return Err(Error::NoSuchUpload);
+            }
+            if let Some(old) = t.get_part(&upload_id, part_number)? {
+                t.add_garbage(&old.blob)?;
+            }
+            t.put_part(&upload_id, &rec)?;
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    fn check_part_number(n: u32) -> Result<()> {
+        if n == 0 || n > MAX_PARTS {
+            return Err(Error::InvalidArgument(format!("part number must be an integer between 1 and {MAX_PARTS}, got {n}")));
+        }
+        Ok(())
+    }
+
+    fn require_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
+        match self.meta.get_upload(bucket, key, upload_id)? {
+            Some(u) => Ok(u),
+            None => {
+                self.bucket_must_exist(bucket)?;
+                Err(Error::NoSuchUpload)
+            }
+        }
+    }
+}
+
+/// Replaces `bucket/key` with `rec` inside a transaction: checks conditions, moves the old
+/// version's blobs that `rec` does not reuse to the garbage list and keeps the counters right.
+fn replace_object(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &ObjectRecord, conds: &Conditions) -> Result<()> {
+    if t.get_bucket(bucket)?.is_none() {
+        return Err(Error::NoSuchBucket);
+    }
+    let old = t.get_object(bucket, key)?;
+    conds.check_write(old.as_ref().map(|o| o.etag.as_str()))?;
+    let (d_objects, d_bytes) = match &old {
+        Some(o) => {
+            for b in o.blob_ids() {
+                if !rec.segments.iter().any(|s| s.blob == b) {
+                    t.add_garbage(b)?;
+                }
+            }
+            (0i64, rec.size as i64 - o.size as i64)
+        }
+        None => (1, rec.size as i64),
+    };
+    t.put_object(bucket, key, rec)?;
+    t.add_stats(d_objects, d_bytes)?;
+    Ok(())
+}
+
+fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str) -> Result<DeleteResult> {
+    if let Some(old) = t.get_object(bucket, key)? {
+        for b in old.blob_ids() {
+            t.add_garbage(b)?;
+        }
+        t.delete_object(bucket, key)?;
+        t.add_stats(-1, -(old.size as i64))?;
+    }
+    Ok(DeleteResult { key: key.to_string(), version_id: None })
+}
+
+fn tags_of(v: &[(String, String)]) -> Vec<Tag> {
+    v.iter().map(|(k, v)| Tag { key: k.clone(), value: v.clone() }).collect()
+}
+
+mod base64_md5 {
+    use base64::Engine;
+    pub fn decode16(s: &str) -> Option<[u8; 16]> {
+        let raw = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
+        raw.try_into().ok()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        validate_bucket_name(bucket)?;
+        let rec = BucketRecord { name: bucket.to_string(), created: now_millis(), tags: None };
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&rec.name)?.is_some() {
+                return Err(Error::BucketAlreadyOwnedByYou);
+            }
+            t.put_bucket(&rec)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo> {
+        let b = self.bucket_must_exist(bucket)?;
+        Ok(BucketInfo { name: b.name, created: b.created })
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&name)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            if t.bucket_in_use(&name)? {
+                return Err(Error::BucketNotEmpty);
+            }
+            t.delete_bucket(&name)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
+        Ok(self.meta.list_buckets()?.into_iter().map(|b| BucketInfo { name: b.name, created: b.created }).collect())
+    }
+
+    async fn put_bucket_tagging(&self, bucket: &str, tags: Vec<Tag>) -> Result<()> {
+        validate_tags(&tags, 50)?;
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.tags = Some(tags.into_iter().map(|t| (t.key, t.value)).collect());
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_bucket_tagging(&self, bucket: &str) -> Result<Vec<Tag>> {
+        let b = self.bucket_must_exist(bucket)?;
+        b.tags.map(|t| tags_of(&t)).ok_or(Error::NoSuchTagSet)
+    }
+
+    async fn delete_bucket_tagging(&self, bucket: &str) -> Result<()> {
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.tags = None;
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
+        validate_object_key(&req.key)?;
+        validate_tags(&req.meta.tags, 10)?;
+        self.bucket_must_exist(&req.bucket)?;
+        let (blob, etag, checksums) = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
+        let rec = self.new_record(req.meta, blob.size, etag, checksums, vec![Segment { blob: blob.id.clone(), size: blob.size }]);
+        let info = Self::info(&req.key, &rec);
+        let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
+        self.commit(vec![blob.id], move |t| replace_object(t, &bucket, &key, &rec, &conds)).await?;
+        Ok(info)
+    }
+
+    async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {
+        let rec = self.object_record(&req.bucket, &req.key)?;
+        req.conditions.check_read(&rec.etag, rec.last_modified)?;
+        let range = match req.range {
+            Some(r) => Some(r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?),
+            None => None,
+        };
+        let (start, end) = range.map(|r| (r.start, r.end)).unwrap_or((0, rec.size));
+        let body = self.body_stream(&rec, start, end);
+        Ok(GetObjectOutput { info: Self::info(&req.key, &rec), range, body })
+    }
+
+    async fn head_object(&self, req: GetObject) -> Result<ObjectInfo> {
+        let rec = self.object_record(&req.bucket, &req.key)?;
+        req.conditions.check_read(&rec.etag, rec.last_modified)?;
+        if let Some(r) = req.range {
+            r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?;
+        }
+        Ok(Self::info(&req.key, &rec))
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteResult> {
+        validate_object_key(key)?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&bucket)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            delete_in_tx(t, &bucket, &key)
+        })
+        .await
+    }
+
+    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>> {
+        if keys.len() > 1000 {
+            return Err(Error::InvalidRequest("a DeleteObjects request may name at most 1000 keys".into()));
+        }
+        let bucket = bucket.to_string();
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&bucket)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(match validate_object_key(&k) {
+                    Ok(()) => delete_in_tx(t, &bucket, &k),
+                    Err(e) => Err(e.into()),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo> {
+        validate_object_key(&req.key)?;
+        self.bucket_must_exist(&req.bucket)?;
+        let src = self.read_source(&req.src_bucket, &req.src_key, &req.source_conditions).await?;
+        let same = req.src_bucket == req.bucket && req.src_key == req.key;
+        if same && req.replace_meta.is_none() && req.replace_tags.is_none() {
+            return Err(Error::InvalidRequest(
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
+            ));
+        }
+        let mut meta = match req.replace_meta {
+            Some(m) => m,
+            None => ObjectMeta { content: src.content.clone(), user_meta: src.user_meta.clone(), tags: vec![] },
+        };
+        meta.tags = match req.replace_tags {
+            Some(t) => t,
+            None => tags_of(&src.tags),
+        };
+        validate_tags(&meta.tags, 10)?;
+        let (rec, new_blobs) = if same {
+            // Metadata-only rewrite: the new version shares the blobs of the old one.
+            let mut rec = self.new_record(meta, src.size, src.etag.clone(), src.checksums.clone(), src.segments.clone());
+            rec.parts_count = src.parts_count;
+            (rec, vec![])
+        } else {
+            let body = self.body_stream(&src, 0, src.size);
+            let checks = BodyChecks { content_length: Some(src.size), compute: src.checksums.algorithms().collect(), ..Default::default() };
+            let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+            let rec = self.new_record(meta, blob.size, etag, checksums, vec![Segment { blob: blob.id.clone(), size: blob.size }]);
+            (rec, vec![blob.id])
+        };
+        let info = Self::info(&req.key, &rec);
+        let (bucket, key, src_etag, src_hlc) = (req.bucket, req.key, src.etag, src.hlc);
+        self.commit(new_blobs, move |t| {
+            if same {
+                // The blobs being shared must still belong to the current version.
+                match t.get_object(&bucket, &key)? {
+                    Some(cur) if cur.hlc == src_hlc && cur.etag == src_etag => {}
+                    _ => return Err(Error::PreconditionFailed),
+                }
+            }
+            replace_object(t, &bucket, &key, &rec, &Conditions::default())
+        })
+        .await?;
+        Ok(info)
+    }
+
+    async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()> {
+        validate_tags(&tags, 10)?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&bucket)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            let mut rec = t.get_object(&bucket, &key)?.ok_or(Error::NoSuchKey)?;
+            rec.tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
+            t.put_object(&bucket, &key, &rec)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>> {
+        Ok(tags_of(&self.object_record(bucket, key)?.tags))
+    }
+
+    async fn delete_object_tagging(&self, bucket: &str, key: &str) -> Result<()> {
+        self.put_object_tagging(bucket, key, vec![]).await
+    }
+
+    async fn list_objects(&self, bucket: &str, q: ListQuery) -> Result<ListPage> {
+        self.bucket_must_exist(bucket)?;
+        let mq = ironbucket_meta::ListQuery { prefix: q.prefix, delimiter: q.delimiter, marker: q.marker, max_keys: q.max_keys.min(1000) };
+        let meta = self.meta.clone();
+        let b = bucket.to_string();
+        let page = tokio::task::spawn_blocking(move || meta.list_objects(&b, &mq))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(ListPage {
+            objects: page.objects.iter().map(|(k, r)| Self::info(k, r)).collect(),
+            common_prefixes: page.common_prefixes,
+            truncated: page.truncated,
+            next_marker: page.next_marker,
+        })
+    }
+
+    async fn create_multipart_upload(&self, req: CreateMultipart) -> Result<String> {
+        validate_object_key(&req.key)?;
+        validate_tags(&req.meta.tags, 10)?;
+        let upload_id = uuid::Uuid::new_v4().simple().to_string();
+        let rec = UploadRecord {
+            upload_id: upload_id.clone(),
+            key: req.key,
+            initiated: now_millis(),
+            content: req.meta.content,
+            user_meta: req.meta.user_meta,
+            tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            checksum_algorithm: req.checksum_algorithm,
+        };
+        let bucket = req.bucket;
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&bucket)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            t.put_upload(&bucket, &rec)?;
+            Ok(())
+        })
+        .await?;
+        Ok(upload_id)
+    }
+
+    async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo> {
+        Self::check_part_number(req.part_number)?;
+        let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
+        let mut checks = req.checks;
+        if let Some(a) = upload.checksum_algorithm {
+            checks.compute.push(a);
+        }
+        let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+        self.store_part(req.bucket, req.key, req.upload_id, req.part_number, blob, etag, checksums).await
+    }
+
+    async fn upload_part_copy(&self, req: UploadPartCopy) -> Result<PartInfo> {
+        Self::check_part_number(req.part_number)?;
+        let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
+        let src = self.read_source(&req.src_bucket, &req.src_key, &req.source_conditions).await?;
+        let (start, end) = match req.range {
+            Some(RangeSpec::FromTo { first, last: Some(last) }) => {
+                if first > last || last >= src.size {
+                    return Err(Error::InvalidArgument(format!(
+                        "the x-amz-copy-source-range value must be of the form bytes=first-last where first and last are zero-based offsets within the {}-byte source object",
+                        src.size
+                    )));
+                }
+                (first, last + 1)
+            }
+            Some(_) => return Err(Error::InvalidArgument("the x-amz-copy-source-range value must be of the form bytes=first-last".into())),
+            None => (0, src.size),
+        };
+        let body = self.body_stream(&src, start, end);
+        let checks = BodyChecks { content_length: Some(end - start), compute: upload.checksum_algorithm.into_iter().collect(), ..Default::default() };
+        let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+        self.store_part(req.bucket, req.key, req.upload_id, req.part_number, blob, etag, checksums).await
+    }
+
+    async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
+        if req.parts.is_empty() {
+            return Err(Error::InvalidRequest("you must specify at least one part".into()));
+        }
+        for w in req.parts.windows(2) {
+            if w[1].part_number <= w[0].part_number {
+                return Err(Error::InvalidPartOrder);
+            }
+        }
+        let min_part = self.cfg.min_part_size;
+        let hlc = self.clock.now();
+        let key_id = self.key_id.clone();
+        let CompleteMultipart { bucket, key, upload_id, parts: wanted } = req;
+        let key2 = key.clone();
+        let rec = self
+            .commit(vec![], move |t| {
+                if t.get_bucket(&bucket)?.is_none() {
+                    return Err(Error::NoSuchBucket);
+                }
+                let upload = t.get_upload(&bucket, &key, &upload_id)?.ok_or(Error::NoSuchUpload)?;
+                let stored = t.parts(&upload_id)?;
+                let mut chosen: Vec<&PartRecord> = Vec::with_capacity(wanted.len());
+                for w in &wanted {
+                    let p = stored
+                        .iter()
+                        .find(|p| p.part_number == w.part_number)
+                        .ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", w.part_number)))?;
+                    if p.etag != w.etag.trim_matches('"') {
+                        return Err(Error::InvalidPart(format!("part {} has ETag {}, not {}", w.part_number, p.etag, w.etag)));
+                    }
+                    chosen.push(p);
+                }
+                for p in &chosen[..chosen.len() - 1] {
+                    if p.size < min_part {
+                        return Err(Error::EntityTooSmall { part: p.part_number, size: p.size });
+                    }
+                }
+                let md5s: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
+                let etag = multipart_etag(&md5s).ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
+                let mut checksums = Checksums::default();
+                if let Some(a) = upload.checksum_algorithm {
+                    let vals: Option<Vec<&str>> = chosen.iter().map(|p| p.checksums.get(a)).collect();
+                    if let Some(v) = vals {
+                        checksums.set(a, ironbucket_types::checksum::composite(a, &v));
+                    }
+                }
+                let rec = ObjectRecord {
+                    version_id: NULL_VERSION.to_string(),
+                    hlc,
+                    size: chosen.iter().map(|p| p.size).sum(),
+                    etag,
+                    last_modified: hlc.physical,
+                    content: upload.content.clone(),
+                    user_meta: upload.user_meta.clone(),
+                    checksums,
+                    tags: upload.tags.clone(),
+                    segments: chosen.iter().map(|p| Segment { blob: p.blob.clone(), size: p.size }).collect(),
+                    parts_count: Some(chosen.len() as u32),
+                    key_id,
+                };
+                for p in &stored {
+                    if !chosen.iter().any(|c| c.part_number == p.part_number) {
+                        t.add_garbage(&p.blob)?;
+                    }
+                }
+                replace_object(t, &bucket, &key, &rec, &Conditions::default())?;
+                t.delete_parts(&upload_id)?;
+                t.delete_upload(&bucket, &key, &upload_id)?;
+                Ok(rec)
+            })
+            .await?;
+        Ok(Self::info(&key2, &rec))
+    }
+
+    async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.require_upload(bucket, key, upload_id)?;
+        self.abort_upload(bucket.to_string(), key.to_string(), upload_id.to_string()).await
+    }
+
+    async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage> {
+        let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
+        let marker = req.part_number_marker.unwrap_or(0);
+        let max = req.max_parts.clamp(1, 1000);
+        let all: Vec<PartRecord> = self.meta.list_parts(&req.upload_id)?.into_iter().filter(|p| p.part_number > marker).collect();
+        let truncated = all.len() > max;
+        let parts: Vec<PartInfo> = all
+            .into_iter()
+            .take(max)
+            .map(|p| PartInfo { part_number: p.part_number, etag: p.etag, size: p.size, last_modified: p.last_modified, checksums: p.checksums })
+            .collect();
+        let next = if truncated { parts.last().map(|p| p.part_number) } else { None };
+        Ok(ListPartsPage { parts, truncated, next_part_number_marker: next, checksum_algorithm: upload.checksum_algorithm })
+    }
+
+    async fn list_multipart_uploads(&self, bucket: &str, mut q: UploadListQuery) -> Result<UploadListPage> {
+        self.bucket_must_exist(bucket)?;
+        q.max_uploads = q.max_uploads.min(1000);
+        Ok(self.meta.list_uploads(bucket, &q)?)
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let s = self.meta.stats()?;
+        let dir = self.cfg.data_dir.clone();
+        let (total, free) = tokio::task::spawn_blocking(move || (fs4::total_space(&dir).unwrap_or(0), fs4::available_space(&dir).unwrap_or(0)))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Usage { objects: s.objects, bytes: s.bytes, disk_total: total, disk_free: free })
+    }
+}
+
+/// Deletes blobs on the garbage list, then removes them from the list in one commit.
+async fn garbage_worker(store: std::sync::Weak<LocalStore>, mut wake: mpsc::UnboundedReceiver<()>) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        loop {
+            let ids = match s.meta.garbage(1000) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the garbage list");
+                    break;
+                }
+            };
+            if ids.is_empty() {
+                break;
+            }
+            let mut done = Vec::with_capacity(ids.len());
+            for id in ids {
+                match s.blobs.delete(&id).await {
+                    Ok(()) => done.push(id),
+                    Err(e) => tracing::warn!(blob = %id, error = %e, "cannot delete blob"),
+                }
+            }
+            let n = done.len();
+            if n == 0 {
+                break;
+            }
+            let r = s
+                .meta
+                .write(move |t| -> Result<()> {
+                    for id in &done {
+                        t.remove_garbage(id)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot clear the garbage list");
+                break;
+            }
+            tracing::debug!(blobs = n, "garbage collected");
+        }
+        let interval = s.cfg.worker_interval;
+        drop(s);
+        tokio::select! {
+            w = wake.recv() => if w.is_none() { return },
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // Coalesce a burst of wake-ups into one pass.
+        while wake.try_recv().is_ok() {}
+    }
+}
+
+/// Aborts multipart uploads older than the configured age.
+async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let interval = s.cfg.worker_interval;
+        let cutoff = now_millis().saturating_sub(s.cfg.multipart_max_age.as_millis() as u64);
+        match s.meta.uploads_older_than(cutoff, 1000) {
+            Ok(list) => {
+                for (bucket, u) in list {
+                    match s.abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone()).await {
+                        Ok(()) | Err(Error::NoSuchUpload) => {
+                            tracing::info!(bucket = %bucket, key = %u.key, upload_id = %u.upload_id, "aborted abandoned multipart upload")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot abort abandoned upload"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list multipart uploads"),
+        }
+        drop(s);
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,214 @@
+//! Requests and results exchanged across the `ObjectStore` seam.
+
+use crate::ByteStream;
+use ironbucket_meta::ContentHeaders;
+use ironbucket_types::{ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec, UnixMillis};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created: UnixMillis,
+}
+
+/// Client-supplied metadata stored with an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub content: ContentHeaders,
+    pub user_meta: BTreeMap<String, String>,
+    pub tags: Vec<Tag>,
+}
+
+/// A stored object version as the S3 layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub version_id: String,
+    pub size: u64,
+    /// MD5 hex of the body, or `md5-of-md5s-N` for multipart objects; unquoted.
+    pub etag: String,
+    pub last_modified: UnixMillis,
+    pub content: ContentHeaders,
+    pub user_meta: BTreeMap<String, String>,
+    pub checksums: Checksums,
+    pub tag_count: usize,
+    pub parts_count: Option<u32>,
+}
+
+/// Values to check once the body has been read: sent as headers, or in an aws-chunked trailer.
+pub type TrailerChecksums = Box<dyn FnOnce() -> Checksums + Send>;
+
+/// What to verify while a body streams in.
+#[derive(Default)]
+pub struct BodyChecks {
+    /// Declared `Content-Length`, when known.
+    pub content_length: Option<u64>,
+    /// `Content-MD5` as sent (base64 of 16 bytes).
+    pub content_md5: Option<String>,
+    /// `x-amz-checksum-*` values sent as headers.
+    pub checksums: Checksums,
+    /// Algorithms to compute and store even without an expected value
+    /// (`x-amz-checksum-algorithm` / `x-amz-sdk-checksum-algorithm`, or a declared trailer).
+    pub compute: Vec<ChecksumAlgorithm>,
+    /// Checksums that arrive in the trailer, read after the body ends.
+    pub trailer: Option<TrailerChecksums>,
+}
+
+impl std::fmt::Debug for BodyChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyChecks")
+            .field("content_length", &self.content_length)
+            .field("content_md5", &self.content_md5)
+            .field("checksums", &self.checksums)
+            .field("compute", &self.compute)
+            .field("trailer", &self.trailer.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PutObject {
+    pub bucket: String,
+    pub key: String,
+    pub meta: ObjectMeta,
+    pub checks: BodyChecks,
+    /// If-Match / If-None-Match on the write.
+    pub conditions: Conditions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GetObject {
+    pub bucket: String,
+    pub key: String,
+    pub range: Option<RangeSpec>,
+    pub conditions: Conditions,
+}
+
+pub struct GetObjectOutput {
+    pub info: ObjectInfo,
+    /// The satisfied range, when one was requested.
+    pub range: Option<ByteRange>,
+    pub body: ByteStream,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteResult {
+    pub key: String,
+    pub version_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyObject {
+    pub src_bucket: String,
+    pub src_key: String,
+    pub bucket: String,
+    pub key: String,
+    /// `Some` for `x-amz-metadata-directive: REPLACE`.
+    pub replace_meta: Option<ObjectMeta>,
+    /// `Some` for `x-amz-tagging-directive: REPLACE`.
+    pub replace_tags: Option<Vec<Tag>>,
+    /// `x-amz-copy-source-if-*`.
+    pub source_conditions: Conditions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// Exclusive start: v1 marker, v2 start-after or continuation token.
+    pub marker: Option<String>,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateMultipart {
+    pub bucket: String,
+    pub key: String,
+    pub meta: ObjectMeta,
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+}
+
+#[derive(Debug, Default)]
+pub struct UploadPart {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub part_number: u32,
+    pub checks: BodyChecks,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadPartCopy {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub part_number: u32,
+    pub src_bucket: String,
+    pub src_key: String,
+    pub range: Option<RangeSpec>,
+    pub source_conditions: Conditions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: UnixMillis,
+    pub checksums: Checksums,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CompleteMultipart {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub parts: Vec<CompletedPart>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListParts {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub part_number_marker: Option<u32>,
+    pub max_parts: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPartsPage {
+    pub parts: Vec<PartInfo>,
+    pub truncated: bool,
+    pub next_part_number_marker: Option<u32>,
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+}
+
+pub use ironbucket_meta::{UploadListPage, UploadListQuery, UploadRecord as UploadInfo};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub objects: u64,
+    pub bytes: u64,
+    pub disk_total: u64,
+    pub disk_free: u64,
+}

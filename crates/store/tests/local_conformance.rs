@@ -1,0 +1,63 @@
+//! Runs the shared conformance suite against `LocalStore`, plain and encrypted, plus
+//! LocalStore-specific durability checks.
+
+use ironbucket_store::{EncryptionKey, Keyring, LocalConfig, LocalStore, ObjectStore, conformance};
+use std::sync::Arc;
+
+fn cfg(dir: &std::path::Path) -> LocalConfig {
+    let mut c = LocalConfig::new(dir);
+    c.storage.fsync = false;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn ObjectStore> = LocalStore::open(cfg(dir.path()), None).unwrap();
+    conformance::run_all(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keyring::new(EncryptionKey::from_bytes([3; 32]), vec![]);
+    let s: Arc<dyn ObjectStore> = LocalStore::open(cfg(dir.path()), Some(keys)).unwrap();
+    conformance::run_all(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_collected_after_overwrite_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.worker_interval = std::time::Duration::from_millis(50);
+    let s = LocalStore::open(c, None).unwrap();
+    s.create_bucket("gcb").await.unwrap();
+    let put = || ironbucket_store::PutObject { bucket: "gcb".into(), key: "k".into(), ..Default::default() };
+    let body = || -> ironbucket_store::ByteStream { Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"data"))])) };
+    for _ in 0..5 {
+        s.put_object(put(), body()).await.unwrap();
+    }
+    let count_blobs = || walk(&dir.path().join("blobs"));
+    for _ in 0..100 {
+        if count_blobs() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(count_blobs(), 1);
+    s.delete_object("gcb", "k").await.unwrap();
+    for _ in 0..100 {
+        if count_blobs() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(count_blobs(), 0);
+    let u = s.usage().await.unwrap();
+    assert_eq!((u.objects, u.bytes), (0, 0));
+}
+
+fn walk(p: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+}
