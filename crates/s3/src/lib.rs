@@ -1,1 +1,82 @@
-//! placeholder
+//! The S3 HTTP front end. Parses requests, checks signatures and routes operations with `s3s`,
+//! and serves them from an `Arc<dyn ObjectStore>`; it never knows whether that store is one
+//! node or a cluster. `s3s` is confined to this crate.
+//!
+//! [`S3HttpService`] is the hyper service the server binds: it wraps the `s3s` service with a
+//! request id on every response, a header-size limit and Prometheus metrics.
+
+mod convert;
+mod front;
+mod http_service;
+mod metrics;
+
+pub use http_service::S3HttpService;
+pub use metrics::S3Metrics;
+
+use ironbucket_store::ObjectStore;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3Result, s3_error};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Settings of the S3 front end.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Region reported by GetBucketLocation and accepted in CreateBucket.
+    pub region: String,
+    /// Base domains for virtual-hosted-style requests (`bucket.domain`); empty: path style only.
+    pub domains: Vec<String>,
+    /// Access key id to secret key.
+    pub credentials: Vec<(String, String)>,
+    /// Largest accepted request header section, in bytes.
+    pub max_header_bytes: usize,
+    /// Largest total size of `x-amz-meta-*` names and values, in bytes (S3: 2 KiB).
+    pub max_user_metadata_bytes: usize,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self { region: "us-east-1".into(), domains: vec![], credentials: vec![], max_header_bytes: 16 * 1024, max_user_metadata_bytes: 2048 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid domain {0:?}: expected a host name such as s3.example.com")]
+    BadDomain(String),
+    #[error("no access key configured")]
+    NoCredentials,
+}
+
+/// Access keys accepted for SigV4.
+struct KeyAuth {
+    keys: HashMap<String, SecretKey>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for KeyAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        self.keys.get(access_key).cloned().ok_or_else(|| s3_error!(InvalidAccessKeyId))
+    }
+}
+
+/// Builds the hyper service for the S3 API.
+pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics>) -> Result<S3HttpService, Error> {
+    if cfg.credentials.is_empty() {
+        return Err(Error::NoCredentials);
+    }
+    let front = front::Front::new(store, cfg);
+    let mut b = S3ServiceBuilder::new(front);
+    b.set_auth(KeyAuth { keys: cfg.credentials.iter().map(|(a, s)| (a.clone(), SecretKey::from(s.as_str()))).collect() });
+    b.set_access(http_service::OpRecorder);
+    if !cfg.domains.is_empty() {
+        for d in &cfg.domains {
+            if d.contains('/') || d.contains(':') || d.is_empty() {
+                return Err(Error::BadDomain(d.clone()));
+            }
+        }
+        b.set_host(s3s::host::MultiDomain::new(&cfg.domains).map_err(|_| Error::BadDomain(cfg.domains.join(",")))?);
+    }
+    Ok(S3HttpService::new(b.build(), metrics, cfg.max_header_bytes))
+}

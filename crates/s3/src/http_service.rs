@@ -1,0 +1,131 @@
+//! The hyper service in front of `s3s`: request ids, header-size limit, metrics.
+
+use crate::S3Metrics;
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::service::S3Service;
+use s3s::{Body, HttpError, S3Result, s3_error};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Where the access hook records the resolved operation name for the metrics.
+#[derive(Clone, Default)]
+struct OpSlot(Arc<OnceLock<&'static str>>);
+
+/// Records the operation name and denies anonymous requests (every request must be signed).
+pub(crate) struct OpRecorder;
+
+#[async_trait::async_trait]
+impl S3Access for OpRecorder {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let name = static_op_name(cx.s3_op().name());
+        if let Some(slot) = cx.extensions_mut().get::<OpSlot>() {
+            let _ = slot.0.set(name);
+        }
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Anonymous access is forbidden for this operation")),
+        }
+    }
+}
+
+/// Interns operation names so metric labels need no allocation per request.
+fn static_op_name(name: &str) -> &'static str {
+    static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
+    let set = NAMES.get_or_init(Default::default);
+    let mut g = set.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = g.get(name) {
+        return s;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    g.insert(leaked);
+    leaked
+}
+
+/// The S3 API as a hyper service.
+#[derive(Clone)]
+pub struct S3HttpService {
+    inner: S3Service,
+    metrics: Arc<S3Metrics>,
+    max_header_bytes: usize,
+    node: Arc<str>,
+}
+
+static REQ_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn request_id(node: &str) -> String {
+    let seq = REQ_SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{node}{seq:012X}")
+}
+
+fn error_response(status: u16, code: &str, message: &str, rid: &str) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{rid}</RequestId></Error>"
+    );
+    let mut r = Response::new(Body::from(xml));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    r
+}
+
+impl S3HttpService {
+    pub(crate) fn new(inner: S3Service, metrics: Arc<S3Metrics>, max_header_bytes: usize) -> Self {
+        // A per-process prefix keeps request ids unique across restarts.
+        let node: String = format!("{:08X}", rand::random::<u32>());
+        Self { inner, metrics, max_header_bytes, node: node.into() }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for S3HttpService {
+    type Response = Response<Body>;
+    type Error = HttpError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let start = Instant::now();
+        let rid = request_id(&self.node);
+        let metrics = self.metrics.clone();
+        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if header_bytes > self.max_header_bytes {
+            let msg = format!("Your request header section exceeds the maximum allowed size of {} bytes.", self.max_header_bytes);
+            let mut resp = error_response(400, "RequestHeaderSectionTooLarge", &msg, &rid);
+            add_ids(&mut resp, &rid);
+            metrics.requests.with_label_values(&["Unknown", "400"]).inc();
+            return Box::pin(async move { Ok(resp) });
+        }
+        if let Some(n) = content_length(req.headers()) {
+            metrics.bytes_in.inc_by(n);
+        }
+        let slot = OpSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        let fut = hyper::service::Service::call(&self.inner, req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            add_ids(&mut resp, &rid);
+            let op = slot.0.get().copied().unwrap_or("Unknown");
+            metrics.requests.with_label_values(&[op, resp.status().as_str()]).inc();
+            metrics.duration.with_label_values(&[op]).observe(start.elapsed().as_secs_f64());
+            if let Some(n) = content_length(resp.headers()) {
+                metrics.bytes_out.inc_by(n);
+            }
+            if resp.status().is_server_error() {
+                tracing::warn!(request_id = %rid, operation = op, status = %resp.status(), "S3 request failed");
+            }
+            Ok(resp)
+        })
+    }
+}
+
+fn content_length(h: &hyper::HeaderMap) -> Option<u64> {
+    h.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn add_ids(resp: &mut Response<Body>, rid: &str) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(rid) {
+        resp.headers_mut().insert("x-amz-request-id", v.clone());
+        resp.headers_mut().insert("x-amz-id-2", v);
+    }
+}

@@ -1,0 +1,378 @@
+//! Server settings, resolved in this order (later wins): built-in defaults, the TOML file
+//! (`--config` / `IRONBUCKET_CONFIG`), environment variables, command-line flags.
+//! Library crates never read the environment; this module composes their configs.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ironbucket_store::{EncryptionKey, Keyring, LocalConfig, StorageConfig};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `ironbucket server`. Each flag also reads the environment variable shown; a flag
+/// given on the command line wins over the variable, which wins over the config file.
+#[derive(Args, Debug, Default)]
+pub struct ServerArgs {
+    /// TOML config file (see etc/ironbucket.toml for every key).
+    #[arg(long, env = "IRONBUCKET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding object data and metadata [default: ./data].
+    #[arg(long = "data-dir", env = "STORAGE_PATH", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the S3 and admin APIs bind to [default: 0.0.0.0].
+    #[arg(long, env = "NODE_BIND_ADDRESS", value_name = "IP")]
+    pub bind: Option<IpAddr>,
+
+    /// S3 API port; 0 picks a free port [default: 9000].
+    #[arg(long, env = "NODE_API_PORT", value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Admin API port (/health, /metrics); 0 picks a free port [default: 8080].
+    #[arg(long = "admin-port", env = "NODE_ADMIN_PORT", value_name = "PORT")]
+    pub admin_port: Option<u16>,
+
+    /// Node id reported by /health [default: node-1].
+    #[arg(long = "node-id", env = "NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Region reported by GetBucketLocation and accepted by CreateBucket [default: us-east-1].
+    #[arg(long, env = "IRONBUCKET_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Base domain for virtual-hosted-style requests (bucket.DOMAIN); repeat or comma-separate
+    /// for several [default: none, path style only].
+    #[arg(long, env = "IRONBUCKET_DOMAIN", value_name = "DOMAIN", value_delimiter = ',')]
+    pub domain: Vec<String>,
+
+    /// Root access key id. Without it (and the secret) random credentials are generated on the
+    /// first start, stored in the data directory and printed once.
+    #[arg(long = "access-key", env = "IRONBUCKET_ACCESS_KEY", value_name = "KEY")]
+    pub access_key: Option<String>,
+
+    /// Root secret access key.
+    #[arg(long = "secret-key", env = "IRONBUCKET_SECRET_KEY", value_name = "SECRET", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Make data and metadata reach stable storage before a write is acknowledged
+    /// (true|false) [default: true].
+    #[arg(long, env = "STORAGE_FSYNC", value_name = "BOOL")]
+    pub fsync: Option<bool>,
+
+    /// Encrypt object data at rest with AES-256-GCM (true|false) [default: false].
+    #[arg(long = "enable-encryption", env = "ENABLE_ENCRYPTION", value_name = "BOOL")]
+    pub enable_encryption: Option<bool>,
+
+    /// Encryption master key: 32 bytes as 64 hex characters or base64. Required when
+    /// encryption is enabled.
+    #[arg(long = "encryption-key", env = "ENCRYPTION_KEY", value_name = "KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+
+    /// Older master keys (comma-separated) still used to read data written before a rotation.
+    #[arg(long = "encryption-old-keys", env = "ENCRYPTION_OLD_KEYS", value_name = "KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub encryption_old_keys: Vec<String>,
+
+    /// Serve Prometheus metrics at /metrics on the admin port (true|false) [default: true].
+    #[arg(long = "metrics-enabled", env = "METRICS_ENABLED", value_name = "BOOL")]
+    pub metrics_enabled: Option<bool>,
+
+    /// Abort multipart uploads left unfinished for this many seconds [default: 604800, 7 days].
+    #[arg(long = "multipart-max-age", env = "MULTIPART_MAX_AGE_SECS", value_name = "SECS")]
+    pub multipart_max_age: Option<u64>,
+
+    /// How often background workers (garbage removal, abandoned uploads) run, in seconds
+    /// [default: 60].
+    #[arg(long = "worker-interval", env = "WORKER_INTERVAL_SECS", value_name = "SECS")]
+    pub worker_interval: Option<u64>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
+    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+
+    /// Log format: text or json [default: text]. Verbosity comes from RUST_LOG (default info).
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file. Every key is optional.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub encryption: EncryptionSection,
+    #[serde(default)]
+    pub credentials: CredentialsSection,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub bind: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub region: Option<String>,
+    pub domains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub port: Option<u16>,
+    pub metrics_enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub path: Option<PathBuf>,
+    pub fsync: Option<bool>,
+    pub chunk_size: Option<u32>,
+    pub multipart_max_age_secs: Option<u64>,
+    pub worker_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSection {
+    pub enabled: Option<bool>,
+    pub key: Option<String>,
+    pub old_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSection {
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub shutdown_timeout_secs: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+/// Everything the server needs, resolved and validated.
+pub struct Settings {
+    pub local: LocalConfig,
+    pub keyring: Option<Keyring>,
+    pub s3: ironbucket_s3::S3Config,
+    pub admin: ironbucket_admin::AdminConfig,
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shutdown_timeout: Duration,
+    pub log_format: String,
+    /// Printed once when credentials were generated.
+    pub credentials_note: Option<String>,
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+impl Settings {
+    pub fn resolve(a: ServerArgs) -> Result<Self> {
+        let f = match &a.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = a.data_dir.or(f.storage.path).unwrap_or_else(|| PathBuf::from("./data"));
+        let bind = a.bind.or(f.api.bind).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let port = a.port.or(f.api.port).unwrap_or(9000);
+        let admin_port = a.admin_port.or(f.admin.port).unwrap_or(8080);
+        if port != 0 && port == admin_port {
+            bail!("NODE_API_PORT and NODE_ADMIN_PORT are both {port}; they must differ");
+        }
+        let node_id = a.node_id.or(f.node.id).unwrap_or_else(|| "node-1".into());
+        let region = a.region.or(f.api.region).unwrap_or_else(|| "us-east-1".into());
+        let domains = if a.domain.is_empty() { f.api.domains.unwrap_or_default() } else { a.domain };
+        let domains: Vec<String> = domains.into_iter().map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+
+        let mut storage = StorageConfig { fsync: a.fsync.or(f.storage.fsync).unwrap_or(true), ..StorageConfig::default() };
+        if let Some(cs) = f.storage.chunk_size {
+            storage.chunk_size = cs;
+        }
+        storage.validate().map_err(anyhow::Error::msg).context("invalid [storage] settings")?;
+        let mut local = LocalConfig::new(&data_dir);
+        local.storage = storage;
+        local.multipart_max_age = Duration::from_secs(a.multipart_max_age.or(f.storage.multipart_max_age_secs).unwrap_or(7 * 24 * 3600));
+        let wi = a.worker_interval.or(f.storage.worker_interval_secs).unwrap_or(60);
+        if wi == 0 {
+            bail!("WORKER_INTERVAL_SECS must be at least 1");
+        }
+        local.worker_interval = Duration::from_secs(wi);
+
+        let enc_enabled = a.enable_encryption.or(f.encryption.enabled).unwrap_or(false);
+        let enc_key = a.encryption_key.or(f.encryption.key).filter(|k| !k.trim().is_empty());
+        let old_keys = if a.encryption_old_keys.is_empty() { f.encryption.old_keys.unwrap_or_default() } else { a.encryption_old_keys };
+        let keyring = if enc_enabled {
+            let Some(k) = enc_key else {
+                bail!("ENABLE_ENCRYPTION is true but ENCRYPTION_KEY is not set: give a 32-byte key as 64 hex characters or base64");
+            };
+            let current = EncryptionKey::parse(&k).context("ENCRYPTION_KEY is invalid")?;
+            let mut old = Vec::new();
+            for (i, k) in old_keys.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).enumerate() {
+                old.push(EncryptionKey::parse(k).with_context(|| format!("ENCRYPTION_OLD_KEYS entry {} is invalid", i + 1))?);
+            }
+            Some(Keyring::new(current, old))
+        } else {
+            None
+        };
+
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let ak = a.access_key.or(f.credentials.access_key);
+        let sk = a.secret_key.or(f.credentials.secret_key);
+        let (ak, sk, credentials_note) = match (ak, sk) {
+            (Some(ak), Some(sk)) => {
+                if ak.len() < 3 || sk.len() < 8 {
+                    bail!("IRONBUCKET_ACCESS_KEY must be at least 3 characters and IRONBUCKET_SECRET_KEY at least 8");
+                }
+                (ak, sk, None)
+            }
+            (None, None) => stored_or_generated_credentials(&data_dir)?,
+            _ => bail!("IRONBUCKET_ACCESS_KEY and IRONBUCKET_SECRET_KEY must be given together"),
+        };
+
+        let log_format = a.log_format.or(f.server.log_format).unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            bail!("LOG_FORMAT must be text or json, not {log_format:?}");
+        }
+        Ok(Settings {
+            local,
+            keyring,
+            s3: ironbucket_s3::S3Config { region, domains, credentials: vec![(ak, sk)], ..Default::default() },
+            admin: ironbucket_admin::AdminConfig {
+                node_id,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                metrics_enabled: a.metrics_enabled.or(f.admin.metrics_enabled).unwrap_or(true),
+            },
+            api_addr: SocketAddr::new(bind, port),
+            admin_addr: SocketAddr::new(bind, admin_port),
+            shutdown_timeout: Duration::from_secs(a.shutdown_timeout.or(f.server.shutdown_timeout_secs).unwrap_or(30)),
+            log_format,
+            credentials_note,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCredentials {
+    access_key: String,
+    secret_key: String,
+}
+
+/// Reads `credentials.json` from the data directory, or creates it (mode 600) with random keys.
+fn stored_or_generated_credentials(dir: &Path) -> Result<(String, String, Option<String>)> {
+    let path = dir.join("credentials.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let c: StoredCredentials = serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        let note = format!("Using the credentials stored in {}", path.display());
+        return Ok((c.access_key, c.secret_key, Some(note)));
+    }
+    use rand::Rng;
+    const AK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const SK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::thread_rng();
+    let ak: String = std::iter::once('I').chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char)).collect();
+    let sk: String = (0..40).map(|_| SK[rng.gen_range(0..SK.len())] as char).collect();
+    let body = serde_json::to_string_pretty(&StoredCredentials { access_key: ak.clone(), secret_key: sk.clone() })?;
+    write_private(&path, body.as_bytes())?;
+    let note = format!(
+        "Generated root credentials (stored in {}; shown only now):\n  AWS_ACCESS_KEY_ID={ak}\n  AWS_SECRET_ACCESS_KEY={sk}",
+        path.display()
+    );
+    Ok((ak, sk, Some(note)))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/ironbucket.toml");
+        let f = load_file(&p).unwrap();
+        assert_eq!(f.api.port, Some(9000));
+    }
+
+    #[test]
+    fn precedence_flags_over_file_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "[api]\nport = 7000\nregion = \"eu-west-1\"\n[admin]\nport = 7001\n").unwrap();
+        let args = ServerArgs {
+            config: Some(cfg.clone()),
+            data_dir: Some(dir.path().join("d")),
+            port: Some(7100),
+            access_key: Some("abc".into()),
+            secret_key: Some("secretsecret".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.api_addr.port(), 7100, "flag beats file");
+        assert_eq!(s.admin_addr.port(), 7001, "file beats default");
+        assert_eq!(s.s3.region, "eu-west-1");
+
+        let bad = ServerArgs { data_dir: Some(dir.path().join("d")), enable_encryption: Some(true), ..Default::default() };
+        let e = Settings::resolve(bad).err().unwrap().to_string();
+        assert!(e.contains("ENCRYPTION_KEY"), "{e}");
+        let bad = ServerArgs { data_dir: Some(dir.path().join("d")), enable_encryption: Some(true), encryption_key: Some("xyz".into()), ..Default::default() };
+        assert!(format!("{:#}", Settings::resolve(bad).err().unwrap()).contains("ENCRYPTION_KEY is invalid"));
+        let bad = ServerArgs { data_dir: Some(dir.path().join("d")), access_key: Some("abc".into()), ..Default::default() };
+        assert!(Settings::resolve(bad).is_err());
+        std::fs::write(&cfg, "[api]\nportt = 1\n").unwrap();
+        let bad = ServerArgs { config: Some(cfg), ..Default::default() };
+        assert!(Settings::resolve(bad).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn generated_credentials_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a1, s1, n1) = stored_or_generated_credentials(dir.path()).unwrap();
+        assert!(n1.unwrap().contains(&s1));
+        let (a2, s2, n2) = stored_or_generated_credentials(dir.path()).unwrap();
+        assert_eq!((a1, s1.clone()), (a2, s2));
+        assert!(!n2.unwrap().contains(&s1), "the secret is printed only once");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("credentials.json")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
