@@ -1,0 +1,224 @@
+//! Test harness: starts the real `ironbucket` binary on ephemeral ports and builds clients.
+#![allow(dead_code)]
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AK: &str = "testaccesskey";
+pub const SK: &str = "testsecretkey-0123456789";
+
+pub struct Server {
+    child: Option<Child>,
+    pub s3: String,
+    pub s3_addr: String,
+    pub admin: String,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub stdout_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ironbucket")
+}
+
+impl Server {
+    /// A server with its own temporary data directory.
+    pub fn start() -> Server {
+        Self::start_with(&[], &[])
+    }
+
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, args, envs).expect("server starts");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on an existing data directory (restart tests).
+    pub fn start_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Server, String> {
+        let mut cmd = Command::new(bin());
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--bind", "127.0.0.1", "--port", "0", "--admin-port", "0", "--access-key", AK, "--secret-key", SK])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let err_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let e2 = err_buf.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut g = e2.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+                if std::env::var("IRONBUCKET_TEST_LOG").is_ok() {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut s3, mut admin) = (None, None);
+        while s3.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("S3 API listening on http://") {
+                        s3 = Some(a.to_string());
+                    }
+                    if let Some(a) = line.strip_prefix("Admin API listening on http://") {
+                        admin = Some(a.to_string());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Err(format!("server did not start: {}", err_buf.lock().unwrap()));
+                }
+            }
+        }
+        let s3_addr = s3.unwrap_or_default();
+        Ok(Server {
+            child: Some(child),
+            s3: format!("http://{s3_addr}"),
+            s3_addr,
+            admin: format!("http://{}", admin.unwrap_or_default()),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            stdout_lines: lines,
+        })
+    }
+
+    pub fn client(&self) -> Client {
+        client_for(&self.s3, AK, SK)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Keeps the data directory alive past this server (for restarts).
+    pub fn take_tmp(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn client_for(endpoint: &str, ak: &str, sk: &str) -> Client {
+    let creds = Credentials::new(ak, sk, None, None, "test");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    Client::from_conf(conf)
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A raw HTTP request (for unsigned, presigned and malformed cases). Returns status, headers, body.
+pub async fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, String) {
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = client.request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub async fn body_bytes(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
+    out.body.collect().await.expect("body").into_bytes().to_vec()
+}
+
+/// The S3 error code of an SDK error.
+pub fn code<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String {
+    match e {
+        aws_sdk_s3::error::SdkError::ServiceError(s) => s.err().code().unwrap_or("<none>").to_string(),
+        other => format!("<not a service error: {other:?}>"),
+    }
+}
+
+/// The HTTP status of an SDK error.
+pub fn status<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
+    match e {
+        aws_sdk_s3::error::SdkError::ServiceError(s) => s.raw().status().as_u16(),
+        aws_sdk_s3::error::SdkError::ResponseError(r) => r.raw().status().as_u16(),
+        _ => 0,
+    }
+}
