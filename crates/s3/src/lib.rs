@@ -41,6 +41,23 @@ impl Default for S3Config {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::host::S3Host;
+
+    #[test]
+    fn virtual_hosts() {
+        let v = VirtualHosts { domains: vec!["s3.test".into()] };
+        assert_eq!(v.parse_host_header("bkt.s3.test:9000").unwrap().bucket(), Some("bkt"));
+        assert_eq!(v.parse_host_header("a.b.s3.test").unwrap().bucket(), Some("a.b"));
+        assert_eq!(v.parse_host_header("s3.test:9000").unwrap().bucket(), None);
+        assert_eq!(v.parse_host_header("127.0.0.1:9000").unwrap().bucket(), None);
+        assert_eq!(v.parse_host_header("xs3.test").unwrap().bucket(), None);
+        assert_eq!(strip_port("[::1]:9000"), "[::1]");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid domain {0:?}: expected a host name such as s3.example.com")]
@@ -61,6 +78,38 @@ impl S3Auth for KeyAuth {
     }
 }
 
+/// Virtual-hosted-style addressing: `bucket.<domain>[:port]` names a bucket; the bare domain,
+/// IP addresses and any other host name are path style. (s3s's `MultiDomain` treats unknown
+/// hosts as bucket names and does not strip the port, which breaks path-style clients that
+/// connect by IP.)
+struct VirtualHosts {
+    domains: Vec<String>,
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let name = strip_port(host);
+        for d in &self.domains {
+            if name.len() > d.len() + 1 && name.ends_with(d.as_str()) && name.as_bytes()[name.len() - d.len() - 1] == b'.' {
+                let bucket = &name[..name.len() - d.len() - 1];
+                return Ok(s3s::host::VirtualHost::new(name).with_bucket(bucket));
+            }
+        }
+        Ok(s3s::host::VirtualHost::new(name))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
 /// Builds the hyper service for the S3 API.
 pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics>) -> Result<S3HttpService, Error> {
     if cfg.credentials.is_empty() {
@@ -76,7 +125,7 @@ pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics
                 return Err(Error::BadDomain(d.clone()));
             }
         }
-        b.set_host(s3s::host::MultiDomain::new(&cfg.domains).map_err(|_| Error::BadDomain(cfg.domains.join(",")))?);
+        b.set_host(VirtualHosts { domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect() });
     }
     Ok(S3HttpService::new(b.build(), metrics, cfg.max_header_bytes))
 }

@@ -1,0 +1,162 @@
+//! Authentication, presigned URLs, virtual-hosted-style addressing and malformed requests.
+
+mod common;
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn signatures_are_enforced() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("auth").send().await.unwrap();
+
+    let (st, h, body) = raw("GET", &format!("{}/auth", srv.s3), &[], vec![]).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    assert!(h.contains_key("x-amz-request-id"));
+
+    let wrong = client_for(&srv.s3, AK, "not-the-secret-at-all");
+    let e = wrong.list_objects_v2().bucket("auth").send().await.unwrap_err();
+    assert_eq!(code(&e), "SignatureDoesNotMatch");
+    assert_eq!(status(&e), 403);
+
+    let unknown = client_for(&srv.s3, "nobody", SK);
+    let e = unknown.list_buckets().send().await.unwrap_err();
+    assert_eq!(code(&e), "InvalidAccessKeyId");
+
+    // A client whose clock is 20 minutes behind.
+    let skewed = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&srv.s3)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "t"))
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .time_source(aws_smithy_async::time::StaticTimeSource::new(SystemTime::now() - Duration::from_secs(20 * 60)))
+        // Without retries the SDK cannot correct its clock from our Date header.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    let e = aws_sdk_s3::Client::from_conf(skewed).list_buckets().send().await.unwrap_err();
+    assert_eq!(code(&e), "RequestTimeTooSkewed");
+}
+
+#[tokio::test]
+async fn presigned_urls() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("pre").send().await.unwrap();
+    let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let put = c.put_object().bucket("pre").key("up.txt").presigned(cfg.clone()).await.unwrap();
+    let (st, _, body) = raw("PUT", put.uri(), &[], b"presigned body".to_vec()).await;
+    assert_eq!(st, 200, "{body}");
+    let get = c.get_object().bucket("pre").key("up.txt").presigned(cfg).await.unwrap();
+    let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
+    assert_eq!((st, body.as_str()), (200, "presigned body"));
+
+    // Tampered signature.
+    let uri = get.uri().to_string();
+    let at = uri.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+    let flipped = if &uri[at..at + 1] == "0" { "1" } else { "0" };
+    let bad = format!("{}{}{}", &uri[..at], flipped, &uri[at + 1..]);
+    let (st, _, body) = raw("GET", &bad, &[], vec![]).await;
+    assert_eq!(st, 403, "{body}");
+
+    // Expired: signed an hour ago, valid for a minute.
+    let old = PresigningConfig::builder().start_time(SystemTime::now() - Duration::from_secs(3600)).expires_in(Duration::from_secs(60)).build().unwrap();
+    let get = c.get_object().bucket("pre").key("up.txt").presigned(old).await.unwrap();
+    let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("AccessDenied") && body.contains("expired"), "{body}");
+}
+
+#[tokio::test]
+async fn virtual_hosted_style() {
+    let srv = Server::start_with(&["--domain", "s3.test"], &[]);
+    let c = srv.client();
+    c.create_bucket().bucket("vhost").send().await.unwrap();
+    c.put_object().bucket("vhost").key("dir/obj").body(ByteStream::from_static(b"vh")).send().await.unwrap();
+    let port = srv.s3_addr.rsplit(':').next().unwrap().to_string();
+    let vh_conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://s3.test:{port}"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "t"))
+        .force_path_style(false)
+        .build();
+    let vh = aws_sdk_s3::Client::from_conf(vh_conf);
+    let p = vh.get_object().bucket("vhost").key("dir/obj").presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap()).await.unwrap();
+    assert!(p.uri().starts_with(&format!("http://vhost.s3.test:{port}/dir/obj")), "{}", p.uri());
+    // Connect to 127.0.0.1 but present the virtual host, as a resolver would.
+    let url = p.uri().replace(&format!("vhost.s3.test:{port}"), &srv.s3_addr);
+    let host = format!("vhost.s3.test:{port}");
+    let (st, _, body) = raw("GET", &url, &[("host", host.as_str())], vec![]).await;
+    assert_eq!((st, body.as_str()), (200, "vh"));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_s3_errors() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("bad").send().await.unwrap();
+
+    // Oversized header section.
+    let big = "x".repeat(20_000);
+    let (st, _, body) = raw("GET", &format!("{}/bad", srv.s3), &[("x-amz-meta-big", big.as_str())], vec![]).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("RequestHeaderSectionTooLarge"), "{body}");
+
+    // User metadata over 2 KiB.
+    let e = c.put_object().bucket("bad").key("m").metadata("big", "v".repeat(3000)).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    assert_eq!(code(&e), "MetadataTooLarge");
+
+    // Malformed XML bodies (the request is signed over the broken body).
+    let id = c.create_multipart_upload().bucket("bad").key("mp").send().await.unwrap().upload_id().unwrap().to_string();
+    let cfg = PresigningConfig::expires_in(Duration::from_secs(60)).unwrap();
+    for broken in ["<CompleteMultipartUpload><Part>", "not xml at all", "<CompleteMultipartUpload><Part><PartNumber>x</PartNumber></Part></CompleteMultipartUpload>"] {
+        let e = c
+            .complete_multipart_upload()
+            .bucket("bad")
+            .key("mp")
+            .upload_id(&id)
+            .customize()
+            .mutate_request(move |req| {
+                *req.body_mut() = aws_smithy_types::body::SdkBody::from(broken);
+                req.headers_mut().insert("content-length", broken.len().to_string());
+            })
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "MalformedXML", "{broken}");
+        assert_eq!(status(&e), 400);
+    }
+
+    // A body shorter than its Content-Length: nothing is stored, the server keeps serving.
+    let p = c.put_object().bucket("bad").key("short").presigned(cfg).await.unwrap();
+    let uri: http::Uri = p.uri().parse().unwrap();
+    let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n",
+        uri.path_and_query().unwrap(),
+        uri.authority().unwrap()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&[7u8; 1000]).await.unwrap();
+    sock.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf)).await;
+    let e = c.head_object().bucket("bad").key("short").send().await.unwrap_err();
+    assert_eq!(status(&e), 404, "a truncated upload must not be visible");
+    c.put_object().bucket("bad").key("after").body(ByteStream::from_static(b"ok")).send().await.unwrap();
+
+    // Bad part numbers and unknown upload ids.
+    let e = c.upload_part().bucket("bad").key("mp").upload_id(&id).part_number(10001).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    assert_eq!(code(&e), "InvalidArgument");
+    let e = c.upload_part().bucket("bad").key("mp").upload_id("nope").part_number(1).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    assert_eq!(code(&e), "NoSuchUpload");
+    let e = c.list_objects_v2().bucket("bad").max_keys(-1).send().await.unwrap_err();
+    assert_eq!(code(&e), "InvalidArgument");
+}
