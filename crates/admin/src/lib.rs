@@ -53,7 +53,11 @@ pub struct AdminService {
 
 impl AdminService {
     /// `registry` holds the other layers' metrics; the storage gauges are added to it here.
-    pub fn new(store: Arc<dyn ObjectStore>, registry: Registry, cfg: AdminConfig) -> Result<Self, Error> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        registry: Registry,
+        cfg: AdminConfig,
+    ) -> Result<Self, Error> {
         let g = |name: &str, help: &str| -> Result<IntGauge, Error> {
             let x = IntGauge::new(name, help)?;
             registry.register(Box::new(x.clone()))?;
@@ -61,19 +65,39 @@ impl AdminService {
         };
         let gauges = Gauges {
             objects: g("ironbucket_objects", "Objects stored")?,
-            bytes: g("ironbucket_object_bytes", "Bytes of object data stored (logical size)")?,
-            disk_free: g("ironbucket_disk_free_bytes", "Free space on the data volume")?,
+            bytes: g(
+                "ironbucket_object_bytes",
+                "Bytes of object data stored (logical size)",
+            )?,
+            disk_free: g(
+                "ironbucket_disk_free_bytes",
+                "Free space on the data volume",
+            )?,
             disk_total: g("ironbucket_disk_total_bytes", "Size of the data volume")?,
-            uptime: g("ironbucket_uptime_seconds", "Seconds since the server started")?,
+            uptime: g(
+                "ironbucket_uptime_seconds",
+                "Seconds since the server started",
+            )?,
         };
-        Ok(Self { state: Arc::new(State { store, registry, cfg, started: Instant::now(), gauges }) })
+        Ok(Self {
+            state: Arc::new(State {
+                store,
+                registry,
+                cfg,
+                started: Instant::now(),
+                gauges,
+            }),
+        })
     }
 }
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -111,7 +135,10 @@ impl State {
 
     async fn metrics(&self) -> Response<Full<Bytes>> {
         if !self.cfg.metrics_enabled {
-            return json(StatusCode::NOT_FOUND, serde_json::json!({"error": "metrics are disabled (METRICS_ENABLED=false)"}));
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "metrics are disabled (METRICS_ENABLED=false)"}),
+            );
         }
         if let Ok(u) = self.store.usage().await {
             self.gauges.objects.set(u.objects as i64);
@@ -119,11 +146,16 @@ impl State {
             self.gauges.disk_free.set(u.disk_free as i64);
             self.gauges.disk_total.set(u.disk_total as i64);
         }
-        self.gauges.uptime.set(self.started.elapsed().as_secs() as i64);
+        self.gauges
+            .uptime
+            .set(self.started.elapsed().as_secs() as i64);
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
-            return json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": e.to_string()}));
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": e.to_string()}),
+            );
         }
         let mut r = Response::new(Full::new(Bytes::from(buf)));
         if let Ok(v) = hyper::header::HeaderValue::from_str(enc.format_type()) {
@@ -143,10 +175,17 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
         Box::pin(async move {
             let path = req.uri().path().trim_end_matches('/');
             let resp = match (req.method(), path) {
-                (&Method::GET | &Method::HEAD, "/health") | (&Method::GET | &Method::HEAD, "/cluster/health") => state.health().await,
+                (&Method::GET | &Method::HEAD, "/health")
+                | (&Method::GET | &Method::HEAD, "/cluster/health") => state.health().await,
                 (&Method::GET, "/metrics") => state.metrics().await,
-                (_, "/health" | "/metrics") => json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "method not allowed"})),
-                _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": format!("no admin endpoint at {path}")})),
+                (_, "/health" | "/metrics") => json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({"error": "method not allowed"}),
+                ),
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": format!("no admin endpoint at {path}")}),
+                ),
             };
             Ok(resp)
         })

@@ -9,10 +9,19 @@ use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "ironbucket-cli", version, about = "Operate an IronBucket node through its admin API")]
+#[command(
+    name = "ironbucket-cli",
+    version,
+    about = "Operate an IronBucket node through its admin API"
+)]
 struct Cli {
     /// Admin API base URL of the node to talk to.
-    #[arg(long, env = "IRONBUCKET_ADMIN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "IRONBUCKET_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     admin_url: String,
 
     /// Seconds to wait for the node to answer.
@@ -49,7 +58,9 @@ async fn main() {
 
 async fn get(base: &str, path: &str, timeout: u64) -> Result<(u16, String)> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let uri: hyper::Uri = url.parse().with_context(|| format!("invalid admin URL {base:?}"))?;
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("invalid admin URL {base:?}"))?;
     if uri.scheme_str() != Some("http") {
         bail!("admin URL must start with http:// (got {base:?})");
     }
@@ -60,7 +71,12 @@ async fn get(base: &str, path: &str, timeout: u64) -> Result<(u16, String)> {
         .with_context(|| format!("no answer from {url} within {timeout} s"))?
         .with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.context("reading the response")?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response")?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -68,7 +84,8 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Health { json } => {
             let (status, body) = get(&cli.admin_url, "/health", cli.timeout).await?;
-            let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("unexpected /health answer (HTTP {status}): {body}"))?;
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("unexpected /health answer (HTTP {status}): {body}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -80,13 +97,20 @@ async fn run(cli: Cli) -> Result<i32> {
                 if s.is_object() {
                     println!("objects:  {}", s["objects"]);
                     println!("used:     {} bytes", s["used_bytes"]);
-                    println!("disk:     {} free of {} bytes", s["disk_free_bytes"], s["disk_total_bytes"]);
+                    println!(
+                        "disk:     {} free of {} bytes",
+                        s["disk_free_bytes"], s["disk_total_bytes"]
+                    );
                 }
                 if let Some(e) = v["error"].as_str() {
                     println!("error:    {e}");
                 }
             }
-            Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
+            Ok(if status == 200 && v["status"] == "ok" {
+                0
+            } else {
+                1
+            })
         }
         Command::Metrics => {
             let (status, body) = get(&cli.admin_url, "/metrics", cli.timeout).await?;

@@ -26,7 +26,8 @@ use std::sync::mpsc;
 
 pub(crate) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 pub(crate) const OBJECTS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("objects");
-pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("uploads");
+pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> =
+    TableDefinition::new("uploads");
 pub(crate) const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
 pub(crate) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("garbage");
@@ -164,7 +165,9 @@ impl MetaStore {
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
-        t.get((bucket, key.as_bytes()))?.map(|g| records::decode(g.value())).transpose()
+        t.get((bucket, key.as_bytes()))?
+            .map(|g| records::decode(g.value()))
+            .transpose()
     }
 
     pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
@@ -173,10 +176,17 @@ impl MetaStore {
         list::list_objects(&t, bucket, q)
     }
 
-    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
+    pub fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadRecord>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
-        t.get((bucket, key.as_bytes(), upload_id))?.map(|g| records::decode(g.value())).transpose()
+        t.get((bucket, key.as_bytes(), upload_id))?
+            .map(|g| records::decode(g.value()))
+            .transpose()
     }
 
     pub fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>> {
@@ -192,7 +202,11 @@ impl MetaStore {
     }
 
     /// Every upload in every bucket started before `before` (for the abandoned-upload worker).
-    pub fn uploads_older_than(&self, before: u64, limit: usize) -> Result<Vec<(String, UploadRecord)>> {
+    pub fn uploads_older_than(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, UploadRecord)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
         let mut out = Vec::new();
@@ -213,7 +227,10 @@ impl MetaStore {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(STATS)?;
         let get = |k: &str| -> Result<u64> { Ok(t.get(k)?.map(|g| g.value()).unwrap_or(0)) };
-        Ok(Stats { objects: get("objects")?, bytes: get("bytes")? })
+        Ok(Stats {
+            objects: get("objects")?,
+            bytes: get("bytes")?,
+        })
     }
 
     /// Blob ids waiting to be deleted.
@@ -241,7 +258,11 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool) {
         let mut completions = Vec::with_capacity(batch.len());
         let result = (|| -> Result<()> {
             let mut txn = db.begin_write()?;
-            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })?;
             {
                 let mut t = Tx::new(&txn);
                 for job in batch.drain(..) {

@@ -1,8 +1,8 @@
 //! Listing as an index scan: a range read from the first candidate key, skipping whole common
 //! prefixes by seeking past them, so a page costs the same whatever the bucket size.
 
-use crate::records::{self, ObjectRecord, UploadRecord};
 use crate::Result;
+use crate::records::{self, ObjectRecord, UploadRecord};
 use redb::ReadableTable;
 use std::ops::Bound;
 
@@ -55,7 +55,11 @@ pub(crate) fn list_objects(
     }
     let prefix = q.prefix.as_bytes();
     let marker = q.marker.as_deref().map(str::as_bytes);
-    let delim = q.delimiter.as_deref().filter(|d| !d.is_empty()).map(str::as_bytes);
+    let delim = q
+        .delimiter
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .map(str::as_bytes);
     let mut from = match marker {
         Some(m) if m >= prefix => From::Excl(m.to_vec()),
         _ => From::Incl(prefix.to_vec()),
@@ -112,7 +116,8 @@ pub(crate) fn list_objects(
 }
 
 fn utf8(b: &[u8]) -> Result<String> {
-    String::from_utf8(b.to_vec()).map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))
+    String::from_utf8(b.to_vec())
+        .map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -148,7 +153,11 @@ pub(crate) fn list_uploads(
 ) -> Result<UploadListPage> {
     let mut page = UploadListPage::default();
     let prefix = q.prefix.as_bytes();
-    let delim = q.delimiter.as_deref().filter(|d| !d.is_empty()).map(str::as_bytes);
+    let delim = q
+        .delimiter
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .map(str::as_bytes);
     let start_key: Vec<u8> = match &q.key_marker {
         Some(m) if m.as_bytes() >= prefix => m.as_bytes().to_vec(),
         _ => prefix.to_vec(),

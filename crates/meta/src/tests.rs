@@ -12,7 +12,10 @@ fn rec(size: u64) -> ObjectRecord {
         user_meta: Default::default(),
         checksums: Default::default(),
         tags: vec![],
-        segments: vec![Segment { blob: format!("b{size}"), size }],
+        segments: vec![Segment {
+            blob: format!("b{size}"),
+            size,
+        }],
         parts_count: None,
         key_id: None,
     }
@@ -23,8 +26,16 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
     let m = MetaStore::open(&dir.path().join("meta.redb"), false).unwrap();
     let keys: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
     m.write(move |t| -> Result<()> {
-        t.put_bucket(&BucketRecord { name: "b".into(), created: 1, tags: None })?;
-        t.put_bucket(&BucketRecord { name: "c".into(), created: 1, tags: None })?;
+        t.put_bucket(&BucketRecord {
+            name: "b".into(),
+            created: 1,
+            tags: None,
+        })?;
+        t.put_bucket(&BucketRecord {
+            name: "c".into(),
+            created: 1,
+            tags: None,
+        })?;
         for k in &keys {
             t.put_object("b", k, &rec(1))?;
         }
@@ -37,24 +48,61 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
 }
 
 fn q(prefix: &str, delim: Option<&str>, marker: Option<&str>, max: usize) -> ListQuery {
-    ListQuery { prefix: prefix.into(), delimiter: delim.map(Into::into), marker: marker.map(Into::into), max_keys: max }
+    ListQuery {
+        prefix: prefix.into(),
+        delimiter: delim.map(Into::into),
+        marker: marker.map(Into::into),
+        max_keys: max,
+    }
 }
 
 fn names(p: &ListPage) -> (Vec<&str>, Vec<&str>) {
-    (p.objects.iter().map(|(k, _)| k.as_str()).collect(), p.common_prefixes.iter().map(|s| s.as_str()).collect())
+    (
+        p.objects.iter().map(|(k, _)| k.as_str()).collect(),
+        p.common_prefixes.iter().map(|s| s.as_str()).collect(),
+    )
 }
 
 #[tokio::test]
 async fn list_with_prefix_delimiter_and_markers() {
-    let (_d, m) = store_with(&["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]).await;
+    let (_d, m) = store_with(&[
+        "a/1",
+        "a/2",
+        "a/b/3",
+        "b",
+        "c/1",
+        "c/2",
+        "d",
+        "é",
+        "\u{1F600}",
+    ])
+    .await;
     let p = m.list_objects("b", &q("", None, None, 1000)).unwrap();
-    assert_eq!(names(&p).0, ["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]);
+    assert_eq!(
+        names(&p).0,
+        [
+            "a/1",
+            "a/2",
+            "a/b/3",
+            "b",
+            "c/1",
+            "c/2",
+            "d",
+            "é",
+            "\u{1F600}"
+        ]
+    );
     assert!(!p.truncated);
 
     let p = m.list_objects("b", &q("", Some("/"), None, 1000)).unwrap();
-    assert_eq!(names(&p), (vec!["b", "d", "é", "\u{1F600}"], vec!["a/", "c/"]));
+    assert_eq!(
+        names(&p),
+        (vec!["b", "d", "é", "\u{1F600}"], vec!["a/", "c/"])
+    );
 
-    let p = m.list_objects("b", &q("a/", Some("/"), None, 1000)).unwrap();
+    let p = m
+        .list_objects("b", &q("a/", Some("/"), None, 1000))
+        .unwrap();
     assert_eq!(names(&p), (vec!["a/1", "a/2"], vec!["a/b/"]));
 
     // Paging with delimiter: each common prefix counts as one entry.
@@ -62,25 +110,35 @@ async fn list_with_prefix_delimiter_and_markers() {
     assert_eq!(names(&p), (vec!["b"], vec!["a/"]));
     assert!(p.truncated);
     assert_eq!(p.next_marker.as_deref(), Some("b"));
-    let p = m.list_objects("b", &q("", Some("/"), Some("b"), 2)).unwrap();
+    let p = m
+        .list_objects("b", &q("", Some("/"), Some("b"), 2))
+        .unwrap();
     assert_eq!(names(&p), (vec!["d"], vec!["c/"]));
     assert!(p.truncated);
-    let p = m.list_objects("b", &q("", Some("/"), Some("d"), 2)).unwrap();
+    let p = m
+        .list_objects("b", &q("", Some("/"), Some("d"), 2))
+        .unwrap();
     assert_eq!(names(&p), (vec!["é", "\u{1F600}"], vec![]));
     assert!(!p.truncated, "exactly max keys left: not truncated");
 
     // A marker equal to a common prefix skips that prefix.
-    let p = m.list_objects("b", &q("", Some("/"), Some("a/"), 1)).unwrap();
+    let p = m
+        .list_objects("b", &q("", Some("/"), Some("a/"), 1))
+        .unwrap();
     assert_eq!(names(&p), (vec!["b"], vec![]));
 
     // Marker before the prefix, and max-keys 0.
-    let p = m.list_objects("b", &q("c/", None, Some("a"), 1000)).unwrap();
+    let p = m
+        .list_objects("b", &q("c/", None, Some("a"), 1000))
+        .unwrap();
     assert_eq!(names(&p).0, ["c/1", "c/2"]);
     let p = m.list_objects("b", &q("", None, None, 0)).unwrap();
     assert!(p.objects.is_empty() && !p.truncated);
 
     // Other buckets never leak in.
-    let p = m.list_objects("b", &q("", None, Some("\u{1F600}"), 1000)).unwrap();
+    let p = m
+        .list_objects("b", &q("", None, Some("\u{1F600}"), 1000))
+        .unwrap();
     assert!(p.objects.is_empty());
 }
 
@@ -118,35 +176,86 @@ async fn uploads_and_parts() {
     let (_d, m) = store_with(&[]).await;
     m.write(|t| -> Result<()> {
         for (key, id) in [("x", "u2"), ("x", "u1"), ("y/z", "u3")] {
-            t.put_upload("b", &UploadRecord {
-                upload_id: id.into(),
-                key: key.into(),
-                initiated: 5,
-                content: Default::default(),
-                user_meta: Default::default(),
-                tags: vec![],
-                checksum_algorithm: None,
-            })?;
+            t.put_upload(
+                "b",
+                &UploadRecord {
+                    upload_id: id.into(),
+                    key: key.into(),
+                    initiated: 5,
+                    content: Default::default(),
+                    user_meta: Default::default(),
+                    tags: vec![],
+                    checksum_algorithm: None,
+                },
+            )?;
         }
         for n in [3, 1, 2] {
-            t.put_part("u1", &PartRecord { part_number: n, etag: "e".into(), size: 1, blob: "b".into(), last_modified: 0, checksums: Default::default() })?;
+            t.put_part(
+                "u1",
+                &PartRecord {
+                    part_number: n,
+                    etag: "e".into(),
+                    size: 1,
+                    blob: "b".into(),
+                    last_modified: 0,
+                    checksums: Default::default(),
+                },
+            )?;
         }
         Ok(())
     })
     .await
     .unwrap();
     let parts = m.list_parts("u1").unwrap();
-    assert_eq!(parts.iter().map(|p| p.part_number).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        parts.iter().map(|p| p.part_number).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert!(m.list_parts("u2").unwrap().is_empty());
-    let page = m.list_uploads("b", &UploadListQuery { max_uploads: 1000, ..Default::default() }).unwrap();
-    assert_eq!(page.uploads.iter().map(|u| u.upload_id.as_str()).collect::<Vec<_>>(), ["u1", "u2", "u3"]);
-    let page = m.list_uploads("b", &UploadListQuery { max_uploads: 1, key_marker: Some("x".into()), upload_id_marker: Some("u1".into()), ..Default::default() }).unwrap();
+    let page = m
+        .list_uploads(
+            "b",
+            &UploadListQuery {
+                max_uploads: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        page.uploads
+            .iter()
+            .map(|u| u.upload_id.as_str())
+            .collect::<Vec<_>>(),
+        ["u1", "u2", "u3"]
+    );
+    let page = m
+        .list_uploads(
+            "b",
+            &UploadListQuery {
+                max_uploads: 1,
+                key_marker: Some("x".into()),
+                upload_id_marker: Some("u1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(page.uploads[0].upload_id, "u2");
     assert!(page.truncated);
-    let page = m.list_uploads("b", &UploadListQuery { max_uploads: 10, delimiter: Some("/".into()), ..Default::default() }).unwrap();
+    let page = m
+        .list_uploads(
+            "b",
+            &UploadListQuery {
+                max_uploads: 10,
+                delimiter: Some("/".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(page.common_prefixes, ["y/"]);
     assert_eq!(m.uploads_older_than(6, 10).unwrap().len(), 3);
-    m.write(|t| -> Result<()> { t.delete_parts("u1") }).await.unwrap();
+    m.write(|t| -> Result<()> { t.delete_parts("u1") })
+        .await
+        .unwrap();
     assert!(m.list_parts("u1").unwrap().is_empty());
 }
 

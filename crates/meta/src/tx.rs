@@ -9,7 +9,10 @@ pub struct Tx<'a> {
     txn: &'a WriteTransaction,
 }
 
-pub(crate) fn parts_of(t: &impl ReadableTable<(&'static str, u32), &'static [u8]>, upload_id: &str) -> Result<Vec<PartRecord>> {
+pub(crate) fn parts_of(
+    t: &impl ReadableTable<(&'static str, u32), &'static [u8]>,
+    upload_id: &str,
+) -> Result<Vec<PartRecord>> {
     let mut out = Vec::new();
     for item in t.range((upload_id, 0u32)..=(upload_id, u32::MAX))? {
         let (_, v) = item?;
@@ -25,13 +28,14 @@ impl<'a> Tx<'a> {
 
     pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
         let t = self.txn.open_table(BUCKETS)?;
-        let r = t.get(name)?.map(|g| records::decode(g.value())).transpose();
-        r
+        t.get(name)?.map(|g| records::decode(g.value())).transpose()
     }
 
     pub fn put_bucket(&mut self, rec: &BucketRecord) -> Result<()> {
         let raw = records::encode(rec)?;
-        self.txn.open_table(BUCKETS)?.insert(rec.name.as_str(), raw.as_slice())?;
+        self.txn
+            .open_table(BUCKETS)?
+            .insert(rec.name.as_str(), raw.as_slice())?;
         Ok(())
     }
 
@@ -62,37 +66,51 @@ impl<'a> Tx<'a> {
 
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
         let t = self.txn.open_table(OBJECTS)?;
-        let r = t.get((bucket, key.as_bytes()))?.map(|g| records::decode(g.value())).transpose();
-        r
+        t.get((bucket, key.as_bytes()))?
+            .map(|g| records::decode(g.value()))
+            .transpose()
     }
 
     pub fn put_object(&mut self, bucket: &str, key: &str, rec: &ObjectRecord) -> Result<()> {
         let raw = records::encode(rec)?;
-        self.txn.open_table(OBJECTS)?.insert((bucket, key.as_bytes()), raw.as_slice())?;
+        self.txn
+            .open_table(OBJECTS)?
+            .insert((bucket, key.as_bytes()), raw.as_slice())?;
         Ok(())
     }
 
     pub fn delete_object(&mut self, bucket: &str, key: &str) -> Result<()> {
-        self.txn.open_table(OBJECTS)?.remove((bucket, key.as_bytes()))?;
+        self.txn
+            .open_table(OBJECTS)?
+            .remove((bucket, key.as_bytes()))?;
         Ok(())
     }
 
-    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
+    pub fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadRecord>> {
         let t = self.txn.open_table(UPLOADS)?;
-        let r = t.get((bucket, key.as_bytes(), upload_id))?.map(|g| records::decode(g.value())).transpose();
-        r
+        t.get((bucket, key.as_bytes(), upload_id))?
+            .map(|g| records::decode(g.value()))
+            .transpose()
     }
 
     pub fn put_upload(&mut self, bucket: &str, rec: &UploadRecord) -> Result<()> {
         let raw = records::encode(rec)?;
-        self.txn
-            .open_table(UPLOADS)?
-            .insert((bucket, rec.key.as_bytes(), rec.upload_id.as_str()), raw.as_slice())?;
+        self.txn.open_table(UPLOADS)?.insert(
+            (bucket, rec.key.as_bytes(), rec.upload_id.as_str()),
+            raw.as_slice(),
+        )?;
         Ok(())
     }
 
     pub fn delete_upload(&mut self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
-        self.txn.open_table(UPLOADS)?.remove((bucket, key.as_bytes(), upload_id))?;
+        self.txn
+            .open_table(UPLOADS)?
+            .remove((bucket, key.as_bytes(), upload_id))?;
         Ok(())
     }
 
@@ -103,13 +121,16 @@ impl<'a> Tx<'a> {
 
     pub fn get_part(&self, upload_id: &str, part_number: u32) -> Result<Option<PartRecord>> {
         let t = self.txn.open_table(PARTS)?;
-        let r = t.get((upload_id, part_number))?.map(|g| records::decode(g.value())).transpose();
-        r
+        t.get((upload_id, part_number))?
+            .map(|g| records::decode(g.value()))
+            .transpose()
     }
 
     pub fn put_part(&mut self, upload_id: &str, rec: &PartRecord) -> Result<()> {
         let raw = records::encode(rec)?;
-        self.txn.open_table(PARTS)?.insert((upload_id, rec.part_number), raw.as_slice())?;
+        self.txn
+            .open_table(PARTS)?
+            .insert((upload_id, rec.part_number), raw.as_slice())?;
         Ok(())
     }
 
@@ -133,7 +154,9 @@ impl<'a> Tx<'a> {
 
     /// Records a blob to delete once this transaction has committed.
     pub fn add_garbage(&mut self, blob_id: &str) -> Result<()> {
-        self.txn.open_table(GARBAGE)?.insert(blob_id, ironbucket_types::now_millis())?;
+        self.txn
+            .open_table(GARBAGE)?
+            .insert(blob_id, ironbucket_types::now_millis())?;
         Ok(())
     }
 

@@ -107,24 +107,46 @@ pub fn parse_tagging_header(s: &str) -> Result<Vec<Tag>, S3Error> {
             percent_encoding::percent_decode_str(&x.replace('+', " "))
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| S3Error::with_message(S3ErrorCode::InvalidArgument, "x-amz-tagging is not valid URL-encoded UTF-8"))
+                .map_err(|_| {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidArgument,
+                        "x-amz-tagging is not valid URL-encoded UTF-8",
+                    )
+                })
         };
-        out.push(Tag { key: dec(k)?, value: dec(v)? });
+        out.push(Tag {
+            key: dec(k)?,
+            value: dec(v)?,
+        });
     }
     Ok(out)
 }
 
 pub fn tags_from_dto(set: Vec<s3s::dto::Tag>) -> Vec<Tag> {
-    set.into_iter().map(|t| Tag { key: t.key.unwrap_or_default(), value: t.value.unwrap_or_default() }).collect()
+    set.into_iter()
+        .map(|t| Tag {
+            key: t.key.unwrap_or_default(),
+            value: t.value.unwrap_or_default(),
+        })
+        .collect()
 }
 
 pub fn tags_to_dto(tags: Vec<Tag>) -> Vec<s3s::dto::Tag> {
-    tags.into_iter().map(|t| s3s::dto::Tag { key: Some(t.key), value: Some(t.value) }).collect()
+    tags.into_iter()
+        .map(|t| s3s::dto::Tag {
+            key: Some(t.key),
+            value: Some(t.value),
+        })
+        .collect()
 }
 
 pub fn algorithm(a: &s3s::dto::ChecksumAlgorithm) -> Result<ChecksumAlgorithm, S3Error> {
-    ChecksumAlgorithm::parse(a.as_str())
-        .ok_or_else(|| S3Error::with_message(S3ErrorCode::InvalidArgument, format!("unsupported checksum algorithm {}", a.as_str())))
+    ChecksumAlgorithm::parse(a.as_str()).ok_or_else(|| {
+        S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("unsupported checksum algorithm {}", a.as_str()),
+        )
+    })
 }
 
 pub fn algorithm_dto(a: ChecksumAlgorithm) -> s3s::dto::ChecksumAlgorithm {
@@ -132,8 +154,18 @@ pub fn algorithm_dto(a: ChecksumAlgorithm) -> s3s::dto::ChecksumAlgorithm {
 }
 
 /// `x-amz-checksum-*` values sent as headers.
-pub fn header_checksums(crc32: Option<String>, crc32c: Option<String>, sha1: Option<String>, sha256: Option<String>) -> Checksums {
-    Checksums { crc32, crc32c, sha1, sha256 }
+pub fn header_checksums(
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+) -> Checksums {
+    Checksums {
+        crc32,
+        crc32c,
+        sha1,
+        sha256,
+    }
 }
 
 /// Checksum values found in a streaming trailer.
@@ -154,7 +186,10 @@ pub fn declared_trailer(h: &hyper::HeaderMap) -> Vec<ChecksumAlgorithm> {
         if let Ok(s) = v.to_str() {
             for name in s.split(',') {
                 let name = name.trim().to_ascii_lowercase();
-                if let Some(a) = ChecksumAlgorithm::ALL.into_iter().find(|a| a.header() == name) {
+                if let Some(a) = ChecksumAlgorithm::ALL
+                    .into_iter()
+                    .find(|a| a.header() == name)
+                {
                     out.push(a);
                 }
             }
@@ -166,7 +201,12 @@ pub fn declared_trailer(h: &hyper::HeaderMap) -> Vec<ChecksumAlgorithm> {
 /// Percent-encodes a key for `encoding-type=url` listings (everything but unreserved and '/').
 pub fn url_encode(s: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+    const SET: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
     utf8_percent_encode(s, SET).to_string()
 }
 
@@ -177,7 +217,13 @@ mod tests {
     #[test]
     fn tagging_header() {
         let t = parse_tagging_header("a=1&b%20c=d+e&empty=").unwrap();
-        assert_eq!(t[1], Tag { key: "b c".into(), value: "d e".into() });
+        assert_eq!(
+            t[1],
+            Tag {
+                key: "b c".into(),
+                value: "d e".into()
+            }
+        );
         assert_eq!(t[2].value, "");
     }
 
@@ -199,7 +245,13 @@ mod tests {
         let e = s3_err(Error::InvalidRange { size: 5 });
         assert_eq!(e.code(), &S3ErrorCode::InvalidRange);
         assert_eq!(s3_err(Error::NoSuchKey).code(), &S3ErrorCode::NoSuchKey);
-        assert_eq!(s3_err(Error::ChecksumMismatch(ChecksumAlgorithm::Crc32)).code(), &S3ErrorCode::BadDigest);
-        assert_eq!(s3_err(Error::KeyTooLong(2000)).code(), &S3ErrorCode::KeyTooLongError);
+        assert_eq!(
+            s3_err(Error::ChecksumMismatch(ChecksumAlgorithm::Crc32)).code(),
+            &S3ErrorCode::BadDigest
+        );
+        assert_eq!(
+            s3_err(Error::KeyTooLong(2000)).code(),
+            &S3ErrorCode::KeyTooLongError
+        );
     }
 }

@@ -6,8 +6,9 @@ use crate::convert::*;
 use base64::Engine;
 use futures::TryStreamExt;
 use ironbucket_store::{
-    BodyChecks, ByteStream, CompleteMultipart, CompletedPart, Conditions, CopyObject, CreateMultipart, GetObject, ListParts, ListQuery,
-    ObjectInfo, ObjectMeta, ObjectStore, PutObject, RangeSpec, UploadListQuery, UploadPart, UploadPartCopy,
+    BodyChecks, ByteStream, CompleteMultipart, CompletedPart, Conditions, CopyObject,
+    CreateMultipart, GetObject, ListParts, ListQuery, ObjectInfo, ObjectMeta, ObjectStore,
+    PutObject, RangeSpec, UploadListQuery, UploadPart, UploadPartCopy,
 };
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -22,16 +23,27 @@ pub(crate) struct Front {
 
 impl Front {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Self {
-        Self { store, region: cfg.region.clone(), max_meta: cfg.max_user_metadata_bytes }
+        Self {
+            store,
+            region: cfg.region.clone(),
+            max_meta: cfg.max_user_metadata_bytes,
+        }
     }
 
     fn user_meta(&self, m: Option<Metadata>) -> S3Result<BTreeMap<String, String>> {
-        let m: BTreeMap<String, String> = m.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let m: BTreeMap<String, String> = m
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
         if size > self.max_meta {
             return Err(S3Error::with_message(
                 S3ErrorCode::MetadataTooLarge,
-                format!("Your metadata headers exceed the maximum allowed metadata size ({size} > {} bytes)", self.max_meta),
+                format!(
+                    "Your metadata headers exceed the maximum allowed metadata size ({size} > {} bytes)",
+                    self.max_meta
+                ),
             ));
         }
         Ok(m)
@@ -39,7 +51,10 @@ impl Front {
 }
 
 fn owner() -> Owner {
-    Owner { display_name: Some("ironbucket".into()), id: Some("ironbucket-root".into()) }
+    Owner {
+        display_name: Some("ironbucket".into()),
+        id: Some("ironbucket-root".into()),
+    }
 }
 
 fn into_stream(body: Option<StreamingBlob>) -> ByteStream {
@@ -56,7 +71,10 @@ fn into_blob(s: ByteStream) -> StreamingBlob {
 fn max_keys(v: Option<i32>) -> S3Result<usize> {
     match v {
         None => Ok(1000),
-        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must be a non-negative integer")),
+        Some(n) if n < 0 => Err(s3_error!(
+            InvalidArgument,
+            "max-keys must be a non-negative integer"
+        )),
         Some(n) => Ok((n as usize).min(1000)),
     }
 }
@@ -83,23 +101,34 @@ fn range_spec(r: Option<Range>) -> Option<RangeSpec> {
 }
 
 fn checksum_mode(m: &Option<ChecksumMode>) -> bool {
-    m.as_ref().is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
+    m.as_ref()
+        .is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
 }
 
 fn version_id_must_be_null(v: &Option<String>) -> S3Result<()> {
     match v.as_deref() {
         None | Some("null") => Ok(()),
-        Some(_) => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
+        Some(_) => Err(s3_error!(
+            NoSuchVersion,
+            "The specified version does not exist."
+        )),
     }
 }
 
 fn copy_source(cs: &CopySource) -> S3Result<(String, String)> {
     match cs {
-        CopySource::Bucket { bucket, key, version_id } => {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
             version_id_must_be_null(&version_id.as_deref().map(str::to_string))?;
             Ok((bucket.to_string(), key.to_string()))
         }
-        _ => Err(s3_error!(NotImplemented, "access point copy sources are not supported")),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "access point copy sources are not supported"
+        )),
     }
 }
 
@@ -116,12 +145,19 @@ fn body_checks<T>(
         compute.push(algorithm(a)?);
     }
     let trailer = req.trailing_headers.clone().map(|t| {
-        Box::new(move || t.take().map(|h| trailer_checksums(&h)).unwrap_or_default()) as ironbucket_store::TrailerChecksums
+        Box::new(move || t.take().map(|h| trailer_checksums(&h)).unwrap_or_default())
+            as ironbucket_store::TrailerChecksums
     });
     if let Some(md5) = &content_md5
-        && base64::engine::general_purpose::STANDARD.decode(md5).map(|v| v.len() != 16).unwrap_or(true)
+        && base64::engine::general_purpose::STANDARD
+            .decode(md5)
+            .map(|v| v.len() != 16)
+            .unwrap_or(true)
     {
-        return Err(s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."));
+        return Err(s3_error!(
+            InvalidDigest,
+            "The Content-MD5 you specified is not valid."
+        ));
     }
     Ok(BodyChecks {
         content_length: content_length.and_then(|n| u64::try_from(n).ok()),
@@ -138,70 +174,158 @@ fn s3r<T>(v: T) -> S3Result<S3Response<T>> {
 
 #[async_trait::async_trait]
 impl S3 for Front {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let input = req.input;
-        if let Some(loc) = input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref())
+        if let Some(loc) = input
+            .create_bucket_configuration
+            .as_ref()
+            .and_then(|c| c.location_constraint.as_ref())
             && !loc.as_str().is_empty()
             && loc.as_str() != self.region
         {
             return Err(S3Error::with_message(
                 S3ErrorCode::Custom("IllegalLocationConstraintException".into()),
-                format!("The {} location constraint is incompatible for the region specific endpoint this request was sent to ({}).", loc.as_str(), self.region),
+                format!(
+                    "The {} location constraint is incompatible for the region specific endpoint this request was sent to ({}).",
+                    loc.as_str(),
+                    self.region
+                ),
             ));
         }
-        self.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
-        s3r(CreateBucketOutput { location: Some(format!("/{}", input.bucket)), ..Default::default() })
+        self.store
+            .create_bucket(&input.bucket)
+            .await
+            .map_err(s3_err)?;
+        s3r(CreateBucketOutput {
+            location: Some(format!("/{}", input.bucket)),
+        })
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.store.head_bucket(&req.input.bucket).await.map_err(s3_err)?;
-        s3r(HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() })
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.store
+            .head_bucket(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        s3r(HeadBucketOutput {
+            bucket_region: Some(self.region.clone()),
+            ..Default::default()
+        })
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.store.delete_bucket(&req.input.bucket).await.map_err(s3_err)?;
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.store
+            .delete_bucket(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
         s3r(DeleteBucketOutput {})
     }
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = self.store.list_buckets().await.map_err(s3_err)?;
         let buckets = buckets
             .into_iter()
-            .map(|b| Bucket { name: Some(b.name), creation_date: Some(ts(b.created)), bucket_region: Some(self.region.clone()) })
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(ts(b.created)),
+                bucket_region: Some(self.region.clone()),
+            })
             .collect();
-        s3r(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), ..Default::default() })
+        s3r(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(owner()),
+            ..Default::default()
+        })
     }
 
-    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.store.head_bucket(&req.input.bucket).await.map_err(s3_err)?;
-        let location_constraint = (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
-        s3r(GetBucketLocationOutput { location_constraint })
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.store
+            .head_bucket(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        let location_constraint = (self.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(self.region.clone()));
+        s3r(GetBucketLocationOutput {
+            location_constraint,
+        })
     }
 
-    async fn put_bucket_tagging(&self, req: S3Request<PutBucketTaggingInput>) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
         let tags = tags_from_dto(req.input.tagging.tag_set);
-        self.store.put_bucket_tagging(&req.input.bucket, tags).await.map_err(s3_err)?;
+        self.store
+            .put_bucket_tagging(&req.input.bucket, tags)
+            .await
+            .map_err(s3_err)?;
         s3r(PutBucketTaggingOutput {})
     }
 
-    async fn get_bucket_tagging(&self, req: S3Request<GetBucketTaggingInput>) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        let tags = self.store.get_bucket_tagging(&req.input.bucket).await.map_err(s3_err)?;
-        s3r(GetBucketTaggingOutput { tag_set: tags_to_dto(tags) })
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let tags = self
+            .store
+            .get_bucket_tagging(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        s3r(GetBucketTaggingOutput {
+            tag_set: tags_to_dto(tags),
+        })
     }
 
-    async fn delete_bucket_tagging(&self, req: S3Request<DeleteBucketTaggingInput>) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-        self.store.delete_bucket_tagging(&req.input.bucket).await.map_err(s3_err)?;
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.store
+            .delete_bucket_tagging(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
         s3r(DeleteBucketTaggingOutput {})
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let checks = {
             let i = &req.input;
-            let sums = header_checksums(i.checksum_crc32.clone(), i.checksum_crc32c.clone(), i.checksum_sha1.clone(), i.checksum_sha256.clone());
+            let sums = header_checksums(
+                i.checksum_crc32.clone(),
+                i.checksum_crc32c.clone(),
+                i.checksum_sha1.clone(),
+                i.checksum_sha256.clone(),
+            );
             if i.checksum_crc64nvme.is_some() {
-                return Err(s3_error!(NotImplemented, "CRC64NVME checksums are not supported"));
+                return Err(s3_error!(
+                    NotImplemented,
+                    "CRC64NVME checksums are not supported"
+                ));
             }
-            body_checks(&req, i.content_length, i.content_md5.clone(), sums, i.checksum_algorithm.as_ref())?
+            body_checks(
+                &req,
+                i.content_length,
+                i.content_md5.clone(),
+                sums,
+                i.checksum_algorithm.as_ref(),
+            )?
         };
         let input = req.input;
         let tags = match &input.tagging {
@@ -220,9 +344,23 @@ impl S3 for Front {
             user_meta: self.user_meta(input.metadata)?,
             tags,
         };
-        let conditions = Conditions { if_match: input.if_match.as_ref().map(cond_list), if_none_match: input.if_none_match.as_ref().map(cond_list), ..Default::default() };
-        let put = PutObject { bucket: input.bucket, key: input.key, meta, checks, conditions };
-        let info = self.store.put_object(put, into_stream(input.body)).await.map_err(s3_err)?;
+        let conditions = Conditions {
+            if_match: input.if_match.as_ref().map(cond_list),
+            if_none_match: input.if_none_match.as_ref().map(cond_list),
+            ..Default::default()
+        };
+        let put = PutObject {
+            bucket: input.bucket,
+            key: input.key,
+            meta,
+            checks,
+            conditions,
+        };
+        let info = self
+            .store
+            .put_object(put, into_stream(input.body))
+            .await
+            .map_err(s3_err)?;
         s3r(PutObjectOutput {
             e_tag: Some(etag(&info.etag)),
             checksum_crc32: info.checksums.crc32,
@@ -234,19 +372,30 @@ impl S3 for Front {
         })
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
         version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
             range: range_spec(i.range),
-            conditions: read_conditions(i.if_match, i.if_none_match, i.if_modified_since, i.if_unmodified_since),
+            conditions: read_conditions(
+                i.if_match,
+                i.if_none_match,
+                i.if_modified_since,
+                i.if_unmodified_since,
+            ),
         };
         if let Some(n) = i.part_number
             && n != 1
         {
-            return Err(s3_error!(NotImplemented, "GET by partNumber is supported only for partNumber=1"));
+            return Err(s3_error!(
+                NotImplemented,
+                "GET by partNumber is supported only for partNumber=1"
+            ));
         }
         let out = self.store.get_object(g).await.map_err(s3_err)?;
         let info = out.info;
@@ -258,25 +407,29 @@ impl S3 for Front {
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
-        fill_object_headers(&info, out.range.is_none() && checksum_mode(&i.checksum_mode), |f| {
-            o.e_tag = f.e_tag;
-            o.last_modified = f.last_modified;
-            o.content_type = f.content_type;
-            o.content_encoding = f.content_encoding;
-            o.content_language = f.content_language;
-            o.content_disposition = f.content_disposition;
-            o.cache_control = f.cache_control;
-            o.expires = f.expires;
-            o.metadata = f.metadata;
-            o.checksum_crc32 = f.checksum_crc32;
-            o.checksum_crc32c = f.checksum_crc32c;
-            o.checksum_sha1 = f.checksum_sha1;
-            o.checksum_sha256 = f.checksum_sha256;
-            o.checksum_type = f.checksum_type;
-            o.parts_count = f.parts_count;
-            o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
-            o.version_id = f.version_id;
-        });
+        fill_object_headers(
+            &info,
+            out.range.is_none() && checksum_mode(&i.checksum_mode),
+            |f| {
+                o.e_tag = f.e_tag;
+                o.last_modified = f.last_modified;
+                o.content_type = f.content_type;
+                o.content_encoding = f.content_encoding;
+                o.content_language = f.content_language;
+                o.content_disposition = f.content_disposition;
+                o.cache_control = f.cache_control;
+                o.expires = f.expires;
+                o.metadata = f.metadata;
+                o.checksum_crc32 = f.checksum_crc32;
+                o.checksum_crc32c = f.checksum_crc32c;
+                o.checksum_sha1 = f.checksum_sha1;
+                o.checksum_sha256 = f.checksum_sha256;
+                o.checksum_type = f.checksum_type;
+                o.parts_count = f.parts_count;
+                o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
+                o.version_id = f.version_id;
+            },
+        );
         // response-* query parameters override the stored headers.
         if let Some(v) = i.response_content_type {
             o.content_type = Some(v);
@@ -299,14 +452,22 @@ impl S3 for Front {
         s3r(o)
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
             range: range_spec(i.range),
-            conditions: read_conditions(i.if_match, i.if_none_match, i.if_modified_since, i.if_unmodified_since),
+            conditions: read_conditions(
+                i.if_match,
+                i.if_none_match,
+                i.if_modified_since,
+                i.if_unmodified_since,
+            ),
         };
         let info = self.store.head_object(g.clone()).await.map_err(s3_err)?;
         let range = g.range.and_then(|r| r.resolve(info.size).ok());
@@ -316,24 +477,28 @@ impl S3 for Front {
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
-        fill_object_headers(&info, range.is_none() && checksum_mode(&i.checksum_mode), |f| {
-            o.e_tag = f.e_tag;
-            o.last_modified = f.last_modified;
-            o.content_type = f.content_type;
-            o.content_encoding = f.content_encoding;
-            o.content_language = f.content_language;
-            o.content_disposition = f.content_disposition;
-            o.cache_control = f.cache_control;
-            o.expires = f.expires;
-            o.metadata = f.metadata;
-            o.checksum_crc32 = f.checksum_crc32;
-            o.checksum_crc32c = f.checksum_crc32c;
-            o.checksum_sha1 = f.checksum_sha1;
-            o.checksum_sha256 = f.checksum_sha256;
-            o.checksum_type = f.checksum_type;
-            o.parts_count = f.parts_count;
-            o.version_id = f.version_id;
-        });
+        fill_object_headers(
+            &info,
+            range.is_none() && checksum_mode(&i.checksum_mode),
+            |f| {
+                o.e_tag = f.e_tag;
+                o.last_modified = f.last_modified;
+                o.content_type = f.content_type;
+                o.content_encoding = f.content_encoding;
+                o.content_language = f.content_language;
+                o.content_disposition = f.content_disposition;
+                o.cache_control = f.cache_control;
+                o.expires = f.expires;
+                o.metadata = f.metadata;
+                o.checksum_crc32 = f.checksum_crc32;
+                o.checksum_crc32c = f.checksum_crc32c;
+                o.checksum_sha1 = f.checksum_sha1;
+                o.checksum_sha256 = f.checksum_sha256;
+                o.checksum_type = f.checksum_type;
+                o.parts_count = f.parts_count;
+                o.version_id = f.version_id;
+            },
+        );
         if let Some(v) = i.response_content_type {
             o.content_type = Some(v);
         }
@@ -355,19 +520,34 @@ impl S3 for Front {
         s3r(o)
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         version_id_must_be_null(&req.input.version_id)?;
-        self.store.delete_object(&req.input.bucket, &req.input.key).await.map_err(s3_err)?;
+        self.store
+            .delete_object(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(s3_err)?;
         s3r(DeleteObjectOutput::default())
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
         if i.delete.objects.len() > 1000 {
-            return Err(s3_error!(MalformedXML, "The XML you provided named more than 1000 keys"));
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided named more than 1000 keys"
+            ));
         }
         if i.delete.objects.is_empty() {
-            return Err(s3_error!(MalformedXML, "The XML you provided named no keys"));
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided named no keys"
+            ));
         }
         let quiet = i.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
@@ -385,12 +565,19 @@ impl S3 for Front {
             }
             keys.push(o.key);
         }
-        let results = self.store.delete_objects(&i.bucket, keys.clone()).await.map_err(s3_err)?;
+        let results = self
+            .store
+            .delete_objects(&i.bucket, keys.clone())
+            .await
+            .map_err(s3_err)?;
         for (key, r) in keys.into_iter().zip(results) {
             match r {
                 Ok(_) => {
                     if !quiet {
-                        deleted.push(DeletedObject { key: Some(key), ..Default::default() });
+                        deleted.push(DeletedObject {
+                            key: Some(key),
+                            ..Default::default()
+                        });
                     }
                 }
                 Err(e) => {
@@ -404,23 +591,44 @@ impl S3 for Front {
                 }
             }
         }
-        s3r(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() })
+        s3r(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        })
     }
 
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
         let (src_bucket, src_key) = copy_source(&i.copy_source)?;
-        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str().eq_ignore_ascii_case("REPLACE"));
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str().eq_ignore_ascii_case("REPLACE"));
         let replace_meta = if replace {
             Some(ObjectMeta {
-                content: content_headers(i.content_type, i.content_encoding, i.content_language, i.content_disposition, i.cache_control, i.expires.as_ref()),
+                content: content_headers(
+                    i.content_type,
+                    i.content_encoding,
+                    i.content_language,
+                    i.content_disposition,
+                    i.cache_control,
+                    i.expires.as_ref(),
+                ),
                 user_meta: self.user_meta(i.metadata)?,
                 tags: vec![],
             })
         } else {
             None
         };
-        let replace_tags = if i.tagging_directive.as_ref().is_some_and(|d| d.as_str().eq_ignore_ascii_case("REPLACE")) {
+        let replace_tags = if i
+            .tagging_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str().eq_ignore_ascii_case("REPLACE"))
+        {
             Some(match &i.tagging {
                 Some(t) => parse_tagging_header(t)?,
                 None => vec![],
@@ -435,7 +643,12 @@ impl S3 for Front {
             key: i.key,
             replace_meta,
             replace_tags,
-            source_conditions: read_conditions(i.copy_source_if_match, i.copy_source_if_none_match, i.copy_source_if_modified_since, i.copy_source_if_unmodified_since),
+            source_conditions: read_conditions(
+                i.copy_source_if_match,
+                i.copy_source_if_none_match,
+                i.copy_source_if_modified_since,
+                i.copy_source_if_unmodified_since,
+            ),
         };
         let info = self.store.copy_object(c).await.map_err(s3_err)?;
         s3r(CopyObjectOutput {
@@ -452,31 +665,68 @@ impl S3 for Front {
         })
     }
 
-    async fn put_object_tagging(&self, req: S3Request<PutObjectTaggingInput>) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         version_id_must_be_null(&req.input.version_id)?;
         let tags = tags_from_dto(req.input.tagging.tag_set);
-        self.store.put_object_tagging(&req.input.bucket, &req.input.key, tags).await.map_err(s3_err)?;
+        self.store
+            .put_object_tagging(&req.input.bucket, &req.input.key, tags)
+            .await
+            .map_err(s3_err)?;
         s3r(PutObjectTaggingOutput::default())
     }
 
-    async fn get_object_tagging(&self, req: S3Request<GetObjectTaggingInput>) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         version_id_must_be_null(&req.input.version_id)?;
-        let tags = self.store.get_object_tagging(&req.input.bucket, &req.input.key).await.map_err(s3_err)?;
-        s3r(GetObjectTaggingOutput { tag_set: tags_to_dto(tags), version_id: None })
+        let tags = self
+            .store
+            .get_object_tagging(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(s3_err)?;
+        s3r(GetObjectTaggingOutput {
+            tag_set: tags_to_dto(tags),
+            version_id: None,
+        })
     }
 
-    async fn delete_object_tagging(&self, req: S3Request<DeleteObjectTaggingInput>) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         version_id_must_be_null(&req.input.version_id)?;
-        self.store.delete_object_tagging(&req.input.bucket, &req.input.key).await.map_err(s3_err)?;
+        self.store
+            .delete_object_tagging(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(s3_err)?;
         s3r(DeleteObjectTaggingOutput::default())
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
-        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
         let max = max_keys(i.max_keys)?;
-        let q = ListQuery { prefix: i.prefix.clone().unwrap_or_default(), delimiter: i.delimiter.clone(), marker: i.marker.clone().filter(|m| !m.is_empty()), max_keys: max };
-        let page = self.store.list_objects(&i.bucket, q).await.map_err(s3_err)?;
+        let q = ListQuery {
+            prefix: i.prefix.clone().unwrap_or_default(),
+            delimiter: i.delimiter.clone(),
+            marker: i.marker.clone().filter(|m| !m.is_empty()),
+            max_keys: max,
+        };
+        let page = self
+            .store
+            .list_objects(&i.bucket, q)
+            .await
+            .map_err(s3_err)?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let has_delim = i.delimiter.as_deref().is_some_and(|d| !d.is_empty());
         s3r(ListObjectsOutput {
@@ -485,25 +735,56 @@ impl S3 for Front {
             marker: Some(enc(i.marker.unwrap_or_default())),
             max_keys: Some(max as i32),
             is_truncated: Some(page.truncated),
-            next_marker: if page.truncated && has_delim { page.next_marker.map(enc) } else { None },
+            next_marker: if page.truncated && has_delim {
+                page.next_marker.map(enc)
+            } else {
+                None
+            },
             delimiter: i.delimiter.map(enc),
             encoding_type: i.encoding_type,
-            contents: Some(page.objects.into_iter().map(|o| object_entry(o, true, url)).collect()),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            contents: Some(
+                page.objects
+                    .into_iter()
+                    .map(|o| object_entry(o, true, url))
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         })
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let i = req.input;
-        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
         let max = max_keys(i.max_keys)?;
         let marker = match &i.continuation_token {
             Some(t) => Some(decode_token(t)?),
             None => i.start_after.clone().filter(|s| !s.is_empty()),
         };
-        let q = ListQuery { prefix: i.prefix.clone().unwrap_or_default(), delimiter: i.delimiter.clone(), marker, max_keys: max };
-        let page = self.store.list_objects(&i.bucket, q).await.map_err(s3_err)?;
+        let q = ListQuery {
+            prefix: i.prefix.clone().unwrap_or_default(),
+            delimiter: i.delimiter.clone(),
+            marker,
+            max_keys: max,
+        };
+        let page = self
+            .store
+            .list_objects(&i.bucket, q)
+            .await
+            .map_err(s3_err)?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let fetch_owner = i.fetch_owner.unwrap_or(false);
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
@@ -513,18 +794,37 @@ impl S3 for Front {
             max_keys: Some(max as i32),
             key_count: Some(key_count),
             continuation_token: i.continuation_token,
-            next_continuation_token: if page.truncated { page.next_marker.map(|m| encode_token(&m)) } else { None },
+            next_continuation_token: if page.truncated {
+                page.next_marker.map(|m| encode_token(&m))
+            } else {
+                None
+            },
             is_truncated: Some(page.truncated),
             start_after: i.start_after.map(enc),
             delimiter: i.delimiter.map(enc),
             encoding_type: i.encoding_type,
-            contents: Some(page.objects.into_iter().map(|o| object_entry(o, fetch_owner, url)).collect()),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            contents: Some(
+                page.objects
+                    .into_iter()
+                    .map(|o| object_entry(o, fetch_owner, url))
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         })
     }
 
-    async fn create_multipart_upload(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
         let tags = match &i.tagging {
             Some(t) => parse_tagging_header(t)?,
@@ -535,33 +835,74 @@ impl S3 for Front {
             bucket: i.bucket.clone(),
             key: i.key.clone(),
             meta: ObjectMeta {
-                content: content_headers(i.content_type, i.content_encoding, i.content_language, i.content_disposition, i.cache_control, i.expires.as_ref()),
+                content: content_headers(
+                    i.content_type,
+                    i.content_encoding,
+                    i.content_language,
+                    i.content_disposition,
+                    i.cache_control,
+                    i.expires.as_ref(),
+                ),
                 user_meta: self.user_meta(i.metadata)?,
                 tags,
             },
             checksum_algorithm,
         };
-        let upload_id = self.store.create_multipart_upload(c).await.map_err(s3_err)?;
+        let upload_id = self
+            .store
+            .create_multipart_upload(c)
+            .await
+            .map_err(s3_err)?;
         s3r(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
             upload_id: Some(upload_id),
             checksum_algorithm: checksum_algorithm.map(algorithm_dto),
-            checksum_type: checksum_algorithm.map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            checksum_type: checksum_algorithm
+                .map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
             ..Default::default()
         })
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         let checks = {
             let i = &req.input;
-            let sums = header_checksums(i.checksum_crc32.clone(), i.checksum_crc32c.clone(), i.checksum_sha1.clone(), i.checksum_sha256.clone());
-            body_checks(&req, i.content_length, i.content_md5.clone(), sums, i.checksum_algorithm.as_ref())?
+            let sums = header_checksums(
+                i.checksum_crc32.clone(),
+                i.checksum_crc32c.clone(),
+                i.checksum_sha1.clone(),
+                i.checksum_sha256.clone(),
+            );
+            body_checks(
+                &req,
+                i.content_length,
+                i.content_md5.clone(),
+                sums,
+                i.checksum_algorithm.as_ref(),
+            )?
         };
         let i = req.input;
-        let part_number = u32::try_from(i.part_number).map_err(|_| s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))?;
-        let up = UploadPart { bucket: i.bucket, key: i.key, upload_id: i.upload_id, part_number, checks };
-        let p = self.store.upload_part(up, into_stream(i.body)).await.map_err(s3_err)?;
+        let part_number = u32::try_from(i.part_number).map_err(|_| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })?;
+        let up = UploadPart {
+            bucket: i.bucket,
+            key: i.key,
+            upload_id: i.upload_id,
+            part_number,
+            checks,
+        };
+        let p = self
+            .store
+            .upload_part(up, into_stream(i.body))
+            .await
+            .map_err(s3_err)?;
         s3r(UploadPartOutput {
             e_tag: Some(etag(&p.etag)),
             checksum_crc32: p.checksums.crc32,
@@ -572,12 +913,25 @@ impl S3 for Front {
         })
     }
 
-    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let i = req.input;
         let (src_bucket, src_key) = copy_source(&i.copy_source)?;
-        let part_number = u32::try_from(i.part_number).map_err(|_| s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))?;
+        let part_number = u32::try_from(i.part_number).map_err(|_| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })?;
         let range = match &i.copy_source_range {
-            Some(r) => Some(RangeSpec::parse(r).ok_or_else(|| s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last"))?),
+            Some(r) => Some(RangeSpec::parse(r).ok_or_else(|| {
+                s3_error!(
+                    InvalidArgument,
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last"
+                )
+            })?),
             None => None,
         };
         let c = UploadPartCopy {
@@ -588,7 +942,12 @@ impl S3 for Front {
             src_bucket,
             src_key,
             range,
-            source_conditions: read_conditions(i.copy_source_if_match, i.copy_source_if_none_match, i.copy_source_if_modified_since, i.copy_source_if_unmodified_since),
+            source_conditions: read_conditions(
+                i.copy_source_if_match,
+                i.copy_source_if_none_match,
+                i.copy_source_if_modified_since,
+                i.copy_source_if_unmodified_since,
+            ),
         };
         let p = self.store.upload_part_copy(c).await.map_err(s3_err)?;
         s3r(UploadPartCopyOutput {
@@ -605,22 +964,46 @@ impl S3 for Front {
         })
     }
 
-    async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         let mut wanted = Vec::with_capacity(parts.len());
         for p in parts {
-            let n = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "a Part is missing its PartNumber"))?;
-            let e = p.e_tag.ok_or_else(|| s3_error!(MalformedXML, "a Part is missing its ETag"))?;
-            let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart, "part numbers must be positive"))?;
-            wanted.push(CompletedPart { part_number: n, etag: e.value().to_string() });
+            let n = p
+                .part_number
+                .ok_or_else(|| s3_error!(MalformedXML, "a Part is missing its PartNumber"))?;
+            let e = p
+                .e_tag
+                .ok_or_else(|| s3_error!(MalformedXML, "a Part is missing its ETag"))?;
+            let n = u32::try_from(n)
+                .map_err(|_| s3_error!(InvalidPart, "part numbers must be positive"))?;
+            wanted.push(CompletedPart {
+                part_number: n,
+                etag: e.value().to_string(),
+            });
         }
         if wanted.is_empty() {
-            return Err(s3_error!(MalformedXML, "The XML you provided was not well-formed or did not validate against our published schema: no parts"));
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema: no parts"
+            ));
         }
-        let c = CompleteMultipart { bucket: i.bucket.clone(), key: i.key.clone(), upload_id: i.upload_id, parts: wanted };
-        let info = self.store.complete_multipart_upload(c).await.map_err(s3_err)?;
-        let checksum_type = (!info.checksums.is_empty()).then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
+        let c = CompleteMultipart {
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            upload_id: i.upload_id,
+            parts: wanted,
+        };
+        let info = self
+            .store
+            .complete_multipart_upload(c)
+            .await
+            .map_err(s3_err)?;
+        let checksum_type = (!info.checksums.is_empty())
+            .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
         s3r(CompleteMultipartUploadOutput {
             location: Some(format!("/{}/{}", i.bucket, i.key)),
             bucket: Some(i.bucket),
@@ -635,17 +1018,31 @@ impl S3 for Front {
         })
     }
 
-    async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let i = req.input;
-        self.store.abort_multipart_upload(&i.bucket, &i.key, &i.upload_id).await.map_err(s3_err)?;
+        self.store
+            .abort_multipart_upload(&i.bucket, &i.key, &i.upload_id)
+            .await
+            .map_err(s3_err)?;
         s3r(AbortMultipartUploadOutput::default())
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
         let max = match i.max_parts {
             None => 1000,
-            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-parts must be a non-negative integer")),
+            Some(n) if n < 0 => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "max-parts must be a non-negative integer"
+                ));
+            }
             Some(n) => (n as usize).min(1000),
         };
         let q = ListParts {
@@ -681,20 +1078,34 @@ impl S3 for Front {
             is_truncated: Some(page.truncated),
             parts: Some(parts),
             owner: Some(owner()),
-            initiator: Some(Initiator { display_name: Some("ironbucket".into()), id: Some("ironbucket-root".into()) }),
+            initiator: Some(Initiator {
+                display_name: Some("ironbucket".into()),
+                id: Some("ironbucket-root".into()),
+            }),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             checksum_algorithm: page.checksum_algorithm.map(algorithm_dto),
             ..Default::default()
         })
     }
 
-    async fn list_multipart_uploads(&self, req: S3Request<ListMultipartUploadsInput>) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
-        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let max = match i.max_uploads {
             None => 1000,
-            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-uploads must be a non-negative integer")),
+            Some(n) if n < 0 => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "max-uploads must be a non-negative integer"
+                ));
+            }
             Some(n) => (n as usize).min(1000),
         };
         let q = UploadListQuery {
@@ -704,7 +1115,11 @@ impl S3 for Front {
             upload_id_marker: i.upload_id_marker.clone().filter(|s| !s.is_empty()),
             max_uploads: max,
         };
-        let page = self.store.list_multipart_uploads(&i.bucket, q).await.map_err(s3_err)?;
+        let page = self
+            .store
+            .list_multipart_uploads(&i.bucket, q)
+            .await
+            .map_err(s3_err)?;
         let uploads = page
             .uploads
             .into_iter()
@@ -713,7 +1128,10 @@ impl S3 for Front {
                 upload_id: Some(u.upload_id),
                 initiated: Some(ts(u.initiated)),
                 owner: Some(owner()),
-                initiator: Some(Initiator { display_name: Some("ironbucket".into()), id: Some("ironbucket-root".into()) }),
+                initiator: Some(Initiator {
+                    display_name: Some("ironbucket".into()),
+                    id: Some("ironbucket-root".into()),
+                }),
                 storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                 checksum_algorithm: u.checksum_algorithm.map(algorithm_dto),
                 ..Default::default()
@@ -727,10 +1145,25 @@ impl S3 for Front {
             upload_id_marker: i.upload_id_marker,
             max_uploads: Some(max as i32),
             is_truncated: Some(page.truncated),
-            next_key_marker: if page.truncated { page.next_key_marker.map(enc) } else { None },
-            next_upload_id_marker: if page.truncated { page.next_upload_id_marker } else { None },
+            next_key_marker: if page.truncated {
+                page.next_key_marker.map(enc)
+            } else {
+                None
+            },
+            next_upload_id_marker: if page.truncated {
+                page.next_upload_id_marker
+            } else {
+                None
+            },
             uploads: Some(uploads),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect(),
+            ),
             encoding_type: i.encoding_type,
             ..Default::default()
         })
@@ -763,13 +1196,22 @@ fn fill_object_headers(info: &ObjectInfo, with_checksums: bool, apply: impl FnOn
     let mut h = ObjectHeaders {
         e_tag: Some(etag(&info.etag)),
         last_modified: Some(ts(info.last_modified)),
-        content_type: Some(c.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
+        content_type: Some(
+            c.content_type
+                .clone()
+                .unwrap_or_else(|| "binary/octet-stream".into()),
+        ),
         content_encoding: c.content_encoding.clone(),
         content_language: c.content_language.clone(),
         content_disposition: c.content_disposition.clone(),
         cache_control: c.cache_control.clone(),
         expires: c.expires.as_deref().and_then(parse_http_date),
-        metadata: (!info.user_meta.is_empty()).then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        metadata: (!info.user_meta.is_empty()).then(|| {
+            info.user_meta
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
         parts_count: info.parts_count.map(|n| n as i32),
         ..Default::default()
     };
@@ -779,7 +1221,11 @@ fn fill_object_headers(info: &ObjectInfo, with_checksums: bool, apply: impl FnOn
         h.checksum_sha1 = info.checksums.sha1.clone();
         h.checksum_sha256 = info.checksums.sha256.clone();
         if !info.checksums.is_empty() {
-            let t = if info.parts_count.is_some() { ChecksumType::COMPOSITE } else { ChecksumType::FULL_OBJECT };
+            let t = if info.parts_count.is_some() {
+                ChecksumType::COMPOSITE
+            } else {
+                ChecksumType::FULL_OBJECT
+            };
             h.checksum_type = Some(ChecksumType::from_static(t));
         }
     }
@@ -792,10 +1238,13 @@ fn object_entry(o: ObjectInfo, with_owner: bool, url: bool) -> Object {
         e_tag: Some(etag(&o.etag)),
         last_modified: Some(ts(o.last_modified)),
         size: Some(o.size as i64),
-        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
         owner: with_owner.then(owner),
         checksum_algorithm: {
-            let algs: Vec<ChecksumAlgorithm> = o.checksums.algorithms().map(algorithm_dto).collect();
+            let algs: Vec<ChecksumAlgorithm> =
+                o.checksums.algorithms().map(algorithm_dto).collect();
             (!algs.is_empty()).then_some(algs)
         },
         ..Default::default()
@@ -811,5 +1260,10 @@ fn decode_token(t: &str) -> S3Result<String> {
         .decode(t)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
 }

@@ -27,14 +27,18 @@ impl S3Access for OpRecorder {
         }
         match cx.credentials() {
             Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied, "Anonymous access is forbidden for this operation")),
+            None => Err(s3_error!(
+                AccessDenied,
+                "Anonymous access is forbidden for this operation"
+            )),
         }
     }
 }
 
 /// Interns operation names so metric labels need no allocation per request.
 fn static_op_name(name: &str) -> &'static str {
-    static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
+    static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        OnceLock::new();
     let set = NAMES.get_or_init(Default::default);
     let mut g = set.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = g.get(name) {
@@ -67,7 +71,10 @@ fn error_response(status: u16, code: &str, message: &str, rid: &str) -> Response
     );
     let mut r = Response::new(Body::from(xml));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
     r
 }
 
@@ -75,7 +82,12 @@ impl S3HttpService {
     pub(crate) fn new(inner: S3Service, metrics: Arc<S3Metrics>, max_header_bytes: usize) -> Self {
         // A per-process prefix keeps request ids unique across restarts.
         let node: String = format!("{:08X}", rand::random::<u32>());
-        Self { inner, metrics, max_header_bytes, node: node.into() }
+        Self {
+            inner,
+            metrics,
+            max_header_bytes,
+            node: node.into(),
+        }
     }
 }
 
@@ -88,12 +100,22 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         let start = Instant::now();
         let rid = request_id(&self.node);
         let metrics = self.metrics.clone();
-        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
         if header_bytes > self.max_header_bytes {
-            let msg = format!("Your request header section exceeds the maximum allowed size of {} bytes.", self.max_header_bytes);
+            let msg = format!(
+                "Your request header section exceeds the maximum allowed size of {} bytes.",
+                self.max_header_bytes
+            );
             let mut resp = error_response(400, "RequestHeaderSectionTooLarge", &msg, &rid);
             add_ids(&mut resp, &rid);
-            metrics.requests.with_label_values(&["Unknown", "400"]).inc();
+            metrics
+                .requests
+                .with_label_values(&["Unknown", "400"])
+                .inc();
             return Box::pin(async move { Ok(resp) });
         }
         if let Some(n) = content_length(req.headers()) {
@@ -106,8 +128,14 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             let mut resp = fut.await?;
             add_ids(&mut resp, &rid);
             let op = slot.0.get().copied().unwrap_or("Unknown");
-            metrics.requests.with_label_values(&[op, resp.status().as_str()]).inc();
-            metrics.duration.with_label_values(&[op]).observe(start.elapsed().as_secs_f64());
+            metrics
+                .requests
+                .with_label_values(&[op, resp.status().as_str()])
+                .inc();
+            metrics
+                .duration
+                .with_label_values(&[op])
+                .observe(start.elapsed().as_secs_f64());
             if let Some(n) = content_length(resp.headers()) {
                 metrics.bytes_out.inc_by(n);
             }
@@ -120,7 +148,11 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
 }
 
 fn content_length(h: &hyper::HeaderMap) -> Option<u64> {
-    h.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    h.get(hyper::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn add_ids(resp: &mut Response<Body>, rid: &str) {

@@ -37,7 +37,13 @@ pub struct S3Config {
 
 impl Default for S3Config {
     fn default() -> Self {
-        Self { region: "us-east-1".into(), domains: vec![], credentials: vec![], max_header_bytes: 16 * 1024, max_user_metadata_bytes: 2048 }
+        Self {
+            region: "us-east-1".into(),
+            domains: vec![],
+            credentials: vec![],
+            max_header_bytes: 16 * 1024,
+            max_user_metadata_bytes: 2048,
+        }
     }
 }
 
@@ -48,11 +54,22 @@ mod tests {
 
     #[test]
     fn virtual_hosts() {
-        let v = VirtualHosts { domains: vec!["s3.test".into()] };
-        assert_eq!(v.parse_host_header("bkt.s3.test:9000").unwrap().bucket(), Some("bkt"));
-        assert_eq!(v.parse_host_header("a.b.s3.test").unwrap().bucket(), Some("a.b"));
+        let v = VirtualHosts {
+            domains: vec!["s3.test".into()],
+        };
+        assert_eq!(
+            v.parse_host_header("bkt.s3.test:9000").unwrap().bucket(),
+            Some("bkt")
+        );
+        assert_eq!(
+            v.parse_host_header("a.b.s3.test").unwrap().bucket(),
+            Some("a.b")
+        );
         assert_eq!(v.parse_host_header("s3.test:9000").unwrap().bucket(), None);
-        assert_eq!(v.parse_host_header("127.0.0.1:9000").unwrap().bucket(), None);
+        assert_eq!(
+            v.parse_host_header("127.0.0.1:9000").unwrap().bucket(),
+            None
+        );
         assert_eq!(v.parse_host_header("xs3.test").unwrap().bucket(), None);
         assert_eq!(strip_port("[::1]:9000"), "[::1]");
     }
@@ -74,7 +91,10 @@ struct KeyAuth {
 #[async_trait::async_trait]
 impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        self.keys.get(access_key).cloned().ok_or_else(|| s3_error!(InvalidAccessKeyId))
+        self.keys
+            .get(access_key)
+            .cloned()
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))
     }
 }
 
@@ -90,7 +110,10 @@ impl s3s::host::S3Host for VirtualHosts {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
         let name = strip_port(host);
         for d in &self.domains {
-            if name.len() > d.len() + 1 && name.ends_with(d.as_str()) && name.as_bytes()[name.len() - d.len() - 1] == b'.' {
+            if name.len() > d.len() + 1
+                && name.ends_with(d.as_str())
+                && name.as_bytes()[name.len() - d.len() - 1] == b'.'
+            {
                 let bucket = &name[..name.len() - d.len() - 1];
                 return Ok(s3s::host::VirtualHost::new(name).with_bucket(bucket));
             }
@@ -102,7 +125,10 @@ impl s3s::host::S3Host for VirtualHosts {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..h.len() + 1])
+            .unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -111,13 +137,23 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Builds the hyper service for the S3 API.
-pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics>) -> Result<S3HttpService, Error> {
+pub fn build(
+    store: Arc<dyn ObjectStore>,
+    cfg: &S3Config,
+    metrics: Arc<S3Metrics>,
+) -> Result<S3HttpService, Error> {
     if cfg.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }
     let front = front::Front::new(store, cfg);
     let mut b = S3ServiceBuilder::new(front);
-    b.set_auth(KeyAuth { keys: cfg.credentials.iter().map(|(a, s)| (a.clone(), SecretKey::from(s.as_str()))).collect() });
+    b.set_auth(KeyAuth {
+        keys: cfg
+            .credentials
+            .iter()
+            .map(|(a, s)| (a.clone(), SecretKey::from(s.as_str())))
+            .collect(),
+    });
     b.set_access(http_service::OpRecorder);
     if !cfg.domains.is_empty() {
         for d in &cfg.domains {
@@ -125,7 +161,9 @@ pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics
                 return Err(Error::BadDomain(d.clone()));
             }
         }
-        b.set_host(VirtualHosts { domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect() });
+        b.set_host(VirtualHosts {
+            domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        });
     }
     Ok(S3HttpService::new(b.build(), metrics, cfg.max_header_bytes))
 }

@@ -13,20 +13,40 @@ impl S3Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
-            Opts::new("ironbucket_s3_requests_total", "S3 requests by operation and HTTP status"),
+            Opts::new(
+                "ironbucket_s3_requests_total",
+                "S3 requests by operation and HTTP status",
+            ),
             &["operation", "status"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("ironbucket_s3_request_duration_seconds", "S3 request latency until response headers, by operation")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "ironbucket_s3_request_duration_seconds",
+                "S3 request latency until response headers, by operation",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
             &["operation"],
         )?;
-        let bytes_in = IntCounter::new("ironbucket_s3_received_bytes_total", "Request body bytes announced by Content-Length")?;
-        let bytes_out = IntCounter::new("ironbucket_s3_sent_bytes_total", "Response body bytes announced by Content-Length")?;
+        let bytes_in = IntCounter::new(
+            "ironbucket_s3_received_bytes_total",
+            "Request body bytes announced by Content-Length",
+        )?;
+        let bytes_out = IntCounter::new(
+            "ironbucket_s3_sent_bytes_total",
+            "Response body bytes announced by Content-Length",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(bytes_in.clone()))?;
         registry.register(Box::new(bytes_out.clone()))?;
-        Ok(Self { requests, duration, bytes_in, bytes_out })
+        Ok(Self {
+            requests,
+            duration,
+            bytes_in,
+            bytes_out,
+        })
     }
 }

@@ -44,7 +44,12 @@ pub struct ServerArgs {
 
     /// Base domain for virtual-hosted-style requests (bucket.DOMAIN); repeat or comma-separate
     /// for several [default: none, path style only].
-    #[arg(long, env = "IRONBUCKET_DOMAIN", value_name = "DOMAIN", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "IRONBUCKET_DOMAIN",
+        value_name = "DOMAIN",
+        value_delimiter = ','
+    )]
     pub domain: Vec<String>,
 
     /// Root access key id. Without it (and the secret) random credentials are generated on the
@@ -53,7 +58,12 @@ pub struct ServerArgs {
     pub access_key: Option<String>,
 
     /// Root secret access key.
-    #[arg(long = "secret-key", env = "IRONBUCKET_SECRET_KEY", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long = "secret-key",
+        env = "IRONBUCKET_SECRET_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub secret_key: Option<String>,
 
     /// Make data and metadata reach stable storage before a write is acknowledged
@@ -62,16 +72,31 @@ pub struct ServerArgs {
     pub fsync: Option<bool>,
 
     /// Encrypt object data at rest with AES-256-GCM (true|false) [default: false].
-    #[arg(long = "enable-encryption", env = "ENABLE_ENCRYPTION", value_name = "BOOL")]
+    #[arg(
+        long = "enable-encryption",
+        env = "ENABLE_ENCRYPTION",
+        value_name = "BOOL"
+    )]
     pub enable_encryption: Option<bool>,
 
     /// Encryption master key: 32 bytes as 64 hex characters or base64. Required when
     /// encryption is enabled.
-    #[arg(long = "encryption-key", env = "ENCRYPTION_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long = "encryption-key",
+        env = "ENCRYPTION_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub encryption_key: Option<String>,
 
     /// Older master keys (comma-separated) still used to read data written before a rotation.
-    #[arg(long = "encryption-old-keys", env = "ENCRYPTION_OLD_KEYS", value_name = "KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "encryption-old-keys",
+        env = "ENCRYPTION_OLD_KEYS",
+        value_name = "KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub encryption_old_keys: Vec<String>,
 
     /// Serve Prometheus metrics at /metrics on the admin port (true|false) [default: true].
@@ -79,16 +104,28 @@ pub struct ServerArgs {
     pub metrics_enabled: Option<bool>,
 
     /// Abort multipart uploads left unfinished for this many seconds [default: 604800, 7 days].
-    #[arg(long = "multipart-max-age", env = "MULTIPART_MAX_AGE_SECS", value_name = "SECS")]
+    #[arg(
+        long = "multipart-max-age",
+        env = "MULTIPART_MAX_AGE_SECS",
+        value_name = "SECS"
+    )]
     pub multipart_max_age: Option<u64>,
 
     /// How often background workers (garbage removal, abandoned uploads) run, in seconds
     /// [default: 60].
-    #[arg(long = "worker-interval", env = "WORKER_INTERVAL_SECS", value_name = "SECS")]
+    #[arg(
+        long = "worker-interval",
+        env = "WORKER_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
     pub worker_interval: Option<u64>,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
-    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long = "shutdown-timeout",
+        env = "SHUTDOWN_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub shutdown_timeout: Option<u64>,
 
     /// Log format: text or json [default: text]. Verbosity comes from RUST_LOG (default info).
@@ -185,7 +222,8 @@ pub struct Settings {
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -195,7 +233,10 @@ impl Settings {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),
         };
-        let data_dir = a.data_dir.or(f.storage.path).unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = a
+            .data_dir
+            .or(f.storage.path)
+            .unwrap_or_else(|| PathBuf::from("./data"));
         let bind = a.bind.or(f.api.bind).unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let port = a.port.or(f.api.port).unwrap_or(9000);
         let admin_port = a.admin_port.or(f.admin.port).unwrap_or(8080);
@@ -203,48 +244,96 @@ impl Settings {
             bail!("NODE_API_PORT and NODE_ADMIN_PORT are both {port}; they must differ");
         }
         let node_id = a.node_id.or(f.node.id).unwrap_or_else(|| "node-1".into());
-        let region = a.region.or(f.api.region).unwrap_or_else(|| "us-east-1".into());
-        let domains = if a.domain.is_empty() { f.api.domains.unwrap_or_default() } else { a.domain };
-        let domains: Vec<String> = domains.into_iter().map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+        let region = a
+            .region
+            .or(f.api.region)
+            .unwrap_or_else(|| "us-east-1".into());
+        let domains = if a.domain.is_empty() {
+            f.api.domains.unwrap_or_default()
+        } else {
+            a.domain
+        };
+        let domains: Vec<String> = domains
+            .into_iter()
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect();
 
-        let mut storage = StorageConfig { fsync: a.fsync.or(f.storage.fsync).unwrap_or(true), ..StorageConfig::default() };
+        let mut storage = StorageConfig {
+            fsync: a.fsync.or(f.storage.fsync).unwrap_or(true),
+            ..StorageConfig::default()
+        };
         if let Some(cs) = f.storage.chunk_size {
             storage.chunk_size = cs;
         }
-        storage.validate().map_err(anyhow::Error::msg).context("invalid [storage] settings")?;
+        storage
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid [storage] settings")?;
         let mut local = LocalConfig::new(&data_dir);
         local.storage = storage;
-        local.multipart_max_age = Duration::from_secs(a.multipart_max_age.or(f.storage.multipart_max_age_secs).unwrap_or(7 * 24 * 3600));
-        let wi = a.worker_interval.or(f.storage.worker_interval_secs).unwrap_or(60);
+        local.multipart_max_age = Duration::from_secs(
+            a.multipart_max_age
+                .or(f.storage.multipart_max_age_secs)
+                .unwrap_or(7 * 24 * 3600),
+        );
+        let wi = a
+            .worker_interval
+            .or(f.storage.worker_interval_secs)
+            .unwrap_or(60);
         if wi == 0 {
             bail!("WORKER_INTERVAL_SECS must be at least 1");
         }
         local.worker_interval = Duration::from_secs(wi);
 
-        let enc_enabled = a.enable_encryption.or(f.encryption.enabled).unwrap_or(false);
-        let enc_key = a.encryption_key.or(f.encryption.key).filter(|k| !k.trim().is_empty());
-        let old_keys = if a.encryption_old_keys.is_empty() { f.encryption.old_keys.unwrap_or_default() } else { a.encryption_old_keys };
+        let enc_enabled = a
+            .enable_encryption
+            .or(f.encryption.enabled)
+            .unwrap_or(false);
+        let enc_key = a
+            .encryption_key
+            .or(f.encryption.key)
+            .filter(|k| !k.trim().is_empty());
+        let old_keys = if a.encryption_old_keys.is_empty() {
+            f.encryption.old_keys.unwrap_or_default()
+        } else {
+            a.encryption_old_keys
+        };
         let keyring = if enc_enabled {
             let Some(k) = enc_key else {
-                bail!("ENABLE_ENCRYPTION is true but ENCRYPTION_KEY is not set: give a 32-byte key as 64 hex characters or base64");
+                bail!(
+                    "ENABLE_ENCRYPTION is true but ENCRYPTION_KEY is not set: give a 32-byte key as 64 hex characters or base64"
+                );
             };
             let current = EncryptionKey::parse(&k).context("ENCRYPTION_KEY is invalid")?;
             let mut old = Vec::new();
-            for (i, k) in old_keys.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).enumerate() {
-                old.push(EncryptionKey::parse(k).with_context(|| format!("ENCRYPTION_OLD_KEYS entry {} is invalid", i + 1))?);
+            for (i, k) in old_keys
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .enumerate()
+            {
+                old.push(
+                    EncryptionKey::parse(k).with_context(|| {
+                        format!("ENCRYPTION_OLD_KEYS entry {} is invalid", i + 1)
+                    })?,
+                );
             }
             Some(Keyring::new(current, old))
         } else {
             None
         };
 
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let ak = a.access_key.or(f.credentials.access_key);
         let sk = a.secret_key.or(f.credentials.secret_key);
         let (ak, sk, credentials_note) = match (ak, sk) {
             (Some(ak), Some(sk)) => {
                 if ak.len() < 3 || sk.len() < 8 {
-                    bail!("IRONBUCKET_ACCESS_KEY must be at least 3 characters and IRONBUCKET_SECRET_KEY at least 8");
+                    bail!(
+                        "IRONBUCKET_ACCESS_KEY must be at least 3 characters and IRONBUCKET_SECRET_KEY at least 8"
+                    );
                 }
                 (ak, sk, None)
             }
@@ -252,22 +341,37 @@ impl Settings {
             _ => bail!("IRONBUCKET_ACCESS_KEY and IRONBUCKET_SECRET_KEY must be given together"),
         };
 
-        let log_format = a.log_format.or(f.server.log_format).unwrap_or_else(|| "text".into());
+        let log_format = a
+            .log_format
+            .or(f.server.log_format)
+            .unwrap_or_else(|| "text".into());
         if log_format != "text" && log_format != "json" {
             bail!("LOG_FORMAT must be text or json, not {log_format:?}");
         }
         Ok(Settings {
             local,
             keyring,
-            s3: ironbucket_s3::S3Config { region, domains, credentials: vec![(ak, sk)], ..Default::default() },
+            s3: ironbucket_s3::S3Config {
+                region,
+                domains,
+                credentials: vec![(ak, sk)],
+                ..Default::default()
+            },
             admin: ironbucket_admin::AdminConfig {
                 node_id,
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                metrics_enabled: a.metrics_enabled.or(f.admin.metrics_enabled).unwrap_or(true),
+                metrics_enabled: a
+                    .metrics_enabled
+                    .or(f.admin.metrics_enabled)
+                    .unwrap_or(true),
             },
             api_addr: SocketAddr::new(bind, port),
             admin_addr: SocketAddr::new(bind, admin_port),
-            shutdown_timeout: Duration::from_secs(a.shutdown_timeout.or(f.server.shutdown_timeout_secs).unwrap_or(30)),
+            shutdown_timeout: Duration::from_secs(
+                a.shutdown_timeout
+                    .or(f.server.shutdown_timeout_secs)
+                    .unwrap_or(30),
+            ),
             log_format,
             credentials_note,
         })
@@ -284,8 +388,10 @@ struct StoredCredentials {
 fn stored_or_generated_credentials(dir: &Path) -> Result<(String, String, Option<String>)> {
     let path = dir.join("credentials.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let c: StoredCredentials = serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let c: StoredCredentials = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid", path.display()))?;
         let note = format!("Using the credentials stored in {}", path.display());
         return Ok((c.access_key, c.secret_key, Some(note)));
     }
@@ -293,9 +399,16 @@ fn stored_or_generated_credentials(dir: &Path) -> Result<(String, String, Option
     const AK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     const SK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut rng = rand::thread_rng();
-    let ak: String = std::iter::once('I').chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char)).collect();
-    let sk: String = (0..40).map(|_| SK[rng.gen_range(0..SK.len())] as char).collect();
-    let body = serde_json::to_string_pretty(&StoredCredentials { access_key: ak.clone(), secret_key: sk.clone() })?;
+    let ak: String = std::iter::once('I')
+        .chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char))
+        .collect();
+    let sk: String = (0..40)
+        .map(|_| SK[rng.gen_range(0..SK.len())] as char)
+        .collect();
+    let body = serde_json::to_string_pretty(&StoredCredentials {
+        access_key: ak.clone(),
+        secret_key: sk.clone(),
+    })?;
     write_private(&path, body.as_bytes())?;
     let note = format!(
         "Generated root credentials (stored in {}; shown only now):\n  AWS_ACCESS_KEY_ID={ak}\n  AWS_SECRET_ACCESS_KEY={sk}",
@@ -313,7 +426,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(data)?;
     f.sync_all()?;
     Ok(())
@@ -334,7 +449,11 @@ mod tests {
     fn precedence_flags_over_file_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
-        std::fs::write(&cfg, "[api]\nport = 7000\nregion = \"eu-west-1\"\n[admin]\nport = 7001\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "[api]\nport = 7000\nregion = \"eu-west-1\"\n[admin]\nport = 7001\n",
+        )
+        .unwrap();
         let args = ServerArgs {
             config: Some(cfg.clone()),
             data_dir: Some(dir.path().join("d")),
@@ -348,15 +467,34 @@ mod tests {
         assert_eq!(s.admin_addr.port(), 7001, "file beats default");
         assert_eq!(s.s3.region, "eu-west-1");
 
-        let bad = ServerArgs { data_dir: Some(dir.path().join("d")), enable_encryption: Some(true), ..Default::default() };
+        let bad = ServerArgs {
+            data_dir: Some(dir.path().join("d")),
+            enable_encryption: Some(true),
+            ..Default::default()
+        };
         let e = Settings::resolve(bad).err().unwrap().to_string();
         assert!(e.contains("ENCRYPTION_KEY"), "{e}");
-        let bad = ServerArgs { data_dir: Some(dir.path().join("d")), enable_encryption: Some(true), encryption_key: Some("xyz".into()), ..Default::default() };
-        assert!(format!("{:#}", Settings::resolve(bad).err().unwrap()).contains("ENCRYPTION_KEY is invalid"));
-        let bad = ServerArgs { data_dir: Some(dir.path().join("d")), access_key: Some("abc".into()), ..Default::default() };
+        let bad = ServerArgs {
+            data_dir: Some(dir.path().join("d")),
+            enable_encryption: Some(true),
+            encryption_key: Some("xyz".into()),
+            ..Default::default()
+        };
+        assert!(
+            format!("{:#}", Settings::resolve(bad).err().unwrap())
+                .contains("ENCRYPTION_KEY is invalid")
+        );
+        let bad = ServerArgs {
+            data_dir: Some(dir.path().join("d")),
+            access_key: Some("abc".into()),
+            ..Default::default()
+        };
         assert!(Settings::resolve(bad).is_err());
         std::fs::write(&cfg, "[api]\nportt = 1\n").unwrap();
-        let bad = ServerArgs { config: Some(cfg), ..Default::default() };
+        let bad = ServerArgs {
+            config: Some(cfg),
+            ..Default::default()
+        };
         assert!(Settings::resolve(bad).is_err(), "unknown keys are refused");
     }
 
@@ -367,11 +505,17 @@ mod tests {
         assert!(n1.unwrap().contains(&s1));
         let (a2, s2, n2) = stored_or_generated_credentials(dir.path()).unwrap();
         assert_eq!((a1, s1.clone()), (a2, s2));
-        assert!(!n2.unwrap().contains(&s1), "the secret is printed only once");
+        assert!(
+            !n2.unwrap().contains(&s1),
+            "the secret is printed only once"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("credentials.json")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("credentials.json"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

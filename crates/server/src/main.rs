@@ -11,7 +11,11 @@ use ironbucket_store::{LocalStore, ObjectStore};
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "ironbucket", version, about = "IronBucket: an S3-compatible object store in one binary")]
+#[command(
+    name = "ironbucket",
+    version,
+    about = "IronBucket: an S3-compatible object store in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,9 @@ fn main() {
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -48,25 +54,44 @@ fn init_logging(format: &str) {
 fn run_server(args: config::ServerArgs) -> Result<()> {
     let cfg = config::Settings::resolve(args)?;
     init_logging(&cfg.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ironbucket").build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ironbucket")
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(serve_all(cfg))
 }
 
 async fn serve_all(cfg: config::Settings) -> Result<()> {
     let store: Arc<dyn ObjectStore> = LocalStore::open(cfg.local.clone(), cfg.keyring.clone())
-        .with_context(|| format!("cannot open the data directory {}", cfg.local.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                cfg.local.data_dir.display()
+            )
+        })?;
     let registry = prometheus::Registry::new();
-    let s3_metrics = Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
-    let s3 = ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
-    let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone()).context("cannot start the admin API")?;
+    let s3_metrics =
+        Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
+    let s3 =
+        ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
+    let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone())
+        .context("cannot start the admin API")?;
 
-    let s3_listener = tokio::net::TcpListener::bind(cfg.api_addr).await.with_context(|| format!("cannot listen for S3 on {}", cfg.api_addr))?;
-    let admin_listener =
-        tokio::net::TcpListener::bind(cfg.admin_addr).await.with_context(|| format!("cannot listen for admin on {}", cfg.admin_addr))?;
+    let s3_listener = tokio::net::TcpListener::bind(cfg.api_addr)
+        .await
+        .with_context(|| format!("cannot listen for S3 on {}", cfg.api_addr))?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen for admin on {}", cfg.admin_addr))?;
     let s3_local = s3_listener.local_addr()?;
     let admin_local = admin_listener.local_addr()?;
     // Plain lines on stdout so scripts and tests can find the bound ports.
-    println!("IronBucket {} node {}", env!("CARGO_PKG_VERSION"), cfg.admin.node_id);
+    println!(
+        "IronBucket {} node {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.admin.node_id
+    );
     println!("S3 API listening on http://{s3_local}");
     println!("Admin API listening on http://{admin_local}");
     if let Some(note) = &cfg.credentials_note {
@@ -77,10 +102,25 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
 
     let shutdown = serve::shutdown_signal();
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let s3_task = tokio::spawn(serve::serve(s3_listener, s3, tx.subscribe(), cfg.shutdown_timeout, "s3"));
-    let admin_task = tokio::spawn(serve::serve(admin_listener, admin, tx.subscribe(), cfg.shutdown_timeout, "admin"));
+    let s3_task = tokio::spawn(serve::serve(
+        s3_listener,
+        s3,
+        tx.subscribe(),
+        cfg.shutdown_timeout,
+        "s3",
+    ));
+    let admin_task = tokio::spawn(serve::serve(
+        admin_listener,
+        admin,
+        tx.subscribe(),
+        cfg.shutdown_timeout,
+        "admin",
+    ));
     shutdown.await;
-    tracing::info!(deadline_secs = cfg.shutdown_timeout.as_secs(), "shutting down: finishing in-flight requests");
+    tracing::info!(
+        deadline_secs = cfg.shutdown_timeout.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
     let _ = tx.send(());
     let _ = s3_task.await;
     let _ = admin_task.await;

@@ -7,9 +7,20 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: broadcast::Receiver<()>, deadline: Duration, name: &'static str)
-where
-    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>> + Clone + Send + Sync + 'static,
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    mut stop: broadcast::Receiver<()>,
+    deadline: Duration,
+    name: &'static str,
+) where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,

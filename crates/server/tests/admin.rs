@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The admin API and the operator CLI.
 
 mod common;
@@ -10,7 +11,13 @@ async fn health_and_metrics() {
     let srv = Server::start_with(&["--node-id", "node-7"], &[]);
     let c = srv.client();
     c.create_bucket().bucket("met").send().await.unwrap();
-    c.put_object().bucket("met").key("a").body(ByteStream::from_static(b"12345")).send().await.unwrap();
+    c.put_object()
+        .bucket("met")
+        .key("a")
+        .body(ByteStream::from_static(b"12345"))
+        .send()
+        .await
+        .unwrap();
     let _ = c.get_object().bucket("met").key("missing").send().await;
 
     let (st, _, body) = raw("GET", &format!("{}/health", srv.admin), &[], vec![]).await;
@@ -26,22 +33,48 @@ async fn health_and_metrics() {
 
     let (st, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
     assert_eq!(st, 200);
-    assert!(m.contains("ironbucket_s3_requests_total{operation=\"PutObject\",status=\"200\"} 1"), "{m}");
-    assert!(m.contains("ironbucket_s3_requests_total{operation=\"GetObject\",status=\"404\"} 1"), "{m}");
-    assert!(m.contains("ironbucket_s3_request_duration_seconds_bucket"), "{m}");
+    assert!(
+        m.contains("ironbucket_s3_requests_total{operation=\"PutObject\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ironbucket_s3_requests_total{operation=\"GetObject\",status=\"404\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ironbucket_s3_request_duration_seconds_bucket"),
+        "{m}"
+    );
     assert!(m.contains("ironbucket_objects 1"), "{m}");
     assert!(m.contains("ironbucket_s3_received_bytes_total"), "{m}");
 
     let (st, _, _) = raw("GET", &format!("{}/nothing", srv.admin), &[], vec![]).await;
     assert_eq!(st, 404);
 
-    let cli = env!("CARGO_MANIFEST_DIR").to_string() + "/../../";
-    let _ = cli;
-    let out = std::process::Command::new(cli_bin()).args(["--admin-url", &srv.admin, "health"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(cli_bin())
+        .args(["--admin-url", &srv.admin, "health"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("node-7") && text.contains("status:   ok"), "{text}");
-    let out = std::process::Command::new(cli_bin()).args(["--admin-url", "http://127.0.0.1:1", "--timeout", "2", "health"]).output().unwrap();
+    assert!(
+        text.contains("node-7") && text.contains("status:   ok"),
+        "{text}"
+    );
+    let out = std::process::Command::new(cli_bin())
+        .args([
+            "--admin-url",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "2",
+            "health",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
@@ -57,7 +90,10 @@ async fn metrics_can_be_disabled() {
 fn cli_bin() -> std::path::PathBuf {
     let p = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
     if !p.exists() {
-        let st = std::process::Command::new(env!("CARGO")).args(["build", "-q", "-p", "ironbucket-cli"]).status().unwrap();
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "ironbucket-cli"])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     p
@@ -65,16 +101,42 @@ fn cli_bin() -> std::path::PathBuf {
 
 #[test]
 fn help_documents_every_flag() {
-    let out = std::process::Command::new(bin()).args(["server", "--help"]).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["server", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--config", "--data-dir", "--bind", "--port", "--admin-port", "--node-id", "--region", "--domain", "--access-key", "--secret-key", "--fsync",
-        "--enable-encryption", "--encryption-key", "--encryption-old-keys", "--metrics-enabled", "--multipart-max-age", "--worker-interval",
-        "--shutdown-timeout", "--log-format",
+        "--config",
+        "--data-dir",
+        "--bind",
+        "--port",
+        "--admin-port",
+        "--node-id",
+        "--region",
+        "--domain",
+        "--access-key",
+        "--secret-key",
+        "--fsync",
+        "--enable-encryption",
+        "--encryption-key",
+        "--encryption-old-keys",
+        "--metrics-enabled",
+        "--multipart-max-age",
+        "--worker-interval",
+        "--shutdown-timeout",
+        "--log-format",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
-    for env in ["STORAGE_PATH", "NODE_API_PORT", "NODE_ADMIN_PORT", "ENABLE_ENCRYPTION", "ENCRYPTION_KEY", "METRICS_ENABLED"] {
+    for env in [
+        "STORAGE_PATH",
+        "NODE_API_PORT",
+        "NODE_ADMIN_PORT",
+        "ENABLE_ENCRYPTION",
+        "ENCRYPTION_KEY",
+        "METRICS_ENABLED",
+    ] {
         assert!(help.contains(env), "{env} missing from --help");
     }
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Authentication, presigned URLs, virtual-hosted-style addressing and malformed requests.
 
 mod common;
@@ -20,7 +21,12 @@ async fn signatures_are_enforced() {
     assert!(h.contains_key("x-amz-request-id"));
 
     let wrong = client_for(&srv.s3, AK, "not-the-secret-at-all");
-    let e = wrong.list_objects_v2().bucket("auth").send().await.unwrap_err();
+    let e = wrong
+        .list_objects_v2()
+        .bucket("auth")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "SignatureDoesNotMatch");
     assert_eq!(status(&e), 403);
 
@@ -33,14 +39,22 @@ async fn signatures_are_enforced() {
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(&srv.s3)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "t"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            AK, SK, None, None, "t",
+        ))
         .force_path_style(true)
         .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .time_source(aws_smithy_async::time::StaticTimeSource::new(SystemTime::now() - Duration::from_secs(20 * 60)))
+        .time_source(aws_smithy_async::time::StaticTimeSource::new(
+            SystemTime::now() - Duration::from_secs(20 * 60),
+        ))
         // Without retries the SDK cannot correct its clock from our Date header.
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .build();
-    let e = aws_sdk_s3::Client::from_conf(skewed).list_buckets().send().await.unwrap_err();
+    let e = aws_sdk_s3::Client::from_conf(skewed)
+        .list_buckets()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "RequestTimeTooSkewed");
 }
 
@@ -50,10 +64,22 @@ async fn presigned_urls() {
     let c = srv.client();
     c.create_bucket().bucket("pre").send().await.unwrap();
     let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
-    let put = c.put_object().bucket("pre").key("up.txt").presigned(cfg.clone()).await.unwrap();
+    let put = c
+        .put_object()
+        .bucket("pre")
+        .key("up.txt")
+        .presigned(cfg.clone())
+        .await
+        .unwrap();
     let (st, _, body) = raw("PUT", put.uri(), &[], b"presigned body".to_vec()).await;
     assert_eq!(st, 200, "{body}");
-    let get = c.get_object().bucket("pre").key("up.txt").presigned(cfg).await.unwrap();
+    let get = c
+        .get_object()
+        .bucket("pre")
+        .key("up.txt")
+        .presigned(cfg)
+        .await
+        .unwrap();
     let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
     assert_eq!((st, body.as_str()), (200, "presigned body"));
 
@@ -66,11 +92,24 @@ async fn presigned_urls() {
     assert_eq!(st, 403, "{body}");
 
     // Expired: signed an hour ago, valid for a minute.
-    let old = PresigningConfig::builder().start_time(SystemTime::now() - Duration::from_secs(3600)).expires_in(Duration::from_secs(60)).build().unwrap();
-    let get = c.get_object().bucket("pre").key("up.txt").presigned(old).await.unwrap();
+    let old = PresigningConfig::builder()
+        .start_time(SystemTime::now() - Duration::from_secs(3600))
+        .expires_in(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let get = c
+        .get_object()
+        .bucket("pre")
+        .key("up.txt")
+        .presigned(old)
+        .await
+        .unwrap();
     let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
     assert_eq!(st, 403, "{body}");
-    assert!(body.contains("AccessDenied") && body.contains("expired"), "{body}");
+    assert!(
+        body.contains("AccessDenied") && body.contains("expired"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -78,20 +117,41 @@ async fn virtual_hosted_style() {
     let srv = Server::start_with(&["--domain", "s3.test"], &[]);
     let c = srv.client();
     c.create_bucket().bucket("vhost").send().await.unwrap();
-    c.put_object().bucket("vhost").key("dir/obj").body(ByteStream::from_static(b"vh")).send().await.unwrap();
+    c.put_object()
+        .bucket("vhost")
+        .key("dir/obj")
+        .body(ByteStream::from_static(b"vh"))
+        .send()
+        .await
+        .unwrap();
     let port = srv.s3_addr.rsplit(':').next().unwrap().to_string();
     let vh_conf = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(format!("http://s3.test:{port}"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "t"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            AK, SK, None, None, "t",
+        ))
         .force_path_style(false)
         .build();
     let vh = aws_sdk_s3::Client::from_conf(vh_conf);
-    let p = vh.get_object().bucket("vhost").key("dir/obj").presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap()).await.unwrap();
-    assert!(p.uri().starts_with(&format!("http://vhost.s3.test:{port}/dir/obj")), "{}", p.uri());
+    let p = vh
+        .get_object()
+        .bucket("vhost")
+        .key("dir/obj")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        p.uri()
+            .starts_with(&format!("http://vhost.s3.test:{port}/dir/obj")),
+        "{}",
+        p.uri()
+    );
     // Connect to 127.0.0.1 but present the virtual host, as a resolver would.
-    let url = p.uri().replace(&format!("vhost.s3.test:{port}"), &srv.s3_addr);
+    let url = p
+        .uri()
+        .replace(&format!("vhost.s3.test:{port}"), &srv.s3_addr);
     let host = format!("vhost.s3.test:{port}");
     let (st, _, body) = raw("GET", &url, &[("host", host.as_str())], vec![]).await;
     assert_eq!((st, body.as_str()), (200, "vh"));
@@ -105,18 +165,45 @@ async fn malformed_requests_get_s3_errors() {
 
     // Oversized header section.
     let big = "x".repeat(20_000);
-    let (st, _, body) = raw("GET", &format!("{}/bad", srv.s3), &[("x-amz-meta-big", big.as_str())], vec![]).await;
+    let (st, _, body) = raw(
+        "GET",
+        &format!("{}/bad", srv.s3),
+        &[("x-amz-meta-big", big.as_str())],
+        vec![],
+    )
+    .await;
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("RequestHeaderSectionTooLarge"), "{body}");
 
     // User metadata over 2 KiB.
-    let e = c.put_object().bucket("bad").key("m").metadata("big", "v".repeat(3000)).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    let e = c
+        .put_object()
+        .bucket("bad")
+        .key("m")
+        .metadata("big", "v".repeat(3000))
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "MetadataTooLarge");
 
     // Malformed XML bodies (the request is signed over the broken body).
-    let id = c.create_multipart_upload().bucket("bad").key("mp").send().await.unwrap().upload_id().unwrap().to_string();
+    let id = c
+        .create_multipart_upload()
+        .bucket("bad")
+        .key("mp")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
     let cfg = PresigningConfig::expires_in(Duration::from_secs(60)).unwrap();
-    for broken in ["<CompleteMultipartUpload><Part>", "not xml at all", "<CompleteMultipartUpload><Part><PartNumber>x</PartNumber></Part></CompleteMultipartUpload>"] {
+    for broken in [
+        "<CompleteMultipartUpload><Part>",
+        "not xml at all",
+        "<CompleteMultipartUpload><Part><PartNumber>x</PartNumber></Part></CompleteMultipartUpload>",
+    ] {
         let e = c
             .complete_multipart_upload()
             .bucket("bad")
@@ -125,7 +212,8 @@ async fn malformed_requests_get_s3_errors() {
             .customize()
             .mutate_request(move |req| {
                 *req.body_mut() = aws_smithy_types::body::SdkBody::from(broken);
-                req.headers_mut().insert("content-length", broken.len().to_string());
+                req.headers_mut()
+                    .insert("content-length", broken.len().to_string());
             })
             .send()
             .await
@@ -135,7 +223,13 @@ async fn malformed_requests_get_s3_errors() {
     }
 
     // A body shorter than its Content-Length: nothing is stored, the server keeps serving.
-    let p = c.put_object().bucket("bad").key("short").presigned(cfg).await.unwrap();
+    let p = c
+        .put_object()
+        .bucket("bad")
+        .key("short")
+        .presigned(cfg)
+        .await
+        .unwrap();
     let uri: http::Uri = p.uri().parse().unwrap();
     let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
     let head = format!(
@@ -148,15 +242,51 @@ async fn malformed_requests_get_s3_errors() {
     sock.shutdown().await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf)).await;
-    let e = c.head_object().bucket("bad").key("short").send().await.unwrap_err();
+    let e = c
+        .head_object()
+        .bucket("bad")
+        .key("short")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(status(&e), 404, "a truncated upload must not be visible");
-    c.put_object().bucket("bad").key("after").body(ByteStream::from_static(b"ok")).send().await.unwrap();
+    c.put_object()
+        .bucket("bad")
+        .key("after")
+        .body(ByteStream::from_static(b"ok"))
+        .send()
+        .await
+        .unwrap();
 
     // Bad part numbers and unknown upload ids.
-    let e = c.upload_part().bucket("bad").key("mp").upload_id(&id).part_number(10001).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    let e = c
+        .upload_part()
+        .bucket("bad")
+        .key("mp")
+        .upload_id(&id)
+        .part_number(10001)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "InvalidArgument");
-    let e = c.upload_part().bucket("bad").key("mp").upload_id("nope").part_number(1).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    let e = c
+        .upload_part()
+        .bucket("bad")
+        .key("mp")
+        .upload_id("nope")
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "NoSuchUpload");
-    let e = c.list_objects_v2().bucket("bad").max_keys(-1).send().await.unwrap_err();
+    let e = c
+        .list_objects_v2()
+        .bucket("bad")
+        .max_keys(-1)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "InvalidArgument");
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Data survives restarts and kill -9; encryption at rest; corruption is detected.
 
 mod common;
@@ -9,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn seed_of(key: &str) -> u64 {
-    key.bytes().fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211))
+    key.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    })
 }
 
 #[tokio::test]
@@ -20,21 +23,61 @@ async fn data_survives_a_clean_restart() {
     c.create_bucket().bucket("persist").send().await.unwrap();
     for i in 0..20 {
         let k = format!("obj/{i}");
-        c.put_object().bucket("persist").key(&k).metadata("i", i.to_string()).body(ByteStream::from(data(10_000 + i * 777, seed_of(&k)))).send().await.unwrap();
+        c.put_object()
+            .bucket("persist")
+            .key(&k)
+            .metadata("i", i.to_string())
+            .body(ByteStream::from(data(10_000 + i * 777, seed_of(&k))))
+            .send()
+            .await
+            .unwrap();
     }
-    let id = c.create_multipart_upload().bucket("persist").key("pending").send().await.unwrap().upload_id().unwrap().to_string();
-    c.upload_part().bucket("persist").key("pending").upload_id(&id).part_number(1).body(ByteStream::from_static(b"part")).send().await.unwrap();
+    let id = c
+        .create_multipart_upload()
+        .bucket("persist")
+        .key("pending")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    c.upload_part()
+        .bucket("persist")
+        .key("pending")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"part"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(srv.stop(), Some(0), "SIGTERM exits cleanly");
 
     let srv = Server::start_in(tmp.path(), &[], &[]).unwrap();
     let c = srv.client();
     for i in 0..20 {
         let k = format!("obj/{i}");
-        let g = c.get_object().bucket("persist").key(&k).send().await.unwrap();
-        assert_eq!(g.metadata().and_then(|m| m.get("i")).cloned(), Some(i.to_string()));
+        let g = c
+            .get_object()
+            .bucket("persist")
+            .key(&k)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            g.metadata().and_then(|m| m.get("i")).cloned(),
+            Some(i.to_string())
+        );
         assert!(body_bytes(g).await == data(10_000 + i * 777, seed_of(&k)));
     }
-    let parts = c.list_parts().bucket("persist").key("pending").upload_id(&id).send().await.unwrap();
+    let parts = c
+        .list_parts()
+        .bucket("persist")
+        .key("pending")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(parts.parts().len(), 1);
 }
 
@@ -53,10 +96,21 @@ async fn kill9_during_uploads_loses_nothing_acknowledged() {
             for i in 0..10_000 {
                 let key = format!("w{w}/obj{i:05}");
                 // Sizes from 1 byte to ~1.5 MiB, and overwrites of earlier keys now and then.
-                let key = if i % 7 == 6 { format!("w{w}/obj{:05}", i / 2) } else { key };
+                let key = if i % 7 == 6 {
+                    format!("w{w}/obj{:05}", i / 2)
+                } else {
+                    key
+                };
                 let size = 1 + ((seed_of(&key) as usize + i * 7919) % 1_500_000);
                 let seed = seed_of(&key) ^ size as u64;
-                match c.put_object().bucket("crash").key(&key).body(ByteStream::from(data(size, seed))).send().await {
+                match c
+                    .put_object()
+                    .bucket("crash")
+                    .key(&key)
+                    .body(ByteStream::from(data(size, seed)))
+                    .send()
+                    .await
+                {
                     Ok(_) => {
                         acked.lock().unwrap().insert(key, size);
                     }
@@ -65,20 +119,34 @@ async fn kill9_during_uploads_loses_nothing_acknowledged() {
             }
         }));
     }
-    // Let the writers get going, then pull the plug mid-stream.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Let the writers get going (at least 30 acknowledged writes, or 20 s), then pull the plug
+    // while uploads are in flight.
+    let start = std::time::Instant::now();
+    while acked.lock().unwrap().len() < 30 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     srv.kill9();
     for w in writers {
         let _ = w.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 10, "writers made progress before the crash ({} acknowledged)", acked.len());
+    assert!(
+        acked.len() > 10,
+        "writers made progress before the crash ({} acknowledged)",
+        acked.len()
+    );
 
     let srv = Server::start_in(tmp.path(), &[], &[]).unwrap();
     let c = srv.client();
     // Every acknowledged object is intact (the last acknowledged version of each key).
     for (key, size) in &acked {
-        let g = c.get_object().bucket("crash").key(key).send().await.unwrap_or_else(|e| panic!("{key} lost: {e:?}"));
+        let g = c
+            .get_object()
+            .bucket("crash")
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key} lost: {e:?}"));
         let got = body_bytes(g).await;
         let seed = seed_of(key) ^ *size as u64;
         // An overwrite in flight at the crash may have landed after its ack was lost: then the
@@ -91,16 +159,31 @@ async fn kill9_during_uploads_loses_nothing_acknowledged() {
     let mut token = None;
     let mut listed = 0;
     loop {
-        let page = c.list_objects_v2().bucket("crash").set_continuation_token(token).send().await.unwrap();
+        let page = c
+            .list_objects_v2()
+            .bucket("crash")
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
         for o in page.contents() {
             let key = o.key().unwrap();
-            let g = c.get_object().bucket("crash").key(key).send().await.unwrap();
+            let g = c
+                .get_object()
+                .bucket("crash")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
             let etag = g.e_tag().unwrap().trim_matches('"').to_string();
             let body = body_bytes(g).await;
             assert_eq!(md5_hex(&body), etag, "{key} is partial or corrupt");
             assert_eq!(body.len() as i64, o.size().unwrap());
             let seed = seed_of(key) ^ body.len() as u64;
-            assert!(body == data(body.len(), seed), "{key} holds bytes nobody wrote");
+            assert!(
+                body == data(body.len(), seed),
+                "{key} holds bytes nobody wrote"
+            );
             listed += 1;
         }
         if page.is_truncated() != Some(true) {
@@ -133,41 +216,105 @@ async fn encryption_at_rest_and_key_rotation() {
     let tmp = srv.take_tmp().unwrap();
     let c = srv.client();
     c.create_bucket().bucket("enc").send().await.unwrap();
-    let plain: Vec<u8> = b"TOP-SECRET-PAYLOAD ".iter().copied().cycle().take(300_000).collect();
-    c.put_object().bucket("enc").key("secret").body(ByteStream::from(plain.clone())).send().await.unwrap();
-    let g = c.get_object().bucket("enc").key("secret").range("bytes=70000-70099").send().await.unwrap();
+    let plain: Vec<u8> = b"TOP-SECRET-PAYLOAD "
+        .iter()
+        .copied()
+        .cycle()
+        .take(300_000)
+        .collect();
+    c.put_object()
+        .bucket("enc")
+        .key("secret")
+        .body(ByteStream::from(plain.clone()))
+        .send()
+        .await
+        .unwrap();
+    let g = c
+        .get_object()
+        .bucket("enc")
+        .key("secret")
+        .range("bytes=70000-70099")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body_bytes(g).await, &plain[70_000..70_100]);
     let mut files = Vec::new();
     walk(&tmp.path().join("blobs"), &mut files);
     assert_eq!(files.len(), 1);
     let raw_file = std::fs::read(&files[0]).unwrap();
-    assert!(!raw_file.windows(18).any(|w| w == b"TOP-SECRET-PAYLOAD"), "plaintext found on disk");
+    assert!(
+        !raw_file.windows(18).any(|w| w == b"TOP-SECRET-PAYLOAD"),
+        "plaintext found on disk"
+    );
     srv.stop();
 
     // Rotation: new key current, old key still readable.
-    let old = format!("{KEY1}");
-    let rotated = [("ENABLE_ENCRYPTION", "true"), ("ENCRYPTION_KEY", KEY2), ("ENCRYPTION_OLD_KEYS", old.as_str())];
+    let old = KEY1.to_string();
+    let rotated = [
+        ("ENABLE_ENCRYPTION", "true"),
+        ("ENCRYPTION_KEY", KEY2),
+        ("ENCRYPTION_OLD_KEYS", old.as_str()),
+    ];
     let mut srv = Server::start_in(tmp.path(), &[], &rotated).unwrap();
     let c = srv.client();
-    assert!(body_bytes(c.get_object().bucket("enc").key("secret").send().await.unwrap()).await == plain);
-    c.put_object().bucket("enc").key("new").body(ByteStream::from_static(b"under key 2")).send().await.unwrap();
+    assert!(
+        body_bytes(
+            c.get_object()
+                .bucket("enc")
+                .key("secret")
+                .send()
+                .await
+                .unwrap()
+        )
+        .await
+            == plain
+    );
+    c.put_object()
+        .bucket("enc")
+        .key("new")
+        .body(ByteStream::from_static(b"under key 2"))
+        .send()
+        .await
+        .unwrap();
     srv.stop();
 
     // Without the old key, old objects cannot be read: an error, never garbage.
     let only2 = [("ENABLE_ENCRYPTION", "true"), ("ENCRYPTION_KEY", KEY2)];
     let mut srv = Server::start_in(tmp.path(), &[], &only2).unwrap();
     let c = srv.client();
-    assert_eq!(body_bytes(c.get_object().bucket("enc").key("new").send().await.unwrap()).await, b"under key 2");
+    assert_eq!(
+        body_bytes(
+            c.get_object()
+                .bucket("enc")
+                .key("new")
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        b"under key 2"
+    );
     let r = c.get_object().bucket("enc").key("secret").send().await;
     match r {
         Err(e) => assert_eq!(status(&e), 500),
-        Ok(g) => assert!(g.body.collect().await.is_err(), "must not return bytes it cannot decrypt"),
+        Ok(g) => assert!(
+            g.body.collect().await.is_err(),
+            "must not return bytes it cannot decrypt"
+        ),
     }
     srv.stop();
 
     // Encryption enabled without a (valid) key is a startup error naming the setting.
-    for env in [vec![("ENABLE_ENCRYPTION", "true")], vec![("ENABLE_ENCRYPTION", "true"), ("ENCRYPTION_KEY", "tooshort")]] {
-        let err = Server::start_in(tmp.path(), &[], &env).err().expect("must not start");
+    for env in [
+        vec![("ENABLE_ENCRYPTION", "true")],
+        vec![
+            ("ENABLE_ENCRYPTION", "true"),
+            ("ENCRYPTION_KEY", "tooshort"),
+        ],
+    ] {
+        let err = Server::start_in(tmp.path(), &[], &env)
+            .err()
+            .expect("must not start");
         assert!(err.contains("ENCRYPTION_KEY"), "{err}");
     }
 }
@@ -178,7 +325,13 @@ async fn corrupted_blob_is_an_error_not_wrong_bytes() {
     let c = srv.client();
     c.create_bucket().bucket("rot").send().await.unwrap();
     let body = data(200_000, 9);
-    c.put_object().bucket("rot").key("k").body(ByteStream::from(body.clone())).send().await.unwrap();
+    c.put_object()
+        .bucket("rot")
+        .key("k")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
     let mut files = Vec::new();
     walk(&srv.dir.join("blobs"), &mut files);
     let mut raw_file = std::fs::read(&files[0]).unwrap();
@@ -190,10 +343,20 @@ async fn corrupted_blob_is_an_error_not_wrong_bytes() {
         Err(_) => {}
         Ok(g) => match g.body.collect().await {
             Err(_) => {}
-            Ok(b) => panic!("corrupt object served {} bytes without error", b.into_bytes().len()),
+            Ok(b) => panic!(
+                "corrupt object served {} bytes without error",
+                b.into_bytes().len()
+            ),
         },
     }
     // A range that avoids the damaged chunk still reads.
-    let g = c.get_object().bucket("rot").key("k").range("bytes=0-99").send().await.unwrap();
+    let g = c
+        .get_object()
+        .bucket("rot")
+        .key("k")
+        .range("bytes=0-99")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body_bytes(g).await, &body[..100]);
 }

@@ -51,7 +51,9 @@ impl EncryptionKey {
             hex::decode(s).map_err(|_| KeyError::BadFormat)?
         } else {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| KeyError::BadFormat)?
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| KeyError::BadFormat)?
         };
         let bytes: [u8; 32] = raw.try_into().map_err(|_| KeyError::BadFormat)?;
         Ok(Self::from_bytes(bytes))
@@ -80,7 +82,9 @@ impl Keyring {
     }
 
     fn find(&self, id: &[u8; 8]) -> Option<&EncryptionKey> {
-        std::iter::once(&self.current).chain(self.old.iter()).find(|k| &k.id == id)
+        std::iter::once(&self.current)
+            .chain(self.old.iter())
+            .find(|k| &k.id == id)
     }
 
     pub(crate) fn new_blob_sealer(&self) -> Result<Sealer, KeyError> {
@@ -91,27 +95,45 @@ impl Keyring {
         let master = Aes256Gcm::new((&self.current.bytes).into());
         let mut wrapped = data_key.to_vec();
         let tag = master
-            .encrypt_in_place_detached(Nonce::from_slice(&wrap_nonce), b"ironbucket-data-key", &mut wrapped)
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&wrap_nonce),
+                b"ironbucket-data-key",
+                &mut wrapped,
+            )
             .map_err(|_| KeyError::Seal)?;
         let mut wrapped_key = [0u8; 48];
         wrapped_key[..32].copy_from_slice(&wrapped);
         wrapped_key[32..].copy_from_slice(&tag);
         Ok(Sealer {
             cipher: Aes256Gcm::new((&data_key).into()),
-            material: CryptoMaterial { key_id: self.current.id, wrap_nonce, wrapped_key },
+            material: CryptoMaterial {
+                key_id: self.current.id,
+                wrap_nonce,
+                wrapped_key,
+            },
         })
     }
 
     pub(crate) fn blob_opener(&self, m: &CryptoMaterial) -> Result<Sealer, KeyError> {
-        let master = self.find(&m.key_id).ok_or_else(|| KeyError::UnknownKey(hex::encode(m.key_id)))?;
+        let master = self
+            .find(&m.key_id)
+            .ok_or_else(|| KeyError::UnknownKey(hex::encode(m.key_id)))?;
         let cipher = Aes256Gcm::new((&master.bytes).into());
         let mut data_key = m.wrapped_key[..32].to_vec();
         let tag = Tag::from_slice(&m.wrapped_key[32..]);
         cipher
-            .decrypt_in_place_detached(Nonce::from_slice(&m.wrap_nonce), b"ironbucket-data-key", &mut data_key, tag)
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&m.wrap_nonce),
+                b"ironbucket-data-key",
+                &mut data_key,
+                tag,
+            )
             .map_err(|_| KeyError::Open)?;
         let key: [u8; 32] = data_key.try_into().map_err(|_| KeyError::Open)?;
-        Ok(Sealer { cipher: Aes256Gcm::new((&key).into()), material: m.clone() })
+        Ok(Sealer {
+            cipher: Aes256Gcm::new((&key).into()),
+            material: m.clone(),
+        })
     }
 }
 
@@ -139,12 +161,22 @@ impl Sealer {
         self.material.clone()
     }
 
-    pub(crate) fn seal_into(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) -> Result<(), KeyError> {
+    pub(crate) fn seal_into(
+        &self,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), KeyError> {
         let at = out.len();
         out.extend_from_slice(plain);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(index, last), &mut out[at..])
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce(index)),
+                &aad(index, last),
+                &mut out[at..],
+            )
             .map_err(|_| KeyError::Seal)?;
         out.extend_from_slice(&tag);
         Ok(())
@@ -157,7 +189,12 @@ impl Sealer {
         let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         let mut buf = ct.to_vec();
         self.cipher
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(index, last), &mut buf, Tag::from_slice(tag))
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&nonce(index)),
+                &aad(index, last),
+                &mut buf,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| KeyError::Open)?;
         Ok(buf)
     }
@@ -173,8 +210,14 @@ mod tests {
         assert!(EncryptionKey::parse(&hex_key).is_ok());
         let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         assert!(EncryptionKey::parse(b64).is_ok());
-        assert_eq!(EncryptionKey::parse("short").err(), Some(KeyError::BadFormat));
-        assert_eq!(EncryptionKey::parse(&"00".repeat(31)).err(), Some(KeyError::BadFormat));
+        assert_eq!(
+            EncryptionKey::parse("short").err(),
+            Some(KeyError::BadFormat)
+        );
+        assert_eq!(
+            EncryptionKey::parse(&"00".repeat(31)).err(),
+            Some(KeyError::BadFormat)
+        );
     }
 
     #[test]
@@ -190,8 +233,14 @@ mod tests {
         out[0] ^= 1;
         assert!(o.open(3, true, &out).is_err());
         let other = Keyring::new(EncryptionKey::from_bytes([8; 32]), vec![]);
-        assert!(matches!(other.blob_opener(&s.header_material()), Err(KeyError::UnknownKey(_))));
-        let rotated = Keyring::new(EncryptionKey::from_bytes([8; 32]), vec![EncryptionKey::from_bytes([7; 32])]);
+        assert!(matches!(
+            other.blob_opener(&s.header_material()),
+            Err(KeyError::UnknownKey(_))
+        ));
+        let rotated = Keyring::new(
+            EncryptionKey::from_bytes([8; 32]),
+            vec![EncryptionKey::from_bytes([7; 32])],
+        );
         assert!(rotated.blob_opener(&s.header_material()).is_ok());
     }
 }

@@ -61,7 +61,11 @@ impl Header {
         let crypto = match buf[12] {
             0 => None,
             FLAG_ENCRYPTED => {
-                let mut c = CryptoMaterial { key_id: [0; 8], wrap_nonce: [0; 12], wrapped_key: [0; 48] };
+                let mut c = CryptoMaterial {
+                    key_id: [0; 8],
+                    wrap_nonce: [0; 12],
+                    wrapped_key: [0; 48],
+                };
                 c.key_id.copy_from_slice(&buf[13..21]);
                 c.wrap_nonce.copy_from_slice(&buf[21..33]);
                 c.wrapped_key.copy_from_slice(&buf[33..81]);
@@ -79,7 +83,14 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        for crypto in [None, Some(CryptoMaterial { key_id: [1; 8], wrap_nonce: [2; 12], wrapped_key: [3; 48] })] {
+        for crypto in [
+            None,
+            Some(CryptoMaterial {
+                key_id: [1; 8],
+                wrap_nonce: [2; 12],
+                wrapped_key: [3; 48],
+            }),
+        ] {
             let h = Header::new(65536, crypto);
             let mut buf = Vec::new();
             h.encode_into(&mut buf);

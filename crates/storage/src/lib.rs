@@ -52,14 +52,20 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { fsync: true, chunk_size: 64 * 1024 }
+        Self {
+            fsync: true,
+            chunk_size: 64 * 1024,
+        }
     }
 }
 
 impl StorageConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(4096..=16 * 1024 * 1024).contains(&self.chunk_size) {
-            return Err(format!("storage chunk size {} must be between 4 KiB and 16 MiB", self.chunk_size));
+            return Err(format!(
+                "storage chunk size {} must be between 4 KiB and 16 MiB",
+                self.chunk_size
+            ));
         }
         Ok(())
     }
@@ -98,7 +104,13 @@ impl BlobStore {
             }
         }
         std::fs::create_dir_all(&tmp)?;
-        Ok(Self { inner: Arc::new(Inner { root: root.to_path_buf(), cfg, keys }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                cfg,
+                keys,
+            }),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -118,12 +130,22 @@ impl BlobStore {
     pub async fn create(&self) -> Result<BlobWriter> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp_path = self.inner.root.join("tmp").join(&id);
-        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp_path).await?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .await?;
         let sealer = match &self.inner.keys {
-            Some(keys) => Some(keys.new_blob_sealer().map_err(|e| Error::Corrupt { id: id.clone(), why: e.to_string() })?),
+            Some(keys) => Some(keys.new_blob_sealer().map_err(|e| Error::Corrupt {
+                id: id.clone(),
+                why: e.to_string(),
+            })?),
             None => None,
         };
-        let header = format::Header::new(self.inner.cfg.chunk_size, sealer.as_ref().map(|s| s.header_material()));
+        let header = format::Header::new(
+            self.inner.cfg.chunk_size,
+            sealer.as_ref().map(|s| s.header_material()),
+        );
         let mut out = Vec::with_capacity(WRITE_BUF);
         header.encode_into(&mut out);
         Ok(BlobWriter {
@@ -145,32 +167,55 @@ impl BlobStore {
         let path = self.blob_path(&blob.id);
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(blob.id.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(blob.id.clone()));
+            }
             Err(e) => return Err(e.into()),
         };
         let mut hbuf = vec![0u8; format::HEADER_LEN];
-        file.read_exact(&mut hbuf).await.map_err(|e| Error::Corrupt { id: blob.id.clone(), why: format!("short header: {e}") })?;
-        let header = format::Header::decode(&hbuf).map_err(|why| Error::Corrupt { id: blob.id.clone(), why })?;
+        file.read_exact(&mut hbuf)
+            .await
+            .map_err(|e| Error::Corrupt {
+                id: blob.id.clone(),
+                why: format!("short header: {e}"),
+            })?;
+        let header = format::Header::decode(&hbuf).map_err(|why| Error::Corrupt {
+            id: blob.id.clone(),
+            why,
+        })?;
         let opener = match &header.crypto {
             Some(material) => {
-                let keys = self.inner.keys.as_ref().ok_or_else(|| Error::UnknownKey { id: blob.id.clone(), key_id: hex::encode(material.key_id) })?;
+                let keys = self.inner.keys.as_ref().ok_or_else(|| Error::UnknownKey {
+                    id: blob.id.clone(),
+                    key_id: hex::encode(material.key_id),
+                })?;
                 Some(keys.blob_opener(material).map_err(|e| match e {
-                    KeyError::UnknownKey(k) => Error::UnknownKey { id: blob.id.clone(), key_id: k },
-                    other => Error::Corrupt { id: blob.id.clone(), why: other.to_string() },
+                    KeyError::UnknownKey(k) => Error::UnknownKey {
+                        id: blob.id.clone(),
+                        key_id: k,
+                    },
+                    other => Error::Corrupt {
+                        id: blob.id.clone(),
+                        why: other.to_string(),
+                    },
                 })?)
             }
             None => None,
         };
         let end = end.min(blob.size);
         let start = start.min(end);
-        let reader = ChunkReader::new(file, blob.id.clone(), blob.size, header, opener, start, end).await?;
-        Ok(Box::pin(futures::stream::try_unfold(reader, |mut r| async move {
-            match r.next_bytes().await {
-                Ok(Some(b)) => Ok(Some((b, r))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(std::io::Error::other(e)),
-            }
-        })))
+        let reader =
+            ChunkReader::new(file, blob.id.clone(), blob.size, header, opener, start, end).await?;
+        Ok(Box::pin(futures::stream::try_unfold(
+            reader,
+            |mut r| async move {
+                match r.next_bytes().await {
+                    Ok(Some(b)) => Ok(Some((b, r))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            },
+        )))
     }
 
     /// Removes a blob; a missing blob is not an error.
@@ -231,10 +276,16 @@ impl BlobWriter {
     fn seal_chunk(&mut self, last: bool) -> Result<()> {
         let plain = &self.chunk[..];
         match &self.sealer {
-            Some(s) => s.seal_into(self.chunk_index, last, plain, &mut self.out).map_err(|e| Error::Corrupt { id: self.id.clone(), why: e.to_string() })?,
+            Some(s) => s
+                .seal_into(self.chunk_index, last, plain, &mut self.out)
+                .map_err(|e| Error::Corrupt {
+                    id: self.id.clone(),
+                    why: e.to_string(),
+                })?,
             None => {
                 self.out.extend_from_slice(plain);
-                self.out.extend_from_slice(&crc32c::crc32c(plain).to_be_bytes());
+                self.out
+                    .extend_from_slice(&crc32c::crc32c(plain).to_be_bytes());
             }
         }
         self.chunk.clear();
@@ -257,7 +308,10 @@ impl BlobWriter {
         }
         self.flush_out().await?;
         let fsync = self.store.inner.cfg.fsync;
-        let mut file = self.file.take().ok_or_else(|| Error::Io(std::io::Error::other("blob writer already finished")))?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Io(std::io::Error::other("blob writer already finished")))?;
         file.flush().await?;
         if fsync {
             file.sync_all().await?;
@@ -272,9 +326,11 @@ impl BlobWriter {
             d.sync_all().await?;
         }
         self.done = true;
-        Ok(BlobRef { id: self.id.clone(), size: self.size })
+        Ok(BlobRef {
+            id: self.id.clone(),
+            size: self.size,
+        })
     }
-
 }
 
 impl Drop for BlobWriter {
@@ -310,14 +366,35 @@ impl ChunkReader {
         end: u64,
     ) -> Result<Self> {
         let chunk_size = header.chunk_size as u64;
-        let overhead = if header.crypto.is_some() { format::TAG_LEN as u64 } else { format::CRC_LEN as u64 };
+        let overhead = if header.crypto.is_some() {
+            format::TAG_LEN as u64
+        } else {
+            format::CRC_LEN as u64
+        };
         let first = start / chunk_size;
-        file.seek(std::io::SeekFrom::Start(format::HEADER_LEN as u64 + first * (chunk_size + overhead))).await?;
-        Ok(Self { file, id, size, chunk_size, overhead, opener, next_chunk: first, pos: start, end, buf: Vec::new() })
+        file.seek(std::io::SeekFrom::Start(
+            format::HEADER_LEN as u64 + first * (chunk_size + overhead),
+        ))
+        .await?;
+        Ok(Self {
+            file,
+            id,
+            size,
+            chunk_size,
+            overhead,
+            opener,
+            next_chunk: first,
+            pos: start,
+            end,
+            buf: Vec::new(),
+        })
     }
 
     fn corrupt(&self, why: impl Into<String>) -> Error {
-        Error::Corrupt { id: self.id.clone(), why: why.into() }
+        Error::Corrupt {
+            id: self.id.clone(),
+            why: why.into(),
+        }
     }
 
     async fn next_bytes(&mut self) -> Result<Option<Bytes>> {
@@ -330,7 +407,11 @@ impl ChunkReader {
         let n = (last_needed + 1 - self.next_chunk).min(16);
         let mut want = 0u64;
         for i in self.next_chunk..self.next_chunk + n {
-            let plain = if i + 1 == total_chunks { self.size - i * self.chunk_size } else { self.chunk_size };
+            let plain = if i + 1 == total_chunks {
+                self.size - i * self.chunk_size
+            } else {
+                self.chunk_size
+            };
             want += plain + self.overhead;
         }
         self.buf.resize(want as usize, 0);
@@ -340,7 +421,11 @@ impl ChunkReader {
         let mut out = BytesMut::with_capacity(want as usize);
         let mut off = 0usize;
         for i in self.next_chunk..self.next_chunk + n {
-            let plain_len = if i + 1 == total_chunks { self.size - i * self.chunk_size } else { self.chunk_size } as usize;
+            let plain_len = if i + 1 == total_chunks {
+                self.size - i * self.chunk_size
+            } else {
+                self.chunk_size
+            } as usize;
             let enc = &self.buf[off..off + plain_len + self.overhead as usize];
             off += enc.len();
             let chunk_start = i * self.chunk_size;
@@ -348,7 +433,9 @@ impl ChunkReader {
             let hi = (self.end - chunk_start).min(plain_len as u64) as usize;
             match &self.opener {
                 Some(o) => {
-                    let plain = o.open(i, i + 1 == total_chunks, enc).map_err(|_| self.corrupt(format!("chunk {i} failed authentication")))?;
+                    let plain = o
+                        .open(i, i + 1 == total_chunks, enc)
+                        .map_err(|_| self.corrupt(format!("chunk {i} failed authentication")))?;
                     out.extend_from_slice(&plain[lo..hi]);
                 }
                 None => {

@@ -12,7 +12,10 @@ fn data(n: usize) -> Vec<u8> {
 }
 
 fn stores(dir: &Path) -> Vec<BlobStore> {
-    let cfg = StorageConfig { fsync: false, chunk_size: 4096 };
+    let cfg = StorageConfig {
+        fsync: false,
+        chunk_size: 4096,
+    };
     let ring = Keyring::new(EncryptionKey::from_bytes([9; 32]), vec![]);
     vec![
         BlobStore::open(&dir.join("plain"), cfg.clone(), None).unwrap(),
@@ -34,8 +37,18 @@ async fn round_trip_sizes_and_ranges() {
             assert_eq!(b.size, n as u64);
             assert_eq!(read_all(&store, &b, 0, n as u64).await.unwrap(), body);
             if n > 10 {
-                for (s, e) in [(0, 1), (1, n - 1), (4095, 4097.min(n)), (n - 1, n), (n / 2, n)] {
-                    assert_eq!(read_all(&store, &b, s as u64, e as u64).await.unwrap(), &body[s..e], "n={n} {s}..{e}");
+                for (s, e) in [
+                    (0, 1),
+                    (1, n - 1),
+                    (4095, 4097.min(n)),
+                    (n - 1, n),
+                    (n / 2, n),
+                ] {
+                    assert_eq!(
+                        read_all(&store, &b, s as u64, e as u64).await.unwrap(),
+                        &body[s..e],
+                        "n={n} {s}..{e}"
+                    );
                 }
             }
         }
@@ -70,23 +83,45 @@ async fn abandoned_writer_leaves_nothing() {
     let mut w = store.create().await.unwrap();
     w.write(b"partial").await.unwrap();
     drop(w);
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
 async fn rotated_keys_still_read_and_unknown_key_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StorageConfig { fsync: false, chunk_size: 4096 };
+    let cfg = StorageConfig {
+        fsync: false,
+        chunk_size: 4096,
+    };
     let k1 = EncryptionKey::from_bytes([1; 32]);
     let k2 = EncryptionKey::from_bytes([2; 32]);
-    let s1 = BlobStore::open(dir.path(), cfg.clone(), Some(Keyring::new(k1.clone(), vec![]))).unwrap();
+    let s1 = BlobStore::open(
+        dir.path(),
+        cfg.clone(),
+        Some(Keyring::new(k1.clone(), vec![])),
+    )
+    .unwrap();
     let mut w = s1.create().await.unwrap();
     w.write(b"secret data").await.unwrap();
     let b = w.finish().await.unwrap();
     let raw = std::fs::read(s1.path_of(&b.id)).unwrap();
-    assert!(!raw.windows(11).any(|w| w == b"secret data"), "plaintext must not be on disk");
-    let s2 = BlobStore::open(dir.path(), cfg.clone(), Some(Keyring::new(k2.clone(), vec![k1]))).unwrap();
+    assert!(
+        !raw.windows(11).any(|w| w == b"secret data"),
+        "plaintext must not be on disk"
+    );
+    let s2 = BlobStore::open(
+        dir.path(),
+        cfg.clone(),
+        Some(Keyring::new(k2.clone(), vec![k1])),
+    )
+    .unwrap();
     assert_eq!(read_all(&s2, &b, 0, 11).await.unwrap(), b"secret data");
     let s3 = BlobStore::open(dir.path(), cfg, Some(Keyring::new(k2, vec![]))).unwrap();
-    assert!(matches!(s3.read(&b, 0, 11).await, Err(Error::UnknownKey { .. })));
+    assert!(matches!(
+        s3.read(&b, 0, 11).await,
+        Err(Error::UnknownKey { .. })
+    ));
 }

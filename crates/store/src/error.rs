@@ -40,7 +40,9 @@ pub enum Error {
     InvalidPart(String),
     #[error("the list of parts was not in ascending order")]
     InvalidPartOrder,
-    #[error("your proposed upload is smaller than the minimum allowed object size (part {part}: {size} bytes)")]
+    #[error(
+        "your proposed upload is smaller than the minimum allowed object size (part {part}: {size} bytes)"
+    )]
     EntityTooSmall { part: u32, size: u64 },
     #[error("the TagSet does not exist")]
     NoSuchTagSet,
@@ -70,7 +72,9 @@ impl From<ironbucket_meta::Error> for Error {
 impl From<ironbucket_storage::Error> for Error {
     fn from(e: ironbucket_storage::Error) -> Self {
         match e {
-            ironbucket_storage::Error::Corrupt { .. } | ironbucket_storage::Error::NotFound(_) => Error::Corrupt(e.to_string()),
+            ironbucket_storage::Error::Corrupt { .. } | ironbucket_storage::Error::NotFound(_) => {
+                Error::Corrupt(e.to_string())
+            }
             other => Error::Internal(other.to_string()),
         }
     }

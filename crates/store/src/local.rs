@@ -9,11 +9,13 @@ use crate::{ByteStream, Error, ObjectStore, Result, validate_tags};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use ironbucket_meta::{BucketRecord, MetaStore, ObjectRecord, PartRecord, Segment, Tx, UploadRecord};
+use ironbucket_meta::{
+    BucketRecord, MetaStore, ObjectRecord, PartRecord, Segment, Tx, UploadRecord,
+};
 use ironbucket_storage::{BlobRef, BlobStore, Keyring, StorageConfig};
 use ironbucket_types::{
-    ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis, validate_bucket_name,
-    validate_object_key,
+    ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag,
+    now_millis, validate_bucket_name, validate_object_key,
 };
 use md5::Digest;
 use std::path::PathBuf;
@@ -66,12 +68,24 @@ impl LocalStore {
     /// removal and abandoned-upload cleanup). Must be called inside a Tokio runtime.
     pub fn open(cfg: LocalConfig, keys: Option<Keyring>) -> Result<Arc<Self>> {
         cfg.storage.validate().map_err(Error::InvalidArgument)?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data dir {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
         let meta = MetaStore::open(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync)?;
         let key_id = keys.as_ref().map(|k| k.current_id());
         let blobs = BlobStore::open(&cfg.data_dir, cfg.storage.clone(), keys)?;
         let (garbage_tx, garbage_rx) = mpsc::unbounded_channel();
-        let store = Arc::new(Self { meta, blobs, clock: HlcClock::new(), cfg, key_id, garbage_tx });
+        let store = Arc::new(Self {
+            meta,
+            blobs,
+            clock: HlcClock::new(),
+            cfg,
+            key_id,
+            garbage_tx,
+        });
         tokio::spawn(garbage_worker(Arc::downgrade(&store), garbage_rx));
         tokio::spawn(multipart_worker(Arc::downgrade(&store)));
         // Remove whatever a previous run left on the garbage list.
@@ -112,7 +126,14 @@ impl LocalStore {
         }
     }
 
-    fn new_record(&self, meta: ObjectMeta, size: u64, etag: String, checksums: Checksums, segments: Vec<Segment>) -> ObjectRecord {
+    fn new_record(
+        &self,
+        meta: ObjectMeta,
+        size: u64,
+        etag: String,
+        checksums: Checksums,
+        segments: Vec<Segment>,
+    ) -> ObjectRecord {
         let hlc = self.clock.now();
         ObjectRecord {
             version_id: NULL_VERSION.to_string(),
@@ -131,7 +152,12 @@ impl LocalStore {
     }
 
     /// Streams a body into a new blob, verifying length, MD5 and checksums.
-    async fn ingest(&self, mut body: ByteStream, checks: BodyChecks, max: u64) -> Result<(BlobRef, String, Checksums)> {
+    async fn ingest(
+        &self,
+        mut body: ByteStream,
+        checks: BodyChecks,
+        max: u64,
+    ) -> Result<(BlobRef, String, Checksums)> {
         if let Some(len) = checks.content_length
             && len > max
         {
@@ -163,7 +189,9 @@ impl LocalStore {
         if let Some(len) = checks.content_length
             && len != size
         {
-            return Err(Error::IncompleteBody(format!("expected {len} bytes, received {size}")));
+            return Err(Error::IncompleteBody(format!(
+                "expected {len} bytes, received {size}"
+            )));
         }
         let digest: [u8; 16] = md5.finalize().into();
         if let Some(want) = expected_md5
@@ -181,7 +209,10 @@ impl LocalStore {
         let mut computed = hasher.finish();
         // Trailer algorithms not announced up front cannot be verified afterwards.
         if let Some(a) = expected.algorithms().find(|a| computed.get(*a).is_none()) {
-            return Err(Error::InvalidRequest(format!("checksum {} arrived in the trailer without being declared", a.as_str())));
+            return Err(Error::InvalidRequest(format!(
+                "checksum {} arrived in the trailer without being declared",
+                a.as_str()
+            )));
         }
         if let Some(a) = computed.first_mismatch(&expected) {
             return Err(Error::ChecksumMismatch(a));
@@ -229,19 +260,36 @@ impl LocalStore {
             }
             let from = start.max(lo) - lo;
             let to = end.min(hi) - lo;
-            pieces.push((BlobRef { id: s.blob.clone(), size: s.size }, from, to));
+            pieces.push((
+                BlobRef {
+                    id: s.blob.clone(),
+                    size: s.size,
+                },
+                from,
+                to,
+            ));
         }
         Box::pin(
             futures::stream::iter(pieces)
                 .then(move |(b, from, to)| {
                     let blobs = blobs.clone();
-                    async move { blobs.read(&b, from, to).await.map_err(std::io::Error::other) }
+                    async move {
+                        blobs
+                            .read(&b, from, to)
+                            .await
+                            .map_err(std::io::Error::other)
+                    }
                 })
                 .try_flatten(),
         )
     }
 
-    async fn read_source(&self, bucket: &str, key: &str, conds: &Conditions) -> Result<ObjectRecord> {
+    async fn read_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        conds: &Conditions,
+    ) -> Result<ObjectRecord> {
         let rec = self.object_record(bucket, key)?;
         conds.check_copy_source(&rec.etag, rec.last_modified)?;
         Ok(rec)
@@ -263,9 +311,32 @@ impl LocalStore {
         .await
     }
 
-    async fn store_part(&self, bucket: String, key: String, upload_id: String, part_number: u32, blob: BlobRef, etag: String, checksums: Checksums) -> Result<PartInfo> {
-        let rec = PartRecord { part_number, etag, size: blob.size, blob: blob.id.clone(), last_modified: now_millis(), checksums };
-        let out = PartInfo { part_number, etag: rec.etag.clone(), size: rec.size, last_modified: rec.last_modified, checksums: rec.checksums.clone() };
+    #[allow(clippy::too_many_arguments)]
+    async fn store_part(
+        &self,
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part_number: u32,
+        blob: BlobRef,
+        etag: String,
+        checksums: Checksums,
+    ) -> Result<PartInfo> {
+        let rec = PartRecord {
+            part_number,
+            etag,
+            size: blob.size,
+            blob: blob.id.clone(),
+            last_modified: now_millis(),
+            checksums,
+        };
+        let out = PartInfo {
+            part_number,
+            etag: rec.etag.clone(),
+            size: rec.size,
+            last_modified: rec.last_modified,
+            checksums: rec.checksums.clone(),
+        };
         self.commit(vec![blob.id], move |t| {
             if t.get_upload(&bucket, &key, &upload_id)?.is_none() {
                 return Err(Error::NoSuchUpload);
@@ -282,7 +353,9 @@ impl LocalStore {
 
     fn check_part_number(n: u32) -> Result<()> {
         if n == 0 || n > MAX_PARTS {
-            return Err(Error::InvalidArgument(format!("part number must be an integer between 1 and {MAX_PARTS}, got {n}")));
+            return Err(Error::InvalidArgument(format!(
+                "part number must be an integer between 1 and {MAX_PARTS}, got {n}"
+            )));
         }
         Ok(())
     }
@@ -300,7 +373,13 @@ impl LocalStore {
 
 /// Replaces `bucket/key` with `rec` inside a transaction: checks conditions, moves the old
 /// version's blobs that `rec` does not reuse to the garbage list and keeps the counters right.
-fn replace_object(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &ObjectRecord, conds: &Conditions) -> Result<()> {
+fn replace_object(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    rec: &ObjectRecord,
+    conds: &Conditions,
+) -> Result<()> {
     if t.get_bucket(bucket)?.is_none() {
         return Err(Error::NoSuchBucket);
     }
@@ -330,17 +409,27 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str) -> Result<DeleteResult>
         t.delete_object(bucket, key)?;
         t.add_stats(-1, -(old.size as i64))?;
     }
-    Ok(DeleteResult { key: key.to_string(), version_id: None })
+    Ok(DeleteResult {
+        key: key.to_string(),
+        version_id: None,
+    })
 }
 
 fn tags_of(v: &[(String, String)]) -> Vec<Tag> {
-    v.iter().map(|(k, v)| Tag { key: k.clone(), value: v.clone() }).collect()
+    v.iter()
+        .map(|(k, v)| Tag {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
 }
 
 mod base64_md5 {
     use base64::Engine;
     pub fn decode16(s: &str) -> Option<[u8; 16]> {
-        let raw = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .ok()?;
         raw.try_into().ok()
     }
 }
@@ -349,7 +438,11 @@ mod base64_md5 {
 impl ObjectStore for LocalStore {
     async fn create_bucket(&self, bucket: &str) -> Result<()> {
         validate_bucket_name(bucket)?;
-        let rec = BucketRecord { name: bucket.to_string(), created: now_millis(), tags: None };
+        let rec = BucketRecord {
+            name: bucket.to_string(),
+            created: now_millis(),
+            tags: None,
+        };
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
                 return Err(Error::BucketAlreadyOwnedByYou);
@@ -362,7 +455,10 @@ impl ObjectStore for LocalStore {
 
     async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo> {
         let b = self.bucket_must_exist(bucket)?;
-        Ok(BucketInfo { name: b.name, created: b.created })
+        Ok(BucketInfo {
+            name: b.name,
+            created: b.created,
+        })
     }
 
     async fn delete_bucket(&self, bucket: &str) -> Result<()> {
@@ -381,7 +477,15 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
-        Ok(self.meta.list_buckets()?.into_iter().map(|b| BucketInfo { name: b.name, created: b.created }).collect())
+        Ok(self
+            .meta
+            .list_buckets()?
+            .into_iter()
+            .map(|b| BucketInfo {
+                name: b.name,
+                created: b.created,
+            })
+            .collect())
     }
 
     async fn put_bucket_tagging(&self, bucket: &str, tags: Vec<Tag>) -> Result<()> {
@@ -417,10 +521,22 @@ impl ObjectStore for LocalStore {
         validate_tags(&req.meta.tags, 10)?;
         self.bucket_must_exist(&req.bucket)?;
         let (blob, etag, checksums) = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
-        let rec = self.new_record(req.meta, blob.size, etag, checksums, vec![Segment { blob: blob.id.clone(), size: blob.size }]);
+        let rec = self.new_record(
+            req.meta,
+            blob.size,
+            etag,
+            checksums,
+            vec![Segment {
+                blob: blob.id.clone(),
+                size: blob.size,
+            }],
+        );
         let info = Self::info(&req.key, &rec);
         let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
-        self.commit(vec![blob.id], move |t| replace_object(t, &bucket, &key, &rec, &conds)).await?;
+        self.commit(vec![blob.id], move |t| {
+            replace_object(t, &bucket, &key, &rec, &conds)
+        })
+        .await?;
         Ok(info)
     }
 
@@ -433,7 +549,11 @@ impl ObjectStore for LocalStore {
         };
         let (start, end) = range.map(|r| (r.start, r.end)).unwrap_or((0, rec.size));
         let body = self.body_stream(&rec, start, end);
-        Ok(GetObjectOutput { info: Self::info(&req.key, &rec), range, body })
+        Ok(GetObjectOutput {
+            info: Self::info(&req.key, &rec),
+            range,
+            body,
+        })
     }
 
     async fn head_object(&self, req: GetObject) -> Result<ObjectInfo> {
@@ -457,9 +577,15 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>> {
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Result<DeleteResult>>> {
         if keys.len() > 1000 {
-            return Err(Error::InvalidRequest("a DeleteObjects request may name at most 1000 keys".into()));
+            return Err(Error::InvalidRequest(
+                "a DeleteObjects request may name at most 1000 keys".into(),
+            ));
         }
         let bucket = bucket.to_string();
         self.commit(vec![], move |t| {
@@ -481,7 +607,9 @@ impl ObjectStore for LocalStore {
     async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo> {
         validate_object_key(&req.key)?;
         self.bucket_must_exist(&req.bucket)?;
-        let src = self.read_source(&req.src_bucket, &req.src_key, &req.source_conditions).await?;
+        let src = self
+            .read_source(&req.src_bucket, &req.src_key, &req.source_conditions)
+            .await?;
         let same = req.src_bucket == req.bucket && req.src_key == req.key;
         if same && req.replace_meta.is_none() && req.replace_tags.is_none() {
             return Err(Error::InvalidRequest(
@@ -490,7 +618,11 @@ impl ObjectStore for LocalStore {
         }
         let mut meta = match req.replace_meta {
             Some(m) => m,
-            None => ObjectMeta { content: src.content.clone(), user_meta: src.user_meta.clone(), tags: vec![] },
+            None => ObjectMeta {
+                content: src.content.clone(),
+                user_meta: src.user_meta.clone(),
+                tags: vec![],
+            },
         };
         meta.tags = match req.replace_tags {
             Some(t) => t,
@@ -499,14 +631,33 @@ impl ObjectStore for LocalStore {
         validate_tags(&meta.tags, 10)?;
         let (rec, new_blobs) = if same {
             // Metadata-only rewrite: the new version shares the blobs of the old one.
-            let mut rec = self.new_record(meta, src.size, src.etag.clone(), src.checksums.clone(), src.segments.clone());
+            let mut rec = self.new_record(
+                meta,
+                src.size,
+                src.etag.clone(),
+                src.checksums.clone(),
+                src.segments.clone(),
+            );
             rec.parts_count = src.parts_count;
             (rec, vec![])
         } else {
             let body = self.body_stream(&src, 0, src.size);
-            let checks = BodyChecks { content_length: Some(src.size), compute: src.checksums.algorithms().collect(), ..Default::default() };
+            let checks = BodyChecks {
+                content_length: Some(src.size),
+                compute: src.checksums.algorithms().collect(),
+                ..Default::default()
+            };
             let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
-            let rec = self.new_record(meta, blob.size, etag, checksums, vec![Segment { blob: blob.id.clone(), size: blob.size }]);
+            let rec = self.new_record(
+                meta,
+                blob.size,
+                etag,
+                checksums,
+                vec![Segment {
+                    blob: blob.id.clone(),
+                    size: blob.size,
+                }],
+            );
             (rec, vec![blob.id])
         };
         let info = Self::info(&req.key, &rec);
@@ -550,7 +701,12 @@ impl ObjectStore for LocalStore {
 
     async fn list_objects(&self, bucket: &str, q: ListQuery) -> Result<ListPage> {
         self.bucket_must_exist(bucket)?;
-        let mq = ironbucket_meta::ListQuery { prefix: q.prefix, delimiter: q.delimiter, marker: q.marker, max_keys: q.max_keys.min(1000) };
+        let mq = ironbucket_meta::ListQuery {
+            prefix: q.prefix,
+            delimiter: q.delimiter,
+            marker: q.marker,
+            max_keys: q.max_keys.min(1000),
+        };
         let meta = self.meta.clone();
         let b = bucket.to_string();
         let page = tokio::task::spawn_blocking(move || meta.list_objects(&b, &mq))
@@ -574,7 +730,12 @@ impl ObjectStore for LocalStore {
             initiated: now_millis(),
             content: req.meta.content,
             user_meta: req.meta.user_meta,
-            tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            tags: req
+                .meta
+                .tags
+                .into_iter()
+                .map(|t| (t.key, t.value))
+                .collect(),
             checksum_algorithm: req.checksum_algorithm,
         };
         let bucket = req.bucket;
@@ -597,15 +758,29 @@ impl ObjectStore for LocalStore {
             checks.compute.push(a);
         }
         let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
-        self.store_part(req.bucket, req.key, req.upload_id, req.part_number, blob, etag, checksums).await
+        self.store_part(
+            req.bucket,
+            req.key,
+            req.upload_id,
+            req.part_number,
+            blob,
+            etag,
+            checksums,
+        )
+        .await
     }
 
     async fn upload_part_copy(&self, req: UploadPartCopy) -> Result<PartInfo> {
         Self::check_part_number(req.part_number)?;
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
-        let src = self.read_source(&req.src_bucket, &req.src_key, &req.source_conditions).await?;
+        let src = self
+            .read_source(&req.src_bucket, &req.src_key, &req.source_conditions)
+            .await?;
         let (start, end) = match req.range {
-            Some(RangeSpec::FromTo { first, last: Some(last) }) => {
+            Some(RangeSpec::FromTo {
+                first,
+                last: Some(last),
+            }) => {
                 if first > last || last >= src.size {
                     return Err(Error::InvalidArgument(format!(
                         "the x-amz-copy-source-range value must be of the form bytes=first-last where first and last are zero-based offsets within the {}-byte source object",
@@ -614,18 +789,37 @@ impl ObjectStore for LocalStore {
                 }
                 (first, last + 1)
             }
-            Some(_) => return Err(Error::InvalidArgument("the x-amz-copy-source-range value must be of the form bytes=first-last".into())),
+            Some(_) => {
+                return Err(Error::InvalidArgument(
+                    "the x-amz-copy-source-range value must be of the form bytes=first-last".into(),
+                ));
+            }
             None => (0, src.size),
         };
         let body = self.body_stream(&src, start, end);
-        let checks = BodyChecks { content_length: Some(end - start), compute: upload.checksum_algorithm.into_iter().collect(), ..Default::default() };
+        let checks = BodyChecks {
+            content_length: Some(end - start),
+            compute: upload.checksum_algorithm.into_iter().collect(),
+            ..Default::default()
+        };
         let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
-        self.store_part(req.bucket, req.key, req.upload_id, req.part_number, blob, etag, checksums).await
+        self.store_part(
+            req.bucket,
+            req.key,
+            req.upload_id,
+            req.part_number,
+            blob,
+            etag,
+            checksums,
+        )
+        .await
     }
 
     async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
         if req.parts.is_empty() {
-            return Err(Error::InvalidRequest("you must specify at least one part".into()));
+            return Err(Error::InvalidRequest(
+                "you must specify at least one part".into(),
+            ));
         }
         for w in req.parts.windows(2) {
             if w[1].part_number <= w[0].part_number {
@@ -635,36 +829,53 @@ impl ObjectStore for LocalStore {
         let min_part = self.cfg.min_part_size;
         let hlc = self.clock.now();
         let key_id = self.key_id.clone();
-        let CompleteMultipart { bucket, key, upload_id, parts: wanted } = req;
+        let CompleteMultipart {
+            bucket,
+            key,
+            upload_id,
+            parts: wanted,
+        } = req;
         let key2 = key.clone();
         let rec = self
             .commit(vec![], move |t| {
                 if t.get_bucket(&bucket)?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
-                let upload = t.get_upload(&bucket, &key, &upload_id)?.ok_or(Error::NoSuchUpload)?;
+                let upload = t
+                    .get_upload(&bucket, &key, &upload_id)?
+                    .ok_or(Error::NoSuchUpload)?;
                 let stored = t.parts(&upload_id)?;
                 let mut chosen: Vec<&PartRecord> = Vec::with_capacity(wanted.len());
                 for w in &wanted {
                     let p = stored
                         .iter()
                         .find(|p| p.part_number == w.part_number)
-                        .ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", w.part_number)))?;
+                        .ok_or_else(|| {
+                            Error::InvalidPart(format!("part {} was not uploaded", w.part_number))
+                        })?;
                     if p.etag != w.etag.trim_matches('"') {
-                        return Err(Error::InvalidPart(format!("part {} has ETag {}, not {}", w.part_number, p.etag, w.etag)));
+                        return Err(Error::InvalidPart(format!(
+                            "part {} has ETag {}, not {}",
+                            w.part_number, p.etag, w.etag
+                        )));
                     }
                     chosen.push(p);
                 }
                 for p in &chosen[..chosen.len() - 1] {
                     if p.size < min_part {
-                        return Err(Error::EntityTooSmall { part: p.part_number, size: p.size });
+                        return Err(Error::EntityTooSmall {
+                            part: p.part_number,
+                            size: p.size,
+                        });
                     }
                 }
                 let md5s: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
-                let etag = multipart_etag(&md5s).ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
+                let etag = multipart_etag(&md5s)
+                    .ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
                 let mut checksums = Checksums::default();
                 if let Some(a) = upload.checksum_algorithm {
-                    let vals: Option<Vec<&str>> = chosen.iter().map(|p| p.checksums.get(a)).collect();
+                    let vals: Option<Vec<&str>> =
+                        chosen.iter().map(|p| p.checksums.get(a)).collect();
                     if let Some(v) = vals {
                         checksums.set(a, ironbucket_types::checksum::composite(a, &v));
                     }
@@ -679,7 +890,13 @@ impl ObjectStore for LocalStore {
                     user_meta: upload.user_meta.clone(),
                     checksums,
                     tags: upload.tags.clone(),
-                    segments: chosen.iter().map(|p| Segment { blob: p.blob.clone(), size: p.size }).collect(),
+                    segments: chosen
+                        .iter()
+                        .map(|p| Segment {
+                            blob: p.blob.clone(),
+                            size: p.size,
+                        })
+                        .collect(),
                     parts_count: Some(chosen.len() as u32),
                     key_id,
                 };
@@ -699,25 +916,50 @@ impl ObjectStore for LocalStore {
 
     async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
         self.require_upload(bucket, key, upload_id)?;
-        self.abort_upload(bucket.to_string(), key.to_string(), upload_id.to_string()).await
+        self.abort_upload(bucket.to_string(), key.to_string(), upload_id.to_string())
+            .await
     }
 
     async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage> {
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
         let marker = req.part_number_marker.unwrap_or(0);
         let max = req.max_parts.clamp(1, 1000);
-        let all: Vec<PartRecord> = self.meta.list_parts(&req.upload_id)?.into_iter().filter(|p| p.part_number > marker).collect();
+        let all: Vec<PartRecord> = self
+            .meta
+            .list_parts(&req.upload_id)?
+            .into_iter()
+            .filter(|p| p.part_number > marker)
+            .collect();
         let truncated = all.len() > max;
         let parts: Vec<PartInfo> = all
             .into_iter()
             .take(max)
-            .map(|p| PartInfo { part_number: p.part_number, etag: p.etag, size: p.size, last_modified: p.last_modified, checksums: p.checksums })
+            .map(|p| PartInfo {
+                part_number: p.part_number,
+                etag: p.etag,
+                size: p.size,
+                last_modified: p.last_modified,
+                checksums: p.checksums,
+            })
             .collect();
-        let next = if truncated { parts.last().map(|p| p.part_number) } else { None };
-        Ok(ListPartsPage { parts, truncated, next_part_number_marker: next, checksum_algorithm: upload.checksum_algorithm })
+        let next = if truncated {
+            parts.last().map(|p| p.part_number)
+        } else {
+            None
+        };
+        Ok(ListPartsPage {
+            parts,
+            truncated,
+            next_part_number_marker: next,
+            checksum_algorithm: upload.checksum_algorithm,
+        })
     }
 
-    async fn list_multipart_uploads(&self, bucket: &str, mut q: UploadListQuery) -> Result<UploadListPage> {
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        mut q: UploadListQuery,
+    ) -> Result<UploadListPage> {
         self.bucket_must_exist(bucket)?;
         q.max_uploads = q.max_uploads.min(1000);
         Ok(self.meta.list_uploads(bucket, &q)?)
@@ -726,10 +968,20 @@ impl ObjectStore for LocalStore {
     async fn usage(&self) -> Result<Usage> {
         let s = self.meta.stats()?;
         let dir = self.cfg.data_dir.clone();
-        let (total, free) = tokio::task::spawn_blocking(move || (fs4::total_space(&dir).unwrap_or(0), fs4::available_space(&dir).unwrap_or(0)))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Usage { objects: s.objects, bytes: s.bytes, disk_total: total, disk_free: free })
+        let (total, free) = tokio::task::spawn_blocking(move || {
+            (
+                fs4::total_space(&dir).unwrap_or(0),
+                fs4::available_space(&dir).unwrap_or(0),
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Usage {
+            objects: s.objects,
+            bytes: s.bytes,
+            disk_total: total,
+            disk_free: free,
+        })
     }
 }
 
@@ -794,7 +1046,10 @@ async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
         match s.meta.uploads_older_than(cutoff, 1000) {
             Ok(list) => {
                 for (bucket, u) in list {
-                    match s.abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone()).await {
+                    match s
+                        .abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone())
+                        .await
+                    {
                         Ok(()) | Err(Error::NoSuchUpload) => {
                             tracing::info!(bucket = %bucket, key = %u.key, upload_id = %u.upload_id, "aborted abandoned multipart upload")
                         }

@@ -2,7 +2,9 @@
 
 use crate::ByteStream;
 use ironbucket_meta::ContentHeaders;
-use ironbucket_types::{ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec, UnixMillis};
+use ironbucket_types::{
+    ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec, UnixMillis,
+};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,19 +7,29 @@ use std::collections::HashSet;
 /// no duplicate keys, no reserved `aws:` prefix.
 pub fn validate_tags(tags: &[Tag], max: usize) -> Result<()> {
     if tags.len() > max {
-        return Err(Error::InvalidTag(format!("a tag set may hold at most {max} tags")));
+        return Err(Error::InvalidTag(format!(
+            "a tag set may hold at most {max} tags"
+        )));
     }
     let mut seen = HashSet::new();
     for t in tags {
         let klen = t.key.chars().count();
         if klen == 0 || klen > 128 {
-            return Err(Error::InvalidTag(format!("tag key {:?} must be 1 to 128 characters", t.key)));
+            return Err(Error::InvalidTag(format!(
+                "tag key {:?} must be 1 to 128 characters",
+                t.key
+            )));
         }
         if t.value.chars().count() > 256 {
-            return Err(Error::InvalidTag(format!("tag value for {:?} exceeds 256 characters", t.key)));
+            return Err(Error::InvalidTag(format!(
+                "tag value for {:?} exceeds 256 characters",
+                t.key
+            )));
         }
         if t.key.starts_with("aws:") {
-            return Err(Error::InvalidTag("tag keys starting with aws: are reserved".into()));
+            return Err(Error::InvalidTag(
+                "tag keys starting with aws: are reserved".into(),
+            ));
         }
         if !seen.insert(t.key.as_str()) {
             return Err(Error::InvalidTag(format!("duplicate tag key {:?}", t.key)));
@@ -33,7 +43,10 @@ mod tests {
     use super::*;
 
     fn t(k: &str, v: &str) -> Tag {
-        Tag { key: k.into(), value: v.into() }
+        Tag {
+            key: k.into(),
+            value: v.into(),
+        }
     }
 
     #[test]

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Runs the shared conformance suite against `LocalStore`, plain and encrypted, plus
 //! LocalStore-specific durability checks.
 
@@ -32,8 +33,16 @@ async fn garbage_is_collected_after_overwrite_and_delete() {
     c.worker_interval = std::time::Duration::from_millis(50);
     let s = LocalStore::open(c, None).unwrap();
     s.create_bucket("gcb").await.unwrap();
-    let put = || ironbucket_store::PutObject { bucket: "gcb".into(), key: "k".into(), ..Default::default() };
-    let body = || -> ironbucket_store::ByteStream { Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"data"))])) };
+    let put = || ironbucket_store::PutObject {
+        bucket: "gcb".into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    let body = || -> ironbucket_store::ByteStream {
+        Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(
+            b"data",
+        ))]))
+    };
     for _ in 0..5 {
         s.put_object(put(), body()).await.unwrap();
     }
@@ -58,6 +67,16 @@ async fn garbage_is_collected_after_overwrite_and_delete() {
 }
 
 fn walk(p: &std::path::Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
-    rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
 }

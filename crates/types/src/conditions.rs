@@ -39,7 +39,11 @@ impl Conditions {
 
     /// Evaluates the conditions for a read (GET/HEAD). `last_modified` is compared at one
     /// second precision, like the HTTP dates the client sends.
-    pub fn check_read(&self, etag: &str, last_modified: UnixMillis) -> Result<(), ConditionFailure> {
+    pub fn check_read(
+        &self,
+        etag: &str,
+        last_modified: UnixMillis,
+    ) -> Result<(), ConditionFailure> {
         let lm = last_modified / 1000;
         if let Some(m) = &self.if_match {
             if !etag_matches(m, etag) {
@@ -63,8 +67,13 @@ impl Conditions {
     }
 
     /// Evaluates copy-source conditions: like a read, but every failure is a 412.
-    pub fn check_copy_source(&self, etag: &str, last_modified: UnixMillis) -> Result<(), ConditionFailure> {
-        self.check_read(etag, last_modified).map_err(|_| ConditionFailure::PreconditionFailed)
+    pub fn check_copy_source(
+        &self,
+        etag: &str,
+        last_modified: UnixMillis,
+    ) -> Result<(), ConditionFailure> {
+        self.check_read(etag, last_modified)
+            .map_err(|_| ConditionFailure::PreconditionFailed)
     }
 
     /// Evaluates conditions for a write (PUT/Complete with If-Match / If-None-Match) against
@@ -98,34 +107,78 @@ mod tests {
     fn read_conditions() {
         let lm = 10_000_500; // 10000.5 s
         assert_eq!(c().check_read("e", lm), Ok(()));
-        let m = Conditions { if_match: Some(vec!["\"e\"".into()]), ..c() };
+        let m = Conditions {
+            if_match: Some(vec!["\"e\"".into()]),
+            ..c()
+        };
         assert_eq!(m.check_read("e", lm), Ok(()));
-        assert_eq!(m.check_read("x", lm), Err(ConditionFailure::PreconditionFailed));
-        let nm = Conditions { if_none_match: Some(vec!["e".into()]), ..c() };
+        assert_eq!(
+            m.check_read("x", lm),
+            Err(ConditionFailure::PreconditionFailed)
+        );
+        let nm = Conditions {
+            if_none_match: Some(vec!["e".into()]),
+            ..c()
+        };
         assert_eq!(nm.check_read("e", lm), Err(ConditionFailure::NotModified));
         assert_eq!(nm.check_read("x", lm), Ok(()));
-        let ims = Conditions { if_modified_since: Some(10_000_000), ..c() };
+        let ims = Conditions {
+            if_modified_since: Some(10_000_000),
+            ..c()
+        };
         assert_eq!(ims.check_read("e", lm), Err(ConditionFailure::NotModified));
-        let ims = Conditions { if_modified_since: Some(9_999_000), ..c() };
+        let ims = Conditions {
+            if_modified_since: Some(9_999_000),
+            ..c()
+        };
         assert_eq!(ims.check_read("e", lm), Ok(()));
-        let ius = Conditions { if_unmodified_since: Some(9_999_000), ..c() };
-        assert_eq!(ius.check_read("e", lm), Err(ConditionFailure::PreconditionFailed));
+        let ius = Conditions {
+            if_unmodified_since: Some(9_999_000),
+            ..c()
+        };
+        assert_eq!(
+            ius.check_read("e", lm),
+            Err(ConditionFailure::PreconditionFailed)
+        );
         // If-Match takes precedence over If-Unmodified-Since.
-        let both = Conditions { if_match: Some(vec!["e".into()]), if_unmodified_since: Some(0), ..c() };
+        let both = Conditions {
+            if_match: Some(vec!["e".into()]),
+            if_unmodified_since: Some(0),
+            ..c()
+        };
         assert_eq!(both.check_read("e", lm), Ok(()));
         // If-None-Match takes precedence over If-Modified-Since.
-        let both = Conditions { if_none_match: Some(vec!["x".into()]), if_modified_since: Some(u64::MAX / 2), ..c() };
+        let both = Conditions {
+            if_none_match: Some(vec!["x".into()]),
+            if_modified_since: Some(u64::MAX / 2),
+            ..c()
+        };
         assert_eq!(both.check_read("e", lm), Ok(()));
-        assert_eq!(nm.check_copy_source("e", lm), Err(ConditionFailure::PreconditionFailed));
+        assert_eq!(
+            nm.check_copy_source("e", lm),
+            Err(ConditionFailure::PreconditionFailed)
+        );
     }
 
     #[test]
     fn write_conditions() {
-        let star = Conditions { if_none_match: Some(vec!["*".into()]), ..c() };
+        let star = Conditions {
+            if_none_match: Some(vec!["*".into()]),
+            ..c()
+        };
         assert_eq!(star.check_write(None), Ok(()));
-        assert_eq!(star.check_write(Some("e")), Err(ConditionFailure::PreconditionFailed));
-        let m = Conditions { if_match: Some(vec!["e".into()]), ..c() };
+        assert_eq!(
+            star.check_write(Some("e")),
+            Err(ConditionFailure::PreconditionFailed)
+        );
+        let m = Conditions {
+            if_match: Some(vec!["e".into()]),
+            ..c()
+        };
         assert_eq!(m.check_write(Some("e")), Ok(()));
-        assert_eq!(m.check_write(None), Err(ConditionFailure::PreconditionFailed));
+        assert_eq!(
+            m.check_write(None),
+            Err(ConditionFailure::PreconditionFailed)
+        );
     }
 }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 /// A hybrid-logical-clock timestamp. Ordered by physical time, then logical counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch.
     pub physical: u64,
@@ -18,9 +20,15 @@ impl Hlc {
     /// The next timestamp after `prev` given the local wall clock `wall_ms` (pure core).
     pub fn tick(prev: Hlc, wall_ms: u64) -> Hlc {
         if wall_ms > prev.physical {
-            Hlc { physical: wall_ms, logical: 0 }
+            Hlc {
+                physical: wall_ms,
+                logical: 0,
+            }
         } else {
-            Hlc { physical: prev.physical, logical: prev.logical.saturating_add(1) }
+            Hlc {
+                physical: prev.physical,
+                logical: prev.logical.saturating_add(1),
+            }
         }
     }
 
@@ -36,7 +44,10 @@ impl Hlc {
         } else {
             0
         };
-        Hlc { physical: max_phys, logical }
+        Hlc {
+            physical: max_phys,
+            logical,
+        }
     }
 }
 
@@ -79,7 +90,13 @@ mod tests {
         assert!(b > a);
         assert_eq!(b.physical, 1000);
         let c = Hlc::tick(b, 1001);
-        assert_eq!(c, Hlc { physical: 1001, logical: 0 });
+        assert_eq!(
+            c,
+            Hlc {
+                physical: 1001,
+                logical: 0
+            }
+        );
     }
 
     proptest! {

@@ -1,5 +1,5 @@
 //! Test harness: starts the real `ironbucket` binary on ephemeral ports and builds clients.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -47,7 +47,18 @@ impl Server {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(dir)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--admin-port", "0", "--access-key", AK, "--secret-key", SK])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--access-key",
+                AK,
+                "--secret-key",
+                SK,
+            ])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -175,7 +186,9 @@ pub fn md5_hex(data: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes.
 pub fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -187,9 +200,15 @@ pub fn data(n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A raw HTTP request (for unsigned, presigned and malformed cases). Returns status, headers, body.
-pub async fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, String) {
+pub async fn raw(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, String) {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -198,24 +217,40 @@ pub async fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8
     let resp = client.request(req).await.expect("response");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 pub async fn body_bytes(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
-    out.body.collect().await.expect("body").into_bytes().to_vec()
+    out.body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
 }
 
 /// The S3 error code of an SDK error.
-pub fn code<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String {
+pub fn code<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+) -> String {
     match e {
-        aws_sdk_s3::error::SdkError::ServiceError(s) => s.err().code().unwrap_or("<none>").to_string(),
+        aws_sdk_s3::error::SdkError::ServiceError(s) => {
+            s.err().code().unwrap_or("<none>").to_string()
+        }
         other => format!("<not a service error: {other:?}>"),
     }
 }
 
 /// The HTTP status of an SDK error.
-pub fn status<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
+pub fn status<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> u16 {
     match e {
         aws_sdk_s3::error::SdkError::ServiceError(s) => s.raw().status().as_u16(),
         aws_sdk_s3::error::SdkError::ResponseError(r) => r.raw().status().as_u16(),
