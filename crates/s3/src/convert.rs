@@ -25,6 +25,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::InvalidDigest => (C::InvalidDigest, None),
         Error::IncompleteBody(_) => (C::IncompleteBody, None),
         Error::EntityTooLarge => (C::EntityTooLarge, None),
+        Error::BodySignatureMismatch => (C::SignatureDoesNotMatch, None),
         Error::NoSuchUpload => (C::NoSuchUpload, None),
         Error::InvalidPart(_) => (C::InvalidPart, None),
         Error::InvalidPartOrder => (C::InvalidPartOrder, None),

@@ -59,7 +59,15 @@ fn owner() -> Owner {
 
 fn into_stream(body: Option<StreamingBlob>) -> ByteStream {
     match body {
-        Some(b) => Box::pin(b.map_err(std::io::Error::other)),
+        Some(b) => Box::pin(b.map_err(|e| {
+            // s3s's aws-chunked error type is private; a chunk signature failure is recognised
+            // by its message and passed down as PermissionDenied so it becomes a 403.
+            if e.to_string().contains("SignatureMismatch") {
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, e)
+            } else {
+                std::io::Error::other(e)
+            }
+        })),
         None => Box::pin(futures::stream::empty()),
     }
 }

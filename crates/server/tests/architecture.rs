@@ -18,11 +18,21 @@ fn rank(name: &str) -> Option<u32> {
 #[test]
 fn dependencies_point_down_and_libraries_stay_contained() {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let only_in: HashMap<&str, &[&str]> = HashMap::from([
         ("s3s", &["ironbucket-s3"][..]),
@@ -30,15 +40,27 @@ fn dependencies_point_down_and_libraries_stay_contained() {
         ("openraft", &["ironbucket-consensus"][..]),
         ("tonic", &["ironbucket-rpc"][..]),
         ("prost", &["ironbucket-rpc"][..]),
-        ("anyhow", &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..]),
-        ("clap", &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..]),
-        ("tracing-subscriber", &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..]),
+        (
+            "anyhow",
+            &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
+        ),
+        (
+            "clap",
+            &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
+        ),
+        (
+            "tracing-subscriber",
+            &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
+        ),
     ]);
     let mut checked = 0;
     for pkg in meta["packages"].as_array().unwrap() {
         let name = pkg["name"].as_str().unwrap();
         let Some(my_rank) = rank(name) else {
-            assert!(!name.starts_with("ironbucket"), "{name} has no layer: add it to rank()");
+            assert!(
+                !name.starts_with("ironbucket"),
+                "{name} has no layer: add it to rank()"
+            );
             continue;
         };
         checked += 1;
@@ -51,9 +73,15 @@ fn dependencies_point_down_and_libraries_stay_contained() {
                 assert!(r < my_rank, "{name} depends on {d}: arrows must point down");
             }
             if let Some(allowed) = only_in.get(d) {
-                assert!(allowed.contains(&name), "{name} must not depend on {d} (only {allowed:?} may)");
+                assert!(
+                    allowed.contains(&name),
+                    "{name} must not depend on {d} (only {allowed:?} may)"
+                );
             }
         }
     }
-    assert!(checked >= 8, "every IronBucket crate has a layer ({checked} checked)");
+    assert!(
+        checked >= 8,
+        "every IronBucket crate has a layer ({checked} checked)"
+    );
 }

@@ -32,6 +32,8 @@ pub enum Error {
     InvalidDigest,
     #[error("you did not provide the number of bytes specified by the Content-Length header: {0}")]
     IncompleteBody(String),
+    #[error("the request body's chunk signatures do not match: check your key and signing method")]
+    BodySignatureMismatch,
     #[error("your proposed upload exceeds the maximum allowed size")]
     EntityTooLarge,
     #[error("the specified multipart upload does not exist")]

@@ -177,7 +177,10 @@ impl LocalStore {
         let mut writer = self.blobs.create().await?;
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk: Bytes = chunk.map_err(|e| Error::IncompleteBody(e.to_string()))?;
+            let chunk: Bytes = chunk.map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => Error::BodySignatureMismatch,
+                _ => Error::IncompleteBody(e.to_string()),
+            })?;
             size += chunk.len() as u64;
             if size > max {
                 return Err(Error::EntityTooLarge);
