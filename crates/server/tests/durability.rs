@@ -360,3 +360,120 @@ async fn corrupted_blob_is_an_error_not_wrong_bytes() {
         .unwrap();
     assert_eq!(body_bytes(g).await, &body[..100]);
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_uploads_finish() {
+    use aws_sdk_s3::presigning::PresigningConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut srv = Server::start();
+    let tmp = srv.take_tmp().unwrap();
+    let c = srv.client();
+    c.create_bucket().bucket("drain").send().await.unwrap();
+    let p = c
+        .put_object()
+        .bucket("drain")
+        .key("slow")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let uri: http::Uri = p.uri().parse().unwrap();
+    let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 10000\r\n\r\n",
+        uri.path_and_query().unwrap(),
+        uri.authority().unwrap()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&[1u8; 5000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGTERM while the body is half sent; the stop runs in the background.
+    let stopper = std::thread::spawn(move || srv.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sock.write_all(&[2u8; 5000]).await.unwrap();
+    let mut resp = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    drop(sock);
+    assert_eq!(stopper.join().unwrap(), Some(0));
+    // After the restart the object is there, whole.
+    let srv = Server::start_in(tmp.path(), &[], &[]).unwrap();
+    let got = body_bytes(
+        srv.client()
+            .get_object()
+            .bucket("drain")
+            .key("slow")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.len(), 10_000);
+    assert!(got[..5000].iter().all(|b| *b == 1) && got[5000..].iter().all(|b| *b == 2));
+}
+
+#[tokio::test]
+async fn abandoned_multipart_uploads_are_aborted() {
+    let srv = Server::start_with(&["--multipart-max-age", "1", "--worker-interval", "1"], &[]);
+    let c = srv.client();
+    c.create_bucket().bucket("stale").send().await.unwrap();
+    let id = c
+        .create_multipart_upload()
+        .bucket("stale")
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    c.upload_part()
+        .bucket("stale")
+        .key("k")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"data"))
+        .send()
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if c.list_multipart_uploads()
+            .bucket("stale")
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .is_empty()
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the abandoned upload was not aborted");
+    let e = c
+        .list_parts()
+        .bucket("stale")
+        .key("k")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchUpload");
+    // Its part blob is removed too.
+    let mut files = Vec::new();
+    for _ in 0..50 {
+        files.clear();
+        walk(&srv.dir.join("blobs"), &mut files);
+        if files.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(files.is_empty(), "{files:?}");
+    c.delete_bucket().bucket("stale").send().await.unwrap();
+}
