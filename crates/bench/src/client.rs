@@ -3,7 +3,10 @@
 
 use anyhow::{Context, Result};
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode, sign};
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode, sign,
+};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
@@ -50,7 +53,9 @@ pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -58,19 +63,31 @@ pub fn encode_key(key: &str) -> String {
 }
 
 impl S3Client {
-    pub fn new(endpoints: Vec<String>, access_key: &str, secret_key: &str, region: &str, pool: usize) -> Self {
+    pub fn new(
+        endpoints: Vec<String>,
+        access_key: &str,
+        secret_key: &str,
+        region: &str,
+        pool: usize,
+    ) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(pool.max(1)).build(conn);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(pool.max(1))
+            .build(conn);
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let identity: Identity = Credentials::new(access_key, secret_key, None, None, "ironbucket-bench").into();
+        let identity: Identity =
+            Credentials::new(access_key, secret_key, None, None, "ironbucket-bench").into();
         Self {
             http,
-            endpoints: endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect(),
             next: AtomicUsize::new(0),
             identity,
             region: region.to_string(),
@@ -79,14 +96,22 @@ impl S3Client {
     }
 
     /// Sends one signed request. `path_and_query` starts with `/`.
-    pub async fn send(&self, method: &str, path_and_query: &str, headers: &[(&str, String)], body: Bytes) -> Result<Reply> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Reply> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let url = format!("{}{}", self.endpoints[i], path_and_query);
         let mut req = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        let mut req = req.body(Full::new(body.clone())).context("building request")?;
+        let mut req = req
+            .body(Full::new(body.clone()))
+            .context("building request")?;
         let params = v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)
@@ -96,15 +121,33 @@ impl S3Client {
             .build()
             .context("signing parameters")?
             .into();
-        let signable_headers: Vec<(&str, &str)> = req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
-        let signable = SignableRequest::new(method, &url, signable_headers.into_iter(), SignableBody::UnsignedPayload).context("signable request")?;
+        let signable_headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+            .collect();
+        let signable = SignableRequest::new(
+            method,
+            &url,
+            signable_headers.into_iter(),
+            SignableBody::UnsignedPayload,
+        )
+        .context("signable request")?;
         let (instructions, _) = sign(signable, &params).context("signing")?.into_parts();
         instructions.apply_to_request_http1x(&mut req);
         let resp = self.http.request(req).await.context("connection")?;
         let status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.context("reading response body")?.to_bytes();
-        Ok(Reply { status, headers: parts.headers, body })
+        let body = body
+            .collect()
+            .await
+            .context("reading response body")?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 
@@ -119,9 +162,17 @@ mod tests {
 
     #[test]
     fn error_code_from_body() {
-        let r = Reply { status: 403, headers: Default::default(), body: Bytes::from_static(b"<Error><Code>SignatureDoesNotMatch</Code></Error>") };
+        let r = Reply {
+            status: 403,
+            headers: Default::default(),
+            body: Bytes::from_static(b"<Error><Code>SignatureDoesNotMatch</Code></Error>"),
+        };
         assert_eq!(r.error_code(), "SignatureDoesNotMatch");
-        let r = Reply { status: 404, headers: Default::default(), body: Bytes::new() };
+        let r = Reply {
+            status: 404,
+            headers: Default::default(),
+            body: Bytes::new(),
+        };
         assert_eq!(r.error_code(), "HTTP 404");
     }
 }

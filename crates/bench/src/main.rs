@@ -14,7 +14,11 @@ use std::io::IsTerminal;
 use units::{SizeSpec, parse_duration, parse_size};
 
 #[derive(Parser, Debug)]
-#[command(name = "ironbucket-bench", version, about = "S3 load generator: put, get, mixed, list, multipart and delete benchmarks")]
+#[command(
+    name = "ironbucket-bench",
+    version,
+    about = "S3 load generator: put, get, mixed, list, multipart and delete benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,13 +49,22 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
     /// S3 endpoint URL; repeat or comma-separate for several (requests go round-robin).
-    #[arg(long, env = "IRONBUCKET_BENCH_ENDPOINT", value_delimiter = ',', default_value = "http://127.0.0.1:9000")]
+    #[arg(
+        long,
+        env = "IRONBUCKET_BENCH_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:9000"
+    )]
     endpoint: Vec<String>,
     /// Access key id.
     #[arg(long = "access-key", env = "AWS_ACCESS_KEY_ID")]
     access_key: String,
     /// Secret access key.
-    #[arg(long = "secret-key", env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    #[arg(
+        long = "secret-key",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
     secret_key: String,
     /// Signing region.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
@@ -129,13 +142,21 @@ fn params(mode: Mode, a: &RunArgs) -> Result<Params> {
         mode,
         endpoints: a.endpoint.clone(),
         bucket: a.bucket.clone(),
-        prefix: a.prefix.clone().unwrap_or_else(|| format!("bench-{run_id}/")),
+        prefix: a
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("bench-{run_id}/")),
         size,
         concurrency: a.concurrency,
         duration_secs: parse_duration(&a.duration)?.as_secs_f64(),
         objects: a.objects,
         prepare,
-        mix: Mix { get: a.get, put: a.put, delete: a.delete, stat: a.stat },
+        mix: Mix {
+            get: a.get,
+            put: a.put,
+            delete: a.delete,
+            stat: a.stat,
+        },
         part_size,
         verify_ratio: a.verify_ratio,
         cleanup: !a.no_cleanup,
@@ -144,7 +165,10 @@ fn params(mode: Mode, a: &RunArgs) -> Result<Params> {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ironbucket-bench: cannot start runtime: {e}");

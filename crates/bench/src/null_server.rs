@@ -26,7 +26,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
 }
 
 pub async fn serve(listen: &str) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     println!("null server listening on http://{}", listener.local_addr()?);
     loop {
         let (sock, _) = listener.accept().await?;

@@ -52,14 +52,25 @@ fn pct(sorted: &[u32], q: f64) -> f64 {
 fn stats(lat: &mut [u32], errors: u64, bytes: u64, secs: f64) -> OpStats {
     lat.sort_unstable();
     let n = lat.len() as u64;
-    let mean = if n == 0 { 0.0 } else { lat.iter().map(|v| *v as f64).sum::<f64>() / n as f64 / 1000.0 };
+    let mean = if n == 0 {
+        0.0
+    } else {
+        lat.iter().map(|v| *v as f64).sum::<f64>() / n as f64 / 1000.0
+    };
     OpStats {
         count: n,
         errors,
         ops_per_sec: n as f64 / secs,
         mib_per_sec: bytes as f64 / secs / (1024.0 * 1024.0),
         bytes,
-        latency_ms: Latency { p50: pct(lat, 0.5), p90: pct(lat, 0.9), p99: pct(lat, 0.99), p999: pct(lat, 0.999), max: pct(lat, 1.0), mean },
+        latency_ms: Latency {
+            p50: pct(lat, 0.5),
+            p90: pct(lat, 0.9),
+            p99: pct(lat, 0.99),
+            p999: pct(lat, 0.999),
+            max: pct(lat, 1.0),
+            mean,
+        },
     }
 }
 
@@ -79,7 +90,15 @@ pub fn build(params: Params, out: Outcome) -> Report {
     let mut total_errors = 0;
     for (op, (mut lat, errs)) in by_op {
         total_errors += errs;
-        operations.insert(op, stats(&mut lat, errs, out.bytes.get(&op).copied().unwrap_or(0), secs));
+        operations.insert(
+            op,
+            stats(
+                &mut lat,
+                errs,
+                out.bytes.get(&op).copied().unwrap_or(0),
+                secs,
+            ),
+        );
         latencies_us.insert(op, lat);
     }
     let total_bytes = out.bytes.values().sum();
@@ -103,19 +122,45 @@ pub fn table(r: &Report) -> String {
         "ironbucket-bench {} mode={:?} size={} concurrency={} duration={:.1}s endpoints={}\n",
         r.version,
         p.mode,
-        if p.size.min == p.size.max { human_bytes(p.size.min as f64) } else { format!("{}..{}", human_bytes(p.size.min as f64), human_bytes(p.size.max as f64)) },
+        if p.size.min == p.size.max {
+            human_bytes(p.size.min as f64)
+        } else {
+            format!(
+                "{}..{}",
+                human_bytes(p.size.min as f64),
+                human_bytes(p.size.max as f64)
+            )
+        },
         p.concurrency,
         r.duration_secs,
         p.endpoints.join(",")
     ));
     s.push_str(&format!(
         "{:<10} {:>9} {:>7} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-        "op", "count", "errors", "ops/s", "MiB/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        "op",
+        "count",
+        "errors",
+        "ops/s",
+        "MiB/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms"
     ));
     let row = |name: &str, o: &crate::report::OpStats| {
         format!(
             "{:<10} {:>9} {:>7} {:>11.1} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
-            name, o.count, o.errors, o.ops_per_sec, o.mib_per_sec, o.latency_ms.p50, o.latency_ms.p90, o.latency_ms.p99, o.latency_ms.p999, o.latency_ms.max
+            name,
+            o.count,
+            o.errors,
+            o.ops_per_sec,
+            o.mib_per_sec,
+            o.latency_ms.p50,
+            o.latency_ms.p90,
+            o.latency_ms.p99,
+            o.latency_ms.p999,
+            o.latency_ms.max
         )
     };
     for (op, o) in &r.operations {
@@ -152,7 +197,12 @@ pub fn plot(r: &Report, path: &str) -> Result<()> {
     let (top, bottom) = root.split_vertically(380);
     let max_t = r.timeline.last().map(|t| t.t).unwrap_or(1.0).max(1.0);
     let max_ops = r.timeline.iter().map(|t| t.ops).max().unwrap_or(1).max(1) as f64 * 1.1;
-    let title = format!("{:?} {} x{}: ops/s over time", r.params.mode, human_bytes(r.params.size.max as f64), r.params.concurrency);
+    let title = format!(
+        "{:?} {} x{}: ops/s over time",
+        r.params.mode,
+        human_bytes(r.params.size.max as f64),
+        r.params.concurrency
+    );
     let mut chart = ChartBuilder::on(&top)
         .caption(title, ("sans-serif", 20))
         .margin(15)
@@ -160,7 +210,12 @@ pub fn plot(r: &Report, path: &str) -> Result<()> {
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..max_t, 0f64..max_ops)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart.configure_mesh().x_desc("seconds").y_desc("ops/s").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ops/s")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut prev = 0.0;
     let pts: Vec<(f64, f64)> = r
         .timeline
@@ -171,7 +226,9 @@ pub fn plot(r: &Report, path: &str) -> Result<()> {
             (t.t, t.ops as f64 / dt)
         })
         .collect();
-    chart.draw_series(LineSeries::new(pts, &BLUE)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .draw_series(LineSeries::new(pts, &BLUE))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let Some((op, lat)) = r.latencies_us.iter().max_by_key(|(_, v)| v.len()) else {
         return root.present().map_err(|e| anyhow::anyhow!("{e}"));
@@ -187,13 +244,24 @@ pub fn plot(r: &Report, path: &str) -> Result<()> {
     }
     let max_c = *counts.iter().max().unwrap_or(&1) as f64 * 1.1;
     let mut chart = ChartBuilder::on(&bottom)
-        .caption(format!("{} latency histogram (ms, last bin = beyond p99.9)", op.name()), ("sans-serif", 20))
+        .caption(
+            format!(
+                "{} latency histogram (ms, last bin = beyond p99.9)",
+                op.name()
+            ),
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..(width * (bins + 1) as f64), 0f64..max_c)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart.configure_mesh().x_desc("latency ms").y_desc("requests").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("latency ms")
+        .y_desc("requests")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .draw_series(counts.iter().enumerate().map(|(i, c)| {
             let x0 = i as f64 * width;

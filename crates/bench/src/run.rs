@@ -106,7 +106,11 @@ impl Payloads {
             .map(|(i, s)| {
                 let off = i * 64;
                 let len = *s as usize;
-                (off, len, hex::encode(md5::Md5::digest(&buf[off..off + len])))
+                (
+                    off,
+                    len,
+                    hex::encode(md5::Md5::digest(&buf[off..off + len])),
+                )
             })
             .collect();
         Self { buf, variants }
@@ -120,7 +124,11 @@ impl Payloads {
         let buf = Bytes::from(raw);
         let mut variants = vec![(0, part_size as usize, hex::encode(md5::Md5::digest(&buf)))];
         if last > 0 {
-            variants.push((0, last as usize, hex::encode(md5::Md5::digest(&buf[..last as usize]))));
+            variants.push((
+                0,
+                last as usize,
+                hex::encode(md5::Md5::digest(&buf[..last as usize])),
+            ));
         }
         Self { buf, variants }
     }
@@ -188,13 +196,21 @@ impl Worker {
         let micros = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
         match result {
             Ok(bytes) => {
-                self.samples.push(Sample { op, micros, ok: true });
+                self.samples.push(Sample {
+                    op,
+                    micros,
+                    ok: true,
+                });
                 *self.bytes.entry(op).or_default() += bytes;
                 sh.live.ops.fetch_add(1, Ordering::Relaxed);
                 sh.live.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             Err(code) => {
-                self.samples.push(Sample { op, micros, ok: false });
+                self.samples.push(Sample {
+                    op,
+                    micros,
+                    ok: false,
+                });
                 *self.errors.entry(code).or_default() += 1;
                 sh.live.ops.fetch_add(1, Ordering::Relaxed);
                 sh.live.errors.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +224,11 @@ fn obj_path(sh: &Shared, key: &str) -> String {
 }
 
 fn check(r: &Reply, want: &[u16]) -> Result<(), String> {
-    if want.contains(&r.status) { Ok(()) } else { Err(r.error_code()) }
+    if want.contains(&r.status) {
+        Ok(())
+    } else {
+        Err(r.error_code())
+    }
 }
 
 async fn put_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
@@ -216,7 +236,12 @@ async fn put_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
     let len = body.len() as u64;
     let r = sh
         .client
-        .send("PUT", &obj_path(sh, key), &[("content-length", len.to_string())], body)
+        .send(
+            "PUT",
+            &obj_path(sh, key),
+            &[("content-length", len.to_string())],
+            body,
+        )
         .await
         .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
@@ -228,7 +253,11 @@ async fn put_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
 }
 
 async fn get_one(sh: &Shared, key: &str, v: usize, verify: bool) -> Result<u64, String> {
-    let r = sh.client.send("GET", &obj_path(sh, key), &[], Bytes::new()).await.map_err(|e| format!("ConnectionError: {}", root(&e)))?;
+    let r = sh
+        .client
+        .send("GET", &obj_path(sh, key), &[], Bytes::new())
+        .await
+        .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
     let (want, md5) = sh.payloads.body(v);
     if r.body.len() != want.len() {
@@ -241,9 +270,16 @@ async fn get_one(sh: &Shared, key: &str, v: usize, verify: bool) -> Result<u64, 
 }
 
 async fn stat_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
-    let r = sh.client.send("HEAD", &obj_path(sh, key), &[], Bytes::new()).await.map_err(|e| format!("ConnectionError: {}", root(&e)))?;
+    let r = sh
+        .client
+        .send("HEAD", &obj_path(sh, key), &[], Bytes::new())
+        .await
+        .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
-    let len: u64 = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+    let len: u64 = r
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
     if len != sh.payloads.size(v) {
         return Err("WrongLength".into());
     }
@@ -251,7 +287,11 @@ async fn stat_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
 }
 
 async fn delete_one(sh: &Shared, key: &str) -> Result<u64, String> {
-    let r = sh.client.send("DELETE", &obj_path(sh, key), &[], Bytes::new()).await.map_err(|e| format!("ConnectionError: {}", root(&e)))?;
+    let r = sh
+        .client
+        .send("DELETE", &obj_path(sh, key), &[], Bytes::new())
+        .await
+        .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[204, 200])?;
     Ok(0)
 }
@@ -271,10 +311,16 @@ fn xml_value<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
 async fn multipart_one(sh: &Shared, key: &str, part: &Payloads) -> Result<u64, String> {
     let path = obj_path(sh, key);
     let total = sh.p.size.max;
-    let r = sh.client.send("POST", &format!("{path}?uploads"), &[], Bytes::new()).await.map_err(|e| format!("ConnectionError: {}", root(&e)))?;
+    let r = sh
+        .client
+        .send("POST", &format!("{path}?uploads"), &[], Bytes::new())
+        .await
+        .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
     let body = String::from_utf8_lossy(&r.body).to_string();
-    let upload_id = xml_value(&body, "UploadId").ok_or("NoUploadId")?.to_string();
+    let upload_id = xml_value(&body, "UploadId")
+        .ok_or("NoUploadId")?
+        .to_string();
     let mut etags = Vec::new();
     let mut sent = 0u64;
     let mut n = 1;
@@ -284,7 +330,12 @@ async fn multipart_one(sh: &Shared, key: &str, part: &Payloads) -> Result<u64, S
         let (b, md5) = part.body(v);
         let r = sh
             .client
-            .send("PUT", &format!("{path}?partNumber={n}&uploadId={upload_id}"), &[("content-length", size.to_string())], b)
+            .send(
+                "PUT",
+                &format!("{path}?partNumber={n}&uploadId={upload_id}"),
+                &[("content-length", size.to_string())],
+                b,
+            )
             .await
             .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
         check(&r, &[200])?;
@@ -298,12 +349,20 @@ async fn multipart_one(sh: &Shared, key: &str, part: &Payloads) -> Result<u64, S
     }
     let mut xml = String::from("<CompleteMultipartUpload>");
     for (i, e) in etags.iter().enumerate() {
-        xml.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>\"{e}\"</ETag></Part>", i + 1));
+        xml.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>\"{e}\"</ETag></Part>",
+            i + 1
+        ));
     }
     xml.push_str("</CompleteMultipartUpload>");
     let r = sh
         .client
-        .send("POST", &format!("{path}?uploadId={upload_id}"), &[("content-type", "application/xml".into())], Bytes::from(xml))
+        .send(
+            "POST",
+            &format!("{path}?uploadId={upload_id}"),
+            &[("content-type", "application/xml".into())],
+            Bytes::from(xml),
+        )
         .await
         .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
@@ -315,17 +374,29 @@ async fn multipart_one(sh: &Shared, key: &str, part: &Payloads) -> Result<u64, S
 
 /// Lists the run's prefix page by page; `token` carries the position between calls.
 async fn list_one(sh: &Shared, token: &mut Option<String>) -> Result<u64, String> {
-    let mut q = format!("/{}?list-type=2&max-keys=1000&prefix={}", sh.p.bucket, encode_key(&sh.p.prefix));
+    let mut q = format!(
+        "/{}?list-type=2&max-keys=1000&prefix={}",
+        sh.p.bucket,
+        encode_key(&sh.p.prefix)
+    );
     if let Some(t) = token.as_ref() {
         q.push_str("&continuation-token=");
         q.push_str(&encode_key(t).replace('/', "%2F"));
     }
-    let r = sh.client.send("GET", &q, &[], Bytes::new()).await.map_err(|e| format!("ConnectionError: {}", root(&e)))?;
+    let r = sh
+        .client
+        .send("GET", &q, &[], Bytes::new())
+        .await
+        .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
     let body = String::from_utf8_lossy(&r.body);
     let keys = body.matches("<Key>").count() as u64;
     let truncated = xml_value(&body, "IsTruncated") == Some("true");
-    *token = if truncated { xml_value(&body, "NextContinuationToken").map(str::to_string) } else { None };
+    *token = if truncated {
+        xml_value(&body, "NextContinuationToken").map(str::to_string)
+    } else {
+        None
+    };
     if truncated && token.is_none() {
         return Err("NoContinuationToken".into());
     }
@@ -350,7 +421,11 @@ fn new_key(sh: &Shared) -> String {
 }
 
 async fn worker(sh: Arc<Shared>, deadline: Instant, limit: u64, part: Arc<Payloads>) -> Worker {
-    let mut w = Worker { samples: Vec::with_capacity(4096), bytes: HashMap::new(), errors: HashMap::new() };
+    let mut w = Worker {
+        samples: Vec::with_capacity(4096),
+        bytes: HashMap::new(),
+        errors: HashMap::new(),
+    };
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut token = None;
     let mix = sh.p.mix;
@@ -450,17 +525,54 @@ async fn worker(sh: Arc<Shared>, deadline: Instant, limit: u64, part: Arc<Payloa
 pub type Progress = Box<dyn Fn(&str, u64, u64, u64, f64) + Send + Sync>;
 
 /// Creates the bucket if needed, prepares objects, runs the measured phase, cleans up.
-pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, progress: Progress) -> Result<Outcome> {
-    let client = S3Client::new(p.endpoints.clone(), access_key, secret_key, region, p.concurrency);
-    let r = client.send("PUT", &format!("/{}", p.bucket), &[], Bytes::new()).await.context("cannot reach the endpoint")?;
-    if r.status != 200 && !matches!(r.error_code().as_str(), "BucketAlreadyOwnedByYou" | "BucketAlreadyExists") {
+pub async fn run(
+    p: Params,
+    access_key: &str,
+    secret_key: &str,
+    region: &str,
+    progress: Progress,
+) -> Result<Outcome> {
+    let client = S3Client::new(
+        p.endpoints.clone(),
+        access_key,
+        secret_key,
+        region,
+        p.concurrency,
+    );
+    let r = client
+        .send("PUT", &format!("/{}", p.bucket), &[], Bytes::new())
+        .await
+        .context("cannot reach the endpoint")?;
+    if r.status != 200
+        && !matches!(
+            r.error_code().as_str(),
+            "BucketAlreadyOwnedByYou" | "BucketAlreadyExists"
+        )
+    {
         // Report it as the run's result rather than aborting: a wrong secret, for instance,
         // must show up as 100% SignatureDoesNotMatch.
-        progress(&format!("create bucket failed: {}", r.error_code()), 0, 0, 1, 0.0);
+        progress(
+            &format!("create bucket failed: {}", r.error_code()),
+            0,
+            0,
+            1,
+            0.0,
+        );
     }
     let variants = if p.size.min == p.size.max { 8 } else { 64 };
-    let payloads = Payloads::new(if p.mode == Mode::Multipart { SizeSpec { min: 0, max: 0 } } else { p.size }, variants);
-    let part = Arc::new(if p.mode == Mode::Multipart { Payloads::for_parts(p.part_size, p.size.max % p.part_size) } else { Payloads::new(SizeSpec { min: 0, max: 0 }, 1) });
+    let payloads = Payloads::new(
+        if p.mode == Mode::Multipart {
+            SizeSpec { min: 0, max: 0 }
+        } else {
+            p.size
+        },
+        variants,
+    );
+    let part = Arc::new(if p.mode == Mode::Multipart {
+        Payloads::for_parts(p.part_size, p.size.max % p.part_size)
+    } else {
+        Payloads::new(SizeSpec { min: 0, max: 0 }, 1)
+    });
     let sh = Arc::new(Shared {
         client,
         p: p.clone(),
@@ -516,7 +628,13 @@ pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, pr
         }
         if failed > 0 && sh.objects.lock().map(|o| o.is_empty()).unwrap_or(true) {
             // Every preparation upload failed; the measured phase will report the errors.
-            progress(&format!("preparation failed for all {failed} objects"), 0, 0, failed, 0.0);
+            progress(
+                &format!("preparation failed for all {failed} objects"),
+                0,
+                0,
+                failed,
+                0.0,
+            );
         }
     }
 
@@ -530,7 +648,12 @@ pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, pr
     let deadline = start + Duration::from_secs_f64(p.duration_secs);
     let mut handles = Vec::new();
     for _ in 0..p.concurrency.max(1) {
-        handles.push(tokio::spawn(worker(sh.clone(), deadline, limit, part.clone())));
+        handles.push(tokio::spawn(worker(
+            sh.clone(),
+            deadline,
+            limit,
+            part.clone(),
+        )));
     }
     let mut timeline = Vec::new();
     let (mut last_ops, mut last_bytes, mut last_err) = (0, 0, 0);
@@ -538,13 +661,28 @@ pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, pr
     loop {
         let done = handles.iter().all(|h| h.is_finished());
         let now = Instant::now();
-        let (ops, bytes, errs) = (sh.live.ops.load(Ordering::Relaxed), sh.live.bytes.load(Ordering::Relaxed), sh.live.errors.load(Ordering::Relaxed));
+        let (ops, bytes, errs) = (
+            sh.live.ops.load(Ordering::Relaxed),
+            sh.live.bytes.load(Ordering::Relaxed),
+            sh.live.errors.load(Ordering::Relaxed),
+        );
         if now >= next_tick || done {
-            timeline.push(Tick { t: now.duration_since(start).as_secs_f64(), ops: ops - last_ops, bytes: bytes - last_bytes, errors: errs - last_err });
+            timeline.push(Tick {
+                t: now.duration_since(start).as_secs_f64(),
+                ops: ops - last_ops,
+                bytes: bytes - last_bytes,
+                errors: errs - last_err,
+            });
             (last_ops, last_bytes, last_err) = (ops, bytes, errs);
             next_tick += Duration::from_secs(1);
         }
-        progress("running", ops, bytes, errs, now.duration_since(start).as_secs_f64());
+        progress(
+            "running",
+            ops,
+            bytes,
+            errs,
+            now.duration_since(start).as_secs_f64(),
+        );
         if done {
             break;
         }
@@ -552,7 +690,10 @@ pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, pr
         if now > deadline + Duration::from_secs(60) {
             sh.stop.store(true, Ordering::Relaxed);
         }
-        tokio::time::sleep(Duration::from_millis(100).min(next_tick.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(100).min(next_tick.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
     let elapsed = start.elapsed();
     let mut samples = Vec::new();
@@ -576,7 +717,13 @@ pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, pr
     if samples.is_empty() {
         bail!("no operation ran: check --duration, --objects and the endpoint");
     }
-    Ok(Outcome { samples, bytes, errors, elapsed, timeline })
+    Ok(Outcome {
+        samples,
+        bytes,
+        errors,
+        elapsed,
+        timeline,
+    })
 }
 
 /// Deletes the keys this run created, 1000 per DeleteObjects request.
@@ -587,14 +734,29 @@ async fn cleanup(sh: &Arc<Shared>, keys: Vec<String>, progress: &Progress) {
         let mut xml = String::from("<Delete><Quiet>true</Quiet>");
         for k in batch {
             xml.push_str("<Object><Key>");
-            xml.push_str(&k.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
+            xml.push_str(
+                &k.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;"),
+            );
             xml.push_str("</Key></Object>");
         }
         xml.push_str("</Delete>");
-        let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(xml.as_bytes()));
+        let md5 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            md5::Md5::digest(xml.as_bytes()),
+        );
         let _ = sh
             .client
-            .send("POST", &format!("/{}?delete", sh.p.bucket), &[("content-md5", md5), ("content-type", "application/xml".into())], Bytes::from(xml))
+            .send(
+                "POST",
+                &format!("/{}?delete", sh.p.bucket),
+                &[
+                    ("content-md5", md5),
+                    ("content-type", "application/xml".into()),
+                ],
+                Bytes::from(xml),
+            )
             .await;
         done += batch.len() as u64;
         progress("cleaning up", done, 0, 0, start.elapsed().as_secs_f64());

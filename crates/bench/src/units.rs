@@ -5,9 +5,13 @@ use std::time::Duration;
 
 pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("invalid size {s:?}: expected e.g. 4KiB, 1MiB, 1048576"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size {s:?}: expected e.g. 4KiB, 1MiB, 1048576"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -57,9 +61,13 @@ impl SizeSpec {
 
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -92,7 +100,13 @@ mod tests {
         assert_eq!(parse_size("1.5KB").unwrap(), 1500);
         assert_eq!(parse_size("17").unwrap(), 17);
         assert!(parse_size("4XB").is_err());
-        assert_eq!(SizeSpec::parse("1KiB..1MiB").unwrap(), SizeSpec { min: 1024, max: 1 << 20 });
+        assert_eq!(
+            SizeSpec::parse("1KiB..1MiB").unwrap(),
+            SizeSpec {
+                min: 1024,
+                max: 1 << 20
+            }
+        );
         assert!(SizeSpec::parse("2MiB..1MiB").is_err());
         let s = SizeSpec::parse("1KiB..1MiB").unwrap();
         let mut rng = rand::thread_rng();
