@@ -142,6 +142,19 @@ pub fn build(
     cfg: &S3Config,
     metrics: Arc<S3Metrics>,
 ) -> Result<S3HttpService, Error> {
+    Ok(S3HttpService::new(
+        s3s_service(store, cfg)?,
+        metrics,
+        cfg.max_header_bytes,
+    ))
+}
+
+/// The bare `s3s` service (auth, routing, the S3 operations) without the request-id, header
+/// limit and metrics wrapper; used by benchmarks that call it in-process.
+pub fn s3s_service(
+    store: Arc<dyn ObjectStore>,
+    cfg: &S3Config,
+) -> Result<s3s::service::S3Service, Error> {
     if cfg.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }
@@ -165,5 +178,5 @@ pub fn build(
             domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
         });
     }
-    Ok(S3HttpService::new(b.build(), metrics, cfg.max_header_bytes))
+    Ok(b.build())
 }
