@@ -20,6 +20,10 @@ use units::{SizeSpec, parse_duration, parse_size};
     about = "S3 load generator: put, get, mixed, list, multipart and delete benchmarks"
 )]
 struct Cli {
+    /// Runtime worker threads [default: one per CPU]. Use 1 when pinning the client to one core.
+    #[arg(long, global = true, env = "IRONBUCKET_BENCH_THREADS")]
+    threads: Option<usize>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -165,10 +169,14 @@ fn params(mode: Mode, a: &RunArgs) -> Result<Params> {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = cli.threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ironbucket-bench: cannot start runtime: {e}");
