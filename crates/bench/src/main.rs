@@ -98,7 +98,7 @@ struct RunArgs {
     /// mixed: percentage of PUTs.
     #[arg(long, default_value_t = 30)]
     put: u32,
-    /// mixed: percentage of DELETEs.
+    /// mixed: percentage of DELETEs (of objects PUT during the run, never of the prepared ones).
     #[arg(long, default_value_t = 0)]
     delete: u32,
     /// mixed: percentage of STATs (HEAD).

@@ -178,6 +178,10 @@ struct Shared {
     payloads: Payloads,
     /// Objects known to exist: key and payload variant.
     objects: Mutex<Vec<(String, usize)>>,
+    /// Mixed mode: objects PUT during the run; DELETEs take from here so they never race
+    /// with GET/STAT on the prepared objects (a GET of a concurrently deleted key would be
+    /// a benchmark artifact, not a server error).
+    fresh: Mutex<Vec<(String, usize)>>,
     /// Every key this run created (for cleanup).
     created: Mutex<Vec<String>>,
     seq: AtomicU64,
@@ -467,7 +471,7 @@ async fn worker(sh: Arc<Shared>, deadline: Instant, limit: u64, part: Arc<Payloa
                         c.push(key.clone());
                     }
                     if sh.p.mode == Mode::Mixed
-                        && let Ok(mut o) = sh.objects.lock()
+                        && let Ok(mut o) = sh.fresh.lock()
                     {
                         o.push((key, v));
                     }
@@ -486,7 +490,12 @@ async fn worker(sh: Arc<Shared>, deadline: Instant, limit: u64, part: Arc<Payloa
                 }
             }
             Op::Delete => {
-                let pick = sh.objects.lock().ok().and_then(|mut o| {
+                let pool = if sh.p.mode == Mode::Mixed {
+                    &sh.fresh
+                } else {
+                    &sh.objects
+                };
+                let pick = pool.lock().ok().and_then(|mut o| {
                     if o.is_empty() {
                         None
                     } else {
@@ -496,11 +505,13 @@ async fn worker(sh: Arc<Shared>, deadline: Instant, limit: u64, part: Arc<Payloa
                 });
                 match pick {
                     None => {
-                        // Nothing left to delete: the delete run is over.
+                        // Nothing left to delete: the delete run is over; in mixed mode,
+                        // nothing written yet to delete, so choose another operation.
                         if sh.p.mode == Mode::Delete {
                             break;
                         }
-                        Err("NoObjectsLeft".to_string())
+                        sh.live.started.fetch_sub(1, Ordering::Relaxed);
+                        continue;
                     }
                     Some((key, _)) => delete_one(&sh, &key).await,
                 }
@@ -578,6 +589,7 @@ pub async fn run(
         p: p.clone(),
         payloads,
         objects: Mutex::new(Vec::new()),
+        fresh: Mutex::new(Vec::new()),
         created: Mutex::new(Vec::new()),
         seq: AtomicU64::new(0),
         live: Live::default(),

@@ -31,6 +31,8 @@ pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> =
 pub(crate) const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
 pub(crate) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("garbage");
+/// Small object bodies stored with the metadata (encoded blob bytes, keyed by blob id).
+pub(crate) const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline");
 
 /// Errors of the metadata layer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,6 +101,7 @@ impl MetaStore {
             txn.open_table(PARTS)?;
             txn.open_table(STATS)?;
             txn.open_table(GARBAGE)?;
+            txn.open_table(INLINE)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
@@ -168,6 +171,33 @@ impl MetaStore {
         t.get((bucket, key.as_bytes()))?
             .map(|g| records::decode(g.value()))
             .transpose()
+    }
+
+    /// An object record and the bytes of its inline blobs, read in one snapshot.
+    pub fn get_object_and_inline(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectRecord, Vec<(String, Vec<u8>)>)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let Some(rec) = t
+            .get((bucket, key.as_bytes()))?
+            .map(|g| records::decode::<ObjectRecord>(g.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let inline = txn.open_table(INLINE)?;
+        let mut blobs = Vec::new();
+        for seg in &rec.segments {
+            if seg.blob.starts_with('i')
+                && let Some(v) = inline.get(seg.blob.as_str())?
+            {
+                blobs.push((seg.blob.clone(), v.value().to_vec()));
+            }
+        }
+        Ok(Some((rec, blobs)))
     }
 
     pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {

@@ -1,7 +1,7 @@
 //! Typed access to the tables inside a (shared) write transaction.
 
 use crate::records::{self, BucketRecord, ObjectRecord, PartRecord, UploadRecord};
-use crate::{BUCKETS, GARBAGE, OBJECTS, PARTS, Result, STATS, UPLOADS};
+use crate::{BUCKETS, GARBAGE, INLINE, OBJECTS, PARTS, Result, STATS, UPLOADS};
 use redb::{ReadableTable, WriteTransaction};
 
 /// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
@@ -158,6 +158,23 @@ impl<'a> Tx<'a> {
             .open_table(GARBAGE)?
             .insert(blob_id, ironbucket_types::now_millis())?;
         Ok(())
+    }
+
+    /// Stores an inline blob's encoded bytes.
+    pub fn put_inline(&mut self, blob_id: &str, bytes: &[u8]) -> Result<()> {
+        self.txn.open_table(INLINE)?.insert(blob_id, bytes)?;
+        Ok(())
+    }
+
+    /// Lets go of a blob no record uses any more: inline blobs are removed in this
+    /// transaction, blob files go on the garbage list.
+    pub fn release_blob(&mut self, blob_id: &str) -> Result<()> {
+        if blob_id.starts_with('i') {
+            self.txn.open_table(INLINE)?.remove(blob_id)?;
+            Ok(())
+        } else {
+            self.add_garbage(blob_id)
+        }
     }
 
     pub fn remove_garbage(&mut self, blob_id: &str) -> Result<()> {

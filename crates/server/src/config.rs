@@ -71,6 +71,11 @@ pub struct ServerArgs {
     #[arg(long, env = "STORAGE_FSYNC", value_name = "BOOL")]
     pub fsync: Option<bool>,
 
+    /// Bodies up to this many bytes are stored inside the metadata database (one shared commit
+    /// instead of a file and its fsyncs); 0 disables [default: 65536].
+    #[arg(long = "inline-max", env = "STORAGE_INLINE_MAX", value_name = "BYTES")]
+    pub inline_max: Option<u64>,
+
     /// Encrypt object data at rest with AES-256-GCM (true|false) [default: false].
     #[arg(
         long = "enable-encryption",
@@ -181,6 +186,7 @@ pub struct StorageSection {
     pub path: Option<PathBuf>,
     pub fsync: Option<bool>,
     pub chunk_size: Option<u32>,
+    pub inline_max: Option<u64>,
     pub multipart_max_age_secs: Option<u64>,
     pub worker_interval_secs: Option<u64>,
 }
@@ -272,6 +278,13 @@ impl Settings {
             .context("invalid [storage] settings")?;
         let mut local = LocalConfig::new(&data_dir);
         local.storage = storage;
+        local.inline_max = a.inline_max.or(f.storage.inline_max).unwrap_or(64 * 1024);
+        if local.inline_max > 16 * 1024 * 1024 {
+            bail!(
+                "STORAGE_INLINE_MAX must be at most 16 MiB (got {})",
+                local.inline_max
+            );
+        }
         local.multipart_max_age = Duration::from_secs(
             a.multipart_max_age
                 .or(f.storage.multipart_max_age_secs)

@@ -118,6 +118,7 @@ fn help_documents_every_flag() {
         "--access-key",
         "--secret-key",
         "--fsync",
+        "--inline-max",
         "--enable-encryption",
         "--encryption-key",
         "--encryption-old-keys",

@@ -126,7 +126,7 @@ impl BlobStore {
         self.inner.root.join("blobs").join(shard).join(id)
     }
 
-    /// Starts a new blob.
+    /// Starts a new blob in a file (any size).
     pub async fn create(&self) -> Result<BlobWriter> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp_path = self.inner.root.join("tmp").join(&id);
@@ -135,6 +135,21 @@ impl BlobStore {
             .create_new(true)
             .open(&tmp_path)
             .await?;
+        self.writer(id, Some((file, tmp_path)))
+    }
+
+    /// Starts a small blob kept in memory, to be stored by the caller (inline in metadata) in
+    /// the same verified, optionally encrypted format. Its id starts with `i`.
+    pub fn create_inline(&self) -> Result<BlobWriter> {
+        self.writer(format!("i{}", uuid::Uuid::new_v4().simple()), None)
+    }
+
+    /// Whether a blob id names an inline blob (see [`BlobStore::create_inline`]).
+    pub fn is_inline(id: &str) -> bool {
+        id.starts_with('i')
+    }
+
+    fn writer(&self, id: String, file: Option<(tokio::fs::File, PathBuf)>) -> Result<BlobWriter> {
         let sealer = match &self.inner.keys {
             Some(keys) => Some(keys.new_blob_sealer().map_err(|e| Error::Corrupt {
                 id: id.clone(),
@@ -146,14 +161,22 @@ impl BlobStore {
             self.inner.cfg.chunk_size,
             sealer.as_ref().map(|s| s.header_material()),
         );
-        let mut out = Vec::with_capacity(WRITE_BUF);
+        let mut out = Vec::with_capacity(if file.is_some() {
+            WRITE_BUF
+        } else {
+            format::HEADER_LEN + 1024
+        });
         header.encode_into(&mut out);
+        let (file, tmp_path) = match file {
+            Some((f, p)) => (Some(f), Some(p)),
+            None => (None, None),
+        };
         Ok(BlobWriter {
             store: self.clone(),
             id,
             tmp_path,
-            file: Some(file),
-            chunk: BytesMut::with_capacity(self.inner.cfg.chunk_size as usize),
+            file,
+            chunk: BytesMut::new(),
             out,
             chunk_index: 0,
             size: 0,
@@ -162,10 +185,40 @@ impl BlobStore {
         })
     }
 
+    fn open_header(
+        &self,
+        id: &str,
+        hbuf: &[u8],
+    ) -> Result<(format::Header, Option<crypto::Sealer>)> {
+        let header = format::Header::decode(hbuf).map_err(|why| Error::Corrupt {
+            id: id.to_string(),
+            why,
+        })?;
+        let opener = match &header.crypto {
+            Some(material) => {
+                let keys = self.inner.keys.as_ref().ok_or_else(|| Error::UnknownKey {
+                    id: id.to_string(),
+                    key_id: hex::encode(material.key_id),
+                })?;
+                Some(keys.blob_opener(material).map_err(|e| match e {
+                    KeyError::UnknownKey(k) => Error::UnknownKey {
+                        id: id.to_string(),
+                        key_id: k,
+                    },
+                    other => Error::Corrupt {
+                        id: id.to_string(),
+                        why: other.to_string(),
+                    },
+                })?)
+            }
+            None => None,
+        };
+        Ok((header, opener))
+    }
+
     /// Reads `start..end` of the blob's plaintext as a stream, verifying each chunk.
     pub async fn read(&self, blob: &BlobRef, start: u64, end: u64) -> Result<ByteStream> {
-        let path = self.blob_path(&blob.id);
-        let mut file = match tokio::fs::File::open(&path).await {
+        let mut file = match tokio::fs::File::open(self.blob_path(&blob.id)).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(blob.id.clone()));
@@ -179,33 +232,19 @@ impl BlobStore {
                 id: blob.id.clone(),
                 why: format!("short header: {e}"),
             })?;
-        let header = format::Header::decode(&hbuf).map_err(|why| Error::Corrupt {
-            id: blob.id.clone(),
-            why,
-        })?;
-        let opener = match &header.crypto {
-            Some(material) => {
-                let keys = self.inner.keys.as_ref().ok_or_else(|| Error::UnknownKey {
-                    id: blob.id.clone(),
-                    key_id: hex::encode(material.key_id),
-                })?;
-                Some(keys.blob_opener(material).map_err(|e| match e {
-                    KeyError::UnknownKey(k) => Error::UnknownKey {
-                        id: blob.id.clone(),
-                        key_id: k,
-                    },
-                    other => Error::Corrupt {
-                        id: blob.id.clone(),
-                        why: other.to_string(),
-                    },
-                })?)
-            }
-            None => None,
-        };
+        let (header, opener) = self.open_header(&blob.id, &hbuf)?;
         let end = end.min(blob.size);
         let start = start.min(end);
-        let reader =
-            ChunkReader::new(file, blob.id.clone(), blob.size, header, opener, start, end).await?;
+        let mut reader = ChunkReader::new(
+            Source::File(file),
+            blob.id.clone(),
+            blob.size,
+            &header,
+            opener,
+            start,
+            end,
+        );
+        reader.seek_start().await?;
         Ok(Box::pin(futures::stream::try_unfold(
             reader,
             |mut r| async move {
@@ -218,7 +257,42 @@ impl BlobStore {
         )))
     }
 
-    /// Removes a blob; a missing blob is not an error.
+    /// Reads `start..end` of an inline blob from its stored bytes, verifying each chunk.
+    pub async fn read_inline(
+        &self,
+        blob: &BlobRef,
+        encoded: Bytes,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream> {
+        if encoded.len() < format::HEADER_LEN {
+            return Err(Error::Corrupt {
+                id: blob.id.clone(),
+                why: "inline blob shorter than its header".into(),
+            });
+        }
+        let (header, opener) = self.open_header(&blob.id, &encoded[..format::HEADER_LEN])?;
+        let end = end.min(blob.size);
+        let start = start.min(end);
+        let mut reader = ChunkReader::new(
+            Source::Mem(encoded, 0),
+            blob.id.clone(),
+            blob.size,
+            &header,
+            opener,
+            start,
+            end,
+        );
+        reader.seek_start().await?;
+        // Inline blobs are small: decode the whole range now, so errors surface before any byte.
+        let mut parts = Vec::new();
+        while let Some(b) = reader.next_bytes().await? {
+            parts.push(Ok(b));
+        }
+        Ok(Box::pin(futures::stream::iter(parts)))
+    }
+
+    /// Removes a blob file; a missing blob is not an error. Inline blobs are removed by their owner.
     pub async fn delete(&self, id: &str) -> Result<()> {
         match tokio::fs::remove_file(self.blob_path(id)).await {
             Ok(()) => Ok(()),
@@ -227,7 +301,7 @@ impl BlobStore {
         }
     }
 
-    /// Bytes used by blob files (walks the blob directories; for diagnostics).
+    /// Where a blob file lives (for diagnostics and tests).
     pub fn path_of(&self, id: &str) -> PathBuf {
         self.blob_path(id)
     }
@@ -235,11 +309,11 @@ impl BlobStore {
 
 const WRITE_BUF: usize = 1024 * 1024;
 
-/// A blob being written. Dropped without [`BlobWriter::finish`], its temp file is removed.
+/// A blob being written. Dropped without finishing, its temp file is removed.
 pub struct BlobWriter {
     store: BlobStore,
     id: String,
-    tmp_path: PathBuf,
+    tmp_path: Option<PathBuf>,
     file: Option<tokio::fs::File>,
     chunk: BytesMut,
     out: Vec<u8>,
@@ -254,14 +328,18 @@ impl BlobWriter {
         &self.id
     }
 
+    pub fn is_inline(&self) -> bool {
+        self.file.is_none()
+    }
+
     /// Appends plaintext bytes. A full chunk is sealed only once more data arrives, so the
-    /// final chunk can always be sealed with the `last` flag in [`BlobWriter::finish`].
+    /// final chunk can always be sealed with the `last` flag when the blob is finished.
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         let cs = self.store.inner.cfg.chunk_size as usize;
         while !data.is_empty() {
             if self.chunk.len() == cs {
                 self.seal_chunk(false)?;
-                if self.out.len() >= WRITE_BUF {
+                if self.file.is_some() && self.out.len() >= WRITE_BUF {
                     self.flush_out().await?;
                 }
             }
@@ -296,22 +374,23 @@ impl BlobWriter {
     async fn flush_out(&mut self) -> Result<()> {
         if let Some(f) = self.file.as_mut() {
             f.write_all(&self.out).await?;
+            self.out.clear();
         }
-        self.out.clear();
         Ok(())
     }
 
-    /// Seals the last chunk, makes the blob durable (per config) and moves it into place.
+    /// Seals the last chunk, makes the file durable (per config) and moves it into place.
     pub async fn finish(mut self) -> Result<BlobRef> {
         if !self.chunk.is_empty() {
             self.seal_chunk(true)?;
         }
         self.flush_out().await?;
         let fsync = self.store.inner.cfg.fsync;
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Io(std::io::Error::other("blob writer already finished")))?;
+        let (Some(mut file), Some(tmp)) = (self.file.take(), self.tmp_path.clone()) else {
+            return Err(Error::Io(std::io::Error::other(
+                "finish() called on an inline blob",
+            )));
+        };
         file.flush().await?;
         if fsync {
             file.sync_all().await?;
@@ -320,10 +399,9 @@ impl BlobWriter {
         let dest = self.store.blob_path(&self.id);
         let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
         tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::rename(&self.tmp_path, &dest).await?;
+        tokio::fs::rename(&tmp, &dest).await?;
         if fsync {
-            let d = tokio::fs::File::open(&dir).await?;
-            d.sync_all().await?;
+            tokio::fs::File::open(&dir).await?.sync_all().await?;
         }
         self.done = true;
         Ok(BlobRef {
@@ -331,19 +409,49 @@ impl BlobWriter {
             size: self.size,
         })
     }
+
+    /// Seals an inline blob and returns its reference and encoded bytes (header and chunks).
+    pub fn finish_inline(mut self) -> Result<(BlobRef, Bytes)> {
+        if self.file.is_some() {
+            return Err(Error::Io(std::io::Error::other(
+                "finish_inline() called on a file blob",
+            )));
+        }
+        if !self.chunk.is_empty() {
+            self.seal_chunk(true)?;
+        }
+        self.done = true;
+        let out = std::mem::take(&mut self.out);
+        Ok((
+            BlobRef {
+                id: self.id.clone(),
+                size: self.size,
+            },
+            Bytes::from(out),
+        ))
+    }
 }
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp_path);
+        if !self.done
+            && let Some(p) = &self.tmp_path
+        {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
 
+/// Where encoded chunks come from.
+enum Source {
+    File(tokio::fs::File),
+    /// Encoded bytes and the read position.
+    Mem(Bytes, usize),
+}
+
 /// Reads and verifies chunks of one blob for a byte range.
 struct ChunkReader {
-    file: tokio::fs::File,
+    src: Source,
     id: String,
     size: u64,
     chunk_size: u64,
@@ -356,38 +464,44 @@ struct ChunkReader {
 }
 
 impl ChunkReader {
-    async fn new(
-        mut file: tokio::fs::File,
+    fn new(
+        src: Source,
         id: String,
         size: u64,
-        header: format::Header,
+        header: &format::Header,
         opener: Option<crypto::Sealer>,
         start: u64,
         end: u64,
-    ) -> Result<Self> {
+    ) -> Self {
         let chunk_size = header.chunk_size as u64;
         let overhead = if header.crypto.is_some() {
             format::TAG_LEN as u64
         } else {
             format::CRC_LEN as u64
         };
-        let first = start / chunk_size;
-        file.seek(std::io::SeekFrom::Start(
-            format::HEADER_LEN as u64 + first * (chunk_size + overhead),
-        ))
-        .await?;
-        Ok(Self {
-            file,
+        Self {
+            src,
             id,
             size,
             chunk_size,
             overhead,
             opener,
-            next_chunk: first,
+            next_chunk: start / chunk_size,
             pos: start,
             end,
             buf: Vec::new(),
-        })
+        }
+    }
+
+    async fn seek_start(&mut self) -> Result<()> {
+        let off = format::HEADER_LEN as u64 + self.next_chunk * (self.chunk_size + self.overhead);
+        match &mut self.src {
+            Source::File(f) => {
+                f.seek(std::io::SeekFrom::Start(off)).await?;
+            }
+            Source::Mem(_, pos) => *pos = off as usize,
+        }
+        Ok(())
     }
 
     fn corrupt(&self, why: impl Into<String>) -> Error {
@@ -397,40 +511,54 @@ impl ChunkReader {
         }
     }
 
+    async fn fill(&mut self, want: usize) -> Result<()> {
+        self.buf.resize(want, 0);
+        let ok = match &mut self.src {
+            Source::File(f) => f.read_exact(&mut self.buf).await.is_ok(),
+            Source::Mem(data, pos) => match data.get(*pos..*pos + want) {
+                Some(slice) => {
+                    self.buf.copy_from_slice(slice);
+                    *pos += want;
+                    true
+                }
+                None => false,
+            },
+        };
+        if !ok {
+            return Err(self.corrupt("blob shorter than its recorded size"));
+        }
+        Ok(())
+    }
+
     async fn next_bytes(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.end {
             return Ok(None);
         }
         let total_chunks = self.size.div_ceil(self.chunk_size);
         let last_needed = (self.end - 1) / self.chunk_size;
+        let (size, chunk_size) = (self.size, self.chunk_size);
+        let plain_len = move |i: u64| {
+            if i + 1 == total_chunks {
+                size - i * chunk_size
+            } else {
+                chunk_size
+            }
+        };
         // Read up to 16 chunks per system call.
         let n = (last_needed + 1 - self.next_chunk).min(16);
-        let mut want = 0u64;
-        for i in self.next_chunk..self.next_chunk + n {
-            let plain = if i + 1 == total_chunks {
-                self.size - i * self.chunk_size
-            } else {
-                self.chunk_size
-            };
-            want += plain + self.overhead;
-        }
-        self.buf.resize(want as usize, 0);
-        if let Err(e) = self.file.read_exact(&mut self.buf).await {
-            return Err(self.corrupt(format!("blob file shorter than its recorded size: {e}")));
-        }
+        let want: u64 = (self.next_chunk..self.next_chunk + n)
+            .map(|i| plain_len(i) + self.overhead)
+            .sum();
+        self.fill(want as usize).await?;
         let mut out = BytesMut::with_capacity(want as usize);
         let mut off = 0usize;
         for i in self.next_chunk..self.next_chunk + n {
-            let plain_len = if i + 1 == total_chunks {
-                self.size - i * self.chunk_size
-            } else {
-                self.chunk_size
-            } as usize;
-            let enc = &self.buf[off..off + plain_len + self.overhead as usize];
+            let len = plain_len(i) as usize;
+            let enc = &self.buf[off..off + len + self.overhead as usize];
             off += enc.len();
             let chunk_start = i * self.chunk_size;
             let lo = self.pos.saturating_sub(chunk_start) as usize;
-            let hi = (self.end - chunk_start).min(plain_len as u64) as usize;
+            let hi = (self.end - chunk_start).min(len as u64) as usize;
             match &self.opener {
                 Some(o) => {
                     let plain = o
@@ -439,7 +567,7 @@ impl ChunkReader {
                     out.extend_from_slice(&plain[lo..hi]);
                 }
                 None => {
-                    let (data, crc) = enc.split_at(plain_len);
+                    let (data, crc) = enc.split_at(len);
                     let want_crc = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
                     if crc32c::crc32c(data) != want_crc {
                         return Err(self.corrupt(format!("chunk {i} checksum mismatch")));

@@ -125,3 +125,48 @@ async fn rotated_keys_still_read_and_unknown_key_is_an_error() {
         Err(Error::UnknownKey { .. })
     ));
 }
+
+#[tokio::test]
+async fn inline_blobs_round_trip_and_detect_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    for store in stores(dir.path()) {
+        for n in [0usize, 1, 4095, 4096, 10_000] {
+            let body = data(n);
+            let mut w = store.create_inline().unwrap();
+            assert!(w.is_inline() && BlobStore::is_inline(w.id()));
+            w.write(&body).await.unwrap();
+            let (b, enc) = w.finish_inline().unwrap();
+            assert_eq!(b.size, n as u64);
+            let s = store
+                .read_inline(&b, enc.clone(), 0, n as u64)
+                .await
+                .unwrap();
+            let got: Vec<Bytes> = s.try_collect().await.unwrap();
+            assert_eq!(got.concat(), body);
+            if n > 10 {
+                let s = store
+                    .read_inline(&b, enc.clone(), 5, n as u64 - 3)
+                    .await
+                    .unwrap();
+                let got: Vec<Bytes> = s.try_collect().await.unwrap();
+                assert_eq!(got.concat(), &body[5..n - 3]);
+                let mut bad = enc.to_vec();
+                let at = bad.len() - 20;
+                bad[at] ^= 1;
+                assert!(
+                    store
+                        .read_inline(&b, Bytes::from(bad), 0, n as u64)
+                        .await
+                        .is_err()
+                );
+            }
+        }
+        // Nothing was written to disk for inline blobs.
+        assert_eq!(
+            std::fs::read_dir(store.root().join("blobs"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}

@@ -28,6 +28,28 @@ pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Largest multipart object part count.
 pub const MAX_PARTS: u32 = 10_000;
 
+/// Inline blob bytes of one object, by blob id.
+type Inline = Arc<std::collections::HashMap<String, Bytes>>;
+
+/// A body that has been received, verified and written (to a file, or in memory if inline).
+struct Ingested {
+    blob: BlobRef,
+    /// Encoded bytes of an inline blob, to be stored with the metadata.
+    inline: Option<Bytes>,
+    etag: String,
+    checksums: Checksums,
+}
+
+impl Ingested {
+    /// Stores the inline bytes (if any) in the transaction that makes the blob referenced.
+    fn store_inline(&self, t: &mut Tx<'_>) -> Result<()> {
+        if let Some(b) = &self.inline {
+            t.put_inline(&self.blob.id, b)?;
+        }
+        Ok(())
+    }
+}
+
 /// Settings of the local store.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -39,6 +61,10 @@ pub struct LocalConfig {
     pub multipart_max_age: Duration,
     /// How often background workers run.
     pub worker_interval: Duration,
+    /// Bodies up to this size (known from Content-Length) are stored inside the metadata
+    /// database instead of a file of their own: one group-committed write instead of two file
+    /// fsyncs. 0 disables.
+    pub inline_max: u64,
 }
 
 impl LocalConfig {
@@ -49,6 +75,7 @@ impl LocalConfig {
             min_part_size: 5 * 1024 * 1024,
             multipart_max_age: Duration::from_secs(7 * 24 * 3600),
             worker_interval: Duration::from_secs(60),
+            inline_max: 64 * 1024,
         }
     }
 }
@@ -152,12 +179,7 @@ impl LocalStore {
     }
 
     /// Streams a body into a new blob, verifying length, MD5 and checksums.
-    async fn ingest(
-        &self,
-        mut body: ByteStream,
-        checks: BodyChecks,
-        max: u64,
-    ) -> Result<(BlobRef, String, Checksums)> {
+    async fn ingest(&self, mut body: ByteStream, checks: BodyChecks, max: u64) -> Result<Ingested> {
         if let Some(len) = checks.content_length
             && len > max
         {
@@ -174,7 +196,14 @@ impl LocalStore {
         algs.extend(checks.checksums.algorithms());
         let mut hasher = ChecksumSet::new(algs.iter().copied());
         let mut md5 = md5::Md5::new();
-        let mut writer = self.blobs.create().await?;
+        let inline = checks
+            .content_length
+            .is_some_and(|l| l <= self.cfg.inline_max);
+        let mut writer = if inline {
+            self.blobs.create_inline()?
+        } else {
+            self.blobs.create().await?
+        };
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk: Bytes = chunk.map_err(|e| match e.kind() {
@@ -226,8 +255,18 @@ impl LocalStore {
                 computed.set(a, None);
             }
         }
-        let blob = writer.finish().await?;
-        Ok((blob, hex::encode(digest), computed))
+        let (blob, inline) = if writer.is_inline() {
+            let (b, bytes) = writer.finish_inline()?;
+            (b, Some(bytes))
+        } else {
+            (writer.finish().await?, None)
+        };
+        Ok(Ingested {
+            blob,
+            inline,
+            etag: hex::encode(digest),
+            checksums: computed,
+        })
     }
 
     /// Commits a metadata change; on failure the new blobs are removed again.
@@ -251,7 +290,7 @@ impl LocalStore {
     }
 
     /// A stream of `range` over an object's segments, opening each blob only when reached.
-    fn body_stream(&self, rec: &ObjectRecord, start: u64, end: u64) -> ByteStream {
+    fn body_stream(&self, rec: &ObjectRecord, inline: Inline, start: u64, end: u64) -> ByteStream {
         let blobs = self.blobs.clone();
         let mut pieces = Vec::new();
         let mut off = 0u64;
@@ -276,11 +315,17 @@ impl LocalStore {
             futures::stream::iter(pieces)
                 .then(move |(b, from, to)| {
                     let blobs = blobs.clone();
+                    let inline = inline.clone();
                     async move {
-                        blobs
-                            .read(&b, from, to)
-                            .await
-                            .map_err(std::io::Error::other)
+                        let r = if BlobStore::is_inline(&b.id) {
+                            match inline.get(&b.id) {
+                                Some(bytes) => blobs.read_inline(&b, bytes.clone(), from, to).await,
+                                None => Err(ironbucket_storage::Error::NotFound(b.id.clone())),
+                            }
+                        } else {
+                            blobs.read(&b, from, to).await
+                        };
+                        r.map_err(std::io::Error::other)
                     }
                 })
                 .try_flatten(),
@@ -292,10 +337,29 @@ impl LocalStore {
         bucket: &str,
         key: &str,
         conds: &Conditions,
-    ) -> Result<ObjectRecord> {
-        let rec = self.object_record(bucket, key)?;
+    ) -> Result<(ObjectRecord, Inline)> {
+        let (rec, inline) = self.object_and_inline(bucket, key)?;
         conds.check_copy_source(&rec.etag, rec.last_modified)?;
-        Ok(rec)
+        Ok((rec, inline))
+    }
+
+    /// An object's record and its inline blob bytes, from one metadata snapshot.
+    fn object_and_inline(&self, bucket: &str, key: &str) -> Result<(ObjectRecord, Inline)> {
+        match self.meta.get_object_and_inline(bucket, key)? {
+            Some((rec, blobs)) => Ok((
+                rec,
+                Arc::new(
+                    blobs
+                        .into_iter()
+                        .map(|(id, b)| (id, Bytes::from(b)))
+                        .collect(),
+                ),
+            )),
+            None => {
+                self.bucket_must_exist(bucket)?;
+                Err(Error::NoSuchKey)
+            }
+        }
     }
 
     async fn abort_upload(&self, bucket: String, key: String, upload_id: String) -> Result<()> {
@@ -305,7 +369,7 @@ impl LocalStore {
             }
             let parts = t.parts(&upload_id)?;
             for p in &parts {
-                t.add_garbage(&p.blob)?;
+                t.release_blob(&p.blob)?;
             }
             t.delete_parts(&upload_id)?;
             t.delete_upload(&bucket, &key, &upload_id)?;
@@ -314,24 +378,21 @@ impl LocalStore {
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn store_part(
         &self,
         bucket: String,
         key: String,
         upload_id: String,
         part_number: u32,
-        blob: BlobRef,
-        etag: String,
-        checksums: Checksums,
+        ing: Ingested,
     ) -> Result<PartInfo> {
         let rec = PartRecord {
             part_number,
-            etag,
-            size: blob.size,
-            blob: blob.id.clone(),
+            etag: ing.etag.clone(),
+            size: ing.blob.size,
+            blob: ing.blob.id.clone(),
             last_modified: now_millis(),
-            checksums,
+            checksums: ing.checksums.clone(),
         };
         let out = PartInfo {
             part_number,
@@ -340,15 +401,15 @@ impl LocalStore {
             last_modified: rec.last_modified,
             checksums: rec.checksums.clone(),
         };
-        self.commit(vec![blob.id], move |t| {
+        self.commit(vec![ing.blob.id.clone()], move |t| {
             if t.get_upload(&bucket, &key, &upload_id)?.is_none() {
                 return Err(Error::NoSuchUpload);
             }
             if let Some(old) = t.get_part(&upload_id, part_number)? {
-                t.add_garbage(&old.blob)?;
+                t.release_blob(&old.blob)?;
             }
             t.put_part(&upload_id, &rec)?;
-            Ok(())
+            ing.store_inline(t)
         })
         .await?;
         Ok(out)
@@ -392,7 +453,7 @@ fn replace_object(
         Some(o) => {
             for b in o.blob_ids() {
                 if !rec.segments.iter().any(|s| s.blob == b) {
-                    t.add_garbage(b)?;
+                    t.release_blob(b)?;
                 }
             }
             (0i64, rec.size as i64 - o.size as i64)
@@ -407,7 +468,7 @@ fn replace_object(
 fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str) -> Result<DeleteResult> {
     if let Some(old) = t.get_object(bucket, key)? {
         for b in old.blob_ids() {
-            t.add_garbage(b)?;
+            t.release_blob(b)?;
         }
         t.delete_object(bucket, key)?;
         t.add_stats(-1, -(old.size as i64))?;
@@ -523,35 +584,36 @@ impl ObjectStore for LocalStore {
         validate_object_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
         self.bucket_must_exist(&req.bucket)?;
-        let (blob, etag, checksums) = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
+        let ing = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
         let rec = self.new_record(
             req.meta,
-            blob.size,
-            etag,
-            checksums,
+            ing.blob.size,
+            ing.etag.clone(),
+            ing.checksums.clone(),
             vec![Segment {
-                blob: blob.id.clone(),
-                size: blob.size,
+                blob: ing.blob.id.clone(),
+                size: ing.blob.size,
             }],
         );
         let info = Self::info(&req.key, &rec);
         let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
-        self.commit(vec![blob.id], move |t| {
-            replace_object(t, &bucket, &key, &rec, &conds)
+        self.commit(vec![ing.blob.id.clone()], move |t| {
+            replace_object(t, &bucket, &key, &rec, &conds)?;
+            ing.store_inline(t)
         })
         .await?;
         Ok(info)
     }
 
     async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {
-        let rec = self.object_record(&req.bucket, &req.key)?;
+        let (rec, inline) = self.object_and_inline(&req.bucket, &req.key)?;
         req.conditions.check_read(&rec.etag, rec.last_modified)?;
         let range = match req.range {
             Some(r) => Some(r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?),
             None => None,
         };
         let (start, end) = range.map(|r| (r.start, r.end)).unwrap_or((0, rec.size));
-        let body = self.body_stream(&rec, start, end);
+        let body = self.body_stream(&rec, inline, start, end);
         Ok(GetObjectOutput {
             info: Self::info(&req.key, &rec),
             range,
@@ -610,7 +672,7 @@ impl ObjectStore for LocalStore {
     async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo> {
         validate_object_key(&req.key)?;
         self.bucket_must_exist(&req.bucket)?;
-        let src = self
+        let (src, src_inline) = self
             .read_source(&req.src_bucket, &req.src_key, &req.source_conditions)
             .await?;
         let same = req.src_bucket == req.bucket && req.src_key == req.key;
@@ -632,7 +694,7 @@ impl ObjectStore for LocalStore {
             None => tags_of(&src.tags),
         };
         validate_tags(&meta.tags, 10)?;
-        let (rec, new_blobs) = if same {
+        let (rec, new_blob) = if same {
             // Metadata-only rewrite: the new version shares the blobs of the old one.
             let mut rec = self.new_record(
                 meta,
@@ -642,29 +704,30 @@ impl ObjectStore for LocalStore {
                 src.segments.clone(),
             );
             rec.parts_count = src.parts_count;
-            (rec, vec![])
+            (rec, None)
         } else {
-            let body = self.body_stream(&src, 0, src.size);
+            let body = self.body_stream(&src, src_inline, 0, src.size);
             let checks = BodyChecks {
                 content_length: Some(src.size),
                 compute: src.checksums.algorithms().collect(),
                 ..Default::default()
             };
-            let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+            let ing = self.ingest(body, checks, MAX_PUT_SIZE).await?;
             let rec = self.new_record(
                 meta,
-                blob.size,
-                etag,
-                checksums,
+                ing.blob.size,
+                ing.etag.clone(),
+                ing.checksums.clone(),
                 vec![Segment {
-                    blob: blob.id.clone(),
-                    size: blob.size,
+                    blob: ing.blob.id.clone(),
+                    size: ing.blob.size,
                 }],
             );
-            (rec, vec![blob.id])
+            (rec, Some(ing))
         };
         let info = Self::info(&req.key, &rec);
         let (bucket, key, src_etag, src_hlc) = (req.bucket, req.key, src.etag, src.hlc);
+        let new_blobs = new_blob.iter().map(|i| i.blob.id.clone()).collect();
         self.commit(new_blobs, move |t| {
             if same {
                 // The blobs being shared must still belong to the current version.
@@ -673,7 +736,11 @@ impl ObjectStore for LocalStore {
                     _ => return Err(Error::PreconditionFailed),
                 }
             }
-            replace_object(t, &bucket, &key, &rec, &Conditions::default())
+            replace_object(t, &bucket, &key, &rec, &Conditions::default())?;
+            match &new_blob {
+                Some(ing) => ing.store_inline(t),
+                None => Ok(()),
+            }
         })
         .await?;
         Ok(info)
@@ -760,23 +827,15 @@ impl ObjectStore for LocalStore {
         if let Some(a) = upload.checksum_algorithm {
             checks.compute.push(a);
         }
-        let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
-        self.store_part(
-            req.bucket,
-            req.key,
-            req.upload_id,
-            req.part_number,
-            blob,
-            etag,
-            checksums,
-        )
-        .await
+        let ing = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+        self.store_part(req.bucket, req.key, req.upload_id, req.part_number, ing)
+            .await
     }
 
     async fn upload_part_copy(&self, req: UploadPartCopy) -> Result<PartInfo> {
         Self::check_part_number(req.part_number)?;
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
-        let src = self
+        let (src, src_inline) = self
             .read_source(&req.src_bucket, &req.src_key, &req.source_conditions)
             .await?;
         let (start, end) = match req.range {
@@ -799,23 +858,15 @@ impl ObjectStore for LocalStore {
             }
             None => (0, src.size),
         };
-        let body = self.body_stream(&src, start, end);
+        let body = self.body_stream(&src, src_inline, start, end);
         let checks = BodyChecks {
             content_length: Some(end - start),
             compute: upload.checksum_algorithm.into_iter().collect(),
             ..Default::default()
         };
-        let (blob, etag, checksums) = self.ingest(body, checks, MAX_PUT_SIZE).await?;
-        self.store_part(
-            req.bucket,
-            req.key,
-            req.upload_id,
-            req.part_number,
-            blob,
-            etag,
-            checksums,
-        )
-        .await
+        let ing = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+        self.store_part(req.bucket, req.key, req.upload_id, req.part_number, ing)
+            .await
     }
 
     async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
@@ -905,7 +956,7 @@ impl ObjectStore for LocalStore {
                 };
                 for p in &stored {
                     if !chosen.iter().any(|c| c.part_number == p.part_number) {
-                        t.add_garbage(&p.blob)?;
+                        t.release_blob(&p.blob)?;
                     }
                 }
                 replace_object(t, &bucket, &key, &rec, &Conditions::default())?;

@@ -27,10 +27,63 @@ async fn conformance_encrypted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_without_inline_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.inline_max = 0;
+    let s: Arc<dyn ObjectStore> = LocalStore::open(c, None).unwrap();
+    conformance::run_all(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_bodies_are_inline_and_leave_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStore::open(cfg(dir.path()), None).unwrap();
+    s.create_bucket("inl").await.unwrap();
+    let body = || -> ironbucket_store::ByteStream {
+        Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from(
+            vec![5u8; 1000],
+        ))]))
+    };
+    let mut req = ironbucket_store::PutObject {
+        bucket: "inl".into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    req.checks.content_length = Some(1000);
+    s.put_object(req, body()).await.unwrap();
+    assert_eq!(
+        walk(&dir.path().join("blobs")),
+        0,
+        "a 1000-byte body with a known length is stored inline"
+    );
+    let out = s
+        .get_object(ironbucket_store::GetObject {
+            bucket: "inl".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(out.body).await.unwrap();
+    assert_eq!(got.concat(), vec![5u8; 1000]);
+    // Without a declared length the body goes to a file.
+    let req = ironbucket_store::PutObject {
+        bucket: "inl".into(),
+        key: "k2".into(),
+        ..Default::default()
+    };
+    s.put_object(req, body()).await.unwrap();
+    assert_eq!(walk(&dir.path().join("blobs")), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_is_collected_after_overwrite_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.worker_interval = std::time::Duration::from_millis(50);
+    // Force blob files (small bodies would otherwise be stored inline).
+    c.inline_max = 0;
     let s = LocalStore::open(c, None).unwrap();
     s.create_bucket("gcb").await.unwrap();
     let put = || ironbucket_store::PutObject {
