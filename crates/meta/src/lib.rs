@@ -68,6 +68,9 @@ from_redb!(
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Encoded bytes of an object's inline blobs, by blob id.
+pub type InlineBlobs = Vec<(String, Vec<u8>)>;
+
 /// Usage counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -178,7 +181,7 @@ impl MetaStore {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<(ObjectRecord, Vec<(String, Vec<u8>)>)>> {
+    ) -> Result<Option<(ObjectRecord, InlineBlobs)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         let Some(rec) = t
