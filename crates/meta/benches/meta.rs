@@ -58,55 +58,35 @@ fn benches(c: &mut Criterion) {
         });
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let m = MetaStore::open(&dir.path().join("m.redb"), false).unwrap();
-    rt.block_on(m.write(|t| -> ironbucket_meta::Result<()> {
-        t.put_bucket(&BucketRecord {
-            name: "b".into(),
-            created: 0,
-            tags: None,
-        })?;
-        for i in 0..100_000u64 {
-            t.put_object("b", &format!("dir{}/key-{i:09}", i % 100), &rec(i))?;
+    // A listing page must cost the same whatever the bucket size: 10,000 vs 1,000,000 keys.
+    for n in [10_000u64, 1_000_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("m.redb"), false).unwrap();
+        rt.block_on(m.write(|t| -> ironbucket_meta::Result<()> { t.put_bucket(&BucketRecord { name: "b".into(), created: 0, tags: None }) })).unwrap();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(50_000) {
+            let chunk = chunk.to_vec();
+            rt.block_on(m.write(move |t| -> ironbucket_meta::Result<()> {
+                for i in chunk {
+                    t.put_object("b", &format!("dir{}/key-{i:09}", i % 100), &rec(i))?;
+                }
+                Ok(())
+            }))
+            .unwrap();
         }
-        Ok(())
-    }))
-    .unwrap();
-    c.bench_function("meta get object (100k keys)", |b| {
-        b.iter(|| m.get_object("b", "dir42/key-000050042").unwrap().unwrap())
-    });
-    c.bench_function("meta list 1000 keys (100k keys)", |b| {
-        b.iter(|| {
-            let p = m
-                .list_objects(
-                    "b",
-                    &ListQuery {
-                        prefix: "dir7/".into(),
-                        delimiter: None,
-                        marker: None,
-                        max_keys: 1000,
-                    },
-                )
-                .unwrap();
-            assert_eq!(p.objects.len(), 1000);
-        })
-    });
-    c.bench_function("meta list with delimiter (100 prefixes, 100k keys)", |b| {
-        b.iter(|| {
-            let p = m
-                .list_objects(
-                    "b",
-                    &ListQuery {
-                        prefix: String::new(),
-                        delimiter: Some("/".into()),
-                        marker: None,
-                        max_keys: 1000,
-                    },
-                )
-                .unwrap();
-            assert_eq!(p.common_prefixes.len(), 100);
-        })
-    });
+        c.bench_function(&format!("meta get object ({n} keys)"), |b| b.iter(|| m.get_object("b", "dir42/key-000000042").unwrap().unwrap()));
+        c.bench_function(&format!("meta list 1000 keys ({n} keys)"), |b| {
+            b.iter(|| {
+                let p = m.list_objects("b", &ListQuery { prefix: "dir7/".into(), delimiter: None, marker: Some("dir7/key-000005000".into()), max_keys: 1000 }).unwrap();
+                assert_eq!(p.objects.len(), 1000);
+            })
+        });
+        c.bench_function(&format!("meta list with delimiter, 100 prefixes ({n} keys)"), |b| {
+            b.iter(|| {
+                let p = m.list_objects("b", &ListQuery { prefix: String::new(), delimiter: Some("/".into()), marker: None, max_keys: 1000 }).unwrap();
+                assert_eq!(p.common_prefixes.len(), 100);
+            })
+        });
+    }
 }
 
 criterion_group! { name = g; config = Criterion::default().sample_size(20); targets = benches }
