@@ -53,11 +53,7 @@ pub struct AdminService {
 
 impl AdminService {
     /// `registry` holds the other layers' metrics; the storage gauges are added to it here.
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        registry: Registry,
-        cfg: AdminConfig,
-    ) -> Result<Self, Error> {
+    pub fn new(store: Arc<dyn ObjectStore>, registry: Registry, cfg: AdminConfig) -> Result<Self, Error> {
         let g = |name: &str, help: &str| -> Result<IntGauge, Error> {
             let x = IntGauge::new(name, help)?;
             registry.register(Box::new(x.clone()))?;
@@ -65,19 +61,10 @@ impl AdminService {
         };
         let gauges = Gauges {
             objects: g("ironbucket_objects", "Objects stored")?,
-            bytes: g(
-                "ironbucket_object_bytes",
-                "Bytes of object data stored (logical size)",
-            )?,
-            disk_free: g(
-                "ironbucket_disk_free_bytes",
-                "Free space on the data volume",
-            )?,
+            bytes: g("ironbucket_object_bytes", "Bytes of object data stored (logical size)")?,
+            disk_free: g("ironbucket_disk_free_bytes", "Free space on the data volume")?,
             disk_total: g("ironbucket_disk_total_bytes", "Size of the data volume")?,
-            uptime: g(
-                "ironbucket_uptime_seconds",
-                "Seconds since the server started",
-            )?,
+            uptime: g("ironbucket_uptime_seconds", "Seconds since the server started")?,
         };
         Ok(Self {
             state: Arc::new(State {
@@ -146,9 +133,7 @@ impl State {
             self.gauges.disk_free.set(u.disk_free as i64);
             self.gauges.disk_total.set(u.disk_total as i64);
         }
-        self.gauges
-            .uptime
-            .set(self.started.elapsed().as_secs() as i64);
+        self.gauges.uptime.set(self.started.elapsed().as_secs() as i64);
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
@@ -175,8 +160,9 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
         Box::pin(async move {
             let path = req.uri().path().trim_end_matches('/');
             let resp = match (req.method(), path) {
-                (&Method::GET | &Method::HEAD, "/health")
-                | (&Method::GET | &Method::HEAD, "/cluster/health") => state.health().await,
+                (&Method::GET | &Method::HEAD, "/health") | (&Method::GET | &Method::HEAD, "/cluster/health") => {
+                    state.health().await
+                }
                 (&Method::GET, "/metrics") => state.metrics().await,
                 (_, "/health" | "/metrics") => json(
                     StatusCode::METHOD_NOT_ALLOWED,

@@ -4,8 +4,8 @@
 use anyhow::{Context, Result};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -30,7 +30,22 @@ pub struct S3Client {
 pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
+    /// The body, when collected (always for errors).
     pub body: Bytes,
+    /// Body length as received.
+    pub len: u64,
+    /// MD5 (hex) of the body, when asked for with [`Body::Count`].
+    pub md5: Option<String>,
+}
+
+/// What to do with a successful response body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Keep it (listings, XML answers).
+    Collect,
+    /// Count its bytes (and hash them if `md5`) as it streams in, keeping nothing: large GETs
+    /// then cost the client no buffering.
+    Count { md5: bool },
 }
 
 impl Reply {
@@ -53,9 +68,7 @@ pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -63,13 +76,7 @@ pub fn encode_key(key: &str) -> String {
 }
 
 impl S3Client {
-    pub fn new(
-        endpoints: Vec<String>,
-        access_key: &str,
-        secret_key: &str,
-        region: &str,
-        pool: usize,
-    ) -> Self {
+    pub fn new(endpoints: Vec<String>, access_key: &str, secret_key: &str, region: &str, pool: usize) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_keepalive(Some(std::time::Duration::from_secs(60)));
@@ -80,8 +87,7 @@ impl S3Client {
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let identity: Identity =
-            Credentials::new(access_key, secret_key, None, None, "ironbucket-bench").into();
+        let identity: Identity = Credentials::new(access_key, secret_key, None, None, "ironbucket-bench").into();
         Self {
             http,
             endpoints: endpoints
@@ -103,15 +109,25 @@ impl S3Client {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Reply> {
+        self.send_with(method, path_and_query, headers, body, Body::Collect)
+            .await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        sink: Body,
+    ) -> Result<Reply> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let url = format!("{}{}", self.endpoints[i], path_and_query);
         let mut req = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        let mut req = req
-            .body(Full::new(body.clone()))
-            .context("building request")?;
+        let mut req = req.body(Full::new(body.clone())).context("building request")?;
         let params = v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)
@@ -137,17 +153,41 @@ impl S3Client {
         instructions.apply_to_request_http1x(&mut req);
         let resp = self.http.request(req).await.context("connection")?;
         let status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .context("reading response body")?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            headers: parts.headers,
-            body,
-        })
+        let (parts, mut body) = resp.into_parts();
+        match sink {
+            Body::Count { md5 } if (200..300).contains(&status) => {
+                use md5::Digest;
+                let mut hasher = md5.then(md5::Md5::new);
+                let mut len = 0u64;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.context("reading response body")?;
+                    if let Some(data) = frame.data_ref() {
+                        len += data.len() as u64;
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(data);
+                        }
+                    }
+                }
+                let md5 = hasher.map(|h| hex::encode(h.finalize()));
+                Ok(Reply {
+                    status,
+                    headers: parts.headers,
+                    body: Bytes::new(),
+                    len,
+                    md5,
+                })
+            }
+            _ => {
+                let body = body.collect().await.context("reading response body")?.to_bytes();
+                Ok(Reply {
+                    status,
+                    headers: parts.headers,
+                    len: body.len() as u64,
+                    body,
+                    md5: None,
+                })
+            }
+        }
     }
 }
 
@@ -166,12 +206,16 @@ mod tests {
             status: 403,
             headers: Default::default(),
             body: Bytes::from_static(b"<Error><Code>SignatureDoesNotMatch</Code></Error>"),
+            len: 0,
+            md5: None,
         };
         assert_eq!(r.error_code(), "SignatureDoesNotMatch");
         let r = Reply {
             status: 404,
             headers: Default::default(),
             body: Bytes::new(),
+            len: 0,
+            md5: None,
         };
         assert_eq!(r.error_code(), "HTTP 404");
     }

@@ -64,11 +64,7 @@ struct RunArgs {
     #[arg(long = "access-key", env = "AWS_ACCESS_KEY_ID")]
     access_key: String,
     /// Secret access key.
-    #[arg(
-        long = "secret-key",
-        env = "AWS_SECRET_ACCESS_KEY",
-        hide_env_values = true
-    )]
+    #[arg(long = "secret-key", env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     secret_key: String,
     /// Signing region.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
@@ -146,10 +142,7 @@ fn params(mode: Mode, a: &RunArgs) -> Result<Params> {
         mode,
         endpoints: a.endpoint.clone(),
         bucket: a.bucket.clone(),
-        prefix: a
-            .prefix
-            .clone()
-            .unwrap_or_else(|| format!("bench-{run_id}/")),
+        prefix: a.prefix.clone().unwrap_or_else(|| format!("bench-{run_id}/")),
         size,
         concurrency: a.concurrency,
         duration_secs: parse_duration(&a.duration)?.as_secs_f64(),

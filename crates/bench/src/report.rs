@@ -92,12 +92,7 @@ pub fn build(params: Params, out: Outcome) -> Report {
         total_errors += errs;
         operations.insert(
             op,
-            stats(
-                &mut lat,
-                errs,
-                out.bytes.get(&op).copied().unwrap_or(0),
-                secs,
-            ),
+            stats(&mut lat, errs, out.bytes.get(&op).copied().unwrap_or(0), secs),
         );
         latencies_us.insert(op, lat);
     }
@@ -125,11 +120,7 @@ pub fn table(r: &Report) -> String {
         if p.size.min == p.size.max {
             human_bytes(p.size.min as f64)
         } else {
-            format!(
-                "{}..{}",
-                human_bytes(p.size.min as f64),
-                human_bytes(p.size.max as f64)
-            )
+            format!("{}..{}", human_bytes(p.size.min as f64), human_bytes(p.size.max as f64))
         },
         p.concurrency,
         r.duration_secs,
@@ -137,16 +128,7 @@ pub fn table(r: &Report) -> String {
     ));
     s.push_str(&format!(
         "{:<10} {:>9} {:>7} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-        "op",
-        "count",
-        "errors",
-        "ops/s",
-        "MiB/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms"
+        "op", "count", "errors", "ops/s", "MiB/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
     ));
     let row = |name: &str, o: &crate::report::OpStats| {
         format!(
@@ -245,10 +227,7 @@ pub fn plot(r: &Report, path: &str) -> Result<()> {
     let max_c = *counts.iter().max().unwrap_or(&1) as f64 * 1.1;
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
-            format!(
-                "{} latency histogram (ms, last bin = beyond p99.9)",
-                op.name()
-            ),
+            format!("{} latency histogram (ms, last bin = beyond p99.9)", op.name()),
             ("sans-serif", 20),
         )
         .margin(15)

@@ -106,11 +106,7 @@ impl Payloads {
             .map(|(i, s)| {
                 let off = i * 64;
                 let len = *s as usize;
-                (
-                    off,
-                    len,
-                    hex::encode(md5::Md5::digest(&buf[off..off + len])),
-                )
+                (off, len, hex::encode(md5::Md5::digest(&buf[off..off + len])))
             })
             .collect();
         Self { buf, variants }
@@ -124,11 +120,7 @@ impl Payloads {
         let buf = Bytes::from(raw);
         let mut variants = vec![(0, part_size as usize, hex::encode(md5::Md5::digest(&buf)))];
         if last > 0 {
-            variants.push((
-                0,
-                last as usize,
-                hex::encode(md5::Md5::digest(&buf[..last as usize])),
-            ));
+            variants.push((0, last as usize, hex::encode(md5::Md5::digest(&buf[..last as usize]))));
         }
         Self { buf, variants }
     }
@@ -200,21 +192,13 @@ impl Worker {
         let micros = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
         match result {
             Ok(bytes) => {
-                self.samples.push(Sample {
-                    op,
-                    micros,
-                    ok: true,
-                });
+                self.samples.push(Sample { op, micros, ok: true });
                 *self.bytes.entry(op).or_default() += bytes;
                 sh.live.ops.fetch_add(1, Ordering::Relaxed);
                 sh.live.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             Err(code) => {
-                self.samples.push(Sample {
-                    op,
-                    micros,
-                    ok: false,
-                });
+                self.samples.push(Sample { op, micros, ok: false });
                 *self.errors.entry(code).or_default() += 1;
                 sh.live.ops.fetch_add(1, Ordering::Relaxed);
                 sh.live.errors.fetch_add(1, Ordering::Relaxed);
@@ -240,12 +224,7 @@ async fn put_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
     let len = body.len() as u64;
     let r = sh
         .client
-        .send(
-            "PUT",
-            &obj_path(sh, key),
-            &[("content-length", len.to_string())],
-            body,
-        )
+        .send("PUT", &obj_path(sh, key), &[("content-length", len.to_string())], body)
         .await
         .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
@@ -259,18 +238,24 @@ async fn put_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
 async fn get_one(sh: &Shared, key: &str, v: usize, verify: bool) -> Result<u64, String> {
     let r = sh
         .client
-        .send("GET", &obj_path(sh, key), &[], Bytes::new())
+        .send_with(
+            "GET",
+            &obj_path(sh, key),
+            &[],
+            Bytes::new(),
+            crate::client::Body::Count { md5: verify },
+        )
         .await
         .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
     let (want, md5) = sh.payloads.body(v);
-    if r.body.len() != want.len() {
+    if r.len != want.len() as u64 {
         return Err("ShortBody".into());
     }
-    if verify && hex::encode(md5::Md5::digest(&r.body)) != md5 {
+    if verify && r.md5.as_deref() != Some(md5) {
         return Err("BodyMismatch".into());
     }
-    Ok(r.body.len() as u64)
+    Ok(r.len)
 }
 
 async fn stat_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
@@ -322,9 +307,7 @@ async fn multipart_one(sh: &Shared, key: &str, part: &Payloads) -> Result<u64, S
         .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;
     let body = String::from_utf8_lossy(&r.body).to_string();
-    let upload_id = xml_value(&body, "UploadId")
-        .ok_or("NoUploadId")?
-        .to_string();
+    let upload_id = xml_value(&body, "UploadId").ok_or("NoUploadId")?.to_string();
     let mut etags = Vec::new();
     let mut sent = 0u64;
     let mut n = 1;
@@ -536,20 +519,8 @@ async fn worker(sh: Arc<Shared>, deadline: Instant, limit: u64, part: Arc<Payloa
 pub type Progress = Box<dyn Fn(&str, u64, u64, u64, f64) + Send + Sync>;
 
 /// Creates the bucket if needed, prepares objects, runs the measured phase, cleans up.
-pub async fn run(
-    p: Params,
-    access_key: &str,
-    secret_key: &str,
-    region: &str,
-    progress: Progress,
-) -> Result<Outcome> {
-    let client = S3Client::new(
-        p.endpoints.clone(),
-        access_key,
-        secret_key,
-        region,
-        p.concurrency,
-    );
+pub async fn run(p: Params, access_key: &str, secret_key: &str, region: &str, progress: Progress) -> Result<Outcome> {
+    let client = S3Client::new(p.endpoints.clone(), access_key, secret_key, region, p.concurrency);
     let r = client
         .send("PUT", &format!("/{}", p.bucket), &[], Bytes::new())
         .await
@@ -562,13 +533,7 @@ pub async fn run(
     {
         // Report it as the run's result rather than aborting: a wrong secret, for instance,
         // must show up as 100% SignatureDoesNotMatch.
-        progress(
-            &format!("create bucket failed: {}", r.error_code()),
-            0,
-            0,
-            1,
-            0.0,
-        );
+        progress(&format!("create bucket failed: {}", r.error_code()), 0, 0, 1, 0.0);
     }
     let variants = if p.size.min == p.size.max { 8 } else { 64 };
     let payloads = Payloads::new(
@@ -660,12 +625,7 @@ pub async fn run(
     let deadline = start + Duration::from_secs_f64(p.duration_secs);
     let mut handles = Vec::new();
     for _ in 0..p.concurrency.max(1) {
-        handles.push(tokio::spawn(worker(
-            sh.clone(),
-            deadline,
-            limit,
-            part.clone(),
-        )));
+        handles.push(tokio::spawn(worker(sh.clone(), deadline, limit, part.clone())));
     }
     let mut timeline = Vec::new();
     let (mut last_ops, mut last_bytes, mut last_err) = (0, 0, 0);
@@ -688,13 +648,7 @@ pub async fn run(
             (last_ops, last_bytes, last_err) = (ops, bytes, errs);
             next_tick += Duration::from_secs(1);
         }
-        progress(
-            "running",
-            ops,
-            bytes,
-            errs,
-            now.duration_since(start).as_secs_f64(),
-        );
+        progress("running", ops, bytes, errs, now.duration_since(start).as_secs_f64());
         if done {
             break;
         }
@@ -702,10 +656,7 @@ pub async fn run(
         if now > deadline + Duration::from_secs(60) {
             sh.stop.store(true, Ordering::Relaxed);
         }
-        tokio::time::sleep(
-            Duration::from_millis(100).min(next_tick.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        tokio::time::sleep(Duration::from_millis(100).min(next_tick.saturating_duration_since(Instant::now()))).await;
     }
     let elapsed = start.elapsed();
     let mut samples = Vec::new();
@@ -746,11 +697,7 @@ async fn cleanup(sh: &Arc<Shared>, keys: Vec<String>, progress: &Progress) {
         let mut xml = String::from("<Delete><Quiet>true</Quiet>");
         for k in batch {
             xml.push_str("<Object><Key>");
-            xml.push_str(
-                &k.replace('&', "&amp;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;"),
-            );
+            xml.push_str(&k.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
             xml.push_str("</Key></Object>");
         }
         xml.push_str("</Delete>");
@@ -763,10 +710,7 @@ async fn cleanup(sh: &Arc<Shared>, keys: Vec<String>, progress: &Progress) {
             .send(
                 "POST",
                 &format!("/{}?delete", sh.p.bucket),
-                &[
-                    ("content-md5", md5),
-                    ("content-type", "application/xml".into()),
-                ],
+                &[("content-md5", md5), ("content-type", "application/xml".into())],
                 Bytes::from(xml),
             )
             .await;

@@ -32,11 +32,7 @@ fn target_bin(name: &str) -> std::path::PathBuf {
 
 /// Starts a process and waits for the stdout line with `marker`; returns the rest of that line.
 fn start(mut cmd: Command, marker: &str) -> (Proc, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let marker = marker.to_string();
@@ -47,9 +43,7 @@ fn start(mut cmd: Command, marker: &str) -> (Proc, String) {
             }
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("process started");
+    let url = rx.recv_timeout(Duration::from_secs(20)).expect("process started");
     (Proc(child), url)
 }
 
@@ -83,10 +77,7 @@ fn bench(args: &[&str]) -> (i32, serde_json::Value, String) {
         .env("AWS_SECRET_ACCESS_KEY", SK)
         .output()
         .unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_secs(120),
-        "bench runs are bounded"
-    );
+    assert!(t0.elapsed() < Duration::from_secs(120), "bench runs are bounded");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json_start = stdout.find("\n{").map(|i| i + 1).unwrap_or(0);
     let v: serde_json::Value = serde_json::from_str(&stdout[json_start..])
@@ -97,17 +88,7 @@ fn bench(args: &[&str]) -> (i32, serde_json::Value, String) {
 #[test]
 fn put_counts_add_up() {
     let (_srv, ep, _dir) = server();
-    let (code, v, table) = bench(&[
-        "put",
-        "--endpoint",
-        &ep,
-        "--objects",
-        "60",
-        "-c",
-        "4",
-        "--size",
-        "4KiB",
-    ]);
+    let (code, v, table) = bench(&["put", "--endpoint", &ep, "--objects", "60", "-c", "4", "--size", "4KiB"]);
     assert_eq!(code, 0, "{table}");
     let put = &v["operations"]["PUT"];
     assert_eq!(put["count"], 60);
@@ -169,10 +150,7 @@ fn get_mixed_list_multipart_delete() {
     ]);
     assert_eq!(code, 0, "{t}");
     assert!(v["operations"]["GET"]["count"].as_u64().unwrap() > 0);
-    assert!(
-        v["operations"]["PUT"].is_null(),
-        "preparation is not measured"
-    );
+    assert!(v["operations"]["PUT"].is_null(), "preparation is not measured");
 
     let (code, v, t) = bench(&[
         "mixed",
@@ -259,15 +237,7 @@ fn null_server_measures_the_client_alone() {
 #[test]
 fn bad_arguments_are_explained() {
     let out = Command::new(env!("CARGO_BIN_EXE_ironbucket-bench"))
-        .args([
-            "put",
-            "--size",
-            "4XB",
-            "--access-key",
-            "a",
-            "--secret-key",
-            "b",
-        ])
+        .args(["put", "--size", "4XB", "--access-key", "a", "--secret-key", "b"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

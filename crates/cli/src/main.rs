@@ -58,9 +58,7 @@ async fn main() {
 
 async fn get(base: &str, path: &str, timeout: u64) -> Result<(u16, String)> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let uri: hyper::Uri = url
-        .parse()
-        .with_context(|| format!("invalid admin URL {base:?}"))?;
+    let uri: hyper::Uri = url.parse().with_context(|| format!("invalid admin URL {base:?}"))?;
     if uri.scheme_str() != Some("http") {
         bail!("admin URL must start with http:// (got {base:?})");
     }
@@ -106,11 +104,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     println!("error:    {e}");
                 }
             }
-            Ok(if status == 200 && v["status"] == "ok" {
-                0
-            } else {
-                1
-            })
+            Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
         }
         Command::Metrics => {
             let (status, body) = get(&cli.admin_url, "/metrics", cli.timeout).await?;

@@ -50,9 +50,9 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 i += 1;
                 let r = rec(i);
-                rt.block_on(m.write(move |t| -> ironbucket_meta::Result<()> {
-                    t.put_object("b", &format!("key-{i:09}"), &r)
-                }))
+                rt.block_on(
+                    m.write(move |t| -> ironbucket_meta::Result<()> { t.put_object("b", &format!("key-{i:09}"), &r) }),
+                )
                 .unwrap();
             })
         });
@@ -62,7 +62,14 @@ fn benches(c: &mut Criterion) {
     for n in [10_000u64, 1_000_000] {
         let dir = tempfile::tempdir().unwrap();
         let m = MetaStore::open(&dir.path().join("m.redb"), false).unwrap();
-        rt.block_on(m.write(|t| -> ironbucket_meta::Result<()> { t.put_bucket(&BucketRecord { name: "b".into(), created: 0, tags: None }) })).unwrap();
+        rt.block_on(m.write(|t| -> ironbucket_meta::Result<()> {
+            t.put_bucket(&BucketRecord {
+                name: "b".into(),
+                created: 0,
+                tags: None,
+            })
+        }))
+        .unwrap();
         for chunk in (0..n).collect::<Vec<_>>().chunks(50_000) {
             let chunk = chunk.to_vec();
             rt.block_on(m.write(move |t| -> ironbucket_meta::Result<()> {
@@ -73,16 +80,38 @@ fn benches(c: &mut Criterion) {
             }))
             .unwrap();
         }
-        c.bench_function(&format!("meta get object ({n} keys)"), |b| b.iter(|| m.get_object("b", "dir42/key-000000042").unwrap().unwrap()));
+        c.bench_function(&format!("meta get object ({n} keys)"), |b| {
+            b.iter(|| m.get_object("b", "dir42/key-000000042").unwrap().unwrap())
+        });
         c.bench_function(&format!("meta list 1000 keys ({n} keys)"), |b| {
             b.iter(|| {
-                let p = m.list_objects("b", &ListQuery { prefix: "dir7/".into(), delimiter: None, marker: Some("dir7/key-000005000".into()), max_keys: 1000 }).unwrap();
+                let p = m
+                    .list_objects(
+                        "b",
+                        &ListQuery {
+                            prefix: "dir7/".into(),
+                            delimiter: None,
+                            marker: Some("dir7/key-000005000".into()),
+                            max_keys: 1000,
+                        },
+                    )
+                    .unwrap();
                 assert_eq!(p.objects.len(), 1000);
             })
         });
         c.bench_function(&format!("meta list with delimiter, 100 prefixes ({n} keys)"), |b| {
             b.iter(|| {
-                let p = m.list_objects("b", &ListQuery { prefix: String::new(), delimiter: Some("/".into()), marker: None, max_keys: 1000 }).unwrap();
+                let p = m
+                    .list_objects(
+                        "b",
+                        &ListQuery {
+                            prefix: String::new(),
+                            delimiter: Some("/".into()),
+                            marker: None,
+                            max_keys: 1000,
+                        },
+                    )
+                    .unwrap();
                 assert_eq!(p.common_prefixes.len(), 100);
             })
         });

@@ -26,8 +26,7 @@ use std::sync::mpsc;
 
 pub(crate) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 pub(crate) const OBJECTS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("objects");
-pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> =
-    TableDefinition::new("uploads");
+pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("uploads");
 pub(crate) const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
 pub(crate) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("garbage");
@@ -88,6 +87,10 @@ pub struct MetaStore {
     jobs: mpsc::SyncSender<Job>,
 }
 
+/// Default redb page cache: enough for the hot part of millions of keys, small enough that the
+/// server's memory stays predictable (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Largest number of writers sharing one commit.
 const MAX_BATCH: usize = 512;
 
@@ -95,7 +98,12 @@ impl MetaStore {
     /// Opens or creates the database file. `durable` makes every commit reach stable storage
     /// before writers are told it succeeded.
     pub fn open(path: &Path, durable: bool) -> Result<Self> {
-        let db = Arc::new(Database::create(path)?);
+        Self::open_with_cache(path, durable, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like [`MetaStore::open`] with an explicit page cache size in bytes.
+    pub fn open_with_cache(path: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
+        let db = Arc::new(redb::Builder::new().set_cache_size(cache_bytes).create(path)?);
         {
             let txn = db.begin_write()?;
             txn.open_table(BUCKETS)?;
@@ -177,11 +185,7 @@ impl MetaStore {
     }
 
     /// An object record and the bytes of its inline blobs, read in one snapshot.
-    pub fn get_object_and_inline(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<(ObjectRecord, InlineBlobs)>> {
+    pub fn get_object_and_inline(&self, bucket: &str, key: &str) -> Result<Option<(ObjectRecord, InlineBlobs)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         let Some(rec) = t
@@ -209,12 +213,7 @@ impl MetaStore {
         list::list_objects(&t, bucket, q)
     }
 
-    pub fn get_upload(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<Option<UploadRecord>> {
+    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
         t.get((bucket, key.as_bytes(), upload_id))?
@@ -235,11 +234,7 @@ impl MetaStore {
     }
 
     /// Every upload in every bucket started before `before` (for the abandoned-upload worker).
-    pub fn uploads_older_than(
-        &self,
-        before: u64,
-        limit: usize,
-    ) -> Result<Vec<(String, UploadRecord)>> {
+    pub fn uploads_older_than(&self, before: u64, limit: usize) -> Result<Vec<(String, UploadRecord)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
         let mut out = Vec::new();

@@ -55,11 +55,7 @@ pub(crate) fn list_objects(
     }
     let prefix = q.prefix.as_bytes();
     let marker = q.marker.as_deref().map(str::as_bytes);
-    let delim = q
-        .delimiter
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .map(str::as_bytes);
+    let delim = q.delimiter.as_deref().filter(|d| !d.is_empty()).map(str::as_bytes);
     let mut from = match marker {
         Some(m) if m >= prefix => From::Excl(m.to_vec()),
         _ => From::Incl(prefix.to_vec()),
@@ -116,8 +112,7 @@ pub(crate) fn list_objects(
 }
 
 fn utf8(b: &[u8]) -> Result<String> {
-    String::from_utf8(b.to_vec())
-        .map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))
+    String::from_utf8(b.to_vec()).map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -153,11 +148,7 @@ pub(crate) fn list_uploads(
 ) -> Result<UploadListPage> {
     let mut page = UploadListPage::default();
     let prefix = q.prefix.as_bytes();
-    let delim = q
-        .delimiter
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .map(str::as_bytes);
+    let delim = q.delimiter.as_deref().filter(|d| !d.is_empty()).map(str::as_bytes);
     let start_key: Vec<u8> = match &q.key_marker {
         Some(m) if m.as_bytes() >= prefix => m.as_bytes().to_vec(),
         _ => prefix.to_vec(),

@@ -65,44 +65,18 @@ fn names(p: &ListPage) -> (Vec<&str>, Vec<&str>) {
 
 #[tokio::test]
 async fn list_with_prefix_delimiter_and_markers() {
-    let (_d, m) = store_with(&[
-        "a/1",
-        "a/2",
-        "a/b/3",
-        "b",
-        "c/1",
-        "c/2",
-        "d",
-        "é",
-        "\u{1F600}",
-    ])
-    .await;
+    let (_d, m) = store_with(&["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]).await;
     let p = m.list_objects("b", &q("", None, None, 1000)).unwrap();
     assert_eq!(
         names(&p).0,
-        [
-            "a/1",
-            "a/2",
-            "a/b/3",
-            "b",
-            "c/1",
-            "c/2",
-            "d",
-            "é",
-            "\u{1F600}"
-        ]
+        ["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]
     );
     assert!(!p.truncated);
 
     let p = m.list_objects("b", &q("", Some("/"), None, 1000)).unwrap();
-    assert_eq!(
-        names(&p),
-        (vec!["b", "d", "é", "\u{1F600}"], vec!["a/", "c/"])
-    );
+    assert_eq!(names(&p), (vec!["b", "d", "é", "\u{1F600}"], vec!["a/", "c/"]));
 
-    let p = m
-        .list_objects("b", &q("a/", Some("/"), None, 1000))
-        .unwrap();
+    let p = m.list_objects("b", &q("a/", Some("/"), None, 1000)).unwrap();
     assert_eq!(names(&p), (vec!["a/1", "a/2"], vec!["a/b/"]));
 
     // Paging with delimiter: each common prefix counts as one entry.
@@ -110,35 +84,25 @@ async fn list_with_prefix_delimiter_and_markers() {
     assert_eq!(names(&p), (vec!["b"], vec!["a/"]));
     assert!(p.truncated);
     assert_eq!(p.next_marker.as_deref(), Some("b"));
-    let p = m
-        .list_objects("b", &q("", Some("/"), Some("b"), 2))
-        .unwrap();
+    let p = m.list_objects("b", &q("", Some("/"), Some("b"), 2)).unwrap();
     assert_eq!(names(&p), (vec!["d"], vec!["c/"]));
     assert!(p.truncated);
-    let p = m
-        .list_objects("b", &q("", Some("/"), Some("d"), 2))
-        .unwrap();
+    let p = m.list_objects("b", &q("", Some("/"), Some("d"), 2)).unwrap();
     assert_eq!(names(&p), (vec!["é", "\u{1F600}"], vec![]));
     assert!(!p.truncated, "exactly max keys left: not truncated");
 
     // A marker equal to a common prefix skips that prefix.
-    let p = m
-        .list_objects("b", &q("", Some("/"), Some("a/"), 1))
-        .unwrap();
+    let p = m.list_objects("b", &q("", Some("/"), Some("a/"), 1)).unwrap();
     assert_eq!(names(&p), (vec!["b"], vec![]));
 
     // Marker before the prefix, and max-keys 0.
-    let p = m
-        .list_objects("b", &q("c/", None, Some("a"), 1000))
-        .unwrap();
+    let p = m.list_objects("b", &q("c/", None, Some("a"), 1000)).unwrap();
     assert_eq!(names(&p).0, ["c/1", "c/2"]);
     let p = m.list_objects("b", &q("", None, None, 0)).unwrap();
     assert!(p.objects.is_empty() && !p.truncated);
 
     // Other buckets never leak in.
-    let p = m
-        .list_objects("b", &q("", None, Some("\u{1F600}"), 1000))
-        .unwrap();
+    let p = m.list_objects("b", &q("", None, Some("\u{1F600}"), 1000)).unwrap();
     assert!(p.objects.is_empty());
 }
 
@@ -207,10 +171,7 @@ async fn uploads_and_parts() {
     .await
     .unwrap();
     let parts = m.list_parts("u1").unwrap();
-    assert_eq!(
-        parts.iter().map(|p| p.part_number).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(parts.iter().map(|p| p.part_number).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(m.list_parts("u2").unwrap().is_empty());
     let page = m
         .list_uploads(
@@ -222,10 +183,7 @@ async fn uploads_and_parts() {
         )
         .unwrap();
     assert_eq!(
-        page.uploads
-            .iter()
-            .map(|u| u.upload_id.as_str())
-            .collect::<Vec<_>>(),
+        page.uploads.iter().map(|u| u.upload_id.as_str()).collect::<Vec<_>>(),
         ["u1", "u2", "u3"]
     );
     let page = m
@@ -253,9 +211,7 @@ async fn uploads_and_parts() {
         .unwrap();
     assert_eq!(page.common_prefixes, ["y/"]);
     assert_eq!(m.uploads_older_than(6, 10).unwrap().len(), 3);
-    m.write(|t| -> Result<()> { t.delete_parts("u1") })
-        .await
-        .unwrap();
+    m.write(|t| -> Result<()> { t.delete_parts("u1") }).await.unwrap();
     assert!(m.list_parts("u1").unwrap().is_empty());
 }
 

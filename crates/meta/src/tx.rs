@@ -80,18 +80,11 @@ impl<'a> Tx<'a> {
     }
 
     pub fn delete_object(&mut self, bucket: &str, key: &str) -> Result<()> {
-        self.txn
-            .open_table(OBJECTS)?
-            .remove((bucket, key.as_bytes()))?;
+        self.txn.open_table(OBJECTS)?.remove((bucket, key.as_bytes()))?;
         Ok(())
     }
 
-    pub fn get_upload(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<Option<UploadRecord>> {
+    pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
         let t = self.txn.open_table(UPLOADS)?;
         t.get((bucket, key.as_bytes(), upload_id))?
             .map(|g| records::decode(g.value()))
@@ -100,10 +93,9 @@ impl<'a> Tx<'a> {
 
     pub fn put_upload(&mut self, bucket: &str, rec: &UploadRecord) -> Result<()> {
         let raw = records::encode(rec)?;
-        self.txn.open_table(UPLOADS)?.insert(
-            (bucket, rec.key.as_bytes(), rec.upload_id.as_str()),
-            raw.as_slice(),
-        )?;
+        self.txn
+            .open_table(UPLOADS)?
+            .insert((bucket, rec.key.as_bytes(), rec.upload_id.as_str()), raw.as_slice())?;
         Ok(())
     }
 

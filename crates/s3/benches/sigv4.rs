@@ -4,8 +4,8 @@
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -37,13 +37,7 @@ fn signed_head(identity: &Identity, settings: &SigningSettings) -> http::Request
         .iter()
         .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
         .collect();
-    let signable = SignableRequest::new(
-        "HEAD",
-        url,
-        headers.into_iter(),
-        SignableBody::UnsignedPayload,
-    )
-    .unwrap();
+    let signable = SignableRequest::new("HEAD", url, headers.into_iter(), SignableBody::UnsignedPayload).unwrap();
     let (instr, _) = sign(signable, &params).unwrap().into_parts();
     instr.apply_to_request_http1x(&mut req);
     req
@@ -60,8 +54,7 @@ fn benches(c: &mut Criterion) {
         ..Default::default()
     };
     let svc = ironbucket_s3::s3s_service(store, &cfg).unwrap();
-    let identity: Identity =
-        Credentials::new("benchkey", "benchsecret", None, None, "bench").into();
+    let identity: Identity = Credentials::new("benchkey", "benchsecret", None, None, "bench").into();
     let mut settings = SigningSettings::default();
     settings.percent_encoding_mode = PercentEncodingMode::Single;
     settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;

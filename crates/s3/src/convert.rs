@@ -187,10 +187,7 @@ pub fn declared_trailer(h: &hyper::HeaderMap) -> Vec<ChecksumAlgorithm> {
         if let Ok(s) = v.to_str() {
             for name in s.split(',') {
                 let name = name.trim().to_ascii_lowercase();
-                if let Some(a) = ChecksumAlgorithm::ALL
-                    .into_iter()
-                    .find(|a| a.header() == name)
-                {
+                if let Some(a) = ChecksumAlgorithm::ALL.into_iter().find(|a| a.header() == name) {
                     out.push(a);
                 }
             }
@@ -250,9 +247,6 @@ mod tests {
             s3_err(Error::ChecksumMismatch(ChecksumAlgorithm::Crc32)).code(),
             &S3ErrorCode::BadDigest
         );
-        assert_eq!(
-            s3_err(Error::KeyTooLong(2000)).code(),
-            &S3ErrorCode::KeyTooLongError
-        );
+        assert_eq!(s3_err(Error::KeyTooLong(2000)).code(), &S3ErrorCode::KeyTooLongError);
     }
 }

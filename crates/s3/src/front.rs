@@ -6,9 +6,9 @@ use crate::convert::*;
 use base64::Engine;
 use futures::TryStreamExt;
 use ironbucket_store::{
-    BodyChecks, ByteStream, CompleteMultipart, CompletedPart, Conditions, CopyObject,
-    CreateMultipart, GetObject, ListParts, ListQuery, ObjectInfo, ObjectMeta, ObjectStore,
-    PutObject, RangeSpec, UploadListQuery, UploadPart, UploadPartCopy,
+    BodyChecks, ByteStream, CompleteMultipart, CompletedPart, Conditions, CopyObject, CreateMultipart, GetObject,
+    ListParts, ListQuery, ObjectInfo, ObjectMeta, ObjectStore, PutObject, RangeSpec, UploadListQuery, UploadPart,
+    UploadPartCopy,
 };
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -79,10 +79,7 @@ fn into_blob(s: ByteStream) -> StreamingBlob {
 fn max_keys(v: Option<i32>) -> S3Result<usize> {
     match v {
         None => Ok(1000),
-        Some(n) if n < 0 => Err(s3_error!(
-            InvalidArgument,
-            "max-keys must be a non-negative integer"
-        )),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must be a non-negative integer")),
         Some(n) => Ok((n as usize).min(1000)),
     }
 }
@@ -109,17 +106,13 @@ fn range_spec(r: Option<Range>) -> Option<RangeSpec> {
 }
 
 fn checksum_mode(m: &Option<ChecksumMode>) -> bool {
-    m.as_ref()
-        .is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
+    m.as_ref().is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
 }
 
 fn version_id_must_be_null(v: &Option<String>) -> S3Result<()> {
     match v.as_deref() {
         None | Some("null") => Ok(()),
-        Some(_) => Err(s3_error!(
-            NoSuchVersion,
-            "The specified version does not exist."
-        )),
+        Some(_) => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
     }
 }
 
@@ -133,10 +126,7 @@ fn copy_source(cs: &CopySource) -> S3Result<(String, String)> {
             version_id_must_be_null(&version_id.as_deref().map(str::to_string))?;
             Ok((bucket.to_string(), key.to_string()))
         }
-        _ => Err(s3_error!(
-            NotImplemented,
-            "access point copy sources are not supported"
-        )),
+        _ => Err(s3_error!(NotImplemented, "access point copy sources are not supported")),
     }
 }
 
@@ -162,10 +152,7 @@ fn body_checks<T>(
             .map(|v| v.len() != 16)
             .unwrap_or(true)
     {
-        return Err(s3_error!(
-            InvalidDigest,
-            "The Content-MD5 you specified is not valid."
-        ));
+        return Err(s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."));
     }
     Ok(BodyChecks {
         content_length: content_length.and_then(|n| u64::try_from(n).ok()),
@@ -182,10 +169,7 @@ fn s3r<T>(v: T) -> S3Result<S3Response<T>> {
 
 #[async_trait::async_trait]
 impl S3 for Front {
-    async fn create_bucket(
-        &self,
-        req: S3Request<CreateBucketInput>,
-    ) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let input = req.input;
         if let Some(loc) = input
             .create_bucket_configuration
@@ -203,44 +187,26 @@ impl S3 for Front {
                 ),
             ));
         }
-        self.store
-            .create_bucket(&input.bucket)
-            .await
-            .map_err(s3_err)?;
+        self.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
         s3r(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         })
     }
 
-    async fn head_bucket(
-        &self,
-        req: S3Request<HeadBucketInput>,
-    ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.store
-            .head_bucket(&req.input.bucket)
-            .await
-            .map_err(s3_err)?;
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.store.head_bucket(&req.input.bucket).await.map_err(s3_err)?;
         s3r(HeadBucketOutput {
             bucket_region: Some(self.region.clone()),
             ..Default::default()
         })
     }
 
-    async fn delete_bucket(
-        &self,
-        req: S3Request<DeleteBucketInput>,
-    ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.store
-            .delete_bucket(&req.input.bucket)
-            .await
-            .map_err(s3_err)?;
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.store.delete_bucket(&req.input.bucket).await.map_err(s3_err)?;
         s3r(DeleteBucketOutput {})
     }
 
-    async fn list_buckets(
-        &self,
-        _req: S3Request<ListBucketsInput>,
-    ) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = self.store.list_buckets().await.map_err(s3_err)?;
         let buckets = buckets
             .into_iter()
@@ -261,15 +227,10 @@ impl S3 for Front {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.store
-            .head_bucket(&req.input.bucket)
-            .await
-            .map_err(s3_err)?;
-        let location_constraint = (self.region != "us-east-1")
-            .then(|| BucketLocationConstraint::from(self.region.clone()));
-        s3r(GetBucketLocationOutput {
-            location_constraint,
-        })
+        self.store.head_bucket(&req.input.bucket).await.map_err(s3_err)?;
+        let location_constraint =
+            (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
+        s3r(GetBucketLocationOutput { location_constraint })
     }
 
     async fn put_bucket_tagging(
@@ -288,11 +249,7 @@ impl S3 for Front {
         &self,
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        let tags = self
-            .store
-            .get_bucket_tagging(&req.input.bucket)
-            .await
-            .map_err(s3_err)?;
+        let tags = self.store.get_bucket_tagging(&req.input.bucket).await.map_err(s3_err)?;
         s3r(GetBucketTaggingOutput {
             tag_set: tags_to_dto(tags),
         })
@@ -309,10 +266,7 @@ impl S3 for Front {
         s3r(DeleteBucketTaggingOutput {})
     }
 
-    async fn put_object(
-        &self,
-        req: S3Request<PutObjectInput>,
-    ) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let checks = {
             let i = &req.input;
             let sums = header_checksums(
@@ -322,10 +276,7 @@ impl S3 for Front {
                 i.checksum_sha256.clone(),
             );
             if i.checksum_crc64nvme.is_some() {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "CRC64NVME checksums are not supported"
-                ));
+                return Err(s3_error!(NotImplemented, "CRC64NVME checksums are not supported"));
             }
             body_checks(
                 &req,
@@ -380,22 +331,14 @@ impl S3 for Front {
         })
     }
 
-    async fn get_object(
-        &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
         version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
             range: range_spec(i.range),
-            conditions: read_conditions(
-                i.if_match,
-                i.if_none_match,
-                i.if_modified_since,
-                i.if_unmodified_since,
-            ),
+            conditions: read_conditions(i.if_match, i.if_none_match, i.if_modified_since, i.if_unmodified_since),
         };
         if let Some(n) = i.part_number
             && n != 1
@@ -415,29 +358,25 @@ impl S3 for Front {
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
-        fill_object_headers(
-            &info,
-            out.range.is_none() && checksum_mode(&i.checksum_mode),
-            |f| {
-                o.e_tag = f.e_tag;
-                o.last_modified = f.last_modified;
-                o.content_type = f.content_type;
-                o.content_encoding = f.content_encoding;
-                o.content_language = f.content_language;
-                o.content_disposition = f.content_disposition;
-                o.cache_control = f.cache_control;
-                o.expires = f.expires;
-                o.metadata = f.metadata;
-                o.checksum_crc32 = f.checksum_crc32;
-                o.checksum_crc32c = f.checksum_crc32c;
-                o.checksum_sha1 = f.checksum_sha1;
-                o.checksum_sha256 = f.checksum_sha256;
-                o.checksum_type = f.checksum_type;
-                o.parts_count = f.parts_count;
-                o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
-                o.version_id = f.version_id;
-            },
-        );
+        fill_object_headers(&info, out.range.is_none() && checksum_mode(&i.checksum_mode), |f| {
+            o.e_tag = f.e_tag;
+            o.last_modified = f.last_modified;
+            o.content_type = f.content_type;
+            o.content_encoding = f.content_encoding;
+            o.content_language = f.content_language;
+            o.content_disposition = f.content_disposition;
+            o.cache_control = f.cache_control;
+            o.expires = f.expires;
+            o.metadata = f.metadata;
+            o.checksum_crc32 = f.checksum_crc32;
+            o.checksum_crc32c = f.checksum_crc32c;
+            o.checksum_sha1 = f.checksum_sha1;
+            o.checksum_sha256 = f.checksum_sha256;
+            o.checksum_type = f.checksum_type;
+            o.parts_count = f.parts_count;
+            o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
+            o.version_id = f.version_id;
+        });
         // response-* query parameters override the stored headers.
         if let Some(v) = i.response_content_type {
             o.content_type = Some(v);
@@ -460,22 +399,14 @@ impl S3 for Front {
         s3r(o)
     }
 
-    async fn head_object(
-        &self,
-        req: S3Request<HeadObjectInput>,
-    ) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
             range: range_spec(i.range),
-            conditions: read_conditions(
-                i.if_match,
-                i.if_none_match,
-                i.if_modified_since,
-                i.if_unmodified_since,
-            ),
+            conditions: read_conditions(i.if_match, i.if_none_match, i.if_modified_since, i.if_unmodified_since),
         };
         let info = self.store.head_object(g.clone()).await.map_err(s3_err)?;
         let range = g.range.and_then(|r| r.resolve(info.size).ok());
@@ -485,28 +416,24 @@ impl S3 for Front {
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
-        fill_object_headers(
-            &info,
-            range.is_none() && checksum_mode(&i.checksum_mode),
-            |f| {
-                o.e_tag = f.e_tag;
-                o.last_modified = f.last_modified;
-                o.content_type = f.content_type;
-                o.content_encoding = f.content_encoding;
-                o.content_language = f.content_language;
-                o.content_disposition = f.content_disposition;
-                o.cache_control = f.cache_control;
-                o.expires = f.expires;
-                o.metadata = f.metadata;
-                o.checksum_crc32 = f.checksum_crc32;
-                o.checksum_crc32c = f.checksum_crc32c;
-                o.checksum_sha1 = f.checksum_sha1;
-                o.checksum_sha256 = f.checksum_sha256;
-                o.checksum_type = f.checksum_type;
-                o.parts_count = f.parts_count;
-                o.version_id = f.version_id;
-            },
-        );
+        fill_object_headers(&info, range.is_none() && checksum_mode(&i.checksum_mode), |f| {
+            o.e_tag = f.e_tag;
+            o.last_modified = f.last_modified;
+            o.content_type = f.content_type;
+            o.content_encoding = f.content_encoding;
+            o.content_language = f.content_language;
+            o.content_disposition = f.content_disposition;
+            o.cache_control = f.cache_control;
+            o.expires = f.expires;
+            o.metadata = f.metadata;
+            o.checksum_crc32 = f.checksum_crc32;
+            o.checksum_crc32c = f.checksum_crc32c;
+            o.checksum_sha1 = f.checksum_sha1;
+            o.checksum_sha256 = f.checksum_sha256;
+            o.checksum_type = f.checksum_type;
+            o.parts_count = f.parts_count;
+            o.version_id = f.version_id;
+        });
         if let Some(v) = i.response_content_type {
             o.content_type = Some(v);
         }
@@ -528,10 +455,7 @@ impl S3 for Front {
         s3r(o)
     }
 
-    async fn delete_object(
-        &self,
-        req: S3Request<DeleteObjectInput>,
-    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         version_id_must_be_null(&req.input.version_id)?;
         self.store
             .delete_object(&req.input.bucket, &req.input.key)
@@ -540,10 +464,7 @@ impl S3 for Front {
         s3r(DeleteObjectOutput::default())
     }
 
-    async fn delete_objects(
-        &self,
-        req: S3Request<DeleteObjectsInput>,
-    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
         if i.delete.objects.len() > 1000 {
             return Err(s3_error!(
@@ -552,10 +473,7 @@ impl S3 for Front {
             ));
         }
         if i.delete.objects.is_empty() {
-            return Err(s3_error!(
-                MalformedXML,
-                "The XML you provided named no keys"
-            ));
+            return Err(s3_error!(MalformedXML, "The XML you provided named no keys"));
         }
         let quiet = i.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
@@ -606,10 +524,7 @@ impl S3 for Front {
         })
     }
 
-    async fn copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
         let (src_bucket, src_key) = copy_source(&i.copy_source)?;
         let replace = i
@@ -714,15 +629,9 @@ impl S3 for Front {
         s3r(DeleteObjectTaggingOutput::default())
     }
 
-    async fn list_objects(
-        &self,
-        req: S3Request<ListObjectsInput>,
-    ) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
-        let url = i
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
         let max = max_keys(i.max_keys)?;
         let q = ListQuery {
             prefix: i.prefix.clone().unwrap_or_default(),
@@ -730,11 +639,7 @@ impl S3 for Front {
             marker: i.marker.clone().filter(|m| !m.is_empty()),
             max_keys: max,
         };
-        let page = self
-            .store
-            .list_objects(&i.bucket, q)
-            .await
-            .map_err(s3_err)?;
+        let page = self.store.list_objects(&i.bucket, q).await.map_err(s3_err)?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let has_delim = i.delimiter.as_deref().is_some_and(|d| !d.is_empty());
         s3r(ListObjectsOutput {
@@ -750,33 +655,20 @@ impl S3 for Front {
             },
             delimiter: i.delimiter.map(enc),
             encoding_type: i.encoding_type,
-            contents: Some(
-                page.objects
-                    .into_iter()
-                    .map(|o| object_entry(o, true, url))
-                    .collect(),
-            ),
+            contents: Some(page.objects.into_iter().map(|o| object_entry(o, true, url)).collect()),
             common_prefixes: Some(
                 page.common_prefixes
                     .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
+                    .map(|p| CommonPrefix { prefix: Some(enc(p)) })
                     .collect(),
             ),
             ..Default::default()
         })
     }
 
-    async fn list_objects_v2(
-        &self,
-        req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let i = req.input;
-        let url = i
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
         let max = max_keys(i.max_keys)?;
         let marker = match &i.continuation_token {
             Some(t) => Some(decode_token(t)?),
@@ -788,11 +680,7 @@ impl S3 for Front {
             marker,
             max_keys: max,
         };
-        let page = self
-            .store
-            .list_objects(&i.bucket, q)
-            .await
-            .map_err(s3_err)?;
+        let page = self.store.list_objects(&i.bucket, q).await.map_err(s3_err)?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let fetch_owner = i.fetch_owner.unwrap_or(false);
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
@@ -820,9 +708,7 @@ impl S3 for Front {
             common_prefixes: Some(
                 page.common_prefixes
                     .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
+                    .map(|p| CommonPrefix { prefix: Some(enc(p)) })
                     .collect(),
             ),
             ..Default::default()
@@ -856,26 +742,18 @@ impl S3 for Front {
             },
             checksum_algorithm,
         };
-        let upload_id = self
-            .store
-            .create_multipart_upload(c)
-            .await
-            .map_err(s3_err)?;
+        let upload_id = self.store.create_multipart_upload(c).await.map_err(s3_err)?;
         s3r(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
             upload_id: Some(upload_id),
             checksum_algorithm: checksum_algorithm.map(algorithm_dto),
-            checksum_type: checksum_algorithm
-                .map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            checksum_type: checksum_algorithm.map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
             ..Default::default()
         })
     }
 
-    async fn upload_part(
-        &self,
-        req: S3Request<UploadPartInput>,
-    ) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let checks = {
             let i = &req.input;
             let sums = header_checksums(
@@ -906,11 +784,7 @@ impl S3 for Front {
             part_number,
             checks,
         };
-        let p = self
-            .store
-            .upload_part(up, into_stream(i.body))
-            .await
-            .map_err(s3_err)?;
+        let p = self.store.upload_part(up, into_stream(i.body)).await.map_err(s3_err)?;
         s3r(UploadPartOutput {
             e_tag: Some(etag(&p.etag)),
             checksum_crc32: p.checksums.crc32,
@@ -986,8 +860,7 @@ impl S3 for Front {
             let e = p
                 .e_tag
                 .ok_or_else(|| s3_error!(MalformedXML, "a Part is missing its ETag"))?;
-            let n = u32::try_from(n)
-                .map_err(|_| s3_error!(InvalidPart, "part numbers must be positive"))?;
+            let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart, "part numbers must be positive"))?;
             wanted.push(CompletedPart {
                 part_number: n,
                 etag: e.value().to_string(),
@@ -1005,13 +878,8 @@ impl S3 for Front {
             upload_id: i.upload_id,
             parts: wanted,
         };
-        let info = self
-            .store
-            .complete_multipart_upload(c)
-            .await
-            .map_err(s3_err)?;
-        let checksum_type = (!info.checksums.is_empty())
-            .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
+        let info = self.store.complete_multipart_upload(c).await.map_err(s3_err)?;
+        let checksum_type = (!info.checksums.is_empty()).then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
         s3r(CompleteMultipartUploadOutput {
             location: Some(format!("/{}/{}", i.bucket, i.key)),
             bucket: Some(i.bucket),
@@ -1038,18 +906,12 @@ impl S3 for Front {
         s3r(AbortMultipartUploadOutput::default())
     }
 
-    async fn list_parts(
-        &self,
-        req: S3Request<ListPartsInput>,
-    ) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
         let max = match i.max_parts {
             None => 1000,
             Some(n) if n < 0 => {
-                return Err(s3_error!(
-                    InvalidArgument,
-                    "max-parts must be a non-negative integer"
-                ));
+                return Err(s3_error!(InvalidArgument, "max-parts must be a non-negative integer"));
             }
             Some(n) => (n as usize).min(1000),
         };
@@ -1101,18 +963,12 @@ impl S3 for Front {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
-        let url = i
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let max = match i.max_uploads {
             None => 1000,
             Some(n) if n < 0 => {
-                return Err(s3_error!(
-                    InvalidArgument,
-                    "max-uploads must be a non-negative integer"
-                ));
+                return Err(s3_error!(InvalidArgument, "max-uploads must be a non-negative integer"));
             }
             Some(n) => (n as usize).min(1000),
         };
@@ -1123,11 +979,7 @@ impl S3 for Front {
             upload_id_marker: i.upload_id_marker.clone().filter(|s| !s.is_empty()),
             max_uploads: max,
         };
-        let page = self
-            .store
-            .list_multipart_uploads(&i.bucket, q)
-            .await
-            .map_err(s3_err)?;
+        let page = self.store.list_multipart_uploads(&i.bucket, q).await.map_err(s3_err)?;
         let uploads = page
             .uploads
             .into_iter()
@@ -1167,9 +1019,7 @@ impl S3 for Front {
             common_prefixes: Some(
                 page.common_prefixes
                     .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
+                    .map(|p| CommonPrefix { prefix: Some(enc(p)) })
                     .collect(),
             ),
             encoding_type: i.encoding_type,
@@ -1204,22 +1054,14 @@ fn fill_object_headers(info: &ObjectInfo, with_checksums: bool, apply: impl FnOn
     let mut h = ObjectHeaders {
         e_tag: Some(etag(&info.etag)),
         last_modified: Some(ts(info.last_modified)),
-        content_type: Some(
-            c.content_type
-                .clone()
-                .unwrap_or_else(|| "binary/octet-stream".into()),
-        ),
+        content_type: Some(c.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
         content_encoding: c.content_encoding.clone(),
         content_language: c.content_language.clone(),
         content_disposition: c.content_disposition.clone(),
         cache_control: c.cache_control.clone(),
         expires: c.expires.as_deref().and_then(parse_http_date),
-        metadata: (!info.user_meta.is_empty()).then(|| {
-            info.user_meta
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        }),
+        metadata: (!info.user_meta.is_empty())
+            .then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         parts_count: info.parts_count.map(|n| n as i32),
         ..Default::default()
     };
@@ -1246,13 +1088,10 @@ fn object_entry(o: ObjectInfo, with_owner: bool, url: bool) -> Object {
         e_tag: Some(etag(&o.etag)),
         last_modified: Some(ts(o.last_modified)),
         size: Some(o.size as i64),
-        storage_class: Some(ObjectStorageClass::from_static(
-            ObjectStorageClass::STANDARD,
-        )),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
         owner: with_owner.then(owner),
         checksum_algorithm: {
-            let algs: Vec<ChecksumAlgorithm> =
-                o.checksums.algorithms().map(algorithm_dto).collect();
+            let algs: Vec<ChecksumAlgorithm> = o.checksums.algorithms().map(algorithm_dto).collect();
             (!algs.is_empty()).then_some(algs)
         },
         ..Default::default()
@@ -1268,10 +1107,5 @@ fn decode_token(t: &str) -> S3Result<String> {
         .decode(t)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            s3_error!(
-                InvalidArgument,
-                "The continuation token provided is incorrect"
-            )
-        })
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
 }

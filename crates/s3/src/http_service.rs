@@ -37,8 +37,7 @@ impl S3Access for OpRecorder {
 
 /// Interns operation names so metric labels need no allocation per request.
 fn static_op_name(name: &str) -> &'static str {
-    static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
-        OnceLock::new();
+    static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
     let set = NAMES.get_or_init(Default::default);
     let mut g = set.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = g.get(name) {
@@ -100,11 +99,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         let start = Instant::now();
         let rid = request_id(&self.node);
         let metrics = self.metrics.clone();
-        let header_bytes: usize = req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
+        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
         if header_bytes > self.max_header_bytes {
             let msg = format!(
                 "Your request header section exceeds the maximum allowed size of {} bytes.",
@@ -112,10 +107,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             );
             let mut resp = error_response(400, "RequestHeaderSectionTooLarge", &msg, &rid);
             add_ids(&mut resp, &rid);
-            metrics
-                .requests
-                .with_label_values(&["Unknown", "400"])
-                .inc();
+            metrics.requests.with_label_values(&["Unknown", "400"]).inc();
             return Box::pin(async move { Ok(resp) });
         }
         if let Some(n) = content_length(req.headers()) {
@@ -128,10 +120,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             let mut resp = fut.await?;
             add_ids(&mut resp, &rid);
             let op = slot.0.get().copied().unwrap_or("Unknown");
-            metrics
-                .requests
-                .with_label_values(&[op, resp.status().as_str()])
-                .inc();
+            metrics.requests.with_label_values(&[op, resp.status().as_str()]).inc();
             metrics
                 .duration
                 .with_label_values(&[op])
@@ -148,11 +137,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
 }
 
 fn content_length(h: &hyper::HeaderMap) -> Option<u64> {
-    h.get(hyper::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    h.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn add_ids(resp: &mut Response<Body>, rid: &str) {

@@ -57,19 +57,10 @@ mod tests {
         let v = VirtualHosts {
             domains: vec!["s3.test".into()],
         };
-        assert_eq!(
-            v.parse_host_header("bkt.s3.test:9000").unwrap().bucket(),
-            Some("bkt")
-        );
-        assert_eq!(
-            v.parse_host_header("a.b.s3.test").unwrap().bucket(),
-            Some("a.b")
-        );
+        assert_eq!(v.parse_host_header("bkt.s3.test:9000").unwrap().bucket(), Some("bkt"));
+        assert_eq!(v.parse_host_header("a.b.s3.test").unwrap().bucket(), Some("a.b"));
         assert_eq!(v.parse_host_header("s3.test:9000").unwrap().bucket(), None);
-        assert_eq!(
-            v.parse_host_header("127.0.0.1:9000").unwrap().bucket(),
-            None
-        );
+        assert_eq!(v.parse_host_header("127.0.0.1:9000").unwrap().bucket(), None);
         assert_eq!(v.parse_host_header("xs3.test").unwrap().bucket(), None);
         assert_eq!(strip_port("[::1]:9000"), "[::1]");
     }
@@ -125,10 +116,7 @@ impl s3s::host::S3Host for VirtualHosts {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host
-            .split_once(']')
-            .map(|(h, _)| &host[..h.len() + 1])
-            .unwrap_or(host);
+        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -137,11 +125,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Builds the hyper service for the S3 API.
-pub fn build(
-    store: Arc<dyn ObjectStore>,
-    cfg: &S3Config,
-    metrics: Arc<S3Metrics>,
-) -> Result<S3HttpService, Error> {
+pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics>) -> Result<S3HttpService, Error> {
     Ok(S3HttpService::new(
         s3s_service(store, cfg)?,
         metrics,
@@ -151,10 +135,7 @@ pub fn build(
 
 /// The bare `s3s` service (auth, routing, the S3 operations) without the request-id, header
 /// limit and metrics wrapper; used by benchmarks that call it in-process.
-pub fn s3s_service(
-    store: Arc<dyn ObjectStore>,
-    cfg: &S3Config,
-) -> Result<s3s::service::S3Service, Error> {
+pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::service::S3Service, Error> {
     if cfg.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }

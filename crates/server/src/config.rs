@@ -44,12 +44,7 @@ pub struct ServerArgs {
 
     /// Base domain for virtual-hosted-style requests (bucket.DOMAIN); repeat or comma-separate
     /// for several [default: none, path style only].
-    #[arg(
-        long,
-        env = "IRONBUCKET_DOMAIN",
-        value_name = "DOMAIN",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "IRONBUCKET_DOMAIN", value_name = "DOMAIN", value_delimiter = ',')]
     pub domain: Vec<String>,
 
     /// Root access key id. Without it (and the secret) random credentials are generated on the
@@ -76,12 +71,12 @@ pub struct ServerArgs {
     #[arg(long = "inline-max", env = "STORAGE_INLINE_MAX", value_name = "BYTES")]
     pub inline_max: Option<u64>,
 
+    /// Metadata (redb) page cache in MiB [default: 64].
+    #[arg(long = "meta-cache-mib", env = "META_CACHE_MIB", value_name = "MIB")]
+    pub meta_cache_mib: Option<usize>,
+
     /// Encrypt object data at rest with AES-256-GCM (true|false) [default: false].
-    #[arg(
-        long = "enable-encryption",
-        env = "ENABLE_ENCRYPTION",
-        value_name = "BOOL"
-    )]
+    #[arg(long = "enable-encryption", env = "ENABLE_ENCRYPTION", value_name = "BOOL")]
     pub enable_encryption: Option<bool>,
 
     /// Encryption master key: 32 bytes as 64 hex characters or base64. Required when
@@ -109,28 +104,16 @@ pub struct ServerArgs {
     pub metrics_enabled: Option<bool>,
 
     /// Abort multipart uploads left unfinished for this many seconds [default: 604800, 7 days].
-    #[arg(
-        long = "multipart-max-age",
-        env = "MULTIPART_MAX_AGE_SECS",
-        value_name = "SECS"
-    )]
+    #[arg(long = "multipart-max-age", env = "MULTIPART_MAX_AGE_SECS", value_name = "SECS")]
     pub multipart_max_age: Option<u64>,
 
     /// How often background workers (garbage removal, abandoned uploads) run, in seconds
     /// [default: 60].
-    #[arg(
-        long = "worker-interval",
-        env = "WORKER_INTERVAL_SECS",
-        value_name = "SECS"
-    )]
+    #[arg(long = "worker-interval", env = "WORKER_INTERVAL_SECS", value_name = "SECS")]
     pub worker_interval: Option<u64>,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
-    #[arg(
-        long = "shutdown-timeout",
-        env = "SHUTDOWN_TIMEOUT_SECS",
-        value_name = "SECS"
-    )]
+    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
     /// Log format: text or json [default: text]. Verbosity comes from RUST_LOG (default info).
@@ -187,6 +170,7 @@ pub struct StorageSection {
     pub fsync: Option<bool>,
     pub chunk_size: Option<u32>,
     pub inline_max: Option<u64>,
+    pub meta_cache_mib: Option<usize>,
     pub multipart_max_age_secs: Option<u64>,
     pub worker_interval_secs: Option<u64>,
 }
@@ -228,8 +212,7 @@ pub struct Settings {
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -239,10 +222,7 @@ impl Settings {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),
         };
-        let data_dir = a
-            .data_dir
-            .or(f.storage.path)
-            .unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = a.data_dir.or(f.storage.path).unwrap_or_else(|| PathBuf::from("./data"));
         let bind = a.bind.or(f.api.bind).unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let port = a.port.or(f.api.port).unwrap_or(9000);
         let admin_port = a.admin_port.or(f.admin.port).unwrap_or(8080);
@@ -250,10 +230,7 @@ impl Settings {
             bail!("NODE_API_PORT and NODE_ADMIN_PORT are both {port}; they must differ");
         }
         let node_id = a.node_id.or(f.node.id).unwrap_or_else(|| "node-1".into());
-        let region = a
-            .region
-            .or(f.api.region)
-            .unwrap_or_else(|| "us-east-1".into());
+        let region = a.region.or(f.api.region).unwrap_or_else(|| "us-east-1".into());
         let domains = if a.domain.is_empty() {
             f.api.domains.unwrap_or_default()
         } else {
@@ -279,34 +256,23 @@ impl Settings {
         let mut local = LocalConfig::new(&data_dir);
         local.storage = storage;
         local.inline_max = a.inline_max.or(f.storage.inline_max).unwrap_or(64 * 1024);
+        local.meta_cache_bytes = a.meta_cache_mib.or(f.storage.meta_cache_mib).unwrap_or(64).max(1) * 1024 * 1024;
         if local.inline_max > 16 * 1024 * 1024 {
-            bail!(
-                "STORAGE_INLINE_MAX must be at most 16 MiB (got {})",
-                local.inline_max
-            );
+            bail!("STORAGE_INLINE_MAX must be at most 16 MiB (got {})", local.inline_max);
         }
         local.multipart_max_age = Duration::from_secs(
             a.multipart_max_age
                 .or(f.storage.multipart_max_age_secs)
                 .unwrap_or(7 * 24 * 3600),
         );
-        let wi = a
-            .worker_interval
-            .or(f.storage.worker_interval_secs)
-            .unwrap_or(60);
+        let wi = a.worker_interval.or(f.storage.worker_interval_secs).unwrap_or(60);
         if wi == 0 {
             bail!("WORKER_INTERVAL_SECS must be at least 1");
         }
         local.worker_interval = Duration::from_secs(wi);
 
-        let enc_enabled = a
-            .enable_encryption
-            .or(f.encryption.enabled)
-            .unwrap_or(false);
-        let enc_key = a
-            .encryption_key
-            .or(f.encryption.key)
-            .filter(|k| !k.trim().is_empty());
+        let enc_enabled = a.enable_encryption.or(f.encryption.enabled).unwrap_or(false);
+        let enc_key = a.encryption_key.or(f.encryption.key).filter(|k| !k.trim().is_empty());
         let old_keys = if a.encryption_old_keys.is_empty() {
             f.encryption.old_keys.unwrap_or_default()
         } else {
@@ -320,16 +286,10 @@ impl Settings {
             };
             let current = EncryptionKey::parse(&k).context("ENCRYPTION_KEY is invalid")?;
             let mut old = Vec::new();
-            for (i, k) in old_keys
-                .iter()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .enumerate()
-            {
+            for (i, k) in old_keys.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).enumerate() {
                 old.push(
-                    EncryptionKey::parse(k).with_context(|| {
-                        format!("ENCRYPTION_OLD_KEYS entry {} is invalid", i + 1)
-                    })?,
+                    EncryptionKey::parse(k)
+                        .with_context(|| format!("ENCRYPTION_OLD_KEYS entry {} is invalid", i + 1))?,
                 );
             }
             Some(Keyring::new(current, old))
@@ -344,9 +304,7 @@ impl Settings {
         let (ak, sk, credentials_note) = match (ak, sk) {
             (Some(ak), Some(sk)) => {
                 if ak.len() < 3 || sk.len() < 8 {
-                    bail!(
-                        "IRONBUCKET_ACCESS_KEY must be at least 3 characters and IRONBUCKET_SECRET_KEY at least 8"
-                    );
+                    bail!("IRONBUCKET_ACCESS_KEY must be at least 3 characters and IRONBUCKET_SECRET_KEY at least 8");
                 }
                 (ak, sk, None)
             }
@@ -354,10 +312,7 @@ impl Settings {
             _ => bail!("IRONBUCKET_ACCESS_KEY and IRONBUCKET_SECRET_KEY must be given together"),
         };
 
-        let log_format = a
-            .log_format
-            .or(f.server.log_format)
-            .unwrap_or_else(|| "text".into());
+        let log_format = a.log_format.or(f.server.log_format).unwrap_or_else(|| "text".into());
         if log_format != "text" && log_format != "json" {
             bail!("LOG_FORMAT must be text or json, not {log_format:?}");
         }
@@ -373,18 +328,11 @@ impl Settings {
             admin: ironbucket_admin::AdminConfig {
                 node_id,
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                metrics_enabled: a
-                    .metrics_enabled
-                    .or(f.admin.metrics_enabled)
-                    .unwrap_or(true),
+                metrics_enabled: a.metrics_enabled.or(f.admin.metrics_enabled).unwrap_or(true),
             },
             api_addr: SocketAddr::new(bind, port),
             admin_addr: SocketAddr::new(bind, admin_port),
-            shutdown_timeout: Duration::from_secs(
-                a.shutdown_timeout
-                    .or(f.server.shutdown_timeout_secs)
-                    .unwrap_or(30),
-            ),
+            shutdown_timeout: Duration::from_secs(a.shutdown_timeout.or(f.server.shutdown_timeout_secs).unwrap_or(30)),
             log_format,
             credentials_note,
         })
@@ -401,10 +349,9 @@ struct StoredCredentials {
 fn stored_or_generated_credentials(dir: &Path) -> Result<(String, String, Option<String>)> {
     let path = dir.join("credentials.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let c: StoredCredentials = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let c: StoredCredentials =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
         let note = format!("Using the credentials stored in {}", path.display());
         return Ok((c.access_key, c.secret_key, Some(note)));
     }
@@ -415,9 +362,7 @@ fn stored_or_generated_credentials(dir: &Path) -> Result<(String, String, Option
     let ak: String = std::iter::once('I')
         .chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char))
         .collect();
-    let sk: String = (0..40)
-        .map(|_| SK[rng.gen_range(0..SK.len())] as char)
-        .collect();
+    let sk: String = (0..40).map(|_| SK[rng.gen_range(0..SK.len())] as char).collect();
     let body = serde_json::to_string_pretty(&StoredCredentials {
         access_key: ak.clone(),
         secret_key: sk.clone(),
@@ -493,10 +438,7 @@ mod tests {
             encryption_key: Some("xyz".into()),
             ..Default::default()
         };
-        assert!(
-            format!("{:#}", Settings::resolve(bad).err().unwrap())
-                .contains("ENCRYPTION_KEY is invalid")
-        );
+        assert!(format!("{:#}", Settings::resolve(bad).err().unwrap()).contains("ENCRYPTION_KEY is invalid"));
         let bad = ServerArgs {
             data_dir: Some(dir.path().join("d")),
             access_key: Some("abc".into()),
@@ -518,10 +460,7 @@ mod tests {
         assert!(n1.unwrap().contains(&s1));
         let (a2, s2, n2) = stored_or_generated_credentials(dir.path()).unwrap();
         assert_eq!((a1, s1.clone()), (a2, s2));
-        assert!(
-            !n2.unwrap().contains(&s1),
-            "the secret is printed only once"
-        );
+        assert!(!n2.unwrap().contains(&s1), "the secret is printed only once");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -64,17 +64,10 @@ fn run_server(args: config::ServerArgs) -> Result<()> {
 
 async fn serve_all(cfg: config::Settings) -> Result<()> {
     let store: Arc<dyn ObjectStore> = LocalStore::open(cfg.local.clone(), cfg.keyring.clone())
-        .with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                cfg.local.data_dir.display()
-            )
-        })?;
+        .with_context(|| format!("cannot open the data directory {}", cfg.local.data_dir.display()))?;
     let registry = prometheus::Registry::new();
-    let s3_metrics =
-        Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
-    let s3 =
-        ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
+    let s3_metrics = Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
+    let s3 = ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
     let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone())
         .context("cannot start the admin API")?;
 
@@ -87,11 +80,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let s3_local = s3_listener.local_addr()?;
     let admin_local = admin_listener.local_addr()?;
     // Plain lines on stdout so scripts and tests can find the bound ports.
-    println!(
-        "IronBucket {} node {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.admin.node_id
-    );
+    println!("IronBucket {} node {}", env!("CARGO_PKG_VERSION"), cfg.admin.node_id);
     println!("S3 API listening on http://{s3_local}");
     println!("Admin API listening on http://{admin_local}");
     if let Some(note) = &cfg.credentials_note {

@@ -14,10 +14,8 @@ pub async fn serve<S, B>(
     deadline: Duration,
     name: &'static str,
 ) where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<B>,
-        > + Clone
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
+        + Clone
         + Send
         + Sync
         + 'static,
@@ -28,7 +26,8 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true).max_buf_size(1024 * 1024);
+    // hyper's default read buffer limit (~400 KiB) keeps per-connection memory small.
+    builder.http1().keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (sock, peer) = tokio::select! {

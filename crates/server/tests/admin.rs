@@ -41,10 +41,7 @@ async fn health_and_metrics() {
         m.contains("ironbucket_s3_requests_total{operation=\"GetObject\",status=\"404\"} 1"),
         "{m}"
     );
-    assert!(
-        m.contains("ironbucket_s3_request_duration_seconds_bucket"),
-        "{m}"
-    );
+    assert!(m.contains("ironbucket_s3_request_duration_seconds_bucket"), "{m}");
     assert!(m.contains("ironbucket_objects 1"), "{m}");
     assert!(m.contains("ironbucket_s3_received_bytes_total"), "{m}");
 
@@ -55,24 +52,11 @@ async fn health_and_metrics() {
         .args(["--admin-url", &srv.admin, "health"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("node-7") && text.contains("status:   ok"),
-        "{text}"
-    );
+    assert!(text.contains("node-7") && text.contains("status:   ok"), "{text}");
     let out = std::process::Command::new(cli_bin())
-        .args([
-            "--admin-url",
-            "http://127.0.0.1:1",
-            "--timeout",
-            "2",
-            "health",
-        ])
+        .args(["--admin-url", "http://127.0.0.1:1", "--timeout", "2", "health"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

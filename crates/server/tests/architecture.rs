@@ -18,21 +18,11 @@ fn rank(name: &str) -> Option<u32> {
 #[test]
 fn dependencies_point_down_and_libraries_stay_contained() {
     let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let only_in: HashMap<&str, &[&str]> = HashMap::from([
         ("s3s", &["ironbucket-s3"][..]),
@@ -44,10 +34,7 @@ fn dependencies_point_down_and_libraries_stay_contained() {
             "anyhow",
             &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
         ),
-        (
-            "clap",
-            &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
-        ),
+        ("clap", &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..]),
         (
             "tracing-subscriber",
             &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
@@ -57,10 +44,7 @@ fn dependencies_point_down_and_libraries_stay_contained() {
     for pkg in meta["packages"].as_array().unwrap() {
         let name = pkg["name"].as_str().unwrap();
         let Some(my_rank) = rank(name) else {
-            assert!(
-                !name.starts_with("ironbucket"),
-                "{name} has no layer: add it to rank()"
-            );
+            assert!(!name.starts_with("ironbucket"), "{name} has no layer: add it to rank()");
             continue;
         };
         checked += 1;
@@ -80,8 +64,5 @@ fn dependencies_point_down_and_libraries_stay_contained() {
             }
         }
     }
-    assert!(
-        checked >= 8,
-        "every IronBucket crate has a layer ({checked} checked)"
-    );
+    assert!(checked >= 8, "every IronBucket crate has a layer ({checked} checked)");
 }

@@ -21,12 +21,7 @@ async fn signatures_are_enforced() {
     assert!(h.contains_key("x-amz-request-id"));
 
     let wrong = client_for(&srv.s3, AK, "not-the-secret-at-all");
-    let e = wrong
-        .list_objects_v2()
-        .bucket("auth")
-        .send()
-        .await
-        .unwrap_err();
+    let e = wrong.list_objects_v2().bucket("auth").send().await.unwrap_err();
     assert_eq!(code(&e), "SignatureDoesNotMatch");
     assert_eq!(status(&e), 403);
 
@@ -39,9 +34,7 @@ async fn signatures_are_enforced() {
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(&srv.s3)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            AK, SK, None, None, "t",
-        ))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "t"))
         .force_path_style(true)
         .http_client(aws_smithy_http_client::Builder::new().build_http())
         .time_source(aws_smithy_async::time::StaticTimeSource::new(
@@ -73,13 +66,7 @@ async fn presigned_urls() {
         .unwrap();
     let (st, _, body) = raw("PUT", put.uri(), &[], b"presigned body".to_vec()).await;
     assert_eq!(st, 200, "{body}");
-    let get = c
-        .get_object()
-        .bucket("pre")
-        .key("up.txt")
-        .presigned(cfg)
-        .await
-        .unwrap();
+    let get = c.get_object().bucket("pre").key("up.txt").presigned(cfg).await.unwrap();
     let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
     assert_eq!((st, body.as_str()), (200, "presigned body"));
 
@@ -97,19 +84,10 @@ async fn presigned_urls() {
         .expires_in(Duration::from_secs(60))
         .build()
         .unwrap();
-    let get = c
-        .get_object()
-        .bucket("pre")
-        .key("up.txt")
-        .presigned(old)
-        .await
-        .unwrap();
+    let get = c.get_object().bucket("pre").key("up.txt").presigned(old).await.unwrap();
     let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
     assert_eq!(st, 403, "{body}");
-    assert!(
-        body.contains("AccessDenied") && body.contains("expired"),
-        "{body}"
-    );
+    assert!(body.contains("AccessDenied") && body.contains("expired"), "{body}");
 }
 
 #[tokio::test]
@@ -129,9 +107,7 @@ async fn virtual_hosted_style() {
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(format!("http://s3.test:{port}"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            AK, SK, None, None, "t",
-        ))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "t"))
         .force_path_style(false)
         .build();
     let vh = aws_sdk_s3::Client::from_conf(vh_conf);
@@ -143,15 +119,12 @@ async fn virtual_hosted_style() {
         .await
         .unwrap();
     assert!(
-        p.uri()
-            .starts_with(&format!("http://vhost.s3.test:{port}/dir/obj")),
+        p.uri().starts_with(&format!("http://vhost.s3.test:{port}/dir/obj")),
         "{}",
         p.uri()
     );
     // Connect to 127.0.0.1 but present the virtual host, as a resolver would.
-    let url = p
-        .uri()
-        .replace(&format!("vhost.s3.test:{port}"), &srv.s3_addr);
+    let url = p.uri().replace(&format!("vhost.s3.test:{port}"), &srv.s3_addr);
     let host = format!("vhost.s3.test:{port}");
     let (st, _, body) = raw("GET", &url, &[("host", host.as_str())], vec![]).await;
     assert_eq!((st, body.as_str()), (200, "vh"));
@@ -212,8 +185,7 @@ async fn malformed_requests_get_s3_errors() {
             .customize()
             .mutate_request(move |req| {
                 *req.body_mut() = aws_smithy_types::body::SdkBody::from(broken);
-                req.headers_mut()
-                    .insert("content-length", broken.len().to_string());
+                req.headers_mut().insert("content-length", broken.len().to_string());
             })
             .send()
             .await
@@ -223,13 +195,7 @@ async fn malformed_requests_get_s3_errors() {
     }
 
     // A body shorter than its Content-Length: nothing is stored, the server keeps serving.
-    let p = c
-        .put_object()
-        .bucket("bad")
-        .key("short")
-        .presigned(cfg)
-        .await
-        .unwrap();
+    let p = c.put_object().bucket("bad").key("short").presigned(cfg).await.unwrap();
     let uri: http::Uri = p.uri().parse().unwrap();
     let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
     let head = format!(
@@ -242,13 +208,7 @@ async fn malformed_requests_get_s3_errors() {
     sock.shutdown().await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf)).await;
-    let e = c
-        .head_object()
-        .bucket("bad")
-        .key("short")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.head_object().bucket("bad").key("short").send().await.unwrap_err();
     assert_eq!(status(&e), 404, "a truncated upload must not be visible");
     c.put_object()
         .bucket("bad")
@@ -281,12 +241,6 @@ async fn malformed_requests_get_s3_errors() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchUpload");
-    let e = c
-        .list_objects_v2()
-        .bucket("bad")
-        .max_keys(-1)
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.list_objects_v2().bucket("bad").max_keys(-1).send().await.unwrap_err();
     assert_eq!(code(&e), "InvalidArgument");
 }

@@ -39,10 +39,7 @@ fn signed_chunked_put(
     let dt = time_fmt(now);
     let date = &dt[..8];
     let scope = format!("{date}/us-east-1/s3/aws4_request");
-    let chunks: Vec<&[u8]> = payload
-        .chunks(chunk)
-        .chain(std::iter::once(&[][..]))
-        .collect();
+    let chunks: Vec<&[u8]> = payload.chunks(chunk).chain(std::iter::once(&[][..])).collect();
     let encoded_len: usize = chunks
         .iter()
         .map(|c| format!("{:x}", c.len()).len() + ";chunk-signature=".len() + 64 + 2 + c.len() + 2)
@@ -56,10 +53,7 @@ fn signed_chunked_put(
             "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".to_string(),
         ),
         ("x-amz-date".to_string(), dt.clone()),
-        (
-            "x-amz-decoded-content-length".to_string(),
-            payload.len().to_string(),
-        ),
+        ("x-amz-decoded-content-length".to_string(), payload.len().to_string()),
     ];
     let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
     let signed = signed.join(";");
@@ -71,10 +65,7 @@ fn signed_chunked_put(
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let sts = format!(
-        "AWS4-HMAC-SHA256\n{dt}\n{scope}\n{}",
-        sha_hex(canonical.as_bytes())
-    );
+    let sts = format!("AWS4-HMAC-SHA256\n{dt}\n{scope}\n{}", sha_hex(canonical.as_bytes()));
     let k = hmac(format!("AWS4{SK}").as_bytes(), date.as_bytes());
     let k = hmac(&k, b"us-east-1");
     let k = hmac(&k, b"s3");
@@ -82,9 +73,7 @@ fn signed_chunked_put(
     let seed = hex::encode(hmac(&key, sts.as_bytes()));
     headers.push((
         "authorization".into(),
-        format!(
-            "AWS4-HMAC-SHA256 Credential={AK}/{scope}, SignedHeaders={signed}, Signature={seed}"
-        ),
+        format!("AWS4-HMAC-SHA256 Credential={AK}/{scope}, SignedHeaders={signed}, Signature={seed}"),
     ));
     let empty = sha_hex(b"");
     let mut prev = seed;
@@ -142,15 +131,7 @@ async fn per_chunk_signed_upload() {
         .collect();
     let (st, _, resp) = raw("PUT", &format!("{}/chunked/obj", srv.s3), &h, body).await;
     assert_eq!(st, 200, "{resp}");
-    let got = body_bytes(
-        c.get_object()
-            .bucket("chunked")
-            .key("obj")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let got = body_bytes(c.get_object().bucket("chunked").key("obj").send().await.unwrap()).await;
     assert!(got == payload, "decoded body differs");
 
     // A chunk altered after signing is refused and nothing is stored.
@@ -163,13 +144,7 @@ async fn per_chunk_signed_upload() {
     let (st, _, resp) = raw("PUT", &format!("{}/chunked/bad", srv.s3), &h, body).await;
     assert_eq!(st, 403, "{resp}");
     assert!(resp.contains("SignatureDoesNotMatch"), "{resp}");
-    let e = c
-        .head_object()
-        .bucket("chunked")
-        .key("bad")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.head_object().bucket("chunked").key("bad").send().await.unwrap_err();
     assert_eq!(status(&e), 404);
 }
 

@@ -57,17 +57,8 @@ async fn data_survives_a_clean_restart() {
     let c = srv.client();
     for i in 0..20 {
         let k = format!("obj/{i}");
-        let g = c
-            .get_object()
-            .bucket("persist")
-            .key(&k)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            g.metadata().and_then(|m| m.get("i")).cloned(),
-            Some(i.to_string())
-        );
+        let g = c.get_object().bucket("persist").key(&k).send().await.unwrap();
+        assert_eq!(g.metadata().and_then(|m| m.get("i")).cloned(), Some(i.to_string()));
         assert!(body_bytes(g).await == data(10_000 + i * 777, seed_of(&k)));
     }
     let parts = c
@@ -168,22 +159,13 @@ async fn kill9_during_uploads_loses_nothing_acknowledged() {
             .unwrap();
         for o in page.contents() {
             let key = o.key().unwrap();
-            let g = c
-                .get_object()
-                .bucket("crash")
-                .key(key)
-                .send()
-                .await
-                .unwrap();
+            let g = c.get_object().bucket("crash").key(key).send().await.unwrap();
             let etag = g.e_tag().unwrap().trim_matches('"').to_string();
             let body = body_bytes(g).await;
             assert_eq!(md5_hex(&body), etag, "{key} is partial or corrupt");
             assert_eq!(body.len() as i64, o.size().unwrap());
             let seed = seed_of(key) ^ body.len() as u64;
-            assert!(
-                body == data(body.len(), seed),
-                "{key} holds bytes nobody wrote"
-            );
+            assert!(body == data(body.len(), seed), "{key} holds bytes nobody wrote");
             listed += 1;
         }
         if page.is_truncated() != Some(true) {
@@ -216,12 +198,7 @@ async fn encryption_at_rest_and_key_rotation() {
     let tmp = srv.take_tmp().unwrap();
     let c = srv.client();
     c.create_bucket().bucket("enc").send().await.unwrap();
-    let plain: Vec<u8> = b"TOP-SECRET-PAYLOAD "
-        .iter()
-        .copied()
-        .cycle()
-        .take(300_000)
-        .collect();
+    let plain: Vec<u8> = b"TOP-SECRET-PAYLOAD ".iter().copied().cycle().take(300_000).collect();
     c.put_object()
         .bucket("enc")
         .key("secret")
@@ -257,18 +234,7 @@ async fn encryption_at_rest_and_key_rotation() {
     ];
     let mut srv = Server::start_in(tmp.path(), &[], &rotated).unwrap();
     let c = srv.client();
-    assert!(
-        body_bytes(
-            c.get_object()
-                .bucket("enc")
-                .key("secret")
-                .send()
-                .await
-                .unwrap()
-        )
-        .await
-            == plain
-    );
+    assert!(body_bytes(c.get_object().bucket("enc").key("secret").send().await.unwrap()).await == plain);
     c.put_object()
         .bucket("enc")
         .key("new")
@@ -283,15 +249,7 @@ async fn encryption_at_rest_and_key_rotation() {
     let mut srv = Server::start_in(tmp.path(), &[], &only2).unwrap();
     let c = srv.client();
     assert_eq!(
-        body_bytes(
-            c.get_object()
-                .bucket("enc")
-                .key("new")
-                .send()
-                .await
-                .unwrap()
-        )
-        .await,
+        body_bytes(c.get_object().bucket("enc").key("new").send().await.unwrap()).await,
         b"under key 2"
     );
     let r = c.get_object().bucket("enc").key("secret").send().await;
@@ -307,14 +265,9 @@ async fn encryption_at_rest_and_key_rotation() {
     // Encryption enabled without a (valid) key is a startup error naming the setting.
     for env in [
         vec![("ENABLE_ENCRYPTION", "true")],
-        vec![
-            ("ENABLE_ENCRYPTION", "true"),
-            ("ENCRYPTION_KEY", "tooshort"),
-        ],
+        vec![("ENABLE_ENCRYPTION", "true"), ("ENCRYPTION_KEY", "tooshort")],
     ] {
-        let err = Server::start_in(tmp.path(), &[], &env)
-            .err()
-            .expect("must not start");
+        let err = Server::start_in(tmp.path(), &[], &env).err().expect("must not start");
         assert!(err.contains("ENCRYPTION_KEY"), "{err}");
     }
 }
@@ -343,10 +296,7 @@ async fn corrupted_blob_is_an_error_not_wrong_bytes() {
         Err(_) => {}
         Ok(g) => match g.body.collect().await {
             Err(_) => {}
-            Ok(b) => panic!(
-                "corrupt object served {} bytes without error",
-                b.into_bytes().len()
-            ),
+            Ok(b) => panic!("corrupt object served {} bytes without error", b.into_bytes().len()),
         },
     }
     // A range that avoids the damaged chunk still reads.

@@ -5,8 +5,8 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
-    MetadataDirective, ObjectIdentifier, Tag, Tagging,
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
+    ObjectIdentifier, Tag, Tagging,
 };
 use common::*;
 
@@ -14,24 +14,14 @@ use common::*;
 async fn buckets() {
     let srv = Server::start();
     let c = srv.client();
-    let e = c
-        .create_bucket()
-        .bucket("Bad_Name")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.create_bucket().bucket("Bad_Name").send().await.unwrap_err();
     assert_eq!(code(&e), "InvalidBucketName");
     c.create_bucket().bucket("alpha").send().await.unwrap();
     let e = c.create_bucket().bucket("alpha").send().await.unwrap_err();
     assert_eq!(code(&e), "BucketAlreadyOwnedByYou");
     assert_eq!(status(&e), 409);
     c.head_bucket().bucket("alpha").send().await.unwrap();
-    let e = c
-        .head_bucket()
-        .bucket("nope-bucket")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.head_bucket().bucket("nope-bucket").send().await.unwrap_err();
     assert_eq!(status(&e), 404);
     c.create_bucket().bucket("beta").send().await.unwrap();
     let names: Vec<String> = c
@@ -44,24 +34,13 @@ async fn buckets() {
         .filter_map(|b| b.name().map(String::from))
         .collect();
     assert_eq!(names, ["alpha", "beta"]);
-    let loc = c
-        .get_bucket_location()
-        .bucket("alpha")
-        .send()
-        .await
-        .unwrap();
+    let loc = c.get_bucket_location().bucket("alpha").send().await.unwrap();
     assert!(
-        loc.location_constraint()
-            .is_none_or(|l| l.as_str().is_empty()),
+        loc.location_constraint().is_none_or(|l| l.as_str().is_empty()),
         "us-east-1 is reported as an empty constraint: {loc:?}"
     );
 
-    let e = c
-        .get_bucket_tagging()
-        .bucket("alpha")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.get_bucket_tagging().bucket("alpha").send().await.unwrap_err();
     assert_eq!(code(&e), "NoSuchTagSet");
     let tagging = Tagging::builder()
         .tag_set(Tag::builder().key("team").value("storage").build().unwrap())
@@ -75,11 +54,7 @@ async fn buckets() {
         .unwrap();
     let t = c.get_bucket_tagging().bucket("alpha").send().await.unwrap();
     assert_eq!(t.tag_set()[0].key(), "team");
-    c.delete_bucket_tagging()
-        .bucket("alpha")
-        .send()
-        .await
-        .unwrap();
+    c.delete_bucket_tagging().bucket("alpha").send().await.unwrap();
     assert!(c.get_bucket_tagging().bucket("alpha").send().await.is_err());
 
     c.put_object()
@@ -91,12 +66,7 @@ async fn buckets() {
         .unwrap();
     let e = c.delete_bucket().bucket("alpha").send().await.unwrap_err();
     assert_eq!(code(&e), "BucketNotEmpty");
-    c.delete_object()
-        .bucket("alpha")
-        .key("k")
-        .send()
-        .await
-        .unwrap();
+    c.delete_object().bucket("alpha").key("k").send().await.unwrap();
     c.delete_bucket().bucket("alpha").send().await.unwrap();
     let e = c.delete_bucket().bucket("alpha").send().await.unwrap_err();
     assert_eq!(code(&e), "NoSuchBucket");
@@ -124,43 +94,23 @@ async fn objects_metadata_and_digests() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        put.e_tag(),
-        Some(format!("\"{}\"", md5_hex(&body)).as_str())
-    );
-    let got = c
-        .get_object()
-        .bucket("objs")
-        .key("dir/file.bin")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(put.e_tag(), Some(format!("\"{}\"", md5_hex(&body)).as_str()));
+    let got = c.get_object().bucket("objs").key("dir/file.bin").send().await.unwrap();
     assert_eq!(got.content_type(), Some("application/x-test"));
     assert_eq!(got.content_encoding(), Some("identity"));
     assert_eq!(got.content_language(), Some("en"));
-    assert_eq!(
-        got.content_disposition(),
-        Some("attachment; filename=\"f.bin\"")
-    );
+    assert_eq!(got.content_disposition(), Some("attachment; filename=\"f.bin\""));
     assert_eq!(got.cache_control(), Some("max-age=60"));
     assert_eq!(got.expires_string(), Some("Wed, 18 May 2033 03:33:20 GMT"));
     assert_eq!(
-        got.metadata()
-            .and_then(|m| m.get("color"))
-            .map(String::as_str),
+        got.metadata().and_then(|m| m.get("color")).map(String::as_str),
         Some("Blue")
     );
     assert_eq!(got.e_tag(), put.e_tag());
     assert_eq!(got.content_length(), Some(300_000));
     assert_eq!(body_bytes(got).await, body);
 
-    let head = c
-        .head_object()
-        .bucket("objs")
-        .key("dir/file.bin")
-        .send()
-        .await
-        .unwrap();
+    let head = c.head_object().bucket("objs").key("dir/file.bin").send().await.unwrap();
     assert_eq!(head.content_length(), Some(300_000));
     assert_eq!(
         head.metadata().and_then(|m| m.get("x")).map(String::as_str),
@@ -184,9 +134,7 @@ async fn objects_metadata_and_digests() {
 
     // Content-MD5: right is accepted, wrong is BadDigest and stores nothing.
     use base64::Engine;
-    let md5 = |d: &[u8]| {
-        base64::engine::general_purpose::STANDARD.encode(hex::decode(md5_hex(d)).unwrap())
-    };
+    let md5 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(hex::decode(md5_hex(d)).unwrap());
     c.put_object()
         .bucket("objs")
         .key("md5")
@@ -205,13 +153,7 @@ async fn objects_metadata_and_digests() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "BadDigest");
-    let e = c
-        .head_object()
-        .bucket("objs")
-        .key("md5-bad")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.head_object().bucket("objs").key("md5-bad").send().await.unwrap_err();
     assert_eq!(status(&e), 404);
     let e = c
         .put_object()
@@ -290,21 +232,9 @@ async fn objects_metadata_and_digests() {
         .send()
         .await
         .unwrap();
-    let t = c
-        .get_object_tagging()
-        .bucket("objs")
-        .key("md5")
-        .send()
-        .await
-        .unwrap();
+    let t = c.get_object_tagging().bucket("objs").key("md5").send().await.unwrap();
     assert_eq!(t.tag_set().len(), 1);
-    let got = c
-        .get_object()
-        .bucket("objs")
-        .key("md5")
-        .send()
-        .await
-        .unwrap();
+    let got = c.get_object().bucket("objs").key("md5").send().await.unwrap();
     assert_eq!(got.tag_count(), Some(1));
     c.delete_object_tagging()
         .bucket("objs")
@@ -340,13 +270,7 @@ async fn objects_metadata_and_digests() {
     assert_eq!(t.tag_set()[1].value(), "v 2");
 
     // Missing things.
-    let e = c
-        .get_object()
-        .bucket("objs")
-        .key("missing")
-        .send()
-        .await
-        .unwrap_err();
+    let e = c.get_object().bucket("objs").key("missing").send().await.unwrap_err();
     assert_eq!(code(&e), "NoSuchKey");
     let e = c
         .get_object()
@@ -356,12 +280,7 @@ async fn objects_metadata_and_digests() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "NoSuchBucket");
-    c.delete_object()
-        .bucket("objs")
-        .key("missing")
-        .send()
-        .await
-        .unwrap();
+    c.delete_object().bucket("objs").key("missing").send().await.unwrap();
 }
 
 #[tokio::test]
@@ -386,14 +305,7 @@ async fn ranges_and_conditionals() {
         ("bytes=65530-65545", 65530, 65546),
         ("bytes=199990-300000", 199_990, 200_000),
     ] {
-        let g = c
-            .get_object()
-            .bucket("rng")
-            .key("r")
-            .range(range)
-            .send()
-            .await
-            .unwrap();
+        let g = c.get_object().bucket("rng").key("r").range(range).send().await.unwrap();
         assert_eq!(g.content_length(), Some((hi - lo) as i64), "{range}");
         assert_eq!(
             g.content_range(),
@@ -412,13 +324,7 @@ async fn ranges_and_conditionals() {
     assert_eq!(code(&e), "InvalidRange");
     assert_eq!(status(&e), 416);
 
-    let ok = c
-        .get_object()
-        .bucket("rng")
-        .key("r")
-        .if_match(&etag)
-        .send()
-        .await;
+    let ok = c.get_object().bucket("rng").key("r").if_match(&etag).send().await;
     assert!(ok.is_ok());
     let e = c
         .get_object()
@@ -514,17 +420,8 @@ async fn copy_object() {
         .await
         .unwrap();
     assert_eq!(r.copy_object_result().and_then(|x| x.e_tag()), put.e_tag());
-    let h = c
-        .head_object()
-        .bucket("dst-b")
-        .key("copy")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        h.metadata().and_then(|m| m.get("m")).map(String::as_str),
-        Some("1")
-    );
+    let h = c.head_object().bucket("dst-b").key("copy").send().await.unwrap();
+    assert_eq!(h.metadata().and_then(|m| m.get("m")).map(String::as_str), Some("1"));
     assert_eq!(h.content_type(), Some("text/x"));
     c.copy_object()
         .bucket("dst-b")
@@ -536,17 +433,8 @@ async fn copy_object() {
         .send()
         .await
         .unwrap();
-    let h = c
-        .head_object()
-        .bucket("dst-b")
-        .key("replaced")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        h.metadata().and_then(|m| m.get("n")).map(String::as_str),
-        Some("2")
-    );
+    let h = c.head_object().bucket("dst-b").key("replaced").send().await.unwrap();
+    assert_eq!(h.metadata().and_then(|m| m.get("n")).map(String::as_str), Some("2"));
     assert!(h.metadata().and_then(|m| m.get("m")).is_none());
     assert_eq!(h.content_type(), Some("text/y"));
     // Onto itself: only with REPLACE.
@@ -568,13 +456,7 @@ async fn copy_object() {
         .send()
         .await
         .unwrap();
-    let g = c
-        .get_object()
-        .bucket("src-b")
-        .key("a b/é")
-        .send()
-        .await
-        .unwrap();
+    let g = c.get_object().bucket("src-b").key("a b/é").send().await.unwrap();
     assert_eq!(
         g.metadata().and_then(|m| m.get("self")).map(String::as_str),
         Some("yes")
@@ -633,23 +515,13 @@ async fn delete_objects_batch() {
         t.await.unwrap().unwrap();
     }
     let ids = |r: std::ops::Range<usize>| -> Vec<ObjectIdentifier> {
-        r.map(|i| {
-            ObjectIdentifier::builder()
-                .key(format!("k{i:04}"))
-                .build()
-                .unwrap()
-        })
-        .collect()
+        r.map(|i| ObjectIdentifier::builder().key(format!("k{i:04}")).build().unwrap())
+            .collect()
     };
     let out = c
         .delete_objects()
         .bucket("batch")
-        .delete(
-            Delete::builder()
-                .set_objects(Some(ids(0..100)))
-                .build()
-                .unwrap(),
-        )
+        .delete(Delete::builder().set_objects(Some(ids(0..100))).build().unwrap())
         .send()
         .await
         .unwrap();
@@ -674,12 +546,7 @@ async fn delete_objects_batch() {
     let e = c
         .delete_objects()
         .bucket("batch")
-        .delete(
-            Delete::builder()
-                .set_objects(Some(ids(0..1001)))
-                .build()
-                .unwrap(),
-        )
+        .delete(Delete::builder().set_objects(Some(ids(0..1001))).build().unwrap())
         .send()
         .await
         .unwrap_err();
@@ -707,18 +574,8 @@ async fn listing_v1_v2() {
     assert_eq!(all.key_count(), Some(8));
     assert_eq!(all.is_truncated(), Some(false));
 
-    let d = c
-        .list_objects_v2()
-        .bucket("lst")
-        .delimiter("/")
-        .send()
-        .await
-        .unwrap();
-    let cps: Vec<&str> = d
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let d = c.list_objects_v2().bucket("lst").delimiter("/").send().await.unwrap();
+    let cps: Vec<&str> = d.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
     assert_eq!(cps, ["a/", "c d/", "é/"]);
     let ks: Vec<&str> = d.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(ks, ["b", "c+d", "z"]);
@@ -737,16 +594,8 @@ async fn listing_v1_v2() {
             .send()
             .await
             .unwrap();
-        seen.extend(
-            p.contents()
-                .iter()
-                .filter_map(|o| o.key().map(String::from)),
-        );
-        seen.extend(
-            p.common_prefixes()
-                .iter()
-                .filter_map(|o| o.prefix().map(String::from)),
-        );
+        seen.extend(p.contents().iter().filter_map(|o| o.key().map(String::from)));
+        seen.extend(p.common_prefixes().iter().filter_map(|o| o.prefix().map(String::from)));
         assert!(p.key_count().unwrap_or(0) <= 2);
         if p.is_truncated() != Some(true) {
             assert!(p.next_continuation_token().is_none());
@@ -804,19 +653,9 @@ async fn listing_v1_v2() {
         .send()
         .await
         .unwrap();
-    let cps: Vec<&str> = p2
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let cps: Vec<&str> = p2.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
     assert_eq!(cps, ["c d/"]);
-    let pre = c
-        .list_objects()
-        .bucket("lst")
-        .prefix("a/")
-        .send()
-        .await
-        .unwrap();
+    let pre = c.list_objects().bucket("lst").prefix("a/").send().await.unwrap();
     assert_eq!(pre.contents().len(), 3);
     assert!(pre.next_marker().is_none());
 
@@ -829,10 +668,7 @@ async fn listing_v1_v2() {
         .await
         .unwrap();
     let got: Vec<&str> = u.contents().iter().filter_map(|o| o.key()).collect();
-    assert!(
-        got.contains(&"c d/1") || got.contains(&"c%20d/1"),
-        "{got:?}"
-    );
+    assert!(got.contains(&"c d/1") || got.contains(&"c%20d/1"), "{got:?}");
     let (st, _, body) = raw(
         "GET",
         &format!("{}/lst?list-type=2&encoding-type=url", srv.s3),
@@ -896,12 +732,7 @@ async fn multipart() {
         .await
         .unwrap();
     assert_eq!(rest.parts().len(), 1);
-    let ups = c
-        .list_multipart_uploads()
-        .bucket("mpu")
-        .send()
-        .await
-        .unwrap();
+    let ups = c.list_multipart_uploads().bucket("mpu").send().await.unwrap();
     assert_eq!(ups.uploads().len(), 1);
     assert_eq!(ups.uploads()[0].upload_id(), Some(id.as_str()));
 
@@ -920,9 +751,7 @@ async fn multipart() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "InvalidPartOrder");
-    let bad_etag = CompletedMultipartUpload::builder()
-        .parts(cp(1, "\"00\""))
-        .build();
+    let bad_etag = CompletedMultipartUpload::builder().parts(cp(1, "\"00\"")).build();
     let e = c
         .complete_multipart_upload()
         .bucket("mpu")
@@ -968,18 +797,9 @@ async fn multipart() {
         cat.extend(hex::decode(e.trim_matches('"')).unwrap());
     }
     assert_eq!(r.e_tag(), Some(format!("\"{}-3\"", md5_hex(&cat)).as_str()));
-    let g = c
-        .get_object()
-        .bucket("mpu")
-        .key("big")
-        .send()
-        .await
-        .unwrap();
+    let g = c.get_object().bucket("mpu").key("big").send().await.unwrap();
     assert_eq!(g.content_type(), Some("application/big"));
-    assert_eq!(
-        g.metadata().and_then(|m| m.get("k")).map(String::as_str),
-        Some("v")
-    );
+    assert_eq!(g.metadata().and_then(|m| m.get("k")).map(String::as_str), Some("v"));
     let whole = body_bytes(g).await;
     let mut want = p1.clone();
     want.extend(&p2);

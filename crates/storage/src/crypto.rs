@@ -95,11 +95,7 @@ impl Keyring {
         let master = Aes256Gcm::new((&self.current.bytes).into());
         let mut wrapped = data_key.to_vec();
         let tag = master
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&wrap_nonce),
-                b"ironbucket-data-key",
-                &mut wrapped,
-            )
+            .encrypt_in_place_detached(Nonce::from_slice(&wrap_nonce), b"ironbucket-data-key", &mut wrapped)
             .map_err(|_| KeyError::Seal)?;
         let mut wrapped_key = [0u8; 48];
         wrapped_key[..32].copy_from_slice(&wrapped);
@@ -161,22 +157,12 @@ impl Sealer {
         self.material.clone()
     }
 
-    pub(crate) fn seal_into(
-        &self,
-        index: u64,
-        last: bool,
-        plain: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), KeyError> {
+    pub(crate) fn seal_into(&self, index: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) -> Result<(), KeyError> {
         let at = out.len();
         out.extend_from_slice(plain);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce(index)),
-                &aad(index, last),
-                &mut out[at..],
-            )
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(index, last), &mut out[at..])
             .map_err(|_| KeyError::Seal)?;
         out.extend_from_slice(&tag);
         Ok(())
@@ -210,14 +196,8 @@ mod tests {
         assert!(EncryptionKey::parse(&hex_key).is_ok());
         let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         assert!(EncryptionKey::parse(b64).is_ok());
-        assert_eq!(
-            EncryptionKey::parse("short").err(),
-            Some(KeyError::BadFormat)
-        );
-        assert_eq!(
-            EncryptionKey::parse(&"00".repeat(31)).err(),
-            Some(KeyError::BadFormat)
-        );
+        assert_eq!(EncryptionKey::parse("short").err(), Some(KeyError::BadFormat));
+        assert_eq!(EncryptionKey::parse(&"00".repeat(31)).err(), Some(KeyError::BadFormat));
     }
 
     #[test]

@@ -17,10 +17,10 @@ pub use crypto::{EncryptionKey, KeyError, Keyring};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Errors of the blob layer.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,9 @@ impl BlobStore {
             .write(true)
             .create_new(true)
             .open(&tmp_path)
-            .await?;
+            .await?
+            .into_std()
+            .await;
         self.writer(id, Some((file, tmp_path)))
     }
 
@@ -149,7 +151,7 @@ impl BlobStore {
         id.starts_with('i')
     }
 
-    fn writer(&self, id: String, file: Option<(tokio::fs::File, PathBuf)>) -> Result<BlobWriter> {
+    fn writer(&self, id: String, file: Option<(std::fs::File, PathBuf)>) -> Result<BlobWriter> {
         let sealer = match &self.inner.keys {
             Some(keys) => Some(keys.new_blob_sealer().map_err(|e| Error::Corrupt {
                 id: id.clone(),
@@ -157,10 +159,7 @@ impl BlobStore {
             })?),
             None => None,
         };
-        let header = format::Header::new(
-            self.inner.cfg.chunk_size,
-            sealer.as_ref().map(|s| s.header_material()),
-        );
+        let header = format::Header::new(self.inner.cfg.chunk_size, sealer.as_ref().map(|s| s.header_material()));
         let mut out = Vec::with_capacity(if file.is_some() {
             WRITE_BUF
         } else {
@@ -185,11 +184,7 @@ impl BlobStore {
         })
     }
 
-    fn open_header(
-        &self,
-        id: &str,
-        hbuf: &[u8],
-    ) -> Result<(format::Header, Option<crypto::Sealer>)> {
+    fn open_header(&self, id: &str, hbuf: &[u8]) -> Result<(format::Header, Option<crypto::Sealer>)> {
         let header = format::Header::decode(hbuf).map_err(|why| Error::Corrupt {
             id: id.to_string(),
             why,
@@ -218,25 +213,33 @@ impl BlobStore {
 
     /// Reads `start..end` of the blob's plaintext as a stream, verifying each chunk.
     pub async fn read(&self, blob: &BlobRef, start: u64, end: u64) -> Result<ByteStream> {
-        let mut file = match tokio::fs::File::open(self.blob_path(&blob.id)).await {
-            Ok(f) => f,
+        let path = self.blob_path(&blob.id);
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Vec<u8>)> {
+            let mut f = std::fs::File::open(path)?;
+            let mut h = vec![0u8; format::HEADER_LEN];
+            f.read_exact(&mut h)?;
+            Ok((f, h))
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let (file, hbuf) = match opened {
+            Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(blob.id.clone()));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(Error::Corrupt {
+                    id: blob.id.clone(),
+                    why: format!("short header: {e}"),
+                });
+            }
             Err(e) => return Err(e.into()),
         };
-        let mut hbuf = vec![0u8; format::HEADER_LEN];
-        file.read_exact(&mut hbuf)
-            .await
-            .map_err(|e| Error::Corrupt {
-                id: blob.id.clone(),
-                why: format!("short header: {e}"),
-            })?;
         let (header, opener) = self.open_header(&blob.id, &hbuf)?;
         let end = end.min(blob.size);
         let start = start.min(end);
         let mut reader = ChunkReader::new(
-            Source::File(file),
+            Source::File(Some(file)),
             blob.id.clone(),
             blob.size,
             &header,
@@ -245,26 +248,17 @@ impl BlobStore {
             end,
         );
         reader.seek_start().await?;
-        Ok(Box::pin(futures::stream::try_unfold(
-            reader,
-            |mut r| async move {
-                match r.next_bytes().await {
-                    Ok(Some(b)) => Ok(Some((b, r))),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(std::io::Error::other(e)),
-                }
-            },
-        )))
+        Ok(Box::pin(futures::stream::try_unfold(reader, |mut r| async move {
+            match r.next_bytes().await {
+                Ok(Some(b)) => Ok(Some((b, r))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(std::io::Error::other(e)),
+            }
+        })))
     }
 
     /// Reads `start..end` of an inline blob from its stored bytes, verifying each chunk.
-    pub async fn read_inline(
-        &self,
-        blob: &BlobRef,
-        encoded: Bytes,
-        start: u64,
-        end: u64,
-    ) -> Result<ByteStream> {
+    pub async fn read_inline(&self, blob: &BlobRef, encoded: Bytes, start: u64, end: u64) -> Result<ByteStream> {
         if encoded.len() < format::HEADER_LEN {
             return Err(Error::Corrupt {
                 id: blob.id.clone(),
@@ -307,14 +301,16 @@ impl BlobStore {
     }
 }
 
-const WRITE_BUF: usize = 1024 * 1024;
+/// Encoded bytes gathered before one write system call; small enough that many concurrent
+/// uploads stay cheap in memory.
+const WRITE_BUF: usize = 256 * 1024;
 
 /// A blob being written. Dropped without finishing, its temp file is removed.
 pub struct BlobWriter {
     store: BlobStore,
     id: String,
     tmp_path: Option<PathBuf>,
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
     chunk: BytesMut,
     out: Vec<u8>,
     chunk_index: u64,
@@ -362,8 +358,7 @@ impl BlobWriter {
                 })?,
             None => {
                 self.out.extend_from_slice(plain);
-                self.out
-                    .extend_from_slice(&crc32c::crc32c(plain).to_be_bytes());
+                self.out.extend_from_slice(&crc32c::crc32c(plain).to_be_bytes());
             }
         }
         self.chunk.clear();
@@ -371,10 +366,20 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Writes `out` on a blocking thread, handing the buffer over and back (no extra copy).
     async fn flush_out(&mut self) -> Result<()> {
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(&self.out).await?;
-            self.out.clear();
+        if let Some(mut f) = self.file.take() {
+            let buf = std::mem::take(&mut self.out);
+            let (f, mut buf, r) = tokio::task::spawn_blocking(move || {
+                let r = f.write_all(&buf);
+                (f, buf, r)
+            })
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+            self.file = Some(f);
+            buf.clear();
+            self.out = buf;
+            r?;
         }
         Ok(())
     }
@@ -386,16 +391,16 @@ impl BlobWriter {
         }
         self.flush_out().await?;
         let fsync = self.store.inner.cfg.fsync;
-        let (Some(mut file), Some(tmp)) = (self.file.take(), self.tmp_path.clone()) else {
-            return Err(Error::Io(std::io::Error::other(
-                "finish() called on an inline blob",
-            )));
+        let (Some(file), Some(tmp)) = (self.file.take(), self.tmp_path.clone()) else {
+            return Err(Error::Io(std::io::Error::other("finish() called on an inline blob")));
         };
-        file.flush().await?;
         if fsync {
-            file.sync_all().await?;
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        } else {
+            drop(file);
         }
-        drop(file);
         let dest = self.store.blob_path(&self.id);
         let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
         tokio::fs::create_dir_all(&dir).await?;
@@ -444,7 +449,8 @@ impl Drop for BlobWriter {
 
 /// Where encoded chunks come from.
 enum Source {
-    File(tokio::fs::File),
+    /// The file is moved to a blocking thread for each read and back.
+    File(Option<std::fs::File>),
     /// Encoded bytes and the read position.
     Mem(Bytes, usize),
 }
@@ -497,7 +503,9 @@ impl ChunkReader {
         let off = format::HEADER_LEN as u64 + self.next_chunk * (self.chunk_size + self.overhead);
         match &mut self.src {
             Source::File(f) => {
-                f.seek(std::io::SeekFrom::Start(off)).await?;
+                if let Some(f) = f.as_mut() {
+                    f.seek(std::io::SeekFrom::Start(off))?;
+                }
             }
             Source::Mem(_, pos) => *pos = off as usize,
         }
@@ -514,7 +522,21 @@ impl ChunkReader {
     async fn fill(&mut self, want: usize) -> Result<()> {
         self.buf.resize(want, 0);
         let ok = match &mut self.src {
-            Source::File(f) => f.read_exact(&mut self.buf).await.is_ok(),
+            Source::File(slot) => match slot.take() {
+                Some(mut f) => {
+                    let mut buf = std::mem::take(&mut self.buf);
+                    let (f, buf, r) = tokio::task::spawn_blocking(move || {
+                        let r = f.read_exact(&mut buf);
+                        (f, buf, r)
+                    })
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+                    *slot = Some(f);
+                    self.buf = buf;
+                    r.is_ok()
+                }
+                None => false,
+            },
             Source::Mem(data, pos) => match data.get(*pos..*pos + want) {
                 Some(slice) => {
                     self.buf.copy_from_slice(slice);

@@ -37,13 +37,7 @@ async fn round_trip_sizes_and_ranges() {
             assert_eq!(b.size, n as u64);
             assert_eq!(read_all(&store, &b, 0, n as u64).await.unwrap(), body);
             if n > 10 {
-                for (s, e) in [
-                    (0, 1),
-                    (1, n - 1),
-                    (4095, 4097.min(n)),
-                    (n - 1, n),
-                    (n / 2, n),
-                ] {
+                for (s, e) in [(0, 1), (1, n - 1), (4095, 4097.min(n)), (n - 1, n), (n / 2, n)] {
                     assert_eq!(
                         read_all(&store, &b, s as u64, e as u64).await.unwrap(),
                         &body[s..e],
@@ -83,10 +77,7 @@ async fn abandoned_writer_leaves_nothing() {
     let mut w = store.create().await.unwrap();
     w.write(b"partial").await.unwrap();
     drop(w);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -98,12 +89,7 @@ async fn rotated_keys_still_read_and_unknown_key_is_an_error() {
     };
     let k1 = EncryptionKey::from_bytes([1; 32]);
     let k2 = EncryptionKey::from_bytes([2; 32]);
-    let s1 = BlobStore::open(
-        dir.path(),
-        cfg.clone(),
-        Some(Keyring::new(k1.clone(), vec![])),
-    )
-    .unwrap();
+    let s1 = BlobStore::open(dir.path(), cfg.clone(), Some(Keyring::new(k1.clone(), vec![]))).unwrap();
     let mut w = s1.create().await.unwrap();
     w.write(b"secret data").await.unwrap();
     let b = w.finish().await.unwrap();
@@ -112,18 +98,10 @@ async fn rotated_keys_still_read_and_unknown_key_is_an_error() {
         !raw.windows(11).any(|w| w == b"secret data"),
         "plaintext must not be on disk"
     );
-    let s2 = BlobStore::open(
-        dir.path(),
-        cfg.clone(),
-        Some(Keyring::new(k2.clone(), vec![k1])),
-    )
-    .unwrap();
+    let s2 = BlobStore::open(dir.path(), cfg.clone(), Some(Keyring::new(k2.clone(), vec![k1]))).unwrap();
     assert_eq!(read_all(&s2, &b, 0, 11).await.unwrap(), b"secret data");
     let s3 = BlobStore::open(dir.path(), cfg, Some(Keyring::new(k2, vec![]))).unwrap();
-    assert!(matches!(
-        s3.read(&b, 0, 11).await,
-        Err(Error::UnknownKey { .. })
-    ));
+    assert!(matches!(s3.read(&b, 0, 11).await, Err(Error::UnknownKey { .. })));
 }
 
 #[tokio::test]
@@ -137,36 +115,20 @@ async fn inline_blobs_round_trip_and_detect_corruption() {
             w.write(&body).await.unwrap();
             let (b, enc) = w.finish_inline().unwrap();
             assert_eq!(b.size, n as u64);
-            let s = store
-                .read_inline(&b, enc.clone(), 0, n as u64)
-                .await
-                .unwrap();
+            let s = store.read_inline(&b, enc.clone(), 0, n as u64).await.unwrap();
             let got: Vec<Bytes> = s.try_collect().await.unwrap();
             assert_eq!(got.concat(), body);
             if n > 10 {
-                let s = store
-                    .read_inline(&b, enc.clone(), 5, n as u64 - 3)
-                    .await
-                    .unwrap();
+                let s = store.read_inline(&b, enc.clone(), 5, n as u64 - 3).await.unwrap();
                 let got: Vec<Bytes> = s.try_collect().await.unwrap();
                 assert_eq!(got.concat(), &body[5..n - 3]);
                 let mut bad = enc.to_vec();
                 let at = bad.len() - 20;
                 bad[at] ^= 1;
-                assert!(
-                    store
-                        .read_inline(&b, Bytes::from(bad), 0, n as u64)
-                        .await
-                        .is_err()
-                );
+                assert!(store.read_inline(&b, Bytes::from(bad), 0, n as u64).await.is_err());
             }
         }
         // Nothing was written to disk for inline blobs.
-        assert_eq!(
-            std::fs::read_dir(store.root().join("blobs"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(store.root().join("blobs")).unwrap().count(), 0);
     }
 }

@@ -57,17 +57,8 @@ async fn buckets(s: &dyn ObjectStore) {
         Err(Error::BucketAlreadyOwnedByYou)
     ));
     assert_eq!(s.head_bucket("conf-b1").await.unwrap().name, "conf-b1");
-    assert!(matches!(
-        s.head_bucket("conf-nope").await,
-        Err(Error::NoSuchBucket)
-    ));
-    assert!(
-        s.list_buckets()
-            .await
-            .unwrap()
-            .iter()
-            .any(|b| b.name == "conf-b1")
-    );
+    assert!(matches!(s.head_bucket("conf-nope").await, Err(Error::NoSuchBucket)));
+    assert!(s.list_buckets().await.unwrap().iter().any(|b| b.name == "conf-b1"));
     assert!(matches!(
         s.get_bucket_tagging("conf-b1").await,
         Err(Error::NoSuchTagSet)
@@ -83,19 +74,11 @@ async fn buckets(s: &dyn ObjectStore) {
     .unwrap();
     assert_eq!(s.get_bucket_tagging("conf-b1").await.unwrap().len(), 1);
     s.delete_bucket_tagging("conf-b1").await.unwrap();
-    s.put_object(put("conf-b1", "x"), body(b"x".to_vec()))
-        .await
-        .unwrap();
-    assert!(matches!(
-        s.delete_bucket("conf-b1").await,
-        Err(Error::BucketNotEmpty)
-    ));
+    s.put_object(put("conf-b1", "x"), body(b"x".to_vec())).await.unwrap();
+    assert!(matches!(s.delete_bucket("conf-b1").await, Err(Error::BucketNotEmpty)));
     s.delete_object("conf-b1", "x").await.unwrap();
     s.delete_bucket("conf-b1").await.unwrap();
-    assert!(matches!(
-        s.delete_bucket("conf-b1").await,
-        Err(Error::NoSuchBucket)
-    ));
+    assert!(matches!(s.delete_bucket("conf-b1").await, Err(Error::NoSuchBucket)));
 }
 
 async fn objects(s: &dyn ObjectStore) {
@@ -108,10 +91,7 @@ async fn objects(s: &dyn ObjectStore) {
     assert_eq!(info.size, 100_000);
     assert_eq!(info.etag.len(), 32);
     let out = s.get_object(get("conf-obj", "a")).await.unwrap();
-    assert_eq!(
-        out.info.user_meta.get("color").map(String::as_str),
-        Some("blue")
-    );
+    assert_eq!(out.info.user_meta.get("color").map(String::as_str), Some("blue"));
     assert_eq!(out.info.content.content_type.as_deref(), Some("text/plain"));
     assert_eq!(read(out).await, data);
 
@@ -124,10 +104,7 @@ async fn objects(s: &dyn ObjectStore) {
     assert_eq!(out.range, Some(ByteRange { start: 10, end: 20 }));
     assert_eq!(read(out).await, &data[10..20]);
     g.range = Some(RangeSpec::Suffix { length: 5 });
-    assert_eq!(
-        read(s.get_object(g.clone()).await.unwrap()).await,
-        &data[99_995..]
-    );
+    assert_eq!(read(s.get_object(g.clone()).await.unwrap()).await, &data[99_995..]);
     g.range = Some(RangeSpec::FromTo {
         first: 100_000,
         last: None,
@@ -139,18 +116,12 @@ async fn objects(s: &dyn ObjectStore) {
 
     let mut g = get("conf-obj", "a");
     g.conditions.if_none_match = Some(vec![info.etag.clone()]);
-    assert!(matches!(
-        s.get_object(g.clone()).await,
-        Err(Error::NotModified)
-    ));
+    assert!(matches!(s.get_object(g.clone()).await, Err(Error::NotModified)));
     g.conditions = Conditions {
         if_match: Some(vec!["nope".into()]),
         ..Default::default()
     };
-    assert!(matches!(
-        s.head_object(g).await,
-        Err(Error::PreconditionFailed)
-    ));
+    assert!(matches!(s.head_object(g).await, Err(Error::PreconditionFailed)));
 
     // Bad digest: nothing is stored, the old version stays.
     let mut req = put("conf-obj", "a");
@@ -159,10 +130,7 @@ async fn objects(s: &dyn ObjectStore) {
         s.put_object(req, body(b"other".to_vec())).await,
         Err(Error::BadDigest)
     ));
-    assert_eq!(
-        s.head_object(get("conf-obj", "a")).await.unwrap().etag,
-        info.etag
-    );
+    assert_eq!(s.head_object(get("conf-obj", "a")).await.unwrap().etag, info.etag);
 
     // Short body.
     let mut req = put("conf-obj", "short");
@@ -179,10 +147,7 @@ async fn objects(s: &dyn ObjectStore) {
     // Checksums verified and kept.
     let mut req = put("conf-obj", "ck");
     req.checks.checksums.crc32 = Some("DUoRhQ==".into());
-    let i = s
-        .put_object(req, body(b"hello world".to_vec()))
-        .await
-        .unwrap();
+    let i = s.put_object(req, body(b"hello world".to_vec())).await.unwrap();
     assert_eq!(i.checksums.crc32.as_deref(), Some("DUoRhQ=="));
     let mut req = put("conf-obj", "ck2");
     req.checks.checksums.sha256 = Some("AAAA".into());
@@ -210,30 +175,17 @@ async fn objects(s: &dyn ObjectStore) {
     )
     .await
     .unwrap();
-    assert_eq!(
-        s.get_object_tagging("conf-obj", "a").await.unwrap().len(),
-        1
-    );
+    assert_eq!(s.get_object_tagging("conf-obj", "a").await.unwrap().len(), 1);
     s.delete_object_tagging("conf-obj", "a").await.unwrap();
-    assert!(
-        s.get_object_tagging("conf-obj", "a")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.get_object_tagging("conf-obj", "a").await.unwrap().is_empty());
     assert!(matches!(
         s.get_object_tagging("conf-obj", "missing").await,
         Err(Error::NoSuchKey)
     ));
 
     // Overwrite and delete.
-    s.put_object(put("conf-obj", "a"), body(b"new".to_vec()))
-        .await
-        .unwrap();
-    assert_eq!(
-        read(s.get_object(get("conf-obj", "a")).await.unwrap()).await,
-        b"new"
-    );
+    s.put_object(put("conf-obj", "a"), body(b"new".to_vec())).await.unwrap();
+    assert_eq!(read(s.get_object(get("conf-obj", "a")).await.unwrap()).await, b"new");
     s.delete_object("conf-obj", "a").await.unwrap();
     s.delete_object("conf-obj", "a").await.unwrap();
     assert!(matches!(
@@ -293,16 +245,9 @@ async fn odd_keys(s: &dyn ObjectStore) {
         .unwrap();
     let mut want: Vec<&str> = keys.to_vec();
     want.sort();
-    assert_eq!(
-        page.objects
-            .iter()
-            .map(|o| o.key.as_str())
-            .collect::<Vec<_>>(),
-        want
-    );
+    assert_eq!(page.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), want);
     assert!(matches!(
-        s.put_object(put("conf-keys", &"k".repeat(1025)), body(vec![]))
-            .await,
+        s.put_object(put("conf-keys", &"k".repeat(1025)), body(vec![])).await,
         Err(Error::KeyTooLong(1025))
     ));
 }
@@ -310,9 +255,7 @@ async fn odd_keys(s: &dyn ObjectStore) {
 async fn listing(s: &dyn ObjectStore) {
     s.create_bucket("conf-list").await.unwrap();
     for k in ["a/1", "a/2", "b/1", "c", "d"] {
-        s.put_object(put("conf-list", k), body(vec![1]))
-            .await
-            .unwrap();
+        s.put_object(put("conf-list", k), body(vec![1])).await.unwrap();
     }
     let q = |marker: Option<&str>| ListQuery {
         delimiter: Some("/".into()),
@@ -323,15 +266,9 @@ async fn listing(s: &dyn ObjectStore) {
     let p1 = s.list_objects("conf-list", q(None)).await.unwrap();
     assert_eq!(p1.common_prefixes, ["a/", "b/"]);
     assert!(p1.truncated);
-    let p2 = s
-        .list_objects("conf-list", q(p1.next_marker.as_deref()))
-        .await
-        .unwrap();
+    let p2 = s.list_objects("conf-list", q(p1.next_marker.as_deref())).await.unwrap();
     assert_eq!(
-        p2.objects
-            .iter()
-            .map(|o| o.key.as_str())
-            .collect::<Vec<_>>(),
+        p2.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
         ["c", "d"]
     );
     assert!(!p2.truncated);
@@ -389,10 +326,7 @@ async fn multipart(s: &dyn ObjectStore) {
         .await
         .unwrap();
     assert_eq!(uploads.uploads.len(), 1);
-    assert!(matches!(
-        s.delete_bucket("conf-mp").await,
-        Err(Error::BucketNotEmpty)
-    ));
+    assert!(matches!(s.delete_bucket("conf-mp").await, Err(Error::BucketNotEmpty)));
     let cp = |n: u32, e: &str| CompletedPart {
         part_number: n,
         etag: e.to_string(),
@@ -438,8 +372,7 @@ async fn multipart(s: &dyn ObjectStore) {
     let all = read(s.get_object(get("conf-mp", "big")).await.unwrap()).await;
     assert_eq!(all.len(), p1.len() + 1000);
     assert!(matches!(
-        s.complete_multipart_upload(complete(vec![cp(1, &i1.etag)]))
-            .await,
+        s.complete_multipart_upload(complete(vec![cp(1, &i1.etag)])).await,
         Err(Error::NoSuchUpload)
     ));
 
@@ -470,9 +403,7 @@ async fn multipart(s: &dyn ObjectStore) {
         })
         .await;
     assert!(matches!(r, Err(Error::EntityTooSmall { part: 1, .. })));
-    s.abort_multipart_upload("conf-mp", "small", &id2)
-        .await
-        .unwrap();
+    s.abort_multipart_upload("conf-mp", "small", &id2).await.unwrap();
     assert!(matches!(
         s.abort_multipart_upload("conf-mp", "small", &id2).await,
         Err(Error::NoSuchUpload)
@@ -505,9 +436,7 @@ async fn multipart(s: &dyn ObjectStore) {
         .unwrap();
     assert_eq!(pc.size, 1000);
     assert_eq!(pc.etag, i2.etag);
-    s.abort_multipart_upload("conf-mp", "copy", &id3)
-        .await
-        .unwrap();
+    s.abort_multipart_upload("conf-mp", "copy", &id3).await.unwrap();
 }
 
 async fn copy(s: &dyn ObjectStore) {
@@ -528,10 +457,7 @@ async fn copy(s: &dyn ObjectStore) {
     let mut r = c("dst2");
     r.replace_meta = Some(ObjectMeta::default());
     assert!(s.copy_object(r).await.unwrap().user_meta.is_empty());
-    assert!(matches!(
-        s.copy_object(c("src")).await,
-        Err(Error::InvalidRequest(_))
-    ));
+    assert!(matches!(s.copy_object(c("src")).await, Err(Error::InvalidRequest(_))));
     let mut same = c("src");
     same.replace_meta = Some(ObjectMeta {
         user_meta: [("n".to_string(), "2".to_string())].into(),
@@ -545,14 +471,8 @@ async fn copy(s: &dyn ObjectStore) {
     );
     let mut cond = c("dst3");
     cond.source_conditions.if_match = Some(vec!["nope".into()]);
-    assert!(matches!(
-        s.copy_object(cond).await,
-        Err(Error::PreconditionFailed)
-    ));
+    assert!(matches!(s.copy_object(cond).await, Err(Error::PreconditionFailed)));
     let mut missing = c("dst4");
     missing.src_key = "nothing".into();
-    assert!(matches!(
-        s.copy_object(missing).await,
-        Err(Error::NoSuchKey)
-    ));
+    assert!(matches!(s.copy_object(missing).await, Err(Error::NoSuchKey)));
 }

@@ -42,9 +42,7 @@ pub enum Error {
     InvalidPart(String),
     #[error("the list of parts was not in ascending order")]
     InvalidPartOrder,
-    #[error(
-        "your proposed upload is smaller than the minimum allowed object size (part {part}: {size} bytes)"
-    )]
+    #[error("your proposed upload is smaller than the minimum allowed object size (part {part}: {size} bytes)")]
     EntityTooSmall { part: u32, size: u64 },
     #[error("the TagSet does not exist")]
     NoSuchTagSet,

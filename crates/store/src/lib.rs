@@ -44,11 +44,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deleting a missing key succeeds, as in S3.
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteResult>;
     /// Deletes up to 1000 keys; one result per key, in order.
-    async fn delete_objects(
-        &self,
-        bucket: &str,
-        keys: Vec<String>,
-    ) -> Result<Vec<Result<DeleteResult>>>;
+    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>>;
     async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo>;
     async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()>;
     async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>>;
@@ -61,11 +57,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo>;
     async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()>;
     async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage>;
-    async fn list_multipart_uploads(
-        &self,
-        bucket: &str,
-        query: UploadListQuery,
-    ) -> Result<UploadListPage>;
+    async fn list_multipart_uploads(&self, bucket: &str, query: UploadListQuery) -> Result<UploadListPage>;
 
     /// Object and byte counts and disk space, for health and metrics.
     async fn usage(&self) -> Result<Usage>;

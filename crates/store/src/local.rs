@@ -9,13 +9,11 @@ use crate::{ByteStream, Error, ObjectStore, Result, validate_tags};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use ironbucket_meta::{
-    BucketRecord, MetaStore, ObjectRecord, PartRecord, Segment, Tx, UploadRecord,
-};
+use ironbucket_meta::{BucketRecord, MetaStore, ObjectRecord, PartRecord, Segment, Tx, UploadRecord};
 use ironbucket_storage::{BlobRef, BlobStore, Keyring, StorageConfig};
 use ironbucket_types::{
-    ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag,
-    now_millis, validate_bucket_name, validate_object_key,
+    ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis,
+    validate_bucket_name, validate_object_key,
 };
 use md5::Digest;
 use std::path::PathBuf;
@@ -65,6 +63,8 @@ pub struct LocalConfig {
     /// database instead of a file of their own: one group-committed write instead of two file
     /// fsyncs. 0 disables.
     pub inline_max: u64,
+    /// Metadata page cache in bytes.
+    pub meta_cache_bytes: usize,
 }
 
 impl LocalConfig {
@@ -76,6 +76,7 @@ impl LocalConfig {
             multipart_max_age: Duration::from_secs(7 * 24 * 3600),
             worker_interval: Duration::from_secs(60),
             inline_max: 64 * 1024,
+            meta_cache_bytes: ironbucket_meta::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -95,13 +96,10 @@ impl LocalStore {
     /// removal and abandoned-upload cleanup). Must be called inside a Tokio runtime.
     pub fn open(cfg: LocalConfig, keys: Option<Keyring>) -> Result<Arc<Self>> {
         cfg.storage.validate().map_err(Error::InvalidArgument)?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create data dir {}: {e}",
-                cfg.data_dir.display()
-            ))
-        })?;
-        let meta = MetaStore::open(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync)?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
+        let meta =
+            MetaStore::open_with_cache(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync, cfg.meta_cache_bytes)?;
         let key_id = keys.as_ref().map(|k| k.current_id());
         let blobs = BlobStore::open(&cfg.data_dir, cfg.storage.clone(), keys)?;
         let (garbage_tx, garbage_rx) = mpsc::unbounded_channel();
@@ -196,9 +194,7 @@ impl LocalStore {
         algs.extend(checks.checksums.algorithms());
         let mut hasher = ChecksumSet::new(algs.iter().copied());
         let mut md5 = md5::Md5::new();
-        let inline = checks
-            .content_length
-            .is_some_and(|l| l <= self.cfg.inline_max);
+        let inline = checks.content_length.is_some_and(|l| l <= self.cfg.inline_max);
         let mut writer = if inline {
             self.blobs.create_inline()?
         } else {
@@ -221,9 +217,7 @@ impl LocalStore {
         if let Some(len) = checks.content_length
             && len != size
         {
-            return Err(Error::IncompleteBody(format!(
-                "expected {len} bytes, received {size}"
-            )));
+            return Err(Error::IncompleteBody(format!("expected {len} bytes, received {size}")));
         }
         let digest: [u8; 16] = md5.finalize().into();
         if let Some(want) = expected_md5
@@ -332,12 +326,7 @@ impl LocalStore {
         )
     }
 
-    async fn read_source(
-        &self,
-        bucket: &str,
-        key: &str,
-        conds: &Conditions,
-    ) -> Result<(ObjectRecord, Inline)> {
+    async fn read_source(&self, bucket: &str, key: &str, conds: &Conditions) -> Result<(ObjectRecord, Inline)> {
         let (rec, inline) = self.object_and_inline(bucket, key)?;
         conds.check_copy_source(&rec.etag, rec.last_modified)?;
         Ok((rec, inline))
@@ -348,12 +337,7 @@ impl LocalStore {
         match self.meta.get_object_and_inline(bucket, key)? {
             Some((rec, blobs)) => Ok((
                 rec,
-                Arc::new(
-                    blobs
-                        .into_iter()
-                        .map(|(id, b)| (id, Bytes::from(b)))
-                        .collect(),
-                ),
+                Arc::new(blobs.into_iter().map(|(id, b)| (id, Bytes::from(b))).collect()),
             )),
             None => {
                 self.bucket_must_exist(bucket)?;
@@ -437,13 +421,7 @@ impl LocalStore {
 
 /// Replaces `bucket/key` with `rec` inside a transaction: checks conditions, moves the old
 /// version's blobs that `rec` does not reuse to the garbage list and keeps the counters right.
-fn replace_object(
-    t: &mut Tx<'_>,
-    bucket: &str,
-    key: &str,
-    rec: &ObjectRecord,
-    conds: &Conditions,
-) -> Result<()> {
+fn replace_object(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &ObjectRecord, conds: &Conditions) -> Result<()> {
     if t.get_bucket(bucket)?.is_none() {
         return Err(Error::NoSuchBucket);
     }
@@ -491,9 +469,7 @@ fn tags_of(v: &[(String, String)]) -> Vec<Tag> {
 mod base64_md5 {
     use base64::Engine;
     pub fn decode16(s: &str) -> Option<[u8; 16]> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .ok()?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
         raw.try_into().ok()
     }
 }
@@ -642,11 +618,7 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn delete_objects(
-        &self,
-        bucket: &str,
-        keys: Vec<String>,
-    ) -> Result<Vec<Result<DeleteResult>>> {
+    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>> {
         if keys.len() > 1000 {
             return Err(Error::InvalidRequest(
                 "a DeleteObjects request may name at most 1000 keys".into(),
@@ -800,12 +772,7 @@ impl ObjectStore for LocalStore {
             initiated: now_millis(),
             content: req.meta.content,
             user_meta: req.meta.user_meta,
-            tags: req
-                .meta
-                .tags
-                .into_iter()
-                .map(|t| (t.key, t.value))
-                .collect(),
+            tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
             checksum_algorithm: req.checksum_algorithm,
         };
         let bucket = req.bucket;
@@ -871,9 +838,7 @@ impl ObjectStore for LocalStore {
 
     async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
         if req.parts.is_empty() {
-            return Err(Error::InvalidRequest(
-                "you must specify at least one part".into(),
-            ));
+            return Err(Error::InvalidRequest("you must specify at least one part".into()));
         }
         for w in req.parts.windows(2) {
             if w[1].part_number <= w[0].part_number {
@@ -895,18 +860,14 @@ impl ObjectStore for LocalStore {
                 if t.get_bucket(&bucket)?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
-                let upload = t
-                    .get_upload(&bucket, &key, &upload_id)?
-                    .ok_or(Error::NoSuchUpload)?;
+                let upload = t.get_upload(&bucket, &key, &upload_id)?.ok_or(Error::NoSuchUpload)?;
                 let stored = t.parts(&upload_id)?;
                 let mut chosen: Vec<&PartRecord> = Vec::with_capacity(wanted.len());
                 for w in &wanted {
                     let p = stored
                         .iter()
                         .find(|p| p.part_number == w.part_number)
-                        .ok_or_else(|| {
-                            Error::InvalidPart(format!("part {} was not uploaded", w.part_number))
-                        })?;
+                        .ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", w.part_number)))?;
                     if p.etag != w.etag.trim_matches('"') {
                         return Err(Error::InvalidPart(format!(
                             "part {} has ETag {}, not {}",
@@ -924,12 +885,10 @@ impl ObjectStore for LocalStore {
                     }
                 }
                 let md5s: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
-                let etag = multipart_etag(&md5s)
-                    .ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
+                let etag = multipart_etag(&md5s).ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
                 let mut checksums = Checksums::default();
                 if let Some(a) = upload.checksum_algorithm {
-                    let vals: Option<Vec<&str>> =
-                        chosen.iter().map(|p| p.checksums.get(a)).collect();
+                    let vals: Option<Vec<&str>> = chosen.iter().map(|p| p.checksums.get(a)).collect();
                     if let Some(v) = vals {
                         checksums.set(a, ironbucket_types::checksum::composite(a, &v));
                     }
@@ -1009,11 +968,7 @@ impl ObjectStore for LocalStore {
         })
     }
 
-    async fn list_multipart_uploads(
-        &self,
-        bucket: &str,
-        mut q: UploadListQuery,
-    ) -> Result<UploadListPage> {
+    async fn list_multipart_uploads(&self, bucket: &str, mut q: UploadListQuery) -> Result<UploadListPage> {
         self.bucket_must_exist(bucket)?;
         q.max_uploads = q.max_uploads.min(1000);
         Ok(self.meta.list_uploads(bucket, &q)?)
@@ -1100,10 +1055,7 @@ async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
         match s.meta.uploads_older_than(cutoff, 1000) {
             Ok(list) => {
                 for (bucket, u) in list {
-                    match s
-                        .abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone())
-                        .await
-                    {
+                    match s.abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone()).await {
                         Ok(()) | Err(Error::NoSuchUpload) => {
                             tracing::info!(bucket = %bucket, key = %u.key, upload_id = %u.upload_id, "aborted abandoned multipart upload")
                         }

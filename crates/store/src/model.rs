@@ -2,9 +2,7 @@
 
 use crate::ByteStream;
 use ironbucket_meta::ContentHeaders;
-use ironbucket_types::{
-    ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec, UnixMillis,
-};
+use ironbucket_types::{ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec, UnixMillis};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

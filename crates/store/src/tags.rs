@@ -7,9 +7,7 @@ use std::collections::HashSet;
 /// no duplicate keys, no reserved `aws:` prefix.
 pub fn validate_tags(tags: &[Tag], max: usize) -> Result<()> {
     if tags.len() > max {
-        return Err(Error::InvalidTag(format!(
-            "a tag set may hold at most {max} tags"
-        )));
+        return Err(Error::InvalidTag(format!("a tag set may hold at most {max} tags")));
     }
     let mut seen = HashSet::new();
     for t in tags {
@@ -27,9 +25,7 @@ pub fn validate_tags(tags: &[Tag], max: usize) -> Result<()> {
             )));
         }
         if t.key.starts_with("aws:") {
-            return Err(Error::InvalidTag(
-                "tag keys starting with aws: are reserved".into(),
-            ));
+            return Err(Error::InvalidTag("tag keys starting with aws: are reserved".into()));
         }
         if !seen.insert(t.key.as_str()) {
             return Err(Error::InvalidTag(format!("duplicate tag key {:?}", t.key)));

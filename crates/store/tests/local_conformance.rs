@@ -41,9 +41,7 @@ async fn small_bodies_are_inline_and_leave_no_files() {
     let s = LocalStore::open(cfg(dir.path()), None).unwrap();
     s.create_bucket("inl").await.unwrap();
     let body = || -> ironbucket_store::ByteStream {
-        Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from(
-            vec![5u8; 1000],
-        ))]))
+        Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from(vec![5u8; 1000]))]))
     };
     let mut req = ironbucket_store::PutObject {
         bucket: "inl".into(),
@@ -92,9 +90,7 @@ async fn garbage_is_collected_after_overwrite_and_delete() {
         ..Default::default()
     };
     let body = || -> ironbucket_store::ByteStream {
-        Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(
-            b"data",
-        ))]))
+        Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"data"))]))
     };
     for _ in 0..5 {
         s.put_object(put(), body()).await.unwrap();
@@ -124,12 +120,6 @@ fn walk(p: &std::path::Path) -> usize {
         return 0;
     };
     rd.flatten()
-        .map(|e| {
-            if e.path().is_dir() {
-                walk(&e.path())
-            } else {
-                1
-            }
-        })
+        .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
         .sum()
 }

@@ -82,24 +82,18 @@ impl Checksums {
     }
 
     pub fn is_empty(&self) -> bool {
-        ChecksumAlgorithm::ALL
-            .iter()
-            .all(|a| self.get(*a).is_none())
+        ChecksumAlgorithm::ALL.iter().all(|a| self.get(*a).is_none())
     }
 
     /// The algorithms with a value present.
     pub fn algorithms(&self) -> impl Iterator<Item = ChecksumAlgorithm> + '_ {
-        ChecksumAlgorithm::ALL
-            .into_iter()
-            .filter(|a| self.get(*a).is_some())
+        ChecksumAlgorithm::ALL.into_iter().filter(|a| self.get(*a).is_some())
     }
 
     /// Compares every expected value with the computed one; returns the first algorithm that
     /// differs (or was expected but not computed).
     pub fn first_mismatch(&self, expected: &Checksums) -> Option<ChecksumAlgorithm> {
-        expected
-            .algorithms()
-            .find(|a| self.get(*a) != expected.get(*a))
+        expected.algorithms().find(|a| self.get(*a) != expected.get(*a))
     }
 }
 
@@ -187,13 +181,7 @@ mod tests {
         assert_eq!(c.first_mismatch(&expected), None);
         expected.sha1 = Some("AAAA".into());
         assert_eq!(c.first_mismatch(&expected), Some(ChecksumAlgorithm::Sha1));
-        assert_eq!(
-            ChecksumAlgorithm::parse("crc32c"),
-            Some(ChecksumAlgorithm::Crc32c)
-        );
-        assert!(
-            composite(ChecksumAlgorithm::Crc32, &["DUoRhQ==", "DUoRhQ=="])
-                .is_some_and(|s| s.ends_with("-2"))
-        );
+        assert_eq!(ChecksumAlgorithm::parse("crc32c"), Some(ChecksumAlgorithm::Crc32c));
+        assert!(composite(ChecksumAlgorithm::Crc32, &["DUoRhQ==", "DUoRhQ=="]).is_some_and(|s| s.ends_with("-2")));
     }
 }

@@ -39,11 +39,7 @@ impl Conditions {
 
     /// Evaluates the conditions for a read (GET/HEAD). `last_modified` is compared at one
     /// second precision, like the HTTP dates the client sends.
-    pub fn check_read(
-        &self,
-        etag: &str,
-        last_modified: UnixMillis,
-    ) -> Result<(), ConditionFailure> {
+    pub fn check_read(&self, etag: &str, last_modified: UnixMillis) -> Result<(), ConditionFailure> {
         let lm = last_modified / 1000;
         if let Some(m) = &self.if_match {
             if !etag_matches(m, etag) {
@@ -67,11 +63,7 @@ impl Conditions {
     }
 
     /// Evaluates copy-source conditions: like a read, but every failure is a 412.
-    pub fn check_copy_source(
-        &self,
-        etag: &str,
-        last_modified: UnixMillis,
-    ) -> Result<(), ConditionFailure> {
+    pub fn check_copy_source(&self, etag: &str, last_modified: UnixMillis) -> Result<(), ConditionFailure> {
         self.check_read(etag, last_modified)
             .map_err(|_| ConditionFailure::PreconditionFailed)
     }
@@ -112,10 +104,7 @@ mod tests {
             ..c()
         };
         assert_eq!(m.check_read("e", lm), Ok(()));
-        assert_eq!(
-            m.check_read("x", lm),
-            Err(ConditionFailure::PreconditionFailed)
-        );
+        assert_eq!(m.check_read("x", lm), Err(ConditionFailure::PreconditionFailed));
         let nm = Conditions {
             if_none_match: Some(vec!["e".into()]),
             ..c()
@@ -136,10 +125,7 @@ mod tests {
             if_unmodified_since: Some(9_999_000),
             ..c()
         };
-        assert_eq!(
-            ius.check_read("e", lm),
-            Err(ConditionFailure::PreconditionFailed)
-        );
+        assert_eq!(ius.check_read("e", lm), Err(ConditionFailure::PreconditionFailed));
         // If-Match takes precedence over If-Unmodified-Since.
         let both = Conditions {
             if_match: Some(vec!["e".into()]),
@@ -154,10 +140,7 @@ mod tests {
             ..c()
         };
         assert_eq!(both.check_read("e", lm), Ok(()));
-        assert_eq!(
-            nm.check_copy_source("e", lm),
-            Err(ConditionFailure::PreconditionFailed)
-        );
+        assert_eq!(nm.check_copy_source("e", lm), Err(ConditionFailure::PreconditionFailed));
     }
 
     #[test]
@@ -167,18 +150,12 @@ mod tests {
             ..c()
         };
         assert_eq!(star.check_write(None), Ok(()));
-        assert_eq!(
-            star.check_write(Some("e")),
-            Err(ConditionFailure::PreconditionFailed)
-        );
+        assert_eq!(star.check_write(Some("e")), Err(ConditionFailure::PreconditionFailed));
         let m = Conditions {
             if_match: Some(vec!["e".into()]),
             ..c()
         };
         assert_eq!(m.check_write(Some("e")), Ok(()));
-        assert_eq!(
-            m.check_write(None),
-            Err(ConditionFailure::PreconditionFailed)
-        );
+        assert_eq!(m.check_write(None), Err(ConditionFailure::PreconditionFailed));
     }
 }

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 /// A hybrid-logical-clock timestamp. Ordered by physical time, then logical counter.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch.
     pub physical: u64,

@@ -38,11 +38,7 @@ pub fn multipart_etag(part_md5s_hex: &[String]) -> Option<String> {
         let raw = hex::decode(p).ok()?;
         h.update(&raw);
     }
-    Some(format!(
-        "{}-{}",
-        hex::encode(h.finalize()),
-        part_md5s_hex.len()
-    ))
+    Some(format!("{}-{}", hex::encode(h.finalize()), part_md5s_hex.len()))
 }
 
 #[cfg(test)]

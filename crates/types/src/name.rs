@@ -76,49 +76,25 @@ mod tests {
             assert_eq!(validate_bucket_name(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate_bucket_name("ab"), Err(NameError::BucketLength));
-        assert_eq!(
-            validate_bucket_name(&"a".repeat(64)),
-            Err(NameError::BucketLength)
-        );
-        assert_eq!(
-            validate_bucket_name("My-Bucket"),
-            Err(NameError::BucketCharacters)
-        );
-        assert_eq!(
-            validate_bucket_name("my_bucket"),
-            Err(NameError::BucketCharacters)
-        );
+        assert_eq!(validate_bucket_name(&"a".repeat(64)), Err(NameError::BucketLength));
+        assert_eq!(validate_bucket_name("My-Bucket"), Err(NameError::BucketCharacters));
+        assert_eq!(validate_bucket_name("my_bucket"), Err(NameError::BucketCharacters));
         assert_eq!(validate_bucket_name("-abc"), Err(NameError::BucketEdges));
         assert_eq!(validate_bucket_name("abc."), Err(NameError::BucketEdges));
         assert_eq!(validate_bucket_name("a..b"), Err(NameError::BucketDots));
         assert_eq!(validate_bucket_name("a.-b"), Err(NameError::BucketDots));
-        assert_eq!(
-            validate_bucket_name("192.168.5.4"),
-            Err(NameError::BucketIpAddress)
-        );
-        assert_eq!(
-            validate_bucket_name("xn--abc"),
-            Err(NameError::BucketReserved)
-        );
-        assert_eq!(
-            validate_bucket_name("abc-s3alias"),
-            Err(NameError::BucketReserved)
-        );
+        assert_eq!(validate_bucket_name("192.168.5.4"), Err(NameError::BucketIpAddress));
+        assert_eq!(validate_bucket_name("xn--abc"), Err(NameError::BucketReserved));
+        assert_eq!(validate_bucket_name("abc-s3alias"), Err(NameError::BucketReserved));
     }
 
     #[test]
     fn keys() {
         assert_eq!(validate_object_key(""), Err(NameError::KeyEmpty));
         assert_eq!(validate_object_key(&"k".repeat(1024)), Ok(()));
-        assert_eq!(
-            validate_object_key(&"k".repeat(1025)),
-            Err(NameError::KeyTooLong(1025))
-        );
+        assert_eq!(validate_object_key(&"k".repeat(1025)), Err(NameError::KeyTooLong(1025)));
         // Multi-byte characters count in bytes, not chars.
-        assert_eq!(
-            validate_object_key(&"é".repeat(513)),
-            Err(NameError::KeyTooLong(1026))
-        );
+        assert_eq!(validate_object_key(&"é".repeat(513)), Err(NameError::KeyTooLong(1026)));
         for odd in ["../x", "a//b", "%2F", ".", "/", "\u{1F600}"] {
             assert_eq!(validate_object_key(odd), Ok(()));
         }

@@ -25,12 +25,7 @@ impl ByteRange {
     }
     /// `Content-Range` header value for this range of an object of `size` bytes.
     pub fn content_range(&self, size: u64) -> String {
-        format!(
-            "bytes {}-{}/{}",
-            self.start,
-            self.end.saturating_sub(1),
-            size
-        )
+        format!("bytes {}-{}/{}", self.start, self.end.saturating_sub(1), size)
     }
 }
 
@@ -79,11 +74,7 @@ impl RangeSpec {
             });
         }
         let first = a.parse().ok()?;
-        let last = if b.is_empty() {
-            None
-        } else {
-            Some(b.parse().ok()?)
-        };
+        let last = if b.is_empty() { None } else { Some(b.parse().ok()?) };
         Some(RangeSpec::FromTo { first, last })
     }
 }
@@ -95,44 +86,17 @@ mod tests {
     #[test]
     fn resolve_forms() {
         let r = |s: &str, n| RangeSpec::parse(s).map(|x| x.resolve(n));
-        assert_eq!(
-            r("bytes=0-9", 100),
-            Some(Ok(ByteRange { start: 0, end: 10 }))
-        );
-        assert_eq!(
-            r("bytes=90-200", 100),
-            Some(Ok(ByteRange {
-                start: 90,
-                end: 100
-            }))
-        );
-        assert_eq!(
-            r("bytes=10-", 100),
-            Some(Ok(ByteRange {
-                start: 10,
-                end: 100
-            }))
-        );
-        assert_eq!(
-            r("bytes=-10", 100),
-            Some(Ok(ByteRange {
-                start: 90,
-                end: 100
-            }))
-        );
-        assert_eq!(
-            r("bytes=-500", 100),
-            Some(Ok(ByteRange { start: 0, end: 100 }))
-        );
+        assert_eq!(r("bytes=0-9", 100), Some(Ok(ByteRange { start: 0, end: 10 })));
+        assert_eq!(r("bytes=90-200", 100), Some(Ok(ByteRange { start: 90, end: 100 })));
+        assert_eq!(r("bytes=10-", 100), Some(Ok(ByteRange { start: 10, end: 100 })));
+        assert_eq!(r("bytes=-10", 100), Some(Ok(ByteRange { start: 90, end: 100 })));
+        assert_eq!(r("bytes=-500", 100), Some(Ok(ByteRange { start: 0, end: 100 })));
         assert_eq!(r("bytes=100-", 100), Some(Err(RangeError::NotSatisfiable)));
         assert_eq!(r("bytes=5-4", 100), Some(Err(RangeError::NotSatisfiable)));
         assert_eq!(r("bytes=-0", 100), Some(Err(RangeError::NotSatisfiable)));
         assert_eq!(r("bytes=0-0", 0), Some(Err(RangeError::NotSatisfiable)));
         assert_eq!(r("items=0-1", 100), None);
         assert_eq!(r("bytes=a-b", 100), None);
-        assert_eq!(
-            ByteRange { start: 0, end: 10 }.content_range(100),
-            "bytes 0-9/100"
-        );
+        assert_eq!(ByteRange { start: 0, end: 10 }.content_range(100), "bytes 0-9/100");
     }
 }

@@ -186,9 +186,7 @@ pub fn md5_hex(data: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes.
 pub fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -200,15 +198,9 @@ pub fn data(n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A raw HTTP request (for unsigned, presigned and malformed cases). Returns status, headers, body.
-pub async fn raw(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, http::HeaderMap, String) {
+pub async fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, String) {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -227,12 +219,7 @@ pub async fn raw(
 }
 
 pub async fn body_bytes(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
-    out.body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
+    out.body.collect().await.expect("body").into_bytes().to_vec()
 }
 
 /// The S3 error code of an SDK error.
@@ -240,17 +227,13 @@ pub fn code<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug, R: std
     e: &aws_sdk_s3::error::SdkError<E, R>,
 ) -> String {
     match e {
-        aws_sdk_s3::error::SdkError::ServiceError(s) => {
-            s.err().code().unwrap_or("<none>").to_string()
-        }
+        aws_sdk_s3::error::SdkError::ServiceError(s) => s.err().code().unwrap_or("<none>").to_string(),
         other => format!("<not a service error: {other:?}>"),
     }
 }
 
 /// The HTTP status of an SDK error.
-pub fn status<E>(
-    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> u16 {
+pub fn status<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
     match e {
         aws_sdk_s3::error::SdkError::ServiceError(s) => s.raw().status().as_u16(),
         aws_sdk_s3::error::SdkError::ResponseError(r) => r.raw().status().as_u16(),
