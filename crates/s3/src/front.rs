@@ -15,6 +15,41 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Sets the stored object headers on a GetObject or HeadObject output (the two share field
+/// names), letting the request's `response-*` parameters override them.
+macro_rules! object_headers {
+    ($o:ident, $info:expr, $with_checksums:expr, $i:ident) => {{
+        let info: &ObjectInfo = $info;
+        let c = &info.content;
+        $o.e_tag = Some(etag(&info.etag));
+        $o.last_modified = Some(ts(info.last_modified));
+        $o.content_type = Some(
+            $i.response_content_type
+                .take()
+                .or_else(|| c.content_type.clone())
+                .unwrap_or_else(|| "binary/octet-stream".into()),
+        );
+        $o.content_encoding = $i.response_content_encoding.take().or_else(|| c.content_encoding.clone());
+        $o.content_language = $i.response_content_language.take().or_else(|| c.content_language.clone());
+        $o.content_disposition = $i.response_content_disposition.take().or_else(|| c.content_disposition.clone());
+        $o.cache_control = $i.response_cache_control.take().or_else(|| c.cache_control.clone());
+        $o.expires = $i.response_expires.take().or_else(|| c.expires.as_deref().and_then(parse_http_date));
+        $o.metadata =
+            (!info.user_meta.is_empty()).then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        $o.parts_count = info.parts_count.map(|n| n as i32);
+        if $with_checksums {
+            $o.checksum_crc32 = info.checksums.crc32.clone();
+            $o.checksum_crc32c = info.checksums.crc32c.clone();
+            $o.checksum_sha1 = info.checksums.sha1.clone();
+            $o.checksum_sha256 = info.checksums.sha256.clone();
+            if !info.checksums.is_empty() {
+                let t = if info.parts_count.is_some() { ChecksumType::COMPOSITE } else { ChecksumType::FULL_OBJECT };
+                $o.checksum_type = Some(ChecksumType::from_static(t));
+            }
+        }
+    }};
+}
+
 pub(crate) struct Front {
     store: Arc<dyn ObjectStore>,
     region: String,
@@ -332,7 +367,7 @@ impl S3 for Front {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let i = req.input;
+        let mut i = req.input;
         version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
@@ -350,6 +385,7 @@ impl S3 for Front {
         }
         let out = self.store.get_object(g).await.map_err(s3_err)?;
         let info = out.info;
+        let with_checksums = out.range.is_none() && checksum_mode(&i.checksum_mode);
         let len = out.range.map(|r| r.len()).unwrap_or(info.size);
         let mut o = GetObjectOutput {
             body: Some(into_blob(out.body)),
@@ -358,49 +394,13 @@ impl S3 for Front {
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
-        fill_object_headers(&info, out.range.is_none() && checksum_mode(&i.checksum_mode), |f| {
-            o.e_tag = f.e_tag;
-            o.last_modified = f.last_modified;
-            o.content_type = f.content_type;
-            o.content_encoding = f.content_encoding;
-            o.content_language = f.content_language;
-            o.content_disposition = f.content_disposition;
-            o.cache_control = f.cache_control;
-            o.expires = f.expires;
-            o.metadata = f.metadata;
-            o.checksum_crc32 = f.checksum_crc32;
-            o.checksum_crc32c = f.checksum_crc32c;
-            o.checksum_sha1 = f.checksum_sha1;
-            o.checksum_sha256 = f.checksum_sha256;
-            o.checksum_type = f.checksum_type;
-            o.parts_count = f.parts_count;
-            o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
-            o.version_id = f.version_id;
-        });
-        // response-* query parameters override the stored headers.
-        if let Some(v) = i.response_content_type {
-            o.content_type = Some(v);
-        }
-        if let Some(v) = i.response_content_encoding {
-            o.content_encoding = Some(v);
-        }
-        if let Some(v) = i.response_content_language {
-            o.content_language = Some(v);
-        }
-        if let Some(v) = i.response_content_disposition {
-            o.content_disposition = Some(v);
-        }
-        if let Some(v) = i.response_cache_control {
-            o.cache_control = Some(v);
-        }
-        if let Some(v) = i.response_expires {
-            o.expires = Some(v);
-        }
+        object_headers!(o, &info, with_checksums, i);
+        o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
         s3r(o)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let i = req.input;
+        let mut i = req.input;
         version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
@@ -410,48 +410,14 @@ impl S3 for Front {
         };
         let info = self.store.head_object(g.clone()).await.map_err(s3_err)?;
         let range = g.range.and_then(|r| r.resolve(info.size).ok());
+        let with_checksums = range.is_none() && checksum_mode(&i.checksum_mode);
         let mut o = HeadObjectOutput {
             content_length: Some(range.map(|r| r.len()).unwrap_or(info.size) as i64),
             content_range: range.map(|r| r.content_range(info.size)),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
-        fill_object_headers(&info, range.is_none() && checksum_mode(&i.checksum_mode), |f| {
-            o.e_tag = f.e_tag;
-            o.last_modified = f.last_modified;
-            o.content_type = f.content_type;
-            o.content_encoding = f.content_encoding;
-            o.content_language = f.content_language;
-            o.content_disposition = f.content_disposition;
-            o.cache_control = f.cache_control;
-            o.expires = f.expires;
-            o.metadata = f.metadata;
-            o.checksum_crc32 = f.checksum_crc32;
-            o.checksum_crc32c = f.checksum_crc32c;
-            o.checksum_sha1 = f.checksum_sha1;
-            o.checksum_sha256 = f.checksum_sha256;
-            o.checksum_type = f.checksum_type;
-            o.parts_count = f.parts_count;
-            o.version_id = f.version_id;
-        });
-        if let Some(v) = i.response_content_type {
-            o.content_type = Some(v);
-        }
-        if let Some(v) = i.response_content_disposition {
-            o.content_disposition = Some(v);
-        }
-        if let Some(v) = i.response_content_encoding {
-            o.content_encoding = Some(v);
-        }
-        if let Some(v) = i.response_content_language {
-            o.content_language = Some(v);
-        }
-        if let Some(v) = i.response_cache_control {
-            o.cache_control = Some(v);
-        }
-        if let Some(v) = i.response_expires {
-            o.expires = Some(v);
-        }
+        object_headers!(o, &info, with_checksums, i);
         s3r(o)
     }
 
@@ -1026,60 +992,6 @@ impl S3 for Front {
             ..Default::default()
         })
     }
-}
-
-/// The header fields shared by GetObject and HeadObject.
-#[derive(Default)]
-struct ObjectHeaders {
-    e_tag: Option<ETag>,
-    last_modified: Option<Timestamp>,
-    content_type: Option<String>,
-    content_encoding: Option<String>,
-    content_language: Option<String>,
-    content_disposition: Option<String>,
-    cache_control: Option<String>,
-    expires: Option<Timestamp>,
-    metadata: Option<Metadata>,
-    checksum_crc32: Option<String>,
-    checksum_crc32c: Option<String>,
-    checksum_sha1: Option<String>,
-    checksum_sha256: Option<String>,
-    checksum_type: Option<ChecksumType>,
-    parts_count: Option<i32>,
-    version_id: Option<String>,
-}
-
-fn fill_object_headers(info: &ObjectInfo, with_checksums: bool, apply: impl FnOnce(ObjectHeaders)) {
-    let c = &info.content;
-    let mut h = ObjectHeaders {
-        e_tag: Some(etag(&info.etag)),
-        last_modified: Some(ts(info.last_modified)),
-        content_type: Some(c.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
-        content_encoding: c.content_encoding.clone(),
-        content_language: c.content_language.clone(),
-        content_disposition: c.content_disposition.clone(),
-        cache_control: c.cache_control.clone(),
-        expires: c.expires.as_deref().and_then(parse_http_date),
-        metadata: (!info.user_meta.is_empty())
-            .then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        parts_count: info.parts_count.map(|n| n as i32),
-        ..Default::default()
-    };
-    if with_checksums {
-        h.checksum_crc32 = info.checksums.crc32.clone();
-        h.checksum_crc32c = info.checksums.crc32c.clone();
-        h.checksum_sha1 = info.checksums.sha1.clone();
-        h.checksum_sha256 = info.checksums.sha256.clone();
-        if !info.checksums.is_empty() {
-            let t = if info.parts_count.is_some() {
-                ChecksumType::COMPOSITE
-            } else {
-                ChecksumType::FULL_OBJECT
-            };
-            h.checksum_type = Some(ChecksumType::from_static(t));
-        }
-    }
-    apply(h);
 }
 
 fn object_entry(o: ObjectInfo, with_owner: bool, url: bool) -> Object {

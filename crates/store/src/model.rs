@@ -118,15 +118,6 @@ pub struct CopyObject {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub prefix: String,
-    pub delimiter: Option<String>,
-    /// Exclusive start: v1 marker, v2 start-after or continuation token.
-    pub marker: Option<String>,
-    pub max_keys: usize,
-}
-
-#[derive(Debug, Clone, Default)]
 pub struct ListPage {
     pub objects: Vec<ObjectInfo>,
     pub common_prefixes: Vec<String>,
@@ -203,7 +194,7 @@ pub struct ListPartsPage {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
 }
 
-pub use ironbucket_meta::{UploadListPage, UploadListQuery, UploadRecord as UploadInfo};
+pub use ironbucket_meta::{ListQuery, UploadListPage, UploadListQuery, UploadRecord as UploadInfo};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
