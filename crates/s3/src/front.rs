@@ -29,11 +29,23 @@ macro_rules! object_headers {
                 .or_else(|| c.content_type.clone())
                 .unwrap_or_else(|| "binary/octet-stream".into()),
         );
-        $o.content_encoding = $i.response_content_encoding.take().or_else(|| c.content_encoding.clone());
-        $o.content_language = $i.response_content_language.take().or_else(|| c.content_language.clone());
-        $o.content_disposition = $i.response_content_disposition.take().or_else(|| c.content_disposition.clone());
+        $o.content_encoding = $i
+            .response_content_encoding
+            .take()
+            .or_else(|| c.content_encoding.clone());
+        $o.content_language = $i
+            .response_content_language
+            .take()
+            .or_else(|| c.content_language.clone());
+        $o.content_disposition = $i
+            .response_content_disposition
+            .take()
+            .or_else(|| c.content_disposition.clone());
         $o.cache_control = $i.response_cache_control.take().or_else(|| c.cache_control.clone());
-        $o.expires = $i.response_expires.take().or_else(|| c.expires.as_deref().and_then(parse_http_date));
+        $o.expires = $i
+            .response_expires
+            .take()
+            .or_else(|| c.expires.as_deref().and_then(parse_http_date));
         $o.metadata =
             (!info.user_meta.is_empty()).then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         $o.parts_count = info.parts_count.map(|n| n as i32);
@@ -43,7 +55,11 @@ macro_rules! object_headers {
             $o.checksum_sha1 = info.checksums.sha1.clone();
             $o.checksum_sha256 = info.checksums.sha256.clone();
             if !info.checksums.is_empty() {
-                let t = if info.parts_count.is_some() { ChecksumType::COMPOSITE } else { ChecksumType::FULL_OBJECT };
+                let t = if info.parts_count.is_some() {
+                    ChecksumType::COMPOSITE
+                } else {
+                    ChecksumType::FULL_OBJECT
+                };
                 $o.checksum_type = Some(ChecksumType::from_static(t));
             }
         }

@@ -173,8 +173,13 @@ impl BlobStore {
         Ok(BlobWriter {
             store: self.clone(),
             id,
+            inline: file.is_none(),
             tmp_path,
             file,
+            pending: None,
+            spare: None,
+            written: 0,
+            synced: 0,
             chunk: BytesMut::new(),
             out,
             chunk_index: 0,
@@ -305,12 +310,26 @@ impl BlobStore {
 /// uploads stay cheap in memory.
 const WRITE_BUF: usize = 256 * 1024;
 
+type WriteJob = tokio::task::JoinHandle<(std::fs::File, Vec<u8>, std::io::Result<()>)>;
+
+/// With fsync on, dirty data is flushed every this many bytes while a large blob streams in,
+/// so the final fsync is short and the disk works during the upload rather than after it.
+const SYNC_EVERY: u64 = 64 * 1024 * 1024;
+
 /// A blob being written. Dropped without finishing, its temp file is removed.
 pub struct BlobWriter {
     store: BlobStore,
     id: String,
+    inline: bool,
     tmp_path: Option<PathBuf>,
     file: Option<std::fs::File>,
+    /// The write in flight on a blocking thread (it holds the file meanwhile), so receiving
+    /// and hashing the next bytes overlaps with the disk write of the previous ones.
+    pending: Option<WriteJob>,
+    /// An emptied buffer to fill next.
+    spare: Option<Vec<u8>>,
+    written: u64,
+    synced: u64,
     chunk: BytesMut,
     out: Vec<u8>,
     chunk_index: u64,
@@ -325,7 +344,7 @@ impl BlobWriter {
     }
 
     pub fn is_inline(&self) -> bool {
-        self.file.is_none()
+        self.inline
     }
 
     /// Appends plaintext bytes. A full chunk is sealed only once more data arrives, so the
@@ -335,7 +354,7 @@ impl BlobWriter {
         while !data.is_empty() {
             if self.chunk.len() == cs {
                 self.seal_chunk(false)?;
-                if self.file.is_some() && self.out.len() >= WRITE_BUF {
+                if !self.inline && self.out.len() >= WRITE_BUF {
                     self.flush_out().await?;
                 }
             }
@@ -366,21 +385,45 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Writes `out` on a blocking thread, handing the buffer over and back (no extra copy).
-    async fn flush_out(&mut self) -> Result<()> {
-        if let Some(mut f) = self.file.take() {
-            let buf = std::mem::take(&mut self.out);
-            let (f, mut buf, r) = tokio::task::spawn_blocking(move || {
-                let r = f.write_all(&buf);
-                (f, buf, r)
-            })
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    /// Waits for the write in flight, if any, and takes the file and its buffer back.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(job) = self.pending.take() {
+            let (f, mut buf, r) = job.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
             self.file = Some(f);
             buf.clear();
-            self.out = buf;
+            self.spare = Some(buf);
             r?;
         }
+        Ok(())
+    }
+
+    /// Hands `out` to a blocking thread for writing (no copy) and keeps filling a spare buffer
+    /// meanwhile; at most one write is in flight.
+    async fn flush_out(&mut self) -> Result<()> {
+        if self.inline || self.out.is_empty() {
+            return Ok(());
+        }
+        self.settle().await?;
+        let Some(mut f) = self.file.take() else {
+            return Err(Error::Io(std::io::Error::other("blob file already closed")));
+        };
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUF + 64 * 1024));
+        let buf = std::mem::replace(&mut self.out, next);
+        self.written += buf.len() as u64;
+        let sync_now = self.store.inner.cfg.fsync && self.written - self.synced >= SYNC_EVERY;
+        if sync_now {
+            self.synced = self.written;
+        }
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut r = f.write_all(&buf);
+            if r.is_ok() && sync_now {
+                r = f.sync_data();
+            }
+            (f, buf, r)
+        }));
         Ok(())
     }
 
@@ -390,6 +433,7 @@ impl BlobWriter {
             self.seal_chunk(true)?;
         }
         self.flush_out().await?;
+        self.settle().await?;
         let fsync = self.store.inner.cfg.fsync;
         let (Some(file), Some(tmp)) = (self.file.take(), self.tmp_path.clone()) else {
             return Err(Error::Io(std::io::Error::other("finish() called on an inline blob")));
@@ -417,7 +461,7 @@ impl BlobWriter {
 
     /// Seals an inline blob and returns its reference and encoded bytes (header and chunks).
     pub fn finish_inline(mut self) -> Result<(BlobRef, Bytes)> {
-        if self.file.is_some() {
+        if !self.inline {
             return Err(Error::Io(std::io::Error::other(
                 "finish_inline() called on a file blob",
             )));

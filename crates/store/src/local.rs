@@ -743,7 +743,10 @@ impl ObjectStore for LocalStore {
 
     async fn list_objects(&self, bucket: &str, q: ListQuery) -> Result<ListPage> {
         self.bucket_must_exist(bucket)?;
-        let mq = ListQuery { max_keys: q.max_keys.min(1000), ..q };
+        let mq = ListQuery {
+            max_keys: q.max_keys.min(1000),
+            ..q
+        };
         let meta = self.meta.clone();
         let b = bucket.to_string();
         let page = tokio::task::spawn_blocking(move || meta.list_objects(&b, &mq))
