@@ -45,6 +45,13 @@ dd = open(os.path.join(RES, "dd-1g-fsync.txt")).read().strip() if os.path.exists
 rss = open(os.path.join(RES, "rss-64x100m.rss.txt")).read().strip() if os.path.exists(os.path.join(RES, "rss-64x100m.rss.txt")) else None
 rss_mib = int(rss.split()[1]) / 1024 if rss else None
 
+def dd_bytes_per_sec(text):
+    import re
+    m = re.search(r"([0-9.]+) ([KMG])B/s", text)
+    if not m:
+        return None
+    return float(m.group(1)) * {"K": 1e3, "M": 1e6, "G": 1e9}[m.group(2)]
+
 def verdict(v, target, higher=True):
     if v is None:
         return "not measured"
@@ -55,6 +62,10 @@ put64 = get("put-4k-c64", "PUT", "ops_per_sec")
 get64 = get("get-4k-c64", "GET", "ops_per_sec")
 p99g16 = get("get-4k-c16", "GET", "latency_ms", "p99")
 put1g = get("put-1g-c1", "PUT", "mib_per_sec")
+disk = dd_bytes_per_sec(dd)
+ratio = (put1g * 1048576 / disk) if (put1g is not None and disk) else None
+ratio_txt = "not measured" if ratio is None else f"{ratio * 100:.0f}%"
+disk_txt = "not measured" if not disk else f"{disk / 1e6:.0f} MB/s"
 get1g = get("get-1g-c1", "GET", "mib_per_sec")
 client = get("client-null", "PUT", "ops_per_sec")
 
@@ -80,7 +91,7 @@ same machine. Raw results: `bench/results/*.json`; plots: `bench/results/*.svg`.
 | 4 KiB PUT >= 2,000 ops/s at concurrency 64 (durable) | {fmt(put64, " ops/s")} | {verdict(put64, 2000)} |
 | 4 KiB GET >= 8,000 ops/s at concurrency 64 | {fmt(get64, " ops/s")} | {verdict(get64, 8000)} |
 | GET p99 < 10 ms at concurrency 16 | {fmt(p99g16, " ms")} | {verdict(p99g16, 10, higher=False)} |
-| 1 GiB single-stream PUT >= 80% of the disk's fsync'd sequential write | {fmt(put1g, " MiB/s")} (disk: {dd}) | compare by hand |
+| 1 GiB single-stream PUT >= 80% of the disk's fsync'd sequential write | {fmt(put1g, " MiB/s")} = {ratio_txt} of the disk's {disk_txt} | {verdict(ratio, 0.8)} |
 | 1 GiB single-stream GET >= 1 GB/s | {fmt(get1g, " MiB/s")} | {verdict(get1g, 1000 / 1.048576)} |
 | server RSS < 200 MiB while 64 clients each upload 100 MiB | {fmt(rss_mib, " MiB peak")} | {verdict(rss_mib, 200, higher=False)} |
 | ironbucket-bench >= 30,000 signed requests/s on one core (null server) | {fmt(client, " req/s")} | {verdict(client, 30000)} |
@@ -89,6 +100,24 @@ same machine. Raw results: `bench/results/*.json`; plots: `bench/results/*.svg`.
 | scenario | op | count | errors | ops/s | MiB/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
+
+## What the measurements showed (and what changed because of them)
+- **First baseline** (every body in its own file): 4 KiB PUT at concurrency 64 reached only
+  ~1,090 ops/s and got *slower* than at concurrency 16 (~1,730 ops/s): each PUT paid a file
+  create, a file fsync, a rename and a directory fsync, and those do not share. 4 KiB GET:
+  ~7,050 ops/s. Peak server RSS with 64 concurrent 100 MiB uploads: ~310 MiB. 1 GiB GET: ~450 MiB/s.
+- **Small bodies inline** (ADR 0002): bodies up to 64 KiB are stored in the metadata database in
+  the same verified/encrypted chunk format, so a small PUT is one group-committed write shared
+  with every concurrent writer, and a small GET one database read.
+- **Memory per upload**: file IO moved to blocking threads with owned buffers (no second copy in
+  tokio's file buffer), 256 KiB write batches, hyper's default read buffer and a bounded redb
+  cache (`META_CACHE_MIB`, 64 MiB; redb's default is 1 GiB). The bench client now streams GET
+  bodies instead of collecting them.
+- **Single-stream PUT is MD5-bound**: a profile of a 1 GiB upload shows `md5::compress` at ~43%
+  of all samples on the 2 cores (about 85% of the core doing the hashing); MD5 (the S3 ETag) is
+  inherently sequential and the `md-5` crate reaches roughly 270 MiB/s on this CPU, below 80% of
+  the disk's fsync'd bandwidth. Meeting that target needs a faster MD5 (an assembly or
+  multi-buffer implementation) or hashing on a core of its own; writes are already pipelined.
 
 ## Reproduce
 ```bash
