@@ -131,6 +131,12 @@ ironbucket server --data-dir /tmp/ib --access-key k --secret-key secret123 &
 AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=secret123 ironbucket-bench put --size 4KiB -c 64 --duration 20s --plot put.svg
 ```
 """
+plots = [n for n in order if os.path.exists(os.path.join(RES, n + ".svg"))]
+if plots:
+    doc += "\n## Plots\nThroughput over time (top) and the latency histogram of the main operation (bottom):\n\n"
+    for n in plots:
+        doc += f"- {n}: ![{n}](../bench/results/{n}.svg)\n"
+
 micro = os.path.join(RES, "criterion.txt")
 if os.path.exists(micro):
     doc += "\n## Criterion micro-benchmarks\n```\n" + open(micro).read().strip() + "\n```\n"
