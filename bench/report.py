@@ -113,6 +113,9 @@ same machine. Raw results: `bench/results/*.json`; plots: `bench/results/*.svg`.
   tokio's file buffer), 256 KiB write batches, hyper's default read buffer and a bounded redb
   cache (`META_CACHE_MIB`, 64 MiB; redb's default is 1 GiB). The bench client now streams GET
   bodies instead of collecting them.
+- **Bounded memory for huge bodies**: one 5 GiB PUT (`ironbucket-bench put --size 5GiB -c 1
+  --objects 1` against a fresh release server) peaked at 12 MiB server RSS (`VmHWM`), measured
+  2026-11-26; bodies are streamed, never held whole.
 - **Single-stream PUT is MD5-bound**: a profile of a 1 GiB upload shows `md5::compress` at ~43%
   of all samples on the 2 cores (about 85% of the core doing the hashing); MD5 (the S3 ETag) is
   inherently sequential and the `md-5` crate reaches roughly 270 MiB/s on this CPU, below 80% of
