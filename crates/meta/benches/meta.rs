@@ -83,15 +83,15 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("meta get object ({n} keys)"), |b| {
             b.iter(|| m.get_object("b", "dir42/key-000000042").unwrap().unwrap())
         });
-        c.bench_function(&format!("meta list 1000 keys ({n} keys)"), |b| {
+        c.bench_function(&format!("meta list 1000 keys from mid-bucket ({n} keys)"), |b| {
             b.iter(|| {
                 let p = m
                     .list_objects(
                         "b",
                         &ListQuery {
-                            prefix: "dir7/".into(),
+                            prefix: String::new(),
                             delimiter: None,
-                            marker: Some("dir7/key-000005000".into()),
+                            marker: Some("dir50/".into()),
                             max_keys: 1000,
                         },
                     )
