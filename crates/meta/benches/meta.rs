@@ -9,6 +9,7 @@ use ironbucket_types::Hlc;
 fn rec(i: u64) -> ObjectRecord {
     ObjectRecord {
         version_id: "null".into(),
+        delete_marker: false,
         hlc: Hlc {
             physical: i,
             logical: 0,
@@ -42,6 +43,7 @@ fn benches(c: &mut Criterion) {
                 name: "b".into(),
                 created: 0,
                 tags: None,
+                versioning: None,
             })
         }))
         .unwrap();
@@ -67,6 +69,7 @@ fn benches(c: &mut Criterion) {
                 name: "b".into(),
                 created: 0,
                 tags: None,
+                versioning: None,
             })
         }))
         .unwrap();

@@ -15,7 +15,7 @@ mod list;
 mod records;
 mod tx;
 
-pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery};
+pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
 pub use records::{BucketRecord, ContentHeaders, ObjectRecord, PartRecord, Segment, UploadRecord};
 pub use tx::Tx;
 
@@ -30,6 +30,10 @@ pub(crate) const UPLOADS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDef
 pub(crate) const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
 pub(crate) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("garbage");
+/// Every version of every object (including `null` versions and delete markers), keyed by
+/// (bucket, key, [`ObjectRecord::sort_key`]): newest first within a key. `OBJECTS` holds the
+/// current live version of each key (no entry when the newest version is a delete marker).
+pub(crate) const VERSIONS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("versions");
 /// Small object bodies stored with the metadata (encoded blob bytes, keyed by blob id).
 pub(crate) const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline");
 
@@ -113,6 +117,7 @@ impl MetaStore {
             txn.open_table(STATS)?;
             txn.open_table(GARBAGE)?;
             txn.open_table(INLINE)?;
+            txn.open_table(VERSIONS)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
@@ -205,6 +210,43 @@ impl MetaStore {
             }
         }
         Ok(Some((rec, blobs)))
+    }
+
+    /// One version of an object (`"null"` for the null version) and its inline blob bytes.
+    pub fn get_version_and_inline(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<(ObjectRecord, InlineBlobs)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        let Some(rec) = tx::find_version(&t, bucket, key, version_id)?.map(|(_, r)| r) else {
+            return Ok(None);
+        };
+        let inline = txn.open_table(INLINE)?;
+        let mut blobs = Vec::new();
+        for seg in &rec.segments {
+            if seg.blob.starts_with('i')
+                && let Some(v) = inline.get(seg.blob.as_str())?
+            {
+                blobs.push((seg.blob.clone(), v.value().to_vec()));
+            }
+        }
+        Ok(Some((rec, blobs)))
+    }
+
+    /// The newest version of a key (a delete marker included), if any.
+    pub fn newest_version(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        Ok(tx::versions_of(&t, bucket, key)?.into_iter().next().map(|(_, r)| r))
+    }
+
+    pub fn list_versions(&self, bucket: &str, q: &VersionListQuery) -> Result<VersionListPage> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        list::list_versions(&t, bucket, q)
     }
 
     pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {

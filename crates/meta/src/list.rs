@@ -204,3 +204,118 @@ pub(crate) fn list_uploads(
     }
     Ok(page)
 }
+
+/// A ListObjectVersions request in store terms.
+#[derive(Debug, Clone, Default)]
+pub struct VersionListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub key_marker: Option<String>,
+    pub version_id_marker: Option<String>,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VersionListPage {
+    /// Versions and delete markers in S3 order (key ascending, newest first), with `is_latest`.
+    pub versions: Vec<(String, ObjectRecord, bool)>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_version_id_marker: Option<String>,
+}
+
+pub(crate) fn list_versions(
+    t: &impl ReadableTable<(&'static str, &'static [u8], &'static str), &'static [u8]>,
+    bucket: &str,
+    q: &VersionListQuery,
+) -> Result<VersionListPage> {
+    let mut page = VersionListPage::default();
+    if q.max_keys == 0 {
+        return Ok(page);
+    }
+    let prefix = q.prefix.as_bytes();
+    let delim = q.delimiter.as_deref().filter(|d| !d.is_empty()).map(str::as_bytes);
+    // Where to start: after the whole marker key, or after one of its versions.
+    let (mut from_key, mut from_sk, mut inclusive): (Vec<u8>, String, bool) =
+        match (&q.key_marker, &q.version_id_marker) {
+            (Some(k), Some(v)) if k.as_bytes() >= prefix => {
+                let sk = match crate::tx::find_version(t, bucket, k, v)? {
+                    Some((sk, _)) => sk,
+                    None => return Err(crate::Error::Corrupt(format!("no version {v} of {k}"))),
+                };
+                (k.as_bytes().to_vec(), sk, false)
+            }
+            (Some(k), None) if k.as_bytes() >= prefix => match prefix_successor_exact(k.as_bytes()) {
+                Some(next) => (next, String::new(), true),
+                None => return Ok(page),
+            },
+            _ => (prefix.to_vec(), String::new(), true),
+        };
+    let mut count = 0usize;
+    let mut last_key: Option<Vec<u8>> = None;
+    'scan: loop {
+        let lower = if inclusive {
+            Bound::Included((bucket, from_key.as_slice(), from_sk.as_str()))
+        } else {
+            Bound::Excluded((bucket, from_key.as_slice(), from_sk.as_str()))
+        };
+        for item in t.range::<(&str, &[u8], &str)>((lower, Bound::Unbounded))? {
+            let (k, v) = item?;
+            let (b, key, sk) = k.value();
+            if b != bucket || !key.starts_with(prefix) {
+                break 'scan;
+            }
+            if let Some(d) = delim
+                && let Some(pos) = find(&key[prefix.len()..], d)
+            {
+                let cp = key[..prefix.len() + pos + d.len()].to_vec();
+                let already = q.key_marker.as_deref().is_some_and(|m| cp.as_slice() <= m.as_bytes());
+                if !already {
+                    if count == q.max_keys {
+                        page.truncated = true;
+                        break 'scan;
+                    }
+                    let s = utf8(&cp)?;
+                    page.next_key_marker = Some(s.clone());
+                    page.next_version_id_marker = None;
+                    page.common_prefixes.push(s);
+                    count += 1;
+                }
+                match prefix_successor(&cp) {
+                    Some(next) => {
+                        (from_key, from_sk, inclusive) = (next, String::new(), true);
+                        continue 'scan;
+                    }
+                    None => break 'scan,
+                }
+            }
+            if count == q.max_keys {
+                page.truncated = true;
+                break 'scan;
+            }
+            let rec: ObjectRecord = records::decode(v.value())?;
+            // The first version met of a key is the newest only if the scan did not resume
+            // in the middle of that key.
+            let first_of_key = last_key.as_deref() != Some(key);
+            let resumed_inside = !inclusive && from_key.as_slice() == key && last_key.is_none();
+            let is_latest = first_of_key && !resumed_inside;
+            last_key = Some(key.to_vec());
+            let key_s = utf8(key)?;
+            page.next_key_marker = Some(key_s.clone());
+            page.next_version_id_marker = Some(rec.version_id.clone());
+            let _ = sk;
+            page.versions.push((key_s, rec, is_latest));
+            count += 1;
+        }
+        break;
+    }
+    Ok(page)
+}
+
+/// The smallest key greater than `k` and every `(k, version)` entry: `k` followed by a 0 byte.
+fn prefix_successor_exact(k: &[u8]) -> Option<Vec<u8>> {
+    let mut v = k.to_vec();
+    v.push(0);
+    Some(v)
+}

@@ -19,6 +19,9 @@ pub struct BucketRecord {
     pub created: UnixMillis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<(String, String)>>,
+    /// `Enabled` or `Suspended` once versioning was ever configured; `None` if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<String>,
 }
 
 /// Standard content headers stored with an object.
@@ -50,6 +53,9 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRecord {
     pub version_id: String,
+    /// A delete marker: a version that says the key is deleted (no body).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
     pub hlc: Hlc,
     pub size: u64,
     pub etag: String,
@@ -72,6 +78,16 @@ pub struct ObjectRecord {
 }
 
 impl ObjectRecord {
+    /// The key under which this version sorts among the versions of its object: newest first
+    /// (inverted HLC), so a range scan lists versions in S3 order.
+    pub fn sort_key(&self) -> String {
+        format!(
+            "{:016x}{:08x}",
+            u64::MAX - self.hlc.physical,
+            u32::MAX - self.hlc.logical
+        )
+    }
+
     pub fn blob_ids(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().map(|s| s.blob.as_str())
     }

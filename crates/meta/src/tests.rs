@@ -4,6 +4,7 @@ use ironbucket_types::Hlc;
 fn rec(size: u64) -> ObjectRecord {
     ObjectRecord {
         version_id: "null".into(),
+        delete_marker: false,
         hlc: Hlc::default(),
         size,
         etag: "e".into(),
@@ -30,11 +31,13 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             name: "b".into(),
             created: 1,
             tags: None,
+            versioning: None,
         })?;
         t.put_bucket(&BucketRecord {
             name: "c".into(),
             created: 1,
             tags: None,
+            versioning: None,
         })?;
         for k in &keys {
             t.put_object("b", k, &rec(1))?;

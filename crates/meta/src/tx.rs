@@ -1,7 +1,7 @@
 //! Typed access to the tables inside a (shared) write transaction.
 
 use crate::records::{self, BucketRecord, ObjectRecord, PartRecord, UploadRecord};
-use crate::{BUCKETS, GARBAGE, INLINE, OBJECTS, PARTS, Result, STATS, UPLOADS};
+use crate::{BUCKETS, GARBAGE, INLINE, OBJECTS, PARTS, Result, STATS, UPLOADS, VERSIONS};
 use redb::{ReadableTable, WriteTransaction};
 
 /// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
@@ -21,7 +21,73 @@ pub(crate) fn parts_of(
     Ok(out)
 }
 
+type VersionTable = (&'static str, &'static [u8], &'static str);
+
+/// All versions of a key, newest first, with their sort keys.
+pub(crate) fn versions_of(
+    t: &impl ReadableTable<VersionTable, &'static [u8]>,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<(String, ObjectRecord)>> {
+    let mut out = Vec::new();
+    for item in t.range((bucket, key.as_bytes(), "")..)? {
+        let (k, v) = item?;
+        let (b, kk, sk) = k.value();
+        if b != bucket || kk != key.as_bytes() {
+            break;
+        }
+        out.push((sk.to_string(), records::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// The version of a key with this id (`"null"` for the null version), with its sort key.
+pub(crate) fn find_version(
+    t: &impl ReadableTable<VersionTable, &'static [u8]>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<Option<(String, ObjectRecord)>> {
+    if version_id != "null" {
+        // Non-null version ids are their sort keys.
+        return Ok(t
+            .get((bucket, key.as_bytes(), version_id))?
+            .map(|g| records::decode(g.value()))
+            .transpose()?
+            .map(|r| (version_id.to_string(), r)));
+    }
+    Ok(versions_of(t, bucket, key)?
+        .into_iter()
+        .find(|(_, r)| r.version_id == "null"))
+}
+
 impl<'a> Tx<'a> {
+    pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<(String, ObjectRecord)>> {
+        let t = self.txn.open_table(VERSIONS)?;
+        versions_of(&t, bucket, key)
+    }
+
+    pub fn find_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Option<(String, ObjectRecord)>> {
+        let t = self.txn.open_table(VERSIONS)?;
+        find_version(&t, bucket, key, version_id)
+    }
+
+    pub fn put_version(&mut self, bucket: &str, key: &str, rec: &ObjectRecord) -> Result<()> {
+        let raw = records::encode(rec)?;
+        let sk = rec.sort_key();
+        self.txn
+            .open_table(VERSIONS)?
+            .insert((bucket, key.as_bytes(), sk.as_str()), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_version(&mut self, bucket: &str, key: &str, sort_key: &str) -> Result<()> {
+        self.txn
+            .open_table(VERSIONS)?
+            .remove((bucket, key.as_bytes(), sort_key))?;
+        Ok(())
+    }
+
     pub(crate) fn new(txn: &'a WriteTransaction) -> Self {
         Self { txn }
     }
@@ -49,6 +115,13 @@ impl<'a> Tx<'a> {
         let objects = self.txn.open_table(OBJECTS)?;
         let empty: &[u8] = &[];
         if let Some(item) = objects.range((name, empty)..)?.next() {
+            let (k, _) = item?;
+            if k.value().0 == name {
+                return Ok(true);
+            }
+        }
+        let versions = self.txn.open_table(VERSIONS)?;
+        if let Some(item) = versions.range((name, empty, "")..)?.next() {
             let (k, _) = item?;
             if k.value().0 == name {
                 return Ok(true);

@@ -16,6 +16,8 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::BucketNotEmpty => (C::BucketNotEmpty, None),
         Error::InvalidBucketName(_) => (C::InvalidBucketName, None),
         Error::NoSuchKey => (C::NoSuchKey, None),
+        Error::NoSuchVersion => (C::NoSuchVersion, None),
+        Error::DeleteMarker { .. } => (C::MethodNotAllowed, None),
         Error::KeyTooLong(_) => (C::KeyTooLongError, None),
         Error::InvalidKey(_) => (C::InvalidArgument, None),
         Error::InvalidRange { size } => (C::InvalidRange, Some(format!("bytes */{size}"))),
@@ -39,7 +41,19 @@ pub fn s3_err(e: Error) -> S3Error {
             (C::InternalError, None)
         }
     };
+    let marker = match &e {
+        Error::DeleteMarker { version_id } => Some(version_id.clone()),
+        _ => None,
+    };
     let mut err = S3Error::with_message(code, msg);
+    if let Some(v) = marker {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-amz-delete-marker", hyper::header::HeaderValue::from_static("true"));
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
+            h.insert("x-amz-version-id", v);
+        }
+        err.set_headers(h);
+    }
     if let Some(cr) = extra_header {
         let mut h = hyper::HeaderMap::new();
         if let Ok(v) = hyper::header::HeaderValue::from_str(&cr) {

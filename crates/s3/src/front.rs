@@ -49,6 +49,7 @@ macro_rules! object_headers {
         $o.metadata =
             (!info.user_meta.is_empty()).then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         $o.parts_count = info.parts_count.map(|n| n as i32);
+        $o.version_id = Some(info.version_id.clone()).filter(|v| v != "null");
         if $with_checksums {
             $o.checksum_crc32 = info.checksums.crc32.clone();
             $o.checksum_crc32c = info.checksums.crc32c.clone();
@@ -167,16 +168,17 @@ fn version_id_must_be_null(v: &Option<String>) -> S3Result<()> {
     }
 }
 
-fn copy_source(cs: &CopySource) -> S3Result<(String, String)> {
+fn copy_source(cs: &CopySource) -> S3Result<(String, String, Option<String>)> {
     match cs {
         CopySource::Bucket {
             bucket,
             key,
             version_id,
-        } => {
-            version_id_must_be_null(&version_id.as_deref().map(str::to_string))?;
-            Ok((bucket.to_string(), key.to_string()))
-        }
+        } => Ok((
+            bucket.to_string(),
+            key.to_string(),
+            version_id.as_deref().map(str::to_string),
+        )),
         _ => Err(s3_error!(NotImplemented, "access point copy sources are not supported")),
     }
 }
@@ -372,6 +374,7 @@ impl S3 for Front {
             .await
             .map_err(s3_err)?;
         s3r(PutObjectOutput {
+            version_id: Some(info.version_id.clone()).filter(|v| v != "null"),
             e_tag: Some(etag(&info.etag)),
             checksum_crc32: info.checksums.crc32,
             checksum_crc32c: info.checksums.crc32c,
@@ -384,10 +387,10 @@ impl S3 for Front {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let mut i = req.input;
-        version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
+            version_id: i.version_id.take(),
             range: range_spec(i.range),
             conditions: read_conditions(i.if_match, i.if_none_match, i.if_modified_since, i.if_unmodified_since),
         };
@@ -417,10 +420,10 @@ impl S3 for Front {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let mut i = req.input;
-        version_id_must_be_null(&i.version_id)?;
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
+            version_id: i.version_id.take(),
             range: range_spec(i.range),
             conditions: read_conditions(i.if_match, i.if_none_match, i.if_modified_since, i.if_unmodified_since),
         };
@@ -438,12 +441,17 @@ impl S3 for Front {
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        version_id_must_be_null(&req.input.version_id)?;
-        self.store
-            .delete_object(&req.input.bucket, &req.input.key)
+        let i = req.input;
+        let r = self
+            .store
+            .delete_object(&i.bucket, &i.key, i.version_id.as_deref())
             .await
             .map_err(s3_err)?;
-        s3r(DeleteObjectOutput::default())
+        s3r(DeleteObjectOutput {
+            delete_marker: r.delete_marker.then_some(true),
+            version_id: r.version_id.filter(|v| v != "null" || i.version_id.is_some()),
+            ..Default::default()
+        })
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
@@ -462,29 +470,27 @@ impl S3 for Front {
         let mut errors = Vec::new();
         let mut keys = Vec::new();
         for o in i.delete.objects {
-            if o.version_id.as_deref().is_some_and(|v| v != "null") {
-                errors.push(s3s::dto::Error {
-                    code: Some("NoSuchVersion".into()),
-                    key: Some(o.key),
-                    message: Some("The specified version does not exist.".into()),
-                    version_id: o.version_id,
-                });
-                continue;
-            }
-            keys.push(o.key);
+            keys.push((o.key, o.version_id));
         }
         let results = self
             .store
             .delete_objects(&i.bucket, keys.clone())
             .await
             .map_err(s3_err)?;
-        for (key, r) in keys.into_iter().zip(results) {
+        for ((key, asked), r) in keys.into_iter().zip(results) {
             match r {
-                Ok(_) => {
+                Ok(d) => {
                     if !quiet {
+                        let marker_version = if d.delete_marker && asked.is_none() {
+                            d.version_id.clone()
+                        } else {
+                            None
+                        };
                         deleted.push(DeletedObject {
                             key: Some(key),
-                            ..Default::default()
+                            version_id: asked.clone(),
+                            delete_marker: d.delete_marker.then_some(true),
+                            delete_marker_version_id: marker_version,
                         });
                     }
                 }
@@ -494,7 +500,7 @@ impl S3 for Front {
                         code: Some(e.code().as_str().to_string()),
                         key: Some(key),
                         message: e.message().map(str::to_string),
-                        version_id: None,
+                        version_id: asked,
                     });
                 }
             }
@@ -508,7 +514,7 @@ impl S3 for Front {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
-        let (src_bucket, src_key) = copy_source(&i.copy_source)?;
+        let (src_bucket, src_key, src_version_id) = copy_source(&i.copy_source)?;
         let replace = i
             .metadata_directive
             .as_ref()
@@ -544,6 +550,7 @@ impl S3 for Front {
         let c = CopyObject {
             src_bucket,
             src_key,
+            src_version_id: src_version_id.clone(),
             bucket: i.bucket,
             key: i.key,
             replace_meta,
@@ -557,6 +564,8 @@ impl S3 for Front {
         };
         let info = self.store.copy_object(c).await.map_err(s3_err)?;
         s3r(CopyObjectOutput {
+            version_id: Some(info.version_id.clone()).filter(|v| v != "null"),
+            copy_source_version_id: src_version_id,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&info.etag)),
                 last_modified: Some(ts(info.last_modified)),
@@ -697,6 +706,129 @@ impl S3 for Front {
         })
     }
 
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let i = req.input;
+        if i.versioning_configuration
+            .mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str() == "Enabled")
+        {
+            return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
+        }
+        let status = match i.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
+            Some(s @ ("Enabled" | "Suspended")) => s.to_string(),
+            _ => {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "VersioningConfiguration Status must be Enabled or Suspended"
+                ));
+            }
+        };
+        self.store
+            .put_bucket_versioning(&i.bucket, &status)
+            .await
+            .map_err(s3_err)?;
+        s3r(PutBucketVersioningOutput {})
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let status = self
+            .store
+            .get_bucket_versioning(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        s3r(GetBucketVersioningOutput {
+            status: status.map(BucketVersioningStatus::from),
+            mfa_delete: None,
+        })
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let i = req.input;
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let max = max_keys(i.max_keys)?;
+        if i.version_id_marker.is_some() && i.key_marker.is_none() {
+            return Err(s3_error!(
+                InvalidArgument,
+                "A version-id marker cannot be specified without a key marker."
+            ));
+        }
+        let q = ironbucket_store::VersionListQuery {
+            prefix: i.prefix.clone().unwrap_or_default(),
+            delimiter: i.delimiter.clone(),
+            key_marker: i.key_marker.clone().filter(|s| !s.is_empty()),
+            version_id_marker: i.version_id_marker.clone().filter(|s| !s.is_empty()),
+            max_keys: max,
+        };
+        let page = self.store.list_object_versions(&i.bucket, q).await.map_err(s3_err)?;
+        let mut versions = Vec::new();
+        let mut markers = Vec::new();
+        for v in page.versions {
+            if v.delete_marker {
+                markers.push(DeleteMarkerEntry {
+                    is_latest: Some(v.is_latest),
+                    key: Some(enc(v.info.key)),
+                    last_modified: Some(ts(v.info.last_modified)),
+                    owner: Some(owner()),
+                    version_id: Some(v.info.version_id),
+                });
+            } else {
+                versions.push(ObjectVersion {
+                    e_tag: Some(etag(&v.info.etag)),
+                    is_latest: Some(v.is_latest),
+                    key: Some(enc(v.info.key)),
+                    last_modified: Some(ts(v.info.last_modified)),
+                    owner: Some(owner()),
+                    size: Some(v.info.size as i64),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
+                    version_id: Some(v.info.version_id),
+                    ..Default::default()
+                });
+            }
+        }
+        s3r(ListObjectVersionsOutput {
+            name: Some(i.bucket),
+            prefix: Some(enc(i.prefix.unwrap_or_default())),
+            key_marker: Some(enc(i.key_marker.unwrap_or_default())),
+            version_id_marker: Some(i.version_id_marker.unwrap_or_default()),
+            max_keys: Some(max as i32),
+            delimiter: i.delimiter.map(enc),
+            encoding_type: i.encoding_type,
+            is_truncated: Some(page.truncated),
+            next_key_marker: if page.truncated {
+                page.next_key_marker.map(enc)
+            } else {
+                None
+            },
+            next_version_id_marker: if page.truncated {
+                page.next_version_id_marker
+            } else {
+                None
+            },
+            versions: Some(versions),
+            delete_markers: Some(markers),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(enc(p)) })
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -782,7 +914,8 @@ impl S3 for Front {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let i = req.input;
-        let (src_bucket, src_key) = copy_source(&i.copy_source)?;
+        let (src_bucket, src_key, src_version) = copy_source(&i.copy_source)?;
+        version_id_must_be_null(&src_version)?;
         let part_number = u32::try_from(i.part_number).map_err(|_| {
             s3_error!(
                 InvalidArgument,
@@ -863,6 +996,7 @@ impl S3 for Front {
         let info = self.store.complete_multipart_upload(c).await.map_err(s3_err)?;
         let checksum_type = (!info.checksums.is_empty()).then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
         s3r(CompleteMultipartUploadOutput {
+            version_id: Some(info.version_id.clone()).filter(|v| v != "null"),
             location: Some(format!("/{}/{}", i.bucket, i.key)),
             bucket: Some(i.bucket),
             key: Some(i.key),

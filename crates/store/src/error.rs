@@ -14,6 +14,10 @@ pub enum Error {
     InvalidBucketName(String),
     #[error("the specified key does not exist")]
     NoSuchKey,
+    #[error("the specified version does not exist")]
+    NoSuchVersion,
+    #[error("the specified method is not allowed against this resource: the version is a delete marker")]
+    DeleteMarker { version_id: String },
     #[error("your key is too long: {0} bytes; the limit is 1024")]
     KeyTooLong(usize),
     #[error("invalid object key: {0}")]

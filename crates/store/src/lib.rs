@@ -42,9 +42,20 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput>;
     async fn head_object(&self, req: GetObject) -> Result<ObjectInfo>;
     /// Deleting a missing key succeeds, as in S3.
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteResult>;
-    /// Deletes up to 1000 keys; one result per key, in order.
-    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>>;
+    /// Deletes the current version (or, with `version_id`, that version for good). In a
+    /// versioned bucket, deleting without a version id adds a delete marker.
+    async fn delete_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<DeleteResult>;
+    /// Deletes up to 1000 keys (each optionally one version); one result per key, in order.
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<Result<DeleteResult>>>;
+    /// `Enabled` or `Suspended`.
+    async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()>;
+    /// `None` when versioning was never configured.
+    async fn get_bucket_versioning(&self, bucket: &str) -> Result<Option<String>>;
+    async fn list_object_versions(&self, bucket: &str, query: VersionListQuery) -> Result<VersionListing>;
     async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo>;
     async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()>;
     async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>>;

@@ -162,6 +162,7 @@ impl LocalStore {
         let hlc = self.clock.now();
         ObjectRecord {
             version_id: NULL_VERSION.to_string(),
+            delete_marker: false,
             hlc,
             size,
             etag,
@@ -326,10 +327,36 @@ impl LocalStore {
         )
     }
 
-    async fn read_source(&self, bucket: &str, key: &str, conds: &Conditions) -> Result<(ObjectRecord, Inline)> {
-        let (rec, inline) = self.object_and_inline(bucket, key)?;
+    async fn read_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        conds: &Conditions,
+    ) -> Result<(ObjectRecord, Inline)> {
+        let (rec, inline) = match version_id {
+            Some(v) => self.version_and_inline(bucket, key, v)?,
+            None => self.object_and_inline(bucket, key)?,
+        };
         conds.check_copy_source(&rec.etag, rec.last_modified)?;
         Ok((rec, inline))
+    }
+
+    /// One version's record and its inline blob bytes; a delete marker is an error.
+    fn version_and_inline(&self, bucket: &str, key: &str, version_id: &str) -> Result<(ObjectRecord, Inline)> {
+        match self.meta.get_version_and_inline(bucket, key, version_id)? {
+            Some((rec, _)) if rec.delete_marker => Err(Error::DeleteMarker {
+                version_id: rec.version_id,
+            }),
+            Some((rec, blobs)) => Ok((
+                rec,
+                Arc::new(blobs.into_iter().map(|(id, b)| (id, Bytes::from(b))).collect()),
+            )),
+            None => {
+                self.bucket_must_exist(bucket)?;
+                Err(Error::NoSuchVersion)
+            }
+        }
     }
 
     /// An object's record and its inline blob bytes, from one metadata snapshot.
@@ -419,41 +446,133 @@ impl LocalStore {
     }
 }
 
-/// Replaces `bucket/key` with `rec` inside a transaction: checks conditions, moves the old
-/// version's blobs that `rec` does not reuse to the garbage list and keeps the counters right.
-fn replace_object(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &ObjectRecord, conds: &Conditions) -> Result<()> {
-    if t.get_bucket(bucket)?.is_none() {
-        return Err(Error::NoSuchBucket);
-    }
-    let old = t.get_object(bucket, key)?;
-    conds.check_write(old.as_ref().map(|o| o.etag.as_str()))?;
-    let (d_objects, d_bytes) = match &old {
-        Some(o) => {
-            for b in o.blob_ids() {
-                if !rec.segments.iter().any(|s| s.blob == b) {
-                    t.release_blob(b)?;
-                }
-            }
-            (0i64, rec.size as i64 - o.size as i64)
-        }
-        None => (1, rec.size as i64),
+/// Writes `rec` as the new current version of `bucket/key` inside a transaction: checks the
+/// write conditions against the current version, gives the record its version id (`null`
+/// unless versioning is enabled), replaces the previous `null` version (releasing the blobs the
+/// new record does not reuse) and keeps the counters right.
+fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord, conds: &Conditions) -> Result<()> {
+    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
+    let current = t.get_object(bucket, key)?;
+    conds.check_write(current.as_ref().map(|o| o.etag.as_str()))?;
+    let enabled = b.versioning.as_deref() == Some("Enabled");
+    rec.version_id = if enabled {
+        rec.sort_key()
+    } else {
+        NULL_VERSION.to_string()
     };
+    let (mut d_objects, mut d_bytes) = (1i64, rec.size as i64);
+    if !enabled {
+        let (o, by) = drop_null_version(t, bucket, key, &rec.segments)?;
+        d_objects -= o;
+        d_bytes -= by;
+    }
+    t.put_version(bucket, key, rec)?;
     t.put_object(bucket, key, rec)?;
     t.add_stats(d_objects, d_bytes)?;
     Ok(())
 }
 
-fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str) -> Result<DeleteResult> {
-    if let Some(old) = t.get_object(bucket, key)? {
-        for b in old.blob_ids() {
+/// Removes the `null` version of a key, if any, releasing blobs not in `keep`. Returns the
+/// (objects, bytes) it accounted for.
+fn drop_null_version(t: &mut Tx<'_>, bucket: &str, key: &str, keep: &[Segment]) -> Result<(i64, i64)> {
+    let Some((sk, old)) = t.find_version(bucket, key, NULL_VERSION)? else {
+        return Ok((0, 0));
+    };
+    for b in old.blob_ids() {
+        if !keep.iter().any(|s| s.blob == b) {
             t.release_blob(b)?;
         }
-        t.delete_object(bucket, key)?;
+    }
+    t.delete_version(bucket, key, &sk)?;
+    Ok(if old.delete_marker {
+        (0, 0)
+    } else {
+        (1, old.size as i64)
+    })
+}
+
+fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
+    ObjectRecord {
+        version_id: NULL_VERSION.to_string(),
+        delete_marker: true,
+        hlc,
+        size: 0,
+        etag: String::new(),
+        last_modified: hlc.physical,
+        content: Default::default(),
+        user_meta: Default::default(),
+        checksums: Default::default(),
+        tags: vec![],
+        segments: vec![],
+        parts_count: None,
+        key_id: None,
+    }
+}
+
+/// DeleteObject without a version id: removes the object in an unversioned bucket, adds a
+/// delete marker in a versioned one (replacing the `null` version when suspended).
+fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::Hlc) -> Result<DeleteResult> {
+    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
+    let key_s = key.to_string();
+    match b.versioning.as_deref() {
+        None => {
+            let (o, by) = drop_null_version(t, bucket, key, &[])?;
+            t.delete_object(bucket, key)?;
+            t.add_stats(-o, -by)?;
+            Ok(DeleteResult {
+                key: key_s,
+                version_id: None,
+                delete_marker: false,
+            })
+        }
+        Some(state) => {
+            let mut marker = marker_record(hlc);
+            if state == "Enabled" {
+                marker.version_id = marker.sort_key();
+            } else {
+                let (o, by) = drop_null_version(t, bucket, key, &[])?;
+                t.add_stats(-o, -by)?;
+            }
+            t.put_version(bucket, key, &marker)?;
+            t.delete_object(bucket, key)?;
+            Ok(DeleteResult {
+                key: key_s,
+                version_id: Some(marker.version_id),
+                delete_marker: true,
+            })
+        }
+    }
+}
+
+/// DeleteObject with a version id: removes that version for good; the newest remaining version
+/// becomes current (none if it is a delete marker).
+fn delete_version_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, version_id: &str) -> Result<DeleteResult> {
+    if t.get_bucket(bucket)?.is_none() {
+        return Err(Error::NoSuchBucket);
+    }
+    let Some((sk, old)) = t.find_version(bucket, key, version_id)? else {
+        // Deleting a version that does not exist succeeds, as in S3.
+        return Ok(DeleteResult {
+            key: key.to_string(),
+            version_id: Some(version_id.to_string()),
+            delete_marker: false,
+        });
+    };
+    for b in old.blob_ids() {
+        t.release_blob(b)?;
+    }
+    t.delete_version(bucket, key, &sk)?;
+    if !old.delete_marker {
         t.add_stats(-1, -(old.size as i64))?;
+    }
+    match t.versions_of(bucket, key)?.into_iter().next() {
+        Some((_, newest)) if !newest.delete_marker => t.put_object(bucket, key, &newest)?,
+        _ => t.delete_object(bucket, key)?,
     }
     Ok(DeleteResult {
         key: key.to_string(),
-        version_id: None,
+        version_id: Some(old.version_id),
+        delete_marker: old.delete_marker,
     })
 }
 
@@ -482,6 +601,7 @@ impl ObjectStore for LocalStore {
             name: bucket.to_string(),
             created: now_millis(),
             tags: None,
+            versioning: None,
         };
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
@@ -571,18 +691,24 @@ impl ObjectStore for LocalStore {
                 size: ing.blob.size,
             }],
         );
-        let info = Self::info(&req.key, &rec);
+        let mut info = Self::info(&req.key, &rec);
         let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
-        self.commit(vec![ing.blob.id.clone()], move |t| {
-            replace_object(t, &bucket, &key, &rec, &conds)?;
-            ing.store_inline(t)
-        })
-        .await?;
+        info.version_id = self
+            .commit(vec![ing.blob.id.clone()], move |t| {
+                let mut rec = rec;
+                write_version(t, &bucket, &key, &mut rec, &conds)?;
+                ing.store_inline(t)?;
+                Ok(rec.version_id)
+            })
+            .await?;
         Ok(info)
     }
 
     async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {
-        let (rec, inline) = self.object_and_inline(&req.bucket, &req.key)?;
+        let (rec, inline) = match &req.version_id {
+            Some(v) => self.version_and_inline(&req.bucket, &req.key, v)?,
+            None => self.object_and_inline(&req.bucket, &req.key)?,
+        };
         req.conditions.check_read(&rec.etag, rec.last_modified)?;
         let range = match req.range {
             Some(r) => Some(r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?),
@@ -598,7 +724,10 @@ impl ObjectStore for LocalStore {
     }
 
     async fn head_object(&self, req: GetObject) -> Result<ObjectInfo> {
-        let rec = self.object_record(&req.bucket, &req.key)?;
+        let rec = match &req.version_id {
+            Some(v) => self.version_and_inline(&req.bucket, &req.key, v)?.0,
+            None => self.object_record(&req.bucket, &req.key)?,
+        };
         req.conditions.check_read(&rec.etag, rec.last_modified)?;
         if let Some(r) = req.range {
             r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?;
@@ -606,33 +735,40 @@ impl ObjectStore for LocalStore {
         Ok(Self::info(&req.key, &rec))
     }
 
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteResult> {
+    async fn delete_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<DeleteResult> {
         validate_object_key(key)?;
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.commit(vec![], move |t| {
-            if t.get_bucket(&bucket)?.is_none() {
-                return Err(Error::NoSuchBucket);
-            }
-            delete_in_tx(t, &bucket, &key)
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        let hlc = self.clock.now();
+        self.commit(vec![], move |t| match &version_id {
+            Some(v) => delete_version_in_tx(t, &bucket, &key, v),
+            None => delete_in_tx(t, &bucket, &key, hlc),
         })
         .await
     }
 
-    async fn delete_objects(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Result<DeleteResult>>> {
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<Result<DeleteResult>>> {
         if keys.len() > 1000 {
             return Err(Error::InvalidRequest(
                 "a DeleteObjects request may name at most 1000 keys".into(),
             ));
         }
         let bucket = bucket.to_string();
+        let hlcs: Vec<_> = keys.iter().map(|_| self.clock.now()).collect();
         self.commit(vec![], move |t| {
             if t.get_bucket(&bucket)?.is_none() {
                 return Err(Error::NoSuchBucket);
             }
             let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
+            for ((k, v), hlc) in keys.into_iter().zip(hlcs) {
                 out.push(match validate_object_key(&k) {
-                    Ok(()) => delete_in_tx(t, &bucket, &k),
+                    Ok(()) => match &v {
+                        Some(v) => delete_version_in_tx(t, &bucket, &k, v),
+                        None => delete_in_tx(t, &bucket, &k, hlc),
+                    },
                     Err(e) => Err(e.into()),
                 });
             }
@@ -641,13 +777,71 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()> {
+        if status != "Enabled" && status != "Suspended" {
+            return Err(Error::InvalidArgument(format!(
+                "versioning status must be Enabled or Suspended, not {status:?}"
+            )));
+        }
+        let (name, status) = (bucket.to_string(), status.to_string());
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.versioning = Some(status);
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_bucket_versioning(&self, bucket: &str) -> Result<Option<String>> {
+        Ok(self.bucket_must_exist(bucket)?.versioning)
+    }
+
+    async fn list_object_versions(&self, bucket: &str, mut q: VersionListQuery) -> Result<VersionListing> {
+        self.bucket_must_exist(bucket)?;
+        q.max_keys = q.max_keys.min(1000);
+        let meta = self.meta.clone();
+        let b = bucket.to_string();
+        let page = tokio::task::spawn_blocking(move || meta.list_versions(&b, &q))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                ironbucket_meta::Error::Corrupt(m) if m.starts_with("no version") => {
+                    Error::InvalidArgument("the version-id-marker does not name a version of the key-marker".into())
+                }
+                other => other.into(),
+            })?;
+        Ok(VersionListing {
+            versions: page
+                .versions
+                .iter()
+                .map(|(k, r, latest)| VersionEntry {
+                    info: Self::info(k, r),
+                    is_latest: *latest,
+                    delete_marker: r.delete_marker,
+                })
+                .collect(),
+            common_prefixes: page.common_prefixes,
+            truncated: page.truncated,
+            next_key_marker: page.next_key_marker,
+            next_version_id_marker: page.next_version_id_marker,
+        })
+    }
+
     async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo> {
         validate_object_key(&req.key)?;
-        self.bucket_must_exist(&req.bucket)?;
+        // Blobs are not reference-counted: versions may share them only in a bucket that never
+        // had versioning (where the new version replaces the old one).
+        let versioned = self.bucket_must_exist(&req.bucket)?.versioning.is_some();
         let (src, src_inline) = self
-            .read_source(&req.src_bucket, &req.src_key, &req.source_conditions)
+            .read_source(
+                &req.src_bucket,
+                &req.src_key,
+                req.src_version_id.as_deref(),
+                &req.source_conditions,
+            )
             .await?;
-        let same = req.src_bucket == req.bucket && req.src_key == req.key;
+        let same = req.src_bucket == req.bucket && req.src_key == req.key && req.src_version_id.is_none();
         if same && req.replace_meta.is_none() && req.replace_tags.is_none() {
             return Err(Error::InvalidRequest(
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
@@ -666,7 +860,8 @@ impl ObjectStore for LocalStore {
             None => tags_of(&src.tags),
         };
         validate_tags(&meta.tags, 10)?;
-        let (rec, new_blob) = if same {
+        let share = same && !versioned;
+        let (rec, new_blob) = if share {
             // Metadata-only rewrite: the new version shares the blobs of the old one.
             let mut rec = self.new_record(
                 meta,
@@ -697,24 +892,26 @@ impl ObjectStore for LocalStore {
             );
             (rec, Some(ing))
         };
-        let info = Self::info(&req.key, &rec);
+        let mut info = Self::info(&req.key, &rec);
         let (bucket, key, src_etag, src_hlc) = (req.bucket, req.key, src.etag, src.hlc);
         let new_blobs = new_blob.iter().map(|i| i.blob.id.clone()).collect();
-        self.commit(new_blobs, move |t| {
-            if same {
-                // The blobs being shared must still belong to the current version.
-                match t.get_object(&bucket, &key)? {
-                    Some(cur) if cur.hlc == src_hlc && cur.etag == src_etag => {}
-                    _ => return Err(Error::PreconditionFailed),
+        info.version_id = self
+            .commit(new_blobs, move |t| {
+                if share {
+                    // The blobs being shared must still belong to the current version.
+                    match t.get_object(&bucket, &key)? {
+                        Some(cur) if cur.hlc == src_hlc && cur.etag == src_etag => {}
+                        _ => return Err(Error::PreconditionFailed),
+                    }
                 }
-            }
-            replace_object(t, &bucket, &key, &rec, &Conditions::default())?;
-            match &new_blob {
-                Some(ing) => ing.store_inline(t),
-                None => Ok(()),
-            }
-        })
-        .await?;
+                let mut rec = rec;
+                write_version(t, &bucket, &key, &mut rec, &Conditions::default())?;
+                if let Some(ing) = &new_blob {
+                    ing.store_inline(t)?;
+                }
+                Ok(rec.version_id)
+            })
+            .await?;
         Ok(info)
     }
 
@@ -728,6 +925,8 @@ impl ObjectStore for LocalStore {
             let mut rec = t.get_object(&bucket, &key)?.ok_or(Error::NoSuchKey)?;
             rec.tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
             t.put_object(&bucket, &key, &rec)?;
+            // The same version is also kept in the version index.
+            t.put_version(&bucket, &key, &rec)?;
             Ok(())
         })
         .await
@@ -801,7 +1000,7 @@ impl ObjectStore for LocalStore {
         Self::check_part_number(req.part_number)?;
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
         let (src, src_inline) = self
-            .read_source(&req.src_bucket, &req.src_key, &req.source_conditions)
+            .read_source(&req.src_bucket, &req.src_key, None, &req.source_conditions)
             .await?;
         let (start, end) = match req.range {
             Some(RangeSpec::FromTo {
@@ -893,6 +1092,7 @@ impl ObjectStore for LocalStore {
                 }
                 let rec = ObjectRecord {
                     version_id: NULL_VERSION.to_string(),
+                    delete_marker: false,
                     hlc,
                     size: chosen.iter().map(|p| p.size).sum(),
                     etag,
@@ -916,7 +1116,8 @@ impl ObjectStore for LocalStore {
                         t.release_blob(&p.blob)?;
                     }
                 }
-                replace_object(t, &bucket, &key, &rec, &Conditions::default())?;
+                let mut rec = rec;
+                write_version(t, &bucket, &key, &mut rec, &Conditions::default())?;
                 t.delete_parts(&upload_id)?;
                 t.delete_upload(&bucket, &key, &upload_id)?;
                 Ok(rec)

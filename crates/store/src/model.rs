@@ -86,6 +86,8 @@ pub struct PutObject {
 pub struct GetObject {
     pub bucket: String,
     pub key: String,
+    /// A specific version; `None` for the current one.
+    pub version_id: Option<String>,
     pub range: Option<RangeSpec>,
     pub conditions: Conditions,
 }
@@ -101,12 +103,33 @@ pub struct GetObjectOutput {
 pub struct DeleteResult {
     pub key: String,
     pub version_id: Option<String>,
+    /// A delete marker was created, or the version deleted was one.
+    pub delete_marker: bool,
+}
+
+/// One entry of ListObjectVersions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub info: ObjectInfo,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VersionListing {
+    pub versions: Vec<VersionEntry>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_version_id_marker: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyObject {
     pub src_bucket: String,
     pub src_key: String,
+    /// A specific source version; `None` for the current one.
+    pub src_version_id: Option<String>,
     pub bucket: String,
     pub key: String,
     /// `Some` for `x-amz-metadata-directive: REPLACE`.
@@ -194,7 +217,7 @@ pub struct ListPartsPage {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
 }
 
-pub use ironbucket_meta::{ListQuery, UploadListPage, UploadListQuery, UploadRecord as UploadInfo};
+pub use ironbucket_meta::{ListQuery, UploadListPage, UploadListQuery, UploadRecord as UploadInfo, VersionListQuery};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
