@@ -50,6 +50,7 @@ macro_rules! object_headers {
             (!info.user_meta.is_empty()).then(|| info.user_meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         $o.parts_count = info.parts_count.map(|n| n as i32);
         $o.version_id = Some(info.version_id.clone()).filter(|v| v != "null");
+        $o.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
         if $with_checksums {
             $o.checksum_crc32 = info.checksums.crc32.clone();
             $o.checksum_crc32c = info.checksums.crc32c.clone();
@@ -159,6 +160,18 @@ fn range_spec(r: Option<Range>) -> Option<RangeSpec> {
 
 fn checksum_mode(m: &Option<ChecksumMode>) -> bool {
     m.as_ref().is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
+}
+
+/// Every object is stored as STANDARD; the classes that only change cost or placement on AWS
+/// are accepted as STANDARD too, so tools that set them keep working.
+fn check_storage_class(c: &Option<StorageClass>) -> S3Result<()> {
+    match c.as_ref().map(|c| c.as_str()) {
+        None | Some("STANDARD" | "REDUCED_REDUNDANCY" | "STANDARD_IA" | "ONEZONE_IA" | "INTELLIGENT_TIERING") => Ok(()),
+        Some(other) => Err(S3Error::with_message(
+            S3ErrorCode::InvalidStorageClass,
+            format!("The storage class you specified is not valid: {other} (IronBucket stores everything as STANDARD)"),
+        )),
+    }
 }
 
 fn version_id_must_be_null(v: &Option<String>) -> S3Result<()> {
@@ -320,6 +333,7 @@ impl S3 for Front {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        check_storage_class(&req.input.storage_class)?;
         let checks = {
             let i = &req.input;
             let sums = header_checksums(
@@ -514,6 +528,7 @@ impl S3 for Front {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
+        check_storage_class(&i.storage_class)?;
         let (src_bucket, src_key, src_version_id) = copy_source(&i.copy_source)?;
         let replace = i
             .metadata_directive
@@ -706,6 +721,60 @@ impl S3 for Front {
         })
     }
 
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let i = req.input;
+        let g = GetObject {
+            bucket: i.bucket,
+            key: i.key,
+            version_id: i.version_id,
+            ..Default::default()
+        };
+        let info = self.store.head_object(g).await.map_err(s3_err)?;
+        let want = |a: &str| i.object_attributes.iter().any(|x| x.as_str().eq_ignore_ascii_case(a));
+        let mut o = GetObjectAttributesOutput {
+            last_modified: Some(ts(info.last_modified)),
+            version_id: Some(info.version_id.clone()).filter(|v| v != "null"),
+            ..Default::default()
+        };
+        if want(ObjectAttributes::ETAG) {
+            o.e_tag = Some(etag(&info.etag));
+        }
+        if want(ObjectAttributes::OBJECT_SIZE) {
+            o.object_size = Some(info.size as i64);
+        }
+        if want(ObjectAttributes::STORAGE_CLASS) {
+            o.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+        }
+        if want(ObjectAttributes::CHECKSUM) && !info.checksums.is_empty() {
+            let t = if info.parts_count.is_some() {
+                ChecksumType::COMPOSITE
+            } else {
+                ChecksumType::FULL_OBJECT
+            };
+            o.checksum = Some(Checksum {
+                checksum_crc32: info.checksums.crc32.clone(),
+                checksum_crc32c: info.checksums.crc32c.clone(),
+                checksum_sha1: info.checksums.sha1.clone(),
+                checksum_sha256: info.checksums.sha256.clone(),
+                checksum_type: Some(ChecksumType::from_static(t)),
+                ..Default::default()
+            });
+        }
+        if want(ObjectAttributes::OBJECT_PARTS)
+            && let Some(n) = info.parts_count
+        {
+            // Part sizes and checksums are not kept per part after completion: the count is.
+            o.object_parts = Some(GetObjectAttributesParts {
+                total_parts_count: Some(n as i32),
+                ..Default::default()
+            });
+        }
+        s3r(o)
+    }
+
     async fn put_bucket_versioning(
         &self,
         req: S3Request<PutBucketVersioningInput>,
@@ -834,6 +903,7 @@ impl S3 for Front {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
+        check_storage_class(&i.storage_class)?;
         let tags = match &i.tagging {
             Some(t) => parse_tagging_header(t)?,
             None => vec![],
