@@ -44,6 +44,7 @@ fn benches(c: &mut Criterion) {
                 created: 0,
                 tags: None,
                 versioning: None,
+                cors: None,
             })
         }))
         .unwrap();
@@ -70,6 +71,7 @@ fn benches(c: &mut Criterion) {
                 created: 0,
                 tags: None,
                 versioning: None,
+                cors: None,
             })
         }))
         .unwrap();

@@ -22,6 +22,8 @@ pub struct BucketRecord {
     /// `Enabled` or `Suspended` once versioning was ever configured; `None` if never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versioning: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Vec<ironbucket_types::CorsRule>>,
 }
 
 /// Standard content headers stored with an object.

@@ -32,12 +32,14 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             created: 1,
             tags: None,
             versioning: None,
+            cors: None,
         })?;
         t.put_bucket(&BucketRecord {
             name: "c".into(),
             created: 1,
             tags: None,
             versioning: None,
+            cors: None,
         })?;
         for k in &keys {
             t.put_object("b", k, &rec(1))?;

@@ -33,6 +33,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::InvalidPartOrder => (C::InvalidPartOrder, None),
         Error::EntityTooSmall { .. } => (C::EntityTooSmall, None),
         Error::NoSuchTagSet => (C::NoSuchTagSet, None),
+        Error::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
         Error::InvalidTag(_) => (C::InvalidTag, None),
         Error::InvalidArgument(_) => (C::InvalidArgument, None),
         Error::InvalidRequest(_) => (C::InvalidRequest, None),

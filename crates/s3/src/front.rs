@@ -775,6 +775,51 @@ impl S3 for Front {
         s3r(o)
     }
 
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let i = req.input;
+        let rules = i
+            .cors_configuration
+            .cors_rules
+            .into_iter()
+            .map(|r| ironbucket_store::CorsRule {
+                id: r.id,
+                allowed_origins: r.allowed_origins,
+                allowed_methods: r.allowed_methods,
+                allowed_headers: r.allowed_headers.unwrap_or_default(),
+                expose_headers: r.expose_headers.unwrap_or_default(),
+                max_age_seconds: r.max_age_seconds,
+            })
+            .collect();
+        self.store.put_bucket_cors(&i.bucket, rules).await.map_err(s3_err)?;
+        s3r(PutBucketCorsOutput {})
+    }
+
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let rules = self.store.get_bucket_cors(&req.input.bucket).await.map_err(s3_err)?;
+        let rules = rules
+            .into_iter()
+            .map(|r| CORSRule {
+                id: r.id,
+                allowed_origins: r.allowed_origins,
+                allowed_methods: r.allowed_methods,
+                allowed_headers: (!r.allowed_headers.is_empty()).then_some(r.allowed_headers),
+                expose_headers: (!r.expose_headers.is_empty()).then_some(r.expose_headers),
+                max_age_seconds: r.max_age_seconds,
+            })
+            .collect();
+        s3r(GetBucketCorsOutput {
+            cors_rules: Some(rules),
+        })
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.store.delete_bucket_cors(&req.input.bucket).await.map_err(s3_err)?;
+        s3r(DeleteBucketCorsOutput {})
+    }
+
     async fn put_bucket_versioning(
         &self,
         req: S3Request<PutBucketVersioningInput>,

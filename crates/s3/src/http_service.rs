@@ -1,9 +1,10 @@
 //! The hyper service in front of `s3s`: request ids, header-size limit, metrics.
 
-use crate::S3Metrics;
+use crate::{S3Metrics, VirtualHosts};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use ironbucket_store::ObjectStore;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::service::S3Service;
 use s3s::{Body, HttpError, S3Result, s3_error};
@@ -55,6 +56,8 @@ pub struct S3HttpService {
     metrics: Arc<S3Metrics>,
     max_header_bytes: usize,
     node: Arc<str>,
+    store: Arc<dyn ObjectStore>,
+    hosts: Option<Arc<VirtualHosts>>,
 }
 
 static REQ_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -78,7 +81,13 @@ fn error_response(status: u16, code: &str, message: &str, rid: &str) -> Response
 }
 
 impl S3HttpService {
-    pub(crate) fn new(inner: S3Service, metrics: Arc<S3Metrics>, max_header_bytes: usize) -> Self {
+    pub(crate) fn new(
+        inner: S3Service,
+        metrics: Arc<S3Metrics>,
+        max_header_bytes: usize,
+        store: Arc<dyn ObjectStore>,
+        hosts: Option<VirtualHosts>,
+    ) -> Self {
         // A per-process prefix keeps request ids unique across restarts.
         let node: String = format!("{:08X}", rand::random::<u32>());
         Self {
@@ -86,6 +95,8 @@ impl S3HttpService {
             metrics,
             max_header_bytes,
             node: node.into(),
+            store,
+            hosts: hosts.map(Arc::new),
         }
     }
 }
@@ -113,12 +124,43 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         if let Some(n) = content_length(req.headers()) {
             metrics.bytes_in.inc_by(n);
         }
+        let origin = req
+            .headers()
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bucket = origin
+            .as_ref()
+            .map(|_| crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path()));
+        if req.method() == hyper::Method::OPTIONS {
+            // CORS preflight: unauthenticated, answered from the bucket's rules.
+            let store = self.store.clone();
+            let headers = req.headers().clone();
+            let bucket = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
+            return Box::pin(async move {
+                let mut resp = crate::cors::preflight(&store, bucket, &headers, |st, code, msg| {
+                    error_response(st, code, msg, &rid)
+                })
+                .await;
+                add_ids(&mut resp, &rid);
+                metrics
+                    .requests
+                    .with_label_values(&["PreflightCors", resp.status().as_str()])
+                    .inc();
+                Ok(resp)
+            });
+        }
+        let method = req.method().clone();
+        let store = self.store.clone();
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
             let mut resp = fut.await?;
             add_ids(&mut resp, &rid);
+            if let (Some(origin), Some(bucket)) = (origin, bucket) {
+                crate::cors::decorate(&store, bucket, &origin, &method, &mut resp).await;
+            }
             let op = slot.0.get().copied().unwrap_or("Unknown");
             metrics.requests.with_label_values(&[op, resp.status().as_str()]).inc();
             metrics

@@ -6,6 +6,7 @@
 //! request id on every response, a header-size limit and Prometheus metrics.
 
 mod convert;
+mod cors;
 mod front;
 mod http_service;
 mod metrics;
@@ -93,8 +94,22 @@ impl S3Auth for KeyAuth {
 /// IP addresses and any other host name are path style. (s3s's `MultiDomain` treats unknown
 /// hosts as bucket names and does not strip the port, which breaks path-style clients that
 /// connect by IP.)
-struct VirtualHosts {
+#[derive(Clone)]
+pub(crate) struct VirtualHosts {
     domains: Vec<String>,
+}
+
+impl VirtualHosts {
+    /// The bucket named by a virtual host, if the host is `<bucket>.<domain>[:port]`.
+    pub(crate) fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name = strip_port(host);
+        self.domains.iter().find_map(|d| {
+            (name.len() > d.len() + 1
+                && name.ends_with(d.as_str())
+                && name.as_bytes()[name.len() - d.len() - 1] == b'.')
+                .then(|| &name[..name.len() - d.len() - 1])
+        })
+    }
 }
 
 impl s3s::host::S3Host for VirtualHosts {
@@ -126,10 +141,15 @@ fn strip_port(host: &str) -> &str {
 
 /// Builds the hyper service for the S3 API.
 pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics>) -> Result<S3HttpService, Error> {
+    let hosts = (!cfg.domains.is_empty()).then(|| VirtualHosts {
+        domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+    });
     Ok(S3HttpService::new(
-        s3s_service(store, cfg)?,
+        s3s_service(store.clone(), cfg)?,
         metrics,
         cfg.max_header_bytes,
+        store,
+        hosts,
     ))
 }
 

@@ -48,6 +48,8 @@ pub enum Error {
     InvalidPartOrder,
     #[error("your proposed upload is smaller than the minimum allowed object size (part {part}: {size} bytes)")]
     EntityTooSmall { part: u32, size: u64 },
+    #[error("the CORS configuration does not exist")]
+    NoSuchCorsConfiguration,
     #[error("the TagSet does not exist")]
     NoSuchTagSet,
     #[error("invalid tag: {0}")]

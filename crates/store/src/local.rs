@@ -5,7 +5,7 @@
 //! the same commit and removed afterwards by the garbage worker.
 
 use crate::model::*;
-use crate::{ByteStream, Error, ObjectStore, Result, validate_tags};
+use crate::{ByteStream, CorsRule, Error, ObjectStore, Result, validate_tags};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -602,6 +602,7 @@ impl ObjectStore for LocalStore {
             created: now_millis(),
             tags: None,
             versioning: None,
+            cors: None,
         };
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
@@ -773,6 +774,35 @@ impl ObjectStore for LocalStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn put_bucket_cors(&self, bucket: &str, rules: Vec<CorsRule>) -> Result<()> {
+        ironbucket_types::cors::validate(&rules).map_err(Error::InvalidRequest)?;
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.cors = Some(rules);
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_bucket_cors(&self, bucket: &str) -> Result<Vec<CorsRule>> {
+        self.bucket_must_exist(bucket)?
+            .cors
+            .ok_or(Error::NoSuchCorsConfiguration)
+    }
+
+    async fn delete_bucket_cors(&self, bucket: &str) -> Result<()> {
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.cors = None;
+            t.put_bucket(&b)?;
+            Ok(())
         })
         .await
     }

@@ -6,12 +6,14 @@
 
 pub mod checksum;
 pub mod conditions;
+pub mod cors;
 pub mod hlc;
 pub mod name;
 pub mod range;
 
 pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
 pub use conditions::{ConditionFailure, Conditions};
+pub use cors::CorsRule;
 pub use hlc::{Hlc, HlcClock};
 pub use name::{NameError, validate_bucket_name, validate_object_key};
 pub use range::{ByteRange, RangeError, RangeSpec};
