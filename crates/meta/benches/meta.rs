@@ -29,6 +29,8 @@ fn rec(i: u64) -> ObjectRecord {
             size: 4096,
         }],
         parts_count: None,
+        retention: None,
+        legal_hold: false,
         key_id: None,
     }
 }
@@ -45,6 +47,7 @@ fn benches(c: &mut Criterion) {
                 tags: None,
                 versioning: None,
                 cors: None,
+                object_lock: None,
             })
         }))
         .unwrap();
@@ -72,6 +75,7 @@ fn benches(c: &mut Criterion) {
                 tags: None,
                 versioning: None,
                 cors: None,
+                object_lock: None,
             })
         }))
         .unwrap();

@@ -16,7 +16,9 @@ mod records;
 mod tx;
 
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
-pub use records::{BucketRecord, ContentHeaders, ObjectRecord, PartRecord, Segment, UploadRecord};
+pub use records::{
+    BucketRecord, ContentHeaders, ObjectLockConfig, ObjectRecord, PartRecord, Retention, Segment, UploadRecord,
+};
 pub use tx::Tx;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};

@@ -24,6 +24,29 @@ pub struct BucketRecord {
     pub versioning: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Vec<ironbucket_types::CorsRule>>,
+    /// Object lock: present once enabled (it cannot be disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+/// A bucket's object lock setting and default retention.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLockConfig {
+    /// `GOVERNANCE` or `COMPLIANCE`, with `default_days` or `default_years`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_years: Option<u32>,
+}
+
+/// The lock on one object version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// `GOVERNANCE` or `COMPLIANCE`.
+    pub mode: String,
+    pub until: UnixMillis,
 }
 
 /// Standard content headers stored with an object.
@@ -74,12 +97,28 @@ pub struct ObjectRecord {
     /// Number of parts when the object was assembled by a multipart upload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legal_hold: bool,
     /// Id of the encryption key that sealed the blobs, if encrypted at rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
 }
 
 impl ObjectRecord {
+    /// Whether this version may not be deleted now (`now` in ms); governance retention yields
+    /// to `bypass_governance`.
+    pub fn locked(&self, now: UnixMillis, bypass_governance: bool) -> bool {
+        if self.legal_hold {
+            return true;
+        }
+        match &self.retention {
+            Some(r) if r.until > now => r.mode == "COMPLIANCE" || !bypass_governance,
+            _ => false,
+        }
+    }
+
     /// The key under which this version sorts among the versions of its object: newest first
     /// (inverted HLC), so a range scan lists versions in S3 order.
     pub fn sort_key(&self) -> String {

@@ -18,6 +18,8 @@ fn rec(size: u64) -> ObjectRecord {
             size,
         }],
         parts_count: None,
+        retention: None,
+        legal_hold: false,
         key_id: None,
     }
 }
@@ -33,6 +35,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             tags: None,
             versioning: None,
             cors: None,
+            object_lock: None,
         })?;
         t.put_bucket(&BucketRecord {
             name: "c".into(),
@@ -40,6 +43,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             tags: None,
             versioning: None,
             cors: None,
+            object_lock: None,
         })?;
         for k in &keys {
             t.put_object("b", k, &rec(1))?;

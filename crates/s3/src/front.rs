@@ -51,6 +51,14 @@ macro_rules! object_headers {
         $o.parts_count = info.parts_count.map(|n| n as i32);
         $o.version_id = Some(info.version_id.clone()).filter(|v| v != "null");
         $o.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+        if let Some(r) = &info.retention {
+            $o.object_lock_mode = Some(ObjectLockMode::from(r.mode.clone()));
+            $o.object_lock_retain_until_date = Some(ts(r.until));
+        }
+        if info.legal_hold {
+            $o.object_lock_legal_hold_status =
+                Some(ObjectLockLegalHoldStatus::from_static(ObjectLockLegalHoldStatus::ON));
+        }
         if $with_checksums {
             $o.checksum_crc32 = info.checksums.crc32.clone();
             $o.checksum_crc32c = info.checksums.crc32c.clone();
@@ -162,6 +170,47 @@ fn checksum_mode(m: &Option<ChecksumMode>) -> bool {
     m.as_ref().is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
 }
 
+/// `x-amz-object-lock-*` headers of a write.
+fn lock_request(
+    mode: Option<ObjectLockMode>,
+    until: Option<Timestamp>,
+    hold: Option<ObjectLockLegalHoldStatus>,
+) -> S3Result<ironbucket_store::LockRequest> {
+    let retention = match (mode, until) {
+        (None, None) => None,
+        (Some(m), Some(u)) => {
+            let until = millis(&u);
+            if until <= ironbucket_types_now() {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "The retain until date must be in the future!"
+                ));
+            }
+            Some(ironbucket_store::Retention {
+                mode: m.as_str().to_string(),
+                until,
+            })
+        }
+        _ => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "x-amz-object-lock-mode and x-amz-object-lock-retain-until-date must both be supplied"
+            ));
+        }
+    };
+    Ok(ironbucket_store::LockRequest {
+        retention,
+        legal_hold: hold.map(|h| h.as_str() == "ON"),
+    })
+}
+
+fn ironbucket_types_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Every object is stored as STANDARD; the classes that only change cost or placement on AWS
 /// are accepted as STANDARD too, so tools that set them keep working.
 fn check_storage_class(c: &Option<StorageClass>) -> S3Result<()> {
@@ -253,7 +302,14 @@ impl S3 for Front {
                 ),
             ));
         }
-        self.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
+        if input.object_lock_enabled_for_bucket == Some(true) {
+            self.store
+                .create_bucket_with_lock(&input.bucket)
+                .await
+                .map_err(s3_err)?;
+        } else {
+            self.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
+        }
         s3r(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         })
@@ -375,12 +431,18 @@ impl S3 for Front {
             if_none_match: input.if_none_match.as_ref().map(cond_list),
             ..Default::default()
         };
+        let lock = lock_request(
+            input.object_lock_mode,
+            input.object_lock_retain_until_date,
+            input.object_lock_legal_hold_status,
+        )?;
         let put = PutObject {
             bucket: input.bucket,
             key: input.key,
             meta,
             checks,
             conditions,
+            lock,
         };
         let info = self
             .store
@@ -458,7 +520,12 @@ impl S3 for Front {
         let i = req.input;
         let r = self
             .store
-            .delete_object(&i.bucket, &i.key, i.version_id.as_deref())
+            .delete_object(
+                &i.bucket,
+                &i.key,
+                i.version_id.as_deref(),
+                i.bypass_governance_retention.unwrap_or(false),
+            )
             .await
             .map_err(s3_err)?;
         s3r(DeleteObjectOutput {
@@ -488,7 +555,7 @@ impl S3 for Front {
         }
         let results = self
             .store
-            .delete_objects(&i.bucket, keys.clone())
+            .delete_objects(&i.bucket, keys.clone(), i.bypass_governance_retention.unwrap_or(false))
             .await
             .map_err(s3_err)?;
         for ((key, asked), r) in keys.into_iter().zip(results) {
@@ -773,6 +840,153 @@ impl S3 for Front {
             });
         }
         s3r(o)
+    }
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        let i = req.input;
+        let cfg = i.object_lock_configuration.unwrap_or_default();
+        if cfg.object_lock_enabled.as_ref().map(|e| e.as_str()) != Some("Enabled") {
+            return Err(s3_error!(MalformedXML, "ObjectLockEnabled must be Enabled"));
+        }
+        let d = cfg.rule.and_then(|r| r.default_retention);
+        let to_u32 = |v: Option<i32>| -> S3Result<Option<u32>> {
+            v.map(|n| {
+                u32::try_from(n).map_err(|_| {
+                    s3_error!(
+                        InvalidArgument,
+                        "Default retention period must be a positive integer value"
+                    )
+                })
+            })
+            .transpose()
+        };
+        let lock = ironbucket_store::ObjectLockConfig {
+            default_mode: d.as_ref().and_then(|d| d.mode.as_ref()).map(|m| m.as_str().to_string()),
+            default_days: to_u32(d.as_ref().and_then(|d| d.days))?,
+            default_years: to_u32(d.as_ref().and_then(|d| d.years))?,
+        };
+        self.store
+            .put_object_lock_configuration(&i.bucket, lock)
+            .await
+            .map_err(s3_err)?;
+        s3r(PutObjectLockConfigurationOutput::default())
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        let c = self
+            .store
+            .get_object_lock_configuration(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        let rule = c.default_mode.map(|m| ObjectLockRule {
+            default_retention: Some(DefaultRetention {
+                mode: Some(ObjectLockRetentionMode::from(m)),
+                days: c.default_days.map(|d| d as i32),
+                years: c.default_years.map(|y| y as i32),
+            }),
+        });
+        s3r(GetObjectLockConfigurationOutput {
+            object_lock_configuration: Some(ObjectLockConfiguration {
+                object_lock_enabled: Some(ObjectLockEnabled::from_static(ObjectLockEnabled::ENABLED)),
+                rule,
+            }),
+        })
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        let i = req.input;
+        let retention = match i.retention {
+            Some(ObjectLockRetention {
+                mode: Some(m),
+                retain_until_date: Some(u),
+            }) => Some(ironbucket_store::Retention {
+                mode: m.as_str().to_string(),
+                until: millis(&u),
+            }),
+            Some(ObjectLockRetention {
+                mode: None,
+                retain_until_date: None,
+            })
+            | None => None,
+            _ => return Err(s3_error!(MalformedXML, "Retention needs both Mode and RetainUntilDate")),
+        };
+        self.store
+            .put_object_retention(
+                &i.bucket,
+                &i.key,
+                i.version_id.as_deref(),
+                retention,
+                i.bypass_governance_retention.unwrap_or(false),
+            )
+            .await
+            .map_err(s3_err)?;
+        s3r(PutObjectRetentionOutput::default())
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        let i = req.input;
+        let r = self
+            .store
+            .get_object_retention(&i.bucket, &i.key, i.version_id.as_deref())
+            .await
+            .map_err(s3_err)?;
+        s3r(GetObjectRetentionOutput {
+            retention: Some(ObjectLockRetention {
+                mode: Some(ObjectLockRetentionMode::from(r.mode)),
+                retain_until_date: Some(ts(r.until)),
+            }),
+        })
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        let i = req.input;
+        let on = match i.legal_hold.and_then(|h| h.status).as_ref().map(|s| s.as_str()) {
+            Some("ON") => true,
+            Some("OFF") => false,
+            _ => return Err(s3_error!(MalformedXML, "LegalHold Status must be ON or OFF")),
+        };
+        self.store
+            .put_object_legal_hold(&i.bucket, &i.key, i.version_id.as_deref(), on)
+            .await
+            .map_err(s3_err)?;
+        s3r(PutObjectLegalHoldOutput::default())
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        let i = req.input;
+        let on = self
+            .store
+            .get_object_legal_hold(&i.bucket, &i.key, i.version_id.as_deref())
+            .await
+            .map_err(s3_err)?;
+        let status = if on {
+            ObjectLockLegalHoldStatus::ON
+        } else {
+            ObjectLockLegalHoldStatus::OFF
+        };
+        s3r(GetObjectLegalHoldOutput {
+            legal_hold: Some(ObjectLockLegalHold {
+                status: Some(ObjectLockLegalHoldStatus::from_static(status)),
+            }),
+        })
     }
 
     async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {

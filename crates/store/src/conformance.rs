@@ -76,7 +76,7 @@ async fn buckets(s: &dyn ObjectStore) {
     s.delete_bucket_tagging("conf-b1").await.unwrap();
     s.put_object(put("conf-b1", "x"), body(b"x".to_vec())).await.unwrap();
     assert!(matches!(s.delete_bucket("conf-b1").await, Err(Error::BucketNotEmpty)));
-    s.delete_object("conf-b1", "x", None).await.unwrap();
+    s.delete_object("conf-b1", "x", None, false).await.unwrap();
     s.delete_bucket("conf-b1").await.unwrap();
     assert!(matches!(s.delete_bucket("conf-b1").await, Err(Error::NoSuchBucket)));
 }
@@ -186,8 +186,8 @@ async fn objects(s: &dyn ObjectStore) {
     // Overwrite and delete.
     s.put_object(put("conf-obj", "a"), body(b"new".to_vec())).await.unwrap();
     assert_eq!(read(s.get_object(get("conf-obj", "a")).await.unwrap()).await, b"new");
-    s.delete_object("conf-obj", "a", None).await.unwrap();
-    s.delete_object("conf-obj", "a", None).await.unwrap();
+    s.delete_object("conf-obj", "a", None, false).await.unwrap();
+    s.delete_object("conf-obj", "a", None, false).await.unwrap();
     assert!(matches!(
         s.get_object(get("conf-obj", "a")).await,
         Err(Error::NoSuchKey)
@@ -197,7 +197,7 @@ async fn objects(s: &dyn ObjectStore) {
         Err(Error::NoSuchBucket)
     ));
     let r = s
-        .delete_objects("conf-obj", vec![("ck".into(), None), ("never".into(), None)])
+        .delete_objects("conf-obj", vec![("ck".into(), None), ("never".into(), None)], false)
         .await
         .unwrap();
     assert!(r.iter().all(|r| r.is_ok()));

@@ -48,6 +48,14 @@ pub enum Error {
     InvalidPartOrder,
     #[error("your proposed upload is smaller than the minimum allowed object size (part {part}: {size} bytes)")]
     EntityTooSmall { part: u32, size: u64 },
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    InvalidBucketState(String),
+    #[error("object lock configuration does not exist for this bucket")]
+    ObjectLockNotEnabled,
+    #[error("the specified object does not have an object lock configuration")]
+    NoSuchObjectLockConfiguration,
     #[error("the CORS configuration does not exist")]
     NoSuchCorsConfiguration,
     #[error("the TagSet does not exist")]

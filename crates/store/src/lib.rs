@@ -28,6 +28,24 @@ use async_trait::async_trait;
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     async fn create_bucket(&self, bucket: &str) -> Result<()>;
+    /// Creates a bucket with object lock enabled (and therefore versioning enabled).
+    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()>;
+    async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()>;
+    /// `ObjectLockNotEnabled` unless the bucket has object lock.
+    async fn get_object_lock_configuration(&self, bucket: &str) -> Result<ObjectLockConfig>;
+    /// Sets (or with `None`, removes) a version's retention. Shortening or removing governance
+    /// retention needs `bypass_governance`; compliance retention can only be extended.
+    async fn put_object_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+    ) -> Result<()>;
+    async fn get_object_retention(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Retention>;
+    async fn put_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>, on: bool) -> Result<()>;
+    async fn get_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<bool>;
     async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo>;
     /// Fails with `BucketNotEmpty` while objects or multipart uploads remain.
     async fn delete_bucket(&self, bucket: &str) -> Result<()>;
@@ -44,12 +62,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deleting a missing key succeeds, as in S3.
     /// Deletes the current version (or, with `version_id`, that version for good). In a
     /// versioned bucket, deleting without a version id adds a delete marker.
-    async fn delete_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<DeleteResult>;
+    /// A version under object lock cannot be deleted (governance retention yields to
+    /// `bypass_governance`).
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass_governance: bool,
+    ) -> Result<DeleteResult>;
     /// Deletes up to 1000 keys (each optionally one version); one result per key, in order.
     async fn delete_objects(
         &self,
         bucket: &str,
         keys: Vec<(String, Option<String>)>,
+        bypass_governance: bool,
     ) -> Result<Vec<Result<DeleteResult>>>;
     /// `Enabled` or `Suspended`.
     async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()>;

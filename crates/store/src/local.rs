@@ -9,7 +9,9 @@ use crate::{ByteStream, CorsRule, Error, ObjectStore, Result, validate_tags};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use ironbucket_meta::{BucketRecord, MetaStore, ObjectRecord, PartRecord, Segment, Tx, UploadRecord};
+use ironbucket_meta::{
+    BucketRecord, MetaStore, ObjectLockConfig, ObjectRecord, PartRecord, Retention, Segment, Tx, UploadRecord,
+};
 use ironbucket_storage::{BlobRef, BlobStore, Keyring, StorageConfig};
 use ironbucket_types::{
     ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis,
@@ -148,6 +150,8 @@ impl LocalStore {
             checksums: r.checksums.clone(),
             tag_count: r.tags.len(),
             parts_count: r.parts_count,
+            retention: r.retention.clone(),
+            legal_hold: r.legal_hold,
         }
     }
 
@@ -173,6 +177,8 @@ impl LocalStore {
             tags: meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
             segments,
             parts_count: None,
+            retention: None,
+            legal_hold: false,
             key_id: self.key_id.clone(),
         }
     }
@@ -460,6 +466,26 @@ fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord
     } else {
         NULL_VERSION.to_string()
     };
+    match &b.object_lock {
+        Some(lock) => {
+            if rec.retention.is_none()
+                && let Some(mode) = &lock.default_mode
+            {
+                let days = lock.default_days.map(|d| d as u64).unwrap_or(0)
+                    + lock.default_years.map(|y| y as u64 * 365).unwrap_or(0);
+                rec.retention = Some(Retention {
+                    mode: mode.clone(),
+                    until: rec.last_modified + days * 86_400_000,
+                });
+            }
+        }
+        None if rec.retention.is_some() || rec.legal_hold => {
+            return Err(Error::InvalidRequest(
+                "Bucket is missing Object Lock Configuration".into(),
+            ));
+        }
+        None => {}
+    }
     let (mut d_objects, mut d_bytes) = (1i64, rec.size as i64);
     if !enabled {
         let (o, by) = drop_null_version(t, bucket, key, &rec.segments)?;
@@ -491,6 +517,40 @@ fn drop_null_version(t: &mut Tx<'_>, bucket: &str, key: &str, keep: &[Segment]) 
     })
 }
 
+/// Changes one version's lock settings in place (in the version index and, when it is the
+/// current version, in the current-object index). The bucket must have object lock.
+fn update_version(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    change: impl FnOnce(&mut ObjectRecord) -> Result<()>,
+) -> Result<()> {
+    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
+    if b.object_lock.is_none() {
+        return Err(Error::InvalidRequest(
+            "Bucket is missing Object Lock Configuration".into(),
+        ));
+    }
+    let mut rec = match version_id {
+        Some(v) => t.find_version(bucket, key, v)?.ok_or(Error::NoSuchVersion)?.1,
+        None => t.get_object(bucket, key)?.ok_or(Error::NoSuchKey)?,
+    };
+    if rec.delete_marker {
+        return Err(Error::DeleteMarker {
+            version_id: rec.version_id,
+        });
+    }
+    change(&mut rec)?;
+    t.put_version(bucket, key, &rec)?;
+    if t.get_object(bucket, key)?
+        .is_some_and(|cur| cur.version_id == rec.version_id)
+    {
+        t.put_object(bucket, key, &rec)?;
+    }
+    Ok(())
+}
+
 fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
     ObjectRecord {
         version_id: NULL_VERSION.to_string(),
@@ -505,6 +565,8 @@ fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
         tags: vec![],
         segments: vec![],
         parts_count: None,
+        retention: None,
+        legal_hold: false,
         key_id: None,
     }
 }
@@ -546,7 +608,13 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::
 
 /// DeleteObject with a version id: removes that version for good; the newest remaining version
 /// becomes current (none if it is a delete marker).
-fn delete_version_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, version_id: &str) -> Result<DeleteResult> {
+fn delete_version_in_tx(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    bypass: bool,
+) -> Result<DeleteResult> {
     if t.get_bucket(bucket)?.is_none() {
         return Err(Error::NoSuchBucket);
     }
@@ -558,6 +626,11 @@ fn delete_version_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, version_id: &st
             delete_marker: false,
         });
     };
+    if old.locked(now_millis(), bypass) {
+        return Err(Error::AccessDenied(
+            "Access Denied because object protected by object lock.".into(),
+        ));
+    }
     for b in old.blob_ids() {
         t.release_blob(b)?;
     }
@@ -603,6 +676,7 @@ impl ObjectStore for LocalStore {
             tags: None,
             versioning: None,
             cors: None,
+            object_lock: None,
         };
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
@@ -692,14 +766,17 @@ impl ObjectStore for LocalStore {
                 size: ing.blob.size,
             }],
         );
+        let mut rec = rec;
+        rec.retention = req.lock.retention.clone();
+        rec.legal_hold = req.lock.legal_hold.unwrap_or(false);
         let mut info = Self::info(&req.key, &rec);
         let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
-        info.version_id = self
+        (info.version_id, info.retention) = self
             .commit(vec![ing.blob.id.clone()], move |t| {
                 let mut rec = rec;
                 write_version(t, &bucket, &key, &mut rec, &conds)?;
                 ing.store_inline(t)?;
-                Ok(rec.version_id)
+                Ok((rec.version_id, rec.retention))
             })
             .await?;
         Ok(info)
@@ -736,12 +813,18 @@ impl ObjectStore for LocalStore {
         Ok(Self::info(&req.key, &rec))
     }
 
-    async fn delete_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<DeleteResult> {
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+    ) -> Result<DeleteResult> {
         validate_object_key(key)?;
         let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
         let hlc = self.clock.now();
         self.commit(vec![], move |t| match &version_id {
-            Some(v) => delete_version_in_tx(t, &bucket, &key, v),
+            Some(v) => delete_version_in_tx(t, &bucket, &key, v, bypass),
             None => delete_in_tx(t, &bucket, &key, hlc),
         })
         .await
@@ -751,6 +834,7 @@ impl ObjectStore for LocalStore {
         &self,
         bucket: &str,
         keys: Vec<(String, Option<String>)>,
+        bypass: bool,
     ) -> Result<Vec<Result<DeleteResult>>> {
         if keys.len() > 1000 {
             return Err(Error::InvalidRequest(
@@ -767,7 +851,7 @@ impl ObjectStore for LocalStore {
             for ((k, v), hlc) in keys.into_iter().zip(hlcs) {
                 out.push(match validate_object_key(&k) {
                     Ok(()) => match &v {
-                        Some(v) => delete_version_in_tx(t, &bucket, &k, v),
+                        Some(v) => delete_version_in_tx(t, &bucket, &k, v, bypass),
                         None => delete_in_tx(t, &bucket, &k, hlc),
                     },
                     Err(e) => Err(e.into()),
@@ -776,6 +860,124 @@ impl ObjectStore for LocalStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()> {
+        validate_bucket_name(bucket)?;
+        let rec = BucketRecord {
+            name: bucket.to_string(),
+            created: now_millis(),
+            tags: None,
+            versioning: Some("Enabled".into()),
+            cors: None,
+            object_lock: Some(ObjectLockConfig::default()),
+        };
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&rec.name)?.is_some() {
+                return Err(Error::BucketAlreadyOwnedByYou);
+            }
+            t.put_bucket(&rec)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()> {
+        match (&cfg.default_mode, cfg.default_days, cfg.default_years) {
+            (None, None, None) => {}
+            (Some(m), Some(d), None) | (Some(m), None, Some(d))
+                if (m == "GOVERNANCE" || m == "COMPLIANCE") && d > 0 => {}
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "a default retention needs Mode GOVERNANCE or COMPLIANCE and either Days or Years (a positive number)".into(),
+                ));
+            }
+        }
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            if b.object_lock.is_none() && b.versioning.as_deref() != Some("Enabled") {
+                return Err(Error::InvalidBucketState(
+                    "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration".into(),
+                ));
+            }
+            b.object_lock = Some(cfg);
+            b.versioning = Some("Enabled".into());
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_object_lock_configuration(&self, bucket: &str) -> Result<ObjectLockConfig> {
+        self.bucket_must_exist(bucket)?
+            .object_lock
+            .ok_or(Error::ObjectLockNotEnabled)
+    }
+
+    async fn put_object_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        retention: Option<Retention>,
+        bypass: bool,
+    ) -> Result<()> {
+        if let Some(r) = &retention
+            && r.mode != "GOVERNANCE"
+            && r.mode != "COMPLIANCE"
+        {
+            return Err(Error::InvalidArgument(format!("unknown retention mode {:?}", r.mode)));
+        }
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        self.commit(vec![], move |t| {
+            update_version(t, &bucket, &key, version_id.as_deref(), |rec| {
+                let now = now_millis();
+                if let Some(old) = &rec.retention
+                    && old.until > now
+                {
+                    let weaker = match &retention {
+                        None => true,
+                        Some(new) => new.until < old.until || (old.mode == "COMPLIANCE" && new.mode != "COMPLIANCE"),
+                    };
+                    if weaker && (old.mode == "COMPLIANCE" || !bypass) {
+                        return Err(Error::AccessDenied(
+                            "Access Denied because object protected by object lock.".into(),
+                        ));
+                    }
+                }
+                rec.retention = retention;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_object_retention(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Retention> {
+        let rec = match version_id {
+            Some(v) => self.version_and_inline(bucket, key, v)?.0,
+            None => self.object_record(bucket, key)?,
+        };
+        rec.retention.ok_or(Error::NoSuchObjectLockConfiguration)
+    }
+
+    async fn put_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>, on: bool) -> Result<()> {
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        self.commit(vec![], move |t| {
+            update_version(t, &bucket, &key, version_id.as_deref(), |rec| {
+                rec.legal_hold = on;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<bool> {
+        let rec = match version_id {
+            Some(v) => self.version_and_inline(bucket, key, v)?.0,
+            None => self.object_record(bucket, key)?,
+        };
+        Ok(rec.legal_hold)
     }
 
     async fn put_bucket_cors(&self, bucket: &str, rules: Vec<CorsRule>) -> Result<()> {
@@ -816,6 +1018,11 @@ impl ObjectStore for LocalStore {
         let (name, status) = (bucket.to_string(), status.to_string());
         self.commit(vec![], move |t| {
             let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            if b.object_lock.is_some() && status == "Suspended" {
+                return Err(Error::InvalidBucketState(
+                    "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
+                ));
+            }
             b.versioning = Some(status);
             t.put_bucket(&b)?;
             Ok(())
@@ -1139,6 +1346,8 @@ impl ObjectStore for LocalStore {
                         })
                         .collect(),
                     parts_count: Some(chosen.len() as u32),
+                    retention: None,
+                    legal_hold: false,
                     key_id,
                 };
                 for p in &stored {

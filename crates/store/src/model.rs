@@ -39,6 +39,8 @@ pub struct ObjectInfo {
     pub checksums: Checksums,
     pub tag_count: usize,
     pub parts_count: Option<u32>,
+    pub retention: Option<Retention>,
+    pub legal_hold: bool,
 }
 
 /// Values to check once the body has been read: sent as headers, or in an aws-chunked trailer.
@@ -72,8 +74,18 @@ impl std::fmt::Debug for BodyChecks {
     }
 }
 
+/// Object lock settings sent with a write (`x-amz-object-lock-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockRequest {
+    pub retention: Option<Retention>,
+    pub legal_hold: Option<bool>,
+}
+
+pub use ironbucket_meta::{ObjectLockConfig, Retention};
+
 #[derive(Debug, Default)]
 pub struct PutObject {
+    pub lock: LockRequest,
     pub bucket: String,
     pub key: String,
     pub meta: ObjectMeta,

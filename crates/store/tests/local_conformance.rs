@@ -103,7 +103,7 @@ async fn garbage_is_collected_after_overwrite_and_delete() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(count_blobs(), 1);
-    s.delete_object("gcb", "k", None).await.unwrap();
+    s.delete_object("gcb", "k", None, false).await.unwrap();
     for _ in 0..100 {
         if count_blobs() == 0 {
             break;
