@@ -35,6 +35,7 @@ struct Gauges {
     disk_free: IntGauge,
     disk_total: IntGauge,
     uptime: IntGauge,
+    lifecycle: prometheus::IntGaugeVec,
 }
 
 struct State {
@@ -65,6 +66,17 @@ impl AdminService {
             disk_free: g("ironbucket_disk_free_bytes", "Free space on the data volume")?,
             disk_total: g("ironbucket_disk_total_bytes", "Size of the data volume")?,
             uptime: g("ironbucket_uptime_seconds", "Seconds since the server started")?,
+            lifecycle: {
+                let v = prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "ironbucket_lifecycle_removed",
+                        "What the lifecycle worker removed since start, by kind",
+                    ),
+                    &["kind"],
+                )?;
+                registry.register(Box::new(v.clone()))?;
+                v
+            },
         };
         Ok(Self {
             state: Arc::new(State {
@@ -132,6 +144,15 @@ impl State {
             self.gauges.bytes.set(u.bytes as i64);
             self.gauges.disk_free.set(u.disk_free as i64);
             self.gauges.disk_total.set(u.disk_total as i64);
+            let l = u.lifecycle;
+            for (kind, n) in [
+                ("expired_objects", l.expired_objects),
+                ("noncurrent_versions", l.noncurrent_versions),
+                ("delete_markers", l.delete_markers),
+                ("aborted_uploads", l.aborted_uploads),
+            ] {
+                self.gauges.lifecycle.with_label_values(&[kind]).set(n as i64);
+            }
         }
         self.gauges.uptime.set(self.started.elapsed().as_secs() as i64);
         let mut buf = Vec::new();

@@ -47,6 +47,7 @@ fn benches(c: &mut Criterion) {
                 tags: None,
                 versioning: None,
                 cors: None,
+                lifecycle: None,
                 object_lock: None,
             })
         }))
@@ -75,6 +76,7 @@ fn benches(c: &mut Criterion) {
                 tags: None,
                 versioning: None,
                 cors: None,
+                lifecycle: None,
                 object_lock: None,
             })
         }))

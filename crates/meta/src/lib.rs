@@ -238,6 +238,40 @@ impl MetaStore {
         Ok(Some((rec, blobs)))
     }
 
+    /// Distinct keys that have versions in a bucket, after `after`, at most `limit`.
+    pub fn version_keys(&self, bucket: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        let mut out: Vec<String> = Vec::new();
+        let start: Vec<u8> = match after {
+            // Past every version of `after`: the key followed by a zero byte.
+            Some(a) => a.bytes().chain(std::iter::once(0)).collect(),
+            None => Vec::new(),
+        };
+        for item in t.range((bucket, start.as_slice(), "")..)? {
+            let (k, _) = item?;
+            let (b, key, _) = k.value();
+            if b != bucket {
+                break;
+            }
+            if out.last().is_some_and(|l| l.as_bytes() == key) {
+                continue;
+            }
+            out.push(String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// All versions of one key, newest first.
+    pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        Ok(tx::versions_of(&t, bucket, key)?.into_iter().map(|(_, r)| r).collect())
+    }
+
     /// The newest version of a key (a delete marker included), if any.
     pub fn newest_version(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
         let txn = self.db.begin_read()?;

@@ -24,6 +24,8 @@ pub struct BucketRecord {
     pub versioning: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Vec<ironbucket_types::CorsRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Vec<ironbucket_types::LifecycleRule>>,
     /// Object lock: present once enabled (it cannot be disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<ObjectLockConfig>,

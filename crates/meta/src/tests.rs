@@ -35,6 +35,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             tags: None,
             versioning: None,
             cors: None,
+            lifecycle: None,
             object_lock: None,
         })?;
         t.put_bucket(&BucketRecord {
@@ -43,6 +44,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             tags: None,
             versioning: None,
             cors: None,
+            lifecycle: None,
             object_lock: None,
         })?;
         for k in &keys {

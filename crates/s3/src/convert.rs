@@ -34,6 +34,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::EntityTooSmall { .. } => (C::EntityTooSmall, None),
         Error::NoSuchTagSet => (C::NoSuchTagSet, None),
         Error::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
+        Error::NoSuchLifecycleConfiguration => (C::NoSuchLifecycleConfiguration, None),
         Error::AccessDenied(_) => (C::AccessDenied, None),
         Error::InvalidBucketState(_) => (C::InvalidBucketState, None),
         Error::ObjectLockNotEnabled => (C::ObjectLockConfigurationNotFoundError, None),

@@ -989,6 +989,161 @@ impl S3 for Front {
         })
     }
 
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let i = req.input;
+        let cfg = i
+            .lifecycle_configuration
+            .ok_or_else(|| s3_error!(MalformedXML, "missing LifecycleConfiguration"))?;
+        let mut rules = Vec::new();
+        for r in cfg.rules {
+            if r.transitions.as_ref().is_some_and(|t| !t.is_empty())
+                || r.noncurrent_version_transitions.as_ref().is_some_and(|t| !t.is_empty())
+            {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "lifecycle transitions are not supported (every object is STANDARD)"
+                ));
+            }
+            let f = r.filter.unwrap_or_default();
+            let and = f.and.unwrap_or_default();
+            let pos = |v: Option<i32>, what: &str| -> S3Result<Option<u32>> {
+                v.map(|n| {
+                    u32::try_from(n).map_err(|_| {
+                        S3Error::with_message(
+                            S3ErrorCode::InvalidArgument,
+                            format!("{what} must be a positive integer"),
+                        )
+                    })
+                })
+                .transpose()
+            };
+            let size = |v: Option<i64>| v.map(|n| n.max(0) as u64);
+            let mut tags: Vec<(String, String)> = and
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                .collect();
+            if let Some(t) = f.tag {
+                tags.push((t.key.unwrap_or_default(), t.value.unwrap_or_default()));
+            }
+            let exp = r.expiration.unwrap_or_default();
+            let nc = r.noncurrent_version_expiration.unwrap_or_default();
+            rules.push(ironbucket_store::LifecycleRule {
+                id: r.id,
+                enabled: r.status.as_str() == "Enabled",
+                prefix: f.prefix.or(and.prefix).or(r.prefix).unwrap_or_default(),
+                tags,
+                size_greater_than: size(f.object_size_greater_than.or(and.object_size_greater_than)),
+                size_less_than: size(f.object_size_less_than.or(and.object_size_less_than)),
+                expiration_days: pos(exp.days, "Expiration Days")?,
+                expiration_date: exp.date.as_ref().map(millis),
+                expired_object_delete_marker: exp.expired_object_delete_marker.unwrap_or(false),
+                noncurrent_days: pos(nc.noncurrent_days, "NoncurrentDays")?,
+                newer_noncurrent_versions: pos(nc.newer_noncurrent_versions, "NewerNoncurrentVersions")?,
+                abort_incomplete_multipart_days: pos(
+                    r.abort_incomplete_multipart_upload
+                        .and_then(|a| a.days_after_initiation),
+                    "DaysAfterInitiation",
+                )?,
+            });
+        }
+        self.store
+            .put_bucket_lifecycle(&i.bucket, rules)
+            .await
+            .map_err(s3_err)?;
+        s3r(PutBucketLifecycleConfigurationOutput::default())
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let rules = self
+            .store
+            .get_bucket_lifecycle(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        let rules = rules
+            .into_iter()
+            .map(|r| {
+                let tags: Vec<s3s::dto::Tag> = r
+                    .tags
+                    .iter()
+                    .map(|(k, v)| s3s::dto::Tag {
+                        key: Some(k.clone()),
+                        value: Some(v.clone()),
+                    })
+                    .collect();
+                let conditions =
+                    tags.len() + usize::from(r.size_greater_than.is_some()) + usize::from(r.size_less_than.is_some());
+                let filter = if conditions == 0 {
+                    LifecycleRuleFilter {
+                        prefix: Some(r.prefix.clone()),
+                        ..Default::default()
+                    }
+                } else {
+                    LifecycleRuleFilter {
+                        and: Some(LifecycleRuleAndOperator {
+                            prefix: Some(r.prefix.clone()),
+                            tags: Some(tags),
+                            object_size_greater_than: r.size_greater_than.map(|n| n as i64),
+                            object_size_less_than: r.size_less_than.map(|n| n as i64),
+                        }),
+                        ..Default::default()
+                    }
+                };
+                let expiration =
+                    (r.expiration_days.is_some() || r.expiration_date.is_some() || r.expired_object_delete_marker)
+                        .then(|| LifecycleExpiration {
+                            days: r.expiration_days.map(|d| d as i32),
+                            date: r.expiration_date.map(ts),
+                            expired_object_delete_marker: r.expired_object_delete_marker.then_some(true),
+                        });
+                LifecycleRule {
+                    id: r.id,
+                    status: ExpirationStatus::from_static(if r.enabled {
+                        ExpirationStatus::ENABLED
+                    } else {
+                        ExpirationStatus::DISABLED
+                    }),
+                    filter: Some(filter),
+                    expiration,
+                    noncurrent_version_expiration: r.noncurrent_days.map(|d| NoncurrentVersionExpiration {
+                        noncurrent_days: Some(d as i32),
+                        newer_noncurrent_versions: r.newer_noncurrent_versions.map(|n| n as i32),
+                    }),
+                    abort_incomplete_multipart_upload: r.abort_incomplete_multipart_days.map(|d| {
+                        AbortIncompleteMultipartUpload {
+                            days_after_initiation: Some(d as i32),
+                        }
+                    }),
+                    noncurrent_version_transitions: None,
+                    prefix: None,
+                    transitions: None,
+                }
+            })
+            .collect();
+        s3r(GetBucketLifecycleConfigurationOutput {
+            rules: Some(rules),
+            ..Default::default()
+        })
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        self.store
+            .delete_bucket_lifecycle(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        s3r(DeleteBucketLifecycleOutput {})
+    }
+
     async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
         let i = req.input;
         let rules = i

@@ -112,6 +112,15 @@ pub struct ServerArgs {
     #[arg(long = "worker-interval", env = "WORKER_INTERVAL_SECS", value_name = "SECS")]
     pub worker_interval: Option<u64>,
 
+    /// How often the lifecycle worker applies bucket lifecycle rules, in seconds [default: 3600].
+    #[arg(long = "lifecycle-interval", env = "LIFECYCLE_INTERVAL_SECS", value_name = "SECS")]
+    pub lifecycle_interval: Option<u64>,
+
+    /// Length of a lifecycle "day" in seconds; lower it to exercise rules quickly in tests
+    /// [default: 86400].
+    #[arg(long = "lifecycle-day-secs", env = "LIFECYCLE_DAY_SECS", value_name = "SECS")]
+    pub lifecycle_day_secs: Option<u64>,
+
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
@@ -173,6 +182,8 @@ pub struct StorageSection {
     pub meta_cache_mib: Option<usize>,
     pub multipart_max_age_secs: Option<u64>,
     pub worker_interval_secs: Option<u64>,
+    pub lifecycle_interval_secs: Option<u64>,
+    pub lifecycle_day_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -270,6 +281,16 @@ impl Settings {
             bail!("WORKER_INTERVAL_SECS must be at least 1");
         }
         local.worker_interval = Duration::from_secs(wi);
+        let li = a
+            .lifecycle_interval
+            .or(f.storage.lifecycle_interval_secs)
+            .unwrap_or(3600);
+        let ld = a.lifecycle_day_secs.or(f.storage.lifecycle_day_secs).unwrap_or(86_400);
+        if li == 0 || ld == 0 {
+            bail!("LIFECYCLE_INTERVAL_SECS and LIFECYCLE_DAY_SECS must be at least 1");
+        }
+        local.lifecycle_interval = Duration::from_secs(li);
+        local.lifecycle_day = Duration::from_secs(ld);
 
         let enc_enabled = a.enable_encryption.or(f.encryption.enabled).unwrap_or(false);
         let enc_key = a.encryption_key.or(f.encryption.key).filter(|k| !k.trim().is_empty());

@@ -109,6 +109,8 @@ fn help_documents_every_flag() {
         "--metrics-enabled",
         "--multipart-max-age",
         "--worker-interval",
+        "--lifecycle-interval",
+        "--lifecycle-day-secs",
         "--shutdown-timeout",
         "--log-format",
     ] {

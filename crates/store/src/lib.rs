@@ -17,7 +17,9 @@ pub mod conformance;
 pub use error::{Error, Result};
 pub use ironbucket_meta::ContentHeaders;
 pub use ironbucket_storage::{ByteStream, EncryptionKey, KeyError, Keyring, StorageConfig};
-pub use ironbucket_types::{ByteRange, ChecksumAlgorithm, Checksums, Conditions, CorsRule, RangeSpec, cors};
+pub use ironbucket_types::{
+    ByteRange, ChecksumAlgorithm, Checksums, Conditions, CorsRule, LifecycleRule, RangeSpec, cors,
+};
 pub use local::{LocalConfig, LocalStore};
 pub use model::*;
 pub use tags::validate_tags;
@@ -83,6 +85,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `None` when versioning was never configured.
     async fn get_bucket_versioning(&self, bucket: &str) -> Result<Option<String>>;
     async fn list_object_versions(&self, bucket: &str, query: VersionListQuery) -> Result<VersionListing>;
+    async fn put_bucket_lifecycle(&self, bucket: &str, rules: Vec<LifecycleRule>) -> Result<()>;
+    /// `NoSuchLifecycleConfiguration` when the bucket has none.
+    async fn get_bucket_lifecycle(&self, bucket: &str) -> Result<Vec<LifecycleRule>>;
+    async fn delete_bucket_lifecycle(&self, bucket: &str) -> Result<()>;
     async fn put_bucket_cors(&self, bucket: &str, rules: Vec<CorsRule>) -> Result<()>;
     /// `NoSuchCorsConfiguration` when the bucket has none.
     async fn get_bucket_cors(&self, bucket: &str) -> Result<Vec<CorsRule>>;

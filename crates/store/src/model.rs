@@ -237,4 +237,14 @@ pub struct Usage {
     pub bytes: u64,
     pub disk_total: u64,
     pub disk_free: u64,
+    pub lifecycle: LifecycleCounts,
+}
+
+/// What the lifecycle worker removed since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LifecycleCounts {
+    pub expired_objects: u64,
+    pub noncurrent_versions: u64,
+    pub delete_markers: u64,
+    pub aborted_uploads: u64,
 }

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod conditions;
 pub mod cors;
 pub mod hlc;
+pub mod lifecycle;
 pub mod name;
 pub mod range;
 
@@ -15,6 +16,7 @@ pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
 pub use conditions::{ConditionFailure, Conditions};
 pub use cors::CorsRule;
 pub use hlc::{Hlc, HlcClock};
+pub use lifecycle::LifecycleRule;
 pub use name::{NameError, validate_bucket_name, validate_object_key};
 pub use range::{ByteRange, RangeError, RangeSpec};
 

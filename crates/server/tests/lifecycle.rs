@@ -1,0 +1,196 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Lifecycle rules enforced by the worker in fast mode (a "day" lasts one second).
+
+mod common;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, VersioningConfiguration,
+};
+use common::*;
+use std::time::{Duration, Instant};
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn lifecycle_rules_are_enforced() {
+    let srv = Server::start_with(&["--lifecycle-interval", "1", "--lifecycle-day-secs", "1"], &[]);
+    let c = srv.client();
+
+    // Expiration of current objects, filtered by prefix.
+    c.create_bucket().bucket("lcb").send().await.unwrap();
+    let e = c
+        .get_bucket_lifecycle_configuration()
+        .bucket("lcb")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchLifecycleConfiguration");
+    let rule = LifecycleRule::builder()
+        .id("tmp")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+        .expiration(LifecycleExpiration::builder().days(1).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(1)
+                .build(),
+        )
+        .build()
+        .unwrap();
+    c.put_bucket_lifecycle_configuration()
+        .bucket("lcb")
+        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let got = c
+        .get_bucket_lifecycle_configuration()
+        .bucket("lcb")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.rules()[0].id(), Some("tmp"));
+    assert_eq!(got.rules()[0].expiration().and_then(|e| e.days()), Some(1));
+    for k in ["tmp/a", "keep/b"] {
+        c.put_object()
+            .bucket("lcb")
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let id = c
+        .create_multipart_upload()
+        .bucket("lcb")
+        .key("tmp/upload")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    eventually("tmp/a expired", || async {
+        c.head_object().bucket("lcb").key("tmp/a").send().await.is_err()
+    })
+    .await;
+    assert!(
+        c.head_object().bucket("lcb").key("keep/b").send().await.is_ok(),
+        "other prefixes are kept"
+    );
+    eventually("the old upload aborted", || async {
+        c.list_parts()
+            .bucket("lcb")
+            .key("tmp/upload")
+            .upload_id(&id)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+
+    // Noncurrent versions and then the lone delete marker go away in a versioned bucket.
+    c.create_bucket().bucket("lcvb").send().await.unwrap();
+    c.put_bucket_versioning()
+        .bucket("lcvb")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let rule = LifecycleRule::builder()
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(1).build())
+        .expiration(
+            LifecycleExpiration::builder()
+                .expired_object_delete_marker(true)
+                .build(),
+        )
+        .build()
+        .unwrap();
+    c.put_bucket_lifecycle_configuration()
+        .bucket("lcvb")
+        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    for body in [&b"v1"[..], &b"v2"[..]] {
+        c.put_object()
+            .bucket("lcvb")
+            .key("k")
+            .body(ByteStream::from_static(body))
+            .send()
+            .await
+            .unwrap();
+    }
+    c.put_object()
+        .bucket("lcvb")
+        .key("live")
+        .body(ByteStream::from_static(b"stay"))
+        .send()
+        .await
+        .unwrap();
+    c.delete_object().bucket("lcvb").key("k").send().await.unwrap();
+    eventually("every version of k removed", || async {
+        let l = c
+            .list_object_versions()
+            .bucket("lcvb")
+            .prefix("k")
+            .send()
+            .await
+            .unwrap();
+        l.versions().is_empty() && l.delete_markers().is_empty()
+    })
+    .await;
+    assert_eq!(
+        body_bytes(c.get_object().bucket("lcvb").key("live").send().await.unwrap()).await,
+        b"stay",
+        "current versions stay"
+    );
+
+    let (_, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    assert!(
+        m.contains("ironbucket_lifecycle_removed{kind=\"expired_objects\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ironbucket_lifecycle_removed{kind=\"noncurrent_versions\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ironbucket_lifecycle_removed{kind=\"delete_markers\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ironbucket_lifecycle_removed{kind=\"aborted_uploads\"} 1"),
+        "{m}"
+    );
+
+    c.delete_bucket_lifecycle().bucket("lcb").send().await.unwrap();
+    let e = c
+        .get_bucket_lifecycle_configuration()
+        .bucket("lcb")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchLifecycleConfiguration");
+}
