@@ -5,24 +5,6 @@
 mod common;
 
 use common::*;
-use sha2::{Digest, Sha256};
-
-fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut k = if key.len() > 64 {
-        Sha256::digest(key).to_vec()
-    } else {
-        key.to_vec()
-    };
-    k.resize(64, 0);
-    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::digest([ipad.as_slice(), msg].concat());
-    Sha256::digest([opad.as_slice(), inner.as_slice()].concat()).to_vec()
-}
-
-fn sha_hex(d: &[u8]) -> String {
-    hex::encode(Sha256::digest(d))
-}
 
 /// Builds a signed aws-chunked PUT; `tamper` flips a byte of the second chunk after signing.
 fn signed_chunked_put(
@@ -94,27 +76,6 @@ fn signed_chunked_put(
         prev = sig;
     }
     (headers, body)
-}
-
-/// `YYYYMMDDTHHMMSSZ` from Unix seconds (civil-from-days, no date crate needed).
-fn time_fmt(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[tokio::test]
