@@ -27,6 +27,9 @@ pub struct AdminConfig {
     pub node_id: String,
     pub version: String,
     pub metrics_enabled: bool,
+    /// Bearer token that management endpoints (`/keys`) require. `/health` and `/metrics`
+    /// need none.
+    pub token: String,
 }
 
 struct Gauges {
@@ -171,6 +174,116 @@ impl State {
     }
 }
 
+fn key_json(k: &ironbucket_store::KeyInfo) -> serde_json::Value {
+    serde_json::json!({
+        "access_key": k.access_key,
+        "name": k.name,
+        "created_ms": k.created,
+        "enabled": k.enabled,
+        "buckets": k.buckets.iter().map(|(b, p)| (b.clone(), serde_json::Value::from(p.as_str()))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn store_error(e: ironbucket_store::Error) -> Response<Full<Bytes>> {
+    use ironbucket_store::Error as E;
+    let status = match &e {
+        E::NoSuchAccessKey(_) | E::NoSuchBucket => StatusCode::NOT_FOUND,
+        E::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json(status, serde_json::json!({"error": e.to_string()}))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl State {
+    /// `/keys` management: needs `Authorization: Bearer <token>`.
+    async fn keys(
+        &self,
+        method: &Method,
+        parts: &[&str],
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
+        let presented = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), self.cfg.token.as_bytes())) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "a valid admin token is required (Authorization: Bearer ...)"}),
+            );
+        }
+        let body_json = || serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null);
+        let s = &self.store;
+        match (method, parts) {
+            (&Method::GET, []) => match s.list_keys().await {
+                Ok(keys) => json(
+                    StatusCode::OK,
+                    serde_json::Value::Array(keys.iter().map(key_json).collect()),
+                ),
+                Err(e) => store_error(e),
+            },
+            (&Method::POST, []) => {
+                let name = body_json()["name"].as_str().unwrap_or_default().to_string();
+                match s.create_key(&name).await {
+                    Ok((info, secret)) => {
+                        let mut v = key_json(&info);
+                        v["secret_key"] = serde_json::Value::from(secret);
+                        json(StatusCode::CREATED, v)
+                    }
+                    Err(e) => store_error(e),
+                }
+            }
+            (&Method::DELETE, [ak]) => match s.delete_key(ak).await {
+                Ok(()) => json(StatusCode::OK, serde_json::json!({"deleted": ak})),
+                Err(e) => store_error(e),
+            },
+            (&Method::POST, [ak, action @ ("enable" | "disable")]) => {
+                match s.set_key_enabled(ak, *action == "enable").await {
+                    Ok(()) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"access_key": ak, "enabled": *action == "enable"}),
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
+            (&Method::PUT, [ak, "buckets", bucket]) => {
+                let p = body_json()["permission"]
+                    .as_str()
+                    .and_then(ironbucket_store::Permission::parse);
+                let Some(p) = p else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "permission must be read, write or owner"}),
+                    );
+                };
+                match s.set_key_permission(ak, bucket, Some(p)).await {
+                    Ok(()) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"access_key": ak, "bucket": bucket, "permission": p.as_str()}),
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
+            (&Method::DELETE, [ak, "buckets", bucket]) => match s.set_key_permission(ak, bucket, None).await {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    serde_json::json!({"access_key": ak, "bucket": bucket, "permission": null}),
+                ),
+                Err(e) => store_error(e),
+            },
+            _ => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no such keys endpoint"}),
+            ),
+        }
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for AdminService {
     type Response = Response<Full<Bytes>>;
     type Error = std::convert::Infallible;
@@ -179,7 +292,23 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let state = self.state.clone();
         Box::pin(async move {
-            let path = req.uri().path().trim_end_matches('/');
+            let path = req.uri().path().trim_end_matches('/').to_string();
+            if path == "/keys" || path.starts_with("/keys/") {
+                let (parts, body) = req.into_parts();
+                let body = match http_body_util::BodyExt::collect(body).await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                let segs: Vec<String> = path
+                    .trim_start_matches("/keys")
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(percent_decode)
+                    .collect();
+                let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+                return Ok(state.keys(&parts.method, &segs, &parts.headers, body).await);
+            }
+            let path = path.as_str();
             let resp = match (req.method(), path) {
                 (&Method::GET | &Method::HEAD, "/health") | (&Method::GET | &Method::HEAD, "/cluster/health") => {
                     state.health().await
@@ -197,4 +326,22 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
             Ok(resp)
         })
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -24,6 +24,16 @@ struct Cli {
     )]
     admin_url: String,
 
+    /// Token for the management endpoints (the root secret key unless the server sets
+    /// IRONBUCKET_ADMIN_TOKEN).
+    #[arg(
+        long = "admin-token",
+        env = "IRONBUCKET_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+
     /// Seconds to wait for the node to answer.
     #[arg(long, default_value_t = 10, global = true)]
     timeout: u64,
@@ -42,6 +52,42 @@ enum Command {
     },
     /// Print the node's Prometheus metrics.
     Metrics,
+    /// Manage access keys (needs --admin-token).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key; prints its access key and secret (shown only this once).
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Let a disabled key sign requests again.
+    Enable { access_key: String },
+    /// Stop a key from signing requests.
+    Disable { access_key: String },
+    /// Delete a key.
+    Delete { access_key: String },
+    /// Grant a key read, write or owner permission on a bucket.
+    Allow {
+        access_key: String,
+        #[arg(long)]
+        bucket: String,
+        /// read, write or owner.
+        #[arg(long)]
+        permission: String,
+    },
+    /// Revoke a key's permission on a bucket.
+    Deny {
+        access_key: String,
+        #[arg(long)]
+        bucket: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -57,13 +103,30 @@ async fn main() {
 }
 
 async fn get(base: &str, path: &str, timeout: u64) -> Result<(u16, String)> {
+    request(base, "GET", path, None, None, timeout).await
+}
+
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+    timeout: u64,
+) -> Result<(u16, String)> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let uri: hyper::Uri = url.parse().with_context(|| format!("invalid admin URL {base:?}"))?;
     if uri.scheme_str() != Some("http") {
         bail!("admin URL must start with http:// (got {base:?})");
     }
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let fut = client.get(uri);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let req = req.body(Full::new(body)).context("building the request")?;
+    let fut = client.request(req);
     let resp = tokio::time::timeout(Duration::from_secs(timeout), fut)
         .await
         .with_context(|| format!("no answer from {url} within {timeout} s"))?
@@ -105,6 +168,56 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
+        }
+        Command::Key(k) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for key commands")?;
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect::<String>()
+            };
+            let (method, path, body) = match &k {
+                KeyCommand::Create { name } => ("POST", "/keys".to_string(), Some(serde_json::json!({"name": name}))),
+                KeyCommand::List => ("GET", "/keys".to_string(), None),
+                KeyCommand::Enable { access_key } => ("POST", format!("/keys/{}/enable", enc(access_key)), None),
+                KeyCommand::Disable { access_key } => ("POST", format!("/keys/{}/disable", enc(access_key)), None),
+                KeyCommand::Delete { access_key } => ("DELETE", format!("/keys/{}", enc(access_key)), None),
+                KeyCommand::Allow {
+                    access_key,
+                    bucket,
+                    permission,
+                } => (
+                    "PUT",
+                    format!("/keys/{}/buckets/{}", enc(access_key), enc(bucket)),
+                    Some(serde_json::json!({"permission": permission})),
+                ),
+                KeyCommand::Deny { access_key, bucket } => (
+                    "DELETE",
+                    format!("/keys/{}/buckets/{}", enc(access_key), enc(bucket)),
+                    None,
+                ),
+            };
+            let (status, body) = request(&cli.admin_url, method, &path, Some(token), body, cli.timeout).await?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
+            if (200..300).contains(&status) {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(0)
+            } else {
+                eprintln!(
+                    "ironbucket-cli: the node answered HTTP {status}: {}",
+                    v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
+                );
+                Ok(1)
+            }
         }
         Command::Metrics => {
             let (status, body) = get(&cli.admin_url, "/metrics", cli.timeout).await?;

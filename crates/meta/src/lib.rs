@@ -17,7 +17,8 @@ mod tx;
 
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
 pub use records::{
-    BucketRecord, ContentHeaders, ObjectLockConfig, ObjectRecord, PartRecord, Retention, Segment, UploadRecord,
+    BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, Retention, Segment,
+    UploadRecord,
 };
 pub use tx::Tx;
 
@@ -36,6 +37,8 @@ pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("gar
 /// (bucket, key, [`ObjectRecord::sort_key`]): newest first within a key. `OBJECTS` holds the
 /// current live version of each key (no entry when the newest version is a delete marker).
 pub(crate) const VERSIONS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("versions");
+/// Access keys (other than the root key), by access key id.
+pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 /// Small object bodies stored with the metadata (encoded blob bytes, keyed by blob id).
 pub(crate) const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline");
 
@@ -120,6 +123,7 @@ impl MetaStore {
             txn.open_table(GARBAGE)?;
             txn.open_table(INLINE)?;
             txn.open_table(VERSIONS)?;
+            txn.open_table(KEYS)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
@@ -170,6 +174,23 @@ impl MetaStore {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(BUCKETS)?;
         t.get(name)?.map(|g| records::decode(g.value())).transpose()
+    }
+
+    pub fn get_key(&self, access_key: &str) -> Result<Option<KeyRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KEYS)?;
+        t.get(access_key)?.map(|g| records::decode(g.value())).transpose()
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KEYS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(records::decode(v.value())?);
+        }
+        Ok(out)
     }
 
     pub fn list_buckets(&self) -> Result<Vec<BucketRecord>> {

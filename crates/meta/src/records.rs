@@ -161,3 +161,18 @@ pub struct PartRecord {
     #[serde(default)]
     pub checksums: Checksums,
 }
+
+/// An access key other than the root key. The secret is stored sealed (AES-GCM with the node's
+/// key-encryption key), never in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub access_key: String,
+    pub name: String,
+    pub secret_sealed: String,
+    pub created: UnixMillis,
+    pub enabled: bool,
+    /// Bucket name to permission: `read`, `write` (read and write objects) or `owner` (also
+    /// the bucket's settings and deletion).
+    #[serde(default)]
+    pub buckets: BTreeMap<String, String>,
+}

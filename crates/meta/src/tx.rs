@@ -1,7 +1,7 @@
 //! Typed access to the tables inside a (shared) write transaction.
 
-use crate::records::{self, BucketRecord, ObjectRecord, PartRecord, UploadRecord};
-use crate::{BUCKETS, GARBAGE, INLINE, OBJECTS, PARTS, Result, STATS, UPLOADS, VERSIONS};
+use crate::records::{self, BucketRecord, KeyRecord, ObjectRecord, PartRecord, UploadRecord};
+use crate::{BUCKETS, GARBAGE, INLINE, KEYS, OBJECTS, PARTS, Result, STATS, UPLOADS, VERSIONS};
 use redb::{ReadableTable, WriteTransaction};
 
 /// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
@@ -62,6 +62,24 @@ pub(crate) fn find_version(
 }
 
 impl<'a> Tx<'a> {
+    pub fn get_key(&self, access_key: &str) -> Result<Option<KeyRecord>> {
+        let t = self.txn.open_table(KEYS)?;
+        t.get(access_key)?.map(|g| records::decode(g.value())).transpose()
+    }
+
+    pub fn put_key(&mut self, rec: &KeyRecord) -> Result<()> {
+        let raw = records::encode(rec)?;
+        self.txn
+            .open_table(KEYS)?
+            .insert(rec.access_key.as_str(), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_key(&mut self, access_key: &str) -> Result<()> {
+        self.txn.open_table(KEYS)?.remove(access_key)?;
+        Ok(())
+    }
+
     pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<(String, ObjectRecord)>> {
         let t = self.txn.open_table(VERSIONS)?;
         versions_of(&t, bucket, key)

@@ -36,6 +36,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
         Error::NoSuchLifecycleConfiguration => (C::NoSuchLifecycleConfiguration, None),
         Error::AccessDenied(_) => (C::AccessDenied, None),
+        Error::NoSuchAccessKey(_) => (C::InvalidAccessKeyId, None),
         Error::InvalidBucketState(_) => (C::InvalidBucketState, None),
         Error::ObjectLockNotEnabled => (C::ObjectLockConfigurationNotFoundError, None),
         Error::NoSuchObjectLockConfiguration => (C::NoSuchObjectLockConfiguration, None),

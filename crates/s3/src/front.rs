@@ -78,6 +78,8 @@ macro_rules! object_headers {
 
 pub(crate) struct Front {
     store: Arc<dyn ObjectStore>,
+    /// Root access keys: every other key sees and may use only the buckets it was granted.
+    roots: std::collections::HashSet<String>,
     region: String,
     max_meta: usize,
 }
@@ -86,6 +88,7 @@ impl Front {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Self {
         Self {
             store,
+            roots: cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
             region: cfg.region.clone(),
             max_meta: cfg.max_user_metadata_bytes,
         }
@@ -285,6 +288,11 @@ fn s3r<T>(v: T) -> S3Result<S3Response<T>> {
 #[async_trait::async_trait]
 impl S3 for Front {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let creator = req
+            .credentials
+            .as_ref()
+            .map(|c| c.access_key.clone())
+            .filter(|ak| !self.roots.contains(ak));
         let input = req.input;
         if let Some(loc) = input
             .create_bucket_configuration
@@ -310,6 +318,13 @@ impl S3 for Front {
         } else {
             self.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
         }
+        // A key that is not root owns the buckets it creates.
+        if let Some(ak) = creator {
+            self.store
+                .set_key_permission(&ak, &input.bucket, Some(ironbucket_store::Permission::Owner))
+                .await
+                .map_err(s3_err)?;
+        }
         s3r(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         })
@@ -328,8 +343,16 @@ impl S3 for Front {
         s3r(DeleteBucketOutput {})
     }
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self.store.list_buckets().await.map_err(s3_err)?;
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let mut buckets = self.store.list_buckets().await.map_err(s3_err)?;
+        if let Some(c) = req.credentials.as_ref().filter(|c| !self.roots.contains(&c.access_key)) {
+            // Other keys see only the buckets they have a permission on.
+            let granted = match self.store.key_secret(&c.access_key).await.map_err(s3_err)? {
+                Some((_, info)) => info.buckets,
+                None => Default::default(),
+            };
+            buckets.retain(|b| granted.contains_key(&b.name));
+        }
         let buckets = buckets
             .into_iter()
             .map(|b| Bucket {

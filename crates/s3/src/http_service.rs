@@ -5,7 +5,9 @@ use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use ironbucket_store::ObjectStore;
+use ironbucket_store::Permission;
 use s3s::access::{S3Access, S3AccessContext};
+use s3s::path::S3Path;
 use s3s::service::S3Service;
 use s3s::{Body, HttpError, S3Result, s3_error};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,23 +18,103 @@ use std::time::Instant;
 #[derive(Clone, Default)]
 struct OpSlot(Arc<OnceLock<&'static str>>);
 
-/// Records the operation name and denies anonymous requests (every request must be signed).
-pub(crate) struct OpRecorder;
+/// Records the operation name for the metrics and authorizes the request: anonymous requests
+/// are denied, root keys may do anything, other keys need a permission on the bucket the
+/// operation touches (and read permission on a copy source).
+pub(crate) struct Access {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) roots: std::collections::HashSet<String>,
+}
+
+/// The permission an operation needs on its bucket.
+fn required(op: &str) -> Permission {
+    const READ: &[&str] = &[
+        "GetObject",
+        "HeadObject",
+        "HeadBucket",
+        "ListObjects",
+        "ListObjectsV2",
+        "ListObjectVersions",
+        "GetObjectTagging",
+        "GetObjectAttributes",
+        "GetBucketLocation",
+        "ListMultipartUploads",
+        "ListParts",
+        "GetObjectRetention",
+        "GetObjectLegalHold",
+    ];
+    const WRITE: &[&str] = &[
+        "PutObject",
+        "PostObject",
+        "CopyObject",
+        "DeleteObject",
+        "DeleteObjects",
+        "PutObjectTagging",
+        "DeleteObjectTagging",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPartCopy",
+        "CompleteMultipartUpload",
+        "AbortMultipartUpload",
+        "PutObjectRetention",
+        "PutObjectLegalHold",
+    ];
+    if READ.contains(&op) {
+        Permission::Read
+    } else if WRITE.contains(&op) {
+        Permission::Write
+    } else {
+        Permission::Owner
+    }
+}
+
+fn denied() -> s3s::S3Error {
+    s3_error!(AccessDenied, "Access Denied")
+}
 
 #[async_trait::async_trait]
-impl S3Access for OpRecorder {
+impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let name = static_op_name(cx.s3_op().name());
         if let Some(slot) = cx.extensions_mut().get::<OpSlot>() {
             let _ = slot.0.set(name);
         }
-        match cx.credentials() {
-            Some(_) => Ok(()),
-            None => Err(s3_error!(
+        let Some(creds) = cx.credentials() else {
+            return Err(s3_error!(
                 AccessDenied,
                 "Anonymous access is forbidden for this operation"
-            )),
+            ));
+        };
+        if self.roots.contains(&creds.access_key) {
+            return Ok(());
         }
+        let info = match self.store.key_secret(&creds.access_key).await {
+            Ok(Some((_, info))) if info.enabled => info,
+            _ => return Err(denied()),
+        };
+        let bucket = match cx.s3_path() {
+            // ListBuckets: answered with the key's own buckets only.
+            S3Path::Root => return Ok(()),
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
+        };
+        if name == "CreateBucket" {
+            return Ok(());
+        }
+        if info.buckets.get(&bucket).is_none_or(|have| *have < required(name)) {
+            return Err(denied());
+        }
+        if (name == "CopyObject" || name == "UploadPartCopy")
+            && let Some(src) = cx.headers().get("x-amz-copy-source").and_then(|v| v.to_str().ok())
+        {
+            let src = percent_encoding::percent_decode_str(src.trim_start_matches('/'))
+                .decode_utf8_lossy()
+                .to_string();
+            let src_bucket = src.split('/').next().unwrap_or_default();
+            if info.buckets.get(src_bucket).is_none_or(|have| *have < Permission::Read) {
+                return Err(denied());
+            }
+        }
+        Ok(())
     }
 }
 

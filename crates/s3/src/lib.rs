@@ -77,16 +77,22 @@ pub enum Error {
 
 /// Access keys accepted for SigV4.
 struct KeyAuth {
+    /// Root keys from the configuration.
     keys: HashMap<String, SecretKey>,
+    /// Other keys, managed through the admin API.
+    store: Arc<dyn ObjectStore>,
 }
 
 #[async_trait::async_trait]
 impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        self.keys
-            .get(access_key)
-            .cloned()
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))
+        if let Some(k) = self.keys.get(access_key) {
+            return Ok(k.clone());
+        }
+        match self.store.key_secret(access_key).await {
+            Ok(Some((secret, info))) if info.enabled => Ok(SecretKey::from(secret)),
+            _ => Err(s3_error!(InvalidAccessKeyId)),
+        }
     }
 }
 
@@ -159,7 +165,7 @@ pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::s
     if cfg.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }
-    let front = front::Front::new(store, cfg);
+    let front = front::Front::new(store.clone(), cfg);
     let mut b = S3ServiceBuilder::new(front);
     b.set_auth(KeyAuth {
         keys: cfg
@@ -167,8 +173,12 @@ pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::s
             .iter()
             .map(|(a, s)| (a.clone(), SecretKey::from(s.as_str())))
             .collect(),
+        store: store.clone(),
     });
-    b.set_access(http_service::OpRecorder);
+    b.set_access(http_service::Access {
+        store: store.clone(),
+        roots: cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
+    });
     if !cfg.domains.is_empty() {
         for d in &cfg.domains {
             if d.contains('/') || d.contains(':') || d.is_empty() {

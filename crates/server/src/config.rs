@@ -79,6 +79,16 @@ pub struct ServerArgs {
     #[arg(long = "enable-encryption", env = "ENABLE_ENCRYPTION", value_name = "BOOL")]
     pub enable_encryption: Option<bool>,
 
+    /// Bearer token for the admin API's management endpoints (`/keys`) [default: the root
+    /// secret key].
+    #[arg(
+        long = "admin-token",
+        env = "IRONBUCKET_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
     /// Encryption master key: 32 bytes as 64 hex characters or base64. Required when
     /// encryption is enabled.
     #[arg(
@@ -343,13 +353,14 @@ impl Settings {
             s3: ironbucket_s3::S3Config {
                 region,
                 domains,
-                credentials: vec![(ak, sk)],
+                credentials: vec![(ak, sk.clone())],
                 ..Default::default()
             },
             admin: ironbucket_admin::AdminConfig {
                 node_id,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 metrics_enabled: a.metrics_enabled.or(f.admin.metrics_enabled).unwrap_or(true),
+                token: a.admin_token.clone().unwrap_or_else(|| sk.clone()),
             },
             api_addr: SocketAddr::new(bind, port),
             admin_addr: SocketAddr::new(bind, admin_port),

@@ -112,6 +112,7 @@ fn help_documents_every_flag() {
         "--lifecycle-interval",
         "--lifecycle-day-secs",
         "--shutdown-timeout",
+        "--admin-token",
         "--log-format",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");

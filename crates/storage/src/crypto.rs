@@ -65,6 +65,59 @@ impl EncryptionKey {
     }
 }
 
+impl EncryptionKey {
+    /// Seals a small secret (an access key's secret) as base64 of nonce || ciphertext || tag.
+    pub fn seal_secret(&self, plain: &[u8]) -> Result<String, KeyError> {
+        use base64::Engine;
+        let mut nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let cipher = Aes256Gcm::new((&self.bytes).into());
+        let mut buf = plain.to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"ironbucket-secret", &mut buf)
+            .map_err(|_| KeyError::Seal)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(&tag);
+        Ok(base64::engine::general_purpose::STANDARD.encode(out))
+    }
+
+    /// Opens what [`EncryptionKey::seal_secret`] sealed.
+    pub fn open_secret(&self, sealed: &str) -> Result<Vec<u8>, KeyError> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|_| KeyError::Open)?;
+        if raw.len() < 12 + TAG_LEN {
+            return Err(KeyError::Open);
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut buf = ct.to_vec();
+        Aes256Gcm::new((&self.bytes).into())
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                b"ironbucket-secret",
+                &mut buf,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| KeyError::Open)?;
+        Ok(buf)
+    }
+
+    /// A random key (for the node's key-encryption key file).
+    pub fn random() -> Self {
+        let mut b = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut b);
+        Self::from_bytes(b)
+    }
+
+    /// The raw key bytes (to write the key file).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.bytes
+    }
+}
+
 /// The current master key plus older ones that may still be needed to read.
 #[derive(Debug, Clone)]
 pub struct Keyring {
@@ -189,6 +242,15 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_round_trip() {
+        let k = EncryptionKey::from_bytes([5; 32]);
+        let sealed = k.seal_secret(b"s3cr3t").unwrap();
+        assert!(!sealed.contains("s3cr3t"));
+        assert_eq!(k.open_secret(&sealed).unwrap(), b"s3cr3t");
+        assert!(EncryptionKey::from_bytes([6; 32]).open_secret(&sealed).is_err());
+    }
 
     #[test]
     fn parse_keys() {

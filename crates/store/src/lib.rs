@@ -107,6 +107,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage>;
     async fn list_multipart_uploads(&self, bucket: &str, query: UploadListQuery) -> Result<UploadListPage>;
 
+    /// Creates an access key with no bucket permissions; returns it with its secret (the only
+    /// time the secret is shown).
+    async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)>;
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+    async fn set_key_enabled(&self, access_key: &str, enabled: bool) -> Result<()>;
+    async fn delete_key(&self, access_key: &str) -> Result<()>;
+    /// Grants (`Some`) or revokes (`None`) a key's permission on a bucket.
+    async fn set_key_permission(&self, access_key: &str, bucket: &str, permission: Option<Permission>) -> Result<()>;
+    /// For request authentication: the key's secret and permissions, if the key exists.
+    async fn key_secret(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>>;
+
     /// Object and byte counts and disk space, for health and metrics.
     async fn usage(&self) -> Result<Usage>;
 }

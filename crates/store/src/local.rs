@@ -99,6 +99,8 @@ pub struct LocalStore {
     key_id: Option<String>,
     garbage_tx: mpsc::UnboundedSender<()>,
     lifecycle_counts: [AtomicU64; 4],
+    /// Seals access key secrets at rest (`<data dir>/keys.kek`, created on first start).
+    kek: ironbucket_storage::EncryptionKey,
 }
 
 impl LocalStore {
@@ -112,6 +114,7 @@ impl LocalStore {
             MetaStore::open_with_cache(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync, cfg.meta_cache_bytes)?;
         let key_id = keys.as_ref().map(|k| k.current_id());
         let blobs = BlobStore::open(&cfg.data_dir, cfg.storage.clone(), keys)?;
+        let kek = load_or_create_kek(&cfg.data_dir.join("keys.kek"))?;
         let (garbage_tx, garbage_rx) = mpsc::unbounded_channel();
         let store = Arc::new(Self {
             meta,
@@ -121,6 +124,7 @@ impl LocalStore {
             key_id,
             garbage_tx,
             lifecycle_counts: Default::default(),
+            kek,
         });
         tokio::spawn(garbage_worker(Arc::downgrade(&store), garbage_rx));
         tokio::spawn(multipart_worker(Arc::downgrade(&store)));
@@ -1453,6 +1457,105 @@ impl ObjectStore for LocalStore {
         Ok(self.meta.list_uploads(bucket, &q)?)
     }
 
+    async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)> {
+        use rand::Rng;
+        if name.is_empty() || name.len() > 128 {
+            return Err(Error::InvalidArgument("a key name is 1 to 128 characters".into()));
+        }
+        const AK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        const SK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (ak, sk): (String, String) = {
+            let mut rng = rand::thread_rng();
+            (
+                std::iter::once('K')
+                    .chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char))
+                    .collect(),
+                (0..40).map(|_| SK[rng.gen_range(0..SK.len())] as char).collect(),
+            )
+        };
+        let rec = ironbucket_meta::KeyRecord {
+            access_key: ak,
+            name: name.to_string(),
+            secret_sealed: self
+                .kek
+                .seal_secret(sk.as_bytes())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            created: now_millis(),
+            enabled: true,
+            buckets: Default::default(),
+        };
+        let info = key_info(&rec);
+        self.commit(vec![], move |t| {
+            if t.get_key(&rec.access_key)?.is_some() {
+                return Err(Error::Internal("access key collision".into()));
+            }
+            t.put_key(&rec)?;
+            Ok(())
+        })
+        .await?;
+        Ok((info, sk))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        Ok(self.meta.list_keys()?.iter().map(key_info).collect())
+    }
+
+    async fn set_key_enabled(&self, access_key: &str, enabled: bool) -> Result<()> {
+        let ak = access_key.to_string();
+        self.commit(vec![], move |t| {
+            let mut k = t.get_key(&ak)?.ok_or_else(|| Error::NoSuchAccessKey(ak.clone()))?;
+            k.enabled = enabled;
+            t.put_key(&k)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_key(&self, access_key: &str) -> Result<()> {
+        let ak = access_key.to_string();
+        self.commit(vec![], move |t| {
+            if t.get_key(&ak)?.is_none() {
+                return Err(Error::NoSuchAccessKey(ak.clone()));
+            }
+            t.delete_key(&ak)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_key_permission(&self, access_key: &str, bucket: &str, permission: Option<Permission>) -> Result<()> {
+        let (ak, bucket) = (access_key.to_string(), bucket.to_string());
+        self.commit(vec![], move |t| {
+            let mut k = t.get_key(&ak)?.ok_or_else(|| Error::NoSuchAccessKey(ak.clone()))?;
+            match permission {
+                Some(p) => {
+                    if t.get_bucket(&bucket)?.is_none() {
+                        return Err(Error::NoSuchBucket);
+                    }
+                    k.buckets.insert(bucket, p.as_str().to_string());
+                }
+                None => {
+                    k.buckets.remove(&bucket);
+                }
+            }
+            t.put_key(&k)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_secret(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>> {
+        let Some(rec) = self.meta.get_key(access_key)? else {
+            return Ok(None);
+        };
+        let secret = self
+            .kek
+            .open_secret(&rec.secret_sealed)
+            .map_err(|_| Error::Corrupt(format!("the secret of key {access_key} cannot be opened")))?;
+        let secret = String::from_utf8(secret).map_err(|_| Error::Corrupt("key secret is not UTF-8".into()))?;
+        Ok(Some((secret, key_info(&rec))))
+    }
+
     async fn usage(&self) -> Result<Usage> {
         let s = self.meta.stats()?;
         let dir = self.cfg.data_dir.clone();
@@ -1552,6 +1655,46 @@ async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
         }
         drop(s);
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Reads the key-encryption key file, or creates it (32 random bytes, mode 600).
+fn load_or_create_kek(path: &std::path::Path) -> Result<ironbucket_storage::EncryptionKey> {
+    use std::io::Write;
+    if let Ok(raw) = std::fs::read(path) {
+        let bytes: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| Error::Corrupt(format!("{} is not a 32-byte key", path.display())))?;
+        return Ok(ironbucket_storage::EncryptionKey::from_bytes(bytes));
+    }
+    let key = ironbucket_storage::EncryptionKey::random();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(&key.to_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(key)
+}
+
+fn key_info(r: &ironbucket_meta::KeyRecord) -> KeyInfo {
+    KeyInfo {
+        access_key: r.access_key.clone(),
+        name: r.name.clone(),
+        created: r.created,
+        enabled: r.enabled,
+        buckets: r
+            .buckets
+            .iter()
+            .filter_map(|(b, p)| Permission::parse(p).map(|p| (b.clone(), p)))
+            .collect(),
     }
 }
 

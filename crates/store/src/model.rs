@@ -248,3 +248,43 @@ pub struct LifecycleCounts {
     pub delete_markers: u64,
     pub aborted_uploads: u64,
 }
+
+/// What an access key may do with a bucket. Each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    /// Read and list objects.
+    Read,
+    /// Also write and delete objects.
+    Write,
+    /// Also the bucket's settings and the bucket itself.
+    Owner,
+}
+
+impl Permission {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Owner => "owner",
+        }
+    }
+}
+
+/// An access key as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub access_key: String,
+    pub name: String,
+    pub created: UnixMillis,
+    pub enabled: bool,
+    pub buckets: BTreeMap<String, Permission>,
+}
