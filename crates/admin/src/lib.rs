@@ -199,6 +199,73 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl State {
+    fn authorized(&self, headers: &hyper::HeaderMap) -> bool {
+        let presented = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        presented.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), self.cfg.token.as_bytes()))
+    }
+
+    /// `/buckets/{b}` (usage and quota) and `/buckets/{b}/quota`: need the admin token.
+    async fn buckets(
+        &self,
+        method: &Method,
+        parts: &[&str],
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
+        if !self.authorized(headers) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "a valid admin token is required (Authorization: Bearer ...)"}),
+            );
+        }
+        match (method, parts) {
+            (&Method::GET, [bucket]) => match self.store.bucket_usage(bucket).await {
+                Ok(u) => json(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "bucket": bucket,
+                        "objects": u.objects,
+                        "bytes": u.bytes,
+                        "quota": u.quota.map(|q| serde_json::json!({"max_bytes": q.max_bytes, "max_objects": q.max_objects})),
+                        "requests_by_month": u.requests,
+                    }),
+                ),
+                Err(e) => store_error(e),
+            },
+            (&Method::PUT, [bucket, "quota"]) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let q = ironbucket_store::Quota {
+                    max_bytes: v["max_bytes"].as_u64(),
+                    max_objects: v["max_objects"].as_u64(),
+                };
+                if q.max_bytes.is_none() && q.max_objects.is_none() {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "give max_bytes and/or max_objects (non-negative integers)"}),
+                    );
+                }
+                match self.store.set_bucket_quota(bucket, Some(q)).await {
+                    Ok(()) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"bucket": bucket, "max_bytes": q.max_bytes, "max_objects": q.max_objects}),
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
+            (&Method::DELETE, [bucket, "quota"]) => match self.store.set_bucket_quota(bucket, None).await {
+                Ok(()) => json(StatusCode::OK, serde_json::json!({"bucket": bucket, "quota": null})),
+                Err(e) => store_error(e),
+            },
+            _ => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no such buckets endpoint"}),
+            ),
+        }
+    }
+
     /// `/keys` management: needs `Authorization: Bearer <token>`.
     async fn keys(
         &self,
@@ -293,6 +360,21 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
         let state = self.state.clone();
         Box::pin(async move {
             let path = req.uri().path().trim_end_matches('/').to_string();
+            if path.starts_with("/buckets/") {
+                let (parts, body) = req.into_parts();
+                let body = match http_body_util::BodyExt::collect(body).await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                let segs: Vec<String> = path
+                    .trim_start_matches("/buckets/")
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(percent_decode)
+                    .collect();
+                let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+                return Ok(state.buckets(&parts.method, &segs, &parts.headers, body).await);
+            }
             if path == "/keys" || path.starts_with("/keys/") {
                 let (parts, body) = req.into_parts();
                 let body = match http_body_util::BodyExt::collect(body).await {

@@ -55,6 +55,25 @@ enum Command {
     /// Manage access keys (needs --admin-token).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Bucket usage and quotas (needs --admin-token).
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BucketCommand {
+    /// Objects, bytes, quota and requests per month of a bucket.
+    Info { bucket: String },
+    /// Set a bucket's quota (bytes and/or objects), or remove it with --clear.
+    Quota {
+        bucket: String,
+        #[arg(long = "max-bytes")]
+        max_bytes: Option<u64>,
+        #[arg(long = "max-objects")]
+        max_objects: Option<u64>,
+        #[arg(long, conflicts_with_all = ["max_bytes", "max_objects"])]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +188,34 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
         }
+        Command::Bucket(b) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for bucket commands")?;
+            let (method, path, body) = match &b {
+                BucketCommand::Info { bucket } => ("GET", format!("/buckets/{}", pct(bucket)), None),
+                BucketCommand::Quota {
+                    bucket, clear: true, ..
+                } => ("DELETE", format!("/buckets/{}/quota", pct(bucket)), None),
+                BucketCommand::Quota {
+                    bucket,
+                    max_bytes,
+                    max_objects,
+                    ..
+                } => {
+                    if max_bytes.is_none() && max_objects.is_none() {
+                        anyhow::bail!("give --max-bytes and/or --max-objects, or --clear");
+                    }
+                    (
+                        "PUT",
+                        format!("/buckets/{}/quota", pct(bucket)),
+                        Some(serde_json::json!({"max_bytes": max_bytes, "max_objects": max_objects})),
+                    )
+                }
+            };
+            admin_call(&cli.admin_url, method, &path, token, body, cli.timeout).await
+        }
         Command::Key(k) => {
             let token = cli
                 .admin_token
@@ -224,5 +271,40 @@ async fn run(cli: Cli) -> Result<i32> {
             print!("{body}");
             Ok(if status == 200 { 0 } else { 1 })
         }
+    }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A management call: prints the JSON answer; exit code 1 (and the error on stderr) otherwise.
+async fn admin_call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+    timeout: u64,
+) -> Result<i32> {
+    let (status, body) = request(base, method, path, Some(token), body, timeout).await?;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
+    if (200..300).contains(&status) {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(0)
+    } else {
+        eprintln!(
+            "ironbucket-cli: the node answered HTTP {status}: {}",
+            v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
+        );
+        Ok(1)
     }
 }

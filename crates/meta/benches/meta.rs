@@ -48,6 +48,7 @@ fn benches(c: &mut Criterion) {
                 versioning: None,
                 cors: None,
                 lifecycle: None,
+                quota: None,
                 object_lock: None,
             })
         }))
@@ -77,6 +78,7 @@ fn benches(c: &mut Criterion) {
                 versioning: None,
                 cors: None,
                 lifecycle: None,
+                quota: None,
                 object_lock: None,
             })
         }))

@@ -17,7 +17,7 @@ mod tx;
 
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
 pub use records::{
-    BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, Retention, Segment,
+    BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, Quota, Retention, Segment,
     UploadRecord,
 };
 pub use tx::Tx;
@@ -358,6 +358,31 @@ impl MetaStore {
             objects: get("objects")?,
             bytes: get("bytes")?,
         })
+    }
+
+    /// Usage of one bucket.
+    pub fn bucket_stats(&self, bucket: &str) -> Result<Stats> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATS)?;
+        let get = |k: String| -> Result<u64> { Ok(t.get(k.as_str())?.map(|g| g.value()).unwrap_or(0)) };
+        Ok(Stats {
+            objects: get(format!("b/{bucket}/objects"))?,
+            bytes: get(format!("b/{bucket}/bytes"))?,
+        })
+    }
+
+    /// Counters whose names start with `prefix`, with the prefix removed.
+    pub fn counters(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATS)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            let k = k.value();
+            let Some(rest) = k.strip_prefix(prefix) else { break };
+            out.push((rest.to_string(), v.value()));
+        }
+        Ok(out)
     }
 
     /// Blob ids waiting to be deleted.

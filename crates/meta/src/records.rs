@@ -26,9 +26,20 @@ pub struct BucketRecord {
     pub cors: Option<Vec<ironbucket_types::CorsRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Vec<ironbucket_types::LifecycleRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
     /// Object lock: present once enabled (it cannot be disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<ObjectLockConfig>,
+}
+
+/// Limits on a bucket's stored data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_objects: Option<u64>,
 }
 
 /// A bucket's object lock setting and default retention.

@@ -36,6 +36,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             versioning: None,
             cors: None,
             lifecycle: None,
+            quota: None,
             object_lock: None,
         })?;
         t.put_bucket(&BucketRecord {
@@ -45,6 +46,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             versioning: None,
             cors: None,
             lifecycle: None,
+            quota: None,
             object_lock: None,
         })?;
         for k in &keys {
@@ -129,7 +131,7 @@ async fn concurrent_writers_share_commits_and_errors_stay_private() {
                     return Err(Error::Db("refused".into()));
                 }
                 t.put_object("b", &format!("k{i:03}"), &rec(i))?;
-                t.add_stats(1, i as i64)
+                t.add_stats("b", 1, i as i64)
             })
             .await
         }));

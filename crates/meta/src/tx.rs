@@ -223,14 +223,40 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Adjusts the usage counters.
-    pub fn add_stats(&mut self, objects: i64, bytes: i64) -> Result<()> {
+    /// Adjusts the usage counters, node-wide and of `bucket`.
+    pub fn add_stats(&mut self, bucket: &str, objects: i64, bytes: i64) -> Result<()> {
         let mut t = self.txn.open_table(STATS)?;
-        for (k, d) in [("objects", objects), ("bytes", bytes)] {
+        let (bo, bb) = (format!("b/{bucket}/objects"), format!("b/{bucket}/bytes"));
+        for (k, d) in [
+            ("objects", objects),
+            ("bytes", bytes),
+            (bo.as_str(), objects),
+            (bb.as_str(), bytes),
+        ] {
             if d != 0 {
                 let cur = t.get(k)?.map(|g| g.value()).unwrap_or(0);
                 t.insert(k, cur.saturating_add_signed(d))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Usage of one bucket (objects, bytes) as of this transaction.
+    pub fn bucket_stats(&self, bucket: &str) -> Result<crate::Stats> {
+        let t = self.txn.open_table(STATS)?;
+        let get = |k: String| -> Result<u64> { Ok(t.get(k.as_str())?.map(|g| g.value()).unwrap_or(0)) };
+        Ok(crate::Stats {
+            objects: get(format!("b/{bucket}/objects"))?,
+            bytes: get(format!("b/{bucket}/bytes"))?,
+        })
+    }
+
+    /// Adds to named counters (request counts).
+    pub fn add_counters(&mut self, counts: &[(String, u64)]) -> Result<()> {
+        let mut t = self.txn.open_table(STATS)?;
+        for (k, d) in counts {
+            let cur = t.get(k.as_str())?.map(|g| g.value()).unwrap_or(0);
+            t.insert(k.as_str(), cur.saturating_add(*d))?;
         }
         Ok(())
     }

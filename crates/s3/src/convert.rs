@@ -36,6 +36,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
         Error::NoSuchLifecycleConfiguration => (C::NoSuchLifecycleConfiguration, None),
         Error::AccessDenied(_) => (C::AccessDenied, None),
+        Error::QuotaExceeded(_) => (C::Custom("QuotaExceeded".into()), None),
         Error::NoSuchAccessKey(_) => (C::InvalidAccessKeyId, None),
         Error::InvalidBucketState(_) => (C::InvalidBucketState, None),
         Error::ObjectLockNotEnabled => (C::ObjectLockConfigurationNotFoundError, None),
@@ -52,7 +53,11 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::DeleteMarker { version_id } => Some(version_id.clone()),
         _ => None,
     };
+    let quota = matches!(e, Error::QuotaExceeded(_));
     let mut err = S3Error::with_message(code, msg);
+    if quota {
+        err.set_status_code(hyper::StatusCode::FORBIDDEN);
+    }
     if let Some(v) = marker {
         let mut h = hyper::HeaderMap::new();
         h.insert("x-amz-delete-marker", hyper::header::HeaderValue::from_static("true"));

@@ -234,12 +234,20 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         }
         let method = req.method().clone();
         let store = self.store.clone();
+        let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
             let mut resp = fut.await?;
             add_ids(&mut resp, &rid);
+            // Monthly request counts, for authenticated requests to buckets that exist.
+            if let Some(b) = &target
+                && slot.0.get().is_some()
+                && resp.status() != hyper::StatusCode::NOT_FOUND
+            {
+                store.record_request(b);
+            }
             if let (Some(origin), Some(bucket)) = (origin, bucket) {
                 crate::cors::decorate(&store, bucket, &origin, &method, &mut resp).await;
             }

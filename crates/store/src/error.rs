@@ -56,6 +56,8 @@ pub enum Error {
     ObjectLockNotEnabled,
     #[error("the specified object does not have an object lock configuration")]
     NoSuchObjectLockConfiguration,
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("the access key {0} does not exist")]
     NoSuchAccessKey(String),
     #[error("the lifecycle configuration does not exist")]

@@ -118,6 +118,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// For request authentication: the key's secret and permissions, if the key exists.
     async fn key_secret(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>>;
 
+    /// Sets (or with `None`, removes) a bucket's quota.
+    async fn set_bucket_quota(&self, bucket: &str, quota: Option<Quota>) -> Result<()>;
+    async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage>;
+    /// Counts a request against a bucket (for the monthly request counts). Cheap: in memory,
+    /// persisted in the background.
+    fn record_request(&self, bucket: &str);
+
     /// Object and byte counts and disk space, for health and metrics.
     async fn usage(&self) -> Result<Usage>;
 }

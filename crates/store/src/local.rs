@@ -101,6 +101,8 @@ pub struct LocalStore {
     lifecycle_counts: [AtomicU64; 4],
     /// Seals access key secrets at rest (`<data dir>/keys.kek`, created on first start).
     kek: ironbucket_storage::EncryptionKey,
+    /// Requests per bucket not yet added to the stored monthly counts.
+    requests: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl LocalStore {
@@ -125,10 +127,12 @@ impl LocalStore {
             garbage_tx,
             lifecycle_counts: Default::default(),
             kek,
+            requests: Default::default(),
         });
         tokio::spawn(garbage_worker(Arc::downgrade(&store), garbage_rx));
         tokio::spawn(multipart_worker(Arc::downgrade(&store)));
         tokio::spawn(lifecycle_worker(Arc::downgrade(&store)));
+        tokio::spawn(request_count_worker(Arc::downgrade(&store)));
         // Remove whatever a previous run left on the garbage list.
         let _ = store.garbage_tx.send(());
         Ok(store)
@@ -446,6 +450,21 @@ impl LocalStore {
         Ok(out)
     }
 
+    /// Refuses a write that would exceed the bucket's quota before any data is stored
+    /// (checked again, exactly, when the write commits).
+    fn quota_precheck(&self, bucket: &str, key: &str, bytes: u64) -> Result<()> {
+        let b = self.bucket_must_exist(bucket)?;
+        if let Some(q) = b.quota {
+            // An overwrite in an unversioned bucket frees the old body's bytes.
+            let freed = match b.versioning {
+                None => self.meta.get_object(bucket, key)?.map(|o| o.size).unwrap_or(0),
+                Some(_) => 0,
+            };
+            quota_check(&q, self.meta.bucket_stats(bucket)?, 0, bytes as i64 - freed as i64)?;
+        }
+        Ok(())
+    }
+
     fn check_part_number(n: u32) -> Result<()> {
         if n == 0 || n > MAX_PARTS {
             return Err(Error::InvalidArgument(format!(
@@ -506,9 +525,12 @@ fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord
         d_objects -= o;
         d_bytes -= by;
     }
+    if let Some(q) = &b.quota {
+        quota_check(q, t.bucket_stats(bucket)?, d_objects, d_bytes)?;
+    }
     t.put_version(bucket, key, rec)?;
     t.put_object(bucket, key, rec)?;
-    t.add_stats(d_objects, d_bytes)?;
+    t.add_stats(bucket, d_objects, d_bytes)?;
     Ok(())
 }
 
@@ -594,7 +616,7 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::
         None => {
             let (o, by) = drop_null_version(t, bucket, key, &[])?;
             t.delete_object(bucket, key)?;
-            t.add_stats(-o, -by)?;
+            t.add_stats(bucket, -o, -by)?;
             Ok(DeleteResult {
                 key: key_s,
                 version_id: None,
@@ -607,7 +629,7 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::
                 marker.version_id = marker.sort_key();
             } else {
                 let (o, by) = drop_null_version(t, bucket, key, &[])?;
-                t.add_stats(-o, -by)?;
+                t.add_stats(bucket, -o, -by)?;
             }
             t.put_version(bucket, key, &marker)?;
             t.delete_object(bucket, key)?;
@@ -650,7 +672,7 @@ fn delete_version_in_tx(
     }
     t.delete_version(bucket, key, &sk)?;
     if !old.delete_marker {
-        t.add_stats(-1, -(old.size as i64))?;
+        t.add_stats(bucket, -1, -(old.size as i64))?;
     }
     match t.versions_of(bucket, key)?.into_iter().next() {
         Some((_, newest)) if !newest.delete_marker => t.put_object(bucket, key, &newest)?,
@@ -691,6 +713,7 @@ impl ObjectStore for LocalStore {
             versioning: None,
             cors: None,
             lifecycle: None,
+            quota: None,
             object_lock: None,
         };
         self.commit(vec![], move |t| {
@@ -770,6 +793,7 @@ impl ObjectStore for LocalStore {
         validate_object_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
         self.bucket_must_exist(&req.bucket)?;
+        self.quota_precheck(&req.bucket, &req.key, req.checks.content_length.unwrap_or(0))?;
         let ing = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
         let rec = self.new_record(
             req.meta,
@@ -886,6 +910,7 @@ impl ObjectStore for LocalStore {
             versioning: Some("Enabled".into()),
             cors: None,
             lifecycle: None,
+            quota: None,
             object_lock: Some(ObjectLockConfig::default()),
         };
         self.commit(vec![], move |t| {
@@ -1269,6 +1294,7 @@ impl ObjectStore for LocalStore {
     async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo> {
         Self::check_part_number(req.part_number)?;
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
+        self.quota_precheck(&req.bucket, "", req.checks.content_length.unwrap_or(0))?;
         let mut checks = req.checks;
         if let Some(a) = upload.checksum_algorithm {
             checks.compute.push(a);
@@ -1556,6 +1582,47 @@ impl ObjectStore for LocalStore {
         Ok(Some((secret, key_info(&rec))))
     }
 
+    async fn set_bucket_quota(&self, bucket: &str, quota: Option<crate::Quota>) -> Result<()> {
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.quota = quota;
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage> {
+        let b = self.bucket_must_exist(bucket)?;
+        let s = self.meta.bucket_stats(bucket)?;
+        let mut requests: std::collections::BTreeMap<String, u64> =
+            self.meta.counters(&format!("r/{bucket}/"))?.into_iter().collect();
+        // Include what has not been flushed yet.
+        if let Ok(m) = self.requests.lock()
+            && let Some(n) = m.get(bucket)
+        {
+            *requests.entry(month_of(now_millis())).or_default() += n;
+        }
+        Ok(BucketUsage {
+            objects: s.objects,
+            bytes: s.bytes,
+            quota: b.quota,
+            requests,
+        })
+    }
+
+    fn record_request(&self, bucket: &str) {
+        if let Ok(mut m) = self.requests.lock() {
+            match m.get_mut(bucket) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(bucket.to_string(), 1);
+                }
+            }
+        }
+    }
+
     async fn usage(&self) -> Result<Usage> {
         let s = self.meta.stats()?;
         let dir = self.cfg.data_dir.clone();
@@ -1655,6 +1722,67 @@ async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
         }
         drop(s);
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Refuses growth beyond a bucket's quota.
+fn quota_check(q: &crate::Quota, used: ironbucket_meta::Stats, add_objects: i64, add_bytes: i64) -> Result<()> {
+    if add_objects > 0
+        && let Some(max) = q.max_objects
+        && used.objects.saturating_add_signed(add_objects) > max
+    {
+        return Err(Error::QuotaExceeded(format!(
+            "the bucket's quota of {max} objects is reached"
+        )));
+    }
+    if add_bytes > 0
+        && let Some(max) = q.max_bytes
+        && used.bytes.saturating_add_signed(add_bytes) > max
+    {
+        return Err(Error::QuotaExceeded(format!(
+            "the bucket's quota of {max} bytes would be exceeded"
+        )));
+    }
+    Ok(())
+}
+
+/// `YYYY-MM` of a Unix time in milliseconds (UTC).
+fn month_of(ms: u64) -> String {
+    let days = (ms / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}")
+}
+
+/// Adds the in-memory request counts to the stored monthly counters every couple of seconds.
+async fn request_count_worker(store: std::sync::Weak<LocalStore>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(s) = store.upgrade() else { return };
+        let pending: Vec<(String, u64)> = match s.requests.lock() {
+            Ok(mut m) => m.drain().collect(),
+            Err(_) => continue,
+        };
+        if pending.is_empty() {
+            continue;
+        }
+        let month = month_of(now_millis());
+        let counts: Vec<(String, u64)> = pending
+            .into_iter()
+            .map(|(b, n)| (format!("r/{b}/{month}"), n))
+            .collect();
+        if let Err(e) = s
+            .meta
+            .write(move |t| -> Result<()> { Ok(t.add_counters(&counts)?) })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store request counts");
+        }
     }
 }
 

@@ -81,7 +81,7 @@ pub struct LockRequest {
     pub legal_hold: Option<bool>,
 }
 
-pub use ironbucket_meta::{ObjectLockConfig, Retention};
+pub use ironbucket_meta::{ObjectLockConfig, Quota, Retention};
 
 #[derive(Debug, Default)]
 pub struct PutObject {
@@ -287,4 +287,14 @@ pub struct KeyInfo {
     pub created: UnixMillis,
     pub enabled: bool,
     pub buckets: BTreeMap<String, Permission>,
+}
+
+/// One bucket's usage, quota and request counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketUsage {
+    pub objects: u64,
+    pub bytes: u64,
+    pub quota: Option<Quota>,
+    /// Requests per month (`YYYY-MM`).
+    pub requests: BTreeMap<String, u64>,
 }

@@ -1,0 +1,125 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Bucket quotas (refused before data is stored) and per-bucket usage through ironbucket-cli.
+
+mod common;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use std::time::Duration;
+
+fn cli(srv: &Server, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    if !bin.exists() {
+        assert!(
+            std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "ironbucket-cli"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["--admin-url", &srv.admin, "--admin-token", SK])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn quotas_and_usage() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("quota").send().await.unwrap();
+    let (code_, _, err) = cli(
+        &srv,
+        &["bucket", "quota", "quota", "--max-objects", "2", "--max-bytes", "100"],
+    );
+    assert_eq!(code_, 0, "{err}");
+    c.put_object()
+        .bucket("quota")
+        .key("a")
+        .body(ByteStream::from(vec![1u8; 40]))
+        .send()
+        .await
+        .unwrap();
+    c.put_object()
+        .bucket("quota")
+        .key("b")
+        .body(ByteStream::from(vec![1u8; 40]))
+        .send()
+        .await
+        .unwrap();
+    // A third object, and a body that does not fit: 403 before anything is stored.
+    let e = c
+        .put_object()
+        .bucket("quota")
+        .key("c")
+        .body(ByteStream::from(vec![1u8; 1]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((code(&e).as_str(), status(&e)), ("QuotaExceeded", 403));
+    let e = c
+        .put_object()
+        .bucket("quota")
+        .key("a")
+        .body(ByteStream::from(vec![1u8; 70]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "QuotaExceeded");
+    // Overwriting within the limits is fine; deleting frees room.
+    c.put_object()
+        .bucket("quota")
+        .key("a")
+        .body(ByteStream::from(vec![2u8; 50]))
+        .send()
+        .await
+        .unwrap();
+    c.delete_object().bucket("quota").key("b").send().await.unwrap();
+    c.put_object()
+        .bucket("quota")
+        .key("c")
+        .body(ByteStream::from(vec![3u8; 10]))
+        .send()
+        .await
+        .unwrap();
+
+    // Usage: objects, bytes, quota and this month's requests.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code_, info, err) = cli(&srv, &["bucket", "info", "quota"]);
+    assert_eq!(code_, 0, "{err}");
+    assert_eq!(info["objects"], 2);
+    assert_eq!(info["bytes"], 60);
+    assert_eq!(info["quota"]["max_objects"], 2);
+    let requests: u64 = info["requests_by_month"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(requests >= 6, "{info}");
+    assert!(
+        !srv.dir.join("blobs").exists() || std::fs::read_dir(srv.dir.join("blobs")).unwrap().count() == 0,
+        "small bodies are inline; nothing refused was stored"
+    );
+
+    // Removing the quota lifts the limit.
+    assert_eq!(cli(&srv, &["bucket", "quota", "quota", "--clear"]).0, 0);
+    c.put_object()
+        .bucket("quota")
+        .key("d")
+        .body(ByteStream::from(vec![1u8; 500]))
+        .send()
+        .await
+        .unwrap();
+    let (c2, _, err) = cli(&srv, &["bucket", "info", "missing-bucket"]);
+    assert_eq!(c2, 1);
+    assert!(err.contains("404"), "{err}");
+}
