@@ -49,6 +49,7 @@ fn benches(c: &mut Criterion) {
                 cors: None,
                 lifecycle: None,
                 quota: None,
+                encryption: None,
                 object_lock: None,
             })
         }))
@@ -79,6 +80,7 @@ fn benches(c: &mut Criterion) {
                 cors: None,
                 lifecycle: None,
                 quota: None,
+                encryption: None,
                 object_lock: None,
             })
         }))

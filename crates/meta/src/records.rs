@@ -28,6 +28,9 @@ pub struct BucketRecord {
     pub lifecycle: Option<Vec<ironbucket_types::LifecycleRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Quota>,
+    /// Default server-side encryption (`AES256`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
     /// Object lock: present once enabled (it cannot be disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<ObjectLockConfig>,

@@ -37,6 +37,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             cors: None,
             lifecycle: None,
             quota: None,
+            encryption: None,
             object_lock: None,
         })?;
         t.put_bucket(&BucketRecord {
@@ -47,6 +48,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             cors: None,
             lifecycle: None,
             quota: None,
+            encryption: None,
             object_lock: None,
         })?;
         for k in &keys {

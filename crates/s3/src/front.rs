@@ -51,6 +51,9 @@ macro_rules! object_headers {
         $o.parts_count = info.parts_count.map(|n| n as i32);
         $o.version_id = Some(info.version_id.clone()).filter(|v| v != "null");
         $o.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+        $o.server_side_encryption = info
+            .encrypted
+            .then(|| ServerSideEncryption::from_static(ServerSideEncryption::AES256));
         if let Some(r) = &info.retention {
             $o.object_lock_mode = Some(ObjectLockMode::from(r.mode.clone()));
             $o.object_lock_retain_until_date = Some(ts(r.until));
@@ -459,6 +462,13 @@ impl S3 for Front {
             input.object_lock_retain_until_date,
             input.object_lock_legal_hold_status,
         )?;
+        if input.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C (customer-provided keys) is not supported yet"
+            ));
+        }
+        let sse = input.server_side_encryption.as_ref().map(|s| s.as_str().to_string());
         let put = PutObject {
             bucket: input.bucket,
             key: input.key,
@@ -466,6 +476,7 @@ impl S3 for Front {
             checks,
             conditions,
             lock,
+            sse,
         };
         let info = self
             .store
@@ -473,6 +484,9 @@ impl S3 for Front {
             .await
             .map_err(s3_err)?;
         s3r(PutObjectOutput {
+            server_side_encryption: info
+                .encrypted
+                .then(|| ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
             version_id: Some(info.version_id.clone()).filter(|v| v != "null"),
             e_tag: Some(etag(&info.etag)),
             checksum_crc32: info.checksums.crc32,
@@ -486,6 +500,12 @@ impl S3 for Front {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let mut i = req.input;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C (customer-provided keys) is not supported yet"
+            ));
+        }
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
@@ -519,6 +539,12 @@ impl S3 for Front {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let mut i = req.input;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C (customer-provided keys) is not supported yet"
+            ));
+        }
         let g = GetObject {
             bucket: i.bucket,
             key: i.key,
@@ -1165,6 +1191,64 @@ impl S3 for Front {
             .await
             .map_err(s3_err)?;
         s3r(DeleteBucketLifecycleOutput {})
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        let i = req.input;
+        let algo = i
+            .server_side_encryption_configuration
+            .rules
+            .first()
+            .and_then(|r| r.apply_server_side_encryption_by_default.as_ref())
+            .map(|d| d.sse_algorithm.as_str().to_string())
+            .ok_or_else(|| s3_error!(MalformedXML, "ApplyServerSideEncryptionByDefault is required"))?;
+        self.store
+            .put_bucket_encryption(&i.bucket, Some(algo))
+            .await
+            .map_err(s3_err)?;
+        s3r(PutBucketEncryptionOutput::default())
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        let Some(algo) = self
+            .store
+            .get_bucket_encryption(&req.input.bucket)
+            .await
+            .map_err(s3_err)?
+        else {
+            return Err(s3_error!(
+                ServerSideEncryptionConfigurationNotFoundError,
+                "The server side encryption configuration was not found"
+            ));
+        };
+        s3r(GetBucketEncryptionOutput {
+            server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {
+                rules: vec![ServerSideEncryptionRule {
+                    apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
+                        sse_algorithm: ServerSideEncryption::from(algo),
+                        kms_master_key_id: None,
+                    }),
+                    bucket_key_enabled: None,
+                }],
+            }),
+        })
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        self.store
+            .put_bucket_encryption(&req.input.bucket, None)
+            .await
+            .map_err(s3_err)?;
+        s3r(DeleteBucketEncryptionOutput {})
     }
 
     async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {

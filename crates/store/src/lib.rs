@@ -118,6 +118,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// For request authentication: the key's secret and permissions, if the key exists.
     async fn key_secret(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>>;
 
+    /// Sets (`Some("AES256")`) or removes a bucket's default encryption. Needs the node's
+    /// master key (`ENABLE_ENCRYPTION`), which encrypts every object at rest.
+    async fn put_bucket_encryption(&self, bucket: &str, algorithm: Option<String>) -> Result<()>;
+    /// `None` when the bucket has no default encryption configured.
+    async fn get_bucket_encryption(&self, bucket: &str) -> Result<Option<String>>;
     /// Sets (or with `None`, removes) a bucket's quota.
     async fn set_bucket_quota(&self, bucket: &str, quota: Option<Quota>) -> Result<()>;
     async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage>;

@@ -170,6 +170,7 @@ impl LocalStore {
             parts_count: r.parts_count,
             retention: r.retention.clone(),
             legal_hold: r.legal_hold,
+            encrypted: r.key_id.is_some(),
         }
     }
 
@@ -450,6 +451,22 @@ impl LocalStore {
         Ok(out)
     }
 
+    /// Server-side encryption can be honoured only with the node's master key, which then
+    /// encrypts every object (SSE-S3 semantics).
+    fn sse_check(&self, requested: Option<&str>) -> Result<()> {
+        match requested {
+            None => Ok(()),
+            Some("AES256") if self.key_id.is_some() => Ok(()),
+            Some("AES256") => Err(Error::InvalidArgument(
+                "server-side encryption needs the server started with ENABLE_ENCRYPTION=true and an ENCRYPTION_KEY"
+                    .into(),
+            )),
+            Some(other) => Err(Error::InvalidArgument(format!(
+                "server-side encryption {other} is not supported (use AES256)"
+            ))),
+        }
+    }
+
     /// Refuses a write that would exceed the bucket's quota before any data is stored
     /// (checked again, exactly, when the write commits).
     fn quota_precheck(&self, bucket: &str, key: &str, bytes: u64) -> Result<()> {
@@ -714,6 +731,7 @@ impl ObjectStore for LocalStore {
             cors: None,
             lifecycle: None,
             quota: None,
+            encryption: None,
             object_lock: None,
         };
         self.commit(vec![], move |t| {
@@ -794,6 +812,7 @@ impl ObjectStore for LocalStore {
         validate_tags(&req.meta.tags, 10)?;
         self.bucket_must_exist(&req.bucket)?;
         self.quota_precheck(&req.bucket, &req.key, req.checks.content_length.unwrap_or(0))?;
+        self.sse_check(req.sse.as_deref())?;
         let ing = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
         let rec = self.new_record(
             req.meta,
@@ -911,6 +930,7 @@ impl ObjectStore for LocalStore {
             cors: None,
             lifecycle: None,
             quota: None,
+            encryption: None,
             object_lock: Some(ObjectLockConfig::default()),
         };
         self.commit(vec![], move |t| {
@@ -1580,6 +1600,22 @@ impl ObjectStore for LocalStore {
             .map_err(|_| Error::Corrupt(format!("the secret of key {access_key} cannot be opened")))?;
         let secret = String::from_utf8(secret).map_err(|_| Error::Corrupt("key secret is not UTF-8".into()))?;
         Ok(Some((secret, key_info(&rec))))
+    }
+
+    async fn put_bucket_encryption(&self, bucket: &str, algorithm: Option<String>) -> Result<()> {
+        self.sse_check(algorithm.as_deref())?;
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            b.encryption = algorithm;
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_bucket_encryption(&self, bucket: &str) -> Result<Option<String>> {
+        Ok(self.bucket_must_exist(bucket)?.encryption)
     }
 
     async fn set_bucket_quota(&self, bucket: &str, quota: Option<crate::Quota>) -> Result<()> {

@@ -41,6 +41,8 @@ pub struct ObjectInfo {
     pub parts_count: Option<u32>,
     pub retention: Option<Retention>,
     pub legal_hold: bool,
+    /// Encrypted at rest with the node's master key (reported as SSE-S3, `AES256`).
+    pub encrypted: bool,
 }
 
 /// Values to check once the body has been read: sent as headers, or in an aws-chunked trailer.
@@ -86,6 +88,8 @@ pub use ironbucket_meta::{ObjectLockConfig, Quota, Retention};
 #[derive(Debug, Default)]
 pub struct PutObject {
     pub lock: LockRequest,
+    /// `x-amz-server-side-encryption` as requested.
+    pub sse: Option<String>,
     pub bucket: String,
     pub key: String,
     pub meta: ObjectMeta,
