@@ -221,50 +221,28 @@ async fn run(cli: Cli) -> Result<i32> {
                 .admin_token
                 .as_deref()
                 .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for key commands")?;
-            let enc = |s: &str| {
-                s.bytes()
-                    .map(|b| {
-                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                            (b as char).to_string()
-                        } else {
-                            format!("%{b:02X}")
-                        }
-                    })
-                    .collect::<String>()
-            };
             let (method, path, body) = match &k {
                 KeyCommand::Create { name } => ("POST", "/keys".to_string(), Some(serde_json::json!({"name": name}))),
                 KeyCommand::List => ("GET", "/keys".to_string(), None),
-                KeyCommand::Enable { access_key } => ("POST", format!("/keys/{}/enable", enc(access_key)), None),
-                KeyCommand::Disable { access_key } => ("POST", format!("/keys/{}/disable", enc(access_key)), None),
-                KeyCommand::Delete { access_key } => ("DELETE", format!("/keys/{}", enc(access_key)), None),
+                KeyCommand::Enable { access_key } => ("POST", format!("/keys/{}/enable", pct(access_key)), None),
+                KeyCommand::Disable { access_key } => ("POST", format!("/keys/{}/disable", pct(access_key)), None),
+                KeyCommand::Delete { access_key } => ("DELETE", format!("/keys/{}", pct(access_key)), None),
                 KeyCommand::Allow {
                     access_key,
                     bucket,
                     permission,
                 } => (
                     "PUT",
-                    format!("/keys/{}/buckets/{}", enc(access_key), enc(bucket)),
+                    format!("/keys/{}/buckets/{}", pct(access_key), pct(bucket)),
                     Some(serde_json::json!({"permission": permission})),
                 ),
                 KeyCommand::Deny { access_key, bucket } => (
                     "DELETE",
-                    format!("/keys/{}/buckets/{}", enc(access_key), enc(bucket)),
+                    format!("/keys/{}/buckets/{}", pct(access_key), pct(bucket)),
                     None,
                 ),
             };
-            let (status, body) = request(&cli.admin_url, method, &path, Some(token), body, cli.timeout).await?;
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
-            if (200..300).contains(&status) {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                Ok(0)
-            } else {
-                eprintln!(
-                    "ironbucket-cli: the node answered HTTP {status}: {}",
-                    v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
-                );
-                Ok(1)
-            }
+            admin_call(&cli.admin_url, method, &path, token, body, cli.timeout).await
         }
         Command::Metrics => {
             let (status, body) = get(&cli.admin_url, "/metrics", cli.timeout).await?;
