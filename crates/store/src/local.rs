@@ -482,6 +482,22 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Changes a bucket's record in one commit.
+    async fn update_bucket(
+        &self,
+        bucket: &str,
+        change: impl FnOnce(&mut BucketRecord) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| {
+            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+            change(&mut b)?;
+            t.put_bucket(&b)?;
+            Ok(())
+        })
+        .await
+    }
+
     fn check_part_number(n: u32) -> Result<()> {
         if n == 0 || n > MAX_PARTS {
             return Err(Error::InvalidArgument(format!(
@@ -781,11 +797,8 @@ impl ObjectStore for LocalStore {
 
     async fn put_bucket_tagging(&self, bucket: &str, tags: Vec<Tag>) -> Result<()> {
         validate_tags(&tags, 50)?;
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.tags = Some(tags.into_iter().map(|t| (t.key, t.value)).collect());
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -797,11 +810,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_bucket_tagging(&self, bucket: &str) -> Result<()> {
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.tags = None;
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -954,9 +964,7 @@ impl ObjectStore for LocalStore {
                 ));
             }
         }
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             if b.object_lock.is_none() && b.versioning.as_deref() != Some("Enabled") {
                 return Err(Error::InvalidBucketState(
                     "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration".into(),
@@ -964,7 +972,6 @@ impl ObjectStore for LocalStore {
             }
             b.object_lock = Some(cfg);
             b.versioning = Some("Enabled".into());
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -1043,11 +1050,8 @@ impl ObjectStore for LocalStore {
 
     async fn put_bucket_lifecycle(&self, bucket: &str, rules: Vec<LifecycleRule>) -> Result<()> {
         ironbucket_types::lifecycle::validate(&rules).map_err(Error::InvalidRequest)?;
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.lifecycle = Some(rules);
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -1060,11 +1064,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_bucket_lifecycle(&self, bucket: &str) -> Result<()> {
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.lifecycle = None;
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -1072,11 +1073,8 @@ impl ObjectStore for LocalStore {
 
     async fn put_bucket_cors(&self, bucket: &str, rules: Vec<CorsRule>) -> Result<()> {
         ironbucket_types::cors::validate(&rules).map_err(Error::InvalidRequest)?;
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.cors = Some(rules);
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -1089,11 +1087,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_bucket_cors(&self, bucket: &str) -> Result<()> {
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.cors = None;
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -1604,11 +1599,8 @@ impl ObjectStore for LocalStore {
 
     async fn put_bucket_encryption(&self, bucket: &str, algorithm: Option<String>) -> Result<()> {
         self.sse_check(algorithm.as_deref())?;
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.encryption = algorithm;
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await
@@ -1619,11 +1611,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn set_bucket_quota(&self, bucket: &str, quota: Option<crate::Quota>) -> Result<()> {
-        let name = bucket.to_string();
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
+        self.update_bucket(bucket, move |b| {
             b.quota = quota;
-            t.put_bucket(&b)?;
             Ok(())
         })
         .await

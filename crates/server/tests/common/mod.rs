@@ -289,3 +289,29 @@ pub fn signing_key(date: &str) -> Vec<u8> {
     let k = hmac(&k, b"s3");
     hmac(&k, b"aws4_request")
 }
+
+/// Runs ironbucket-cli against a server with the admin token; returns exit code, parsed JSON
+/// output and stderr.
+pub fn cli(srv: &Server, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    if !bin.exists() {
+        assert!(
+            std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "ironbucket-cli"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["--admin-url", &srv.admin, "--admin-token", SK])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
