@@ -554,7 +554,8 @@ fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord
     }
     let (mut d_objects, mut d_bytes) = (1i64, rec.size as i64);
     if !enabled {
-        let (o, by) = drop_null_version(t, bucket, key, &rec.segments)?;
+        let known = b.versioning.is_none().then_some(current.as_ref());
+        let (o, by) = drop_null_version(t, bucket, key, &rec.segments, known)?;
         d_objects -= o;
         d_bytes -= by;
     }
@@ -569,8 +570,21 @@ fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord
 
 /// Removes the `null` version of a key, if any, releasing blobs not in `keep`. Returns the
 /// (objects, bytes) it accounted for.
-fn drop_null_version(t: &mut Tx<'_>, bucket: &str, key: &str, keep: &[Segment]) -> Result<(i64, i64)> {
-    let Some((sk, old)) = t.find_version(bucket, key, NULL_VERSION)? else {
+///
+/// `known`: in a bucket that never had versioning the null version is the current object, which
+/// the caller has already read (`Some(current)`); `None` means look it up among the versions.
+fn drop_null_version(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    keep: &[Segment],
+    known: Option<Option<&ObjectRecord>>,
+) -> Result<(i64, i64)> {
+    let found = match known {
+        Some(cur) => cur.map(|c| (c.sort_key(), c.clone())),
+        None => t.find_version(bucket, key, NULL_VERSION)?,
+    };
+    let Some((sk, old)) = found else {
         return Ok((0, 0));
     };
     for b in old.blob_ids() {
@@ -647,7 +661,8 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::
     let key_s = key.to_string();
     match b.versioning.as_deref() {
         None => {
-            let (o, by) = drop_null_version(t, bucket, key, &[])?;
+            let current = t.get_object(bucket, key)?;
+            let (o, by) = drop_null_version(t, bucket, key, &[], Some(current.as_ref()))?;
             t.delete_object(bucket, key)?;
             t.add_stats(bucket, -o, -by)?;
             Ok(DeleteResult {
@@ -661,7 +676,7 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::
             if state == "Enabled" {
                 marker.version_id = marker.sort_key();
             } else {
-                let (o, by) = drop_null_version(t, bucket, key, &[])?;
+                let (o, by) = drop_null_version(t, bucket, key, &[], None)?;
                 t.add_stats(bucket, -o, -by)?;
             }
             t.put_version(bucket, key, &marker)?;
