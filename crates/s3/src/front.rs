@@ -186,7 +186,7 @@ fn lock_request(
         (None, None) => None,
         (Some(m), Some(u)) => {
             let until = millis(&u);
-            if until <= ironbucket_types_now() {
+            if until <= ironbucket_types::now_millis() {
                 return Err(s3_error!(
                     InvalidArgument,
                     "The retain until date must be in the future!"
@@ -208,13 +208,6 @@ fn lock_request(
         retention,
         legal_hold: hold.map(|h| h.as_str() == "ON"),
     })
-}
-
-fn ironbucket_types_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Every object is stored as STANDARD; the classes that only change cost or placement on AWS
