@@ -469,15 +469,15 @@ impl LocalStore {
 
     /// Refuses a write that would exceed the bucket's quota before any data is stored
     /// (checked again, exactly, when the write commits).
-    fn quota_precheck(&self, bucket: &str, key: &str, bytes: u64) -> Result<()> {
-        let b = self.bucket_must_exist(bucket)?;
-        if let Some(q) = b.quota {
+    fn quota_precheck(&self, b: &BucketRecord, key: &str, bytes: u64) -> Result<()> {
+        let bucket = b.name.as_str();
+        if let Some(q) = &b.quota {
             // An overwrite in an unversioned bucket frees the old body's bytes.
             let freed = match b.versioning {
                 None => self.meta.get_object(bucket, key)?.map(|o| o.size).unwrap_or(0),
                 Some(_) => 0,
             };
-            quota_check(&q, self.meta.bucket_stats(bucket)?, 0, bytes as i64 - freed as i64)?;
+            quota_check(q, self.meta.bucket_stats(bucket)?, 0, bytes as i64 - freed as i64)?;
         }
         Ok(())
     }
@@ -835,8 +835,9 @@ impl ObjectStore for LocalStore {
     async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
         validate_object_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
-        self.bucket_must_exist(&req.bucket)?;
-        self.quota_precheck(&req.bucket, &req.key, req.checks.content_length.unwrap_or(0))?;
+        // One bucket read serves the existence check and the quota precheck.
+        let b = self.bucket_must_exist(&req.bucket)?;
+        self.quota_precheck(&b, &req.key, req.checks.content_length.unwrap_or(0))?;
         self.sse_check(req.sse.as_deref())?;
         let ing = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
         let rec = self.new_record(
@@ -1324,7 +1325,11 @@ impl ObjectStore for LocalStore {
     async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo> {
         Self::check_part_number(req.part_number)?;
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
-        self.quota_precheck(&req.bucket, "", req.checks.content_length.unwrap_or(0))?;
+        self.quota_precheck(
+            &self.bucket_must_exist(&req.bucket)?,
+            "",
+            req.checks.content_length.unwrap_or(0),
+        )?;
         let mut checks = req.checks;
         if let Some(a) = upload.checksum_algorithm {
             checks.compute.push(a);
