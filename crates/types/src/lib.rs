@@ -4,14 +4,18 @@
 //! This crate does no IO and depends on no other IronBucket crate; everything here is a plain
 //! synchronous function with unit tests.
 
+pub mod acl;
 pub mod checksum;
 pub mod conditions;
 pub mod cors;
+pub mod glob;
 pub mod hlc;
 pub mod lifecycle;
 pub mod name;
+pub mod policy;
 pub mod range;
 
+pub use acl::{Acl, AclPermission, PublicAccessBlock};
 pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
 pub use conditions::{ConditionFailure, Conditions};
 pub use cors::CorsRule;
