@@ -32,6 +32,7 @@ fn rec(i: u64) -> ObjectRecord {
         retention: None,
         legal_hold: false,
         key_id: None,
+        acl: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn benches(c: &mut Criterion) {
                 quota: None,
                 encryption: None,
                 object_lock: None,
+                ..Default::default()
             })
         }))
         .unwrap();
@@ -82,6 +84,7 @@ fn benches(c: &mut Criterion) {
                 quota: None,
                 encryption: None,
                 object_lock: None,
+                ..Default::default()
             })
         }))
         .unwrap();

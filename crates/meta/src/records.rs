@@ -34,6 +34,14 @@ pub struct BucketRecord {
     /// Object lock: present once enabled (it cannot be disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<ObjectLockConfig>,
+    /// Bucket policy document (JSON, validated when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Owner and grants; `None` for a bucket made before ACLs were recorded (private).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<ironbucket_types::Acl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access_block: Option<ironbucket_types::PublicAccessBlock>,
 }
 
 /// Limits on a bucket's stored data.
@@ -120,6 +128,9 @@ pub struct ObjectRecord {
     /// Id of the encryption key that sealed the blobs, if encrypted at rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Owner and grants when set by the writer; `None`: private to the bucket owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<ironbucket_types::Acl>,
 }
 
 impl ObjectRecord {
@@ -163,6 +174,8 @@ pub struct UploadRecord {
     pub tags: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<ironbucket_types::Acl>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ fn rec(size: u64) -> ObjectRecord {
         retention: None,
         legal_hold: false,
         key_id: None,
+        acl: None,
     }
 }
 
@@ -39,6 +40,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             quota: None,
             encryption: None,
             object_lock: None,
+            ..Default::default()
         })?;
         t.put_bucket(&BucketRecord {
             name: "c".into(),
@@ -50,6 +52,7 @@ async fn store_with(keys: &[&str]) -> (tempfile::TempDir, MetaStore) {
             quota: None,
             encryption: None,
             object_lock: None,
+            ..Default::default()
         })?;
         for k in &keys {
             t.put_object("b", k, &rec(1))?;
@@ -165,6 +168,7 @@ async fn uploads_and_parts() {
                     user_meta: Default::default(),
                     tags: vec![],
                     checksum_algorithm: None,
+                    acl: None,
                 },
             )?;
         }

@@ -2,9 +2,11 @@
 //! store results into S3 responses. No storage logic lives here.
 
 use crate::S3Config;
+use crate::authz::{DeleteGate, acl_err, grants_from_headers};
 use crate::convert::*;
 use base64::Engine;
 use futures::TryStreamExt;
+use ironbucket_store::{Acl, AclPermission, PublicAccessBlock};
 use ironbucket_store::{
     BodyChecks, ByteStream, CompleteMultipart, CompletedPart, Conditions, CopyObject, CreateMultipart, GetObject,
     ListParts, ListQuery, ObjectInfo, ObjectMeta, ObjectStore, PutObject, RangeSpec, UploadListQuery, UploadPart,
@@ -85,6 +87,8 @@ pub(crate) struct Front {
     roots: std::collections::HashSet<String>,
     region: String,
     max_meta: usize,
+    /// Canonical id shown for root keys and for buckets without a recorded owner.
+    root_id: String,
 }
 
 impl Front {
@@ -94,7 +98,49 @@ impl Front {
             roots: cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
             region: cfg.region.clone(),
             max_meta: cfg.max_user_metadata_bytes,
+            root_id: cfg.credentials.first().map(|(a, _)| a.clone()).unwrap_or_default(),
         }
+    }
+
+    /// Canonical id of the caller: its access key id, or `anonymous`.
+    fn caller_id(creds: Option<&s3s::auth::Credentials>) -> String {
+        creds.map_or_else(|| "anonymous".to_string(), |c| c.access_key.clone())
+    }
+
+    /// The ACL an object write asks for with `x-amz-acl` / `x-amz-grant-*`, refused when the
+    /// bucket's public access block blocks public ACLs.
+    async fn requested_object_acl(
+        &self,
+        creds: Option<&s3s::auth::Credentials>,
+        bucket: &str,
+        canned: Option<&ObjectCannedACL>,
+        grants: [(AclPermission, Option<&String>); 4],
+    ) -> S3Result<Option<Acl>> {
+        if canned.is_none() && grants.iter().all(|(_, g)| g.is_none()) {
+            return Ok(None);
+        }
+        let access = self.store.bucket_access(bucket).await.map_err(s3_err)?;
+        let bucket_owner = access.acl.as_ref().map_or(self.root_id.as_str(), |a| a.owner.as_str());
+        let grants: Vec<(AclPermission, Option<&str>)> =
+            grants.iter().map(|(p, g)| (*p, g.map(|s| s.as_str()))).collect();
+        let acl = grants_from_headers(
+            &Self::caller_id(creds),
+            bucket_owner,
+            canned.map(|c| c.as_str()),
+            &grants,
+        )?;
+        self.check_public_acl(access.public_access_block, acl.as_ref())?;
+        Ok(acl)
+    }
+
+    fn check_public_acl(&self, pab: Option<PublicAccessBlock>, acl: Option<&Acl>) -> S3Result<()> {
+        if pab.is_some_and(|p| p.block_public_acls) && acl.is_some_and(Acl::is_public) {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's public access block (BlockPublicAcls) forbids public ACLs"
+            ));
+        }
+        Ok(())
     }
 
     fn user_meta(&self, m: Option<Metadata>) -> S3Result<BTreeMap<String, String>> {
@@ -306,6 +352,20 @@ impl S3 for Front {
                 ),
             ));
         }
+        let owner = creator.clone().unwrap_or_else(|| self.root_id.clone());
+        let acl = grants_from_headers(
+            &owner,
+            &owner,
+            input.acl.as_ref().map(|a| a.as_str()),
+            &[
+                (AclPermission::FullControl, input.grant_full_control.as_deref()),
+                (AclPermission::Read, input.grant_read.as_deref()),
+                (AclPermission::ReadAcp, input.grant_read_acp.as_deref()),
+                (AclPermission::Write, input.grant_write.as_deref()),
+                (AclPermission::WriteAcp, input.grant_write_acp.as_deref()),
+            ],
+        )?
+        .unwrap_or_else(|| Acl::private(&owner));
         if input.object_lock_enabled_for_bucket == Some(true) {
             self.store
                 .create_bucket_with_lock(&input.bucket)
@@ -314,6 +374,7 @@ impl S3 for Front {
         } else {
             self.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
         }
+        self.store.put_bucket_acl(&input.bucket, acl).await.map_err(s3_err)?;
         // A key that is not root owns the buckets it creates.
         if let Some(ak) = creator {
             self.store
@@ -340,6 +401,7 @@ impl S3 for Front {
     }
 
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let owner_id = Self::caller_id(req.credentials.as_ref());
         let mut buckets = self.store.list_buckets().await.map_err(s3_err)?;
         if let Some(c) = req.credentials.as_ref().filter(|c| !self.roots.contains(&c.access_key)) {
             // Other keys see only the buckets they have a permission on.
@@ -359,7 +421,10 @@ impl S3 for Front {
             .collect();
         s3r(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(owner()),
+            owner: Some(Owner {
+                display_name: Some(owner_id.clone()),
+                id: Some(owner_id),
+            }),
             ..Default::default()
         })
     }
@@ -433,6 +498,19 @@ impl S3 for Front {
             Some(t) => parse_tagging_header(t)?,
             None => vec![],
         };
+        let acl = self
+            .requested_object_acl(
+                req.credentials.as_ref(),
+                &input.bucket,
+                input.acl.as_ref(),
+                [
+                    (AclPermission::FullControl, input.grant_full_control.as_ref()),
+                    (AclPermission::Read, input.grant_read.as_ref()),
+                    (AclPermission::ReadAcp, input.grant_read_acp.as_ref()),
+                    (AclPermission::WriteAcp, input.grant_write_acp.as_ref()),
+                ],
+            )
+            .await?;
         let meta = ObjectMeta {
             content: content_headers(
                 input.content_type,
@@ -444,6 +522,7 @@ impl S3 for Front {
             ),
             user_meta: self.user_meta(input.metadata)?,
             tags,
+            acl,
         };
         let conditions = Conditions {
             if_match: input.if_match.as_ref().map(cond_list),
@@ -578,6 +657,7 @@ impl S3 for Front {
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let gate = req.extensions.get::<DeleteGate>().cloned();
         let i = req.input;
         if i.delete.objects.len() > 1000 {
             return Err(s3_error!(
@@ -592,14 +672,30 @@ impl S3 for Front {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         let mut keys = Vec::new();
+        // Keys the caller may not delete (by policy or grant) are reported, not deleted.
+        let mut refused = Vec::new();
         for o in i.delete.objects {
-            keys.push((o.key, o.version_id));
+            match &gate {
+                Some(g) if !g.allows(&o.key, o.version_id.as_deref()).await => refused.push((o.key, o.version_id)),
+                _ => keys.push((o.key, o.version_id)),
+            }
         }
-        let results = self
-            .store
-            .delete_objects(&i.bucket, keys.clone(), i.bypass_governance_retention.unwrap_or(false))
-            .await
-            .map_err(s3_err)?;
+        let results = if keys.is_empty() {
+            vec![]
+        } else {
+            self.store
+                .delete_objects(&i.bucket, keys.clone(), i.bypass_governance_retention.unwrap_or(false))
+                .await
+                .map_err(s3_err)?
+        };
+        for (key, version_id) in refused {
+            errors.push(s3s::dto::Error {
+                code: Some("AccessDenied".into()),
+                key: Some(key),
+                message: Some("Access Denied".into()),
+                version_id,
+            });
+        }
         for ((key, asked), r) in keys.into_iter().zip(results) {
             match r {
                 Ok(d) => {
@@ -637,6 +733,19 @@ impl S3 for Front {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
+        let acl = self
+            .requested_object_acl(
+                req.credentials.as_ref(),
+                &i.bucket,
+                i.acl.as_ref(),
+                [
+                    (AclPermission::FullControl, i.grant_full_control.as_ref()),
+                    (AclPermission::Read, i.grant_read.as_ref()),
+                    (AclPermission::ReadAcp, i.grant_read_acp.as_ref()),
+                    (AclPermission::WriteAcp, i.grant_write_acp.as_ref()),
+                ],
+            )
+            .await?;
         check_storage_class(&i.storage_class)?;
         let (src_bucket, src_key, src_version_id) = copy_source(&i.copy_source)?;
         let replace = i
@@ -655,6 +764,7 @@ impl S3 for Front {
                 ),
                 user_meta: self.user_meta(i.metadata)?,
                 tags: vec![],
+                acl: None,
             })
         } else {
             None
@@ -685,6 +795,7 @@ impl S3 for Front {
                 i.copy_source_if_modified_since,
                 i.copy_source_if_unmodified_since,
             ),
+            acl,
         };
         let info = self.store.copy_object(c).await.map_err(s3_err)?;
         s3r(CopyObjectOutput {
@@ -1422,6 +1533,19 @@ impl S3 for Front {
             Some(t) => parse_tagging_header(t)?,
             None => vec![],
         };
+        let acl = self
+            .requested_object_acl(
+                req.credentials.as_ref(),
+                &i.bucket,
+                i.acl.as_ref(),
+                [
+                    (AclPermission::FullControl, i.grant_full_control.as_ref()),
+                    (AclPermission::Read, i.grant_read.as_ref()),
+                    (AclPermission::ReadAcp, i.grant_read_acp.as_ref()),
+                    (AclPermission::WriteAcp, i.grant_write_acp.as_ref()),
+                ],
+            )
+            .await?;
         let checksum_algorithm = i.checksum_algorithm.as_ref().map(algorithm).transpose()?;
         let c = CreateMultipart {
             bucket: i.bucket.clone(),
@@ -1437,6 +1561,7 @@ impl S3 for Front {
                 ),
                 user_meta: self.user_meta(i.metadata)?,
                 tags,
+                acl,
             },
             checksum_algorithm,
         };
@@ -1726,6 +1851,319 @@ impl S3 for Front {
             ..Default::default()
         })
     }
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let i = req.input;
+        let parsed = ironbucket_types::policy::parse(&i.policy, &i.bucket)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e.0))?;
+        let access = self.store.bucket_access(&i.bucket).await.map_err(s3_err)?;
+        if parsed.is_public() && access.public_access_block.is_some_and(|p| p.block_public_policy) {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's public access block (BlockPublicPolicy) forbids public policies"
+            ));
+        }
+        self.store
+            .put_bucket_policy(&i.bucket, Some(i.policy))
+            .await
+            .map_err(s3_err)?;
+        s3r(PutBucketPolicyOutput {})
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let access = self.store.bucket_access(&req.input.bucket).await.map_err(s3_err)?;
+        let Some(policy) = access.policy else {
+            return Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"));
+        };
+        s3r(GetBucketPolicyOutput { policy: Some(policy) })
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.store
+            .put_bucket_policy(&req.input.bucket, None)
+            .await
+            .map_err(s3_err)?;
+        s3r(DeleteBucketPolicyOutput {})
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        let b = &req.input.bucket;
+        let access = self.store.bucket_access(b).await.map_err(s3_err)?;
+        let Some(text) = access.policy else {
+            return Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"));
+        };
+        let public = ironbucket_types::policy::parse(&text, b).is_ok_and(|p| p.is_public());
+        s3r(GetBucketPolicyStatusOutput {
+            policy_status: Some(PolicyStatus {
+                is_public: Some(public),
+            }),
+        })
+    }
+
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let i = req.input;
+        let access = self.store.bucket_access(&i.bucket).await.map_err(s3_err)?;
+        let owner = access
+            .acl
+            .as_ref()
+            .map_or_else(|| self.root_id.clone(), |a| a.owner.clone());
+        let acl = match i.access_control_policy {
+            Some(p) => {
+                if i.acl.is_some() {
+                    return Err(s3_error!(
+                        UnexpectedContent,
+                        "This request does not support content when a canned ACL is given"
+                    ));
+                }
+                acl_from_dto(&owner, p)?
+            }
+            None => grants_from_headers(
+                &owner,
+                &owner,
+                i.acl.as_ref().map(|a| a.as_str()),
+                &[
+                    (AclPermission::FullControl, i.grant_full_control.as_deref()),
+                    (AclPermission::Read, i.grant_read.as_deref()),
+                    (AclPermission::ReadAcp, i.grant_read_acp.as_deref()),
+                    (AclPermission::Write, i.grant_write.as_deref()),
+                    (AclPermission::WriteAcp, i.grant_write_acp.as_deref()),
+                ],
+            )?
+            .ok_or_else(|| {
+                s3_error!(
+                    MissingSecurityHeader,
+                    "Your request is missing a canned ACL, grant headers or an AccessControlPolicy body"
+                )
+            })?,
+        };
+        self.check_public_acl(access.public_access_block, Some(&acl))?;
+        self.store.put_bucket_acl(&i.bucket, acl).await.map_err(s3_err)?;
+        s3r(PutBucketAclOutput {})
+    }
+
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        let access = self.store.bucket_access(&req.input.bucket).await.map_err(s3_err)?;
+        let acl = access.acl.unwrap_or_else(|| Acl::private(&self.root_id));
+        let (owner, grants) = acl_to_dto(&acl);
+        s3r(GetBucketAclOutput {
+            owner: Some(owner),
+            grants: Some(grants),
+        })
+    }
+
+    async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let i = req.input;
+        let access = self.store.bucket_access(&i.bucket).await.map_err(s3_err)?;
+        let bucket_owner = access
+            .acl
+            .as_ref()
+            .map_or_else(|| self.root_id.clone(), |a| a.owner.clone());
+        let owner = self
+            .store
+            .get_object_acl(&i.bucket, &i.key, i.version_id.as_deref())
+            .await
+            .map_err(s3_err)?
+            .map_or_else(|| bucket_owner.clone(), |a| a.owner);
+        let acl = match i.access_control_policy {
+            Some(p) => {
+                if i.acl.is_some() {
+                    return Err(s3_error!(
+                        UnexpectedContent,
+                        "This request does not support content when a canned ACL is given"
+                    ));
+                }
+                acl_from_dto(&owner, p)?
+            }
+            None => grants_from_headers(
+                &owner,
+                &bucket_owner,
+                i.acl.as_ref().map(|a| a.as_str()),
+                &[
+                    (AclPermission::FullControl, i.grant_full_control.as_deref()),
+                    (AclPermission::Read, i.grant_read.as_deref()),
+                    (AclPermission::ReadAcp, i.grant_read_acp.as_deref()),
+                    (AclPermission::WriteAcp, i.grant_write_acp.as_deref()),
+                ],
+            )?
+            .ok_or_else(|| {
+                s3_error!(
+                    MissingSecurityHeader,
+                    "Your request is missing a canned ACL, grant headers or an AccessControlPolicy body"
+                )
+            })?,
+        };
+        self.check_public_acl(access.public_access_block, Some(&acl))?;
+        self.store
+            .put_object_acl(&i.bucket, &i.key, i.version_id.as_deref(), acl)
+            .await
+            .map_err(s3_err)?;
+        s3r(PutObjectAclOutput::default())
+    }
+
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let i = req.input;
+        let acl = match self
+            .store
+            .get_object_acl(&i.bucket, &i.key, i.version_id.as_deref())
+            .await
+            .map_err(s3_err)?
+        {
+            Some(a) => a,
+            None => {
+                let access = self.store.bucket_access(&i.bucket).await.map_err(s3_err)?;
+                Acl::private(access.acl.as_ref().map_or(self.root_id.as_str(), |a| a.owner.as_str()))
+            }
+        };
+        let (owner, grants) = acl_to_dto(&acl);
+        s3r(GetObjectAclOutput {
+            owner: Some(owner),
+            grants: Some(grants),
+            ..Default::default()
+        })
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        let i = req.input;
+        let c = i.public_access_block_configuration;
+        let block = PublicAccessBlock {
+            block_public_acls: c.block_public_acls.unwrap_or(false),
+            ignore_public_acls: c.ignore_public_acls.unwrap_or(false),
+            block_public_policy: c.block_public_policy.unwrap_or(false),
+            restrict_public_buckets: c.restrict_public_buckets.unwrap_or(false),
+        };
+        self.store
+            .put_public_access_block(&i.bucket, Some(block))
+            .await
+            .map_err(s3_err)?;
+        s3r(PutPublicAccessBlockOutput {})
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        let access = self.store.bucket_access(&req.input.bucket).await.map_err(s3_err)?;
+        let Some(b) = access.public_access_block else {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+                "The public access block configuration was not found",
+            );
+            e.set_status_code(hyper::StatusCode::NOT_FOUND);
+            return Err(e);
+        };
+        s3r(GetPublicAccessBlockOutput {
+            public_access_block_configuration: Some(PublicAccessBlockConfiguration {
+                block_public_acls: Some(b.block_public_acls),
+                ignore_public_acls: Some(b.ignore_public_acls),
+                block_public_policy: Some(b.block_public_policy),
+                restrict_public_buckets: Some(b.restrict_public_buckets),
+            }),
+        })
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        self.store
+            .put_public_access_block(&req.input.bucket, None)
+            .await
+            .map_err(s3_err)?;
+        s3r(DeletePublicAccessBlockOutput {})
+    }
+}
+
+fn acl_to_dto(acl: &Acl) -> (Owner, Vec<Grant>) {
+    use ironbucket_types::acl::Grantee as G;
+    let owner = Owner {
+        display_name: Some(acl.owner.clone()),
+        id: Some(acl.owner.clone()),
+    };
+    let grants = acl
+        .grants
+        .iter()
+        .map(|g| Grant {
+            grantee: Some(match &g.grantee {
+                G::User(id) => Grantee {
+                    display_name: Some(id.clone()),
+                    email_address: None,
+                    id: Some(id.clone()),
+                    type_: Type::from_static(Type::CANONICAL_USER),
+                    uri: None,
+                },
+                G::Group(uri) => Grantee {
+                    display_name: None,
+                    email_address: None,
+                    id: None,
+                    type_: Type::from_static(Type::GROUP),
+                    uri: Some(uri.clone()),
+                },
+            }),
+            permission: Some(Permission::from(g.permission.as_str().to_string())),
+        })
+        .collect();
+    (owner, grants)
+}
+
+/// An `AccessControlPolicy` body as an ACL owned by `owner` (the owner cannot be changed).
+fn acl_from_dto(owner: &str, p: AccessControlPolicy) -> S3Result<Acl> {
+    use ironbucket_types::acl::{AclError, Grant as G, Grantee as E};
+    if let Some(id) = p.owner.as_ref().and_then(|o| o.id.as_deref())
+        && id != owner
+    {
+        return Err(s3_error!(AccessDenied, "The ACL's owner must be the current owner"));
+    }
+    let mut grants = Vec::new();
+    for g in p.grants.unwrap_or_default() {
+        let perm = g
+            .permission
+            .as_ref()
+            .and_then(|p| AclPermission::parse(p.as_str()))
+            .ok_or_else(|| s3_error!(MalformedACLError, "A grant has a missing or unknown Permission"))?;
+        let ge = g
+            .grantee
+            .ok_or_else(|| s3_error!(MalformedACLError, "A grant has no Grantee"))?;
+        let grantee = match ge.type_.as_str() {
+            Type::CANONICAL_USER => E::User(
+                ge.id
+                    .ok_or_else(|| s3_error!(MalformedACLError, "A CanonicalUser grantee needs an ID"))?,
+            ),
+            Type::GROUP => E::group(
+                ge.uri
+                    .as_deref()
+                    .ok_or_else(|| s3_error!(MalformedACLError, "A Group grantee needs a URI"))?,
+            )
+            .map_err(acl_err)?,
+            Type::AMAZON_CUSTOMER_BY_EMAIL => {
+                return Err(acl_err(AclError::Email(ge.email_address.unwrap_or_default())));
+            }
+            other => return Err(acl_err(AclError::Malformed(format!("unknown grantee type {other:?}")))),
+        };
+        grants.push(G {
+            grantee,
+            permission: perm,
+        });
+    }
+    let acl = Acl {
+        owner: owner.to_string(),
+        grants,
+    };
+    acl.check().map_err(acl_err)?;
+    Ok(acl)
 }
 
 fn object_entry(o: ObjectInfo, with_owner: bool, url: bool) -> Object {

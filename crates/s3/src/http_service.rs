@@ -1,125 +1,20 @@
 //! The hyper service in front of `s3s`: request ids, header-size limit, metrics.
 
+use crate::authz::{ClientInfo, OpSlot};
 use crate::{S3Metrics, VirtualHosts};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use ironbucket_store::ObjectStore;
-use ironbucket_store::Permission;
-use s3s::access::{S3Access, S3AccessContext};
-use s3s::path::S3Path;
 use s3s::service::S3Service;
-use s3s::{Body, HttpError, S3Result, s3_error};
+use s3s::{Body, HttpError};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-/// Where the access hook records the resolved operation name for the metrics.
-#[derive(Clone, Default)]
-struct OpSlot(Arc<OnceLock<&'static str>>);
-
-/// Records the operation name for the metrics and authorizes the request: anonymous requests
-/// are denied, root keys may do anything, other keys need a permission on the bucket the
-/// operation touches (and read permission on a copy source).
-pub(crate) struct Access {
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) roots: std::collections::HashSet<String>,
-}
-
-/// The permission an operation needs on its bucket.
-fn required(op: &str) -> Permission {
-    const READ: &[&str] = &[
-        "GetObject",
-        "HeadObject",
-        "HeadBucket",
-        "ListObjects",
-        "ListObjectsV2",
-        "ListObjectVersions",
-        "GetObjectTagging",
-        "GetObjectAttributes",
-        "GetBucketLocation",
-        "ListMultipartUploads",
-        "ListParts",
-        "GetObjectRetention",
-        "GetObjectLegalHold",
-    ];
-    const WRITE: &[&str] = &[
-        "PutObject",
-        "PostObject",
-        "CopyObject",
-        "DeleteObject",
-        "DeleteObjects",
-        "PutObjectTagging",
-        "DeleteObjectTagging",
-        "CreateMultipartUpload",
-        "UploadPart",
-        "UploadPartCopy",
-        "CompleteMultipartUpload",
-        "AbortMultipartUpload",
-        "PutObjectRetention",
-        "PutObjectLegalHold",
-    ];
-    if READ.contains(&op) {
-        Permission::Read
-    } else if WRITE.contains(&op) {
-        Permission::Write
-    } else {
-        Permission::Owner
-    }
-}
-
-fn denied() -> s3s::S3Error {
-    s3_error!(AccessDenied, "Access Denied")
-}
-
-#[async_trait::async_trait]
-impl S3Access for Access {
-    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let name = static_op_name(cx.s3_op().name());
-        if let Some(slot) = cx.extensions_mut().get::<OpSlot>() {
-            let _ = slot.0.set(name);
-        }
-        let Some(creds) = cx.credentials() else {
-            return Err(s3_error!(
-                AccessDenied,
-                "Anonymous access is forbidden for this operation"
-            ));
-        };
-        if self.roots.contains(&creds.access_key) {
-            return Ok(());
-        }
-        let info = match self.store.key_secret(&creds.access_key).await {
-            Ok(Some((_, info))) if info.enabled => info,
-            _ => return Err(denied()),
-        };
-        let bucket = match cx.s3_path() {
-            // ListBuckets: answered with the key's own buckets only.
-            S3Path::Root => return Ok(()),
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
-        };
-        if name == "CreateBucket" {
-            return Ok(());
-        }
-        if info.buckets.get(&bucket).is_none_or(|have| *have < required(name)) {
-            return Err(denied());
-        }
-        if (name == "CopyObject" || name == "UploadPartCopy")
-            && let Some(src) = cx.headers().get("x-amz-copy-source").and_then(|v| v.to_str().ok())
-        {
-            let src = percent_encoding::percent_decode_str(src.trim_start_matches('/'))
-                .decode_utf8_lossy()
-                .to_string();
-            let src_bucket = src.split('/').next().unwrap_or_default();
-            if info.buckets.get(src_bucket).is_none_or(|have| *have < Permission::Read) {
-                return Err(denied());
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Interns operation names so metric labels need no allocation per request.
-fn static_op_name(name: &str) -> &'static str {
+pub(crate) fn static_op_name(name: &str) -> &'static str {
     static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
     let set = NAMES.get_or_init(Default::default);
     let mut g = set.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,6 +35,9 @@ pub struct S3HttpService {
     node: Arc<str>,
     store: Arc<dyn ObjectStore>,
     hosts: Option<Arc<VirtualHosts>>,
+    trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// The connection's peer, when the service was made for one connection.
+    peer: Option<SocketAddr>,
 }
 
 static REQ_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -169,6 +67,7 @@ impl S3HttpService {
         max_header_bytes: usize,
         store: Arc<dyn ObjectStore>,
         hosts: Option<VirtualHosts>,
+        trusted_proxies: Vec<ipnet::IpNet>,
     ) -> Self {
         // A per-process prefix keeps request ids unique across restarts.
         let node: String = format!("{:08X}", rand::random::<u32>());
@@ -179,7 +78,58 @@ impl S3HttpService {
             node: node.into(),
             store,
             hosts: hosts.map(Arc::new),
+            trusted_proxies: trusted_proxies.into(),
+            peer: None,
         }
+    }
+
+    /// The service for one connection from `peer`.
+    pub fn with_peer(&self, peer: SocketAddr) -> Self {
+        let mut s = self.clone();
+        s.peer = Some(peer);
+        s
+    }
+
+    /// The client's address and whether it used TLS: the socket peer, or, when the peer is a
+    /// trusted proxy, the nearest untrusted address in `X-Forwarded-For` and the proxy's
+    /// `X-Forwarded-Proto`.
+    fn client(&self, headers: &hyper::HeaderMap) -> Option<ClientInfo> {
+        let peer = self.peer?.ip();
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return Some(ClientInfo {
+                ip: peer,
+                secure: false,
+            });
+        }
+        let mut ip = peer;
+        for v in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(v) = v.to_str() else { break };
+            let mut done = false;
+            for hop in v.rsplit(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(h) => {
+                        ip = h;
+                        if !trusted(&h) {
+                            done = true;
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let secure = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        Some(ClientInfo { ip, secure })
     }
 }
 
@@ -237,6 +187,9 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
+        if let Some(c) = self.client(req.headers()) {
+            req.extensions_mut().insert(c);
+        }
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
             let mut resp = fut.await?;

@@ -5,6 +5,7 @@
 //! [`S3HttpService`] is the hyper service the server binds: it wraps the `s3s` service with a
 //! request id on every response, a header-size limit and Prometheus metrics.
 
+mod authz;
 mod convert;
 mod cors;
 mod front;
@@ -34,6 +35,8 @@ pub struct S3Config {
     pub max_header_bytes: usize,
     /// Largest total size of `x-amz-meta-*` names and values, in bytes (S3: 2 KiB).
     pub max_user_metadata_bytes: usize,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (the load balancer).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for S3Config {
@@ -44,6 +47,7 @@ impl Default for S3Config {
             credentials: vec![],
             max_header_bytes: 16 * 1024,
             max_user_metadata_bytes: 2048,
+            trusted_proxies: vec![],
         }
     }
 }
@@ -156,6 +160,7 @@ pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics
         cfg.max_header_bytes,
         store,
         hosts,
+        cfg.trusted_proxies.clone(),
     ))
 }
 
@@ -175,10 +180,10 @@ pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::s
             .collect(),
         store: store.clone(),
     });
-    b.set_access(http_service::Access {
-        store: store.clone(),
-        roots: cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
-    });
+    b.set_access(authz::Access::new(
+        store.clone(),
+        cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
+    ));
     if !cfg.domains.is_empty() {
         for d in &cfg.domains {
             if d.contains('/') || d.contains(':') || d.is_empty() {

@@ -47,6 +47,18 @@ pub struct ServerArgs {
     #[arg(long, env = "IRONBUCKET_DOMAIN", value_name = "DOMAIN", value_delimiter = ',')]
     pub domain: Vec<String>,
 
+    /// Load balancers and proxies (IPs or CIDR networks, comma-separated) whose
+    /// `X-Forwarded-For` / `X-Forwarded-Proto` headers are believed when bucket policies check
+    /// the client address (`aws:SourceIp`) or `aws:SecureTransport`. From any other peer these
+    /// headers are ignored and the socket address counts [default: none].
+    #[arg(
+        long = "trusted-proxies",
+        env = "TRUSTED_PROXIES",
+        value_name = "NETS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
     /// Root access key id. Without it (and the secret) random credentials are generated on the
     /// first start, stored in the data directory and printed once.
     #[arg(long = "access-key", env = "IRONBUCKET_ACCESS_KEY", value_name = "KEY")]
@@ -173,6 +185,7 @@ pub struct ApiSection {
     pub port: Option<u16>,
     pub region: Option<String>,
     pub domains: Option<Vec<String>>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -262,6 +275,20 @@ impl Settings {
             .map(|d| d.trim().to_string())
             .filter(|d| !d.is_empty())
             .collect();
+
+        let proxies = if a.trusted_proxies.is_empty() {
+            f.api.trusted_proxies.unwrap_or_default()
+        } else {
+            a.trusted_proxies
+        };
+        let mut trusted_proxies = Vec::new();
+        for p in proxies.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let net = p
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("TRUSTED_PROXIES entry {p:?} is not an IP address or CIDR network"))?;
+            trusted_proxies.push(net);
+        }
 
         let mut storage = StorageConfig {
             fsync: a.fsync.or(f.storage.fsync).unwrap_or(true),
@@ -354,6 +381,7 @@ impl Settings {
                 region,
                 domains,
                 credentials: vec![(ak, sk.clone())],
+                trusted_proxies,
                 ..Default::default()
             },
             admin: ironbucket_admin::AdminConfig {

@@ -93,14 +93,14 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let s3_task = tokio::spawn(serve::serve(
         s3_listener,
-        s3,
+        move |peer| s3.with_peer(peer),
         tx.subscribe(),
         cfg.shutdown_timeout,
         "s3",
     ));
     let admin_task = tokio::spawn(serve::serve(
         admin_listener,
-        admin,
+        move |_| admin.clone(),
         tx.subscribe(),
         cfg.shutdown_timeout,
         "admin",

@@ -7,15 +7,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-pub async fn serve<S, B>(
+/// `make` builds the service for one connection from the peer's address.
+pub async fn serve<F, S, B>(
     listener: TcpListener,
-    service: S,
+    make: F,
     mut stop: broadcast::Receiver<()>,
     deadline: Duration,
     name: &'static str,
 ) where
+    F: Fn(std::net::SocketAddr) -> S + Send + 'static,
     S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
-        + Clone
         + Send
         + Sync
         + 'static,
@@ -42,7 +43,7 @@ pub async fn serve<S, B>(
             _ = stop.recv() => break,
         };
         let _ = sock.set_nodelay(true);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(sock), service.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(sock), make(peer));
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {

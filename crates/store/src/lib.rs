@@ -18,7 +18,8 @@ pub use error::{Error, Result};
 pub use ironbucket_meta::ContentHeaders;
 pub use ironbucket_storage::{ByteStream, EncryptionKey, KeyError, Keyring, StorageConfig};
 pub use ironbucket_types::{
-    ByteRange, ChecksumAlgorithm, Checksums, Conditions, CorsRule, LifecycleRule, RangeSpec, cors,
+    Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, CorsRule, LifecycleRule,
+    PublicAccessBlock, RangeSpec, cors,
 };
 pub use local::{LocalConfig, LocalStore};
 pub use model::*;
@@ -129,6 +130,20 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Counts a request against a bucket (for the monthly request counts). Cheap: in memory,
     /// persisted in the background.
     fn record_request(&self, bucket: &str);
+
+    /// Sets (or with `None`, removes) the bucket policy; the caller has validated it.
+    async fn put_bucket_policy(&self, bucket: &str, policy: Option<String>) -> Result<()>;
+    /// Sets the bucket's owner and grants.
+    async fn put_bucket_acl(&self, bucket: &str, acl: Acl) -> Result<()>;
+    /// Sets (or with `None`, removes) the bucket's public access block.
+    async fn put_public_access_block(&self, bucket: &str, block: Option<PublicAccessBlock>) -> Result<()>;
+    /// Policy, ACL and public access block of a bucket, in one read.
+    async fn bucket_access(&self, bucket: &str) -> Result<BucketAccess>;
+    /// Sets the ACL of the current version (or of `version_id`).
+    async fn put_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>, acl: Acl) -> Result<()>;
+    /// The ACL of the current version (or of `version_id`); `None` when the writer set none
+    /// (private to the bucket owner).
+    async fn get_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<Acl>>;
 
     /// Object and byte counts and disk space, for health and metrics.
     async fn usage(&self) -> Result<Usage>;

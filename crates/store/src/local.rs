@@ -5,7 +5,7 @@
 //! the same commit and removed afterwards by the garbage worker.
 
 use crate::model::*;
-use crate::{ByteStream, CorsRule, Error, LifecycleRule, ObjectStore, Result, validate_tags};
+use crate::{Acl, ByteStream, CorsRule, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result, validate_tags};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -199,6 +199,7 @@ impl LocalStore {
             retention: None,
             legal_hold: false,
             key_id: self.key_id.clone(),
+            acl: meta.acl,
         }
     }
 
@@ -615,6 +616,21 @@ fn update_version(
             "Bucket is missing Object Lock Configuration".into(),
         ));
     }
+    modify_version(t, bucket, key, version_id, change)
+}
+
+/// Changes one version's record in place (in the version index and, when it is the current
+/// version, in the current-object index).
+fn modify_version(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    change: impl FnOnce(&mut ObjectRecord) -> Result<()>,
+) -> Result<()> {
+    if t.get_bucket(bucket)?.is_none() {
+        return Err(Error::NoSuchBucket);
+    }
     let mut rec = match version_id {
         Some(v) => t.find_version(bucket, key, v)?.ok_or(Error::NoSuchVersion)?.1,
         None => t.get_object(bucket, key)?.ok_or(Error::NoSuchKey)?,
@@ -651,6 +667,7 @@ fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
         retention: None,
         legal_hold: false,
         key_id: None,
+        acl: None,
     }
 }
 
@@ -764,6 +781,7 @@ impl ObjectStore for LocalStore {
             quota: None,
             encryption: None,
             object_lock: None,
+            ..Default::default()
         };
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
@@ -958,6 +976,7 @@ impl ObjectStore for LocalStore {
             quota: None,
             encryption: None,
             object_lock: Some(ObjectLockConfig::default()),
+            ..Default::default()
         };
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
@@ -1191,8 +1210,11 @@ impl ObjectStore for LocalStore {
                 content: src.content.clone(),
                 user_meta: src.user_meta.clone(),
                 tags: vec![],
+                acl: None,
             },
         };
+        // The copy gets the ACL of the request (private by default), never the source's.
+        meta.acl = req.acl;
         meta.tags = match req.replace_tags {
             Some(t) => t,
             None => tags_of(&src.tags),
@@ -1309,6 +1331,7 @@ impl ObjectStore for LocalStore {
             user_meta: req.meta.user_meta,
             tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
             checksum_algorithm: req.checksum_algorithm,
+            acl: req.meta.acl,
         };
         let bucket = req.bucket;
         self.commit(vec![], move |t| {
@@ -1455,6 +1478,7 @@ impl ObjectStore for LocalStore {
                     retention: None,
                     legal_hold: false,
                     key_id,
+                    acl: upload.acl.clone(),
                 };
                 for p in &stored {
                     if !chosen.iter().any(|c| c.part_number == p.part_number) {
@@ -1624,6 +1648,63 @@ impl ObjectStore for LocalStore {
             Ok(())
         })
         .await
+    }
+
+    async fn put_bucket_policy(&self, bucket: &str, policy: Option<String>) -> Result<()> {
+        self.update_bucket(bucket, move |b| {
+            b.policy = policy;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_bucket_acl(&self, bucket: &str, acl: Acl) -> Result<()> {
+        self.update_bucket(bucket, move |b| {
+            b.acl = Some(acl);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_public_access_block(&self, bucket: &str, block: Option<PublicAccessBlock>) -> Result<()> {
+        self.update_bucket(bucket, move |b| {
+            b.public_access_block = block;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bucket_access(&self, bucket: &str) -> Result<BucketAccess> {
+        let b = self.bucket_must_exist(bucket)?;
+        Ok(BucketAccess {
+            policy: b.policy,
+            acl: b.acl,
+            public_access_block: b.public_access_block,
+        })
+    }
+
+    async fn put_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>, acl: Acl) -> Result<()> {
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        self.commit(vec![], move |t| {
+            modify_version(t, &bucket, &key, version_id.as_deref(), |r| {
+                r.acl = Some(acl);
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<Acl>> {
+        let rec = match version_id {
+            Some(v) => self.version_and_inline(bucket, key, v)?.0,
+            None => self.object_record(bucket, key)?,
+        };
+        if rec.delete_marker {
+            return Err(Error::DeleteMarker {
+                version_id: rec.version_id,
+            });
+        }
+        Ok(rec.acl)
     }
 
     async fn get_bucket_encryption(&self, bucket: &str) -> Result<Option<String>> {

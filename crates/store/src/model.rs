@@ -2,7 +2,9 @@
 
 use crate::ByteStream;
 use ironbucket_meta::ContentHeaders;
-use ironbucket_types::{ByteRange, ChecksumAlgorithm, Checksums, Conditions, RangeSpec, UnixMillis};
+use ironbucket_types::{
+    Acl, ByteRange, ChecksumAlgorithm, Checksums, Conditions, PublicAccessBlock, RangeSpec, UnixMillis,
+};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,8 @@ pub struct ObjectMeta {
     pub content: ContentHeaders,
     pub user_meta: BTreeMap<String, String>,
     pub tags: Vec<Tag>,
+    /// The object's ACL when the writer set one (`x-amz-acl` / `x-amz-grant-*`).
+    pub acl: Option<Acl>,
 }
 
 /// A stored object version as the S3 layer sees it.
@@ -154,6 +158,8 @@ pub struct CopyObject {
     pub replace_tags: Option<Vec<Tag>>,
     /// `x-amz-copy-source-if-*`.
     pub source_conditions: Conditions,
+    /// ACL of the new object (never copied from the source).
+    pub acl: Option<Acl>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -301,4 +307,14 @@ pub struct BucketUsage {
     pub quota: Option<Quota>,
     /// Requests per month (`YYYY-MM`).
     pub requests: BTreeMap<String, u64>,
+}
+
+/// What an access check needs to know about a bucket besides the caller's key.
+#[derive(Debug, Clone, Default)]
+pub struct BucketAccess {
+    /// The bucket policy document, if any.
+    pub policy: Option<String>,
+    /// Owner and grants; `None` for a bucket without a recorded ACL (private).
+    pub acl: Option<Acl>,
+    pub public_access_block: Option<PublicAccessBlock>,
 }
