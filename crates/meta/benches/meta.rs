@@ -33,6 +33,7 @@ fn rec(i: u64) -> ObjectRecord {
         legal_hold: false,
         key_id: None,
         acl: None,
+        sse_c: None,
     }
 }
 

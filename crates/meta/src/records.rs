@@ -131,6 +131,9 @@ pub struct ObjectRecord {
     /// Owner and grants when set by the writer; `None`: private to the bucket owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<ironbucket_types::Acl>,
+    /// SSE-C: salted fingerprint of the customer key that seals the blobs (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_c: Option<String>,
 }
 
 impl ObjectRecord {
@@ -176,6 +179,9 @@ pub struct UploadRecord {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<ironbucket_types::Acl>,
+    /// SSE-C: fingerprint of the key every part must be sent with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_c: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

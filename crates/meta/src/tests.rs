@@ -22,6 +22,7 @@ fn rec(size: u64) -> ObjectRecord {
         legal_hold: false,
         key_id: None,
         acl: None,
+        sse_c: None,
     }
 }
 
@@ -169,6 +170,7 @@ async fn uploads_and_parts() {
                     tags: vec![],
                     checksum_algorithm: None,
                     acl: None,
+                    sse_c: None,
                 },
             )?;
         }

@@ -534,13 +534,18 @@ impl S3 for Front {
             input.object_lock_retain_until_date,
             input.object_lock_legal_hold_status,
         )?;
-        if input.sse_customer_algorithm.is_some() {
+        let sse_c = customer_key(
+            input.sse_customer_algorithm.as_ref(),
+            input.sse_customer_key.as_ref(),
+            input.sse_customer_key_md5.as_ref(),
+        )?;
+        let sse = input.server_side_encryption.as_ref().map(|s| s.as_str().to_string());
+        if sse.is_some() && sse_c.is_some() {
             return Err(s3_error!(
-                NotImplemented,
-                "SSE-C (customer-provided keys) is not supported yet"
+                InvalidArgument,
+                "Server Side Encryption with Customer provided key is incompatible with the encryption method specified"
             ));
         }
-        let sse = input.server_side_encryption.as_ref().map(|s| s.as_str().to_string());
         let put = PutObject {
             bucket: input.bucket,
             key: input.key,
@@ -549,6 +554,7 @@ impl S3 for Front {
             conditions,
             lock,
             sse,
+            sse_c,
         };
         let info = self
             .store
@@ -566,19 +572,21 @@ impl S3 for Front {
             checksum_sha1: info.checksums.sha1,
             checksum_sha256: info.checksums.sha256,
             size: Some(info.size as i64),
+            sse_customer_algorithm: info.sse_c.then(|| "AES256".to_string()),
+            sse_customer_key_md5: input.sse_customer_key_md5.filter(|_| info.sse_c),
             ..Default::default()
         })
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let mut i = req.input;
-        if i.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C (customer-provided keys) is not supported yet"
-            ));
-        }
+        let sse_c = customer_key(
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
         let g = GetObject {
+            sse_c,
             bucket: i.bucket,
             key: i.key,
             version_id: i.version_id.take(),
@@ -606,18 +614,22 @@ impl S3 for Front {
         };
         object_headers!(o, &info, with_checksums, i);
         o.tag_count = (info.tag_count > 0).then_some(info.tag_count as i32);
+        if info.sse_c {
+            o.sse_customer_algorithm = Some("AES256".into());
+            o.sse_customer_key_md5 = i.sse_customer_key_md5;
+        }
         s3r(o)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let mut i = req.input;
-        if i.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C (customer-provided keys) is not supported yet"
-            ));
-        }
+        let sse_c = customer_key(
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
         let g = GetObject {
+            sse_c,
             bucket: i.bucket,
             key: i.key,
             version_id: i.version_id.take(),
@@ -634,6 +646,10 @@ impl S3 for Front {
             ..Default::default()
         };
         object_headers!(o, &info, with_checksums, i);
+        if info.sse_c {
+            o.sse_customer_algorithm = Some("AES256".into());
+            o.sse_customer_key_md5 = i.sse_customer_key_md5;
+        }
         s3r(o)
     }
 
@@ -781,7 +797,20 @@ impl S3 for Front {
         } else {
             None
         };
+        let sse_c = customer_key(
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
+        let src_sse_c = customer_key(
+            i.copy_source_sse_customer_algorithm.as_ref(),
+            i.copy_source_sse_customer_key.as_ref(),
+            i.copy_source_sse_customer_key_md5.as_ref(),
+        )?;
+        let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let c = CopyObject {
+            sse_c,
+            src_sse_c,
             src_bucket,
             src_key,
             src_version_id: src_version_id.clone(),
@@ -810,6 +839,11 @@ impl S3 for Front {
                 checksum_sha256: info.checksums.sha256,
                 ..Default::default()
             }),
+            server_side_encryption: info
+                .encrypted
+                .then(|| ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            sse_customer_algorithm: echo.as_ref().map(|_| "AES256".to_string()),
+            sse_customer_key_md5: echo,
             ..Default::default()
         })
     }
@@ -947,6 +981,11 @@ impl S3 for Front {
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let i = req.input;
         let g = GetObject {
+            sse_c: customer_key(
+                i.sse_customer_algorithm.as_ref(),
+                i.sse_customer_key.as_ref(),
+                i.sse_customer_key_md5.as_ref(),
+            )?,
             bucket: i.bucket,
             key: i.key,
             version_id: i.version_id,
@@ -1547,7 +1586,14 @@ impl S3 for Front {
             )
             .await?;
         let checksum_algorithm = i.checksum_algorithm.as_ref().map(algorithm).transpose()?;
+        let sse_c = customer_key(
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
+        let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let c = CreateMultipart {
+            sse_c,
             bucket: i.bucket.clone(),
             key: i.key.clone(),
             meta: ObjectMeta {
@@ -1572,6 +1618,8 @@ impl S3 for Front {
             upload_id: Some(upload_id),
             checksum_algorithm: checksum_algorithm.map(algorithm_dto),
             checksum_type: checksum_algorithm.map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            sse_customer_algorithm: echo.as_ref().map(|_| "AES256".to_string()),
+            sse_customer_key_md5: echo,
             ..Default::default()
         })
     }
@@ -1600,7 +1648,14 @@ impl S3 for Front {
                 "Part number must be an integer between 1 and 10000, inclusive"
             )
         })?;
+        let sse_c = customer_key(
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
+        let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let up = UploadPart {
+            sse_c,
             bucket: i.bucket,
             key: i.key,
             upload_id: i.upload_id,
@@ -1614,6 +1669,8 @@ impl S3 for Front {
             checksum_crc32c: p.checksums.crc32c,
             checksum_sha1: p.checksums.sha1,
             checksum_sha256: p.checksums.sha256,
+            sse_customer_algorithm: echo.as_ref().map(|_| "AES256".to_string()),
+            sse_customer_key_md5: echo,
             ..Default::default()
         })
     }
@@ -1640,7 +1697,20 @@ impl S3 for Front {
             })?),
             None => None,
         };
+        let sse_c = customer_key(
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
+        let src_sse_c = customer_key(
+            i.copy_source_sse_customer_algorithm.as_ref(),
+            i.copy_source_sse_customer_key.as_ref(),
+            i.copy_source_sse_customer_key_md5.as_ref(),
+        )?;
+        let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let c = UploadPartCopy {
+            sse_c,
+            src_sse_c,
             bucket: i.bucket,
             key: i.key,
             upload_id: i.upload_id,
@@ -1666,6 +1736,8 @@ impl S3 for Front {
                 checksum_sha256: p.checksums.sha256,
                 ..Default::default()
             }),
+            sse_customer_algorithm: echo.as_ref().map(|_| "AES256".to_string()),
+            sse_customer_key_md5: echo,
             ..Default::default()
         })
     }
@@ -2085,6 +2157,64 @@ impl S3 for Front {
             .map_err(s3_err)?;
         s3r(DeletePublicAccessBlockOutput {})
     }
+}
+
+/// The SSE-C key of a request from its three headers, checked against its MD5; `None` when
+/// the request names no customer key.
+fn customer_key(
+    algorithm: Option<&String>,
+    key: Option<&String>,
+    key_md5: Option<&String>,
+) -> S3Result<Option<ironbucket_store::CustomerKey>> {
+    use md5::Digest;
+    if algorithm.is_none() && key.is_none() && key_md5.is_none() {
+        return Ok(None);
+    }
+    match algorithm.map(String::as_str) {
+        Some("AES256") => {}
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidEncryptionAlgorithmError,
+                "The encryption request you specified is not valid. The valid value is AES256."
+            ));
+        }
+        None => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Requests specifying Server Side Encryption with Customer provided keys must provide a valid encryption algorithm."
+            ));
+        }
+    }
+    let key = key.ok_or_else(|| {
+        s3_error!(
+            InvalidArgument,
+            "Requests specifying Server Side Encryption with Customer provided keys must provide an appropriate secret key."
+        )
+    })?;
+    let raw: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The secret key was invalid for the specified algorithm."
+            )
+        })?;
+    let md5 = key_md5.ok_or_else(|| {
+        s3_error!(
+            InvalidArgument,
+            "Requests specifying Server Side Encryption with Customer provided keys must provide the client calculated MD5 of the secret key."
+        )
+    })?;
+    let want = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(raw));
+    if md5.trim() != want {
+        return Err(s3_error!(
+            InvalidArgument,
+            "The calculated MD5 hash of the key did not match the hash that was provided."
+        ));
+    }
+    Ok(Some(ironbucket_store::CustomerKey::from_bytes(raw)))
 }
 
 fn acl_to_dto(acl: &Acl) -> (Owner, Vec<Grant>) {

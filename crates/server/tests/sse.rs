@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! SSE-S3 (`x-amz-server-side-encryption: AES256`) and bucket default encryption, served by the
-//! node's encryption at rest; SSE-C is refused as not implemented.
+//! node's encryption at rest; SSE-C (customer-provided keys), which works with or without it.
 
 mod common;
 
@@ -104,16 +104,297 @@ async fn sse_s3_needs_and_uses_the_node_key() {
     c.delete_bucket_encryption().bucket("sse").send().await.unwrap();
     assert!(c.get_bucket_encryption().bucket("sse").send().await.is_err());
 
-    // SSE-C is not implemented: a clear 501, never a silent success.
+    // SSE-C headers on an object written without them: refused.
+    let k = ssec(3);
     let e = c
         .get_object()
         .bucket("sse")
         .key("k")
         .sse_customer_algorithm("AES256")
-        .sse_customer_key("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-        .sse_customer_key_md5("9kyflVQYeTVR8IZrTjfdqQ==")
+        .sse_customer_key(&k.key)
+        .sse_customer_key_md5(&k.md5)
         .send()
         .await
         .unwrap_err();
-    assert_eq!(status(&e), 501);
+    assert_eq!((code(&e).as_str(), status(&e)), ("InvalidRequest", 400));
+}
+
+struct Ssec {
+    key: String,
+    md5: String,
+}
+
+fn ssec(byte: u8) -> Ssec {
+    use base64::Engine;
+    use md5::Digest;
+    let raw = [byte; 32];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ssec {
+        key: b64.encode(raw),
+        md5: b64.encode(md5::Md5::digest(raw)),
+    }
+}
+
+/// Every file under `dir`, read whole.
+fn all_files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push(b);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sse_c_customer_keys() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("ssec").send().await.unwrap();
+    let (k1, k2) = (ssec(1), ssec(2));
+    let big = data(300_000, 7);
+    for (key, body) in [("big", big.clone()), ("small", b"small secret body".to_vec())] {
+        let out = c
+            .put_object()
+            .bucket("ssec")
+            .key(key)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k1.key)
+            .sse_customer_key_md5(&k1.md5)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.sse_customer_algorithm(), Some("AES256"));
+        assert_eq!(out.sse_customer_key_md5(), Some(k1.md5.as_str()));
+
+        // Without the key: 400; with another key: 403; with the key: the body.
+        let e = c.get_object().bucket("ssec").key(key).send().await.unwrap_err();
+        assert_eq!((code(&e).as_str(), status(&e)), ("InvalidRequest", 400));
+        let e = c.head_object().bucket("ssec").key(key).send().await.unwrap_err();
+        assert_eq!(status(&e), 400);
+        let e = c
+            .get_object()
+            .bucket("ssec")
+            .key(key)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k2.key)
+            .sse_customer_key_md5(&k2.md5)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!((code(&e).as_str(), status(&e)), ("AccessDenied", 403));
+        let got = c
+            .get_object()
+            .bucket("ssec")
+            .key(key)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k1.key)
+            .sse_customer_key_md5(&k1.md5)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.sse_customer_algorithm(), Some("AES256"));
+        assert_eq!(got.sse_customer_key_md5(), Some(k1.md5.as_str()));
+        assert_eq!(body_bytes(got).await, body);
+        let head = c
+            .head_object()
+            .bucket("ssec")
+            .key(key)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k1.key)
+            .sse_customer_key_md5(&k1.md5)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(body.len() as i64));
+    }
+    let ranged = c
+        .get_object()
+        .bucket("ssec")
+        .key("big")
+        .range("bytes=100000-200009")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1.key)
+        .sse_customer_key_md5(&k1.md5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(ranged).await, &big[100_000..200_010]);
+
+    // Neither the key nor the plaintext is anywhere in the data directory.
+    let mut files = Vec::new();
+    all_files(&srv.dir, &mut files);
+    for f in &files {
+        assert!(!f.windows(32).any(|w| w == [1u8; 32]), "the key is stored");
+        assert!(!f.windows(17).any(|w| w == b"small secret body"), "plaintext is stored");
+        assert!(!f.windows(64).any(|w| w == &big[5000..5064]), "plaintext is stored");
+    }
+
+    // Bad key headers are refused before anything is stored.
+    let e = c
+        .put_object()
+        .bucket("ssec")
+        .key("bad")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1.key)
+        .sse_customer_key_md5(&k2.md5)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((code(&e).as_str(), status(&e)), ("InvalidArgument", 400));
+    let e = c
+        .put_object()
+        .bucket("ssec")
+        .key("bad")
+        .sse_customer_algorithm("AES128")
+        .sse_customer_key(&k1.key)
+        .sse_customer_key_md5(&k1.md5)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 400);
+    assert!(c.head_object().bucket("ssec").key("bad").send().await.is_err());
+
+    // CopyObject: the source key opens the source; the copy gets its own key (or none).
+    let e = c
+        .copy_object()
+        .bucket("ssec")
+        .key("copy")
+        .copy_source("ssec/big")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 400);
+    c.copy_object()
+        .bucket("ssec")
+        .key("copy")
+        .copy_source("ssec/big")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k1.key)
+        .copy_source_sse_customer_key_md5(&k1.md5)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2.key)
+        .sse_customer_key_md5(&k2.md5)
+        .send()
+        .await
+        .unwrap();
+    let got = c
+        .get_object()
+        .bucket("ssec")
+        .key("copy")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2.key)
+        .sse_customer_key_md5(&k2.md5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(got).await, big);
+    c.copy_object()
+        .bucket("ssec")
+        .key("plain-copy")
+        .copy_source("ssec/small")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&k1.key)
+        .copy_source_sse_customer_key_md5(&k1.md5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body_bytes(c.get_object().bucket("ssec").key("plain-copy").send().await.unwrap()).await,
+        b"small secret body"
+    );
+
+    // Multipart: every part must carry the upload's key.
+    let up = c
+        .create_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1.key)
+        .sse_customer_key_md5(&k1.md5)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let part1 = data(5 * 1024 * 1024, 3);
+    let e = c
+        .upload_part()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(part1.clone()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 400);
+    let e = c
+        .upload_part()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .part_number(1)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k2.key)
+        .sse_customer_key_md5(&k2.md5)
+        .body(ByteStream::from(part1.clone()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 403);
+    let mut parts = Vec::new();
+    for (n, body) in [(1, part1.clone()), (2, b"tail".to_vec())] {
+        let p = c
+            .upload_part()
+            .bucket("ssec")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k1.key)
+            .sse_customer_key_md5(&k1.md5)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&c.get_object().bucket("ssec").key("mp").send().await.unwrap_err()),
+        400
+    );
+    let got = c
+        .get_object()
+        .bucket("ssec")
+        .key("mp")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&k1.key)
+        .sse_customer_key_md5(&k1.md5)
+        .send()
+        .await
+        .unwrap();
+    let mut want = part1;
+    want.extend_from_slice(b"tail");
+    assert_eq!(body_bytes(got).await, want);
 }

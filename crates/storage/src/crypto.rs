@@ -141,49 +141,114 @@ impl Keyring {
     }
 
     pub(crate) fn new_blob_sealer(&self) -> Result<Sealer, KeyError> {
-        let mut data_key = [0u8; 32];
-        let mut wrap_nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut data_key);
-        rand::thread_rng().fill_bytes(&mut wrap_nonce);
-        let master = Aes256Gcm::new((&self.current.bytes).into());
-        let mut wrapped = data_key.to_vec();
-        let tag = master
-            .encrypt_in_place_detached(Nonce::from_slice(&wrap_nonce), b"ironbucket-data-key", &mut wrapped)
-            .map_err(|_| KeyError::Seal)?;
-        let mut wrapped_key = [0u8; 48];
-        wrapped_key[..32].copy_from_slice(&wrapped);
-        wrapped_key[32..].copy_from_slice(&tag);
-        Ok(Sealer {
-            cipher: Aes256Gcm::new((&data_key).into()),
-            material: CryptoMaterial {
-                key_id: self.current.id,
-                wrap_nonce,
-                wrapped_key,
-            },
-        })
+        wrap_new_data_key(&self.current.bytes, self.current.id, MASTER_AAD)
     }
 
     pub(crate) fn blob_opener(&self, m: &CryptoMaterial) -> Result<Sealer, KeyError> {
         let master = self
             .find(&m.key_id)
             .ok_or_else(|| KeyError::UnknownKey(hex::encode(m.key_id)))?;
-        let cipher = Aes256Gcm::new((&master.bytes).into());
-        let mut data_key = m.wrapped_key[..32].to_vec();
-        let tag = Tag::from_slice(&m.wrapped_key[32..]);
-        cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&m.wrap_nonce),
-                b"ironbucket-data-key",
-                &mut data_key,
-                tag,
-            )
-            .map_err(|_| KeyError::Open)?;
-        let key: [u8; 32] = data_key.try_into().map_err(|_| KeyError::Open)?;
-        Ok(Sealer {
-            cipher: Aes256Gcm::new((&key).into()),
-            material: m.clone(),
-        })
+        unwrap_data_key(&master.bytes, m, MASTER_AAD)
     }
+}
+
+const MASTER_AAD: &[u8] = b"ironbucket-data-key";
+
+/// A key supplied by the client with each request (SSE-C). It wraps the blob's data key and is
+/// never stored; only a salted fingerprint is kept to recognise it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CustomerKey {
+    bytes: [u8; 32],
+}
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomerKey(<redacted>)")
+    }
+}
+
+const CUSTOMER_AAD: &[u8] = b"ironbucket-sse-c-data-key";
+
+impl CustomerKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self { bytes }
+    }
+
+    /// A salted SHA-256 fingerprint (`salt:hash`, hex) to store instead of the key.
+    pub fn fingerprint(&self) -> String {
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        format!("{}:{}", hex::encode(salt), hex::encode(self.salted(&salt)))
+    }
+
+    /// Whether this key produced `fingerprint`.
+    pub fn matches(&self, fingerprint: &str) -> bool {
+        let Some((salt, hash)) = fingerprint.split_once(':') else {
+            return false;
+        };
+        match (hex::decode(salt), hex::decode(hash)) {
+            (Ok(salt), Ok(hash)) => {
+                // Constant-time comparison.
+                let mine = self.salted(&salt);
+                hash.len() == mine.len() && hash.iter().zip(mine.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
+            _ => false,
+        }
+    }
+
+    fn salted(&self, salt: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"ironbucket-sse-c-fingerprint");
+        h.update(salt);
+        h.update(self.bytes);
+        h.finalize().into()
+    }
+
+    pub(crate) fn new_blob_sealer(&self) -> Result<Sealer, KeyError> {
+        wrap_new_data_key(&self.bytes, [0u8; 8], CUSTOMER_AAD)
+    }
+
+    pub(crate) fn blob_opener(&self, m: &CryptoMaterial) -> Result<Sealer, KeyError> {
+        unwrap_data_key(&self.bytes, m, CUSTOMER_AAD)
+    }
+}
+
+/// A fresh data key wrapped by `wrapping_key`.
+fn wrap_new_data_key(wrapping_key: &[u8; 32], key_id: [u8; 8], aad: &[u8]) -> Result<Sealer, KeyError> {
+    let mut data_key = [0u8; 32];
+    let mut wrap_nonce = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut data_key);
+    rand::thread_rng().fill_bytes(&mut wrap_nonce);
+    let master = Aes256Gcm::new(wrapping_key.into());
+    let mut wrapped = data_key.to_vec();
+    let tag = master
+        .encrypt_in_place_detached(Nonce::from_slice(&wrap_nonce), aad, &mut wrapped)
+        .map_err(|_| KeyError::Seal)?;
+    let mut wrapped_key = [0u8; 48];
+    wrapped_key[..32].copy_from_slice(&wrapped);
+    wrapped_key[32..].copy_from_slice(&tag);
+    Ok(Sealer {
+        cipher: Aes256Gcm::new((&data_key).into()),
+        material: CryptoMaterial {
+            key_id,
+            wrap_nonce,
+            wrapped_key,
+        },
+    })
+}
+
+fn unwrap_data_key(wrapping_key: &[u8; 32], m: &CryptoMaterial, aad: &[u8]) -> Result<Sealer, KeyError> {
+    let cipher = Aes256Gcm::new(wrapping_key.into());
+    let mut data_key = m.wrapped_key[..32].to_vec();
+    let tag = Tag::from_slice(&m.wrapped_key[32..]);
+    cipher
+        .decrypt_in_place_detached(Nonce::from_slice(&m.wrap_nonce), aad, &mut data_key, tag)
+        .map_err(|_| KeyError::Open)?;
+    let key: [u8; 32] = data_key.try_into().map_err(|_| KeyError::Open)?;
+    Ok(Sealer {
+        cipher: Aes256Gcm::new((&key).into()),
+        material: m.clone(),
+    })
 }
 
 /// Seals and opens the chunks of one blob.
@@ -284,5 +349,33 @@ mod tests {
             vec![EncryptionKey::from_bytes([7; 32])],
         );
         assert!(rotated.blob_opener(&s.header_material()).is_ok());
+    }
+
+    #[test]
+    fn customer_keys() {
+        let k = CustomerKey::from_bytes([9; 32]);
+        let fp = k.fingerprint();
+        assert!(k.matches(&fp));
+        assert_ne!(fp, k.fingerprint(), "salted");
+        let other = CustomerKey::from_bytes([10; 32]);
+        assert!(!other.matches(&fp));
+        assert!(!k.matches("garbage"));
+        assert_eq!(format!("{k:?}"), "CustomerKey(<redacted>)");
+        let s = k.new_blob_sealer().unwrap();
+        let mut out = Vec::new();
+        s.seal_into(0, true, b"data", &mut out).unwrap();
+        assert_eq!(
+            k.blob_opener(&s.header_material())
+                .unwrap()
+                .open(0, true, &out)
+                .unwrap(),
+            b"data"
+        );
+        assert_eq!(other.blob_opener(&s.header_material()).err(), Some(KeyError::Open));
+        // A master key with the same bytes cannot open a customer-wrapped data key (other AAD).
+        let ring = Keyring::new(EncryptionKey::from_bytes([9; 32]), vec![]);
+        let mut m = s.header_material();
+        m.key_id = ring.current.id;
+        assert!(ring.blob_opener(&m).is_err());
     }
 }

@@ -12,7 +12,7 @@
 mod crypto;
 mod format;
 
-pub use crypto::{EncryptionKey, KeyError, Keyring};
+pub use crypto::{CustomerKey, EncryptionKey, KeyError, Keyring};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -33,6 +33,10 @@ pub enum Error {
     UnknownKey { id: String, key_id: String },
     #[error("blob {0} not found")]
     NotFound(String),
+    #[error("blob {0} is encrypted with a customer-provided key, which the request did not give")]
+    CustomerKeyRequired(String),
+    #[error("the customer-provided key does not open blob {0}")]
+    CustomerKeyMismatch(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -128,6 +132,11 @@ impl BlobStore {
 
     /// Starts a new blob in a file (any size).
     pub async fn create(&self) -> Result<BlobWriter> {
+        self.create_with(None).await
+    }
+
+    /// Starts a new file blob, sealed with a customer-provided key (SSE-C) when given.
+    pub async fn create_with(&self, customer: Option<&CustomerKey>) -> Result<BlobWriter> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp_path = self.inner.root.join("tmp").join(&id);
         let file = tokio::fs::OpenOptions::new()
@@ -137,13 +146,18 @@ impl BlobStore {
             .await?
             .into_std()
             .await;
-        self.writer(id, Some((file, tmp_path)))
+        self.writer(id, Some((file, tmp_path)), customer)
     }
 
     /// Starts a small blob kept in memory, to be stored by the caller (inline in metadata) in
     /// the same verified, optionally encrypted format. Its id starts with `i`.
     pub fn create_inline(&self) -> Result<BlobWriter> {
-        self.writer(format!("i{}", uuid::Uuid::new_v4().simple()), None)
+        self.create_inline_with(None)
+    }
+
+    /// [`BlobStore::create_inline`], sealed with a customer-provided key when given.
+    pub fn create_inline_with(&self, customer: Option<&CustomerKey>) -> Result<BlobWriter> {
+        self.writer(format!("i{}", uuid::Uuid::new_v4().simple()), None, customer)
     }
 
     /// Whether a blob id names an inline blob (see [`BlobStore::create_inline`]).
@@ -151,15 +165,27 @@ impl BlobStore {
         id.starts_with('i')
     }
 
-    fn writer(&self, id: String, file: Option<(std::fs::File, PathBuf)>) -> Result<BlobWriter> {
-        let sealer = match &self.inner.keys {
-            Some(keys) => Some(keys.new_blob_sealer().map_err(|e| Error::Corrupt {
-                id: id.clone(),
-                why: e.to_string(),
-            })?),
-            None => None,
-        };
-        let header = format::Header::new(self.inner.cfg.chunk_size, sealer.as_ref().map(|s| s.header_material()));
+    fn writer(
+        &self,
+        id: String,
+        file: Option<(std::fs::File, PathBuf)>,
+        customer: Option<&CustomerKey>,
+    ) -> Result<BlobWriter> {
+        let sealer = match (customer, &self.inner.keys) {
+            (Some(ck), _) => Some(ck.new_blob_sealer()),
+            (None, Some(keys)) => Some(keys.new_blob_sealer()),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(|e| Error::Corrupt {
+            id: id.clone(),
+            why: e.to_string(),
+        })?;
+        let header = format::Header::new(
+            self.inner.cfg.chunk_size,
+            sealer.as_ref().map(|s| s.header_material()),
+            customer.is_some(),
+        );
         let mut out = Vec::with_capacity(if file.is_some() {
             WRITE_BUF
         } else {
@@ -189,12 +215,24 @@ impl BlobStore {
         })
     }
 
-    fn open_header(&self, id: &str, hbuf: &[u8]) -> Result<(format::Header, Option<crypto::Sealer>)> {
+    fn open_header(
+        &self,
+        id: &str,
+        hbuf: &[u8],
+        customer: Option<&CustomerKey>,
+    ) -> Result<(format::Header, Option<crypto::Sealer>)> {
         let header = format::Header::decode(hbuf).map_err(|why| Error::Corrupt {
             id: id.to_string(),
             why,
         })?;
         let opener = match &header.crypto {
+            Some(material) if header.customer_key => {
+                let ck = customer.ok_or_else(|| Error::CustomerKeyRequired(id.to_string()))?;
+                Some(
+                    ck.blob_opener(material)
+                        .map_err(|_| Error::CustomerKeyMismatch(id.to_string()))?,
+                )
+            }
             Some(material) => {
                 let keys = self.inner.keys.as_ref().ok_or_else(|| Error::UnknownKey {
                     id: id.to_string(),
@@ -218,6 +256,17 @@ impl BlobStore {
 
     /// Reads `start..end` of the blob's plaintext as a stream, verifying each chunk.
     pub async fn read(&self, blob: &BlobRef, start: u64, end: u64) -> Result<ByteStream> {
+        self.read_with(blob, start, end, None).await
+    }
+
+    /// [`BlobStore::read`] of a blob that may be sealed with a customer-provided key.
+    pub async fn read_with(
+        &self,
+        blob: &BlobRef,
+        start: u64,
+        end: u64,
+        customer: Option<&CustomerKey>,
+    ) -> Result<ByteStream> {
         let path = self.blob_path(&blob.id);
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Vec<u8>)> {
             let mut f = std::fs::File::open(path)?;
@@ -240,7 +289,7 @@ impl BlobStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let (header, opener) = self.open_header(&blob.id, &hbuf)?;
+        let (header, opener) = self.open_header(&blob.id, &hbuf, customer)?;
         let end = end.min(blob.size);
         let start = start.min(end);
         let mut reader = ChunkReader::new(
@@ -264,13 +313,25 @@ impl BlobStore {
 
     /// Reads `start..end` of an inline blob from its stored bytes, verifying each chunk.
     pub async fn read_inline(&self, blob: &BlobRef, encoded: Bytes, start: u64, end: u64) -> Result<ByteStream> {
+        self.read_inline_with(blob, encoded, start, end, None).await
+    }
+
+    /// [`BlobStore::read_inline`] of a blob that may be sealed with a customer-provided key.
+    pub async fn read_inline_with(
+        &self,
+        blob: &BlobRef,
+        encoded: Bytes,
+        start: u64,
+        end: u64,
+        customer: Option<&CustomerKey>,
+    ) -> Result<ByteStream> {
         if encoded.len() < format::HEADER_LEN {
             return Err(Error::Corrupt {
                 id: blob.id.clone(),
                 why: "inline blob shorter than its header".into(),
             });
         }
-        let (header, opener) = self.open_header(&blob.id, &encoded[..format::HEADER_LEN])?;
+        let (header, opener) = self.open_header(&blob.id, &encoded[..format::HEADER_LEN], customer)?;
         let end = end.min(blob.size);
         let start = start.min(end);
         let mut reader = ChunkReader::new(

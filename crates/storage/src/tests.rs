@@ -132,3 +132,50 @@ async fn inline_blobs_round_trip_and_detect_corruption() {
         assert_eq!(std::fs::read_dir(store.root().join("blobs")).unwrap().count(), 0);
     }
 }
+
+#[tokio::test]
+async fn customer_keys_seal_blobs_without_storing_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for store in stores(dir.path()) {
+        let ck = CustomerKey::from_bytes([42; 32]);
+        let wrong = CustomerKey::from_bytes([43; 32]);
+        let body = data(200_000);
+        let mut w = store.create_with(Some(&ck)).await.unwrap();
+        w.write(&body).await.unwrap();
+        let b = w.finish().await.unwrap();
+        let raw = std::fs::read(store.path_of(&b.id)).unwrap();
+        assert!(
+            !raw.windows(64).any(|w| w == &body[1000..1064]),
+            "plaintext must not be on disk"
+        );
+        assert!(!raw.windows(32).any(|w| w == [42u8; 32]), "the key must not be on disk");
+        let got: Vec<Bytes> = store
+            .read_with(&b, 10, 150_000, Some(&ck))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got.concat(), &body[10..150_000]);
+        assert!(matches!(
+            store.read(&b, 0, 10).await,
+            Err(Error::CustomerKeyRequired(_))
+        ));
+        assert!(matches!(
+            store.read_with(&b, 0, 10, Some(&wrong)).await,
+            Err(Error::CustomerKeyMismatch(_))
+        ));
+        let mut w = store.create_inline_with(Some(&ck)).unwrap();
+        w.write(b"tiny").await.unwrap();
+        let (b, enc) = w.finish_inline().unwrap();
+        let got: Vec<Bytes> = store
+            .read_inline_with(&b, enc.clone(), 0, 4, Some(&ck))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got.concat(), b"tiny");
+        assert!(store.read_inline(&b, enc, 0, 4).await.is_err());
+    }
+}

@@ -95,6 +95,8 @@ impl From<ironbucket_storage::Error> for Error {
             ironbucket_storage::Error::Corrupt { .. } | ironbucket_storage::Error::NotFound(_) => {
                 Error::Corrupt(e.to_string())
             }
+            ironbucket_storage::Error::CustomerKeyRequired(_) => Error::InvalidRequest(e.to_string()),
+            ironbucket_storage::Error::CustomerKeyMismatch(_) => Error::AccessDenied(e.to_string()),
             other => Error::Internal(other.to_string()),
         }
     }

@@ -16,7 +16,7 @@ pub mod conformance;
 
 pub use error::{Error, Result};
 pub use ironbucket_meta::ContentHeaders;
-pub use ironbucket_storage::{ByteStream, EncryptionKey, KeyError, Keyring, StorageConfig};
+pub use ironbucket_storage::{ByteStream, CustomerKey, EncryptionKey, KeyError, Keyring, StorageConfig};
 pub use ironbucket_types::{
     Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, CorsRule, LifecycleRule,
     PublicAccessBlock, RangeSpec, cors,

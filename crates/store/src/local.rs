@@ -5,7 +5,9 @@
 //! the same commit and removed afterwards by the garbage worker.
 
 use crate::model::*;
-use crate::{Acl, ByteStream, CorsRule, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result, validate_tags};
+use crate::{
+    Acl, ByteStream, CorsRule, CustomerKey, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result, validate_tags,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -171,6 +173,7 @@ impl LocalStore {
             retention: r.retention.clone(),
             legal_hold: r.legal_hold,
             encrypted: r.key_id.is_some(),
+            sse_c: r.sse_c.is_some(),
         }
     }
 
@@ -200,11 +203,18 @@ impl LocalStore {
             legal_hold: false,
             key_id: self.key_id.clone(),
             acl: meta.acl,
+            sse_c: None,
         }
     }
 
     /// Streams a body into a new blob, verifying length, MD5 and checksums.
-    async fn ingest(&self, mut body: ByteStream, checks: BodyChecks, max: u64) -> Result<Ingested> {
+    async fn ingest(
+        &self,
+        mut body: ByteStream,
+        checks: BodyChecks,
+        max: u64,
+        customer: Option<&CustomerKey>,
+    ) -> Result<Ingested> {
         if let Some(len) = checks.content_length
             && len > max
         {
@@ -223,9 +233,9 @@ impl LocalStore {
         let mut md5 = md5::Md5::new();
         let inline = checks.content_length.is_some_and(|l| l <= self.cfg.inline_max);
         let mut writer = if inline {
-            self.blobs.create_inline()?
+            self.blobs.create_inline_with(customer)?
         } else {
-            self.blobs.create().await?
+            self.blobs.create_with(customer).await?
         };
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
@@ -311,8 +321,16 @@ impl LocalStore {
     }
 
     /// A stream of `range` over an object's segments, opening each blob only when reached.
-    fn body_stream(&self, rec: &ObjectRecord, inline: Inline, start: u64, end: u64) -> ByteStream {
+    fn body_stream(
+        &self,
+        rec: &ObjectRecord,
+        inline: Inline,
+        start: u64,
+        end: u64,
+        customer: Option<CustomerKey>,
+    ) -> ByteStream {
         let blobs = self.blobs.clone();
+        let customer = customer.map(Arc::new);
         let mut pieces = Vec::new();
         let mut off = 0u64;
         for s in &rec.segments {
@@ -337,14 +355,16 @@ impl LocalStore {
                 .then(move |(b, from, to)| {
                     let blobs = blobs.clone();
                     let inline = inline.clone();
+                    let customer = customer.clone();
                     async move {
+                        let ck = customer.as_deref();
                         let r = if BlobStore::is_inline(&b.id) {
                             match inline.get(&b.id) {
-                                Some(bytes) => blobs.read_inline(&b, bytes.clone(), from, to).await,
+                                Some(bytes) => blobs.read_inline_with(&b, bytes.clone(), from, to, ck).await,
                                 None => Err(ironbucket_storage::Error::NotFound(b.id.clone())),
                             }
                         } else {
-                            blobs.read(&b, from, to).await
+                            blobs.read_with(&b, from, to, ck).await
                         };
                         r.map_err(std::io::Error::other)
                     }
@@ -650,6 +670,52 @@ fn modify_version(
     Ok(())
 }
 
+/// Marks a record as sealed with a customer key (not with the node key).
+fn seal_record(rec: &mut ObjectRecord, customer: Option<&CustomerKey>) {
+    if let Some(ck) = customer {
+        rec.sse_c = Some(ck.fingerprint());
+        rec.key_id = None;
+    }
+}
+
+/// SSE-C: a request must give exactly the key an object was written with, and none for an
+/// object written without one.
+fn check_sse_c(rec: &ObjectRecord, customer: Option<&CustomerKey>) -> Result<()> {
+    check_key(rec.sse_c.as_deref(), customer)
+}
+
+fn check_upload_key(upload: &UploadRecord, customer: Option<&CustomerKey>) -> Result<()> {
+    match (upload.sse_c.as_deref(), customer) {
+        (None, Some(_)) => Err(Error::InvalidRequest(
+            "The multipart upload was not initiated with customer-provided encryption keys, so its parts cannot use them."
+                .into(),
+        )),
+        (Some(_), None) => Err(Error::InvalidRequest(
+            "The multipart upload was initiated with a customer-provided encryption key: each part must be sent with the same key."
+                .into(),
+        )),
+        (fp, ck) => check_key(fp, ck),
+    }
+}
+
+fn check_key(fingerprint: Option<&str>, customer: Option<&CustomerKey>) -> Result<()> {
+    match (fingerprint, customer) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(Error::InvalidRequest(
+            "The encryption parameters are not applicable to this object.".into(),
+        )),
+        (Some(_), None) => Err(Error::InvalidRequest(
+            "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
+                .into(),
+        )),
+        (Some(fp), Some(ck)) if ck.matches(fp) => Ok(()),
+        (Some(_), Some(_)) => Err(Error::AccessDenied(
+            "Requests specifying Server Side Encryption with Customer provided keys must provide the correct secret key."
+                .into(),
+        )),
+    }
+}
+
 fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
     ObjectRecord {
         version_id: NULL_VERSION.to_string(),
@@ -668,6 +734,7 @@ fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
         legal_hold: false,
         key_id: None,
         acl: None,
+        sse_c: None,
     }
 }
 
@@ -857,7 +924,7 @@ impl ObjectStore for LocalStore {
         let b = self.bucket_must_exist(&req.bucket)?;
         self.quota_precheck(&b, &req.key, req.checks.content_length.unwrap_or(0))?;
         self.sse_check(req.sse.as_deref())?;
-        let ing = self.ingest(body, req.checks, MAX_PUT_SIZE).await?;
+        let ing = self.ingest(body, req.checks, MAX_PUT_SIZE, req.sse_c.as_ref()).await?;
         let rec = self.new_record(
             req.meta,
             ing.blob.size,
@@ -869,6 +936,7 @@ impl ObjectStore for LocalStore {
             }],
         );
         let mut rec = rec;
+        seal_record(&mut rec, req.sse_c.as_ref());
         rec.retention = req.lock.retention.clone();
         rec.legal_hold = req.lock.legal_hold.unwrap_or(false);
         let mut info = Self::info(&req.key, &rec);
@@ -889,13 +957,14 @@ impl ObjectStore for LocalStore {
             Some(v) => self.version_and_inline(&req.bucket, &req.key, v)?,
             None => self.object_and_inline(&req.bucket, &req.key)?,
         };
+        check_sse_c(&rec, req.sse_c.as_ref())?;
         req.conditions.check_read(&rec.etag, rec.last_modified)?;
         let range = match req.range {
             Some(r) => Some(r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?),
             None => None,
         };
         let (start, end) = range.map(|r| (r.start, r.end)).unwrap_or((0, rec.size));
-        let body = self.body_stream(&rec, inline, start, end);
+        let body = self.body_stream(&rec, inline, start, end, req.sse_c);
         Ok(GetObjectOutput {
             info: Self::info(&req.key, &rec),
             range,
@@ -908,6 +977,7 @@ impl ObjectStore for LocalStore {
             Some(v) => self.version_and_inline(&req.bucket, &req.key, v)?.0,
             None => self.object_record(&req.bucket, &req.key)?,
         };
+        check_sse_c(&rec, req.sse_c.as_ref())?;
         req.conditions.check_read(&rec.etag, rec.last_modified)?;
         if let Some(r) = req.range {
             r.resolve(rec.size).map_err(|e| Error::range(e, rec.size))?;
@@ -1198,6 +1268,7 @@ impl ObjectStore for LocalStore {
                 &req.source_conditions,
             )
             .await?;
+        check_sse_c(&src, req.src_sse_c.as_ref())?;
         let same = req.src_bucket == req.bucket && req.src_key == req.key && req.src_version_id.is_none();
         if same && req.replace_meta.is_none() && req.replace_tags.is_none() {
             return Err(Error::InvalidRequest(
@@ -1220,7 +1291,8 @@ impl ObjectStore for LocalStore {
             None => tags_of(&src.tags),
         };
         validate_tags(&meta.tags, 10)?;
-        let share = same && !versioned;
+        // Blobs sealed with a customer key are never shared: the copy may use another key.
+        let share = same && !versioned && src.sse_c.is_none() && req.sse_c.is_none();
         let (rec, new_blob) = if share {
             // Metadata-only rewrite: the new version shares the blobs of the old one.
             let mut rec = self.new_record(
@@ -1233,14 +1305,14 @@ impl ObjectStore for LocalStore {
             rec.parts_count = src.parts_count;
             (rec, None)
         } else {
-            let body = self.body_stream(&src, src_inline, 0, src.size);
+            let body = self.body_stream(&src, src_inline, 0, src.size, req.src_sse_c.clone());
             let checks = BodyChecks {
                 content_length: Some(src.size),
                 compute: src.checksums.algorithms().collect(),
                 ..Default::default()
             };
-            let ing = self.ingest(body, checks, MAX_PUT_SIZE).await?;
-            let rec = self.new_record(
+            let ing = self.ingest(body, checks, MAX_PUT_SIZE, req.sse_c.as_ref()).await?;
+            let mut rec = self.new_record(
                 meta,
                 ing.blob.size,
                 ing.etag.clone(),
@@ -1250,6 +1322,7 @@ impl ObjectStore for LocalStore {
                     size: ing.blob.size,
                 }],
             );
+            seal_record(&mut rec, req.sse_c.as_ref());
             (rec, Some(ing))
         };
         let mut info = Self::info(&req.key, &rec);
@@ -1332,6 +1405,7 @@ impl ObjectStore for LocalStore {
             tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
             checksum_algorithm: req.checksum_algorithm,
             acl: req.meta.acl,
+            sse_c: req.sse_c.as_ref().map(CustomerKey::fingerprint),
         };
         let bucket = req.bucket;
         self.commit(vec![], move |t| {
@@ -1353,11 +1427,12 @@ impl ObjectStore for LocalStore {
             "",
             req.checks.content_length.unwrap_or(0),
         )?;
+        check_upload_key(&upload, req.sse_c.as_ref())?;
         let mut checks = req.checks;
         if let Some(a) = upload.checksum_algorithm {
             checks.compute.push(a);
         }
-        let ing = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+        let ing = self.ingest(body, checks, MAX_PUT_SIZE, req.sse_c.as_ref()).await?;
         self.store_part(req.bucket, req.key, req.upload_id, req.part_number, ing)
             .await
     }
@@ -1368,6 +1443,8 @@ impl ObjectStore for LocalStore {
         let (src, src_inline) = self
             .read_source(&req.src_bucket, &req.src_key, None, &req.source_conditions)
             .await?;
+        check_upload_key(&upload, req.sse_c.as_ref())?;
+        check_sse_c(&src, req.src_sse_c.as_ref())?;
         let (start, end) = match req.range {
             Some(RangeSpec::FromTo {
                 first,
@@ -1388,13 +1465,13 @@ impl ObjectStore for LocalStore {
             }
             None => (0, src.size),
         };
-        let body = self.body_stream(&src, src_inline, start, end);
+        let body = self.body_stream(&src, src_inline, start, end, req.src_sse_c.clone());
         let checks = BodyChecks {
             content_length: Some(end - start),
             compute: upload.checksum_algorithm.into_iter().collect(),
             ..Default::default()
         };
-        let ing = self.ingest(body, checks, MAX_PUT_SIZE).await?;
+        let ing = self.ingest(body, checks, MAX_PUT_SIZE, req.sse_c.as_ref()).await?;
         self.store_part(req.bucket, req.key, req.upload_id, req.part_number, ing)
             .await
     }
@@ -1477,8 +1554,9 @@ impl ObjectStore for LocalStore {
                     parts_count: Some(chosen.len() as u32),
                     retention: None,
                     legal_hold: false,
-                    key_id,
+                    key_id: if upload.sse_c.is_some() { None } else { key_id },
                     acl: upload.acl.clone(),
+                    sse_c: upload.sse_c.clone(),
                 };
                 for p in &stored {
                     if !chosen.iter().any(|c| c.part_number == p.part_number) {

@@ -1,6 +1,6 @@
 //! Requests and results exchanged across the `ObjectStore` seam.
 
-use crate::ByteStream;
+use crate::{ByteStream, CustomerKey};
 use ironbucket_meta::ContentHeaders;
 use ironbucket_types::{
     Acl, ByteRange, ChecksumAlgorithm, Checksums, Conditions, PublicAccessBlock, RangeSpec, UnixMillis,
@@ -47,6 +47,8 @@ pub struct ObjectInfo {
     pub legal_hold: bool,
     /// Encrypted at rest with the node's master key (reported as SSE-S3, `AES256`).
     pub encrypted: bool,
+    /// Sealed with a customer-provided key (SSE-C).
+    pub sse_c: bool,
 }
 
 /// Values to check once the body has been read: sent as headers, or in an aws-chunked trailer.
@@ -92,6 +94,8 @@ pub use ironbucket_meta::{ObjectLockConfig, Quota, Retention};
 #[derive(Debug, Default)]
 pub struct PutObject {
     pub lock: LockRequest,
+    /// SSE-C: the key that seals the body (never stored).
+    pub sse_c: Option<CustomerKey>,
     /// `x-amz-server-side-encryption` as requested.
     pub sse: Option<String>,
     pub bucket: String,
@@ -104,6 +108,8 @@ pub struct PutObject {
 
 #[derive(Debug, Clone, Default)]
 pub struct GetObject {
+    /// SSE-C: the key the object was written with.
+    pub sse_c: Option<CustomerKey>,
     pub bucket: String,
     pub key: String,
     /// A specific version; `None` for the current one.
@@ -146,6 +152,9 @@ pub struct VersionListing {
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyObject {
+    /// SSE-C key for the new object, and the one the source was written with.
+    pub sse_c: Option<CustomerKey>,
+    pub src_sse_c: Option<CustomerKey>,
     pub src_bucket: String,
     pub src_key: String,
     /// A specific source version; `None` for the current one.
@@ -172,6 +181,8 @@ pub struct ListPage {
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateMultipart {
+    /// SSE-C: every part must then be sent with this key.
+    pub sse_c: Option<CustomerKey>,
     pub bucket: String,
     pub key: String,
     pub meta: ObjectMeta,
@@ -180,6 +191,7 @@ pub struct CreateMultipart {
 
 #[derive(Debug, Default)]
 pub struct UploadPart {
+    pub sse_c: Option<CustomerKey>,
     pub bucket: String,
     pub key: String,
     pub upload_id: String,
@@ -189,6 +201,9 @@ pub struct UploadPart {
 
 #[derive(Debug, Clone, Default)]
 pub struct UploadPartCopy {
+    /// SSE-C key of the upload, and of the source object.
+    pub sse_c: Option<CustomerKey>,
+    pub src_sse_c: Option<CustomerKey>,
     pub bucket: String,
     pub key: String,
     pub upload_id: String,
