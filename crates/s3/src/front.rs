@@ -1990,35 +1990,19 @@ impl S3 for Front {
             .acl
             .as_ref()
             .map_or_else(|| self.root_id.clone(), |a| a.owner.clone());
-        let acl = match i.access_control_policy {
-            Some(p) => {
-                if i.acl.is_some() {
-                    return Err(s3_error!(
-                        UnexpectedContent,
-                        "This request does not support content when a canned ACL is given"
-                    ));
-                }
-                acl_from_dto(&owner, p)?
-            }
-            None => grants_from_headers(
-                &owner,
-                &owner,
-                i.acl.as_ref().map(|a| a.as_str()),
-                &[
-                    (AclPermission::FullControl, i.grant_full_control.as_deref()),
-                    (AclPermission::Read, i.grant_read.as_deref()),
-                    (AclPermission::ReadAcp, i.grant_read_acp.as_deref()),
-                    (AclPermission::Write, i.grant_write.as_deref()),
-                    (AclPermission::WriteAcp, i.grant_write_acp.as_deref()),
-                ],
-            )?
-            .ok_or_else(|| {
-                s3_error!(
-                    MissingSecurityHeader,
-                    "Your request is missing a canned ACL, grant headers or an AccessControlPolicy body"
-                )
-            })?,
-        };
+        let acl = new_acl(
+            &owner,
+            &owner,
+            i.acl.as_ref().map(|a| a.as_str()),
+            i.access_control_policy,
+            &[
+                (AclPermission::FullControl, i.grant_full_control.as_deref()),
+                (AclPermission::Read, i.grant_read.as_deref()),
+                (AclPermission::ReadAcp, i.grant_read_acp.as_deref()),
+                (AclPermission::Write, i.grant_write.as_deref()),
+                (AclPermission::WriteAcp, i.grant_write_acp.as_deref()),
+            ],
+        )?;
         self.check_public_acl(access.public_access_block, Some(&acl))?;
         self.store.put_bucket_acl(&i.bucket, acl).await.map_err(s3_err)?;
         s3r(PutBucketAclOutput {})
@@ -2047,34 +2031,18 @@ impl S3 for Front {
             .await
             .map_err(s3_err)?
             .map_or_else(|| bucket_owner.clone(), |a| a.owner);
-        let acl = match i.access_control_policy {
-            Some(p) => {
-                if i.acl.is_some() {
-                    return Err(s3_error!(
-                        UnexpectedContent,
-                        "This request does not support content when a canned ACL is given"
-                    ));
-                }
-                acl_from_dto(&owner, p)?
-            }
-            None => grants_from_headers(
-                &owner,
-                &bucket_owner,
-                i.acl.as_ref().map(|a| a.as_str()),
-                &[
-                    (AclPermission::FullControl, i.grant_full_control.as_deref()),
-                    (AclPermission::Read, i.grant_read.as_deref()),
-                    (AclPermission::ReadAcp, i.grant_read_acp.as_deref()),
-                    (AclPermission::WriteAcp, i.grant_write_acp.as_deref()),
-                ],
-            )?
-            .ok_or_else(|| {
-                s3_error!(
-                    MissingSecurityHeader,
-                    "Your request is missing a canned ACL, grant headers or an AccessControlPolicy body"
-                )
-            })?,
-        };
+        let acl = new_acl(
+            &owner,
+            &bucket_owner,
+            i.acl.as_ref().map(|a| a.as_str()),
+            i.access_control_policy,
+            &[
+                (AclPermission::FullControl, i.grant_full_control.as_deref()),
+                (AclPermission::Read, i.grant_read.as_deref()),
+                (AclPermission::ReadAcp, i.grant_read_acp.as_deref()),
+                (AclPermission::WriteAcp, i.grant_write_acp.as_deref()),
+            ],
+        )?;
         self.check_public_acl(access.public_access_block, Some(&acl))?;
         self.store
             .put_object_acl(&i.bucket, &i.key, i.version_id.as_deref(), acl)
@@ -2215,6 +2183,30 @@ fn customer_key(
         ));
     }
     Ok(Some(ironbucket_store::CustomerKey::from_bytes(raw)))
+}
+
+/// The ACL a Put*Acl request sets: an `AccessControlPolicy` body, or a canned ACL or grant
+/// headers (one of them is required).
+fn new_acl(
+    owner: &str,
+    bucket_owner: &str,
+    canned: Option<&str>,
+    body: Option<AccessControlPolicy>,
+    grants: &[(AclPermission, Option<&str>)],
+) -> S3Result<Acl> {
+    match body {
+        Some(_) if canned.is_some() => Err(s3_error!(
+            UnexpectedContent,
+            "This request does not support content when a canned ACL is given"
+        )),
+        Some(p) => acl_from_dto(owner, p),
+        None => grants_from_headers(owner, bucket_owner, canned, grants)?.ok_or_else(|| {
+            s3_error!(
+                MissingSecurityHeader,
+                "Your request is missing a canned ACL, grant headers or an AccessControlPolicy body"
+            )
+        }),
+    }
 }
 
 fn acl_to_dto(acl: &Acl) -> (Owner, Vec<Grant>) {

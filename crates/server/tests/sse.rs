@@ -110,9 +110,7 @@ async fn sse_s3_needs_and_uses_the_node_key() {
         .get_object()
         .bucket("sse")
         .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k.key)
-        .sse_customer_key_md5(&k.md5)
+        .set_ssec(&k)
         .send()
         .await
         .unwrap_err();
@@ -123,6 +121,33 @@ struct Ssec {
     key: String,
     md5: String,
 }
+
+trait SetSsec {
+    fn set_ssec(self, k: &Ssec) -> Self;
+}
+
+/// Adds the three SSE-C headers to the request builders that take them.
+macro_rules! impl_ssec {
+    ($($t:ty),*) => {$(
+        impl SetSsec for $t {
+            fn set_ssec(self, k: &Ssec) -> Self {
+                self.sse_customer_algorithm("AES256")
+                    .sse_customer_key(&k.key)
+                    .sse_customer_key_md5(&k.md5)
+            }
+        }
+    )*};
+}
+
+use aws_sdk_s3::operation as op;
+impl_ssec!(
+    op::put_object::builders::PutObjectFluentBuilder,
+    op::get_object::builders::GetObjectFluentBuilder,
+    op::head_object::builders::HeadObjectFluentBuilder,
+    op::copy_object::builders::CopyObjectFluentBuilder,
+    op::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    op::upload_part::builders::UploadPartFluentBuilder
+);
 
 fn ssec(byte: u8) -> Ssec {
     use base64::Engine;
@@ -159,9 +184,7 @@ async fn sse_c_customer_keys() {
             .put_object()
             .bucket("ssec")
             .key(key)
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&k1.key)
-            .sse_customer_key_md5(&k1.md5)
+            .set_ssec(&k1)
             .body(ByteStream::from(body.clone()))
             .send()
             .await
@@ -178,9 +201,7 @@ async fn sse_c_customer_keys() {
             .get_object()
             .bucket("ssec")
             .key(key)
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&k2.key)
-            .sse_customer_key_md5(&k2.md5)
+            .set_ssec(&k2)
             .send()
             .await
             .unwrap_err();
@@ -189,9 +210,7 @@ async fn sse_c_customer_keys() {
             .get_object()
             .bucket("ssec")
             .key(key)
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&k1.key)
-            .sse_customer_key_md5(&k1.md5)
+            .set_ssec(&k1)
             .send()
             .await
             .unwrap();
@@ -202,9 +221,7 @@ async fn sse_c_customer_keys() {
             .head_object()
             .bucket("ssec")
             .key(key)
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&k1.key)
-            .sse_customer_key_md5(&k1.md5)
+            .set_ssec(&k1)
             .send()
             .await
             .unwrap();
@@ -215,9 +232,7 @@ async fn sse_c_customer_keys() {
         .bucket("ssec")
         .key("big")
         .range("bytes=100000-200009")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k1.key)
-        .sse_customer_key_md5(&k1.md5)
+        .set_ssec(&k1)
         .send()
         .await
         .unwrap();
@@ -276,9 +291,7 @@ async fn sse_c_customer_keys() {
         .copy_source_sse_customer_algorithm("AES256")
         .copy_source_sse_customer_key(&k1.key)
         .copy_source_sse_customer_key_md5(&k1.md5)
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k2.key)
-        .sse_customer_key_md5(&k2.md5)
+        .set_ssec(&k2)
         .send()
         .await
         .unwrap();
@@ -286,9 +299,7 @@ async fn sse_c_customer_keys() {
         .get_object()
         .bucket("ssec")
         .key("copy")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k2.key)
-        .sse_customer_key_md5(&k2.md5)
+        .set_ssec(&k2)
         .send()
         .await
         .unwrap();
@@ -313,9 +324,7 @@ async fn sse_c_customer_keys() {
         .create_multipart_upload()
         .bucket("ssec")
         .key("mp")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k1.key)
-        .sse_customer_key_md5(&k1.md5)
+        .set_ssec(&k1)
         .send()
         .await
         .unwrap();
@@ -327,7 +336,7 @@ async fn sse_c_customer_keys() {
         .key("mp")
         .upload_id(&id)
         .part_number(1)
-        .body(ByteStream::from(part1.clone()))
+        .body(ByteStream::from_static(b"small: refused before the body is read"))
         .send()
         .await
         .unwrap_err();
@@ -338,10 +347,8 @@ async fn sse_c_customer_keys() {
         .key("mp")
         .upload_id(&id)
         .part_number(1)
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k2.key)
-        .sse_customer_key_md5(&k2.md5)
-        .body(ByteStream::from(part1.clone()))
+        .set_ssec(&k2)
+        .body(ByteStream::from_static(b"small"))
         .send()
         .await
         .unwrap_err();
@@ -354,9 +361,7 @@ async fn sse_c_customer_keys() {
             .key("mp")
             .upload_id(&id)
             .part_number(n)
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&k1.key)
-            .sse_customer_key_md5(&k1.md5)
+            .set_ssec(&k1)
             .body(ByteStream::from(body))
             .send()
             .await
@@ -388,9 +393,7 @@ async fn sse_c_customer_keys() {
         .get_object()
         .bucket("ssec")
         .key("mp")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&k1.key)
-        .sse_customer_key_md5(&k1.md5)
+        .set_ssec(&k1)
         .send()
         .await
         .unwrap();
