@@ -12,10 +12,12 @@
 //! Depends only on `ironbucket-types`; knows nothing about HTTP, S3 or blob files.
 
 mod list;
+mod raft;
 mod records;
 mod tx;
 
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
+pub use raft::RaftDb;
 pub use records::{
     BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, Quota, Retention, Segment,
     UploadRecord,

@@ -1,0 +1,595 @@
+//! The control plane: one Raft group (openraft, confined to this crate) that agrees on the
+//! cluster's low-volume state (its id and name, members, replication settings, buckets and their
+//! settings). Object data and object metadata never go through Raft.
+//!
+//! [`ControlPlane`] starts the Raft node, forms or joins the cluster from the seed list,
+//! forwards proposals to the leader, and serves the Raft messages that peers send over
+//! `ironbucket_rpc`. The state machine's apply is the pure [`ControlState::apply`].
+
+// openraft's traits fix the (large) error types.
+#![allow(clippy::result_large_err)]
+
+mod network;
+pub mod state;
+mod store;
+
+pub use state::{Command, ControlState, Member, MemberState, Outcome, Replication};
+pub use store::Applied;
+
+use ironbucket_meta::RaftDb;
+use ironbucket_rpc::{Handler, Peers, pb};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cluster member as Raft knows it: its name (`NODE_ID`) and RPC address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub rpc_addr: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.rpc_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// openraft's types for the control plane.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = u64,
+        Node = NodeInfo,
+);
+
+/// The Raft id of a node name (`NODE_ID`): FNV-1a, never 0.
+pub fn raft_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No leader could commit the change in time (no quorum of voters reachable).
+    #[error("cluster metadata is read-only: {0}")]
+    NoQuorum(String),
+    #[error("control-plane storage failed: {0}")]
+    Storage(String),
+    #[error("control-plane error: {0}")]
+    Raft(String),
+    #[error("invalid control-plane setting: {0}")]
+    Config(String),
+}
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub node_name: String,
+    pub cluster_name: String,
+    /// RPC addresses (`host:port`) of the nodes that form the cluster, this one included.
+    pub seeds: Vec<String>,
+    /// This node's RPC address as the others reach it; `None`: the seed that answers as us.
+    pub advertise: Option<String>,
+    pub role: String,
+    pub zone: String,
+    pub rack: String,
+    pub weight: u32,
+    pub replication: Replication,
+    /// Where `raft.redb` lives.
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    /// How long a proposal may wait for a quorum.
+    pub commit_timeout: Duration,
+}
+
+/// A member in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub name: String,
+    pub raft_id: u64,
+    pub rpc_addr: String,
+    /// `voter` or `learner`.
+    pub raft_role: String,
+    /// `active`, `draining` or `removed` (from the control state), `joining` before it is recorded.
+    pub state: String,
+    pub zone: String,
+    pub rack: String,
+    pub weight: u32,
+}
+
+/// What `GET /cluster/status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub cluster_name: String,
+    pub cluster_id: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub raft_state: String,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub layout_version: u64,
+    pub replication: Replication,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JoinRequest {
+    name: String,
+    rpc_addr: String,
+}
+
+/// The running control plane of this node.
+pub struct ControlPlane {
+    raft: Raft<TypeConfig>,
+    sm: store::StateMachine,
+    peers: Peers,
+    cfg: ControlConfig,
+    id: u64,
+}
+
+fn raft_err<E: std::fmt::Display>(e: E) -> Error {
+    Error::Raft(e.to_string())
+}
+
+impl ControlPlane {
+    /// Opens the Raft state in `cfg.data_dir`, starts the Raft node and the background tasks
+    /// that form or join the cluster and keep the member list current.
+    pub async fn start(cfg: ControlConfig, peers: Peers) -> Result<Arc<Self>, Error> {
+        if cfg.seeds.is_empty() {
+            return Err(Error::Config("CLUSTER_SEEDS names no node".into()));
+        }
+        let db = RaftDb::open(&cfg.data_dir.join("raft.redb")).map_err(|e| Error::Storage(e.to_string()))?;
+        let log = store::LogStore::new(db.clone());
+        let sm = store::StateMachine::open(db).map_err(|e| Error::Storage(e.to_string()))?;
+        let hb = cfg.heartbeat.as_millis() as u64;
+        let el = cfg.election_timeout.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: cfg.cluster_name.clone(),
+            heartbeat_interval: hb.max(50),
+            election_timeout_min: el.max(hb * 3),
+            election_timeout_max: el.max(hb * 3) * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let id = raft_id(&cfg.node_name);
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            network::Network { peers: peers.clone() },
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(raft_err)?;
+        let cp = Arc::new(Self {
+            raft,
+            sm,
+            peers,
+            cfg,
+            id,
+        });
+        tokio::spawn(Self::bootstrap(Arc::downgrade(&cp)));
+        tokio::spawn(Self::leader_duties(Arc::downgrade(&cp)));
+        Ok(cp)
+    }
+
+    /// The RPC handler to serve to peers.
+    pub fn handler(self: &Arc<Self>) -> Arc<dyn Handler> {
+        Arc::new(RpcHandler(self.clone()))
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.cfg.node_name
+    }
+
+    /// A copy of the applied control state.
+    pub fn state(&self) -> ControlState {
+        self.sm.shared.read().unwrap_or_else(|p| p.into_inner()).state.clone()
+    }
+
+    /// Reads the applied control state without copying it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&ControlState) -> R) -> R {
+        f(&self.sm.shared.read().unwrap_or_else(|p| p.into_inner()).state)
+    }
+
+    fn initialized(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let (state, members) = {
+            let a = self.sm.shared.read().unwrap_or_else(|p| p.into_inner());
+            (a.state.clone(), a.membership.clone())
+        };
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let name_of = |id: u64| membership.get_node(&id).map(|n| n.name.clone());
+        let mut list = Vec::new();
+        for (id, node) in membership.nodes() {
+            let member = state.members.get(&node.name);
+            list.push(MemberStatus {
+                name: node.name.clone(),
+                raft_id: *id,
+                rpc_addr: node.rpc_addr.clone(),
+                raft_role: if voters.contains(id) { "voter" } else { "learner" }.into(),
+                state: member.map_or("joining".to_string(), |m| {
+                    serde_json::to_value(m.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                }),
+                zone: member.map(|m| m.zone.clone()).unwrap_or_default(),
+                rack: member.map(|m| m.rack.clone()).unwrap_or_default(),
+                weight: member.map_or(100, |m| m.weight),
+            });
+        }
+        drop(members);
+        Status {
+            node: self.cfg.node_name.clone(),
+            cluster_name: self.cfg.cluster_name.clone(),
+            cluster_id: state.cluster_id.clone(),
+            raft_state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            term: m.current_term,
+            leader: m.current_leader.and_then(name_of),
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            layout_version: state.layout_version,
+            replication: state.replication.clone(),
+            members: list,
+        }
+    }
+
+    /// Commits `cmd` through Raft (forwarding to the leader when this node is not) and returns
+    /// once this node has applied it, so reads here see the change.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
+        let (outcome, index) = tokio::time::timeout(self.cfg.commit_timeout, self.propose_inner(cmd, true))
+            .await
+            .map_err(|_| {
+                Error::NoQuorum(format!(
+                    "the change was not committed within {} ms: no quorum of voters is reachable",
+                    self.cfg.commit_timeout.as_millis()
+                ))
+            })??;
+        self.wait_applied(index).await;
+        Ok(outcome)
+    }
+
+    async fn propose_inner(&self, cmd: Command, may_forward: bool) -> Result<(Outcome, u64), Error> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if may_forward => {
+                let Some(leader) = f.leader_node else {
+                    return Err(Error::NoQuorum("no leader is elected".into()));
+                };
+                let payload = serde_json::to_vec(&cmd).map_err(raft_err)?;
+                let raw = self
+                    .peers
+                    .control(&leader.rpc_addr, "propose", payload, Some(self.cfg.commit_timeout))
+                    .await
+                    .map_err(|e| {
+                        Error::NoQuorum(format!("the leader {} did not commit the change: {e}", leader.name))
+                    })?;
+                serde_json::from_slice::<Result<(Outcome, u64), String>>(&raw)
+                    .map_err(raft_err)?
+                    .map_err(Error::NoQuorum)
+            }
+            Err(e) => Err(raft_err(e)),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) {
+        let mut w = self.sm.watch();
+        let _ = tokio::time::timeout(self.cfg.commit_timeout, w.wait_for(|applied| *applied >= index)).await;
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// Forms the cluster on first start, or joins an existing one. Static bootstrap: when every
+    /// seed answers and none belongs to a cluster yet, the node with the smallest name
+    /// initializes the cluster with all of them as voters; the others wait for it. Exactly one
+    /// cluster forms even when all nodes start at once.
+    async fn bootstrap(me: std::sync::Weak<Self>) {
+        loop {
+            let Some(cp) = me.upgrade() else { return };
+            if cp.initialized() {
+                return;
+            }
+            if let Err(e) = cp.bootstrap_round().await {
+                tracing::info!(error = %e, "waiting to form or join the cluster");
+            }
+            drop(cp);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn bootstrap_round(&self) -> Result<(), String> {
+        let me = &self.cfg.node_name;
+        let mut answered: BTreeMap<String, String> = BTreeMap::new();
+        let mut existing = None;
+        for seed in &self.cfg.seeds {
+            match self.peers.ping(seed, Some(Duration::from_secs(2))).await {
+                Ok(r) => {
+                    if !r.cluster_id.is_empty() && &r.node_id != me {
+                        existing = Some(seed.clone());
+                    }
+                    answered.insert(r.node_id, seed.clone());
+                }
+                Err(e) => tracing::debug!(%seed, error = %e, "seed did not answer"),
+            }
+        }
+        let my_addr = self.cfg.advertise.clone().or_else(|| answered.get(me).cloned());
+        if let Some(addr) = existing {
+            let rpc_addr = my_addr.ok_or("this node's RPC address is unknown: set NODE_RPC_ADDRESS")?;
+            let req = serde_json::to_vec(&JoinRequest {
+                name: me.clone(),
+                rpc_addr,
+            })
+            .map_err(|e| e.to_string())?;
+            let raw = self
+                .peers
+                .control(&addr, "join", req, Some(Duration::from_secs(60)))
+                .await
+                .map_err(|e| format!("join through {addr} failed: {e}"))?;
+            return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
+        }
+        if !answered.contains_key(me) && self.cfg.advertise.is_some() {
+            // This node is not among the seeds: it can only join.
+            return Err("no seed belongs to a cluster yet".into());
+        }
+        let all = self.cfg.seeds.iter().all(|s| answered.values().any(|a| a == s));
+        if !all {
+            return Err(format!(
+                "{} of {} seeds answer; the cluster forms when all do",
+                answered.len(),
+                self.cfg.seeds.len()
+            ));
+        }
+        if answered.keys().next() != Some(me) {
+            return Err("waiting for the first node to initialize the cluster".into());
+        }
+        let members: BTreeMap<u64, NodeInfo> = answered
+            .iter()
+            .map(|(name, addr)| {
+                (
+                    raft_id(name),
+                    NodeInfo {
+                        name: name.clone(),
+                        rpc_addr: if name == me {
+                            my_addr.clone().unwrap_or_else(|| addr.clone())
+                        } else {
+                            addr.clone()
+                        },
+                    },
+                )
+            })
+            .collect();
+        tracing::info!(members = ?members.values().map(|n| n.name.as_str()).collect::<Vec<_>>(), "initializing the cluster");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("initialize: {e}")),
+        }
+    }
+
+    /// While leader: names the cluster once and records every Raft member in the control state.
+    async fn leader_duties(me: std::sync::Weak<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Some(cp) = me.upgrade() else { return };
+            if cp.raft.metrics().borrow().state != ServerState::Leader {
+                continue;
+            }
+            let state = cp.state();
+            if state.cluster_id.is_empty() {
+                let cmd = Command::Init {
+                    cluster_id: uuid::Uuid::new_v4().to_string(),
+                    name: cp.cfg.cluster_name.clone(),
+                    replication: cp.cfg.replication.clone(),
+                };
+                if let Err(e) = cp.propose_inner(cmd, false).await {
+                    tracing::debug!(error = %e, "cluster init not committed yet");
+                }
+                continue;
+            }
+            let nodes: Vec<(u64, NodeInfo)> = cp
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect();
+            for (id, node) in nodes {
+                let known = state.members.get(&node.name);
+                if known.is_some_and(|m| m.rpc_addr == node.rpc_addr && m.raft_id == id) {
+                    continue;
+                }
+                let member = Member {
+                    name: node.name.clone(),
+                    raft_id: id,
+                    rpc_addr: node.rpc_addr.clone(),
+                    role: known.map_or_else(|| "primary".into(), |m| m.role.clone()),
+                    zone: known.map(|m| m.zone.clone()).unwrap_or_default(),
+                    rack: known.map(|m| m.rack.clone()).unwrap_or_default(),
+                    weight: known.map_or(100, |m| m.weight),
+                    state: known.map_or(MemberState::Active, |m| m.state),
+                };
+                if let Err(e) = cp.propose_inner(Command::UpsertMember { member }, false).await {
+                    tracing::debug!(error = %e, "member update not committed yet");
+                }
+            }
+        }
+    }
+
+    /// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter.
+    async fn join(&self, req: JoinRequest) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            let leader = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+                .ok_or("no leader is elected")?;
+            let raw = self
+                .peers
+                .control(
+                    &leader.rpc_addr,
+                    "join",
+                    serde_json::to_vec(&req).map_err(|e| e.to_string())?,
+                    Some(Duration::from_secs(60)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
+        }
+        let id = raft_id(&req.name);
+        let membership = m.membership_config.membership().clone();
+        if let Some(existing) = membership.get_node(&id)
+            && existing.rpc_addr != req.rpc_addr
+        {
+            tracing::info!(node = %req.name, old = %existing.rpc_addr, new = %req.rpc_addr, "member changed address");
+        }
+        let node = NodeInfo {
+            name: req.name.clone(),
+            rpc_addr: req.rpc_addr.clone(),
+        };
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| format!("add learner {}: {e}", req.name))?;
+        let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.insert(id) {
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(|e| format!("promote {}: {e}", req.name))?;
+        }
+        tracing::info!(node = %req.name, "node joined the cluster as a voter");
+        Ok(())
+    }
+}
+
+struct RpcHandler(Arc<ControlPlane>);
+
+fn reply<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(v).map_err(|e| e.to_string())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| format!("bad message: {e}"))
+}
+
+#[async_trait::async_trait]
+impl Handler for RpcHandler {
+    async fn ping(&self, _from: &str) -> pb::PingReply {
+        let cp = &self.0;
+        let cluster_id = if cp.initialized() {
+            let id = cp.with_state(|s| s.cluster_id.clone());
+            if id.is_empty() { "initializing".into() } else { id }
+        } else {
+            String::new()
+        };
+        pb::PingReply {
+            node_id: cp.cfg.node_name.clone(),
+            cluster_name: cp.cfg.cluster_name.clone(),
+            cluster_id,
+            advertise: cp.cfg.advertise.clone().unwrap_or_default(),
+        }
+    }
+
+    async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let raft = &self.0.raft;
+        match kind {
+            "append" => reply(&raft.append_entries(decode(&payload)?).await),
+            "vote" => reply(&raft.vote(decode(&payload)?).await),
+            "snapshot" => reply(&raft.install_snapshot(decode(&payload)?).await),
+            other => Err(format!("unknown raft message {other:?}")),
+        }
+    }
+
+    async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        match kind {
+            "propose" => {
+                let cmd: Command = decode(&payload)?;
+                let r = self.0.propose_inner(cmd, false).await.map_err(|e| e.to_string());
+                reply(&r)
+            }
+            "join" => {
+                let req: JoinRequest = decode(&payload)?;
+                reply(&self.0.join(req).await)
+            }
+            other => Err(format!("unknown control request {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_are_stable_and_distinct() {
+        assert_eq!(raft_id("node-1"), raft_id("node-1"));
+        let ids: BTreeSet<u64> = (1..=1000).map(|i| raft_id(&format!("node-{i}"))).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(!ids.contains(&0));
+    }
+
+    struct Builder(tempfile::TempDir);
+
+    impl openraft::testing::StoreBuilder<TypeConfig, store::LogStore, store::StateMachine, ()> for Builder {
+        async fn build(&self) -> Result<((), store::LogStore, store::StateMachine), openraft::StorageError<u64>> {
+            let err =
+                |e: String| openraft::StorageError::from(openraft::StorageIOError::write(openraft::AnyError::error(e)));
+            let dir = tempfile::tempdir_in(self.0.path()).map_err(|e| err(e.to_string()))?;
+            let path = dir.keep();
+            let db = RaftDb::open(&path.join("raft.redb")).map_err(|e| err(e.to_string()))?;
+            Ok(((), store::LogStore::new(db.clone()), store::StateMachine::open(db)?))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        openraft::testing::Suite::test_all(Builder(dir)).unwrap();
+    }
+}

@@ -1,0 +1,317 @@
+//! The control-plane state machine: what the cluster agrees on through Raft, and the pure
+//! function that applies one command to it. No IO, no clocks, no randomness: every node applies
+//! the same commands in the same order and reaches the same state.
+
+use ironbucket_meta::BucketRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the state's layout, for upgrades.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    Active,
+    Draining,
+    Removed,
+}
+
+/// A node as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub raft_id: u64,
+    pub rpc_addr: String,
+    pub role: String,
+    pub zone: String,
+    pub rack: String,
+    /// Relative capacity used by placement.
+    pub weight: u32,
+    pub state: MemberState,
+}
+
+/// Cluster-wide settings changeable at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    pub factor: u32,
+    pub strategy: String,
+    pub read_consistency: String,
+    pub write_consistency: String,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            factor: 1,
+            strategy: "SimpleStrategy".into(),
+            read_consistency: "QUORUM".into(),
+            write_consistency: "QUORUM".into(),
+        }
+    }
+}
+
+/// Everything the control plane agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlState {
+    /// Set once by the first command of a new cluster.
+    pub cluster_id: String,
+    pub name: String,
+    pub schema_version: u32,
+    pub members: BTreeMap<String, Member>,
+    /// Bumped by every change of members, their states, zones or weights.
+    pub layout_version: u64,
+    pub replication: Replication,
+    pub buckets: BTreeMap<String, BucketRecord>,
+}
+
+/// A change to the control state, proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Names the cluster; only the first one takes effect.
+    Init {
+        cluster_id: String,
+        name: String,
+        replication: Replication,
+    },
+    /// Adds a member or updates its address, role, zone, rack or weight.
+    UpsertMember {
+        member: Member,
+    },
+    SetMemberState {
+        name: String,
+        state: MemberState,
+    },
+    SetReplication {
+        replication: Replication,
+    },
+    /// Creates a bucket; fails if it exists.
+    CreateBucket {
+        record: BucketRecord,
+    },
+    /// Replaces an existing bucket's settings.
+    UpdateBucket {
+        record: BucketRecord,
+    },
+    /// Removes a bucket (its emptiness is checked by the caller).
+    DeleteBucket {
+        name: String,
+    },
+}
+
+/// The outcome of applying a command; errors are part of the replicated result so that every
+/// node agrees on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    #[default]
+    Done,
+    /// Init on an already named cluster: nothing changed.
+    AlreadyInitialized {
+        cluster_id: String,
+    },
+    BucketExists {
+        name: String,
+    },
+    NoSuchBucket {
+        name: String,
+    },
+    NoSuchMember {
+        name: String,
+    },
+}
+
+impl ControlState {
+    /// Applies one command. Pure and deterministic.
+    pub fn apply(&mut self, cmd: Command) -> Outcome {
+        match cmd {
+            Command::Init {
+                cluster_id,
+                name,
+                replication,
+            } => {
+                if !self.cluster_id.is_empty() {
+                    return Outcome::AlreadyInitialized {
+                        cluster_id: self.cluster_id.clone(),
+                    };
+                }
+                self.cluster_id = cluster_id;
+                self.name = name;
+                self.schema_version = SCHEMA_VERSION;
+                self.replication = replication;
+                Outcome::Done
+            }
+            Command::UpsertMember { member } => {
+                if self.members.get(&member.name) != Some(&member) {
+                    self.members.insert(member.name.clone(), member);
+                    self.layout_version += 1;
+                }
+                Outcome::Done
+            }
+            Command::SetMemberState { name, state } => match self.members.get_mut(&name) {
+                Some(m) => {
+                    if m.state != state {
+                        m.state = state;
+                        self.layout_version += 1;
+                    }
+                    Outcome::Done
+                }
+                None => Outcome::NoSuchMember { name },
+            },
+            Command::SetReplication { replication } => {
+                self.replication = replication;
+                Outcome::Done
+            }
+            Command::CreateBucket { record } => {
+                if self.buckets.contains_key(&record.name) {
+                    return Outcome::BucketExists { name: record.name };
+                }
+                self.buckets.insert(record.name.clone(), record);
+                Outcome::Done
+            }
+            Command::UpdateBucket { record } => match self.buckets.get_mut(&record.name) {
+                Some(b) => {
+                    *b = record;
+                    Outcome::Done
+                }
+                None => Outcome::NoSuchBucket { name: record.name },
+            },
+            Command::DeleteBucket { name } => match self.buckets.remove(&name) {
+                Some(_) => Outcome::Done,
+                None => Outcome::NoSuchBucket { name },
+            },
+        }
+    }
+
+    /// Members that are not removed.
+    pub fn active_members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.state != MemberState::Removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(name: &str) -> BucketRecord {
+        BucketRecord {
+            name: name.into(),
+            created: 1,
+            ..Default::default()
+        }
+    }
+
+    fn member(name: &str, zone: &str) -> Member {
+        Member {
+            name: name.into(),
+            raft_id: 7,
+            rpc_addr: "a:1".into(),
+            role: "primary".into(),
+            zone: zone.into(),
+            rack: String::new(),
+            weight: 100,
+            state: MemberState::Active,
+        }
+    }
+
+    #[test]
+    fn init_only_once() {
+        let mut s = ControlState::default();
+        let init = |id: &str| Command::Init {
+            cluster_id: id.into(),
+            name: "c".into(),
+            replication: Replication::default(),
+        };
+        assert_eq!(s.apply(init("one")), Outcome::Done);
+        assert_eq!(
+            s.apply(init("two")),
+            Outcome::AlreadyInitialized {
+                cluster_id: "one".into()
+            }
+        );
+        assert_eq!(s.cluster_id, "one");
+        assert_eq!(s.schema_version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn buckets_exactly_once() {
+        let mut s = ControlState::default();
+        assert_eq!(s.apply(Command::CreateBucket { record: bucket("b") }), Outcome::Done);
+        assert_eq!(
+            s.apply(Command::CreateBucket { record: bucket("b") }),
+            Outcome::BucketExists { name: "b".into() }
+        );
+        let mut changed = bucket("b");
+        changed.policy = Some("{}".into());
+        assert_eq!(
+            s.apply(Command::UpdateBucket {
+                record: changed.clone()
+            }),
+            Outcome::Done
+        );
+        assert_eq!(s.buckets["b"], changed);
+        assert_eq!(
+            s.apply(Command::UpdateBucket { record: bucket("x") }),
+            Outcome::NoSuchBucket { name: "x".into() }
+        );
+        assert_eq!(s.apply(Command::DeleteBucket { name: "b".into() }), Outcome::Done);
+        assert_eq!(
+            s.apply(Command::DeleteBucket { name: "b".into() }),
+            Outcome::NoSuchBucket { name: "b".into() }
+        );
+    }
+
+    #[test]
+    fn members_and_layout_version() {
+        let mut s = ControlState::default();
+        s.apply(Command::UpsertMember {
+            member: member("n1", "z1"),
+        });
+        assert_eq!(s.layout_version, 1);
+        s.apply(Command::UpsertMember {
+            member: member("n1", "z1"),
+        });
+        assert_eq!(s.layout_version, 1, "no change, no new layout");
+        s.apply(Command::UpsertMember {
+            member: member("n1", "z2"),
+        });
+        assert_eq!(s.layout_version, 2);
+        s.apply(Command::SetMemberState {
+            name: "n1".into(),
+            state: MemberState::Draining,
+        });
+        assert_eq!(s.layout_version, 3);
+        assert_eq!(
+            s.apply(Command::SetMemberState {
+                name: "zz".into(),
+                state: MemberState::Removed
+            }),
+            Outcome::NoSuchMember { name: "zz".into() }
+        );
+        assert_eq!(s.active_members().count(), 1);
+    }
+
+    #[test]
+    fn same_commands_same_state() {
+        let cmds = vec![
+            Command::CreateBucket { record: bucket("a") },
+            Command::UpsertMember {
+                member: member("n", "z"),
+            },
+            Command::CreateBucket { record: bucket("b") },
+            Command::DeleteBucket { name: "a".into() },
+        ];
+        let mut x = ControlState::default();
+        let mut y = ControlState::default();
+        for c in cmds.clone() {
+            x.apply(c);
+        }
+        for c in cmds {
+            y.apply(c);
+        }
+        assert_eq!(x, y);
+        let json = serde_json::to_string(&x).unwrap();
+        assert_eq!(serde_json::from_str::<ControlState>(&json).unwrap(), x);
+    }
+}

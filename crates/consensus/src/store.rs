@@ -1,0 +1,307 @@
+//! openraft's log storage and state machine, persisted in redb through `ironbucket_meta::RaftDb`.
+//! Log entries, the vote and the state machine are JSON-encoded.
+
+#![allow(clippy::result_large_err)] // openraft's traits fix the (large) error types.
+
+use crate::state::{ControlState, Outcome};
+use crate::{NodeInfo, TypeConfig};
+use ironbucket_meta::RaftDb;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, RwLock};
+
+type SErr = StorageError<u64>;
+
+fn io_read(e: impl std::fmt::Display) -> SErr {
+    StorageIOError::read(openraft::AnyError::error(e.to_string())).into()
+}
+
+fn io_write(e: impl std::fmt::Display) -> SErr {
+    StorageIOError::write(openraft::AnyError::error(e.to_string())).into()
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, SErr> {
+    serde_json::to_vec(v).map_err(io_write)
+}
+
+fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, SErr> {
+    serde_json::from_slice(b).map_err(io_read)
+}
+
+/// Runs blocking redb work off the async threads.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, SErr> + Send + 'static) -> Result<R, SErr> {
+    tokio::task::spawn_blocking(f).await.map_err(io_write)?
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: RaftDb,
+}
+
+impl LogStore {
+    pub fn new(db: RaftDb) -> Self {
+        Self { db }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => Some(e + 1),
+            Bound::Excluded(e) => Some(*e),
+            Bound::Unbounded => None,
+        };
+        let db = self.db.clone();
+        let raw = blocking(move || db.entries(start, end).map_err(io_read)).await?;
+        raw.iter().map(|(_, b)| dec(b)).collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let purged: Option<LogId<u64>> = match self.db.get("last_purged").map_err(io_read)? {
+            Some(b) => dec(&b)?,
+            None => None,
+        };
+        let last = match self.db.last().map_err(io_read)? {
+            Some((_, b)) => Some(dec::<Entry<TypeConfig>>(&b)?.log_id),
+            None => purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), SErr> {
+        let b = enc(vote)?;
+        let db = self.db.clone();
+        blocking(move || db.put(&[("vote", &b)]).map_err(io_write)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
+        match self.db.get("vote").map_err(io_read)? {
+            Some(b) => Ok(Some(dec(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
+        let b = enc(&committed)?;
+        let db = self.db.clone();
+        blocking(move || db.put(&[("committed", &b)]).map_err(io_write)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, SErr> {
+        match self.db.get("committed").map_err(io_read)? {
+            Some(b) => dec(&b),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = Vec::new();
+        for e in entries {
+            batch.push((e.log_id.index, enc(&e)?));
+        }
+        let db = self.db.clone();
+        let r = blocking(move || db.append(&batch).map_err(io_write)).await;
+        callback.log_io_completed(r.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+        r
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        let db = self.db.clone();
+        blocking(move || db.truncate_from(log_id.index).map_err(io_write)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        let b = enc(&Some(log_id))?;
+        let db = self.db.clone();
+        blocking(move || db.purge_upto(log_id.index, "last_purged", &b).map_err(io_write)).await
+    }
+}
+
+/// The applied state: the control state plus Raft's bookkeeping.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, NodeInfo>,
+    pub state: ControlState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, NodeInfo>,
+    data: Vec<u8>,
+}
+
+/// The state machine; `shared` is what the rest of the node reads.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: RaftDb,
+    pub(crate) shared: Arc<RwLock<Applied>>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl StateMachine {
+    pub fn open(db: RaftDb) -> Result<Self, SErr> {
+        let applied: Applied = match db.get("sm").map_err(io_read)? {
+            Some(b) => dec(&b)?,
+            None => Applied::default(),
+        };
+        let (tx, _) = tokio::sync::watch::channel(applied.last_applied.map_or(0, |l| l.index));
+        Ok(Self {
+            db,
+            shared: Arc::new(RwLock::new(applied)),
+            changed: Arc::new(tx),
+        })
+    }
+
+    /// Index of the last applied entry, updated after every apply.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
+        self.shared.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn persist(&self) -> Result<(), SErr> {
+        let b = enc(&*self.read())?;
+        let db = self.db.clone();
+        blocking(move || db.put(&[("sm", &b)]).map_err(io_write)).await
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let (data, meta) = {
+            let a = self.read();
+            let data = enc(&*a)?;
+            let id = match a.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
+                None => format!("0-0-{}", data.len()),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: a.last_applied,
+                last_membership: a.membership.clone(),
+                snapshot_id: id,
+            };
+            (data, meta)
+        };
+        let stored = enc(&StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })?;
+        let db = self.db.clone();
+        blocking(move || db.put(&[("snapshot", &stored)]).map_err(io_write)).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, NodeInfo>), SErr> {
+        let a = self.read();
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let last = {
+            let mut a = self.shared.write().unwrap_or_else(|p| p.into_inner());
+            for e in entries {
+                a.last_applied = Some(e.log_id);
+                match e.payload {
+                    EntryPayload::Blank => out.push(Outcome::Done),
+                    EntryPayload::Normal(cmd) => out.push(a.state.apply(cmd)),
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(e.log_id), m);
+                        out.push(Outcome::Done);
+                    }
+                }
+            }
+            a.last_applied.map_or(0, |l| l.index)
+        };
+        self.persist().await?;
+        self.changed.send_replace(last);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let data = snapshot.into_inner();
+        let mut applied: Applied = dec(&data)?;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        let last = applied.last_applied.map_or(0, |l| l.index);
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        let stored = enc(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        let db = self.db.clone();
+        blocking(move || db.put(&[("snapshot", &stored)]).map_err(io_write)).await?;
+        self.persist().await?;
+        self.changed.send_replace(last);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        match self.db.get("snapshot").map_err(io_read)? {
+            Some(b) => {
+                let s: StoredSnapshot = dec(&b)?;
+                Ok(Some(Snapshot {
+                    meta: s.meta,
+                    snapshot: Box::new(Cursor::new(s.data)),
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+}

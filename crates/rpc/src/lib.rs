@@ -1,0 +1,359 @@
+//! Node-to-node RPC: the gRPC protocol of `proto/ironbucket/node/v1/node.proto` (tonic + prost,
+//! compiled with protox), peer authentication with the cluster secret, pooled connections with
+//! a deadline on every call, and the server plumbing. tonic and prost are confined to this crate;
+//! the layers above see [`Peers`], [`Handler`] and plain bytes.
+
+mod auth;
+
+pub use auth::Auth;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]
+pub mod pb {
+    tonic::include_proto!("ironbucket.node.v1");
+}
+
+/// What went wrong with a call to a peer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("peer {addr} is unreachable: {why}")]
+    Unreachable { addr: String, why: String },
+    #[error("peer {addr} did not answer within {ms} ms")]
+    Timeout { addr: String, ms: u64 },
+    #[error("peer {addr} refused us: {why}")]
+    Refused { addr: String, why: String },
+    #[error("peer {addr} failed the request: {why}")]
+    Remote { addr: String, why: String },
+    #[error("invalid peer address {0:?}")]
+    BadAddress(String),
+}
+
+impl Error {
+    /// The peer could not be reached or did not answer (as opposed to answering with an error).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Timeout { .. })
+    }
+}
+
+/// Settings of the RPC layer.
+#[derive(Debug, Clone)]
+pub struct RpcConfig {
+    /// This node's id, sent with every call.
+    pub node_id: String,
+    pub cluster_name: String,
+    pub secret: String,
+    /// Connections kept per peer (calls are spread over them).
+    pub max_connections_per_node: usize,
+    pub connect_timeout: Duration,
+    /// Deadline of every call unless the caller gives another.
+    pub request_timeout: Duration,
+}
+
+/// Pooled, authenticated connections to the other nodes, by address (`host:port`).
+#[derive(Clone)]
+pub struct Peers {
+    cfg: Arc<RpcConfig>,
+    auth: Auth,
+    pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
+}
+
+struct Pool {
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Peers {
+    pub fn new(cfg: RpcConfig) -> Self {
+        let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
+        Self {
+            cfg: Arc::new(cfg),
+            auth,
+            pools: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &RpcConfig {
+        &self.cfg
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pools.get(addr) {
+            let i = p.next.fetch_add(1, Ordering::Relaxed) % p.channels.len();
+            return Ok(p.channels[i].clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| Error::BadAddress(addr.to_string()))?
+            .connect_timeout(self.cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let n = self.cfg.max_connections_per_node.max(1);
+        let pool = Arc::new(Pool {
+            channels: (0..n).map(|_| ep.connect_lazy()).collect(),
+            next: AtomicUsize::new(1),
+        });
+        let ch = pool.channels[0].clone();
+        pools.insert(addr.to_string(), pool);
+        Ok(ch)
+    }
+
+    /// Forgets the connections to `addr` (after its address changed, say).
+    pub fn forget(&self, addr: &str) {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
+    }
+
+    fn request<T>(&self, msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(timeout.unwrap_or(self.cfg.request_timeout));
+        if let Ok(v) = self.auth.token(&self.cfg.node_id).parse() {
+            req.metadata_mut().insert(auth::HEADER, v);
+        }
+        req
+    }
+
+    fn map_status(&self, addr: &str, s: tonic::Status, timeout: Option<Duration>) -> Error {
+        use tonic::Code;
+        let why = s.message().to_string();
+        match s.code() {
+            Code::Unauthenticated | Code::PermissionDenied => Error::Refused {
+                addr: addr.to_string(),
+                why,
+            },
+            Code::DeadlineExceeded | Code::Cancelled => Error::Timeout {
+                addr: addr.to_string(),
+                ms: timeout.unwrap_or(self.cfg.request_timeout).as_millis() as u64,
+            },
+            Code::Unavailable | Code::Unknown if why.contains("transport") || why.contains("connect") => {
+                Error::Unreachable {
+                    addr: addr.to_string(),
+                    why,
+                }
+            }
+            Code::Unavailable => Error::Unreachable {
+                addr: addr.to_string(),
+                why,
+            },
+            _ => Error::Remote {
+                addr: addr.to_string(),
+                why,
+            },
+        }
+    }
+
+    pub async fn ping(&self, addr: &str, timeout: Option<Duration>) -> Result<pb::PingReply, Error> {
+        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
+        let req = self.request(
+            pb::PingRequest {
+                from: self.cfg.node_id.clone(),
+            },
+            timeout,
+        );
+        c.ping(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.map_status(addr, s, timeout))
+    }
+
+    pub async fn raft(
+        &self,
+        addr: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
+        let req = self.request(
+            pb::Envelope {
+                kind: kind.to_string(),
+                payload,
+            },
+            timeout,
+        );
+        c.raft(req)
+            .await
+            .map(|r| r.into_inner().payload)
+            .map_err(|s| self.map_status(addr, s, timeout))
+    }
+
+    pub async fn control(
+        &self,
+        addr: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
+        let req = self.request(
+            pb::Envelope {
+                kind: kind.to_string(),
+                payload,
+            },
+            timeout,
+        );
+        c.control(req)
+            .await
+            .map(|r| r.into_inner().payload)
+            .map_err(|s| self.map_status(addr, s, timeout))
+    }
+}
+
+/// What a node serves to its peers.
+#[tonic::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn ping(&self, from: &str) -> pb::PingReply;
+    /// A Raft message; the error text goes back to the caller.
+    async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
+    async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
+}
+
+struct Service {
+    handler: Arc<dyn Handler>,
+}
+
+#[tonic::async_trait]
+impl pb::node_server::Node for Service {
+    async fn ping(
+        &self,
+        req: tonic::Request<pb::PingRequest>,
+    ) -> Result<tonic::Response<pb::PingReply>, tonic::Status> {
+        Ok(tonic::Response::new(self.handler.ping(&req.into_inner().from).await))
+    }
+
+    async fn raft(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
+        let e = req.into_inner();
+        match self.handler.raft(&e.kind, e.payload).await {
+            Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
+            Err(why) => Err(tonic::Status::internal(why)),
+        }
+    }
+
+    async fn control(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
+        let e = req.into_inner();
+        match self.handler.control(&e.kind, e.payload).await {
+            Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
+            Err(why) => Err(tonic::Status::failed_precondition(why)),
+        }
+    }
+}
+
+/// Serves the node protocol on `listener` until `shutdown` resolves. Every call must carry a
+/// valid token for this cluster; others are refused and logged.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cfg: &RpcConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
+    // tonic's interceptor signature fixes the error type.
+    #[allow(clippy::result_large_err)]
+    let interceptor = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+        let token = req.metadata().get(auth::HEADER).and_then(|v| v.to_str().ok());
+        match auth.check(token) {
+            Ok(_) => Ok(req),
+            Err(why) => {
+                let peer = req.remote_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_default();
+                tracing::warn!(%peer, reason = %why, "refused a node RPC call");
+                Err(tonic::Status::unauthenticated(why))
+            }
+        }
+    };
+    let svc = pb::node_server::NodeServer::with_interceptor(Service { handler }, interceptor);
+    let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+        .map_err(|e| format!("cannot serve RPC: {e}"))?;
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| format!("RPC server failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    #[tonic::async_trait]
+    impl Handler for Echo {
+        async fn ping(&self, from: &str) -> pb::PingReply {
+            pb::PingReply {
+                node_id: "server".into(),
+                cluster_name: format!("hello {from}"),
+                cluster_id: String::new(),
+                advertise: String::new(),
+            }
+        }
+        async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+            if kind == "fail" {
+                return Err("no".into());
+            }
+            if kind == "slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok(payload.into_iter().rev().collect())
+        }
+        async fn control(&self, _kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+            Ok(payload)
+        }
+    }
+
+    fn cfg(secret: &str, cluster: &str) -> RpcConfig {
+        RpcConfig {
+            node_id: "client".into(),
+            cluster_name: cluster.into(),
+            secret: secret.into(),
+            max_connections_per_node: 2,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn authenticated_calls_deadlines_and_refusals() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_cfg = cfg("s3cret-s3cret", "c1");
+        let task = tokio::spawn(async move {
+            serve(l, &server_cfg, Arc::new(Echo), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let good = Peers::new(cfg("s3cret-s3cret", "c1"));
+        assert_eq!(good.ping(&addr, None).await.unwrap().cluster_name, "hello client");
+        for _ in 0..3 {
+            assert_eq!(good.raft(&addr, "x", vec![1, 2, 3], None).await.unwrap(), vec![3, 2, 1]);
+        }
+        assert!(matches!(
+            good.raft(&addr, "fail", vec![], None).await,
+            Err(Error::Remote { .. })
+        ));
+        let slow = good.raft(&addr, "slow", vec![], Some(Duration::from_millis(200))).await;
+        assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
+
+        let wrong_secret = Peers::new(cfg("other-secret", "c1"));
+        assert!(matches!(
+            wrong_secret.ping(&addr, None).await,
+            Err(Error::Refused { .. })
+        ));
+        let other_cluster = Peers::new(cfg("s3cret-s3cret", "c2"));
+        assert!(matches!(
+            other_cluster.ping(&addr, None).await,
+            Err(Error::Refused { .. })
+        ));
+
+        let _ = tx.send(());
+        task.await.unwrap().unwrap();
+        let gone = good.ping(&addr, Some(Duration::from_millis(500))).await;
+        assert!(gone.as_ref().is_err_and(Error::is_unavailable), "{gone:?}");
+    }
+}
