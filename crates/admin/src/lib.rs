@@ -47,6 +47,8 @@ struct State {
     cfg: AdminConfig,
     started: Instant,
     gauges: Gauges,
+    /// The control plane, when this node runs in a cluster.
+    cluster: std::sync::OnceLock<Arc<ironbucket_consensus::ControlPlane>>,
 }
 
 /// The admin API as a hyper service.
@@ -88,6 +90,7 @@ impl AdminService {
                 cfg,
                 started: Instant::now(),
                 gauges,
+                cluster: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -114,6 +117,16 @@ impl State {
                     "node_id": self.cfg.node_id,
                     "version": self.cfg.version,
                     "uptime_seconds": uptime,
+                    "cluster": self.cluster.get().map(|cp| {
+                        let s = cp.status();
+                        serde_json::json!({
+                            "name": s.cluster_name,
+                            "id": s.cluster_id,
+                            "raft_state": s.raft_state,
+                            "leader": s.leader,
+                            "members": s.members.len(),
+                        })
+                    }),
                     "storage": {
                         "objects": u.objects,
                         "used_bytes": u.bytes,
@@ -351,6 +364,30 @@ impl State {
     }
 }
 
+impl AdminService {
+    /// Serves `/cluster/status` and `/cluster/nodes` from this control plane.
+    pub fn set_cluster(&self, cp: Arc<ironbucket_consensus::ControlPlane>) {
+        let _ = self.state.cluster.set(cp);
+    }
+}
+
+impl State {
+    fn cluster(&self, what: &str) -> Response<Full<Bytes>> {
+        let Some(cp) = self.cluster.get() else {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "this node is not part of a cluster (CLUSTER_ENABLED=false)"}),
+            );
+        };
+        let status = cp.status();
+        if what == "nodes" {
+            json(StatusCode::OK, serde_json::json!(status.members))
+        } else {
+            json(StatusCode::OK, serde_json::json!(status))
+        }
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for AdminService {
     type Response = Response<Full<Bytes>>;
     type Error = std::convert::Infallible;
@@ -396,6 +433,8 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
                     state.health().await
                 }
                 (&Method::GET, "/metrics") => state.metrics().await,
+                (&Method::GET, "/cluster/status") => state.cluster("status"),
+                (&Method::GET, "/cluster/nodes") => state.cluster("nodes"),
                 (_, "/health" | "/metrics") => json(
                     StatusCode::METHOD_NOT_ALLOWED,
                     serde_json::json!({"error": "method not allowed"}),

@@ -58,6 +58,47 @@ enum Command {
     /// Bucket usage and quotas (needs --admin-token).
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// The cluster this node belongs to.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Leader, term, Raft state, layout version and members.
+    Status {
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The members: name, Raft role, state, RPC address, zone, rack.
+    Nodes {
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
+fn print_members(members: &serde_json::Value, leader: Option<&str>) {
+    let s = |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    println!(
+        "{:<16} {:<8} {:<9} {:<24} {:<10} {:<10} LEADER",
+        "NODE", "RAFT", "STATE", "RPC ADDRESS", "ZONE", "RACK"
+    );
+    for m in members.as_array().into_iter().flatten() {
+        let name = s(m, "name");
+        println!(
+            "{:<16} {:<8} {:<9} {:<24} {:<10} {:<10} {}",
+            name,
+            s(m, "raft_role"),
+            s(m, "state"),
+            s(m, "rpc_addr"),
+            s(m, "zone"),
+            s(m, "rack"),
+            if leader == Some(name.as_str()) { "*" } else { "" }
+        );
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +228,54 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
+        }
+        Command::Cluster(c) => {
+            let (path, raw) = match c {
+                ClusterCommand::Status { json } => ("/cluster/status", json),
+                ClusterCommand::Nodes { json } => ("/cluster/nodes", json),
+            };
+            let (status, body) = get(&cli.admin_url, path, cli.timeout).await?;
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("unexpected {path} answer (HTTP {status}): {body}"))?;
+            if status != 200 {
+                eprintln!(
+                    "ironbucket-cli: the node answered HTTP {status}: {}",
+                    v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
+                );
+                return Ok(1);
+            }
+            if raw {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if path == "/cluster/status" {
+                let s = |k: &str| match v.get(k) {
+                    Some(serde_json::Value::String(x)) => x.clone(),
+                    Some(serde_json::Value::Null) | None => "-".into(),
+                    Some(other) => other.to_string(),
+                };
+                println!("cluster:        {} ({})", s("cluster_name"), s("cluster_id"));
+                println!("this node:      {} ({})", s("node"), s("raft_state"));
+                println!("leader:         {} (term {})", s("leader"), s("term"));
+                println!(
+                    "log:            last index {}, applied {}",
+                    s("last_log_index"),
+                    s("last_applied")
+                );
+                println!("layout version: {}", s("layout_version"));
+                if let Some(r) = v.get("replication") {
+                    println!(
+                        "replication:    RF {} {} read {} write {}",
+                        r["factor"],
+                        r["strategy"].as_str().unwrap_or(""),
+                        r["read_consistency"].as_str().unwrap_or(""),
+                        r["write_consistency"].as_str().unwrap_or("")
+                    );
+                }
+                println!();
+                print_members(&v["members"], v.get("leader").and_then(|l| l.as_str()));
+            } else {
+                print_members(&v, None);
+            }
+            Ok(0)
         }
         Command::Bucket(b) => {
             let token = cli

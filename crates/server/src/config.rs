@@ -150,6 +150,310 @@ pub struct ServerArgs {
     /// Log format: text or json [default: text]. Verbosity comes from RUST_LOG (default info).
     #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster flags (all need `--cluster-enabled true`).
+#[derive(Args, Debug, Default)]
+pub struct ClusterArgs {
+    /// Run as a member of a cluster (true|false) [default: false].
+    #[arg(long = "cluster-enabled", env = "CLUSTER_ENABLED", value_name = "BOOL")]
+    pub cluster_enabled: Option<bool>,
+
+    /// Cluster name; nodes of another cluster are refused [default: ironbucket].
+    #[arg(long = "cluster-name", env = "CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// primary or secondary [default: primary].
+    #[arg(long = "node-role", env = "NODE_ROLE", value_name = "ROLE")]
+    pub node_role: Option<String>,
+
+    /// Zone of this node, for zone-aware placement [default: none].
+    #[arg(long = "node-zone", env = "NODE_ZONE", value_name = "ZONE")]
+    pub node_zone: Option<String>,
+
+    /// Rack of this node, for rack-aware placement [default: none].
+    #[arg(long = "node-rack", env = "NODE_RACK", value_name = "RACK")]
+    pub node_rack: Option<String>,
+
+    /// RPC addresses (host:port, comma-separated) of the nodes that form the cluster; host names
+    /// are resolved again on every connection attempt.
+    #[arg(
+        long = "cluster-seeds",
+        env = "CLUSTER_SEEDS",
+        value_name = "ADDRS",
+        value_delimiter = ','
+    )]
+    pub cluster_seeds: Vec<String>,
+
+    /// Host names of the cluster's nodes (comma-separated); their count bounds the replication
+    /// factor [default: one per seed].
+    #[arg(
+        long = "cluster-nodes",
+        env = "CLUSTER_NODES",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub cluster_nodes: Vec<String>,
+
+    /// How peers are found: static, env, dns or docker (all use CLUSTER_SEEDS; dns and docker
+    /// names are re-resolved on every connection attempt) [default: static].
+    #[arg(long = "discovery-method", env = "DISCOVERY_METHOD", value_name = "METHOD")]
+    pub discovery_method: Option<String>,
+
+    /// Copies of each object [default: the number of nodes, at most 3].
+    #[arg(long = "replication-factor", env = "REPLICATION_FACTOR", value_name = "N")]
+    pub replication_factor: Option<u32>,
+
+    /// SimpleStrategy, ConsistentHash, RackAware or ZoneAware [default: SimpleStrategy].
+    #[arg(long = "replication-strategy", env = "REPLICATION_STRATEGY", value_name = "STRATEGY")]
+    pub replication_strategy: Option<String>,
+
+    /// ONE, QUORUM or ALL [default: QUORUM].
+    #[arg(long = "read-consistency", env = "DEFAULT_READ_CONSISTENCY", value_name = "LEVEL")]
+    pub read_consistency: Option<String>,
+
+    /// ONE, QUORUM or ALL [default: QUORUM].
+    #[arg(long = "write-consistency", env = "DEFAULT_WRITE_CONSISTENCY", value_name = "LEVEL")]
+    pub write_consistency: Option<String>,
+
+    /// Node-to-node RPC port [default: 7000].
+    #[arg(long = "rpc-port", env = "NODE_RPC_PORT", value_name = "PORT")]
+    pub rpc_port: Option<u16>,
+
+    /// This node's RPC address as the other nodes reach it (host:port) [default: the seed
+    /// entry that answers as this node].
+    #[arg(long = "rpc-address", env = "NODE_RPC_ADDRESS", value_name = "ADDR")]
+    pub rpc_address: Option<String>,
+
+    /// Connections kept to each other node [default: 4].
+    #[arg(
+        long = "max-connections-per-node",
+        env = "MAX_CONNECTIONS_PER_NODE",
+        value_name = "N"
+    )]
+    pub max_connections_per_node: Option<usize>,
+
+    /// Timeout for opening a connection to another node, in ms [default: 5000].
+    #[arg(long = "connection-timeout-ms", env = "CONNECTION_TIMEOUT_MS", value_name = "MS")]
+    pub connection_timeout_ms: Option<u64>,
+
+    /// Deadline of a node-to-node call, and of a metadata change waiting for a quorum, in ms
+    /// [default: 30000].
+    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// Raft heartbeat interval in ms; a leader is replaced after about 4 to 8 heartbeats without
+    /// it [default: 250].
+    #[arg(long = "sync-interval-ms", env = "SYNC_INTERVAL_MS", value_name = "MS")]
+    pub sync_interval_ms: Option<u64>,
+
+    /// Shared secret every node proves on every RPC call (at least 16 characters).
+    #[arg(
+        long = "cluster-secret",
+        env = "CLUSTER_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+
+    /// File holding the cluster secret (instead of CLUSTER_SECRET).
+    #[arg(long = "cluster-secret-file", env = "CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// Mutual TLS between nodes (true|false). Not implemented yet: true is refused at start
+    /// [default: false].
+    #[arg(long = "enable-tls", env = "ENABLE_TLS", value_name = "BOOL")]
+    pub enable_tls: Option<bool>,
+}
+
+/// The `[cluster]` table of the TOML file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub enabled: Option<bool>,
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub zone: Option<String>,
+    pub rack: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub nodes: Option<Vec<String>>,
+    pub discovery_method: Option<String>,
+    pub replication_factor: Option<u32>,
+    pub replication_strategy: Option<String>,
+    pub read_consistency: Option<String>,
+    pub write_consistency: Option<String>,
+    pub rpc_port: Option<u16>,
+    pub rpc_address: Option<String>,
+    pub max_connections_per_node: Option<usize>,
+    pub connection_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub sync_interval_ms: Option<u64>,
+    pub secret_file: Option<PathBuf>,
+    pub enable_tls: Option<bool>,
+}
+
+/// Resolved cluster settings.
+pub struct ClusterSettings {
+    pub control: ironbucket_consensus::ControlConfig,
+    pub rpc: ironbucket_rpc::RpcConfig,
+    pub rpc_addr: SocketAddr,
+}
+
+fn nonempty(v: Vec<String>) -> Option<Vec<String>> {
+    let v: Vec<String> = v
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+fn duplicates(list: &[String]) -> Option<&String> {
+    list.iter()
+        .enumerate()
+        .find(|(i, a)| list[..*i].contains(a))
+        .map(|(_, a)| a)
+}
+
+fn resolve_cluster(
+    a: ClusterArgs,
+    f: ClusterSection,
+    node_id: &str,
+    bind: IpAddr,
+    data_dir: &Path,
+) -> Result<Option<ClusterSettings>> {
+    if !a.cluster_enabled.or(f.enabled).unwrap_or(false) {
+        return Ok(None);
+    }
+    if a.enable_tls.or(f.enable_tls).unwrap_or(false) {
+        bail!(
+            "ENABLE_TLS=true: mutual TLS between nodes is not implemented yet; nodes authenticate with CLUSTER_SECRET. Set ENABLE_TLS=false and keep the RPC port on a private network"
+        );
+    }
+    let name = a.cluster_name.or(f.name).unwrap_or_else(|| "ironbucket".into());
+    let seeds = nonempty(a.cluster_seeds).or(f.seeds).ok_or_else(|| {
+        anyhow::anyhow!(
+            "CLUSTER_ENABLED is true but CLUSTER_SEEDS is empty: list the RPC address (host:port) of every node"
+        )
+    })?;
+    for s in &seeds {
+        if !s.contains(':') {
+            bail!("CLUSTER_SEEDS entry {s:?} needs a port (host:port)");
+        }
+    }
+    if let Some(d) = duplicates(&seeds) {
+        bail!("CLUSTER_SEEDS lists {d} twice");
+    }
+    let nodes = nonempty(a.cluster_nodes).or(f.nodes).unwrap_or_default();
+    if let Some(d) = duplicates(&nodes) {
+        bail!("CLUSTER_NODES lists {d} twice (duplicate node)");
+    }
+    let node_count = if nodes.is_empty() { seeds.len() } else { nodes.len() };
+    let discovery = a
+        .discovery_method
+        .or(f.discovery_method)
+        .unwrap_or_else(|| "static".into())
+        .to_ascii_lowercase();
+    if !["static", "env", "dns", "docker"].contains(&discovery.as_str()) {
+        bail!("DISCOVERY_METHOD must be static, env, dns or docker, not {discovery:?}");
+    }
+    let rf = a
+        .replication_factor
+        .or(f.replication_factor)
+        .unwrap_or_else(|| node_count.min(3) as u32);
+    if rf == 0 || rf as usize > node_count {
+        bail!(
+            "REPLICATION_FACTOR is {rf} but the cluster has {node_count} node(s): it must be between 1 and {node_count}"
+        );
+    }
+    let strategy = a
+        .replication_strategy
+        .or(f.replication_strategy)
+        .unwrap_or_else(|| "SimpleStrategy".into());
+    if !["SimpleStrategy", "ConsistentHash", "RackAware", "ZoneAware"].contains(&strategy.as_str()) {
+        bail!("REPLICATION_STRATEGY must be SimpleStrategy, ConsistentHash, RackAware or ZoneAware, not {strategy:?}");
+    }
+    let level = |v: Option<String>, var: &str| -> Result<String> {
+        let v = v.unwrap_or_else(|| "QUORUM".into()).to_ascii_uppercase();
+        if !["ONE", "QUORUM", "ALL"].contains(&v.as_str()) {
+            bail!("{var} must be ONE, QUORUM or ALL, not {v:?}");
+        }
+        Ok(v)
+    };
+    let read = level(a.read_consistency.or(f.read_consistency), "DEFAULT_READ_CONSISTENCY")?;
+    let write = level(a.write_consistency.or(f.write_consistency), "DEFAULT_WRITE_CONSISTENCY")?;
+    let role = a.node_role.or(f.role).unwrap_or_else(|| "primary".into());
+    if role != "primary" && role != "secondary" {
+        bail!("NODE_ROLE must be primary or secondary, not {role:?}");
+    }
+    let secret = match (a.cluster_secret, a.cluster_secret_file.or(f.secret_file)) {
+        (Some(s), _) => s,
+        (None, Some(p)) => std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read CLUSTER_SECRET_FILE {}", p.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("CLUSTER_ENABLED is true but neither CLUSTER_SECRET nor CLUSTER_SECRET_FILE is set"),
+    };
+    if secret.len() < 16 {
+        bail!("CLUSTER_SECRET must be at least 16 characters");
+    }
+    let rpc_port = a.rpc_port.or(f.rpc_port).unwrap_or(7000);
+    let ms = |v: Option<u64>, d: u64, var: &str| -> Result<Duration> {
+        let v = v.unwrap_or(d);
+        if v == 0 {
+            bail!("{var} must be at least 1");
+        }
+        Ok(Duration::from_millis(v))
+    };
+    let connect = ms(
+        a.connection_timeout_ms.or(f.connection_timeout_ms),
+        5000,
+        "CONNECTION_TIMEOUT_MS",
+    )?;
+    let request = ms(
+        a.request_timeout_ms.or(f.request_timeout_ms),
+        30_000,
+        "REQUEST_TIMEOUT_MS",
+    )?;
+    let heartbeat = ms(a.sync_interval_ms.or(f.sync_interval_ms), 250, "SYNC_INTERVAL_MS")?;
+    let max_conn = a.max_connections_per_node.or(f.max_connections_per_node).unwrap_or(4);
+    if max_conn == 0 || max_conn > 1024 {
+        bail!("MAX_CONNECTIONS_PER_NODE must be between 1 and 1024");
+    }
+    Ok(Some(ClusterSettings {
+        control: ironbucket_consensus::ControlConfig {
+            node_name: node_id.to_string(),
+            cluster_name: name.clone(),
+            seeds,
+            advertise: a.rpc_address.or(f.rpc_address),
+            role,
+            zone: a.node_zone.or(f.zone).unwrap_or_default(),
+            rack: a.node_rack.or(f.rack).unwrap_or_default(),
+            weight: 100,
+            replication: ironbucket_consensus::Replication {
+                factor: rf,
+                strategy,
+                read_consistency: read,
+                write_consistency: write,
+            },
+            data_dir: data_dir.to_path_buf(),
+            heartbeat,
+            election_timeout: heartbeat * 4,
+            commit_timeout: request.min(Duration::from_secs(10)),
+        },
+        rpc: ironbucket_rpc::RpcConfig {
+            node_id: node_id.to_string(),
+            cluster_name: name,
+            secret,
+            max_connections_per_node: max_conn,
+            connect_timeout: connect,
+            request_timeout: request,
+        },
+        rpc_addr: SocketAddr::new(bind, rpc_port),
+    }))
 }
 
 /// The TOML file. Every key is optional.
@@ -170,6 +474,8 @@ pub struct FileConfig {
     pub credentials: CredentialsSection,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -243,6 +549,7 @@ pub struct Settings {
     pub log_format: String,
     /// Printed once when credentials were generated.
     pub credentials_note: Option<String>,
+    pub cluster: Option<ClusterSettings>,
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
@@ -374,7 +681,9 @@ impl Settings {
         if log_format != "text" && log_format != "json" {
             bail!("LOG_FORMAT must be text or json, not {log_format:?}");
         }
+        let cluster = resolve_cluster(a.cluster, f.cluster, &node_id, bind, &data_dir)?;
         Ok(Settings {
+            cluster,
             local,
             keyring,
             s3: ironbucket_s3::S3Config {

@@ -89,8 +89,39 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     tracing::info!(s3 = %s3_local, admin = %admin_local, data_dir = %cfg.local.data_dir.display(),
         fsync = cfg.local.storage.fsync, encryption = cfg.keyring.is_some(), "IronBucket started");
 
-    let shutdown = serve::shutdown_signal();
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    // The control plane, when clustered: RPC server first (peers must reach us to form the
+    // cluster), then the Raft node.
+    let mut cluster_tasks = Vec::new();
+    let mut control = None;
+    if let Some(c) = cfg.cluster {
+        let rpc_listener = tokio::net::TcpListener::bind(c.rpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
+        let rpc_local = rpc_listener.local_addr()?;
+        let peers = ironbucket_rpc::Peers::new(c.rpc.clone());
+        let cp = ironbucket_consensus::ControlPlane::start(c.control.clone(), peers)
+            .await
+            .context("cannot start the control plane")?;
+        admin.set_cluster(cp.clone());
+        let handler = cp.handler();
+        let mut stop = tx.subscribe();
+        let rpc_cfg = c.rpc.clone();
+        cluster_tasks.push(tokio::spawn(async move {
+            if let Err(e) = ironbucket_rpc::serve(rpc_listener, &rpc_cfg, handler, async move {
+                let _ = stop.recv().await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "node RPC server stopped");
+            }
+        }));
+        println!("Node RPC listening on {rpc_local} (cluster {})", c.rpc.cluster_name);
+        tracing::info!(rpc = %rpc_local, cluster = %c.rpc.cluster_name, seeds = ?c.control.seeds, "cluster mode");
+        control = Some(cp);
+    }
+
+    let shutdown = serve::shutdown_signal();
     let s3_task = tokio::spawn(serve::serve(
         s3_listener,
         move |peer| s3.with_peer(peer),
@@ -113,6 +144,12 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let _ = tx.send(());
     let _ = s3_task.await;
     let _ = admin_task.await;
+    if let Some(cp) = control {
+        cp.shutdown().await;
+    }
+    for t in cluster_tasks {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

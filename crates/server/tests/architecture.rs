@@ -7,10 +7,13 @@ use std::collections::HashMap;
 fn rank(name: &str) -> Option<u32> {
     Some(match name {
         "ironbucket-types" => 0,
-        "ironbucket-storage" | "ironbucket-meta" => 1,
+        "ironbucket-storage" | "ironbucket-meta" | "ironbucket-rpc" => 1,
         "ironbucket-store" => 2,
-        "ironbucket-s3" | "ironbucket-admin" => 3,
-        "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" => 4,
+        "ironbucket-consensus" => 3,
+        "ironbucket-cluster" => 4,
+        "ironbucket-replication" => 5,
+        "ironbucket-s3" | "ironbucket-admin" => 6,
+        "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" => 7,
         _ => return None,
     })
 }
@@ -30,6 +33,8 @@ fn dependencies_point_down_and_libraries_stay_contained() {
         ("openraft", &["ironbucket-consensus"][..]),
         ("tonic", &["ironbucket-rpc"][..]),
         ("prost", &["ironbucket-rpc"][..]),
+        ("tonic-build", &["ironbucket-rpc"][..]),
+        ("protox", &["ironbucket-rpc"][..]),
         (
             "anyhow",
             &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],

@@ -1,0 +1,278 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The control plane with real processes on 127.0.0.1: three nodes started at once form exactly
+//! one cluster, the status endpoints and `ironbucket-cli cluster` agree, a killed leader is
+//! replaced, a restarted node rejoins as itself, a node with the wrong secret is refused, and
+//! bad cluster settings are refused at start with a message naming the setting.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "cluster-secret-0123456789";
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "true",
+        "--cluster-name",
+        "test-cluster",
+        "--node-id",
+        name,
+        "--cluster-seeds",
+        seeds,
+        "--rpc-port",
+        &port.to_string(),
+        "--cluster-secret",
+        secret,
+        "--sync-interval-ms",
+        "100",
+        "--request-timeout-ms",
+        "3000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn status(srv: &Server) -> Option<serde_json::Value> {
+    let (st, _, body) = raw("GET", &format!("{}/cluster/status", srv.admin), &[], vec![]).await;
+    (st == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// Waits until every node in `nodes` sees the same leader, cluster id and `members` voters.
+async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut all = Vec::new();
+        for n in nodes {
+            all.push(status(n).await);
+        }
+        let ok = all.iter().all(|s| {
+            s.as_ref().is_some_and(|s| {
+                !s["cluster_id"].as_str().unwrap_or("").is_empty()
+                    && s["leader"].is_string()
+                    && s["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().filter(|x| x["raft_role"] == "voter").count() == members)
+            })
+        });
+        if ok {
+            let first = all[0].clone().unwrap();
+            if all.iter().all(|s| {
+                let s = s.as_ref().unwrap();
+                s["leader"] == first["leader"] && s["cluster_id"] == first["cluster_id"]
+            }) {
+                return first;
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreement within {timeout:?}: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_form_one_cluster_and_survive_the_leader() {
+    let ports = free_ports(3);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Start all three at once.
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
+            std::thread::spawn(move || {
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                Server::start_with(&a, &[])
+            })
+        })
+        .collect();
+    let mut nodes: Vec<Server> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let started = Instant::now();
+    let st = converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    println!("cluster formed {:?} after the processes started", started.elapsed());
+    let cluster_id = st["cluster_id"].as_str().unwrap().to_string();
+    assert_eq!(st["cluster_name"], "test-cluster");
+    assert_eq!(st["replication"]["factor"], 3);
+    let mut leaders = 0;
+    for n in &nodes {
+        let s = status(n).await.unwrap();
+        if s["raft_state"] == "leader" {
+            leaders += 1;
+        }
+        // Every member is recorded in the control state.
+        let members = s["members"].as_array().unwrap().clone();
+        assert_eq!(members.len(), 3);
+    }
+    assert_eq!(leaders, 1, "exactly one leader");
+    // Health carries the cluster summary; the CLI prints the same.
+    let (_, _, health) = raw("GET", &format!("{}/health", nodes[1].admin), &[], vec![]).await;
+    assert!(health.contains(&cluster_id), "{health}");
+    let bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    if !bin.exists() {
+        cli(&nodes[0], &["health"]);
+    }
+    let out = std::process::Command::new(&bin)
+        .args(["--admin-url", &nodes[2].admin, "cluster", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&cluster_id) && text.contains("node-1") && text.contains("voter"),
+        "{text}"
+    );
+    let out = std::process::Command::new(&bin)
+        .args(["--admin-url", &nodes[2].admin, "cluster", "nodes", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+
+    // Kill the leader: the other two elect a new one.
+    let old_leader = st["leader"].as_str().unwrap().to_string();
+    let idx = nodes
+        .iter()
+        .position(|n| {
+            n.stdout_lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&format!("node {old_leader}")))
+        })
+        .unwrap();
+    let mut dead = nodes.remove(idx);
+    let dead_dir = dead.take_tmp();
+    dead.kill9();
+    let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_leader = loop {
+        let a = status(&nodes[0]).await.unwrap();
+        let b = status(&nodes[1]).await.unwrap();
+        if a["leader"].is_string() && a["leader"] != old_leader.as_str() && a["leader"] == b["leader"] {
+            break a["leader"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no new leader: {a} {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "new leader {new_leader} elected {:?} after killing {old_leader}",
+        t.elapsed()
+    );
+
+    // The killed node restarts with its data directory and rejoins as itself.
+    let dir = dead_dir.unwrap();
+    let args = node_args(&old_leader, ports[idx], &seeds, SECRET);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let back = Server::start_in(dir.path(), &a, &[]).unwrap();
+    nodes.push(back);
+    let st = converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    assert_eq!(st["cluster_id"].as_str().unwrap(), cluster_id, "the same cluster");
+
+    // A node with the wrong secret is refused: it never joins.
+    let p4 = free_ports(1)[0];
+    let args = node_args("intruder", p4, &seeds, "not-the-cluster-secret");
+    let mut args: Vec<String> = args;
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let intruder = Server::start_with(&a, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(&intruder).await.unwrap();
+    assert_eq!(s["cluster_id"], "", "the intruder joined nothing: {s}");
+    let s = status(&nodes[0]).await.unwrap();
+    assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s}");
+    drop(dir);
+}
+
+#[tokio::test]
+async fn bad_cluster_settings_are_refused_at_start() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--cluster-enabled", "true", "--cluster-secret", SECRET],
+            "CLUSTER_SEEDS",
+        ),
+        (
+            vec![
+                "--cluster-enabled",
+                "true",
+                "--cluster-secret",
+                SECRET,
+                "--cluster-seeds",
+                "a:1,b:1",
+                "--replication-factor",
+                "3",
+            ],
+            "REPLICATION_FACTOR",
+        ),
+        (
+            vec![
+                "--cluster-enabled",
+                "true",
+                "--cluster-secret",
+                SECRET,
+                "--cluster-seeds",
+                "a:1",
+                "--replication-strategy",
+                "Random",
+            ],
+            "REPLICATION_STRATEGY",
+        ),
+        (
+            vec![
+                "--cluster-enabled",
+                "true",
+                "--cluster-secret",
+                SECRET,
+                "--cluster-seeds",
+                "a:1,b:1",
+                "--cluster-nodes",
+                "a,a",
+            ],
+            "CLUSTER_NODES",
+        ),
+        (
+            vec!["--cluster-enabled", "true", "--cluster-seeds", "a:1"],
+            "CLUSTER_SECRET",
+        ),
+        (
+            vec![
+                "--cluster-enabled",
+                "true",
+                "--cluster-secret",
+                SECRET,
+                "--cluster-seeds",
+                "a:1",
+                "--write-consistency",
+                "MOST",
+            ],
+            "DEFAULT_WRITE_CONSISTENCY",
+        ),
+        (
+            vec![
+                "--cluster-enabled",
+                "true",
+                "--cluster-secret",
+                SECRET,
+                "--cluster-seeds",
+                "a:1",
+                "--enable-tls",
+                "true",
+            ],
+            "ENABLE_TLS",
+        ),
+    ];
+    for (args, setting) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Server::start_in(dir.path(), &args, &[]).err().expect("refused");
+        assert!(err.contains(setting), "{args:?}: {err}");
+    }
+}
