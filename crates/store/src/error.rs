@@ -2,7 +2,7 @@
 
 use ironbucket_types::{ChecksumAlgorithm, ConditionFailure, NameError, RangeError};
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum Error {
     #[error("the specified bucket does not exist")]
     NoSuchBucket,

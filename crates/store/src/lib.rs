@@ -6,6 +6,7 @@
 //!
 //! Must not depend on `s3s`, HTTP crates or the cluster layers.
 
+mod bucket_change;
 mod error;
 mod local;
 mod model;
@@ -14,6 +15,7 @@ mod tags;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
+pub use bucket_change::BucketChange;
 pub use error::{Error, Result};
 pub use ironbucket_meta::ContentHeaders;
 pub use ironbucket_storage::{ByteStream, CustomerKey, EncryptionKey, KeyError, Keyring, StorageConfig};

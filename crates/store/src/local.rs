@@ -6,7 +6,7 @@
 
 use crate::model::*;
 use crate::{
-    Acl, ByteStream, CorsRule, CustomerKey, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result, validate_tags,
+    Acl, BucketChange, ByteStream, CorsRule, CustomerKey, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result, validate_tags,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -503,6 +503,49 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Validates and applies a settings change to a bucket, in one commit.
+    pub async fn change_bucket(&self, bucket: &str, change: BucketChange) -> Result<()> {
+        change.validate()?;
+        self.update_bucket(bucket, move |b| change.apply(b)).await
+    }
+
+    /// Makes the local bucket table match `buckets` (the cluster's agreed list): creates and
+    /// updates records; removes buckets that are gone unless they still hold data here.
+    /// Returns the names that could not be removed.
+    pub async fn sync_buckets(&self, buckets: Vec<BucketRecord>) -> Result<Vec<String>> {
+        let local = self.meta.list_buckets()?;
+        let wanted: std::collections::BTreeMap<String, BucketRecord> =
+            buckets.into_iter().map(|b| (b.name.clone(), b)).collect();
+        let changed: Vec<BucketRecord> = wanted
+            .values()
+            .filter(|w| !local.iter().any(|l| l == *w))
+            .cloned()
+            .collect();
+        let gone: Vec<String> = local
+            .iter()
+            .filter(|l| !wanted.contains_key(&l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        if changed.is_empty() && gone.is_empty() {
+            return Ok(vec![]);
+        }
+        self.commit(vec![], move |t| {
+            for b in &changed {
+                t.put_bucket(b)?;
+            }
+            let mut kept = Vec::new();
+            for name in gone {
+                if t.bucket_in_use(&name)? {
+                    kept.push(name);
+                } else {
+                    t.delete_bucket(&name)?;
+                }
+            }
+            Ok(kept)
+        })
+        .await
+    }
+
     /// Changes a bucket's record in one commit.
     async fn update_bucket(
         &self,
@@ -896,12 +939,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_bucket_tagging(&self, bucket: &str, tags: Vec<Tag>) -> Result<()> {
-        validate_tags(&tags, 50)?;
-        self.update_bucket(bucket, move |b| {
-            b.tags = Some(tags.into_iter().map(|t| (t.key, t.value)).collect());
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::tags(Some(tags))).await
     }
 
     async fn get_bucket_tagging(&self, bucket: &str) -> Result<Vec<Tag>> {
@@ -910,11 +948,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_bucket_tagging(&self, bucket: &str) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.tags = None;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Tags(None)).await
     }
 
     async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
@@ -1059,27 +1093,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()> {
-        match (&cfg.default_mode, cfg.default_days, cfg.default_years) {
-            (None, None, None) => {}
-            (Some(m), Some(d), None) | (Some(m), None, Some(d))
-                if (m == "GOVERNANCE" || m == "COMPLIANCE") && d > 0 => {}
-            _ => {
-                return Err(Error::InvalidArgument(
-                    "a default retention needs Mode GOVERNANCE or COMPLIANCE and either Days or Years (a positive number)".into(),
-                ));
-            }
-        }
-        self.update_bucket(bucket, move |b| {
-            if b.object_lock.is_none() && b.versioning.as_deref() != Some("Enabled") {
-                return Err(Error::InvalidBucketState(
-                    "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration".into(),
-                ));
-            }
-            b.object_lock = Some(cfg);
-            b.versioning = Some("Enabled".into());
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::ObjectLock(cfg)).await
     }
 
     async fn get_object_lock_configuration(&self, bucket: &str) -> Result<ObjectLockConfig> {
@@ -1154,12 +1168,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_bucket_lifecycle(&self, bucket: &str, rules: Vec<LifecycleRule>) -> Result<()> {
-        ironbucket_types::lifecycle::validate(&rules).map_err(Error::InvalidRequest)?;
-        self.update_bucket(bucket, move |b| {
-            b.lifecycle = Some(rules);
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Lifecycle(Some(rules))).await
     }
 
     async fn get_bucket_lifecycle(&self, bucket: &str) -> Result<Vec<LifecycleRule>> {
@@ -1169,20 +1178,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_bucket_lifecycle(&self, bucket: &str) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.lifecycle = None;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Lifecycle(None)).await
     }
 
     async fn put_bucket_cors(&self, bucket: &str, rules: Vec<CorsRule>) -> Result<()> {
-        ironbucket_types::cors::validate(&rules).map_err(Error::InvalidRequest)?;
-        self.update_bucket(bucket, move |b| {
-            b.cors = Some(rules);
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Cors(Some(rules))).await
     }
 
     async fn get_bucket_cors(&self, bucket: &str) -> Result<Vec<CorsRule>> {
@@ -1192,32 +1192,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_bucket_cors(&self, bucket: &str) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.cors = None;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Cors(None)).await
     }
 
     async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()> {
-        if status != "Enabled" && status != "Suspended" {
-            return Err(Error::InvalidArgument(format!(
-                "versioning status must be Enabled or Suspended, not {status:?}"
-            )));
-        }
-        let (name, status) = (bucket.to_string(), status.to_string());
-        self.commit(vec![], move |t| {
-            let mut b = t.get_bucket(&name)?.ok_or(Error::NoSuchBucket)?;
-            if b.object_lock.is_some() && status == "Suspended" {
-                return Err(Error::InvalidBucketState(
-                    "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
-                ));
-            }
-            b.versioning = Some(status);
-            t.put_bucket(&b)?;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Versioning(status.to_string())).await
     }
 
     async fn get_bucket_versioning(&self, bucket: &str) -> Result<Option<String>> {
@@ -1721,35 +1700,19 @@ impl ObjectStore for LocalStore {
 
     async fn put_bucket_encryption(&self, bucket: &str, algorithm: Option<String>) -> Result<()> {
         self.sse_check(algorithm.as_deref())?;
-        self.update_bucket(bucket, move |b| {
-            b.encryption = algorithm;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Encryption(algorithm)).await
     }
 
     async fn put_bucket_policy(&self, bucket: &str, policy: Option<String>) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.policy = policy;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Policy(policy)).await
     }
 
     async fn put_bucket_acl(&self, bucket: &str, acl: Acl) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.acl = Some(acl);
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Acl(acl)).await
     }
 
     async fn put_public_access_block(&self, bucket: &str, block: Option<PublicAccessBlock>) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.public_access_block = block;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::PublicAccessBlock(block)).await
     }
 
     async fn bucket_access(&self, bucket: &str) -> Result<BucketAccess> {
@@ -1790,11 +1753,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn set_bucket_quota(&self, bucket: &str, quota: Option<crate::Quota>) -> Result<()> {
-        self.update_bucket(bucket, move |b| {
-            b.quota = quota;
-            Ok(())
-        })
-        .await
+        self.change_bucket(bucket, BucketChange::Quota(quota)).await
     }
 
     async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage> {
