@@ -27,6 +27,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a proposer waits for each other member to confirm a change is in force.
+const IN_FORCE_WAIT: Duration = Duration::from_secs(2);
+
 /// A cluster member as Raft knows it: its name (`NODE_ID`) and RPC address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -139,6 +142,9 @@ pub struct ControlPlane {
     peers: Peers,
     cfg: ControlConfig,
     id: u64,
+    /// Highest applied index whose effects the node has put in force locally (see
+    /// [`ControlPlane::set_materialized`]); `None` until something materializes state.
+    materialized: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 fn raft_err<E: std::fmt::Display>(e: E) -> Error {
@@ -184,6 +190,7 @@ impl ControlPlane {
             peers,
             cfg,
             id,
+            materialized: tokio::sync::watch::channel(None).0,
         });
         tokio::spawn(Self::bootstrap(Arc::downgrade(&cp)));
         tokio::spawn(Self::leader_duties(Arc::downgrade(&cp)));
@@ -277,7 +284,8 @@ impl ControlPlane {
     }
 
     /// Commits `cmd` through Raft (forwarding to the leader when this node is not) and returns
-    /// once this node has applied it, so reads here see the change.
+    /// once this node and every reachable member have applied it and put it in force, so a
+    /// request to any of them sees the change.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
         let (outcome, index) = tokio::time::timeout(self.cfg.commit_timeout, self.propose_inner(cmd, true))
             .await
@@ -287,8 +295,63 @@ impl ControlPlane {
                     self.cfg.commit_timeout.as_millis()
                 ))
             })??;
-        self.wait_applied(index).await;
+        self.wait_in_force(index, self.cfg.commit_timeout).await;
+        self.broadcast_in_force(index).await;
         Ok(outcome)
+    }
+
+    /// Index of the last applied entry; changes after every apply.
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sm.watch()
+    }
+
+    /// Records that everything up to `index` is in force on this node (called by whoever
+    /// materializes the control state, such as the local bucket table).
+    pub fn set_materialized(&self, index: u64) {
+        self.materialized
+            .send_modify(|m| *m = Some(m.map_or(index, |x| x.max(index))));
+    }
+
+    /// Waits (at most `timeout`) until `index` is applied and, when something materializes
+    /// the state, materialized.
+    async fn wait_in_force(&self, index: u64, timeout: Duration) -> bool {
+        let applied = async {
+            let mut w = self.sm.watch();
+            let _ = w.wait_for(|a| *a >= index).await;
+            let mut m = self.materialized.subscribe();
+            if m.borrow().is_some() {
+                let _ = m.wait_for(|x| x.is_some_and(|x| x >= index)).await;
+            }
+        };
+        tokio::time::timeout(timeout, applied).await.is_ok()
+    }
+
+    /// Asks every other member to confirm that `index` is in force there; members that do not
+    /// answer within a short time (down, partitioned) catch up on their own.
+    async fn broadcast_in_force(&self, index: u64) {
+        let others: Vec<NodeInfo> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let calls = others.iter().map(|n| {
+            self.peers.control(
+                &n.rpc_addr,
+                "in_force",
+                index.to_string().into_bytes(),
+                Some(IN_FORCE_WAIT),
+            )
+        });
+        for (n, r) in others.iter().zip(futures::future::join_all(calls).await) {
+            if let Err(e) = r {
+                tracing::debug!(node = %n.name, error = %e, "member did not confirm a control change");
+            }
+        }
     }
 
     async fn propose_inner(&self, cmd: Command, may_forward: bool) -> Result<(Outcome, u64), Error> {
@@ -312,11 +375,6 @@ impl ControlPlane {
             }
             Err(e) => Err(raft_err(e)),
         }
-    }
-
-    async fn wait_applied(&self, index: u64) {
-        let mut w = self.sm.watch();
-        let _ = tokio::time::timeout(self.cfg.commit_timeout, w.wait_for(|applied| *applied >= index)).await;
     }
 
     /// Stops the Raft node.
@@ -556,6 +614,12 @@ impl Handler for RpcHandler {
             "join" => {
                 let req: JoinRequest = decode(&payload)?;
                 reply(&self.0.join(req).await)
+            }
+            "in_force" => {
+                let index: u64 = String::from_utf8_lossy(&payload)
+                    .parse()
+                    .map_err(|_| "bad index".to_string())?;
+                reply(&self.0.wait_in_force(index, IN_FORCE_WAIT).await)
             }
             other => Err(format!("unknown control request {other:?}")),
         }

@@ -3,6 +3,7 @@
 //! the same commands in the same order and reaches the same state.
 
 use ironbucket_meta::BucketRecord;
+use ironbucket_store::BucketChange;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -90,9 +91,10 @@ pub enum Command {
     CreateBucket {
         record: BucketRecord,
     },
-    /// Replaces an existing bucket's settings.
-    UpdateBucket {
-        record: BucketRecord,
+    /// Changes one setting of a bucket (validated against its current settings on apply).
+    ChangeBucket {
+        name: String,
+        change: BucketChange,
     },
     /// Removes a bucket (its emptiness is checked by the caller).
     DeleteBucket {
@@ -119,6 +121,10 @@ pub enum Outcome {
     },
     NoSuchMember {
         name: String,
+    },
+    /// The change was refused (for example versioning suspended under object lock).
+    Failed {
+        error: ironbucket_store::Error,
     },
 }
 
@@ -170,12 +176,19 @@ impl ControlState {
                 self.buckets.insert(record.name.clone(), record);
                 Outcome::Done
             }
-            Command::UpdateBucket { record } => match self.buckets.get_mut(&record.name) {
+            Command::ChangeBucket { name, change } => match self.buckets.get_mut(&name) {
                 Some(b) => {
-                    *b = record;
-                    Outcome::Done
+                    // Validate on a copy: a refused change leaves the record as it was.
+                    let mut next = b.clone();
+                    match change.apply(&mut next) {
+                        Ok(()) => {
+                            *b = next;
+                            Outcome::Done
+                        }
+                        Err(error) => Outcome::Failed { error },
+                    }
                 }
-                None => Outcome::NoSuchBucket { name: record.name },
+                None => Outcome::NoSuchBucket { name },
             },
             Command::DeleteBucket { name } => match self.buckets.remove(&name) {
                 Some(_) => Outcome::Done,
@@ -242,17 +255,25 @@ mod tests {
             s.apply(Command::CreateBucket { record: bucket("b") }),
             Outcome::BucketExists { name: "b".into() }
         );
-        let mut changed = bucket("b");
-        changed.policy = Some("{}".into());
+        let policy = |p: &str| Command::ChangeBucket {
+            name: "b".into(),
+            change: BucketChange::Policy(Some(p.into())),
+        };
+        assert_eq!(s.apply(policy("{}")), Outcome::Done);
+        assert_eq!(s.buckets["b"].policy.as_deref(), Some("{}"));
+        // A refused change leaves the record untouched and the refusal is the result.
+        let lock = Command::ChangeBucket {
+            name: "b".into(),
+            change: BucketChange::ObjectLock(Default::default()),
+        };
+        let before = s.buckets["b"].clone();
+        assert!(matches!(s.apply(lock), Outcome::Failed { .. }));
+        assert_eq!(s.buckets["b"], before);
         assert_eq!(
-            s.apply(Command::UpdateBucket {
-                record: changed.clone()
+            s.apply(Command::ChangeBucket {
+                name: "x".into(),
+                change: BucketChange::Quota(None)
             }),
-            Outcome::Done
-        );
-        assert_eq!(s.buckets["b"], changed);
-        assert_eq!(
-            s.apply(Command::UpdateBucket { record: bucket("x") }),
             Outcome::NoSuchBucket { name: "x".into() }
         );
         assert_eq!(s.apply(Command::DeleteBucket { name: "b".into() }), Outcome::Done);

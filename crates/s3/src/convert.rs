@@ -44,6 +44,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::InvalidTag(_) => (C::InvalidTag, None),
         Error::InvalidArgument(_) => (C::InvalidArgument, None),
         Error::InvalidRequest(_) => (C::InvalidRequest, None),
+        Error::Unavailable(_) => (C::ServiceUnavailable, None),
         Error::Corrupt(_) | Error::Internal(_) => {
             tracing::error!(error = %e, "internal error serving S3 request");
             (C::InternalError, None)

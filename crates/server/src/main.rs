@@ -63,13 +63,52 @@ fn run_server(args: config::ServerArgs) -> Result<()> {
 }
 
 async fn serve_all(cfg: config::Settings) -> Result<()> {
-    let store: Arc<dyn ObjectStore> = LocalStore::open(cfg.local.clone(), cfg.keyring.clone())
+    let local = LocalStore::open(cfg.local.clone(), cfg.keyring.clone())
         .with_context(|| format!("cannot open the data directory {}", cfg.local.data_dir.display()))?;
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    // The control plane, when clustered: RPC server first (peers must reach us to form the
+    // cluster), then the Raft node.
+    let mut cluster_tasks = Vec::new();
+    let mut control = None;
+    if let Some(c) = cfg.cluster {
+        let rpc_listener = tokio::net::TcpListener::bind(c.rpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
+        let rpc_local = rpc_listener.local_addr()?;
+        let peers = ironbucket_rpc::Peers::new(c.rpc.clone());
+        let cp = ironbucket_consensus::ControlPlane::start(c.control.clone(), peers)
+            .await
+            .context("cannot start the control plane")?;
+        let handler = cp.handler();
+        let mut stop = tx.subscribe();
+        let rpc_cfg = c.rpc.clone();
+        cluster_tasks.push(tokio::spawn(async move {
+            if let Err(e) = ironbucket_rpc::serve(rpc_listener, &rpc_cfg, handler, async move {
+                let _ = stop.recv().await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "node RPC server stopped");
+            }
+        }));
+        println!("Node RPC listening on {rpc_local} (cluster {})", c.rpc.cluster_name);
+        tracing::info!(rpc = %rpc_local, cluster = %c.rpc.cluster_name, seeds = ?c.control.seeds, "cluster mode");
+        control = Some(cp);
+    }
+
+    // In a cluster, buckets and their settings go through the control plane.
+    let store: Arc<dyn ObjectStore> = match &control {
+        Some(cp) => ironbucket_replication::ClusterStore::new(local, cp.clone()),
+        None => local,
+    };
     let registry = prometheus::Registry::new();
     let s3_metrics = Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
     let s3 = ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
     let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone())
         .context("cannot start the admin API")?;
+    if let Some(cp) = &control {
+        admin.set_cluster(cp.clone());
+    }
 
     let s3_listener = tokio::net::TcpListener::bind(cfg.api_addr)
         .await
@@ -88,38 +127,6 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     }
     tracing::info!(s3 = %s3_local, admin = %admin_local, data_dir = %cfg.local.data_dir.display(),
         fsync = cfg.local.storage.fsync, encryption = cfg.keyring.is_some(), "IronBucket started");
-
-    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    // The control plane, when clustered: RPC server first (peers must reach us to form the
-    // cluster), then the Raft node.
-    let mut cluster_tasks = Vec::new();
-    let mut control = None;
-    if let Some(c) = cfg.cluster {
-        let rpc_listener = tokio::net::TcpListener::bind(c.rpc_addr)
-            .await
-            .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
-        let rpc_local = rpc_listener.local_addr()?;
-        let peers = ironbucket_rpc::Peers::new(c.rpc.clone());
-        let cp = ironbucket_consensus::ControlPlane::start(c.control.clone(), peers)
-            .await
-            .context("cannot start the control plane")?;
-        admin.set_cluster(cp.clone());
-        let handler = cp.handler();
-        let mut stop = tx.subscribe();
-        let rpc_cfg = c.rpc.clone();
-        cluster_tasks.push(tokio::spawn(async move {
-            if let Err(e) = ironbucket_rpc::serve(rpc_listener, &rpc_cfg, handler, async move {
-                let _ = stop.recv().await;
-            })
-            .await
-            {
-                tracing::error!(error = %e, "node RPC server stopped");
-            }
-        }));
-        println!("Node RPC listening on {rpc_local} (cluster {})", c.rpc.cluster_name);
-        tracing::info!(rpc = %rpc_local, cluster = %c.rpc.cluster_name, seeds = ?c.control.seeds, "cluster mode");
-        control = Some(cp);
-    }
 
     let shutdown = serve::shutdown_signal();
     let s3_task = tokio::spawn(serve::serve(

@@ -42,6 +42,10 @@ fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String> {
     .collect()
 }
 
+fn status_of<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
+    common::status(e)
+}
+
 async fn status(srv: &Server) -> Option<serde_json::Value> {
     let (st, _, body) = raw("GET", &format!("{}/cluster/status", srv.admin), &[], vec![]).await;
     (st == 200).then(|| serde_json::from_str(&body).unwrap())
@@ -138,6 +142,83 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
 
+    // Buckets go through Raft: created through one node, in force on all when the call returns.
+    let clients: Vec<_> = nodes.iter().map(|n| n.client()).collect();
+    clients[0].create_bucket().bucket("shared-bucket").send().await.unwrap();
+    for c in &clients {
+        c.head_bucket().bucket("shared-bucket").send().await.unwrap();
+        let names: Vec<String> = c
+            .list_buckets()
+            .send()
+            .await
+            .unwrap()
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_string))
+            .collect();
+        assert_eq!(names, vec!["shared-bucket".to_string()]);
+    }
+    // Two clients create the same bucket through different nodes at once: exactly one wins.
+    for round in 0..3 {
+        let name = format!("race-{round}");
+        let (a, b) = tokio::join!(
+            clients[1].create_bucket().bucket(&name).send(),
+            clients[2].create_bucket().bucket(&name).send()
+        );
+        let wins = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();
+        assert_eq!(wins, 1, "{a:?} {b:?}");
+        let lost = match (a, b) {
+            (Err(e), _) | (_, Err(e)) => e,
+            _ => unreachable!(),
+        };
+        assert_eq!(code(&lost), "BucketAlreadyOwnedByYou");
+    }
+    // A policy set through node 1 is in force on node 3 as soon as the call returns.
+    clients[2]
+        .put_object()
+        .bucket("shared-bucket")
+        .key("page")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/shared-bucket/page", nodes[2].s3);
+    assert_eq!(raw("GET", &url, &[], vec![]).await.0, 403);
+    clients[0]
+        .put_bucket_policy()
+        .bucket("shared-bucket")
+        .policy(r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::shared-bucket/*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw("GET", &url, &[], vec![]).await.0, 200, "policy in force on node 3");
+    let v = clients[1]
+        .get_bucket_versioning()
+        .bucket("shared-bucket")
+        .send()
+        .await
+        .unwrap();
+    assert!(v.status().is_none());
+    clients[2]
+        .put_bucket_versioning()
+        .bucket("shared-bucket")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for c in &clients {
+        let v = c.get_bucket_versioning().bucket("shared-bucket").send().await.unwrap();
+        assert_eq!(v.status(), Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled));
+    }
+    clients[1].delete_bucket().bucket("race-0").send().await.unwrap();
+    for c in &clients {
+        assert!(c.head_bucket().bucket("race-0").send().await.is_err());
+    }
+
     // Kill the leader: the other two elect a new one.
     let old_leader = st["leader"].as_str().unwrap().to_string();
     let idx = nodes
@@ -190,6 +271,27 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     assert_eq!(s["cluster_id"], "", "the intruder joined nothing: {s}");
     let s = status(&nodes[0]).await.unwrap();
     assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s}");
+    // The restarted node has the buckets created while it was down... and before.
+    nodes[2]
+        .client()
+        .head_bucket()
+        .bucket("shared-bucket")
+        .send()
+        .await
+        .unwrap();
+
+    // Two of three gone: the survivor is read-only for metadata, with a clear 503.
+    let mut gone = nodes.remove(0);
+    gone.kill9();
+    let mut gone2 = nodes.remove(0);
+    gone2.kill9();
+    let lone = &nodes[0];
+    let c = lone.client();
+    c.head_bucket().bucket("shared-bucket").send().await.unwrap();
+    let t = Instant::now();
+    let e = c.create_bucket().bucket("needs-quorum").send().await.unwrap_err();
+    assert_eq!((code(&e).as_str(), status_of(&e)), ("ServiceUnavailable", 503), "{e:?}");
+    println!("metadata write refused after {:?} without a quorum", t.elapsed());
     drop(dir);
 }
 

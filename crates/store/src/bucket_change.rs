@@ -126,6 +126,9 @@ mod tests {
         });
         assert!(bad.validate().is_err());
         let json = serde_json::to_string(&BucketChange::Quota(None)).unwrap();
-        assert_eq!(serde_json::from_str::<BucketChange>(&json).unwrap(), BucketChange::Quota(None));
+        assert_eq!(
+            serde_json::from_str::<BucketChange>(&json).unwrap(),
+            BucketChange::Quota(None)
+        );
     }
 }

@@ -76,6 +76,9 @@ pub enum Error {
     Corrupt(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The cluster cannot serve the request now (no quorum, replicas unreachable).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,7 +6,8 @@
 
 use crate::model::*;
 use crate::{
-    Acl, BucketChange, ByteStream, CorsRule, CustomerKey, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result, validate_tags,
+    Acl, BucketChange, ByteStream, CorsRule, CustomerKey, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result,
+    validate_tags,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -474,7 +475,9 @@ impl LocalStore {
 
     /// Server-side encryption can be honoured only with the node's master key, which then
     /// encrypts every object (SSE-S3 semantics).
-    fn sse_check(&self, requested: Option<&str>) -> Result<()> {
+    /// Whether this node can honour a requested server-side encryption (`AES256` needs the
+    /// node's master key).
+    pub fn sse_check(&self, requested: Option<&str>) -> Result<()> {
         match requested {
             None => Ok(()),
             Some("AES256") if self.key_id.is_some() => Ok(()),
@@ -1196,7 +1199,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()> {
-        self.change_bucket(bucket, BucketChange::Versioning(status.to_string())).await
+        self.change_bucket(bucket, BucketChange::Versioning(status.to_string()))
+            .await
     }
 
     async fn get_bucket_versioning(&self, bucket: &str) -> Result<Option<String>> {

@@ -1,0 +1,397 @@
+//! [`ClusterStore`]: the `ObjectStore` of a node in a cluster. Buckets and their settings are
+//! agreed through the control plane (Raft): creating a bucket or changing a policy through any
+//! node is committed by a majority and in force on every reachable node when the call returns;
+//! two clients creating the same bucket through different nodes get exactly one success.
+//! Each node keeps the agreed bucket list materialized in its local metadata, where the object
+//! operations find it.
+//!
+//! Objects are still served by this node's `LocalStore` alone: replicating them over the
+//! placement ring with quorum reads and writes is the next step (the replicated data path).
+
+use async_trait::async_trait;
+use ironbucket_consensus::{Command, ControlPlane, Outcome};
+use ironbucket_meta::{BucketRecord, ObjectLockConfig, Quota, Retention};
+use ironbucket_store::*;
+use ironbucket_types::{now_millis, validate_bucket_name};
+use std::sync::Arc;
+
+/// The object store of a cluster node.
+pub struct ClusterStore {
+    local: Arc<LocalStore>,
+    cp: Arc<ControlPlane>,
+}
+
+fn unavailable(e: ironbucket_consensus::Error) -> Error {
+    match e {
+        ironbucket_consensus::Error::NoQuorum(m) => Error::Unavailable(format!(
+            "Cluster metadata is read-only: {m}. Buckets and their settings cannot change until a majority of the voting nodes is reachable"
+        )),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+impl ClusterStore {
+    /// Wraps the node's local store and starts keeping its bucket table in line with the
+    /// control plane.
+    pub fn new(local: Arc<LocalStore>, cp: Arc<ControlPlane>) -> Arc<Self> {
+        let s = Arc::new(Self { local, cp });
+        tokio::spawn(Self::materialize(Arc::downgrade(&s)));
+        s
+    }
+
+    /// Applies the agreed bucket list to the local metadata after every change.
+    async fn materialize(me: std::sync::Weak<Self>) {
+        let Some(s) = me.upgrade() else { return };
+        let mut applied = s.cp.applied_watch();
+        drop(s);
+        loop {
+            let index = *applied.borrow_and_update();
+            let Some(s) = me.upgrade() else { return };
+            let buckets: Vec<BucketRecord> = s.cp.with_state(|st| st.buckets.values().cloned().collect());
+            match s.local.sync_buckets(buckets).await {
+                Ok(kept) => {
+                    for b in kept {
+                        tracing::warn!(bucket = %b, "bucket was deleted in the cluster but still holds data on this node; kept locally");
+                    }
+                    s.cp.set_materialized(index);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot apply the cluster's bucket list to local metadata"),
+            }
+            drop(s);
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<()> {
+        match self.cp.propose(cmd).await.map_err(unavailable)? {
+            Outcome::Done | Outcome::AlreadyInitialized { .. } => Ok(()),
+            Outcome::BucketExists { .. } => Err(Error::BucketAlreadyOwnedByYou),
+            Outcome::NoSuchBucket { .. } => Err(Error::NoSuchBucket),
+            Outcome::NoSuchMember { name } => Err(Error::InvalidArgument(format!("no member named {name}"))),
+            Outcome::Failed { error } => Err(error),
+        }
+    }
+
+    async fn change(&self, bucket: &str, change: BucketChange) -> Result<()> {
+        change.validate()?;
+        if !self.cp.with_state(|s| s.buckets.contains_key(bucket)) {
+            return Err(Error::NoSuchBucket);
+        }
+        self.propose(Command::ChangeBucket {
+            name: bucket.to_string(),
+            change,
+        })
+        .await
+    }
+
+    async fn create(&self, record: BucketRecord) -> Result<()> {
+        validate_bucket_name(&record.name)?;
+        if self.cp.with_state(|s| s.buckets.contains_key(&record.name)) {
+            return Err(Error::BucketAlreadyOwnedByYou);
+        }
+        self.propose(Command::CreateBucket { record }).await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for ClusterStore {
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.create(BucketRecord {
+            name: bucket.to_string(),
+            created: now_millis(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()> {
+        self.create(BucketRecord {
+            name: bucket.to_string(),
+            created: now_millis(),
+            versioning: Some("Enabled".into()),
+            object_lock: Some(ObjectLockConfig::default()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()> {
+        self.change(bucket, BucketChange::ObjectLock(cfg)).await
+    }
+
+    async fn get_object_lock_configuration(&self, bucket: &str) -> Result<ObjectLockConfig> {
+        self.local.get_object_lock_configuration(bucket).await
+    }
+
+    async fn put_object_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+    ) -> Result<()> {
+        self.local
+            .put_object_retention(bucket, key, version_id, retention, bypass_governance)
+            .await
+    }
+
+    async fn get_object_retention(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Retention> {
+        self.local.get_object_retention(bucket, key, version_id).await
+    }
+
+    async fn put_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>, on: bool) -> Result<()> {
+        self.local.put_object_legal_hold(bucket, key, version_id, on).await
+    }
+
+    async fn get_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<bool> {
+        self.local.get_object_legal_hold(bucket, key, version_id).await
+    }
+
+    async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo> {
+        self.local.head_bucket(bucket).await
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        if !self.cp.with_state(|s| s.buckets.contains_key(bucket)) {
+            return Err(Error::NoSuchBucket);
+        }
+        // Objects live on this node only until the replicated data path: a bucket that holds
+        // data here is not empty.
+        if self
+            .local
+            .list_objects(
+                bucket,
+                ListQuery {
+                    max_keys: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .is_ok_and(|p| !p.objects.is_empty() || !p.common_prefixes.is_empty())
+        {
+            return Err(Error::BucketNotEmpty);
+        }
+        self.propose(Command::DeleteBucket {
+            name: bucket.to_string(),
+        })
+        .await
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
+        Ok(self.cp.with_state(|s| {
+            s.buckets
+                .values()
+                .map(|b| BucketInfo {
+                    name: b.name.clone(),
+                    created: b.created,
+                })
+                .collect()
+        }))
+    }
+
+    async fn put_bucket_tagging(&self, bucket: &str, tags: Vec<Tag>) -> Result<()> {
+        self.change(bucket, BucketChange::tags(Some(tags))).await
+    }
+
+    async fn get_bucket_tagging(&self, bucket: &str) -> Result<Vec<Tag>> {
+        self.local.get_bucket_tagging(bucket).await
+    }
+
+    async fn delete_bucket_tagging(&self, bucket: &str) -> Result<()> {
+        self.change(bucket, BucketChange::Tags(None)).await
+    }
+
+    async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
+        self.local.put_object(req, body).await
+    }
+
+    async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {
+        self.local.get_object(req).await
+    }
+
+    async fn head_object(&self, req: GetObject) -> Result<ObjectInfo> {
+        self.local.head_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass_governance: bool,
+    ) -> Result<DeleteResult> {
+        self.local
+            .delete_object(bucket, key, version_id, bypass_governance)
+            .await
+    }
+
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: Vec<(String, Option<String>)>,
+        bypass_governance: bool,
+    ) -> Result<Vec<Result<DeleteResult>>> {
+        self.local.delete_objects(bucket, keys, bypass_governance).await
+    }
+
+    async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()> {
+        self.change(bucket, BucketChange::Versioning(status.to_string())).await
+    }
+
+    async fn get_bucket_versioning(&self, bucket: &str) -> Result<Option<String>> {
+        self.local.get_bucket_versioning(bucket).await
+    }
+
+    async fn list_object_versions(&self, bucket: &str, query: VersionListQuery) -> Result<VersionListing> {
+        self.local.list_object_versions(bucket, query).await
+    }
+
+    async fn put_bucket_lifecycle(&self, bucket: &str, rules: Vec<LifecycleRule>) -> Result<()> {
+        self.change(bucket, BucketChange::Lifecycle(Some(rules))).await
+    }
+
+    async fn get_bucket_lifecycle(&self, bucket: &str) -> Result<Vec<LifecycleRule>> {
+        self.local.get_bucket_lifecycle(bucket).await
+    }
+
+    async fn delete_bucket_lifecycle(&self, bucket: &str) -> Result<()> {
+        self.change(bucket, BucketChange::Lifecycle(None)).await
+    }
+
+    async fn put_bucket_cors(&self, bucket: &str, rules: Vec<CorsRule>) -> Result<()> {
+        self.change(bucket, BucketChange::Cors(Some(rules))).await
+    }
+
+    async fn get_bucket_cors(&self, bucket: &str) -> Result<Vec<CorsRule>> {
+        self.local.get_bucket_cors(bucket).await
+    }
+
+    async fn delete_bucket_cors(&self, bucket: &str) -> Result<()> {
+        self.change(bucket, BucketChange::Cors(None)).await
+    }
+
+    async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo> {
+        self.local.copy_object(req).await
+    }
+
+    async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()> {
+        self.local.put_object_tagging(bucket, key, tags).await
+    }
+
+    async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>> {
+        self.local.get_object_tagging(bucket, key).await
+    }
+
+    async fn delete_object_tagging(&self, bucket: &str, key: &str) -> Result<()> {
+        self.local.delete_object_tagging(bucket, key).await
+    }
+
+    async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
+        self.local.list_objects(bucket, query).await
+    }
+
+    async fn create_multipart_upload(&self, req: CreateMultipart) -> Result<String> {
+        self.local.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo> {
+        self.local.upload_part(req, body).await
+    }
+
+    async fn upload_part_copy(&self, req: UploadPartCopy) -> Result<PartInfo> {
+        self.local.upload_part_copy(req).await
+    }
+
+    async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
+        self.local.complete_multipart_upload(req).await
+    }
+
+    async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.local.abort_multipart_upload(bucket, key, upload_id).await
+    }
+
+    async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage> {
+        self.local.list_parts(req).await
+    }
+
+    async fn list_multipart_uploads(&self, bucket: &str, query: UploadListQuery) -> Result<UploadListPage> {
+        self.local.list_multipart_uploads(bucket, query).await
+    }
+
+    async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)> {
+        self.local.create_key(name).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        self.local.list_keys().await
+    }
+
+    async fn set_key_enabled(&self, access_key: &str, enabled: bool) -> Result<()> {
+        self.local.set_key_enabled(access_key, enabled).await
+    }
+
+    async fn delete_key(&self, access_key: &str) -> Result<()> {
+        self.local.delete_key(access_key).await
+    }
+
+    async fn set_key_permission(&self, access_key: &str, bucket: &str, permission: Option<Permission>) -> Result<()> {
+        self.local.set_key_permission(access_key, bucket, permission).await
+    }
+
+    async fn key_secret(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>> {
+        self.local.key_secret(access_key).await
+    }
+
+    async fn put_bucket_encryption(&self, bucket: &str, algorithm: Option<String>) -> Result<()> {
+        // Every node must hold the master key; this one at least does.
+        self.local.sse_check(algorithm.as_deref())?;
+        self.change(bucket, BucketChange::Encryption(algorithm)).await
+    }
+
+    async fn get_bucket_encryption(&self, bucket: &str) -> Result<Option<String>> {
+        self.local.get_bucket_encryption(bucket).await
+    }
+
+    async fn set_bucket_quota(&self, bucket: &str, quota: Option<Quota>) -> Result<()> {
+        self.change(bucket, BucketChange::Quota(quota)).await
+    }
+
+    async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage> {
+        self.local.bucket_usage(bucket).await
+    }
+
+    fn record_request(&self, bucket: &str) {
+        self.local.record_request(bucket)
+    }
+
+    async fn put_bucket_policy(&self, bucket: &str, policy: Option<String>) -> Result<()> {
+        self.change(bucket, BucketChange::Policy(policy)).await
+    }
+
+    async fn put_bucket_acl(&self, bucket: &str, acl: Acl) -> Result<()> {
+        self.change(bucket, BucketChange::Acl(acl)).await
+    }
+
+    async fn put_public_access_block(&self, bucket: &str, block: Option<PublicAccessBlock>) -> Result<()> {
+        self.change(bucket, BucketChange::PublicAccessBlock(block)).await
+    }
+
+    async fn bucket_access(&self, bucket: &str) -> Result<BucketAccess> {
+        self.local.bucket_access(bucket).await
+    }
+
+    async fn put_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>, acl: Acl) -> Result<()> {
+        self.local.put_object_acl(bucket, key, version_id, acl).await
+    }
+
+    async fn get_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<Acl>> {
+        self.local.get_object_acl(bucket, key, version_id).await
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        self.local.usage().await
+    }
+}
