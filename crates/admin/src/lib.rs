@@ -371,7 +371,103 @@ impl AdminService {
     }
 }
 
+fn cluster_error(e: ironbucket_consensus::Error) -> Response<Full<Bytes>> {
+    use ironbucket_consensus::Error as E;
+    let status = match &e {
+        E::Invalid(m) if m.starts_with("no member named") => StatusCode::NOT_FOUND,
+        E::Invalid(_) | E::Config(_) => StatusCode::BAD_REQUEST,
+        E::NoQuorum(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::Storage(_) | E::Raft(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json(status, serde_json::json!({"error": e.to_string()}))
+}
+
 impl State {
+    /// `PUT /cluster/replication`, `PUT /cluster/nodes/{n}`, `POST /cluster/nodes/{n}/decommission`,
+    /// `POST /cluster/nodes/{n}/replace`, `DELETE /cluster/nodes/{n}`: need the admin token.
+    async fn cluster_change(
+        &self,
+        method: &Method,
+        parts: &[&str],
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
+        if !self.authorized(headers) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "a valid admin token is required (Authorization: Bearer ...)"}),
+            );
+        }
+        let Some(cp) = self.cluster.get() else {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "this node is not part of a cluster (CLUSTER_ENABLED=false)"}),
+            );
+        };
+        let body: serde_json::Value = if body.is_empty() {
+            serde_json::json!({})
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("the body is not JSON: {e}")}),
+                    );
+                }
+            }
+        };
+        let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let r = match (method, parts) {
+            (&Method::PUT, ["replication"]) => {
+                let mut r = cp.state().replication;
+                if let Some(f) = body.get("factor") {
+                    match f.as_u64() {
+                        Some(f) => r.factor = f as u32,
+                        None => {
+                            return json(
+                                StatusCode::BAD_REQUEST,
+                                serde_json::json!({"error": "factor must be a positive integer"}),
+                            );
+                        }
+                    }
+                }
+                if let Some(v) = text("strategy") {
+                    r.strategy = v;
+                }
+                if let Some(v) = text("read_consistency") {
+                    r.read_consistency = v.to_ascii_uppercase();
+                }
+                if let Some(v) = text("write_consistency") {
+                    r.write_consistency = v.to_ascii_uppercase();
+                }
+                cp.set_replication(r).await
+            }
+            (&Method::PUT, ["nodes", name]) => {
+                let patch = ironbucket_consensus::MemberPatch {
+                    role: text("role"),
+                    zone: text("zone"),
+                    rack: text("rack"),
+                    weight: body.get("weight").and_then(|w| w.as_u64()).map(|w| w as u32),
+                };
+                cp.update_member(name, patch).await
+            }
+            (&Method::POST, ["nodes", name, "decommission"]) => cp.decommission(name).await,
+            (&Method::POST, ["nodes", name, "replace"]) => cp.allow_replace(name).await,
+            (&Method::DELETE, ["nodes", name]) => cp.remove_member(name).await,
+            _ => {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "no such cluster endpoint"}),
+                );
+            }
+        };
+        match r {
+            Ok(()) => json(StatusCode::OK, serde_json::json!(cp.status())),
+            Err(e) => cluster_error(e),
+        }
+    }
+
     fn cluster(&self, what: &str) -> Response<Full<Bytes>> {
         let Some(cp) = self.cluster.get() else {
             return json(
@@ -411,6 +507,24 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
                     .collect();
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
                 return Ok(state.buckets(&parts.method, &segs, &parts.headers, body).await);
+            }
+            if path.starts_with("/cluster/")
+                && !matches!(path.as_str(), "/cluster/status" | "/cluster/health")
+                && !(req.method() == Method::GET && path == "/cluster/nodes")
+            {
+                let (parts, body) = req.into_parts();
+                let body = match http_body_util::BodyExt::collect(body).await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                let segs: Vec<String> = path
+                    .trim_start_matches("/cluster/")
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(percent_decode)
+                    .collect();
+                let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+                return Ok(state.cluster_change(&parts.method, &segs, &parts.headers, body).await);
             }
             if path == "/keys" || path.starts_with("/keys/") {
                 let (parts, body) = req.into_parts();

@@ -77,6 +77,42 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change the replication factor, strategy or default consistency for new writes, on every
+    /// node without a restart (needs --admin-token).
+    SetReplication {
+        #[arg(long)]
+        factor: Option<u32>,
+        /// SimpleStrategy, ConsistentHash, RackAware or ZoneAware.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// ONE, QUORUM or ALL.
+        #[arg(long)]
+        read: Option<String>,
+        /// ONE, QUORUM or ALL.
+        #[arg(long)]
+        write: Option<String>,
+    },
+    /// Change a member's zone, rack, weight or role (needs --admin-token).
+    SetNode {
+        name: String,
+        #[arg(long)]
+        zone: Option<String>,
+        #[arg(long)]
+        rack: Option<String>,
+        #[arg(long)]
+        weight: Option<u32>,
+        /// primary or secondary.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Mark a member as draining (needs --admin-token).
+    Decommission { name: String },
+    /// Remove a member from the cluster: graceful leave, or the end of a decommission (needs
+    /// --admin-token).
+    Remove { name: String },
+    /// Confirm that a wiped node reusing this member's id may take its place (needs
+    /// --admin-token).
+    Replace { name: String },
 }
 
 /// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
@@ -230,9 +266,57 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
         }
         Command::Cluster(c) => {
+            let change = match &c {
+                ClusterCommand::SetReplication {
+                    factor,
+                    strategy,
+                    read,
+                    write,
+                } => Some((
+                    "PUT",
+                    "/cluster/replication".to_string(),
+                    serde_json::json!({"factor": factor, "strategy": strategy, "read_consistency": read, "write_consistency": write}),
+                )),
+                ClusterCommand::SetNode {
+                    name,
+                    zone,
+                    rack,
+                    weight,
+                    role,
+                } => Some((
+                    "PUT",
+                    format!("/cluster/nodes/{}", pct(name)),
+                    serde_json::json!({"zone": zone, "rack": rack, "weight": weight, "role": role}),
+                )),
+                ClusterCommand::Decommission { name } => Some((
+                    "POST",
+                    format!("/cluster/nodes/{}/decommission", pct(name)),
+                    serde_json::json!({}),
+                )),
+                ClusterCommand::Remove { name } => {
+                    Some(("DELETE", format!("/cluster/nodes/{}", pct(name)), serde_json::json!({})))
+                }
+                ClusterCommand::Replace { name } => Some((
+                    "POST",
+                    format!("/cluster/nodes/{}/replace", pct(name)),
+                    serde_json::json!({}),
+                )),
+                _ => None,
+            };
+            if let Some((method, path, mut body)) = change {
+                let token = cli
+                    .admin_token
+                    .as_deref()
+                    .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required to change the cluster")?;
+                if let Some(o) = body.as_object_mut() {
+                    o.retain(|_, v| !v.is_null());
+                }
+                return admin_call(&cli.admin_url, method, &path, token, Some(body), cli.timeout).await;
+            }
             let (path, raw) = match c {
                 ClusterCommand::Status { json } => ("/cluster/status", json),
                 ClusterCommand::Nodes { json } => ("/cluster/nodes", json),
+                _ => unreachable!("changes were handled above"),
             };
             let (status, body) = get(&cli.admin_url, path, cli.timeout).await?;
             let v: serde_json::Value = serde_json::from_str(&body)

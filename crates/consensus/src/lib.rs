@@ -35,6 +35,11 @@ const IN_FORCE_WAIT: Duration = Duration::from_secs(2);
 pub struct NodeInfo {
     pub name: String,
     pub rpc_addr: String,
+    /// The member's Raft-state identity (see `ControlPlane::incarnation`); Raft messages meant
+    /// for another incarnation are refused, so a node that lost its data cannot silently take
+    /// its old place.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 impl std::fmt::Display for NodeInfo {
@@ -73,6 +78,9 @@ pub enum Error {
     Raft(String),
     #[error("invalid control-plane setting: {0}")]
     Config(String),
+    /// A request the cluster refuses as given (unknown member, RF above the member count).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Settings of the control plane.
@@ -133,6 +141,47 @@ pub struct Status {
 struct JoinRequest {
     name: String,
     rpc_addr: String,
+    #[serde(default)]
+    incarnation: String,
+}
+
+/// A change of Raft membership, run on the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum MembershipOp {
+    Remove { name: String },
+}
+
+/// Changes to one member's placement attributes (`None`: unchanged).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemberPatch {
+    pub role: Option<String>,
+    pub zone: Option<String>,
+    pub rack: Option<String>,
+    pub weight: Option<u32>,
+}
+
+/// Checks replication settings against the members that can hold replicas.
+pub fn validate_replication(r: &Replication, members: usize) -> Result<(), Error> {
+    if r.factor == 0 || r.factor as usize > members {
+        return Err(Error::Invalid(format!(
+            "replication factor {} is not possible with {members} active member(s)",
+            r.factor
+        )));
+    }
+    if !["SimpleStrategy", "ConsistentHash", "RackAware", "ZoneAware"].contains(&r.strategy.as_str()) {
+        return Err(Error::Invalid(format!(
+            "replication strategy must be SimpleStrategy, ConsistentHash, RackAware or ZoneAware, not {:?}",
+            r.strategy
+        )));
+    }
+    for l in [&r.read_consistency, &r.write_consistency] {
+        if !["ONE", "QUORUM", "ALL"].contains(&l.as_str()) {
+            return Err(Error::Invalid(format!(
+                "consistency must be ONE, QUORUM or ALL, not {l:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The running control plane of this node.
@@ -142,6 +191,8 @@ pub struct ControlPlane {
     peers: Peers,
     cfg: ControlConfig,
     id: u64,
+    /// Made when this node's Raft state was created; a wiped node gets a new one.
+    incarnation: String,
     /// Highest applied index whose effects the node has put in force locally (see
     /// [`ControlPlane::set_materialized`]); `None` until something materializes state.
     materialized: tokio::sync::watch::Sender<Option<u64>>,
@@ -159,6 +210,15 @@ impl ControlPlane {
             return Err(Error::Config("CLUSTER_SEEDS names no node".into()));
         }
         let db = RaftDb::open(&cfg.data_dir.join("raft.redb")).map_err(|e| Error::Storage(e.to_string()))?;
+        let incarnation = match db.get("incarnation").map_err(|e| Error::Storage(e.to_string()))? {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => {
+                let fresh = uuid::Uuid::new_v4().to_string();
+                db.put(&[("incarnation", fresh.as_bytes())])
+                    .map_err(|e| Error::Storage(e.to_string()))?;
+                fresh
+            }
+        };
         let log = store::LogStore::new(db.clone());
         let sm = store::StateMachine::open(db).map_err(|e| Error::Storage(e.to_string()))?;
         let hb = cfg.heartbeat.as_millis() as u64;
@@ -190,6 +250,7 @@ impl ControlPlane {
             peers,
             cfg,
             id,
+            incarnation,
             materialized: tokio::sync::watch::channel(None).0,
         });
         tokio::spawn(Self::bootstrap(Arc::downgrade(&cp)));
@@ -377,6 +438,141 @@ impl ControlPlane {
         }
     }
 
+    /// Changes the replication factor, strategy or default consistency for new writes; every
+    /// node applies it without a restart.
+    pub async fn set_replication(&self, r: Replication) -> Result<(), Error> {
+        // Members that can hold replicas: Raft members not removed or draining.
+        let nodes: Vec<String> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.name.clone())
+            .collect();
+        let active = self.with_state(|s| {
+            nodes
+                .iter()
+                .filter(|n| s.members.get(*n).is_none_or(|m| m.state == MemberState::Active))
+                .count()
+        });
+        validate_replication(&r, active)?;
+        self.propose(Command::SetReplication { replication: r })
+            .await
+            .map(|_| ())
+    }
+
+    /// Changes a member's role, zone, rack or weight.
+    pub async fn update_member(&self, name: &str, patch: MemberPatch) -> Result<(), Error> {
+        let Some(mut m) = self.with_state(|s| s.members.get(name).cloned()) else {
+            return Err(Error::Invalid(format!("no member named {name}")));
+        };
+        if let Some(r) = patch.role {
+            if r != "primary" && r != "secondary" {
+                return Err(Error::Invalid(format!("role must be primary or secondary, not {r:?}")));
+            }
+            m.role = r;
+        }
+        if let Some(z) = patch.zone {
+            m.zone = z;
+        }
+        if let Some(r) = patch.rack {
+            m.rack = r;
+        }
+        if let Some(w) = patch.weight {
+            if w == 0 {
+                return Err(Error::Invalid("weight must be at least 1".into()));
+            }
+            m.weight = w;
+        }
+        self.propose(Command::UpsertMember { member: m }).await.map(|_| ())
+    }
+
+    /// Marks a member as draining (decommission): it stays a voter until it is removed.
+    pub async fn decommission(&self, name: &str) -> Result<(), Error> {
+        match self
+            .propose(Command::SetMemberState {
+                name: name.to_string(),
+                state: MemberState::Draining,
+            })
+            .await?
+        {
+            Outcome::NoSuchMember { name } => Err(Error::Invalid(format!("no member named {name}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a member from the Raft group and marks it removed (graceful leave, or the end of
+    /// a decommission).
+    pub async fn remove_member(&self, name: &str) -> Result<(), Error> {
+        if !self.with_state(|s| s.members.contains_key(name)) {
+            return Err(Error::Invalid(format!("no member named {name}")));
+        }
+        self.on_leader(MembershipOp::Remove { name: name.to_string() }).await?;
+        self.propose(Command::SetMemberState {
+            name: name.to_string(),
+            state: MemberState::Removed,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Lets a wiped node that reuses `name` take that member's place on its next join.
+    pub async fn allow_replace(&self, name: &str) -> Result<(), Error> {
+        match self.propose(Command::AllowReplace { name: name.to_string() }).await? {
+            Outcome::NoSuchMember { name } => Err(Error::Invalid(format!("no member named {name}"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
+        let payload = serde_json::to_vec(&op).map_err(raft_err)?;
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return self.membership_op(op).await.map_err(Error::Invalid);
+        }
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            .ok_or_else(|| Error::NoQuorum("no leader is elected".into()))?;
+        let raw = self
+            .peers
+            .control(&leader.rpc_addr, "membership", payload, Some(self.cfg.commit_timeout))
+            .await
+            .map_err(|e| Error::NoQuorum(format!("the leader {} did not answer: {e}", leader.name)))?;
+        serde_json::from_slice::<Result<(), String>>(&raw)
+            .map_err(raft_err)?
+            .map_err(Error::Invalid)
+    }
+
+    async fn membership_op(&self, op: MembershipOp) -> Result<(), String> {
+        match op {
+            MembershipOp::Remove { name } => {
+                let id = raft_id(&name);
+                let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+                let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
+                if voters.remove(&id) {
+                    if voters.is_empty() {
+                        return Err("the last voter cannot be removed".into());
+                    }
+                    self.raft
+                        .change_membership(voters, false)
+                        .await
+                        .map_err(|e| format!("remove {name}: {e}"))?;
+                } else if membership.get_node(&id).is_some() {
+                    // A learner: drop it from the node list.
+                    self.raft
+                        .change_membership(openraft::ChangeMembers::RemoveNodes([id].into()), false)
+                        .await
+                        .map_err(|e| format!("remove {name}: {e}"))?;
+                }
+                tracing::info!(node = %name, "member removed from the cluster");
+                Ok(())
+            }
+        }
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
@@ -403,6 +599,7 @@ impl ControlPlane {
     async fn bootstrap_round(&self) -> Result<(), String> {
         let me = &self.cfg.node_name;
         let mut answered: BTreeMap<String, String> = BTreeMap::new();
+        let mut incarnations: BTreeMap<String, String> = BTreeMap::new();
         let mut existing = None;
         for seed in &self.cfg.seeds {
             match self.peers.ping(seed, Some(Duration::from_secs(2))).await {
@@ -410,6 +607,7 @@ impl ControlPlane {
                     if !r.cluster_id.is_empty() && &r.node_id != me {
                         existing = Some(seed.clone());
                     }
+                    incarnations.insert(r.node_id.clone(), r.incarnation.clone());
                     answered.insert(r.node_id, seed.clone());
                 }
                 Err(e) => tracing::debug!(%seed, error = %e, "seed did not answer"),
@@ -421,6 +619,7 @@ impl ControlPlane {
             let req = serde_json::to_vec(&JoinRequest {
                 name: me.clone(),
                 rpc_addr,
+                incarnation: self.incarnation.clone(),
             })
             .map_err(|e| e.to_string())?;
             let raw = self
@@ -457,6 +656,7 @@ impl ControlPlane {
                         } else {
                             addr.clone()
                         },
+                        incarnation: incarnations.get(name).cloned().unwrap_or_default(),
                     },
                 )
             })
@@ -540,15 +740,32 @@ impl ControlPlane {
             return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
         }
         let id = raft_id(&req.name);
-        let membership = m.membership_config.membership().clone();
-        if let Some(existing) = membership.get_node(&id)
-            && existing.rpc_addr != req.rpc_addr
+        let mut membership = m.membership_config.membership().clone();
+        if membership
+            .get_node(&id)
+            .is_some_and(|n| n.incarnation != req.incarnation || n.incarnation.is_empty())
         {
-            tracing::info!(node = %req.name, old = %existing.rpc_addr, new = %req.rpc_addr, "member changed address");
+            // A member with this name but another Raft state: the node lost its data. It may
+            // take the old place only once an operator confirmed the replacement.
+            if !self.with_state(|s| s.replacements.contains(&req.name)) {
+                tracing::warn!(node = %req.name, addr = %req.rpc_addr, "refused a wiped node reusing a member's id");
+                return Err(format!(
+                    "node {} is already a member of this cluster; a node that lost its data may take its place only after an operator confirms it with POST /cluster/nodes/{}/replace (ironbucket-cli cluster replace {})",
+                    req.name, req.name, req.name
+                ));
+            }
+            tracing::warn!(node = %req.name, "replacing a member by a wiped node, as confirmed");
+            self.membership_op(MembershipOp::Remove { name: req.name.clone() })
+                .await?;
+            membership = self.raft.metrics().borrow().membership_config.membership().clone();
+            let _ = self
+                .propose_inner(Command::ReplaceDone { name: req.name.clone() }, false)
+                .await;
         }
         let node = NodeInfo {
             name: req.name.clone(),
             rpc_addr: req.rpc_addr.clone(),
+            incarnation: req.incarnation.clone(),
         };
         self.raft
             .add_learner(id, node, true)
@@ -591,11 +808,21 @@ impl Handler for RpcHandler {
             cluster_name: cp.cfg.cluster_name.clone(),
             cluster_id,
             advertise: cp.cfg.advertise.clone().unwrap_or_default(),
+            incarnation: cp.incarnation.clone(),
         }
     }
 
     async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         let raft = &self.0.raft;
+        let (kind, meant_for) = kind.split_once(':').unwrap_or((kind, ""));
+        if !meant_for.is_empty() && meant_for != self.0.incarnation {
+            tracing::warn!(
+                expected = %meant_for,
+                mine = %self.0.incarnation,
+                "refused a Raft message meant for another incarnation of this node (its data was lost or replaced)"
+            );
+            return Err("this node's Raft state is not the one the cluster knows; it must be replaced (POST /cluster/nodes/{id}/replace)".into());
+        }
         match kind {
             "append" => reply(&raft.append_entries(decode(&payload)?).await),
             "vote" => reply(&raft.vote(decode(&payload)?).await),
@@ -614,6 +841,10 @@ impl Handler for RpcHandler {
             "join" => {
                 let req: JoinRequest = decode(&payload)?;
                 reply(&self.0.join(req).await)
+            }
+            "membership" => {
+                let op: MembershipOp = decode(&payload)?;
+                reply(&self.0.membership_op(op).await)
             }
             "in_force" => {
                 let index: u64 = String::from_utf8_lossy(&payload)

@@ -51,7 +51,12 @@ impl Connection {
         let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let raw = self
             .peers
-            .raft(&self.node.rpc_addr, kind, payload, Some(option.hard_ttl()))
+            .raft(
+                &self.node.rpc_addr,
+                &format!("{kind}:{}", self.node.incarnation),
+                payload,
+                Some(option.hard_ttl()),
+            )
             .await
             .map_err(|e| {
                 if e.is_unavailable() {

@@ -64,6 +64,9 @@ pub struct ControlState {
     pub layout_version: u64,
     pub replication: Replication,
     pub buckets: BTreeMap<String, BucketRecord>,
+    /// Members whose replacement by a wiped node an operator confirmed.
+    #[serde(default)]
+    pub replacements: std::collections::BTreeSet<String>,
 }
 
 /// A change to the control state, proposed through Raft.
@@ -95,6 +98,14 @@ pub enum Command {
     ChangeBucket {
         name: String,
         change: BucketChange,
+    },
+    /// An operator confirmed that a wiped node may take this member's place.
+    AllowReplace {
+        name: String,
+    },
+    /// The replacement happened (or was withdrawn).
+    ReplaceDone {
+        name: String,
     },
     /// Removes a bucket (its emptiness is checked by the caller).
     DeleteBucket {
@@ -165,6 +176,17 @@ impl ControlState {
                 }
                 None => Outcome::NoSuchMember { name },
             },
+            Command::AllowReplace { name } => {
+                if !self.members.contains_key(&name) {
+                    return Outcome::NoSuchMember { name };
+                }
+                self.replacements.insert(name);
+                Outcome::Done
+            }
+            Command::ReplaceDone { name } => {
+                self.replacements.remove(&name);
+                Outcome::Done
+            }
             Command::SetReplication { replication } => {
                 self.replication = replication;
                 Outcome::Done

@@ -289,6 +289,7 @@ mod tests {
                 cluster_name: format!("hello {from}"),
                 cluster_id: String::new(),
                 advertise: String::new(),
+                incarnation: String::new(),
             }
         }
         async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {

@@ -63,9 +63,10 @@ async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> serd
             s.as_ref().is_some_and(|s| {
                 !s["cluster_id"].as_str().unwrap_or("").is_empty()
                     && s["leader"].is_string()
-                    && s["members"]
-                        .as_array()
-                        .is_some_and(|m| m.iter().filter(|x| x["raft_role"] == "voter").count() == members)
+                    && s["members"].as_array().is_some_and(|m| {
+                        m.iter().filter(|x| x["raft_role"] == "voter").count() == members
+                            && m.iter().all(|x| x["state"] != "joining")
+                    })
             })
         });
         if ok {
@@ -377,4 +378,126 @@ async fn bad_cluster_settings_are_refused_at_start() {
         let err = Server::start_in(dir.path(), &args, &[]).err().expect("refused");
         assert!(err.contains(setting), "{args:?}: {err}");
     }
+}
+
+/// Starts `n` nodes that form one cluster; returns them with the seed list and their ports.
+async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
+    let ports = free_ports(n);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Server> = (0..n)
+        .map(|i| {
+            let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start_with(&a, &[])
+        })
+        .collect();
+    converged(&nodes.iter().collect::<Vec<_>>(), n, Duration::from_secs(30)).await;
+    (nodes, seeds, ports)
+}
+
+#[tokio::test]
+async fn join_reconfigure_remove_and_replace() {
+    let (mut nodes, seeds, ports) = cluster_of(3).await;
+    nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("before-join")
+        .send()
+        .await
+        .unwrap();
+
+    // A fourth node asks to join through the seeds: learner, then voter.
+    let p4 = free_ports(1)[0];
+    let mut args = node_args("node-4", p4, &seeds, SECRET);
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    nodes.push(Server::start_with(&a, &[]));
+    let st = converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
+    assert_eq!(st["members"].as_array().unwrap().len(), 4);
+    nodes[3]
+        .client()
+        .head_bucket()
+        .bucket("before-join")
+        .send()
+        .await
+        .unwrap();
+
+    // Hot reload: replication settings and a member's zone and weight, applied everywhere.
+    let (c, out, err) = cli(
+        &nodes[1],
+        &["cluster", "set-replication", "--factor", "2", "--write", "one"],
+    );
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(out["replication"]["factor"], 2);
+    let (c, _, err) = cli(&nodes[1], &["cluster", "set-replication", "--factor", "9"]);
+    assert_ne!(c, 0);
+    assert!(err.contains("replication factor 9"), "{err}");
+    let (c, _, err) = cli(
+        &nodes[2],
+        &["cluster", "set-node", "node-2", "--zone", "zone-b", "--weight", "200"],
+    );
+    assert_eq!(c, 0, "{err}");
+    for n in &nodes {
+        let s = status(n).await.unwrap();
+        assert_eq!(s["replication"]["factor"], 2, "{s}");
+        assert_eq!(s["replication"]["write_consistency"], "ONE");
+        let m = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "node-2")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (m["zone"].as_str(), m["weight"].as_u64()),
+            (Some("zone-b"), Some(200)),
+            "{s}"
+        );
+    }
+    let (c, _, err) = cli(&nodes[0], &["cluster", "set-node", "node-9", "--zone", "x"]);
+    assert_ne!(c, 0);
+    assert!(err.contains("no member named node-9"), "{err}");
+
+    // Decommission then remove node-4.
+    let (c, _, err) = cli(&nodes[0], &["cluster", "decommission", "node-4"]);
+    assert_eq!(c, 0, "{err}");
+    let s = status(&nodes[2]).await.unwrap();
+    let m = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "node-4")
+        .unwrap()
+        .clone();
+    assert_eq!(m["state"], "draining");
+    let (c, _, err) = cli(&nodes[0], &["cluster", "remove", "node-4"]);
+    assert_eq!(c, 0, "{err}");
+    let mut n4 = nodes.pop().unwrap();
+    n4.stop();
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+
+    // node-3 loses its disk and comes back empty under the same id: refused until replaced.
+    let mut n3 = nodes.pop().unwrap();
+    n3.kill9();
+    let args = node_args("node-3", ports[2], &seeds, SECRET);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wiped = Server::start_with(&a, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(&wiped).await.unwrap();
+    assert_eq!(s["cluster_id"], "", "a wiped node must not rejoin by itself: {s}");
+    let (c, _, err) = cli(&nodes[0], &["cluster", "replace", "node-3"]);
+    assert_eq!(c, 0, "{err}");
+    nodes.push(wiped);
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    nodes[2]
+        .client()
+        .head_bucket()
+        .bucket("before-join")
+        .send()
+        .await
+        .unwrap();
 }
