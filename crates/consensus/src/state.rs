@@ -2,7 +2,7 @@
 //! function that applies one command to it. No IO, no clocks, no randomness: every node applies
 //! the same commands in the same order and reaches the same state.
 
-use ironbucket_meta::BucketRecord;
+use ironbucket_meta::{BucketRecord, KeyRecord};
 use ironbucket_store::BucketChange;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -64,6 +64,9 @@ pub struct ControlState {
     pub layout_version: u64,
     pub replication: Replication,
     pub buckets: BTreeMap<String, BucketRecord>,
+    /// Access keys (secrets sealed with the cluster's key-sealing key), by access key id.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyRecord>,
     /// Members whose replacement by a wiped node an operator confirmed.
     #[serde(default)]
     pub replacements: std::collections::BTreeSet<String>,
@@ -99,6 +102,23 @@ pub enum Command {
         name: String,
         change: BucketChange,
     },
+    /// Adds an access key.
+    PutKey {
+        record: KeyRecord,
+    },
+    SetKeyEnabled {
+        access_key: String,
+        enabled: bool,
+    },
+    /// Grants (`Some("read" | "write" | "owner")`) or revokes a key's permission on a bucket.
+    SetKeyPermission {
+        access_key: String,
+        bucket: String,
+        permission: Option<String>,
+    },
+    DeleteKey {
+        access_key: String,
+    },
     /// An operator confirmed that a wiped node may take this member's place.
     AllowReplace {
         name: String,
@@ -132,6 +152,9 @@ pub enum Outcome {
     },
     NoSuchMember {
         name: String,
+    },
+    NoSuchAccessKey {
+        access_key: String,
     },
     /// The change was refused (for example versioning suspended under object lock).
     Failed {
@@ -175,6 +198,35 @@ impl ControlState {
                     Outcome::Done
                 }
                 None => Outcome::NoSuchMember { name },
+            },
+            Command::PutKey { record } => {
+                self.keys.insert(record.access_key.clone(), record);
+                Outcome::Done
+            }
+            Command::SetKeyEnabled { access_key, enabled } => match self.keys.get_mut(&access_key) {
+                Some(k) => {
+                    k.enabled = enabled;
+                    Outcome::Done
+                }
+                None => Outcome::NoSuchAccessKey { access_key },
+            },
+            Command::SetKeyPermission {
+                access_key,
+                bucket,
+                permission,
+            } => match self.keys.get_mut(&access_key) {
+                Some(k) => {
+                    match permission {
+                        Some(p) => k.buckets.insert(bucket, p),
+                        None => k.buckets.remove(&bucket),
+                    };
+                    Outcome::Done
+                }
+                None => Outcome::NoSuchAccessKey { access_key },
+            },
+            Command::DeleteKey { access_key } => match self.keys.remove(&access_key) {
+                Some(_) => Outcome::Done,
+                None => Outcome::NoSuchAccessKey { access_key },
             },
             Command::AllowReplace { name } => {
                 if !self.members.contains_key(&name) {

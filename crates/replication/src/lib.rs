@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use ironbucket_consensus::{Command, ControlPlane, Outcome};
-use ironbucket_meta::{BucketRecord, ObjectLockConfig, Quota, Retention};
+use ironbucket_meta::{BucketRecord, KeyRecord, ObjectLockConfig, Quota, Retention};
 use ironbucket_store::*;
 use ironbucket_types::{now_millis, validate_bucket_name};
 use std::sync::Arc;
@@ -47,15 +47,25 @@ impl ClusterStore {
         loop {
             let index = *applied.borrow_and_update();
             let Some(s) = me.upgrade() else { return };
-            let buckets: Vec<BucketRecord> = s.cp.with_state(|st| st.buckets.values().cloned().collect());
-            match s.local.sync_buckets(buckets).await {
+            let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = s.cp.with_state(|st| {
+                (
+                    st.buckets.values().cloned().collect(),
+                    st.keys.values().cloned().collect(),
+                )
+            });
+            let synced = async {
+                let kept = s.local.sync_buckets(buckets).await?;
+                s.local.sync_keys(keys).await?;
+                Ok::<_, Error>(kept)
+            };
+            match synced.await {
                 Ok(kept) => {
                     for b in kept {
                         tracing::warn!(bucket = %b, "bucket was deleted in the cluster but still holds data on this node; kept locally");
                     }
                     s.cp.set_materialized(index);
                 }
-                Err(e) => tracing::error!(error = %e, "cannot apply the cluster's bucket list to local metadata"),
+                Err(e) => tracing::error!(error = %e, "cannot apply the cluster's buckets and keys to local metadata"),
             }
             drop(s);
             if applied.changed().await.is_err() {
@@ -70,6 +80,7 @@ impl ClusterStore {
             Outcome::BucketExists { .. } => Err(Error::BucketAlreadyOwnedByYou),
             Outcome::NoSuchBucket { .. } => Err(Error::NoSuchBucket),
             Outcome::NoSuchMember { name } => Err(Error::InvalidArgument(format!("no member named {name}"))),
+            Outcome::NoSuchAccessKey { access_key } => Err(Error::NoSuchAccessKey(access_key)),
             Outcome::Failed { error } => Err(error),
         }
     }
@@ -322,7 +333,17 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)> {
-        self.local.create_key(name).await
+        let (record, secret) = self.local.new_key_record(name)?;
+        let access_key = record.access_key.clone();
+        self.propose(Command::PutKey { record }).await?;
+        let info = self
+            .local
+            .list_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.access_key == access_key)
+            .ok_or_else(|| Error::Internal(format!("key {access_key} was agreed but is not in force here")))?;
+        Ok((info, secret))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -330,15 +351,30 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn set_key_enabled(&self, access_key: &str, enabled: bool) -> Result<()> {
-        self.local.set_key_enabled(access_key, enabled).await
+        self.propose(Command::SetKeyEnabled {
+            access_key: access_key.to_string(),
+            enabled,
+        })
+        .await
     }
 
     async fn delete_key(&self, access_key: &str) -> Result<()> {
-        self.local.delete_key(access_key).await
+        self.propose(Command::DeleteKey {
+            access_key: access_key.to_string(),
+        })
+        .await
     }
 
     async fn set_key_permission(&self, access_key: &str, bucket: &str, permission: Option<Permission>) -> Result<()> {
-        self.local.set_key_permission(access_key, bucket, permission).await
+        if permission.is_some() && !self.cp.with_state(|s| s.buckets.contains_key(bucket)) {
+            return Err(Error::NoSuchBucket);
+        }
+        self.propose(Command::SetKeyPermission {
+            access_key: access_key.to_string(),
+            bucket: bucket.to_string(),
+            permission: permission.map(|p| p.as_str().to_string()),
+        })
+        .await
     }
 
     async fn key_secret(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>> {

@@ -53,6 +53,16 @@ impl Auth {
         hex::encode(outer.finalize())
     }
 
+    /// A 32-byte key derived from the cluster secret for `purpose` (HMAC-SHA256), the same on
+    /// every node of the cluster.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Ok(b) = hex::decode(self.mac(purpose)) {
+            out.copy_from_slice(&b[..32]);
+        }
+        out
+    }
+
     /// A token for `node`, valid now.
     pub fn token(&self, node: &str) -> String {
         self.token_at(node, now_secs())

@@ -682,6 +682,12 @@ impl Settings {
             bail!("LOG_FORMAT must be text or json, not {log_format:?}");
         }
         let cluster = resolve_cluster(a.cluster, f.cluster, &node_id, bind, &data_dir)?;
+        if let Some(c) = &cluster {
+            // Every node seals access key secrets with the same key, derived from the cluster
+            // secret, so key records agreed through Raft open on every node.
+            let auth = ironbucket_rpc::Auth::new(&c.rpc.cluster_name, &c.rpc.secret);
+            local.key_sealing_key = Some(EncryptionKey::from_bytes(auth.derive_key("ironbucket-key-sealing")));
+        }
         Ok(Settings {
             cluster,
             local,

@@ -215,6 +215,29 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
         let v = c.get_bucket_versioning().bucket("shared-bucket").send().await.unwrap();
         assert_eq!(v.status(), Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled));
     }
+    // Access keys are agreed through Raft too: made on node 1, granted on node 2, used on node 3.
+    let (c, key, err) = cli(&nodes[0], &["key", "create", "--name", "app"]);
+    assert_eq!(c, 0, "{err}");
+    let (ak, sk) = (key["access_key"].as_str().unwrap(), key["secret_key"].as_str().unwrap());
+    let app = client_for(&nodes[2].s3, ak, sk);
+    // (The bucket policy already lets anyone read objects; listing is not granted.)
+    let e = app.list_objects_v2().bucket("shared-bucket").send().await.unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let (c, _, err) = cli(
+        &nodes[1],
+        &["key", "allow", ak, "--bucket", "shared-bucket", "--permission", "read"],
+    );
+    assert_eq!(c, 0, "{err}");
+    let listed = app.list_objects_v2().bucket("shared-bucket").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 1);
+    let (c, _, err) = cli(&nodes[2], &["key", "disable", ak]);
+    assert_eq!(c, 0, "{err}");
+    let e = client_for(&nodes[0].s3, ak, sk)
+        .list_buckets()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidAccessKeyId");
     clients[1].delete_bucket().bucket("race-0").send().await.unwrap();
     for c in &clients {
         assert!(c.head_bucket().bucket("race-0").send().await.is_err());

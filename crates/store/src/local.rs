@@ -75,6 +75,9 @@ pub struct LocalConfig {
     pub lifecycle_interval: Duration,
     /// The length of a lifecycle "day" (shorten it to test rules quickly).
     pub lifecycle_day: Duration,
+    /// Key that seals access key secrets; `None`: `<data dir>/keys.kek` (made on first start).
+    /// A cluster gives every node the same one, so key records can be shared.
+    pub key_sealing_key: Option<ironbucket_storage::EncryptionKey>,
 }
 
 impl LocalConfig {
@@ -89,6 +92,7 @@ impl LocalConfig {
             meta_cache_bytes: ironbucket_meta::DEFAULT_CACHE_BYTES,
             lifecycle_interval: Duration::from_secs(3600),
             lifecycle_day: Duration::from_secs(86_400),
+            key_sealing_key: None,
         }
     }
 }
@@ -119,7 +123,10 @@ impl LocalStore {
             MetaStore::open_with_cache(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync, cfg.meta_cache_bytes)?;
         let key_id = keys.as_ref().map(|k| k.current_id());
         let blobs = BlobStore::open(&cfg.data_dir, cfg.storage.clone(), keys)?;
-        let kek = load_or_create_kek(&cfg.data_dir.join("keys.kek"))?;
+        let kek = match &cfg.key_sealing_key {
+            Some(k) => k.clone(),
+            None => load_or_create_kek(&cfg.data_dir.join("keys.kek"))?,
+        };
         let (garbage_tx, garbage_rx) = mpsc::unbounded_channel();
         let store = Arc::new(Self {
             meta,
@@ -545,6 +552,61 @@ impl LocalStore {
                 }
             }
             Ok(kept)
+        })
+        .await
+    }
+
+    /// A new access key record (random id and secret, the secret sealed) and its secret.
+    pub fn new_key_record(&self, name: &str) -> Result<(ironbucket_meta::KeyRecord, String)> {
+        use rand::Rng;
+        if name.is_empty() || name.len() > 128 {
+            return Err(Error::InvalidArgument("a key name is 1 to 128 characters".into()));
+        }
+        const AK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        const SK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (ak, sk): (String, String) = {
+            let mut rng = rand::thread_rng();
+            (
+                std::iter::once('K')
+                    .chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char))
+                    .collect(),
+                (0..40).map(|_| SK[rng.gen_range(0..SK.len())] as char).collect(),
+            )
+        };
+        let rec = ironbucket_meta::KeyRecord {
+            access_key: ak,
+            name: name.to_string(),
+            secret_sealed: self
+                .kek
+                .seal_secret(sk.as_bytes())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            created: now_millis(),
+            enabled: true,
+            buckets: Default::default(),
+        };
+        Ok((rec, sk))
+    }
+
+    /// Makes the local access key table match `keys` (the cluster's agreed list).
+    pub async fn sync_keys(&self, keys: Vec<ironbucket_meta::KeyRecord>) -> Result<()> {
+        let local = self.meta.list_keys()?;
+        let changed: Vec<_> = keys.iter().filter(|k| !local.contains(k)).cloned().collect();
+        let gone: Vec<String> = local
+            .iter()
+            .filter(|l| !keys.iter().any(|k| k.access_key == l.access_key))
+            .map(|l| l.access_key.clone())
+            .collect();
+        if changed.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        self.commit(vec![], move |t| {
+            for k in &changed {
+                t.put_key(k)?;
+            }
+            for ak in &gone {
+                t.delete_key(ak)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -1604,32 +1666,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)> {
-        use rand::Rng;
-        if name.is_empty() || name.len() > 128 {
-            return Err(Error::InvalidArgument("a key name is 1 to 128 characters".into()));
-        }
-        const AK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        const SK: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let (ak, sk): (String, String) = {
-            let mut rng = rand::thread_rng();
-            (
-                std::iter::once('K')
-                    .chain((0..19).map(|_| AK[rng.gen_range(0..AK.len())] as char))
-                    .collect(),
-                (0..40).map(|_| SK[rng.gen_range(0..SK.len())] as char).collect(),
-            )
-        };
-        let rec = ironbucket_meta::KeyRecord {
-            access_key: ak,
-            name: name.to_string(),
-            secret_sealed: self
-                .kek
-                .seal_secret(sk.as_bytes())
-                .map_err(|e| Error::Internal(e.to_string()))?,
-            created: now_millis(),
-            enabled: true,
-            buckets: Default::default(),
-        };
+        let (rec, sk) = self.new_key_record(name)?;
         let info = key_info(&rec);
         self.commit(vec![], move |t| {
             if t.get_key(&rec.access_key)?.is_some() {
