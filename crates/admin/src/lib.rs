@@ -452,6 +452,64 @@ impl State {
                 };
                 cp.update_member(name, patch).await
             }
+            (&Method::GET, ["locks"]) => {
+                return json(StatusCode::OK, serde_json::json!(cp.state().locks));
+            }
+            (&Method::POST, ["locks", name]) => {
+                use ironbucket_consensus::LockCmd;
+                let now = ironbucket_types::now_millis();
+                let holder = text("holder").unwrap_or_default();
+                if holder.is_empty() {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "holder is required"}),
+                    );
+                }
+                let ttl_ms = body.get("ttl_ms").and_then(|v| v.as_u64()).unwrap_or(10_000);
+                let cmd = match text("op").as_deref() {
+                    Some("acquire") => LockCmd::Acquire {
+                        name: name.to_string(),
+                        holder,
+                        ttl_ms,
+                        permits: body.get("permits").and_then(|v| v.as_u64()).unwrap_or(1) as u32,
+                        wait: body.get("wait").and_then(|v| v.as_bool()).unwrap_or(false),
+                        now,
+                    },
+                    Some("renew") => LockCmd::Renew {
+                        name: name.to_string(),
+                        holder,
+                        token: body.get("token").and_then(|v| v.as_u64()).unwrap_or(0),
+                        ttl_ms,
+                        now,
+                    },
+                    Some("release") => LockCmd::Release {
+                        name: name.to_string(),
+                        holder,
+                        now,
+                    },
+                    _ => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            serde_json::json!({"error": "op must be acquire, renew or release"}),
+                        );
+                    }
+                };
+                return match cp.lock(cmd).await {
+                    Ok(o) => json(StatusCode::OK, serde_json::json!(o)),
+                    Err(e) => cluster_error(e),
+                };
+            }
+            (&Method::POST, ["barriers", name]) => {
+                let cmd = ironbucket_consensus::LockCmd::Arrive {
+                    barrier: name.to_string(),
+                    participant: text("participant").unwrap_or_default(),
+                    count: body.get("count").and_then(|v| v.as_u64()).unwrap_or(1) as u32,
+                };
+                return match cp.lock(cmd).await {
+                    Ok(o) => json(StatusCode::OK, serde_json::json!(o)),
+                    Err(e) => cluster_error(e),
+                };
+            }
             (&Method::POST, ["nodes", name, "decommission"]) => cp.decommission(name).await,
             (&Method::POST, ["nodes", name, "replace"]) => cp.allow_replace(name).await,
             (&Method::DELETE, ["nodes", name]) => cp.remove_member(name).await,

@@ -9,10 +9,12 @@
 // openraft's traits fix the (large) error types.
 #![allow(clippy::result_large_err)]
 
+pub mod locks;
 mod network;
 pub mod state;
 mod store;
 
+pub use locks::{LockCmd, LockOutcome};
 pub use state::{Command, ControlState, Member, MemberState, Outcome, Replication};
 pub use store::Applied;
 
@@ -573,6 +575,15 @@ impl ControlPlane {
         }
     }
 
+    /// Runs a lock, semaphore or barrier operation through Raft. `now` in the command is the
+    /// caller's clock (milliseconds since the epoch); every node applies the same result.
+    pub async fn lock(&self, cmd: LockCmd) -> Result<LockOutcome, Error> {
+        match self.propose(Command::Lock { cmd }).await? {
+            Outcome::Lock { outcome } => Ok(outcome),
+            other => Err(Error::Raft(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
@@ -677,6 +688,17 @@ impl ControlPlane {
                 continue;
             }
             let state = cp.state();
+            // Leases expire and waiters move up even when nobody else touches the lock.
+            if !state.locks.locks.is_empty() {
+                let tick = Command::Lock {
+                    cmd: LockCmd::Tick {
+                        now: ironbucket_types::now_millis(),
+                    },
+                };
+                if let Err(e) = cp.propose_inner(tick, false).await {
+                    tracing::debug!(error = %e, "lock tick not committed");
+                }
+            }
             if state.cluster_id.is_empty() {
                 let cmd = Command::Init {
                     cluster_id: uuid::Uuid::new_v4().to_string(),

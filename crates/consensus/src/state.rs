@@ -2,6 +2,7 @@
 //! function that applies one command to it. No IO, no clocks, no randomness: every node applies
 //! the same commands in the same order and reaches the same state.
 
+use crate::locks::{LockCmd, LockOutcome, Locks};
 use ironbucket_meta::{BucketRecord, KeyRecord};
 use ironbucket_store::BucketChange;
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,9 @@ pub struct ControlState {
     /// Access keys (secrets sealed with the cluster's key-sealing key), by access key id.
     #[serde(default)]
     pub keys: BTreeMap<String, KeyRecord>,
+    /// Leases, waiters and barriers.
+    #[serde(default)]
+    pub locks: Locks,
     /// Members whose replacement by a wiped node an operator confirmed.
     #[serde(default)]
     pub replacements: std::collections::BTreeSet<String>,
@@ -101,6 +105,10 @@ pub enum Command {
     ChangeBucket {
         name: String,
         change: BucketChange,
+    },
+    /// A lock, semaphore or barrier operation.
+    Lock {
+        cmd: LockCmd,
     },
     /// Adds an access key.
     PutKey {
@@ -156,6 +164,9 @@ pub enum Outcome {
     NoSuchAccessKey {
         access_key: String,
     },
+    Lock {
+        outcome: LockOutcome,
+    },
     /// The change was refused (for example versioning suspended under object lock).
     Failed {
         error: ironbucket_store::Error,
@@ -198,6 +209,9 @@ impl ControlState {
                     Outcome::Done
                 }
                 None => Outcome::NoSuchMember { name },
+            },
+            Command::Lock { cmd } => Outcome::Lock {
+                outcome: self.locks.apply(cmd),
             },
             Command::PutKey { record } => {
                 self.keys.insert(record.access_key.clone(), record);

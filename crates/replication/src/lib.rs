@@ -76,7 +76,7 @@ impl ClusterStore {
 
     async fn propose(&self, cmd: Command) -> Result<()> {
         match self.cp.propose(cmd).await.map_err(unavailable)? {
-            Outcome::Done | Outcome::AlreadyInitialized { .. } => Ok(()),
+            Outcome::Done | Outcome::AlreadyInitialized { .. } | Outcome::Lock { .. } => Ok(()),
             Outcome::BucketExists { .. } => Err(Error::BucketAlreadyOwnedByYou),
             Outcome::NoSuchBucket { .. } => Err(Error::NoSuchBucket),
             Outcome::NoSuchMember { name } => Err(Error::InvalidArgument(format!("no member named {name}"))),

@@ -524,3 +524,85 @@ async fn join_reconfigure_remove_and_replace() {
         .await
         .unwrap();
 }
+
+async fn lock_call(srv: &Server, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let auth = format!("Bearer {SK}");
+    let (st, _, text) = raw(
+        "POST",
+        &format!("{}/cluster/{path}", srv.admin),
+        &[("authorization", auth.as_str()), ("content-type", "application/json")],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn leases_fencing_tokens_and_barriers() {
+    let (nodes, _, _) = cluster_of(3).await;
+    // Without the admin token: refused.
+    let (st, _, _) = raw("GET", &format!("{}/cluster/locks", nodes[0].admin), &[], vec![]).await;
+    assert_eq!(st, 401);
+    let a = lock_call(
+        &nodes[0],
+        "locks/job",
+        serde_json::json!({"op": "acquire", "holder": "worker-a", "ttl_ms": 1500}),
+    )
+    .await;
+    assert_eq!(a["lock"], "granted", "{a}");
+    let token_a = a["token"].as_u64().unwrap();
+    let b = lock_call(
+        &nodes[1],
+        "locks/job",
+        serde_json::json!({"op": "acquire", "holder": "worker-b", "ttl_ms": 5000, "wait": true}),
+    )
+    .await;
+    assert_eq!(b["lock"], "queued", "{b}");
+    let busy = lock_call(
+        &nodes[2],
+        "locks/job",
+        serde_json::json!({"op": "acquire", "holder": "worker-c", "ttl_ms": 5000}),
+    )
+    .await;
+    assert_eq!(busy["lock"], "busy");
+    // worker-a dies (never renews): after its TTL the lease passes to worker-b, with a larger
+    // fencing token, as every node sees.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let holder = loop {
+        let auth = format!("Bearer {SK}");
+        let (_, _, text) = raw(
+            "GET",
+            &format!("{}/cluster/locks", nodes[2].admin),
+            &[("authorization", auth.as_str())],
+            vec![],
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let h = v["locks"]["job"]["holders"][0].clone();
+        if h["holder"] == "worker-b" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "lease never passed on: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(holder["token"].as_u64().unwrap() > token_a, "{holder}");
+    let late = lock_call(
+        &nodes[0],
+        "locks/job",
+        serde_json::json!({"op": "renew", "holder": "worker-a", "token": token_a}),
+    )
+    .await;
+    assert_eq!(late["lock"], "not_holder", "a dead holder cannot renew");
+    // A barrier of three, one participant through each node.
+    for (i, n) in nodes.iter().enumerate() {
+        let r = lock_call(
+            n,
+            "barriers/start",
+            serde_json::json!({"participant": format!("p{i}"), "count": 3}),
+        )
+        .await;
+        let want = if i == 2 { "barrier_released" } else { "barrier_waiting" };
+        assert_eq!(r["lock"], want, "{r}");
+    }
+}
