@@ -31,6 +31,8 @@ use std::time::Duration;
 
 /// How long a proposer waits for each other member to confirm a change is in force.
 const IN_FORCE_WAIT: Duration = Duration::from_secs(2);
+/// How long a member that failed to confirm is not waited for.
+const UNRESPONSIVE_FOR: Duration = Duration::from_secs(10);
 
 /// A cluster member as Raft knows it: its name (`NODE_ID`) and RPC address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +107,9 @@ pub struct ControlConfig {
     pub election_timeout: Duration,
     /// How long a proposal may wait for a quorum.
     pub commit_timeout: Duration,
+    /// Log entries between snapshots; older entries are purged (keeping a few), and a member
+    /// that falls further behind catches up by installing a snapshot.
+    pub snapshot_every: u64,
 }
 
 /// A member in [`Status`].
@@ -134,6 +139,9 @@ pub struct Status {
     pub leader: Option<String>,
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
+    /// Index covered by this node's latest snapshot, and the highest purged log index.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
     pub layout_version: u64,
     pub replication: Replication,
     pub members: Vec<MemberStatus>,
@@ -195,6 +203,9 @@ pub struct ControlPlane {
     id: u64,
     /// Made when this node's Raft state was created; a wiped node gets a new one.
     incarnation: String,
+    /// Members that recently failed to confirm a change, and when: not waited for again for a
+    /// while, so a dead or cut-off member does not slow every change down.
+    unresponsive: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Highest applied index whose effects the node has put in force locally (see
     /// [`ControlPlane::set_materialized`]); `None` until something materializes state.
     materialized: tokio::sync::watch::Sender<Option<u64>>,
@@ -230,8 +241,9 @@ impl ControlPlane {
             heartbeat_interval: hb.max(50),
             election_timeout_min: el.max(hb * 3),
             election_timeout_max: el.max(hb * 3) * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
-            max_in_snapshot_log_to_keep: 100,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(2)),
+            max_in_snapshot_log_to_keep: cfg.snapshot_every.max(2) / 5,
+            purge_batch_size: 1,
             ..Default::default()
         }
         .validate()
@@ -253,6 +265,7 @@ impl ControlPlane {
             cfg,
             id,
             incarnation,
+            unresponsive: Default::default(),
             materialized: tokio::sync::watch::channel(None).0,
         });
         tokio::spawn(Self::bootstrap(Arc::downgrade(&cp)));
@@ -340,6 +353,8 @@ impl ControlPlane {
             leader: m.current_leader.and_then(name_of),
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             layout_version: state.layout_version,
             replication: state.replication.clone(),
             members: list,
@@ -402,6 +417,12 @@ impl ControlPlane {
             .filter(|(id, _)| **id != self.id)
             .map(|(_, n)| n.clone())
             .collect();
+        let skip: BTreeSet<String> = {
+            let mut u = self.unresponsive.lock().unwrap_or_else(|p| p.into_inner());
+            u.retain(|_, since| since.elapsed() < UNRESPONSIVE_FOR);
+            u.keys().cloned().collect()
+        };
+        let others: Vec<NodeInfo> = others.into_iter().filter(|n| !skip.contains(&n.name)).collect();
         let calls = others.iter().map(|n| {
             self.peers.control(
                 &n.rpc_addr,
@@ -411,8 +432,18 @@ impl ControlPlane {
             )
         });
         for (n, r) in others.iter().zip(futures::future::join_all(calls).await) {
-            if let Err(e) = r {
-                tracing::debug!(node = %n.name, error = %e, "member did not confirm a control change");
+            let confirmed = match r {
+                Ok(raw) => serde_json::from_slice::<bool>(&raw).unwrap_or(false),
+                Err(e) => {
+                    tracing::debug!(node = %n.name, error = %e, "member did not confirm a control change");
+                    false
+                }
+            };
+            if !confirmed {
+                self.unresponsive
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(n.name.clone(), std::time::Instant::now());
             }
         }
     }

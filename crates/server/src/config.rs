@@ -263,6 +263,10 @@ pub struct ClusterArgs {
     #[arg(long = "cluster-secret-file", env = "CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
 
+    /// Raft log entries between control-plane snapshots [default: 500].
+    #[arg(long = "raft-snapshot-every", env = "RAFT_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    pub raft_snapshot_every: Option<u64>,
+
     /// Mutual TLS between nodes (true|false). Not implemented yet: true is refused at start
     /// [default: false].
     #[arg(long = "enable-tls", env = "ENABLE_TLS", value_name = "BOOL")]
@@ -292,6 +296,7 @@ pub struct ClusterSection {
     pub request_timeout_ms: Option<u64>,
     pub sync_interval_ms: Option<u64>,
     pub secret_file: Option<PathBuf>,
+    pub raft_snapshot_every: Option<u64>,
     pub enable_tls: Option<bool>,
 }
 
@@ -443,6 +448,7 @@ fn resolve_cluster(
             heartbeat,
             election_timeout: heartbeat * 4,
             commit_timeout: request.min(Duration::from_secs(10)),
+            snapshot_every: a.raft_snapshot_every.or(f.raft_snapshot_every).unwrap_or(500).max(10),
         },
         rpc: ironbucket_rpc::RpcConfig {
             node_id: node_id.to_string(),

@@ -405,6 +405,10 @@ async fn bad_cluster_settings_are_refused_at_start() {
 
 /// Starts `n` nodes that form one cluster; returns them with the seed list and their ports.
 async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
+    cluster_with(n, &[]).await
+}
+
+async fn cluster_with(n: usize, extra: &[&str]) -> (Vec<Server>, String, Vec<u16>) {
     let ports = free_ports(n);
     let seeds = ports
         .iter()
@@ -414,7 +418,8 @@ async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
     let nodes: Vec<Server> = (0..n)
         .map(|i| {
             let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.extend_from_slice(extra);
             Server::start_with(&a, &[])
         })
         .collect();
@@ -605,4 +610,54 @@ async fn leases_fencing_tokens_and_barriers() {
         let want = if i == 2 { "barrier_released" } else { "barrier_waiting" };
         assert_eq!(r["lock"], want, "{r}");
     }
+}
+
+#[tokio::test]
+async fn a_lagging_node_catches_up_from_a_snapshot() {
+    let (mut nodes, seeds, ports) = cluster_with(3, &["--raft-snapshot-every", "10"]).await;
+    let mut lagging = nodes.pop().unwrap();
+    let behind = status(&lagging).await.unwrap()["last_applied"].as_u64().unwrap();
+    let dir = lagging.take_tmp().unwrap();
+    lagging.kill9();
+    let c = nodes[0].client();
+    for i in 0..40 {
+        c.create_bucket()
+            .bucket(format!("while-away-{i:02}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    // The leader has purged the entries the lagging node lacks: only a snapshot can help it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut purged = 0;
+        for n in &nodes {
+            purged = purged.max(status(n).await.unwrap()["purged_index"].as_u64().unwrap_or(0));
+        }
+        if purged > behind {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log purged beyond {behind}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let args = node_args("node-3", ports[2], &seeds, SECRET);
+    let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.extend_from_slice(&["--raft-snapshot-every", "10"]);
+    nodes.push(Server::start_in(dir.path(), &a, &[]).unwrap());
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = nodes[2].client().list_buckets().send().await.unwrap().buckets().len();
+        if n == 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lagging node has {n} of 40 buckets");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = status(&nodes[2]).await.unwrap();
+    assert!(
+        s["snapshot_index"].as_u64().unwrap_or(0) > behind,
+        "installed a snapshot: {s}"
+    );
+    drop(dir);
 }
