@@ -510,6 +510,7 @@ impl State {
                     Err(e) => cluster_error(e),
                 };
             }
+            (&Method::POST, ["force-recover"]) => cp.force_recover(&text("node").unwrap_or_default()).await,
             (&Method::POST, ["nodes", name, "decommission"]) => cp.decommission(name).await,
             (&Method::POST, ["nodes", name, "replace"]) => cp.allow_replace(name).await,
             (&Method::DELETE, ["nodes", name]) => cp.remove_member(name).await,

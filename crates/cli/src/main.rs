@@ -113,6 +113,14 @@ enum ClusterCommand {
     /// Confirm that a wiped node reusing this member's id may take its place (needs
     /// --admin-token).
     Replace { name: String },
+    /// DANGER: make the node at --admin-url the only voter because the others are lost (the
+    /// lone survivor of a 2-node cluster). The lost nodes are fenced out; to bring one back,
+    /// wipe its data directory and start it (needs --admin-token).
+    ForceRecover {
+        /// The node that stays: must be the node --admin-url points at.
+        #[arg(long)]
+        node: String,
+    },
 }
 
 /// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
@@ -295,6 +303,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 )),
                 ClusterCommand::Remove { name } => {
                     Some(("DELETE", format!("/cluster/nodes/{}", pct(name)), serde_json::json!({})))
+                }
+                ClusterCommand::ForceRecover { node } => {
+                    eprintln!(
+                        "WARNING: forcing {node} to be the only voter. Writes acknowledged only by the lost nodes may be lost, and the lost nodes must be wiped before they rejoin."
+                    );
+                    Some((
+                        "POST",
+                        "/cluster/force-recover".to_string(),
+                        serde_json::json!({ "node": node }),
+                    ))
                 }
                 ClusterCommand::Replace { name } => Some((
                     "POST",

@@ -196,13 +196,17 @@ pub fn validate_replication(r: &Replication, members: usize) -> Result<(), Error
 
 /// The running control plane of this node.
 pub struct ControlPlane {
-    raft: Raft<TypeConfig>,
+    /// Replaced only by a forced recovery.
+    raft: std::sync::RwLock<Raft<TypeConfig>>,
+    raft_config: Arc<openraft::Config>,
+    db: RaftDb,
     sm: store::StateMachine,
     peers: Peers,
     cfg: ControlConfig,
     id: u64,
-    /// Made when this node's Raft state was created; a wiped node gets a new one.
-    incarnation: String,
+    /// Made when this node's Raft state was created; a wiped node (or a forced recovery) gets a
+    /// new one.
+    incarnation: std::sync::RwLock<String>,
     /// Members that recently failed to confirm a change, and when: not waited for again for a
     /// while, so a dead or cut-off member does not slow every change down.
     unresponsive: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -233,7 +237,7 @@ impl ControlPlane {
             }
         };
         let log = store::LogStore::new(db.clone());
-        let sm = store::StateMachine::open(db).map_err(|e| Error::Storage(e.to_string()))?;
+        let sm = store::StateMachine::open(db.clone()).map_err(|e| Error::Storage(e.to_string()))?;
         let hb = cfg.heartbeat.as_millis() as u64;
         let el = cfg.election_timeout.as_millis() as u64;
         let config = openraft::Config {
@@ -248,10 +252,11 @@ impl ControlPlane {
         }
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
+        let config = Arc::new(config);
         let id = raft_id(&cfg.node_name);
         let raft = Raft::new(
             id,
-            Arc::new(config),
+            config.clone(),
             network::Network { peers: peers.clone() },
             log,
             sm.clone(),
@@ -259,12 +264,14 @@ impl ControlPlane {
         .await
         .map_err(raft_err)?;
         let cp = Arc::new(Self {
-            raft,
+            raft: std::sync::RwLock::new(raft),
+            raft_config: config,
+            db,
             sm,
             peers,
             cfg,
             id,
-            incarnation,
+            incarnation: std::sync::RwLock::new(incarnation),
             unresponsive: Default::default(),
             materialized: tokio::sync::watch::channel(None).0,
         });
@@ -276,6 +283,99 @@ impl ControlPlane {
     /// The RPC handler to serve to peers.
     pub fn handler(self: &Arc<Self>) -> Arc<dyn Handler> {
         Arc::new(RpcHandler(self.clone()))
+    }
+
+    fn raft(&self) -> Raft<TypeConfig> {
+        self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn incarnation(&self) -> String {
+        self.incarnation.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes this node the only voter of the cluster, on purpose, when the others are lost (the
+    /// lone survivor of a 2-node cluster). Refused while a quorum can still commit. The control
+    /// state is kept; the lost members are marked removed, and this node takes a new incarnation
+    /// so that they cannot act on their stale view when they return: their Raft messages to it
+    /// are refused, and alone they never have a majority. To bring one back, wipe its data
+    /// directory and let it join.
+    pub async fn force_recover(&self, node: &str) -> Result<(), Error> {
+        if node != self.cfg.node_name {
+            return Err(Error::Invalid(format!(
+                "this is node {}; run force-recover against the admin API of {node}, the node that is to stay",
+                self.cfg.node_name
+            )));
+        }
+        let raft = self.raft();
+        let probe = Command::SetReplication {
+            replication: self.with_state(|s| s.replication.clone()),
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), self.propose_inner(probe, true)).await {
+            return Err(Error::Invalid(
+                "the cluster still has a quorum: remove lost members with `cluster remove` instead of forcing".into(),
+            ));
+        }
+        tracing::warn!(node = %node, "FORCED RECOVERY: this node becomes the only voter; the other members are fenced out");
+        let _ = raft.shutdown().await;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        // Keep the control state; restart the log with this node alone.
+        let mut applied = self.sm.shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for m in applied.state.members.values_mut() {
+            if m.name != node {
+                m.state = MemberState::Removed;
+            }
+        }
+        applied.state.layout_version += 1;
+        applied.last_applied = None;
+        applied.membership = Default::default();
+        let sm_bytes = serde_json::to_vec(&applied).map_err(raft_err)?;
+        let db = self.db.clone();
+        let fresh2 = fresh.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ironbucket_meta::Error> {
+            db.truncate_from(0)?;
+            db.reset(&["vote", "committed", "last_purged", "snapshot"])?;
+            db.put(&[("sm", &sm_bytes), ("incarnation", fresh2.as_bytes())])
+        })
+        .await
+        .map_err(raft_err)?
+        .map_err(|e| Error::Storage(e.to_string()))?;
+        *self.sm.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        *self.incarnation.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        let new = Raft::new(
+            self.id,
+            self.raft_config.clone(),
+            network::Network {
+                peers: self.peers.clone(),
+            },
+            store::LogStore::new(self.db.clone()),
+            self.sm.clone(),
+        )
+        .await
+        .map_err(raft_err)?;
+        let me = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .cloned()
+            .unwrap_or_default();
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.id,
+            NodeInfo {
+                name: node.to_string(),
+                rpc_addr: me.rpc_addr,
+                incarnation: fresh,
+            },
+        );
+        new.initialize(members).await.map_err(raft_err)?;
+        *self.raft.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        new.wait(Some(Duration::from_secs(10)))
+            .state(ServerState::Leader, "forced recovery")
+            .await
+            .map_err(raft_err)?;
+        Ok(())
     }
 
     /// This node's Raft id.
@@ -298,7 +398,7 @@ impl ControlPlane {
     }
 
     fn initialized(&self) -> bool {
-        self.raft
+        self.raft()
             .metrics()
             .borrow()
             .membership_config
@@ -309,7 +409,7 @@ impl ControlPlane {
     }
 
     pub fn status(&self) -> Status {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft().metrics().borrow().clone();
         let (state, members) = {
             let a = self.sm.shared.read().unwrap_or_else(|p| p.into_inner());
             (a.state.clone(), a.membership.clone())
@@ -408,7 +508,7 @@ impl ControlPlane {
     /// answer within a short time (down, partitioned) catch up on their own.
     async fn broadcast_in_force(&self, index: u64) {
         let others: Vec<NodeInfo> = self
-            .raft
+            .raft()
             .metrics()
             .borrow()
             .membership_config
@@ -449,7 +549,7 @@ impl ControlPlane {
     }
 
     async fn propose_inner(&self, cmd: Command, may_forward: bool) -> Result<(Outcome, u64), Error> {
-        match self.raft.client_write(cmd.clone()).await {
+        match self.raft().client_write(cmd.clone()).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if may_forward => {
                 let Some(leader) = f.leader_node else {
@@ -476,7 +576,7 @@ impl ControlPlane {
     pub async fn set_replication(&self, r: Replication) -> Result<(), Error> {
         // Members that can hold replicas: Raft members not removed or draining.
         let nodes: Vec<String> = self
-            .raft
+            .raft()
             .metrics()
             .borrow()
             .membership_config
@@ -561,7 +661,7 @@ impl ControlPlane {
 
     async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
         let payload = serde_json::to_vec(&op).map_err(raft_err)?;
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft().metrics().borrow().clone();
         if m.state == ServerState::Leader {
             return self.membership_op(op).await.map_err(Error::Invalid);
         }
@@ -583,19 +683,19 @@ impl ControlPlane {
         match op {
             MembershipOp::Remove { name } => {
                 let id = raft_id(&name);
-                let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+                let membership = self.raft().metrics().borrow().membership_config.membership().clone();
                 let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
                 if voters.remove(&id) {
                     if voters.is_empty() {
                         return Err("the last voter cannot be removed".into());
                     }
-                    self.raft
+                    self.raft()
                         .change_membership(voters, false)
                         .await
                         .map_err(|e| format!("remove {name}: {e}"))?;
                 } else if membership.get_node(&id).is_some() {
                     // A learner: drop it from the node list.
-                    self.raft
+                    self.raft()
                         .change_membership(openraft::ChangeMembers::RemoveNodes([id].into()), false)
                         .await
                         .map_err(|e| format!("remove {name}: {e}"))?;
@@ -617,7 +717,7 @@ impl ControlPlane {
 
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
-        let _ = self.raft.shutdown().await;
+        let _ = self.raft().shutdown().await;
     }
 
     /// Forms the cluster on first start, or joins an existing one. Static bootstrap: when every
@@ -661,7 +761,7 @@ impl ControlPlane {
             let req = serde_json::to_vec(&JoinRequest {
                 name: me.clone(),
                 rpc_addr,
-                incarnation: self.incarnation.clone(),
+                incarnation: self.incarnation(),
             })
             .map_err(|e| e.to_string())?;
             let raw = self
@@ -704,7 +804,7 @@ impl ControlPlane {
             })
             .collect();
         tracing::info!(members = ?members.values().map(|n| n.name.as_str()).collect::<Vec<_>>(), "initializing the cluster");
-        match self.raft.initialize(members).await {
+        match self.raft().initialize(members).await {
             Ok(()) => Ok(()),
             Err(e) => Err(format!("initialize: {e}")),
         }
@@ -715,7 +815,7 @@ impl ControlPlane {
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let Some(cp) = me.upgrade() else { return };
-            if cp.raft.metrics().borrow().state != ServerState::Leader {
+            if cp.raft().metrics().borrow().state != ServerState::Leader {
                 continue;
             }
             let state = cp.state();
@@ -742,7 +842,7 @@ impl ControlPlane {
                 continue;
             }
             let nodes: Vec<(u64, NodeInfo)> = cp
-                .raft
+                .raft()
                 .metrics()
                 .borrow()
                 .membership_config
@@ -774,7 +874,7 @@ impl ControlPlane {
 
     /// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter.
     async fn join(&self, req: JoinRequest) -> Result<(), String> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft().metrics().borrow().clone();
         if m.state != ServerState::Leader {
             let leader = m
                 .current_leader
@@ -810,7 +910,7 @@ impl ControlPlane {
             tracing::warn!(node = %req.name, "replacing a member by a wiped node, as confirmed");
             self.membership_op(MembershipOp::Remove { name: req.name.clone() })
                 .await?;
-            membership = self.raft.metrics().borrow().membership_config.membership().clone();
+            membership = self.raft().metrics().borrow().membership_config.membership().clone();
             let _ = self
                 .propose_inner(Command::ReplaceDone { name: req.name.clone() }, false)
                 .await;
@@ -820,13 +920,13 @@ impl ControlPlane {
             rpc_addr: req.rpc_addr.clone(),
             incarnation: req.incarnation.clone(),
         };
-        self.raft
+        self.raft()
             .add_learner(id, node, true)
             .await
             .map_err(|e| format!("add learner {}: {e}", req.name))?;
         let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
         if voters.insert(id) {
-            self.raft
+            self.raft()
                 .change_membership(voters, false)
                 .await
                 .map_err(|e| format!("promote {}: {e}", req.name))?;
@@ -861,17 +961,17 @@ impl Handler for RpcHandler {
             cluster_name: cp.cfg.cluster_name.clone(),
             cluster_id,
             advertise: cp.cfg.advertise.clone().unwrap_or_default(),
-            incarnation: cp.incarnation.clone(),
+            incarnation: cp.incarnation(),
         }
     }
 
     async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let raft = &self.0.raft;
+        let raft = self.0.raft();
         let (kind, meant_for) = kind.split_once(':').unwrap_or((kind, ""));
-        if !meant_for.is_empty() && meant_for != self.0.incarnation {
+        if !meant_for.is_empty() && meant_for != self.0.incarnation() {
             tracing::warn!(
                 expected = %meant_for,
-                mine = %self.0.incarnation,
+                mine = %self.0.incarnation(),
                 "refused a Raft message meant for another incarnation of this node (its data was lost or replaced)"
             );
             return Err("this node's Raft state is not the one the cluster knows; it must be replaced (POST /cluster/nodes/{id}/replace)".into());

@@ -88,6 +88,19 @@ impl RaftDb {
         Ok(())
     }
 
+    /// Removes named values, in one durable commit.
+    pub fn reset(&self, keys: &[&str]) -> Result<(), Error> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(META)?;
+            for k in keys {
+                t.remove(*k)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(META)?;

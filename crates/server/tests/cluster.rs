@@ -661,3 +661,44 @@ async fn a_lagging_node_catches_up_from_a_snapshot() {
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn two_nodes_read_only_then_force_recover() {
+    let (mut nodes, seeds, ports) = cluster_of(2).await;
+    let c = nodes[0].client();
+    c.create_bucket().bucket("pair-1").send().await.unwrap();
+    // Force-recover is refused while the pair is healthy.
+    let (code_, _, err) = cli(&nodes[0], &["cluster", "force-recover", "--node", "node-1"]);
+    assert_ne!(code_, 0);
+    assert!(err.contains("still has a quorum"), "{err}");
+
+    let mut partner = nodes.pop().unwrap();
+    let partner_dir = partner.take_tmp().unwrap();
+    partner.kill9();
+    // The survivor is read-only for metadata, with a clear 503; reads go on.
+    c.head_bucket().bucket("pair-1").send().await.unwrap();
+    let e = c.create_bucket().bucket("pair-2").send().await.unwrap_err();
+    assert_eq!(status_of(&e), 503);
+    let (code_, _, err) = cli(&nodes[0], &["cluster", "force-recover", "--node", "node-2"]);
+    assert_ne!(code_, 0, "must be run against the node that stays");
+    assert!(err.contains("this is node node-1"), "{err}");
+    let (code_, out, err) = cli(&nodes[0], &["cluster", "force-recover", "--node", "node-1"]);
+    assert_eq!(code_, 0, "{err}");
+    assert!(err.contains("WARNING"), "{err}");
+    assert_eq!(out["members"].as_array().unwrap().len(), 1, "{out}");
+    converged(&[&nodes[0]], 1, Duration::from_secs(20)).await;
+    c.create_bucket().bucket("pair-2").send().await.unwrap();
+    c.head_bucket().bucket("pair-1").send().await.unwrap();
+
+    // The old partner returns with its stale view: fenced, it cannot change anything.
+    let args = node_args("node-2", ports[1], &seeds, SECRET);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let back = Server::start_in(partner_dir.path(), &a, &[]).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e = back.client().create_bucket().bucket("pair-3").send().await.unwrap_err();
+    assert_eq!(status_of(&e), 503);
+    let s = status(&nodes[0]).await.unwrap();
+    assert_eq!(s["members"].as_array().unwrap().len(), 1, "{s}");
+    assert!(nodes[0].client().head_bucket().bucket("pair-3").send().await.is_err());
+    drop(partner_dir);
+}
