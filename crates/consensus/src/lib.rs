@@ -14,6 +14,9 @@ mod network;
 pub mod state;
 mod store;
 
+#[cfg(test)]
+mod sim;
+
 pub use locks::{LockCmd, LockOutcome};
 pub use state::{Command, ControlState, Member, MemberState, Outcome, Replication};
 pub use store::Applied;
