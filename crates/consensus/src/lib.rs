@@ -164,6 +164,14 @@ enum MembershipOp {
     Remove { name: String },
 }
 
+/// A request a member forwards to the leader, with who sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Forwarded<T> {
+    from: String,
+    incarnation: String,
+    body: T,
+}
+
 /// Changes to one member's placement attributes (`None`: unchanged).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MemberPatch {
@@ -381,6 +389,26 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Only current members (in their current incarnation) may have the leader act for them:
+    /// a removed or fenced node acting on a stale view is refused.
+    fn check_member(&self, name: &str, incarnation: &str) -> Result<(), String> {
+        let known = self
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&raft_id(name))
+            .map(|n| n.incarnation.clone());
+        match known {
+            Some(i) if i == incarnation || i.is_empty() => Ok(()),
+            _ => {
+                tracing::warn!(node = %name, "refused a request forwarded by a node that is not a current member");
+                Err(format!("node {name} is not a current member of this cluster"))
+            }
+        }
+    }
+
     /// This node's Raft id.
     pub fn id(&self) -> u64 {
         self.id
@@ -558,7 +586,12 @@ impl ControlPlane {
                 let Some(leader) = f.leader_node else {
                     return Err(Error::NoQuorum("no leader is elected".into()));
                 };
-                let payload = serde_json::to_vec(&cmd).map_err(raft_err)?;
+                let payload = serde_json::to_vec(&Forwarded {
+                    from: self.cfg.node_name.clone(),
+                    incarnation: self.incarnation(),
+                    body: cmd,
+                })
+                .map_err(raft_err)?;
                 let raw = self
                     .peers
                     .control(&leader.rpc_addr, "propose", payload, Some(self.cfg.commit_timeout))
@@ -663,7 +696,12 @@ impl ControlPlane {
     }
 
     async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
-        let payload = serde_json::to_vec(&op).map_err(raft_err)?;
+        let payload = serde_json::to_vec(&Forwarded {
+            from: self.cfg.node_name.clone(),
+            incarnation: self.incarnation(),
+            body: op.clone(),
+        })
+        .map_err(raft_err)?;
         let m = self.raft().metrics().borrow().clone();
         if m.state == ServerState::Leader {
             return self.membership_op(op).await.map_err(Error::Invalid);
@@ -990,8 +1028,9 @@ impl Handler for RpcHandler {
     async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         match kind {
             "propose" => {
-                let cmd: Command = decode(&payload)?;
-                let r = self.0.propose_inner(cmd, false).await.map_err(|e| e.to_string());
+                let f: Forwarded<Command> = decode(&payload)?;
+                self.0.check_member(&f.from, &f.incarnation)?;
+                let r = self.0.propose_inner(f.body, false).await.map_err(|e| e.to_string());
                 reply(&r)
             }
             "join" => {
@@ -999,8 +1038,9 @@ impl Handler for RpcHandler {
                 reply(&self.0.join(req).await)
             }
             "membership" => {
-                let op: MembershipOp = decode(&payload)?;
-                reply(&self.0.membership_op(op).await)
+                let f: Forwarded<MembershipOp> = decode(&payload)?;
+                self.0.check_member(&f.from, &f.incarnation)?;
+                reply(&self.0.membership_op(f.body).await)
             }
             "in_force" => {
                 let index: u64 = String::from_utf8_lossy(&payload)

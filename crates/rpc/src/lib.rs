@@ -4,8 +4,10 @@
 //! the layers above see [`Peers`], [`Handler`] and plain bytes.
 
 mod auth;
+mod tls;
 
 pub use auth::Auth;
+pub use tls::{TlsFiles, generate as generate_certificates};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,6 +55,8 @@ pub struct RpcConfig {
     pub connect_timeout: Duration,
     /// Deadline of every call unless the caller gives another.
     pub request_timeout: Duration,
+    /// Mutual TLS: this node's certificate and key, and the cluster CA.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Pooled, authenticated connections to the other nodes, by address (`host:port`).
@@ -60,6 +64,7 @@ pub struct RpcConfig {
 pub struct Peers {
     cfg: Arc<RpcConfig>,
     auth: Auth,
+    tls: Option<tls::Tls>,
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
 }
 
@@ -69,13 +74,16 @@ struct Pool {
 }
 
 impl Peers {
-    pub fn new(cfg: RpcConfig) -> Self {
+    /// Fails when the TLS files cannot be read.
+    pub fn new(cfg: RpcConfig) -> Result<Self, String> {
         let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
-        Self {
+        let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
+        Ok(Self {
             cfg: Arc::new(cfg),
             auth,
+            tls,
             pools: Default::default(),
-        }
+        })
     }
 
     pub fn config(&self) -> &RpcConfig {
@@ -88,8 +96,24 @@ impl Peers {
             let i = p.next.fetch_add(1, Ordering::Relaxed) % p.channels.len();
             return Ok(p.channels[i].clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| Error::BadAddress(addr.to_string()))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|_| Error::BadAddress(addr.to_string()))?;
+        if let Some(t) = &self.tls {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
+            ep = ep
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(t.ca.clone())
+                        .identity(t.identity.clone())
+                        .domain_name(host),
+                )
+                .map_err(|e| Error::Unreachable {
+                    addr: addr.to_string(),
+                    why: format!("TLS setup: {e}"),
+                })?;
+        }
+        let ep = ep
             .connect_timeout(self.cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -268,7 +292,19 @@ pub async fn serve(
     let svc = pb::node_server::NodeServer::with_interceptor(Service { handler }, interceptor);
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| format!("cannot serve RPC: {e}"))?;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = &cfg.tls {
+        let t = files.load()?;
+        // Mutual TLS: a peer without a certificate from the cluster CA cannot even connect.
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(t.identity)
+                    .client_ca_root(t.ca),
+            )
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+    }
+    builder
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -314,6 +350,7 @@ mod tests {
             max_connections_per_node: 2,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 
@@ -329,7 +366,7 @@ mod tests {
             })
             .await
         });
-        let good = Peers::new(cfg("s3cret-s3cret", "c1"));
+        let good = Peers::new(cfg("s3cret-s3cret", "c1")).unwrap();
         assert_eq!(good.ping(&addr, None).await.unwrap().cluster_name, "hello client");
         for _ in 0..3 {
             assert_eq!(good.raft(&addr, "x", vec![1, 2, 3], None).await.unwrap(), vec![3, 2, 1]);
@@ -341,12 +378,12 @@ mod tests {
         let slow = good.raft(&addr, "slow", vec![], Some(Duration::from_millis(200))).await;
         assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
 
-        let wrong_secret = Peers::new(cfg("other-secret", "c1"));
+        let wrong_secret = Peers::new(cfg("other-secret", "c1")).unwrap();
         assert!(matches!(
             wrong_secret.ping(&addr, None).await,
             Err(Error::Refused { .. })
         ));
-        let other_cluster = Peers::new(cfg("s3cret-s3cret", "c2"));
+        let other_cluster = Peers::new(cfg("s3cret-s3cret", "c2")).unwrap();
         assert!(matches!(
             other_cluster.ping(&addr, None).await,
             Err(Error::Refused { .. })
@@ -356,5 +393,50 @@ mod tests {
         task.await.unwrap().unwrap();
         let gone = good.ping(&addr, Some(Duration::from_millis(500))).await;
         assert!(gone.as_ref().is_err_and(Error::is_unavailable), "{gone:?}");
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_admits_only_the_cluster_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = vec!["server".to_string(), "client".to_string()];
+        generate_certificates(&dir.path().join("good"), "c1", &nodes, &[]).unwrap();
+        generate_certificates(&dir.path().join("evil"), "c1", &nodes, &[]).unwrap();
+        let files = |set: &str, node: &str| TlsFiles {
+            cert: dir.path().join(set).join(format!("{node}.pem")),
+            key: dir.path().join(set).join(format!("{node}.key")),
+            ca: dir.path().join(set).join("ca.pem"),
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let mut server_cfg = cfg("s3cret-s3cret", "c1");
+        server_cfg.tls = Some(files("good", "server"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(l, &server_cfg, Arc::new(Echo), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let mut c = cfg("s3cret-s3cret", "c1");
+        c.tls = Some(files("good", "client"));
+        let good = Peers::new(c).unwrap();
+        assert_eq!(good.raft(&addr, "x", vec![1, 2], None).await.unwrap(), vec![2, 1]);
+        // A certificate from another CA (right secret and all) cannot connect.
+        let mut c = cfg("s3cret-s3cret", "c1");
+        c.tls = Some(files("evil", "client"));
+        let stranger = Peers::new(c).unwrap();
+        assert!(stranger.ping(&addr, Some(Duration::from_secs(2))).await.is_err());
+        // Nor can a plain-text client.
+        let plain = Peers::new(cfg("s3cret-s3cret", "c1")).unwrap();
+        assert!(plain.ping(&addr, Some(Duration::from_secs(2))).await.is_err());
+        let _ = tx.send(());
+        task.await.unwrap().unwrap();
+        let mut bad = cfg("s", "c");
+        bad.tls = Some(TlsFiles {
+            cert: dir.path().join("missing.pem"),
+            key: dir.path().join("missing.key"),
+            ca: dir.path().join("missing-ca.pem"),
+        });
+        assert!(Peers::new(bad).err().unwrap().contains("cannot read"));
     }
 }

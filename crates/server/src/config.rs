@@ -267,10 +267,22 @@ pub struct ClusterArgs {
     #[arg(long = "raft-snapshot-every", env = "RAFT_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub raft_snapshot_every: Option<u64>,
 
-    /// Mutual TLS between nodes (true|false). Not implemented yet: true is refused at start
-    /// [default: false].
+    /// Mutual TLS between nodes (true|false): every node presents a certificate signed by the
+    /// cluster CA (`ironbucket cert generate`) and accepts only such peers [default: false].
     #[arg(long = "enable-tls", env = "ENABLE_TLS", value_name = "BOOL")]
     pub enable_tls: Option<bool>,
+
+    /// This node's certificate (PEM), for ENABLE_TLS.
+    #[arg(long = "tls-cert", env = "TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This node's private key (PEM), for ENABLE_TLS.
+    #[arg(long = "tls-key", env = "TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The cluster CA certificate (PEM) that peers' certificates must chain to, for ENABLE_TLS.
+    #[arg(long = "tls-ca", env = "TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The `[cluster]` table of the TOML file.
@@ -298,6 +310,9 @@ pub struct ClusterSection {
     pub secret_file: Option<PathBuf>,
     pub raft_snapshot_every: Option<u64>,
     pub enable_tls: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Resolved cluster settings.
@@ -333,11 +348,22 @@ fn resolve_cluster(
     if !a.cluster_enabled.or(f.enabled).unwrap_or(false) {
         return Ok(None);
     }
-    if a.enable_tls.or(f.enable_tls).unwrap_or(false) {
-        bail!(
-            "ENABLE_TLS=true: mutual TLS between nodes is not implemented yet; nodes authenticate with CLUSTER_SECRET. Set ENABLE_TLS=false and keep the RPC port on a private network"
-        );
-    }
+    let tls = if a.enable_tls.or(f.enable_tls).unwrap_or(false) {
+        let (Some(cert), Some(key), Some(ca)) = (
+            a.tls_cert.or(f.tls_cert),
+            a.tls_key.or(f.tls_key),
+            a.tls_ca.or(f.tls_ca),
+        ) else {
+            bail!(
+                "ENABLE_TLS is true but TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE are not all set (make them with `ironbucket cert generate`)"
+            );
+        };
+        let files = ironbucket_rpc::TlsFiles { cert, key, ca };
+        files.check().map_err(|e| anyhow::anyhow!("ENABLE_TLS: {e}"))?;
+        Some(files)
+    } else {
+        None
+    };
     let name = a.cluster_name.or(f.name).unwrap_or_else(|| "ironbucket".into());
     let seeds = nonempty(a.cluster_seeds).or(f.seeds).ok_or_else(|| {
         anyhow::anyhow!(
@@ -457,6 +483,7 @@ fn resolve_cluster(
             max_connections_per_node: max_conn,
             connect_timeout: connect,
             request_timeout: request,
+            tls,
         },
         rpc_addr: SocketAddr::new(bind, rpc_port),
     }))

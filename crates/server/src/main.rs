@@ -25,12 +25,48 @@ struct Cli {
 enum Command {
     /// Start the store: the S3 API and the admin API (health, metrics).
     Server(Box<config::ServerArgs>),
+    /// Certificates for mutual TLS between the nodes of a cluster.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCommand {
+    /// Make a cluster CA (ca.pem, ca.key) and a certificate and key per node (<node>.pem,
+    /// <node>.key), each valid for the node name, localhost, 127.0.0.1 and --hosts. Keys are
+    /// written with mode 600. For a test cluster; use your own PKI in production.
+    Generate {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// Node names (comma-separated): the NODE_ID and host name each node is reached by.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Extra host names or IP addresses every certificate is valid for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Cluster name, shown in the CA's subject.
+        #[arg(long, default_value = "ironbucket")]
+        cluster_name: String,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args),
+        Command::Cert(CertCommand::Generate {
+            out,
+            nodes,
+            hosts,
+            cluster_name,
+        }) => ironbucket_rpc::generate_certificates(&out, &cluster_name, &nodes, &hosts)
+            .map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            })
+            .map_err(anyhow::Error::msg),
     };
     if let Err(e) = result {
         eprintln!("ironbucket: error: {e:#}");
@@ -75,7 +111,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
         let rpc_local = rpc_listener.local_addr()?;
-        let peers = ironbucket_rpc::Peers::new(c.rpc.clone());
+        let peers = ironbucket_rpc::Peers::new(c.rpc.clone()).map_err(anyhow::Error::msg)?;
         let cp = ironbucket_consensus::ControlPlane::start(c.control.clone(), peers)
             .await
             .context("cannot start the control plane")?;

@@ -696,9 +696,81 @@ async fn two_nodes_read_only_then_force_recover() {
     let back = Server::start_in(partner_dir.path(), &a, &[]).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let e = back.client().create_bucket().bucket("pair-3").send().await.unwrap_err();
-    assert_eq!(status_of(&e), 503);
+    assert_eq!(status_of(&e), 503, "{e:?}");
     let s = status(&nodes[0]).await.unwrap();
     assert_eq!(s["members"].as_array().unwrap().len(), 1, "{s}");
     assert!(nodes[0].client().head_bucket().bucket("pair-3").send().await.is_err());
     drop(partner_dir);
+}
+
+#[tokio::test]
+async fn mutual_tls_between_nodes() {
+    let certs = tempfile::tempdir().unwrap();
+    let gen_certs = |dir: &std::path::Path, nodes: &str| {
+        let out = std::process::Command::new(bin())
+            .args(["cert", "generate", "--out"])
+            .arg(dir)
+            .args(["--nodes", nodes, "--cluster-name", "test-cluster"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    gen_certs(&certs.path().join("ok"), "node-1,node-2,node-3");
+    gen_certs(&certs.path().join("other"), "node-4");
+    let tls_args = |set: &str, node: &str| -> Vec<String> {
+        let d = certs.path().join(set);
+        vec![
+            "--enable-tls".into(),
+            "true".into(),
+            "--tls-cert".into(),
+            d.join(format!("{node}.pem")).display().to_string(),
+            "--tls-key".into(),
+            d.join(format!("{node}.key")).display().to_string(),
+            "--tls-ca".into(),
+            d.join("ca.pem").display().to_string(),
+        ]
+    };
+    let ports = free_ports(3);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let name = format!("node-{}", i + 1);
+            let mut args = node_args(&name, ports[i], &seeds, SECRET);
+            args.extend(tls_args("ok", &name));
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start_with(&a, &[])
+        })
+        .collect();
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("over-tls")
+        .send()
+        .await
+        .unwrap();
+    nodes[2].client().head_bucket().bucket("over-tls").send().await.unwrap();
+
+    // The right secret but a certificate from another CA: it cannot even connect.
+    let p4 = free_ports(1)[0];
+    let mut args = node_args("node-4", p4, &seeds, SECRET);
+    args.extend(tls_args("other", "node-4"));
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stranger = Server::start_with(&a, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&stranger).await.unwrap()["cluster_id"], "");
+    assert_eq!(status(&nodes[0]).await.unwrap()["members"].as_array().unwrap().len(), 3);
+
+    // Missing certificate files are refused at start.
+    let mut args = node_args("node-5", free_ports(1)[0], &seeds, SECRET);
+    args.extend(["--enable-tls".to_string(), "true".to_string()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let err = Server::start_in(dir.path(), &a, &[]).err().expect("refused");
+    assert!(err.contains("TLS_CERT_FILE"), "{err}");
 }
