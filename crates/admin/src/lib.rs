@@ -553,17 +553,7 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
         Box::pin(async move {
             let path = req.uri().path().trim_end_matches('/').to_string();
             if path.starts_with("/buckets/") {
-                let (parts, body) = req.into_parts();
-                let body = match http_body_util::BodyExt::collect(body).await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => Bytes::new(),
-                };
-                let segs: Vec<String> = path
-                    .trim_start_matches("/buckets/")
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(percent_decode)
-                    .collect();
+                let (parts, segs, body) = split(req, "/buckets/").await;
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
                 return Ok(state.buckets(&parts.method, &segs, &parts.headers, body).await);
             }
@@ -571,32 +561,12 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
                 && !matches!(path.as_str(), "/cluster/status" | "/cluster/health")
                 && !(req.method() == Method::GET && path == "/cluster/nodes")
             {
-                let (parts, body) = req.into_parts();
-                let body = match http_body_util::BodyExt::collect(body).await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => Bytes::new(),
-                };
-                let segs: Vec<String> = path
-                    .trim_start_matches("/cluster/")
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(percent_decode)
-                    .collect();
+                let (parts, segs, body) = split(req, "/cluster/").await;
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
                 return Ok(state.cluster_change(&parts.method, &segs, &parts.headers, body).await);
             }
             if path == "/keys" || path.starts_with("/keys/") {
-                let (parts, body) = req.into_parts();
-                let body = match http_body_util::BodyExt::collect(body).await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => Bytes::new(),
-                };
-                let segs: Vec<String> = path
-                    .trim_start_matches("/keys")
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(percent_decode)
-                    .collect();
+                let (parts, segs, body) = split(req, "/keys").await;
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
                 return Ok(state.keys(&parts.method, &segs, &parts.headers, body).await);
             }
@@ -620,6 +590,23 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
             Ok(resp)
         })
     }
+}
+
+/// The request's parts, its path below `prefix` as decoded segments, and its body.
+async fn split(req: Request<Incoming>, prefix: &str) -> (hyper::http::request::Parts, Vec<String>, Bytes) {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::BodyExt::collect(body).await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let segs = path
+        .trim_start_matches(prefix)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    (parts, segs, body)
 }
 
 fn percent_decode(s: &str) -> String {

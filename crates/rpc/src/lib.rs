@@ -192,22 +192,22 @@ impl Peers {
         payload: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Error> {
-        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
-        let req = self.request(
-            pb::Envelope {
-                kind: kind.to_string(),
-                payload,
-            },
-            timeout,
-        );
-        c.raft(req)
-            .await
-            .map(|r| r.into_inner().payload)
-            .map_err(|s| self.map_status(addr, s, timeout))
+        self.envelope(Route::Raft, addr, kind, payload, timeout).await
     }
 
     pub async fn control(
         &self,
+        addr: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        self.envelope(Route::Control, addr, kind, payload, timeout).await
+    }
+
+    async fn envelope(
+        &self,
+        route: Route,
         addr: &str,
         kind: &str,
         payload: Vec<u8>,
@@ -221,11 +221,19 @@ impl Peers {
             },
             timeout,
         );
-        c.control(req)
-            .await
-            .map(|r| r.into_inner().payload)
+        let r = match route {
+            Route::Raft => c.raft(req).await,
+            Route::Control => c.control(req).await,
+        };
+        r.map(|r| r.into_inner().payload)
             .map_err(|s| self.map_status(addr, s, timeout))
     }
+}
+
+/// Which envelope method a call goes to.
+enum Route {
+    Raft,
+    Control,
 }
 
 /// What a node serves to its peers.
