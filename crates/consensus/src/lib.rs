@@ -34,6 +34,8 @@ use std::time::Duration;
 
 /// How long a proposer waits for each other member to confirm a change is in force.
 const IN_FORCE_WAIT: Duration = Duration::from_secs(2);
+/// How often host names of seeds and members are resolved again.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
 /// How long a member that failed to confirm is not waited for.
 const UNRESPONSIVE_FOR: Duration = Duration::from_secs(10);
 
@@ -288,6 +290,7 @@ impl ControlPlane {
         });
         tokio::spawn(Self::bootstrap(Arc::downgrade(&cp)));
         tokio::spawn(Self::leader_duties(Arc::downgrade(&cp)));
+        tokio::spawn(Self::rediscover(Arc::downgrade(&cp)));
         Ok(cp)
     }
 
@@ -848,6 +851,50 @@ impl ControlPlane {
         match self.raft().initialize(members).await {
             Ok(()) => Ok(()),
             Err(e) => Err(format!("initialize: {e}")),
+        }
+    }
+
+    /// Resolves the seeds' and members' host names again every [`REDISCOVER_EVERY`]: when a name
+    /// now points elsewhere (a container restarted with a new address), the pooled connections
+    /// to it are dropped so the next call connects to the new address.
+    async fn rediscover(me: std::sync::Weak<Self>) {
+        let mut known: BTreeMap<String, BTreeSet<std::net::SocketAddr>> = BTreeMap::new();
+        loop {
+            tokio::time::sleep(REDISCOVER_EVERY).await;
+            let Some(cp) = me.upgrade() else { return };
+            let mut addrs: BTreeSet<String> = cp.cfg.seeds.iter().cloned().collect();
+            addrs.extend(
+                cp.raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(_, n)| n.rpc_addr.clone()),
+            );
+            let peers = cp.peers.clone();
+            drop(cp);
+            for addr in addrs {
+                // Literal IP addresses never move.
+                if addr.parse::<std::net::SocketAddr>().is_ok() {
+                    continue;
+                }
+                let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(&addr)).await
+                else {
+                    continue;
+                };
+                let found: BTreeSet<std::net::SocketAddr> = found.collect();
+                if found.is_empty() {
+                    continue;
+                }
+                if let Some(before) = known.get(&addr)
+                    && *before != found
+                {
+                    tracing::info!(%addr, old = ?before, new = ?found, "peer address changed; reconnecting");
+                    peers.forget(&addr);
+                }
+                known.insert(addr, found);
+            }
         }
     }
 
