@@ -150,6 +150,8 @@ pub struct Status {
     pub layout_version: u64,
     pub replication: Replication,
     pub members: Vec<MemberStatus>,
+    /// Cluster-wide jobs and the node that runs each.
+    pub job_leaders: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +160,10 @@ struct JoinRequest {
     rpc_addr: String,
     #[serde(default)]
     incarnation: String,
+    /// The joiner already holds Raft state (a removed or fenced member): refused, since its
+    /// stale log and term must not meet the cluster's.
+    #[serde(default)]
+    has_state: bool,
 }
 
 /// A change of Raft membership, run on the leader.
@@ -226,6 +232,14 @@ pub struct ControlPlane {
     /// Highest applied index whose effects the node has put in force locally (see
     /// [`ControlPlane::set_materialized`]); `None` until something materializes state.
     materialized: tokio::sync::watch::Sender<Option<u64>>,
+}
+
+fn job_leaders_of(s: &ControlState) -> BTreeMap<String, String> {
+    s.locks
+        .locks
+        .iter()
+        .filter_map(|(k, l)| Some((k.strip_prefix("job:")?.to_string(), l.holders.first()?.holder.clone())))
+        .collect()
 }
 
 fn raft_err<E: std::fmt::Display>(e: E) -> Error {
@@ -492,6 +506,7 @@ impl ControlPlane {
             layout_version: state.layout_version,
             replication: state.replication.clone(),
             members: list,
+            job_leaders: job_leaders_of(&state),
         }
     }
 
@@ -759,6 +774,72 @@ impl ControlPlane {
         }
     }
 
+    /// Takes part in electing the one node that runs the cluster-wide job `name`: holds (and
+    /// renews) the lease `job:<name>` while it can, and reports whether it leads now. When the
+    /// holder dies, another node takes the lease after `ttl`.
+    pub fn elect_job_leader(self: &Arc<Self>, name: &str, ttl: Duration) -> Arc<std::sync::atomic::AtomicBool> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let leading = Arc::new(AtomicBool::new(false));
+        let (me, flag, lock) = (Arc::downgrade(self), leading.clone(), format!("job:{name}"));
+        tokio::spawn(async move {
+            let ttl_ms = ttl.as_millis() as u64;
+            let mut token = None;
+            loop {
+                let Some(cp) = me.upgrade() else { return };
+                let holder = cp.cfg.node_name.clone();
+                let now = ironbucket_types::now_millis();
+                // Someone else holds a live lease: nothing to try this round.
+                let taken = cp.with_state(|s| {
+                    s.locks
+                        .locks
+                        .get(&lock)
+                        .and_then(|l| l.holders.first())
+                        .is_some_and(|h| h.holder != holder && h.expires_at > now)
+                });
+                if token.is_none() && taken {
+                    drop(cp);
+                    tokio::time::sleep(ttl / 3).await;
+                    continue;
+                }
+                let cmd = match token {
+                    Some(t) => LockCmd::Renew {
+                        name: lock.clone(),
+                        holder,
+                        token: t,
+                        ttl_ms,
+                        now,
+                    },
+                    None => LockCmd::Acquire {
+                        name: lock.clone(),
+                        holder,
+                        ttl_ms,
+                        permits: 1,
+                        wait: false,
+                        now,
+                    },
+                };
+                token = match cp.lock(cmd).await {
+                    Ok(LockOutcome::Granted { token, .. }) => Some(token),
+                    Ok(LockOutcome::Renewed { .. }) => token,
+                    // Lost or never had it; or no quorum: stop acting as the leader.
+                    _ => None,
+                };
+                let now_leading = token.is_some();
+                if flag.swap(now_leading, Ordering::SeqCst) != now_leading {
+                    tracing::info!(job = %lock, leading = now_leading, "job leadership changed");
+                }
+                drop(cp);
+                tokio::time::sleep(ttl / 3).await;
+            }
+        });
+        leading
+    }
+
+    /// Which node holds each job lease (`job:<name>`), from the applied state.
+    pub fn job_leaders(&self) -> BTreeMap<String, String> {
+        self.with_state(job_leaders_of)
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         let _ = self.raft().shutdown().await;
@@ -771,7 +852,7 @@ impl ControlPlane {
     async fn bootstrap(me: std::sync::Weak<Self>) {
         loop {
             let Some(cp) = me.upgrade() else { return };
-            if cp.initialized() {
+            if cp.initialized() || cp.raft().is_initialized().await.unwrap_or(false) {
                 return;
             }
             if let Err(e) = cp.bootstrap_round().await {
@@ -806,6 +887,7 @@ impl ControlPlane {
                 name: me.clone(),
                 rpc_addr,
                 incarnation: self.incarnation(),
+                has_state: self.raft().is_initialized().await.unwrap_or(false),
             })
             .map_err(|e| e.to_string())?;
             let raw = self
@@ -908,7 +990,13 @@ impl ControlPlane {
             }
             let state = cp.state();
             // Leases expire and waiters move up even when nobody else touches the lock.
-            if !state.locks.locks.is_empty() {
+            let now = ironbucket_types::now_millis();
+            if state
+                .locks
+                .locks
+                .values()
+                .any(|l| l.holders.iter().any(|h| h.expires_at <= now))
+            {
                 let tick = Command::Lock {
                     cmd: LockCmd::Tick {
                         now: ironbucket_types::now_millis(),
@@ -979,6 +1067,13 @@ impl ControlPlane {
                 .await
                 .map_err(|e| e.to_string())?;
             return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
+        }
+        if req.has_state {
+            tracing::warn!(node = %req.name, "refused a join from a node that holds Raft state from an earlier membership");
+            return Err(format!(
+                "node {} still holds Raft state from an earlier membership (it was removed or fenced out); wipe its data directory to let it join again",
+                req.name
+            ));
         }
         let id = raft_id(&req.name);
         let mut membership = m.membership_config.membership().clone();

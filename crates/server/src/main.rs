@@ -129,6 +129,11 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         }));
         println!("Node RPC listening on {rpc_local} (cluster {})", c.rpc.cluster_name);
         tracing::info!(rpc = %rpc_local, cluster = %c.rpc.cluster_name, seeds = ?c.control.seeds, "cluster mode");
+        // One node runs each cluster-wide job. (Until objects are replicated, every node still
+        // applies lifecycle rules to the objects it stores; the rebalancer comes with repair.)
+        for job in ["lifecycle", "rebalance"] {
+            let _ = cp.elect_job_leader(job, std::time::Duration::from_secs(10));
+        }
         control = Some(cp);
     }
 

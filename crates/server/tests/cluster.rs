@@ -273,6 +273,28 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
         "new leader {new_leader} elected {:?} after killing {old_leader}",
         t.elapsed()
     );
+    // Cluster-wide jobs: exactly one runner each, on a live node, whatever happened to the old one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&nodes[0]).await.unwrap();
+        let jobs = s["job_leaders"].as_object().cloned().unwrap_or_default();
+        let live: Vec<String> = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] != old_leader.as_str())
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect();
+        if ["lifecycle", "rebalance"].iter().all(|j| {
+            jobs.get(*j)
+                .and_then(|h| h.as_str())
+                .is_some_and(|h| live.iter().any(|l| l == h))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job leaders not on live nodes: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The killed node restarts with its data directory and rejoins as itself.
     let dir = dead_dir.unwrap();
