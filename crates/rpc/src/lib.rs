@@ -9,12 +9,17 @@ mod tls;
 pub use auth::Auth;
 pub use tls::{TlsFiles, generate as generate_certificates};
 
+use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
+
+/// A stream of bulk data chunks; errors are messages for the other side.
+pub type DataStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, String>> + Send>>;
 
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]
 pub mod pb {
@@ -230,6 +235,68 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Streams `data` to the peer (first chunk: `kind` and `header`); returns its answer. The
+    /// deadline covers the whole transfer.
+    pub async fn push(
+        &self,
+        addr: &str,
+        kind: &str,
+        header: Vec<u8>,
+        data: DataStream,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
+        let first = pb::Chunk {
+            kind: kind.to_string(),
+            header,
+            data: Vec::new(),
+        };
+        // A local read error ends the stream early; the peer sees a short transfer and refuses.
+        let rest = data
+            .take_while(|r| std::future::ready(r.is_ok()))
+            .filter_map(|r| std::future::ready(r.ok()))
+            .map(|b| pb::Chunk {
+                kind: String::new(),
+                header: Vec::new(),
+                data: b.to_vec(),
+            });
+        let stream = futures::stream::once(std::future::ready(first)).chain(rest);
+        let req = self.request(stream, timeout);
+        c.push(req)
+            .await
+            .map(|r| r.into_inner().payload)
+            .map_err(|s| self.map_status(addr, s, timeout))
+    }
+
+    /// Asks the peer for bulk data and returns it as a stream of chunks.
+    pub async fn pull(
+        &self,
+        addr: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<DataStream, Error> {
+        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
+        let req = self.request(
+            pb::Envelope {
+                kind: kind.to_string(),
+                payload,
+            },
+            timeout,
+        );
+        let stream = c
+            .pull(req)
+            .await
+            .map_err(|s| self.map_status(addr, s, timeout))?
+            .into_inner();
+        Ok(Box::pin(stream.map(|r| {
+            r.map(|c| bytes::Bytes::from(c.data))
+                .map_err(|s| s.message().to_string())
+        })))
+    }
+}
+
 /// Which envelope method a call goes to.
 enum Route {
     Raft,
@@ -243,6 +310,14 @@ pub trait Handler: Send + Sync + 'static {
     /// A Raft message; the error text goes back to the caller.
     async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
     async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
+    /// Bulk data pushed by a peer.
+    async fn push(&self, kind: &str, _header: Vec<u8>, _data: DataStream) -> Result<Vec<u8>, String> {
+        Err(format!("this node takes no bulk data of kind {kind:?}"))
+    }
+    /// Bulk data a peer asks for.
+    async fn pull(&self, kind: &str, _payload: Vec<u8>) -> Result<DataStream, String> {
+        Err(format!("this node serves no bulk data of kind {kind:?}"))
+    }
 }
 
 struct Service {
@@ -264,6 +339,53 @@ impl pb::node_server::Node for Service {
             Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
             Err(why) => Err(tonic::Status::internal(why)),
         }
+    }
+
+    async fn push(
+        &self,
+        req: tonic::Request<tonic::Streaming<pb::Chunk>>,
+    ) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::invalid_argument("an empty push"))?;
+        let kind = first.kind.clone();
+        let head_data = bytes::Bytes::from(first.data);
+        let rest = stream.map(|r| {
+            r.map(|c| bytes::Bytes::from(c.data))
+                .map_err(|s| s.message().to_string())
+        });
+        let data: DataStream = Box::pin(futures::stream::once(std::future::ready(Ok(head_data))).chain(rest));
+        match self.handler.push(&kind, first.header, data).await {
+            Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind, payload })),
+            Err(why) => Err(tonic::Status::failed_precondition(why)),
+        }
+    }
+
+    type PullStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, tonic::Status>> + Send>>;
+
+    async fn pull(
+        &self,
+        req: tonic::Request<pb::Envelope>,
+    ) -> Result<tonic::Response<Self::PullStream>, tonic::Status> {
+        let e = req.into_inner();
+        let data = self
+            .handler
+            .pull(&e.kind, e.payload)
+            .await
+            .map_err(tonic::Status::failed_precondition)?;
+        // tonic's streaming signature fixes the error type.
+        #[allow(clippy::result_large_err)]
+        let out = data.map(|r| {
+            r.map(|b| pb::Chunk {
+                kind: String::new(),
+                header: Vec::new(),
+                data: b.to_vec(),
+            })
+            .map_err(tonic::Status::aborted)
+        });
+        Ok(tonic::Response::new(Box::pin(out)))
     }
 
     async fn control(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
@@ -348,6 +470,26 @@ mod tests {
         async fn control(&self, _kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
             Ok(payload)
         }
+        /// Counts the bytes and sums them, so the caller can check what arrived.
+        async fn push(&self, kind: &str, header: Vec<u8>, mut data: DataStream) -> Result<Vec<u8>, String> {
+            let (mut n, mut sum) = (0u64, 0u64);
+            while let Some(b) = data.next().await {
+                let b = b?;
+                n += b.len() as u64;
+                sum = b
+                    .iter()
+                    .fold(sum, |s, x| s.wrapping_mul(31).wrapping_add(u64::from(*x)));
+            }
+            Ok(format!("{kind}:{}:{n}:{sum}", String::from_utf8_lossy(&header)).into_bytes())
+        }
+        async fn pull(&self, _kind: &str, payload: Vec<u8>) -> Result<DataStream, String> {
+            let chunks: u64 = String::from_utf8_lossy(&payload)
+                .parse()
+                .map_err(|_| "bad count".to_string())?;
+            Ok(Box::pin(futures::stream::iter(
+                (0..chunks).map(|i| Ok(bytes::Bytes::from(vec![(i % 251) as u8; 1 << 20]))),
+            )))
+        }
     }
 
     fn cfg(secret: &str, cluster: &str) -> RpcConfig {
@@ -396,6 +538,36 @@ mod tests {
             other_cluster.ping(&addr, None).await,
             Err(Error::Refused { .. })
         ));
+
+        // Bulk data both ways, 64 MiB in 1 MiB chunks, streamed (never whole in memory).
+        let sent: Vec<u64> = (0..64).collect();
+        let body: DataStream = Box::pin(futures::stream::iter(
+            sent.iter()
+                .map(|i| Ok(bytes::Bytes::from(vec![(*i % 251) as u8; 1 << 20])))
+                .collect::<Vec<_>>(),
+        ));
+        let want_sum = sent.iter().fold(0u64, |s, i| {
+            (0..1 << 20).fold(s, |s, _| s.wrapping_mul(31).wrapping_add(*i % 251))
+        });
+        let answer = good.push(&addr, "blob", b"h".to_vec(), body, None).await.unwrap();
+        assert_eq!(
+            String::from_utf8(answer).unwrap(),
+            format!("blob:h:{}:{want_sum}", 64u64 << 20)
+        );
+        let mut pulled = good.pull(&addr, "blob", b"64".to_vec(), None).await.unwrap();
+        let mut n = 0u64;
+        let mut idx = 0u64;
+        while let Some(chunk) = pulled.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.iter().all(|b| u64::from(*b) == idx % 251));
+            n += chunk.len() as u64;
+            idx += 1;
+        }
+        assert_eq!(n, 64 << 20);
+        assert!(
+            good.pull(&addr, "blob", b"x".to_vec(), None).await.is_err(),
+            "a refusal is an error"
+        );
 
         let _ = tx.send(());
         task.await.unwrap().unwrap();
