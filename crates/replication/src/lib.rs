@@ -170,19 +170,8 @@ impl ObjectStore for ClusterStore {
             return Err(Error::NoSuchBucket);
         }
         // Objects live on this node only until the replicated data path: a bucket that holds
-        // data here is not empty.
-        if self
-            .local
-            .list_objects(
-                bucket,
-                ListQuery {
-                    max_keys: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .is_ok_and(|p| !p.objects.is_empty() || !p.common_prefixes.is_empty())
-        {
+        // versions, delete markers or uploads here is not empty.
+        if self.local.bucket_in_use(bucket).await? {
             return Err(Error::BucketNotEmpty);
         }
         self.propose(Command::DeleteBucket {

@@ -611,6 +611,12 @@ impl LocalStore {
         .await
     }
 
+    /// Whether a bucket holds any object version, delete marker or multipart upload here.
+    pub async fn bucket_in_use(&self, bucket: &str) -> Result<bool> {
+        let name = bucket.to_string();
+        self.commit(vec![], move |t| Ok(t.bucket_in_use(&name)?)).await
+    }
+
     /// Changes a bucket's record in one commit.
     async fn update_bucket(
         &self,
