@@ -11,13 +11,13 @@ use crate::state::{Command, Outcome};
 use crate::store::{LogStore, StateMachine};
 use crate::{NodeInfo, TypeConfig};
 use ironbucket_meta::{BucketRecord, RaftDb};
+use openraft::Raft;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::{Raft, ServerState};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -230,9 +230,16 @@ async fn run(seed: u64, dir: &std::path::Path) {
         watchers.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 {
+                    // A node leads a term when its vote for itself in that term is committed (granted
+                    // by a quorum); the `state` field can lag a step behind a newer vote.
                     let m = rx.borrow_and_update().clone();
-                    if m.state == ServerState::Leader {
-                        leaders.lock().unwrap().entry(m.current_term).or_default().insert(id);
+                    if m.vote.is_committed() && m.vote.leader_id().voted_for() == Some(id) {
+                        leaders
+                            .lock()
+                            .unwrap()
+                            .entry(m.vote.leader_id().get_term())
+                            .or_default()
+                            .insert(id);
                     }
                 }
                 if tokio::time::timeout(Duration::from_millis(50), rx.changed())
