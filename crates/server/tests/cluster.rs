@@ -273,6 +273,35 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
         "new leader {new_leader} elected {:?} after killing {old_leader}",
         t.elapsed()
     );
+    // Bucket creation works again through a survivor (the SDK retries 503s on its own).
+    let mut n = 0;
+    loop {
+        match nodes[0]
+            .client()
+            .create_bucket()
+            .bucket(format!("after-failover-{n}"))
+            .send()
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(status_of(&e), 503, "{e:?}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "no bucket creation after the failover"
+                );
+                n += 1;
+            }
+        }
+    }
+    println!("bucket creation works again {:?} after killing the leader", t.elapsed());
+    nodes[1]
+        .client()
+        .head_bucket()
+        .bucket(format!("after-failover-{n}"))
+        .send()
+        .await
+        .unwrap();
     // Cluster-wide jobs: exactly one runner each, on a live node, whatever happened to the old one.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
