@@ -81,6 +81,40 @@ macro_rules! object_headers {
     }};
 }
 
+/// The SSE-C key of a request's `x-amz-server-side-encryption-customer-*` fields.
+macro_rules! sse_c {
+    ($i:expr) => {
+        customer_key(
+            $i.sse_customer_algorithm.as_ref(),
+            $i.sse_customer_key.as_ref(),
+            $i.sse_customer_key_md5.as_ref(),
+        )
+    };
+}
+
+/// The SSE-C key of a copy source (`x-amz-copy-source-server-side-encryption-customer-*`).
+macro_rules! copy_source_sse_c {
+    ($i:expr) => {
+        customer_key(
+            $i.copy_source_sse_customer_algorithm.as_ref(),
+            $i.copy_source_sse_customer_key.as_ref(),
+            $i.copy_source_sse_customer_key_md5.as_ref(),
+        )
+    };
+}
+
+/// The `x-amz-grant-*` headers an object write may carry.
+macro_rules! object_grants {
+    ($i:expr) => {
+        [
+            (AclPermission::FullControl, $i.grant_full_control.as_ref()),
+            (AclPermission::Read, $i.grant_read.as_ref()),
+            (AclPermission::ReadAcp, $i.grant_read_acp.as_ref()),
+            (AclPermission::WriteAcp, $i.grant_write_acp.as_ref()),
+        ]
+    };
+}
+
 pub(crate) struct Front {
     store: Arc<dyn ObjectStore>,
     /// Root access keys: every other key sees and may use only the buckets it was granted.
@@ -503,12 +537,7 @@ impl S3 for Front {
                 req.credentials.as_ref(),
                 &input.bucket,
                 input.acl.as_ref(),
-                [
-                    (AclPermission::FullControl, input.grant_full_control.as_ref()),
-                    (AclPermission::Read, input.grant_read.as_ref()),
-                    (AclPermission::ReadAcp, input.grant_read_acp.as_ref()),
-                    (AclPermission::WriteAcp, input.grant_write_acp.as_ref()),
-                ],
+                object_grants!(input),
             )
             .await?;
         let meta = ObjectMeta {
@@ -534,11 +563,7 @@ impl S3 for Front {
             input.object_lock_retain_until_date,
             input.object_lock_legal_hold_status,
         )?;
-        let sse_c = customer_key(
-            input.sse_customer_algorithm.as_ref(),
-            input.sse_customer_key.as_ref(),
-            input.sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(input)?;
         let sse = input.server_side_encryption.as_ref().map(|s| s.as_str().to_string());
         if sse.is_some() && sse_c.is_some() {
             return Err(s3_error!(
@@ -580,11 +605,7 @@ impl S3 for Front {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let mut i = req.input;
-        let sse_c = customer_key(
-            i.sse_customer_algorithm.as_ref(),
-            i.sse_customer_key.as_ref(),
-            i.sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(i)?;
         let g = GetObject {
             sse_c,
             bucket: i.bucket,
@@ -623,11 +644,7 @@ impl S3 for Front {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let mut i = req.input;
-        let sse_c = customer_key(
-            i.sse_customer_algorithm.as_ref(),
-            i.sse_customer_key.as_ref(),
-            i.sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(i)?;
         let g = GetObject {
             sse_c,
             bucket: i.bucket,
@@ -750,17 +767,7 @@ impl S3 for Front {
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
         let acl = self
-            .requested_object_acl(
-                req.credentials.as_ref(),
-                &i.bucket,
-                i.acl.as_ref(),
-                [
-                    (AclPermission::FullControl, i.grant_full_control.as_ref()),
-                    (AclPermission::Read, i.grant_read.as_ref()),
-                    (AclPermission::ReadAcp, i.grant_read_acp.as_ref()),
-                    (AclPermission::WriteAcp, i.grant_write_acp.as_ref()),
-                ],
-            )
+            .requested_object_acl(req.credentials.as_ref(), &i.bucket, i.acl.as_ref(), object_grants!(i))
             .await?;
         check_storage_class(&i.storage_class)?;
         let (src_bucket, src_key, src_version_id) = copy_source(&i.copy_source)?;
@@ -797,16 +804,8 @@ impl S3 for Front {
         } else {
             None
         };
-        let sse_c = customer_key(
-            i.sse_customer_algorithm.as_ref(),
-            i.sse_customer_key.as_ref(),
-            i.sse_customer_key_md5.as_ref(),
-        )?;
-        let src_sse_c = customer_key(
-            i.copy_source_sse_customer_algorithm.as_ref(),
-            i.copy_source_sse_customer_key.as_ref(),
-            i.copy_source_sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(i)?;
+        let src_sse_c = copy_source_sse_c!(i)?;
         let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let c = CopyObject {
             sse_c,
@@ -981,11 +980,7 @@ impl S3 for Front {
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let i = req.input;
         let g = GetObject {
-            sse_c: customer_key(
-                i.sse_customer_algorithm.as_ref(),
-                i.sse_customer_key.as_ref(),
-                i.sse_customer_key_md5.as_ref(),
-            )?,
+            sse_c: sse_c!(i)?,
             bucket: i.bucket,
             key: i.key,
             version_id: i.version_id,
@@ -1573,24 +1568,10 @@ impl S3 for Front {
             None => vec![],
         };
         let acl = self
-            .requested_object_acl(
-                req.credentials.as_ref(),
-                &i.bucket,
-                i.acl.as_ref(),
-                [
-                    (AclPermission::FullControl, i.grant_full_control.as_ref()),
-                    (AclPermission::Read, i.grant_read.as_ref()),
-                    (AclPermission::ReadAcp, i.grant_read_acp.as_ref()),
-                    (AclPermission::WriteAcp, i.grant_write_acp.as_ref()),
-                ],
-            )
+            .requested_object_acl(req.credentials.as_ref(), &i.bucket, i.acl.as_ref(), object_grants!(i))
             .await?;
         let checksum_algorithm = i.checksum_algorithm.as_ref().map(algorithm).transpose()?;
-        let sse_c = customer_key(
-            i.sse_customer_algorithm.as_ref(),
-            i.sse_customer_key.as_ref(),
-            i.sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(i)?;
         let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let c = CreateMultipart {
             sse_c,
@@ -1648,11 +1629,7 @@ impl S3 for Front {
                 "Part number must be an integer between 1 and 10000, inclusive"
             )
         })?;
-        let sse_c = customer_key(
-            i.sse_customer_algorithm.as_ref(),
-            i.sse_customer_key.as_ref(),
-            i.sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(i)?;
         let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let up = UploadPart {
             sse_c,
@@ -1697,16 +1674,8 @@ impl S3 for Front {
             })?),
             None => None,
         };
-        let sse_c = customer_key(
-            i.sse_customer_algorithm.as_ref(),
-            i.sse_customer_key.as_ref(),
-            i.sse_customer_key_md5.as_ref(),
-        )?;
-        let src_sse_c = customer_key(
-            i.copy_source_sse_customer_algorithm.as_ref(),
-            i.copy_source_sse_customer_key.as_ref(),
-            i.copy_source_sse_customer_key_md5.as_ref(),
-        )?;
+        let sse_c = sse_c!(i)?;
+        let src_sse_c = copy_source_sse_c!(i)?;
         let echo = sse_c.is_some().then(|| i.sse_customer_key_md5.clone()).flatten();
         let c = UploadPartCopy {
             sse_c,
