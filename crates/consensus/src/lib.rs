@@ -11,6 +11,7 @@
 
 pub mod locks;
 mod network;
+pub mod runtime;
 pub mod state;
 mod store;
 
@@ -64,6 +65,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = u64,
         Node = NodeInfo,
+        AsyncRuntime = runtime::Runtime,
 );
 
 /// The Raft id of a node name (`NODE_ID`): FNV-1a, never 0.

@@ -35,8 +35,13 @@ fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, SErr> {
     serde_json::from_slice(b).map_err(io_read)
 }
 
-/// Runs blocking redb work off the async threads.
+/// Runs blocking redb work off the async threads. On a current-thread runtime (the deterministic
+/// simulation, whose clock is paused) the work runs inline instead: a blocking-pool thread would
+/// let the paused clock jump ahead while the disk works, and its timing would decide the order.
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, SErr> + Send + 'static) -> Result<R, SErr> {
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        return f();
+    }
     tokio::task::spawn_blocking(f).await.map_err(io_write)?
 }
 
