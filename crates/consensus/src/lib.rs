@@ -940,7 +940,8 @@ impl ControlPlane {
 
     /// Resolves the seeds' and members' host names again every [`REDISCOVER_EVERY`]: when a name
     /// now points elsewhere (a container restarted with a new address), the pooled connections
-    /// to it are dropped so the next call connects to the new address.
+    /// to it are dropped so the next call connects to the new address at once (a broken
+    /// connection also resolves the name again when it reconnects).
     async fn rediscover(me: std::sync::Weak<Self>) {
         let mut known: BTreeMap<String, BTreeSet<std::net::SocketAddr>> = BTreeMap::new();
         loop {
@@ -963,11 +964,10 @@ impl ControlPlane {
                 if addr.parse::<std::net::SocketAddr>().is_ok() {
                     continue;
                 }
-                let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(&addr)).await
-                else {
+                let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), peers.resolve(&addr)).await else {
                     continue;
                 };
-                let found: BTreeSet<std::net::SocketAddr> = found.collect();
+                let found: BTreeSet<std::net::SocketAddr> = found.into_iter().collect();
                 if found.is_empty() {
                     continue;
                 }

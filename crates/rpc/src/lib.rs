@@ -4,9 +4,11 @@
 //! the layers above see [`Peers`], [`Handler`] and plain bytes.
 
 mod auth;
+mod resolve;
 mod tls;
 
 pub use auth::Auth;
+pub use resolve::Resolver;
 pub use tls::{TlsFiles, generate as generate_certificates};
 
 use futures::{Stream, StreamExt};
@@ -71,6 +73,7 @@ pub struct Peers {
     auth: Auth,
     tls: Option<tls::Tls>,
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
+    resolver: Resolver,
 }
 
 struct Pool {
@@ -88,7 +91,19 @@ impl Peers {
             auth,
             tls,
             pools: Default::default(),
+            resolver: Resolver::system(),
         })
+    }
+
+    /// Resolves peer names with `resolver` instead of the system's (tests).
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Resolves a peer address the way new connections do.
+    pub async fn resolve(&self, addr: &str) -> std::io::Result<Vec<SocketAddr>> {
+        self.resolver.resolve(addr).await
     }
 
     pub fn config(&self) -> &RpcConfig {
@@ -120,12 +135,18 @@ impl Peers {
         }
         let ep = ep
             .connect_timeout(self.cfg.connect_timeout)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
+        // Every (re)connection resolves the name again: a peer that moved is found.
+        let connector = resolve::Connector {
+            resolver: self.resolver.clone(),
+            timeout: self.cfg.connect_timeout,
+        };
         let n = self.cfg.max_connections_per_node.max(1);
         let pool = Arc::new(Pool {
-            channels: (0..n).map(|_| ep.connect_lazy()).collect(),
+            channels: (0..n)
+                .map(|_| ep.connect_with_connector_lazy(connector.clone()))
+                .collect(),
             next: AtomicUsize::new(1),
         });
         let ch = pool.channels[0].clone();
