@@ -19,7 +19,7 @@ mod store;
 mod sim;
 
 pub use locks::{LockCmd, LockOutcome};
-pub use state::{Command, ControlState, Member, MemberState, Outcome, Replication};
+pub use state::{Command, ControlState, DEFAULT_VNODES, Member, MemberState, Outcome, Replication};
 pub use store::Applied;
 
 use ironbucket_meta::RaftDb;
@@ -203,6 +203,12 @@ pub fn validate_replication(r: &Replication, members: usize) -> Result<(), Error
         return Err(Error::Invalid(format!(
             "replication strategy must be SimpleStrategy, ConsistentHash, RackAware or ZoneAware, not {:?}",
             r.strategy
+        )));
+    }
+    if r.vnodes == 0 || r.vnodes > 65_536 {
+        return Err(Error::Invalid(format!(
+            "virtual nodes per node must be between 1 and 65536, not {}",
+            r.vnodes
         )));
     }
     for l in [&r.read_consistency, &r.write_consistency] {

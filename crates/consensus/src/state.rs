@@ -40,6 +40,17 @@ pub struct Replication {
     pub strategy: String,
     pub read_consistency: String,
     pub write_consistency: String,
+    /// Virtual nodes per node of weight 100 on the placement ring (set when the cluster forms;
+    /// changing it later moves most objects).
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+}
+
+/// Virtual nodes per node of weight 100 unless configured.
+pub const DEFAULT_VNODES: u32 = 256;
+
+fn default_vnodes() -> u32 {
+    DEFAULT_VNODES
 }
 
 impl Default for Replication {
@@ -49,6 +60,7 @@ impl Default for Replication {
             strategy: "SimpleStrategy".into(),
             read_consistency: "QUORUM".into(),
             write_consistency: "QUORUM".into(),
+            vnodes: DEFAULT_VNODES,
         }
     }
 }

@@ -211,6 +211,11 @@ pub struct ClusterArgs {
     #[arg(long = "replication-strategy", env = "REPLICATION_STRATEGY", value_name = "STRATEGY")]
     pub replication_strategy: Option<String>,
 
+    /// Virtual nodes per node of weight 100 on the placement ring; fixed when the cluster forms
+    /// [default: 256].
+    #[arg(long = "vnodes", env = "VNODES", value_name = "N")]
+    pub vnodes: Option<u32>,
+
     /// ONE, QUORUM or ALL [default: QUORUM].
     #[arg(long = "read-consistency", env = "DEFAULT_READ_CONSISTENCY", value_name = "LEVEL")]
     pub read_consistency: Option<String>,
@@ -299,6 +304,7 @@ pub struct ClusterSection {
     pub discovery_method: Option<String>,
     pub replication_factor: Option<u32>,
     pub replication_strategy: Option<String>,
+    pub vnodes: Option<u32>,
     pub read_consistency: Option<String>,
     pub write_consistency: Option<String>,
     pub rpc_port: Option<u16>,
@@ -407,6 +413,10 @@ fn resolve_cluster(
     if !["SimpleStrategy", "ConsistentHash", "RackAware", "ZoneAware"].contains(&strategy.as_str()) {
         bail!("REPLICATION_STRATEGY must be SimpleStrategy, ConsistentHash, RackAware or ZoneAware, not {strategy:?}");
     }
+    let vnodes = a.vnodes.or(f.vnodes).unwrap_or(ironbucket_consensus::DEFAULT_VNODES);
+    if vnodes == 0 || vnodes > 65_536 {
+        bail!("VNODES must be between 1 and 65536, not {vnodes}");
+    }
     let level = |v: Option<String>, var: &str| -> Result<String> {
         let v = v.unwrap_or_else(|| "QUORUM".into()).to_ascii_uppercase();
         if !["ONE", "QUORUM", "ALL"].contains(&v.as_str()) {
@@ -469,6 +479,7 @@ fn resolve_cluster(
                 strategy,
                 read_consistency: read,
                 write_consistency: write,
+                vnodes,
             },
             data_dir: data_dir.to_path_buf(),
             heartbeat,

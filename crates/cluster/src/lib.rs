@@ -1,0 +1,84 @@
+//! Cluster layout for the data path: which nodes hold which objects. Owns the placement ring (a
+//! pure function, [`placement`]) and derives its layout from the control plane's agreed state.
+//! Depends on `consensus` for that state; knows nothing of objects, RPC or S3.
+
+pub mod placement;
+
+pub use placement::{Error, Layout, NodeSpec, Ring, Strategy};
+
+use ironbucket_consensus::{ControlState, MemberState};
+
+/// The placement layout the control state describes: its active members (draining and removed
+/// members hold no new data), the replication factor, strategy and virtual nodes, versioned by
+/// the control state's layout version.
+pub fn layout_of(state: &ControlState) -> Result<Layout, Error> {
+    Ok(Layout {
+        version: state.layout_version,
+        nodes: state
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Active)
+            .map(|m| NodeSpec {
+                name: m.name.clone(),
+                zone: m.zone.clone(),
+                rack: m.rack.clone(),
+                weight: m.weight,
+            })
+            .collect(),
+        strategy: state.replication.strategy.parse()?,
+        factor: state.replication.factor as usize,
+        vnodes: state.replication.vnodes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironbucket_consensus::{Member, Replication};
+
+    fn member(name: &str, state: MemberState) -> Member {
+        Member {
+            name: name.into(),
+            raft_id: 0,
+            rpc_addr: format!("{name}:7000"),
+            role: "primary".into(),
+            zone: "z1".into(),
+            rack: String::new(),
+            weight: 100,
+            state,
+        }
+    }
+
+    #[test]
+    fn layout_takes_active_members_and_the_replication_settings() {
+        let mut s = ControlState {
+            layout_version: 9,
+            replication: Replication {
+                factor: 2,
+                strategy: "ConsistentHash".into(),
+                vnodes: 64,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for (n, st) in [
+            ("a", MemberState::Active),
+            ("b", MemberState::Draining),
+            ("c", MemberState::Active),
+            ("d", MemberState::Removed),
+        ] {
+            s.members.insert(n.into(), member(n, st));
+        }
+        let l = layout_of(&s).unwrap();
+        assert_eq!(l.version, 9);
+        assert_eq!(l.factor, 2);
+        assert_eq!(l.vnodes, 64);
+        assert_eq!(l.strategy, Strategy::ConsistentHash);
+        let names: Vec<&str> = l.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        let r = Ring::new(l).unwrap();
+        assert_eq!(r.replicas("bucket", "key").len(), 2);
+        s.replication.strategy = "Hashing".into();
+        assert!(layout_of(&s).is_err());
+    }
+}
