@@ -3,6 +3,7 @@
 //! them until SIGTERM/SIGINT.
 
 mod config;
+mod dev_cluster;
 mod serve;
 
 use anyhow::{Context, Result};
@@ -28,6 +29,10 @@ enum Command {
     /// Certificates for mutual TLS between the nodes of a cluster.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Start a local cluster without Docker: N nodes on 127.0.0.1 (S3 9001.., admin 8001.., RPC
+    /// 7001..), each with its own data directory under --dir; prints the endpoints and
+    /// credentials, and stops every node on Ctrl-C.
+    DevCluster(dev_cluster::DevClusterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +60,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args),
+        Command::DevCluster(args) => dev_cluster::run(args),
         Command::Cert(CertCommand::Generate {
             out,
             nodes,

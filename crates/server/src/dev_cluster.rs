@@ -1,0 +1,326 @@
+//! `ironbucket dev-cluster`: a local cluster without Docker. Starts N `ironbucket server`
+//! processes on 127.0.0.1 with the plan's port numbering (S3 9001.., admin 8001.., RPC 7001..),
+//! one data directory each, shared credentials and cluster secret kept in the cluster directory,
+//! waits until they have formed one cluster, prints the endpoints and credentials, and stops them
+//! all on Ctrl-C or SIGTERM (or when one of them exits on its own).
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct DevClusterArgs {
+    /// Number of nodes (1 to 9).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Directory for the nodes' data directories, logs and the shared credentials (reused by
+    /// the next run).
+    #[arg(long = "dir", value_name = "DIR", default_value = "./dev-cluster")]
+    pub dir: PathBuf,
+    /// S3 port of node 1; node i listens on this + i - 1.
+    #[arg(long = "s3-port", value_name = "PORT", default_value_t = 9001)]
+    pub s3_port: u16,
+    /// Admin port of node 1; node i listens on this + i - 1.
+    #[arg(long = "admin-port", value_name = "PORT", default_value_t = 8001)]
+    pub admin_port: u16,
+    /// RPC port of node 1; node i listens on this + i - 1.
+    #[arg(long = "rpc-port", value_name = "PORT", default_value_t = 7001)]
+    pub rpc_port: u16,
+    /// REPLICATION_FACTOR [default: the number of nodes, at most 3].
+    #[arg(long = "replication-factor", value_name = "N")]
+    pub replication_factor: Option<u32>,
+    /// How long to wait for the cluster to form, in seconds.
+    #[arg(long = "wait-secs", value_name = "SECS", default_value_t = 60)]
+    pub wait_secs: u64,
+}
+
+/// What the nodes share, made on the first run and kept in `<dir>/cluster.env` (mode 600).
+struct Shared {
+    access_key: String,
+    secret_key: String,
+    cluster_secret: String,
+}
+
+fn random_token(len: usize, alphabet: &[u8]) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+fn shared(dir: &Path) -> Result<Shared> {
+    let path = dir.join("cluster.env");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
+                .with_context(|| format!("{} has no {k}; delete it to make new credentials", path.display()))
+        };
+        return Ok(Shared {
+            access_key: get("IRONBUCKET_ACCESS_KEY")?,
+            secret_key: get("IRONBUCKET_SECRET_KEY")?,
+            cluster_secret: get("CLUSTER_SECRET")?,
+        });
+    }
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let s = Shared {
+        access_key: format!("IBDEV{}", random_token(15, UPPER)),
+        secret_key: random_token(40, ANY),
+        cluster_secret: random_token(48, ANY),
+    };
+    let text = format!(
+        "IRONBUCKET_ACCESS_KEY={}\nIRONBUCKET_SECRET_KEY={}\nCLUSTER_SECRET={}\n",
+        s.access_key, s.secret_key, s.cluster_secret
+    );
+    write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(s)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// One GET over HTTP/1.0 to 127.0.0.1: (status, body); `None` when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_nodelay(true).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+struct Node {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+fn stop_all(nodes: &mut [Node]) {
+    for n in nodes.iter() {
+        if let Ok(pid) = i32::try_from(n.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in nodes.iter_mut() {
+        loop {
+            match n.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!("{} did not stop within 15 s; killing it", n.name);
+                    let _ = n.child.kill();
+                    let _ = n.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// The first node whose process has ended.
+fn exited(nodes: &mut [Node]) -> Option<usize> {
+    nodes.iter_mut().position(|x| matches!(x.child.try_wait(), Ok(Some(_))))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+pub fn run(a: DevClusterArgs) -> Result<()> {
+    if !(1..=9).contains(&a.nodes) {
+        bail!("--nodes must be between 1 and 9, not {}", a.nodes);
+    }
+    let n = a.nodes;
+    for (flag, base) in [
+        ("--s3-port", a.s3_port),
+        ("--admin-port", a.admin_port),
+        ("--rpc-port", a.rpc_port),
+    ] {
+        if base == 0 || base.checked_add(n - 1).is_none() {
+            bail!("{flag} {base} leaves no room for {n} consecutive ports");
+        }
+    }
+    if let Some(rf) = a.replication_factor
+        && (rf == 0 || rf > u32::from(n))
+    {
+        bail!("--replication-factor must be between 1 and {n}, not {rf}");
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    let shared = shared(&a.dir)?;
+    let exe = std::env::current_exe().context("cannot find the ironbucket binary")?;
+    let seeds: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", a.rpc_port + i)).collect();
+    let seeds = seeds.join(",");
+    let rf = a.replication_factor.unwrap_or(u32::from(n.min(3)));
+
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<&'static str>();
+    {
+        let tx = stop_tx.clone();
+        let mut signals = signal_hook_like()?;
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.next() {
+                let _ = tx.send(sig);
+            }
+        });
+    }
+
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let name = format!("node{}", i + 1);
+        let data = a.dir.join(&name);
+        std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+        let log = a.dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(&exe)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--bind", "127.0.0.1", "--node-id", &name])
+            .args(["--port", &(a.s3_port + i).to_string()])
+            .args(["--admin-port", &(a.admin_port + i).to_string()])
+            .args(["--access-key", &shared.access_key, "--secret-key", &shared.secret_key])
+            .args(["--cluster-enabled", "true", "--cluster-name", "dev-cluster"])
+            .args(["--cluster-seeds", &seeds, "--cluster-secret", &shared.cluster_secret])
+            .args(["--rpc-port", &(a.rpc_port + i).to_string()])
+            .args(["--rpc-address", &format!("127.0.0.1:{}", a.rpc_port + i)])
+            .args(["--replication-factor", &rf.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        nodes.push(Node { name, child, log });
+    }
+
+    // Ready when every node answers /health and they agree on one leader.
+    let deadline = Instant::now() + Duration::from_secs(a.wait_secs);
+    loop {
+        if let Ok(sig) = stop_rx.try_recv() {
+            eprintln!("{sig}: stopping");
+            stop_all(&mut nodes);
+            return Ok(());
+        }
+        if let Some(dead) = exited(&mut nodes) {
+            let dead = &nodes[dead];
+            let msg = format!(
+                "{} exited during start; its log ends:\n{}",
+                dead.name,
+                log_tail(&dead.log)
+            );
+            stop_all(&mut nodes);
+            bail!(msg);
+        }
+        let leaders: Vec<Option<String>> = (0..n)
+            .map(|i| {
+                http_get(a.admin_port + i, "/cluster/status")
+                    .filter(|(st, _)| *st == 200)
+                    .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                    .and_then(|v| v["leader"].as_str().map(str::to_string))
+            })
+            .collect();
+        if leaders.iter().all(Option::is_some) && leaders.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let tails: Vec<String> = nodes
+                .iter()
+                .map(|x| format!("--- {} ({})\n{}", x.name, x.log.display(), log_tail(&x.log)))
+                .collect();
+            stop_all(&mut nodes);
+            bail!(
+                "the nodes did not form a cluster within {} s:\n{}",
+                a.wait_secs,
+                tails.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    println!("IronBucket dev cluster: {n} node(s) on 127.0.0.1, replication factor {rf}");
+    for (i, x) in nodes.iter().enumerate() {
+        let i = i as u16;
+        println!(
+            "  {}: S3 http://127.0.0.1:{}  admin http://127.0.0.1:{}  RPC 127.0.0.1:{}  log {}",
+            x.name,
+            a.s3_port + i,
+            a.admin_port + i,
+            a.rpc_port + i,
+            x.log.display()
+        );
+    }
+    println!("  access key: {}", shared.access_key);
+    println!("  secret key: {}", shared.secret_key);
+    println!("  (kept in {})", a.dir.join("cluster.env").display());
+    println!(
+        "  try: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url http://127.0.0.1:{} s3 ls",
+        shared.access_key, shared.secret_key, a.s3_port
+    );
+    println!("ready; Ctrl-C stops every node");
+    std::io::stdout().flush().ok();
+
+    loop {
+        match stop_rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(sig) => {
+                eprintln!("{sig}: stopping {n} node(s)");
+                stop_all(&mut nodes);
+                return Ok(());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => bail!("signal watcher ended"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(dead) = exited(&mut nodes) {
+            // Ctrl-C in a terminal reaches the nodes too; then their exit is no failure.
+            if let Ok(sig) = stop_rx.recv_timeout(Duration::from_millis(500)) {
+                eprintln!("{sig}: stopping {n} node(s)");
+                stop_all(&mut nodes);
+                return Ok(());
+            }
+            let dead = &nodes[dead];
+            let msg = format!("{} exited; its log ends:\n{}", dead.name, log_tail(&dead.log));
+            stop_all(&mut nodes);
+            bail!(msg);
+        }
+    }
+}
+
+/// SIGINT and SIGTERM as an iterator of their names, read on a small runtime of their own.
+fn signal_hook_like() -> Result<impl Iterator<Item = &'static str>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("cannot start the signal watcher")?;
+    let (mut int, mut term) = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
+    Ok(std::iter::from_fn(move || {
+        Some(rt.block_on(async {
+            tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        }))
+    }))
+}
