@@ -49,6 +49,7 @@ struct State {
     gauges: Gauges,
     /// The control plane, when this node runs in a cluster.
     cluster: std::sync::OnceLock<Arc<ironbucket_consensus::ControlPlane>>,
+    gossip: std::sync::OnceLock<Arc<ironbucket_cluster::Gossip>>,
 }
 
 /// The admin API as a hyper service.
@@ -91,6 +92,7 @@ impl AdminService {
                 started: Instant::now(),
                 gauges,
                 cluster: std::sync::OnceLock::new(),
+                gossip: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -369,6 +371,12 @@ impl AdminService {
     pub fn set_cluster(&self, cp: Arc<ironbucket_consensus::ControlPlane>) {
         let _ = self.state.cluster.set(cp);
     }
+
+    /// Adds the failure detector's view (liveness, load, capacity) to `/cluster/nodes` and
+    /// `/cluster/status`.
+    pub fn set_gossip(&self, g: Arc<ironbucket_cluster::Gossip>) {
+        let _ = self.state.gossip.set(g);
+    }
 }
 
 fn cluster_error(e: ironbucket_consensus::Error) -> Response<Full<Bytes>> {
@@ -535,10 +543,21 @@ impl State {
             );
         };
         let status = cp.status();
+        let mut v = serde_json::json!(status);
+        // Each member with what the failure detector says of it ("unknown" before gossip runs).
+        let view = self.gossip.get().map(|g| g.view()).unwrap_or_default();
+        if let Some(members) = v["members"].as_array_mut() {
+            for m in members {
+                let name = m["name"].as_str().unwrap_or_default().to_string();
+                let seen = view.get(&name);
+                m["liveness"] = serde_json::json!(seen.map_or("unknown", |n| n.liveness.as_str()));
+                m["load"] = serde_json::json!(seen.and_then(|n| n.load.as_ref()).map(|l| l.figures));
+            }
+        }
         if what == "nodes" {
-            json(StatusCode::OK, serde_json::json!(status.members))
+            json(StatusCode::OK, v["members"].take())
         } else {
-            json(StatusCode::OK, serde_json::json!(status))
+            json(StatusCode::OK, v)
         }
     }
 }

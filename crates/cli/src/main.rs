@@ -126,20 +126,28 @@ enum ClusterCommand {
 /// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
 fn print_members(members: &serde_json::Value, leader: Option<&str>) {
     let s = |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let gib = |m: &serde_json::Value, k: &str| {
+        m["load"][k]
+            .as_u64()
+            .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
+    };
     println!(
-        "{:<16} {:<8} {:<9} {:<24} {:<10} {:<10} LEADER",
-        "NODE", "RAFT", "STATE", "RPC ADDRESS", "ZONE", "RACK"
+        "{:<16} {:<8} {:<9} {:<8} {:<24} {:<10} {:<10} {:>10} {:>9} LEADER",
+        "NODE", "RAFT", "STATE", "LIVENESS", "RPC ADDRESS", "ZONE", "RACK", "OBJECTS", "FREE GiB"
     );
     for m in members.as_array().into_iter().flatten() {
         let name = s(m, "name");
         println!(
-            "{:<16} {:<8} {:<9} {:<24} {:<10} {:<10} {}",
+            "{:<16} {:<8} {:<9} {:<8} {:<24} {:<10} {:<10} {:>10} {:>9} {}",
             name,
             s(m, "raft_role"),
             s(m, "state"),
+            s(m, "liveness"),
             s(m, "rpc_addr"),
             s(m, "zone"),
             s(m, "rack"),
+            m["load"]["objects"].as_u64().map_or("-".to_string(), |o| o.to_string()),
+            gib(m, "free_bytes"),
             if leader == Some(name.as_str()) { "*" } else { "" }
         );
     }

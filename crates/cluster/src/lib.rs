@@ -1,9 +1,13 @@
 //! Cluster layout for the data path: which nodes hold which objects. Owns the placement ring (a
-//! pure function, [`placement`]) and derives its layout from the control plane's agreed state.
-//! Depends on `consensus` for that state; knows nothing of objects, RPC or S3.
+//! pure function, [`placement`]) and derives its layout from the control plane's agreed state,
+//! and the failure detector ([`liveness`]: SWIM gossip through foca). Depends on `consensus` for
+//! the agreed state and on `rpc` for the cluster secret and name resolution; knows nothing of
+//! objects or S3.
 
+pub mod liveness;
 pub mod placement;
 
+pub use liveness::{Gossip, GossipConfig, GossipId, Liveness, LoadFigures, LoadFn, NodeLoad, NodeView};
 pub use placement::{Error, Layout, NodeSpec, Ring, Strategy};
 
 use ironbucket_consensus::{ControlState, MemberState};

@@ -6,6 +6,20 @@ use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) const HEADER: &str = "x-ironbucket-auth";
+const TAG_LEN: usize = 16;
+
+/// HMAC-SHA256 with a key already padded to the block size.
+fn hmac(key: &[u8; 64], parts: &[&[u8]]) -> [u8; 32] {
+    let mut inner = Sha256::new();
+    inner.update(key.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(key.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
 const MAX_SKEW_SECS: i64 = 300;
 
 /// Makes and checks tokens for one cluster.
@@ -44,13 +58,35 @@ impl Auth {
     }
 
     fn mac(&self, msg: &str) -> String {
-        let mut inner = Sha256::new();
-        inner.update(self.key.map(|b| b ^ 0x36));
-        inner.update(msg.as_bytes());
-        let mut outer = Sha256::new();
-        outer.update(self.key.map(|b| b ^ 0x5c));
-        outer.update(inner.finalize());
-        hex::encode(outer.finalize())
+        hex::encode(hmac(&self.key, &[msg.as_bytes()]))
+    }
+
+    /// Authenticates a datagram (gossip): a 16-byte HMAC-SHA256 tag over the cluster name and
+    /// `data`, with a key derived for `purpose`, followed by `data`.
+    pub fn seal(&self, purpose: &str, data: &[u8]) -> Vec<u8> {
+        let tag = self.tag(purpose, data);
+        let mut out = Vec::with_capacity(TAG_LEN + data.len());
+        out.extend_from_slice(&tag[..TAG_LEN]);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// The data of a packet made by [`Auth::seal`] with the same secret, cluster and purpose;
+    /// `None` for anything else.
+    pub fn open<'a>(&self, purpose: &str, packet: &'a [u8]) -> Option<&'a [u8]> {
+        if packet.len() < TAG_LEN {
+            return None;
+        }
+        let (tag, data) = packet.split_at(TAG_LEN);
+        let want = self.tag(purpose, data);
+        let diff = want[..TAG_LEN].iter().zip(tag).fold(0u8, |a, (x, y)| a | (x ^ y));
+        (diff == 0).then_some(data)
+    }
+
+    fn tag(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let mut key = [0u8; 64];
+        key[..32].copy_from_slice(&self.derive_key(purpose));
+        hmac(&key, &[self.cluster.as_bytes(), &[0], data])
     }
 
     /// A 32-byte key derived from the cluster secret for `purpose` (HMAC-SHA256), the same on
@@ -107,6 +143,20 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_packets_open_only_with_the_same_secret_cluster_and_purpose() {
+        let a = Auth::new("c", "secret-1");
+        let p = a.seal("gossip", b"hello");
+        assert_eq!(a.open("gossip", &p), Some(&b"hello"[..]));
+        assert_eq!(a.open("other", &p), None);
+        assert_eq!(Auth::new("c", "secret-2").open("gossip", &p), None);
+        assert_eq!(Auth::new("d", "secret-1").open("gossip", &p), None);
+        let mut bad = p.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(a.open("gossip", &bad), None);
+        assert_eq!(a.open("gossip", &p[..10]), None);
+    }
 
     #[test]
     fn tokens() {

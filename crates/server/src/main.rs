@@ -80,6 +80,66 @@ fn main() {
     }
 }
 
+/// Starts the failure detector on the RPC port number (UDP) once the control plane knows the
+/// address the other nodes reach this one at.
+async fn start_gossip(
+    cp: &Arc<ironbucket_consensus::ControlPlane>,
+    bind: std::net::SocketAddr,
+    seeds: Vec<String>,
+    rpc: ironbucket_rpc::RpcConfig,
+    heartbeat: std::time::Duration,
+    store: Arc<dyn ObjectStore>,
+) -> Result<Arc<ironbucket_cluster::Gossip>> {
+    let me = cp.node_name().to_string();
+    let resolver = ironbucket_rpc::Resolver::system();
+    let addr = loop {
+        let advertised = cp
+            .status()
+            .members
+            .into_iter()
+            .find(|m| m.name == me && !m.rpc_addr.is_empty())
+            .map(|m| m.rpc_addr);
+        if let Some(a) = advertised
+            && let Ok(found) = resolver.resolve(&a).await
+            && let Some(first) = found.first()
+        {
+            break *first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let id = ironbucket_cluster::GossipId {
+        name: me,
+        addr,
+        bump: ironbucket_types::now_millis(),
+    };
+    let load: ironbucket_cluster::LoadFn = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            let u = store.usage().await.unwrap_or_default();
+            ironbucket_cluster::LoadFigures {
+                objects: u.objects,
+                bytes: u.bytes,
+                capacity_bytes: u.disk_total,
+                free_bytes: u.disk_free,
+            }
+        })
+    });
+    let auth = ironbucket_rpc::Auth::new(&rpc.cluster_name, &rpc.secret);
+    let g = ironbucket_cluster::Gossip::start(
+        id,
+        bind,
+        seeds,
+        auth,
+        resolver,
+        ironbucket_cluster::GossipConfig::from_heartbeat(heartbeat),
+        load,
+    )
+    .await
+    .with_context(|| format!("cannot listen for gossip on udp {bind}"))?;
+    tracing::info!(udp = %bind, advertised = %addr, "failure detection (gossip) started");
+    Ok(g)
+}
+
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -112,6 +172,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     // cluster), then the Raft node.
     let mut cluster_tasks = Vec::new();
     let mut control = None;
+    let mut gossip_cfg = None;
     if let Some(c) = cfg.cluster {
         let rpc_listener = tokio::net::TcpListener::bind(c.rpc_addr)
             .await
@@ -140,6 +201,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         for job in ["lifecycle", "rebalance"] {
             let _ = cp.elect_job_leader(job, std::time::Duration::from_secs(10));
         }
+        gossip_cfg = Some((rpc_local, c.control.seeds.clone(), c.rpc.clone(), c.control.heartbeat));
         control = Some(cp);
     }
 
@@ -155,6 +217,15 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         .context("cannot start the admin API")?;
     if let Some(cp) = &control {
         admin.set_cluster(cp.clone());
+    }
+    if let (Some(cp), Some((bind, seeds, rpc, heartbeat))) = (&control, gossip_cfg) {
+        let (cp, admin, store) = (cp.clone(), admin.clone(), store.clone());
+        tokio::spawn(async move {
+            match start_gossip(&cp, bind, seeds, rpc, heartbeat, store).await {
+                Ok(g) => admin.set_gossip(g),
+                Err(e) => tracing::error!(error = %e, "failure detection (gossip) did not start"),
+            }
+        });
     }
 
     let s3_listener = tokio::net::TcpListener::bind(cfg.api_addr)

@@ -825,3 +825,76 @@ async fn mutual_tls_between_nodes() {
     let err = Server::start_in(dir.path(), &a, &[]).err().expect("refused");
     assert!(err.contains("TLS_CERT_FILE"), "{err}");
 }
+
+/// The liveness `/cluster/nodes` reports for `name`, as seen by `srv`.
+async fn liveness_of(srv: &Server, name: &str) -> String {
+    let (st, _, body) = raw("GET", &format!("{}/cluster/nodes", srv.admin), &[], vec![]).await;
+    assert_eq!(st, 200, "{body}");
+    let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| m["liveness"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+async fn wait_liveness(srv: &Server, name: &str, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = liveness_of(srv, name).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} is {got:?}, not {want:?}, after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn gossip_sees_a_killed_node_down_and_back() {
+    let (mut nodes, seeds, ports) = cluster_of(3).await;
+    for n in &nodes {
+        for name in ["node-1", "node-2", "node-3"] {
+            wait_liveness(n, name, "alive", Duration::from_secs(20)).await;
+        }
+    }
+    // Load and capacity travel with the gossip.
+    let (_, _, body) = raw("GET", &format!("{}/cluster/nodes", nodes[0].admin), &[], vec![]).await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let n3 = view.as_array().unwrap().iter().find(|m| m["name"] == "node-3").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n3 = n3.clone();
+    while n3["load"]["capacity_bytes"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no load report for node-3: {n3}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, _, body) = raw("GET", &format!("{}/cluster/nodes", nodes[0].admin), &[], vec![]).await;
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        n3 = view
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "node-3")
+            .unwrap()
+            .clone();
+    }
+
+    let mut victim = nodes.pop().unwrap();
+    let dir = victim.take_tmp().unwrap();
+    victim.kill9();
+    let took = wait_liveness(&nodes[0], "node-3", "down", Duration::from_secs(20)).await;
+    wait_liveness(&nodes[1], "node-3", "down", Duration::from_secs(20)).await;
+    println!("node-1 saw the killed node-3 down {took:?} after kill -9 (100 ms heartbeats)");
+
+    let args = node_args("node-3", ports[2], &seeds, SECRET);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    nodes.push(Server::start_in(dir.path(), &a, &[]).unwrap());
+    let took = wait_liveness(&nodes[0], "node-3", "alive", Duration::from_secs(20)).await;
+    println!("node-1 saw the restarted node-3 alive {took:?} after it started");
+    assert_eq!(liveness_of(&nodes[2], "node-1").await, "alive");
+    drop(dir);
+}
