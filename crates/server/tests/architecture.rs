@@ -31,6 +31,7 @@ fn dependencies_point_down_and_libraries_stay_contained() {
         ("s3s", &["ironbucket-s3"][..]),
         ("redb", &["ironbucket-meta"][..]),
         ("openraft", &["ironbucket-consensus"][..]),
+        ("foca", &["ironbucket-cluster"][..]),
         ("tonic", &["ironbucket-rpc"][..]),
         ("prost", &["ironbucket-rpc"][..]),
         ("tonic-build", &["ironbucket-rpc"][..]),
