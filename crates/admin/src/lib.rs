@@ -50,6 +50,7 @@ struct State {
     /// The control plane, when this node runs in a cluster.
     cluster: std::sync::OnceLock<Arc<ironbucket_consensus::ControlPlane>>,
     gossip: std::sync::OnceLock<Arc<ironbucket_cluster::Gossip>>,
+    cluster_store: std::sync::OnceLock<Arc<ironbucket_replication::ClusterStore>>,
 }
 
 /// The admin API as a hyper service.
@@ -93,6 +94,7 @@ impl AdminService {
                 gauges,
                 cluster: std::sync::OnceLock::new(),
                 gossip: std::sync::OnceLock::new(),
+                cluster_store: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -377,6 +379,11 @@ impl AdminService {
     pub fn set_gossip(&self, g: Arc<ironbucket_cluster::Gossip>) {
         let _ = self.state.gossip.set(g);
     }
+
+    /// Serves `GET /cluster/locate/{bucket}/{key}` from this cluster store.
+    pub fn set_cluster_store(&self, s: Arc<ironbucket_replication::ClusterStore>) {
+        let _ = self.state.cluster_store.set(s);
+    }
 }
 
 fn cluster_error(e: ironbucket_consensus::Error) -> Response<Full<Bytes>> {
@@ -562,6 +569,39 @@ impl State {
     }
 }
 
+impl State {
+    /// `rest` is `{bucket}/{key}` as it came in the path (each part percent-decoded here; the
+    /// key may hold slashes).
+    async fn locate(&self, rest: &str) -> Response<Full<Bytes>> {
+        let Some(store) = self.cluster_store.get() else {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "this node is not part of a cluster (CLUSTER_ENABLED=false)"}),
+            );
+        };
+        let (bucket, key) = match rest.split_once('/') {
+            Some((b, k)) if !b.is_empty() && !k.is_empty() => (percent_decode(b), percent_decode(k)),
+            _ => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "use /cluster/locate/{bucket}/{key}"}),
+                );
+            }
+        };
+        match store.locate(&bucket, &key).await {
+            Ok(l) => json(StatusCode::OK, serde_json::json!(l)),
+            Err(ironbucket_store::Error::NoSuchBucket) => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("no bucket named {bucket:?}")}),
+            ),
+            Err(e) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"error": e.to_string()}),
+            ),
+        }
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for AdminService {
     type Response = Response<Full<Bytes>>;
     type Error = std::convert::Infallible;
@@ -575,6 +615,11 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
                 let (parts, segs, body) = split(req, "/buckets/").await;
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
                 return Ok(state.buckets(&parts.method, &segs, &parts.headers, body).await);
+            }
+            if let Some(rest) = path.strip_prefix("/cluster/locate/")
+                && req.method() == Method::GET
+            {
+                return Ok(state.locate(rest).await);
             }
             if path.starts_with("/cluster/")
                 && !matches!(path.as_str(), "/cluster/status" | "/cluster/health")

@@ -61,6 +61,15 @@ enum Command {
     /// The cluster this node belongs to.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Where an object lives: the replica nodes the placement ring names for it, and the
+    /// versions every node holds.
+    Locate {
+        /// `<bucket>/<key>`.
+        target: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,6 +130,55 @@ enum ClusterCommand {
         #[arg(long)]
         node: String,
     },
+}
+
+/// Prints a `/cluster/locate` answer as a table: one line per node, its newest version.
+fn print_location(v: &serde_json::Value) {
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+    println!(
+        "{}/{}: layout version {}, {} with {} replica(s): {}",
+        s(&v["bucket"]),
+        s(&v["key"]),
+        v["layout_version"],
+        s(&v["strategy"]),
+        v["replication_factor"],
+        v["replicas"]
+            .as_array()
+            .map(|r| r.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<16} {:<8} {:>8} {:<34} {:<34} {:>12} HLC",
+        "NODE", "REPLICA", "VERSIONS", "NEWEST VERSION", "ETAG", "SIZE"
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let versions = n["versions"].as_array().cloned().unwrap_or_default();
+        let newest = versions.first();
+        let field = |k: &str| {
+            newest.map_or("-".to_string(), |x| match &x[k] {
+                serde_json::Value::String(t) => t.clone(),
+                other => other.to_string(),
+            })
+        };
+        let version = match newest {
+            Some(x) if x["delete_marker"] == true => format!("{} (delete marker)", s(&x["version_id"])),
+            _ => field("version_id"),
+        };
+        println!(
+            "{:<16} {:<8} {:>8} {:<34} {:<34} {:>12} {}{}",
+            s(&n["node"]),
+            if n["replica"] == true { "yes" } else { "no" },
+            versions.len(),
+            version,
+            field("etag"),
+            field("size"),
+            field("hlc"),
+            n["error"]
+                .as_str()
+                .map(|e| format!("  (could not ask: {e})"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 /// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
@@ -280,6 +338,30 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
+        }
+        Command::Locate { target, json } => {
+            let Some((bucket, key)) = target.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty()) else {
+                eprintln!("ironbucket-cli: locate takes <bucket>/<key>, not {target:?}");
+                return Ok(2);
+            };
+            let key_path: Vec<String> = key.split('/').map(pct).collect();
+            let path = format!("/cluster/locate/{}/{}", pct(bucket), key_path.join("/"));
+            let (status, body) = get(&cli.admin_url, &path, cli.timeout).await?;
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("unexpected /cluster/locate answer (HTTP {status}): {body}"))?;
+            if status != 200 {
+                eprintln!(
+                    "ironbucket-cli: the node answered HTTP {status}: {}",
+                    v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
+                );
+                return Ok(1);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_location(&v);
+            }
+            Ok(0)
         }
         Command::Cluster(c) => {
             let change = match &c {

@@ -316,6 +316,11 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// The pooled connections to the other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     /// The RPC handler to serve to peers.
     pub fn handler(self: &Arc<Self>) -> Arc<dyn Handler> {
         Arc::new(RpcHandler(self.clone()))

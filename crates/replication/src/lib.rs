@@ -8,6 +8,10 @@
 //! Objects are still served by this node's `LocalStore` alone: replicating them over the
 //! placement ring with quorum reads and writes is the next step (the replicated data path).
 
+mod locate;
+
+pub use locate::{Location, NodeCopy};
+
 use async_trait::async_trait;
 use ironbucket_consensus::{Command, ControlPlane, Outcome};
 use ironbucket_meta::{BucketRecord, KeyRecord, ObjectLockConfig, Quota, Retention};

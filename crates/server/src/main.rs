@@ -173,6 +173,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let mut cluster_tasks = Vec::new();
     let mut control = None;
     let mut gossip_cfg = None;
+    let mut cluster_store = None;
     if let Some(c) = cfg.cluster {
         let rpc_listener = tokio::net::TcpListener::bind(c.rpc_addr)
             .await
@@ -182,7 +183,11 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         let cp = ironbucket_consensus::ControlPlane::start(c.control.clone(), peers)
             .await
             .context("cannot start the control plane")?;
-        let handler = cp.handler();
+        // Buckets and their settings go through the control plane; the node's RPC handler serves
+        // object requests from peers and hands the rest to the control plane.
+        let cs = ironbucket_replication::ClusterStore::new(local.clone(), cp.clone());
+        let handler = cs.handler();
+        cluster_store = Some(cs);
         let mut stop = tx.subscribe();
         let rpc_cfg = c.rpc.clone();
         cluster_tasks.push(tokio::spawn(async move {
@@ -205,9 +210,8 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         control = Some(cp);
     }
 
-    // In a cluster, buckets and their settings go through the control plane.
-    let store: Arc<dyn ObjectStore> = match &control {
-        Some(cp) => ironbucket_replication::ClusterStore::new(local, cp.clone()),
+    let store: Arc<dyn ObjectStore> = match &cluster_store {
+        Some(cs) => cs.clone(),
         None => local,
     };
     let registry = prometheus::Registry::new();
@@ -217,6 +221,9 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         .context("cannot start the admin API")?;
     if let Some(cp) = &control {
         admin.set_cluster(cp.clone());
+    }
+    if let Some(cs) = cluster_store {
+        admin.set_cluster_store(cs);
     }
     if let (Some(cp), Some((bind, seeds, rpc, heartbeat))) = (&control, gossip_cfg) {
         let (cp, admin, store) = (cp.clone(), admin.clone(), store.clone());

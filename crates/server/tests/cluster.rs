@@ -898,3 +898,93 @@ async fn gossip_sees_a_killed_node_down_and_back() {
     assert_eq!(liveness_of(&nodes[2], "node-1").await, "alive");
     drop(dir);
 }
+
+#[tokio::test]
+async fn locate_names_the_replicas_and_what_each_node_holds() {
+    let (mut nodes, _, _) = cluster_with(
+        3,
+        &["--replication-factor", "2", "--replication-strategy", "ConsistentHash"],
+    )
+    .await;
+    let c = nodes[0].client();
+    c.create_bucket().bucket("located").send().await.unwrap();
+    let body = b"where am I".to_vec();
+    c.put_object()
+        .bucket("located")
+        .key("docs/a b.txt")
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let etag = md5_hex(&body);
+
+    // Asked through another node's admin port, with the key percent-encoded.
+    let url = format!("{}/cluster/locate/located/docs/a%20b.txt", nodes[1].admin);
+    let (st, _, text) = raw("GET", &url, &[], vec![]).await;
+    assert_eq!(st, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["key"], "docs/a b.txt");
+    assert_eq!(v["strategy"], "ConsistentHash");
+    assert_eq!(v["replication_factor"], 2);
+    let replicas: Vec<String> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replicas.len(), 2);
+    assert_ne!(replicas[0], replicas[1]);
+    let listed = v["nodes"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{v}");
+    // Replicas first, in ring order, each flagged.
+    for (i, r) in replicas.iter().enumerate() {
+        assert_eq!(listed[i]["node"], r.as_str());
+        assert_eq!(listed[i]["replica"], true);
+    }
+    assert_eq!(listed[2]["replica"], false);
+    // Objects are not replicated yet: the node that took the write holds it, the others nothing.
+    for n in listed {
+        assert!(n.get("error").is_none(), "{n}");
+        let versions = n["versions"].as_array().unwrap();
+        if n["node"] == "node-1" {
+            assert_eq!(versions.len(), 1, "{n}");
+            assert_eq!(versions[0]["etag"], etag.as_str());
+            assert_eq!(versions[0]["size"], body.len());
+        } else {
+            assert!(versions.is_empty(), "{n}");
+        }
+    }
+    // The same placement whichever node answers; the CLI shows it too.
+    let (code, v3, err) = cli(&nodes[2], &["locate", "located/docs/a b.txt", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v3["replicas"], v["replicas"]);
+
+    // Bad requests and a missing bucket are clear errors.
+    let (st, _, text) = raw(
+        "GET",
+        &format!("{}/cluster/locate/located", nodes[0].admin),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(st, 400, "{text}");
+    let (st, _, text) = raw("GET", &format!("{}/cluster/locate/nope/k", nodes[0].admin), &[], vec![]).await;
+    assert_eq!(st, 404, "{text}");
+    let (code, _, err) = cli(&nodes[0], &["locate", "no-key-here"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("<bucket>/<key>"), "{err}");
+
+    // A node that cannot be asked is named with the reason.
+    let mut gone = nodes.pop().unwrap();
+    gone.kill9();
+    let (st, _, text) = raw("GET", &url.replace(&nodes[1].admin, &nodes[0].admin), &[], vec![]).await;
+    assert_eq!(st, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dead = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-3")
+        .unwrap();
+    assert!(dead["error"].as_str().is_some_and(|e| !e.is_empty()), "{dead}");
+}

@@ -166,6 +166,25 @@ impl LocalStore {
         }
     }
 
+    /// Every version of `key` this node holds, newest first (delete markers included; no SSE-C
+    /// key needed: only metadata is shown).
+    pub fn stored_versions(&self, bucket: &str, key: &str) -> Result<Vec<StoredVersion>> {
+        self.bucket_must_exist(bucket)?;
+        Ok(self
+            .meta
+            .versions_of(bucket, key)?
+            .into_iter()
+            .map(|r| StoredVersion {
+                version_id: r.version_id,
+                etag: r.etag,
+                size: r.size,
+                last_modified: r.last_modified,
+                hlc: format!("{}.{}", r.hlc.physical, r.hlc.logical),
+                delete_marker: r.delete_marker,
+            })
+            .collect())
+    }
+
     fn info(key: &str, r: &ObjectRecord) -> ObjectInfo {
         ObjectInfo {
             key: key.to_string(),

@@ -256,6 +256,18 @@ pub struct ListPartsPage {
 
 pub use ironbucket_meta::{ListQuery, UploadListPage, UploadListQuery, UploadRecord as UploadInfo, VersionListQuery};
 
+/// One version of a key as this node stores it (for `/cluster/locate`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredVersion {
+    pub version_id: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: UnixMillis,
+    /// Hybrid-logical-clock time of the write: `<ms>.<counter>`.
+    pub hlc: String,
+    pub delete_marker: bool,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub objects: u64,

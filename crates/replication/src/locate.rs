@@ -1,0 +1,158 @@
+//! `GET /cluster/locate/{bucket}/{key}`: the replica set the placement ring names for a key,
+//! and what every active member actually holds of it (asked over RPC, each node answering from
+//! its own metadata). Also the RPC handler of a cluster node: object requests from peers are
+//! served here, everything else goes to the control plane's handler.
+
+use crate::ClusterStore;
+use async_trait::async_trait;
+use ironbucket_rpc::{DataStream, Handler, pb};
+use ironbucket_store::{Error, LocalStore, Result, StoredVersion};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// RPC kind: the versions a node holds of one key.
+const VERSIONS: &str = "object.versions";
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Serialize, Deserialize)]
+struct VersionsRequest {
+    bucket: String,
+    key: String,
+}
+
+/// What one node holds of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCopy {
+    pub node: String,
+    /// Named by the ring as a replica of the key.
+    pub replica: bool,
+    /// Newest first; empty when the node holds nothing (or could not be asked).
+    pub versions: Vec<StoredVersion>,
+    /// Why the node could not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer of `/cluster/locate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub bucket: String,
+    pub key: String,
+    pub layout_version: u64,
+    pub strategy: String,
+    pub replication_factor: usize,
+    /// The ring's replica set, primary first.
+    pub replicas: Vec<String>,
+    /// Every active member: the replicas first (in ring order), then the others by name.
+    pub nodes: Vec<NodeCopy>,
+}
+
+impl ClusterStore {
+    /// Where `bucket/key` should live and where it does.
+    pub async fn locate(&self, bucket: &str, key: &str) -> Result<Location> {
+        let state = self.cp.state();
+        if !state.buckets.contains_key(bucket) {
+            return Err(Error::NoSuchBucket);
+        }
+        let layout = ironbucket_cluster::layout_of(&state)
+            .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?;
+        let ring = ironbucket_cluster::Ring::new(layout)
+            .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?;
+        let replicas: Vec<String> = ring
+            .replica_names(bucket, key)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let me = self.cp.node_name().to_string();
+        let peers = self.cp.peers();
+        let asks = state.active_members().map(|m| {
+            let (name, addr) = (m.name.clone(), m.rpc_addr.clone());
+            let (me, local) = (me.clone(), self.local.clone());
+            let payload = serde_json::to_vec(&VersionsRequest {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+            let replica = replicas.contains(&name);
+            async move {
+                let got: std::result::Result<Vec<StoredVersion>, String> = if name == me {
+                    local.stored_versions(bucket, key).map_err(|e| e.to_string())
+                } else {
+                    match payload {
+                        Ok(p) => match peers.control(&addr, VERSIONS, p, Some(ASK_TIMEOUT)).await {
+                            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("bad answer: {e}")),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                let (versions, error) = match got {
+                    Ok(v) => (v, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                };
+                NodeCopy {
+                    node: name,
+                    replica,
+                    versions,
+                    error,
+                }
+            }
+        });
+        let mut nodes = futures::future::join_all(asks).await;
+        let rank = |n: &NodeCopy| replicas.iter().position(|r| *r == n.node).unwrap_or(usize::MAX);
+        nodes.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.node.cmp(&b.node)));
+        Ok(Location {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            layout_version: ring.version(),
+            strategy: ring.layout().strategy.to_string(),
+            replication_factor: ring.factor(),
+            replicas,
+            nodes,
+        })
+    }
+
+    /// What this node serves to its peers: object requests here, the rest to the control plane.
+    pub fn handler(&self) -> Arc<dyn Handler> {
+        Arc::new(NodeHandler {
+            control: self.cp.handler(),
+            local: self.local.clone(),
+        })
+    }
+}
+
+struct NodeHandler {
+    control: Arc<dyn Handler>,
+    local: Arc<LocalStore>,
+}
+
+#[async_trait]
+impl Handler for NodeHandler {
+    async fn ping(&self, from: &str) -> pb::PingReply {
+        self.control.ping(from).await
+    }
+
+    async fn raft(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        self.control.raft(kind, payload).await
+    }
+
+    async fn control(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        if kind != VERSIONS {
+            return self.control.control(kind, payload).await;
+        }
+        let req: VersionsRequest = serde_json::from_slice(&payload).map_err(|e| format!("bad message: {e}"))?;
+        let versions = self
+            .local
+            .stored_versions(&req.bucket, &req.key)
+            .map_err(|e| e.to_string())?;
+        serde_json::to_vec(&versions).map_err(|e| e.to_string())
+    }
+
+    async fn push(&self, kind: &str, header: Vec<u8>, data: DataStream) -> std::result::Result<Vec<u8>, String> {
+        self.control.push(kind, header, data).await
+    }
+
+    async fn pull(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<DataStream, String> {
+        self.control.pull(kind, payload).await
+    }
+}
