@@ -9,6 +9,9 @@
 //! placement ring with quorum reads and writes is the next step (the replicated data path).
 
 mod locate;
+pub mod quorum;
+#[cfg(test)]
+mod sim;
 
 pub use locate::{Location, NodeCopy};
 

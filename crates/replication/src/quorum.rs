@@ -1,0 +1,369 @@
+//! Quorum arithmetic and the per-request state machines of the replicated data path (pure: no
+//! IO, no clock). A coordinator feeds them replica answers, failures and its deadline; they say
+//! when the request is decided, what to answer, and which replicas a read found stale (read
+//! repair). The deterministic simulation in `sim.rs` drives exactly these against a faulty
+//! network and checks what clients saw.
+
+use ironbucket_types::Hlc;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// How many replicas must answer (the `x-ironbucket-consistency` header and the cluster's
+/// default read and write levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    One,
+    Quorum,
+    All,
+}
+
+impl Consistency {
+    /// Replicas needed out of `rf`: ONE = 1, QUORUM = floor(rf/2)+1, ALL = rf.
+    pub fn required(self, rf: usize) -> usize {
+        match self {
+            Consistency::One => 1.min(rf),
+            Consistency::Quorum => rf / 2 + 1,
+            Consistency::All => rf,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::One => "ONE",
+            Consistency::Quorum => "QUORUM",
+            Consistency::All => "ALL",
+        }
+    }
+
+    /// Whether a read at `self` after a write acknowledged at `write` must see that write:
+    /// the two replica sets overlap.
+    pub fn overlaps(self, write: Consistency, rf: usize) -> bool {
+        self.required(rf) + write.required(rf) > rf
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown level, named in the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadConsistency(pub String);
+
+impl fmt::Display for BadConsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "consistency level must be ONE, QUORUM or ALL, not {:?}", self.0)
+    }
+}
+
+impl FromStr for Consistency {
+    type Err = BadConsistency;
+
+    fn from_str(s: &str) -> Result<Self, BadConsistency> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "ONE" => Ok(Consistency::One),
+            "QUORUM" => Ok(Consistency::Quorum),
+            "ALL" => Ok(Consistency::All),
+            _ => Err(BadConsistency(s.to_string())),
+        }
+    }
+}
+
+/// Orders versions of one key: hybrid-logical-clock time, then the coordinating node's id
+/// (two coordinators can issue the same HLC value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub hlc: Hlc,
+    pub node: u64,
+}
+
+/// A request that could not reach its level in time: the client gets a 503 naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub level: Consistency,
+    pub needed: usize,
+    pub got: usize,
+    pub replicas: usize,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "consistency level {} needs {} of {} replicas and only {} answered in time; nothing was acknowledged",
+            self.level, self.needed, self.replicas, self.got
+        )
+    }
+}
+
+/// One write's progress towards its level.
+#[derive(Debug, Clone)]
+pub struct WriteQuorum {
+    level: Consistency,
+    replicas: BTreeSet<String>,
+    acked: BTreeSet<String>,
+    failed: BTreeSet<String>,
+    decided: bool,
+}
+
+impl WriteQuorum {
+    pub fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
+        Self {
+            level,
+            replicas: replicas.into_iter().collect(),
+            acked: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            decided: false,
+        }
+    }
+
+    fn needed(&self) -> usize {
+        self.level.required(self.replicas.len())
+    }
+
+    fn unavailable(&self) -> Unavailable {
+        Unavailable {
+            level: self.level,
+            needed: self.needed(),
+            got: self.acked.len(),
+            replicas: self.replicas.len(),
+        }
+    }
+
+    /// A replica holds the write durably. `Some(Ok(acks))` the first time the level is met.
+    pub fn ack(&mut self, node: &str) -> Option<Result<usize, Unavailable>> {
+        if self.decided || !self.replicas.contains(node) || self.failed.contains(node) {
+            return None;
+        }
+        self.acked.insert(node.to_string());
+        (self.acked.len() >= self.needed()).then(|| {
+            self.decided = true;
+            Ok(self.acked.len())
+        })
+    }
+
+    /// A replica refused or could not be reached (or is known down). `Some(Err)` once the level
+    /// can no longer be met.
+    pub fn fail(&mut self, node: &str) -> Option<Result<usize, Unavailable>> {
+        if self.decided || !self.replicas.contains(node) || self.acked.contains(node) {
+            return None;
+        }
+        self.failed.insert(node.to_string());
+        (self.replicas.len() - self.failed.len() < self.needed()).then(|| {
+            self.decided = true;
+            Err(self.unavailable())
+        })
+    }
+
+    /// The deadline passed (`REQUEST_TIMEOUT_MS`): undecided means unavailable.
+    pub fn timeout(&mut self) -> Option<Result<usize, Unavailable>> {
+        if self.decided {
+            return None;
+        }
+        self.decided = true;
+        Some(Err(self.unavailable()))
+    }
+}
+
+/// What a read decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult<V> {
+    /// The newest version among the answers (`None`: no replica holds the key).
+    pub newest: Option<(Stamp, V)>,
+    /// Replicas that answered with something older (or nothing): to repair in the background.
+    pub stale: Vec<String>,
+}
+
+/// One read's progress towards its level.
+#[derive(Debug, Clone)]
+pub struct ReadQuorum<V> {
+    level: Consistency,
+    replicas: BTreeSet<String>,
+    answers: BTreeMap<String, Option<(Stamp, V)>>,
+    failed: BTreeSet<String>,
+    decided: bool,
+}
+
+impl<V: Clone> ReadQuorum<V> {
+    pub fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
+        Self {
+            level,
+            replicas: replicas.into_iter().collect(),
+            answers: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            decided: false,
+        }
+    }
+
+    fn needed(&self) -> usize {
+        self.level.required(self.replicas.len())
+    }
+
+    fn unavailable(&self) -> Unavailable {
+        Unavailable {
+            level: self.level,
+            needed: self.needed(),
+            got: self.answers.len(),
+            replicas: self.replicas.len(),
+        }
+    }
+
+    /// The newest answer, and who answered with something older.
+    pub fn resolve(&self) -> ReadResult<V> {
+        let newest = self.answers.values().flatten().max_by_key(|(s, _)| *s).cloned();
+        let stale = self
+            .answers
+            .iter()
+            .filter(|(_, a)| a.as_ref().map(|(s, _)| *s) < newest.as_ref().map(|(s, _)| *s))
+            .map(|(n, _)| n.clone())
+            .collect();
+        ReadResult { newest, stale }
+    }
+
+    /// A replica's answer: its newest version of the key, or `None` when it has none.
+    pub fn answer(&mut self, node: &str, version: Option<(Stamp, V)>) -> Option<Result<ReadResult<V>, Unavailable>> {
+        if self.decided || !self.replicas.contains(node) || self.failed.contains(node) {
+            return None;
+        }
+        self.answers.insert(node.to_string(), version);
+        (self.answers.len() >= self.needed()).then(|| {
+            self.decided = true;
+            Ok(self.resolve())
+        })
+    }
+
+    pub fn fail(&mut self, node: &str) -> Option<Result<ReadResult<V>, Unavailable>> {
+        if self.decided || !self.replicas.contains(node) || self.answers.contains_key(node) {
+            return None;
+        }
+        self.failed.insert(node.to_string());
+        (self.replicas.len() - self.failed.len() < self.needed()).then(|| {
+            self.decided = true;
+            Err(self.unavailable())
+        })
+    }
+
+    pub fn timeout(&mut self) -> Option<Result<ReadResult<V>, Unavailable>> {
+        if self.decided {
+            return None;
+        }
+        self.decided = true;
+        Some(Err(self.unavailable()))
+    }
+}
+
+/// What a replica does with an incoming version of a key it may already hold: last writer (by
+/// stamp) wins; an equal stamp is the same write delivered twice.
+pub fn newer(incoming: Stamp, held: Option<Stamp>) -> bool {
+    held.is_none_or(|h| incoming > h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    fn stamp(ms: u64, node: u64) -> Stamp {
+        Stamp {
+            hlc: Hlc {
+                physical: ms,
+                logical: 0,
+            },
+            node,
+        }
+    }
+
+    #[test]
+    fn levels_parse_and_count() {
+        assert_eq!("quorum".parse::<Consistency>().unwrap(), Consistency::Quorum);
+        assert_eq!(" ALL ".parse::<Consistency>().unwrap(), Consistency::All);
+        let e = "TWO".parse::<Consistency>().unwrap_err().to_string();
+        assert!(e.contains("TWO") && e.contains("QUORUM"), "{e}");
+        for (rf, one, q, all) in [(1, 1, 1, 1), (2, 1, 2, 2), (3, 1, 2, 3), (4, 1, 3, 4), (5, 1, 3, 5)] {
+            assert_eq!(Consistency::One.required(rf), one);
+            assert_eq!(Consistency::Quorum.required(rf), q);
+            assert_eq!(Consistency::All.required(rf), all);
+        }
+        assert!(Consistency::Quorum.overlaps(Consistency::Quorum, 3));
+        assert!(!Consistency::One.overlaps(Consistency::One, 3));
+        assert!(Consistency::One.overlaps(Consistency::All, 3));
+        assert!(Consistency::One.overlaps(Consistency::All, 2));
+    }
+
+    #[test]
+    fn write_quorum_decides_once() {
+        let mut w = WriteQuorum::new(names(3), Consistency::Quorum);
+        assert_eq!(w.ack("n0"), None);
+        assert_eq!(w.ack("stranger"), None);
+        assert_eq!(w.ack("n0"), None, "a duplicate ack counts once");
+        assert_eq!(w.ack("n1"), Some(Ok(2)));
+        assert_eq!(w.ack("n2"), None);
+        assert_eq!(w.timeout(), None);
+
+        let mut w = WriteQuorum::new(names(3), Consistency::All);
+        assert_eq!(w.ack("n0"), None);
+        let e = w.fail("n1").unwrap().unwrap_err();
+        assert_eq!((e.needed, e.got, e.replicas), (3, 1, 3));
+        assert!(e.to_string().contains("consistency level ALL needs 3 of 3"), "{e}");
+        assert_eq!(w.ack("n2"), None, "decided");
+
+        let mut w = WriteQuorum::new(names(3), Consistency::One);
+        assert_eq!(w.fail("n0"), None);
+        assert_eq!(w.fail("n1"), None);
+        assert!(w.timeout().unwrap().is_err());
+    }
+
+    #[test]
+    fn reads_pick_the_newest_and_name_the_stale() {
+        let mut r = ReadQuorum::new(names(3), Consistency::All);
+        assert_eq!(r.answer("n0", Some((stamp(5, 1), "old"))), None);
+        assert_eq!(r.answer("n1", None), None);
+        let got = r.answer("n2", Some((stamp(9, 2), "new"))).unwrap().unwrap();
+        assert_eq!(got.newest, Some((stamp(9, 2), "new")));
+        assert_eq!(got.stale, vec!["n0".to_string(), "n1".to_string()]);
+        let mut r: ReadQuorum<&str> = ReadQuorum::new(names(3), Consistency::Quorum);
+        assert_eq!(r.fail("n0"), None);
+        let e = r.fail("n1").unwrap().unwrap_err();
+        assert_eq!((e.level, e.needed, e.got), (Consistency::Quorum, 2, 0));
+        // Stamps order by HLC, then by node for equal HLC values.
+        assert!(stamp(5, 2) > stamp(5, 1) && stamp(6, 1) > stamp(5, 2));
+        assert!(newer(stamp(5, 1), None) && !newer(stamp(5, 1), Some(stamp(5, 1))));
+    }
+
+    proptest! {
+        /// Whatever the order of acks and failures, a write is decided exactly once, and it is
+        /// acknowledged iff at least `needed` replicas acked before `replicas - needed + 1` failed.
+        #[test]
+        fn write_decisions_match_the_count(rf in 1usize..6, level in 0u8..3, events in proptest::collection::vec((0usize..6, any::<bool>()), 0..20)) {
+            let level = [Consistency::One, Consistency::Quorum, Consistency::All][level as usize];
+            let mut w = WriteQuorum::new(names(rf), level);
+            let needed = level.required(rf);
+            let (mut acked, mut failed) = (BTreeSet::new(), BTreeSet::new());
+            let mut decisions = Vec::new();
+            for (i, ok) in events {
+                let n = format!("n{i}");
+                let d = if ok { w.ack(&n) } else { w.fail(&n) };
+                if i < rf && decisions.is_empty() && !acked.contains(&n) && !failed.contains(&n) {
+                    if ok { acked.insert(n); } else { failed.insert(n); }
+                }
+                if let Some(d) = d {
+                    decisions.push(d);
+                }
+            }
+            prop_assert!(decisions.len() <= 1);
+            match decisions.first() {
+                Some(Ok(a)) => prop_assert!(*a >= needed && acked.len() >= needed),
+                Some(Err(_)) => prop_assert!(rf - failed.len() < needed),
+                None => prop_assert!(acked.len() < needed && rf - failed.len() >= needed),
+            }
+        }
+    }
+}
