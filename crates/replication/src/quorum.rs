@@ -100,22 +100,22 @@ impl fmt::Display for Unavailable {
     }
 }
 
-/// One write's progress towards its level.
+/// Who answered and who failed, shared by reads and writes: decides exactly once.
 #[derive(Debug, Clone)]
-pub struct WriteQuorum {
+struct Tally {
     level: Consistency,
     replicas: BTreeSet<String>,
-    acked: BTreeSet<String>,
+    answered: BTreeSet<String>,
     failed: BTreeSet<String>,
     decided: bool,
 }
 
-impl WriteQuorum {
-    pub fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
+impl Tally {
+    fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
         Self {
             level,
             replicas: replicas.into_iter().collect(),
-            acked: BTreeSet::new(),
+            answered: BTreeSet::new(),
             failed: BTreeSet::new(),
             decided: false,
         }
@@ -129,43 +129,69 @@ impl WriteQuorum {
         Unavailable {
             level: self.level,
             needed: self.needed(),
-            got: self.acked.len(),
+            got: self.answered.len(),
             replicas: self.replicas.len(),
         }
     }
 
-    /// A replica holds the write durably. `Some(Ok(acks))` the first time the level is met.
-    pub fn ack(&mut self, node: &str) -> Option<Result<usize, Unavailable>> {
-        if self.decided || !self.replicas.contains(node) || self.failed.contains(node) {
+    /// Whether an answer from `node` still counts (undecided, a replica, not failed).
+    fn accepts(&self, node: &str) -> bool {
+        !self.decided && self.replicas.contains(node) && !self.failed.contains(node)
+    }
+
+    /// Records an answer; true when it meets the level (once).
+    fn answer(&mut self, node: &str) -> bool {
+        if !self.accepts(node) {
+            return false;
+        }
+        self.answered.insert(node.to_string());
+        self.decided = self.answered.len() >= self.needed();
+        self.decided
+    }
+
+    /// Records a failure; the refusal once the level can no longer be met.
+    fn fail(&mut self, node: &str) -> Option<Unavailable> {
+        if self.decided || !self.replicas.contains(node) || self.answered.contains(node) {
             return None;
         }
-        self.acked.insert(node.to_string());
-        (self.acked.len() >= self.needed()).then(|| {
-            self.decided = true;
-            Ok(self.acked.len())
-        })
+        self.failed.insert(node.to_string());
+        self.decided = self.replicas.len() - self.failed.len() < self.needed();
+        self.decided.then(|| self.unavailable())
+    }
+
+    /// The deadline passed (`REQUEST_TIMEOUT_MS`): undecided means unavailable.
+    fn timeout(&mut self) -> Option<Unavailable> {
+        if self.decided {
+            return None;
+        }
+        self.decided = true;
+        Some(self.unavailable())
+    }
+}
+
+/// One write's progress towards its level.
+#[derive(Debug, Clone)]
+pub struct WriteQuorum(Tally);
+
+impl WriteQuorum {
+    pub fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
+        Self(Tally::new(replicas, level))
+    }
+
+    /// A replica holds the write durably. `Some(Ok(acks))` the first time the level is met.
+    pub fn ack(&mut self, node: &str) -> Option<Result<usize, Unavailable>> {
+        let decided = self.0.answer(node);
+        decided.then_some(Ok(self.0.answered.len()))
     }
 
     /// A replica refused or could not be reached (or is known down). `Some(Err)` once the level
     /// can no longer be met.
     pub fn fail(&mut self, node: &str) -> Option<Result<usize, Unavailable>> {
-        if self.decided || !self.replicas.contains(node) || self.acked.contains(node) {
-            return None;
-        }
-        self.failed.insert(node.to_string());
-        (self.replicas.len() - self.failed.len() < self.needed()).then(|| {
-            self.decided = true;
-            Err(self.unavailable())
-        })
+        self.0.fail(node).map(Err)
     }
 
-    /// The deadline passed (`REQUEST_TIMEOUT_MS`): undecided means unavailable.
     pub fn timeout(&mut self) -> Option<Result<usize, Unavailable>> {
-        if self.decided {
-            return None;
-        }
-        self.decided = true;
-        Some(Err(self.unavailable()))
+        self.0.timeout().map(Err)
     }
 }
 
@@ -181,34 +207,15 @@ pub struct ReadResult<V> {
 /// One read's progress towards its level.
 #[derive(Debug, Clone)]
 pub struct ReadQuorum<V> {
-    level: Consistency,
-    replicas: BTreeSet<String>,
+    tally: Tally,
     answers: BTreeMap<String, Option<(Stamp, V)>>,
-    failed: BTreeSet<String>,
-    decided: bool,
 }
 
 impl<V: Clone> ReadQuorum<V> {
     pub fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
         Self {
-            level,
-            replicas: replicas.into_iter().collect(),
+            tally: Tally::new(replicas, level),
             answers: BTreeMap::new(),
-            failed: BTreeSet::new(),
-            decided: false,
-        }
-    }
-
-    fn needed(&self) -> usize {
-        self.level.required(self.replicas.len())
-    }
-
-    fn unavailable(&self) -> Unavailable {
-        Unavailable {
-            level: self.level,
-            needed: self.needed(),
-            got: self.answers.len(),
-            replicas: self.replicas.len(),
         }
     }
 
@@ -226,33 +233,19 @@ impl<V: Clone> ReadQuorum<V> {
 
     /// A replica's answer: its newest version of the key, or `None` when it has none.
     pub fn answer(&mut self, node: &str, version: Option<(Stamp, V)>) -> Option<Result<ReadResult<V>, Unavailable>> {
-        if self.decided || !self.replicas.contains(node) || self.failed.contains(node) {
+        if !self.tally.accepts(node) {
             return None;
         }
         self.answers.insert(node.to_string(), version);
-        (self.answers.len() >= self.needed()).then(|| {
-            self.decided = true;
-            Ok(self.resolve())
-        })
+        self.tally.answer(node).then(|| Ok(self.resolve()))
     }
 
     pub fn fail(&mut self, node: &str) -> Option<Result<ReadResult<V>, Unavailable>> {
-        if self.decided || !self.replicas.contains(node) || self.answers.contains_key(node) {
-            return None;
-        }
-        self.failed.insert(node.to_string());
-        (self.replicas.len() - self.failed.len() < self.needed()).then(|| {
-            self.decided = true;
-            Err(self.unavailable())
-        })
+        self.tally.fail(node).map(Err)
     }
 
     pub fn timeout(&mut self) -> Option<Result<ReadResult<V>, Unavailable>> {
-        if self.decided {
-            return None;
-        }
-        self.decided = true;
-        Some(Err(self.unavailable()))
+        self.tally.timeout().map(Err)
     }
 }
 

@@ -90,15 +90,7 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
         .await
         .unwrap();
     let c3 = client_for(&format!("http://127.0.0.1:{}", s3 + 2), &ak, &sk);
-    let names: Vec<String> = c3
-        .list_buckets()
-        .send()
-        .await
-        .unwrap()
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_string))
-        .collect();
+    let names = bucket_names(&c3).await;
     assert_eq!(names, ["dev-bucket"]);
     let (st, _, body) = raw(
         "GET",

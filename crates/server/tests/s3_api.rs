@@ -24,15 +24,7 @@ async fn buckets() {
     let e = c.head_bucket().bucket("nope-bucket").send().await.unwrap_err();
     assert_eq!(status(&e), 404);
     c.create_bucket().bucket("beta").send().await.unwrap();
-    let names: Vec<String> = c
-        .list_buckets()
-        .send()
-        .await
-        .unwrap()
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(String::from))
-        .collect();
+    let names = bucket_names(&c).await;
     assert_eq!(names, ["alpha", "beta"]);
     let loc = c.get_bucket_location().bucket("alpha").send().await.unwrap();
     assert!(

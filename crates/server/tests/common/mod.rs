@@ -179,6 +179,18 @@ pub fn client_for(endpoint: &str, ak: &str, sk: &str) -> Client {
     Client::from_conf(conf)
 }
 
+/// The names ListBuckets returns, in order.
+pub async fn bucket_names(c: &Client) -> Vec<String> {
+    c.list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(String::from))
+        .collect()
+}
+
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(data))
