@@ -8,6 +8,7 @@
 //! Objects are still served by this node's `LocalStore` alone: replicating them over the
 //! placement ring with quorum reads and writes is the next step (the replicated data path).
 
+pub mod listing;
 mod locate;
 pub mod quorum;
 #[cfg(test)]
