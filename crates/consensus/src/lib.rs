@@ -611,7 +611,13 @@ impl ControlPlane {
     }
 
     async fn propose_inner(&self, cmd: Command, may_forward: bool) -> Result<(Outcome, u64), Error> {
-        match self.raft().client_write(cmd.clone()).await {
+        // Lease times come from the clock of the node that appends the entry: the leader (a
+        // follower's attempt fails below and the leader stamps the forwarded command again).
+        let mut stamped = cmd.clone();
+        if let Command::Lock { cmd: lock } = &mut stamped {
+            lock.set_now(ironbucket_types::now_millis());
+        }
+        match self.raft().client_write(stamped).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if may_forward => {
                 let Some(leader) = f.leader_node else {

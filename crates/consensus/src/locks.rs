@@ -75,6 +75,20 @@ pub enum LockCmd {
     Tick { now: u64 },
 }
 
+impl LockCmd {
+    /// Sets the command's time (the leader stamps every lock command with its own clock when it
+    /// proposes it, so all lease times of a term come from one clock).
+    pub fn set_now(&mut self, t: u64) {
+        match self {
+            LockCmd::Acquire { now, .. }
+            | LockCmd::Renew { now, .. }
+            | LockCmd::Release { now, .. }
+            | LockCmd::Tick { now } => *now = t,
+            LockCmd::Arrive { .. } => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "lock", rename_all = "snake_case")]
 pub enum LockOutcome {
@@ -325,6 +339,45 @@ mod tests {
             LockOutcome::Granted { token, .. } => token,
             other => panic!("not granted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_leader_restamps_every_timed_command() {
+        let mut cmds = vec![
+            LockCmd::Acquire {
+                name: "l".into(),
+                holder: "h".into(),
+                ttl_ms: 1,
+                permits: 1,
+                wait: false,
+                now: 1,
+            },
+            LockCmd::Renew {
+                name: "l".into(),
+                holder: "h".into(),
+                token: 1,
+                ttl_ms: 1,
+                now: 1,
+            },
+            LockCmd::Release {
+                name: "l".into(),
+                holder: "h".into(),
+                now: 1,
+            },
+            LockCmd::Tick { now: 1 },
+        ];
+        for c in &mut cmds {
+            c.set_now(77);
+            let json = serde_json::to_value(&*c).unwrap();
+            assert_eq!(json["now"], 77, "{json}");
+        }
+        let mut arrive = LockCmd::Arrive {
+            barrier: "b".into(),
+            participant: "p".into(),
+            count: 2,
+        };
+        arrive.set_now(77);
+        assert!(serde_json::to_value(&arrive).unwrap().get("now").is_none());
     }
 
     #[test]
