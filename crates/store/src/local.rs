@@ -17,7 +17,7 @@ use ironbucket_meta::{
 };
 use ironbucket_storage::{BlobRef, BlobStore, Keyring, StorageConfig};
 use ironbucket_types::{
-    ChecksumSet, Checksums, Conditions, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis,
+    ChecksumSet, Checksums, Conditions, Hlc, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis,
     validate_bucket_name, validate_object_key,
 };
 use md5::Digest;
@@ -164,6 +164,69 @@ impl LocalStore {
                 Err(Error::NoSuchKey)
             }
         }
+    }
+
+    /// Stores a write that a cluster coordinator stamped with `hlc`: the same checks and effects
+    /// as a PutObject, but the version takes the coordinator's time (so every replica orders
+    /// it, and names it in a versioned bucket, the same way) and the last writer wins: a write
+    /// older than the key's current version does not replace it (it is kept as a noncurrent
+    /// version when versioning is enabled). Returns the version's info and whether it was stored.
+    pub async fn put_object_at(&self, req: PutObject, body: ByteStream, hlc: Hlc) -> Result<(ObjectInfo, bool)> {
+        self.clock.observe(hlc);
+        self.put_inner(req, body, Some(hlc)).await
+    }
+
+    async fn put_inner(&self, req: PutObject, body: ByteStream, at: Option<Hlc>) -> Result<(ObjectInfo, bool)> {
+        validate_object_key(&req.key)?;
+        validate_tags(&req.meta.tags, 10)?;
+        // One bucket read serves the existence check and the quota precheck.
+        let b = self.bucket_must_exist(&req.bucket)?;
+        self.quota_precheck(&b, &req.key, req.checks.content_length.unwrap_or(0))?;
+        self.sse_check(req.sse.as_deref())?;
+        let ing = self.ingest(body, req.checks, MAX_PUT_SIZE, req.sse_c.as_ref()).await?;
+        let rec = self.new_record(
+            req.meta,
+            ing.blob.size,
+            ing.etag.clone(),
+            ing.checksums.clone(),
+            vec![Segment {
+                blob: ing.blob.id.clone(),
+                size: ing.blob.size,
+            }],
+        );
+        let mut rec = rec;
+        if let Some(hlc) = at {
+            rec.hlc = hlc;
+            rec.last_modified = hlc.physical;
+        }
+        seal_record(&mut rec, req.sse_c.as_ref());
+        rec.retention = req.lock.retention.clone();
+        rec.legal_hold = req.lock.legal_hold.unwrap_or(false);
+        let mut info = Self::info(&req.key, &rec);
+        let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
+        let blob = ing.blob.id.clone();
+        let stored;
+        (info.version_id, info.retention, stored) = self
+            .commit(vec![blob.clone()], move |t| {
+                let mut rec = rec;
+                let stored = match at {
+                    Some(_) => write_stamped_version(t, &bucket, &key, &mut rec, &conds)?,
+                    None => {
+                        write_version(t, &bucket, &key, &mut rec, &conds)?;
+                        true
+                    }
+                };
+                if stored {
+                    ing.store_inline(t)?;
+                }
+                Ok((rec.version_id, rec.retention, stored))
+            })
+            .await?;
+        if !stored {
+            // Superseded: nothing refers to the body.
+            let _ = self.blobs.delete(&blob).await;
+        }
+        Ok((info, stored))
     }
 
     /// Every version of `key` this node holds, newest first (delete markers included; no SSE-C
@@ -677,6 +740,41 @@ impl LocalStore {
 /// unless versioning is enabled), replaces the previous `null` version (releasing the blobs the
 /// new record does not reuse) and keeps the counters right.
 fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord, conds: &Conditions) -> Result<()> {
+    write_version_as(t, bucket, key, rec, conds, true)
+}
+
+/// A write stamped elsewhere (a cluster coordinator): last writer wins by HLC time. Returns
+/// whether it was stored: a write older than the key's current version is kept only as a
+/// noncurrent version in a versioning-enabled bucket, and dropped otherwise.
+fn write_stamped_version(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    rec: &mut ObjectRecord,
+    conds: &Conditions,
+) -> Result<bool> {
+    let newer_current = t.get_object(bucket, key)?.is_some_and(|cur| cur.hlc > rec.hlc);
+    if !newer_current {
+        write_version_as(t, bucket, key, rec, conds, true)?;
+        return Ok(true);
+    }
+    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
+    if b.versioning.as_deref() != Some("Enabled") {
+        return Ok(false);
+    }
+    write_version_as(t, bucket, key, rec, conds, false)?;
+    Ok(true)
+}
+
+/// Stores a new version; `make_current`: it also becomes the key's current version.
+fn write_version_as(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    rec: &mut ObjectRecord,
+    conds: &Conditions,
+    make_current: bool,
+) -> Result<()> {
     let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
     let current = t.get_object(bucket, key)?;
     conds.check_write(current.as_ref().map(|o| o.etag.as_str()))?;
@@ -717,7 +815,9 @@ fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord
         quota_check(q, t.bucket_stats(bucket)?, d_objects, d_bytes)?;
     }
     t.put_version(bucket, key, rec)?;
-    t.put_object(bucket, key, rec)?;
+    if make_current {
+        t.put_object(bucket, key, rec)?;
+    }
     t.add_stats(bucket, d_objects, d_bytes)?;
     Ok(())
 }
@@ -1042,38 +1142,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
-        validate_object_key(&req.key)?;
-        validate_tags(&req.meta.tags, 10)?;
-        // One bucket read serves the existence check and the quota precheck.
-        let b = self.bucket_must_exist(&req.bucket)?;
-        self.quota_precheck(&b, &req.key, req.checks.content_length.unwrap_or(0))?;
-        self.sse_check(req.sse.as_deref())?;
-        let ing = self.ingest(body, req.checks, MAX_PUT_SIZE, req.sse_c.as_ref()).await?;
-        let rec = self.new_record(
-            req.meta,
-            ing.blob.size,
-            ing.etag.clone(),
-            ing.checksums.clone(),
-            vec![Segment {
-                blob: ing.blob.id.clone(),
-                size: ing.blob.size,
-            }],
-        );
-        let mut rec = rec;
-        seal_record(&mut rec, req.sse_c.as_ref());
-        rec.retention = req.lock.retention.clone();
-        rec.legal_hold = req.lock.legal_hold.unwrap_or(false);
-        let mut info = Self::info(&req.key, &rec);
-        let (bucket, key, conds) = (req.bucket, req.key, req.conditions);
-        (info.version_id, info.retention) = self
-            .commit(vec![ing.blob.id.clone()], move |t| {
-                let mut rec = rec;
-                write_version(t, &bucket, &key, &mut rec, &conds)?;
-                ing.store_inline(t)?;
-                Ok((rec.version_id, rec.retention))
-            })
-            .await?;
-        Ok(info)
+        Ok(self.put_inner(req, body, None).await?.0)
     }
 
     async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {
