@@ -14,6 +14,7 @@ fn rec(i: u64) -> ObjectRecord {
             physical: i,
             logical: 0,
         },
+        origin: 0,
         size: 4096,
         etag: "0123456789abcdef0123456789abcdef".into(),
         last_modified: i,

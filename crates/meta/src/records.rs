@@ -106,6 +106,11 @@ pub struct ObjectRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete_marker: bool,
     pub hlc: Hlc,
+    /// The node that stamped this version (a cluster coordinator's id; 0 on a single node):
+    /// breaks ties between equal HLC times so that every replica picks the same winner, and
+    /// keeps such versions apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub origin: u64,
     pub size: u64,
     pub etag: String,
     pub last_modified: UnixMillis,
@@ -136,6 +141,10 @@ pub struct ObjectRecord {
     pub sse_c: Option<String>,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 impl ObjectRecord {
     /// Whether this version may not be deleted now (`now` in ms); governance retention yields
     /// to `bypass_governance`.
@@ -152,11 +161,22 @@ impl ObjectRecord {
     /// The key under which this version sorts among the versions of its object: newest first
     /// (inverted HLC), so a range scan lists versions in S3 order.
     pub fn sort_key(&self) -> String {
-        format!(
+        let time = format!(
             "{:016x}{:08x}",
             u64::MAX - self.hlc.physical,
             u32::MAX - self.hlc.logical
-        )
+        );
+        // Single-node versions keep the short form; stamped ones add the origin (newest first).
+        if self.origin == 0 {
+            time
+        } else {
+            format!("{time}{:016x}", u64::MAX - self.origin)
+        }
+    }
+
+    /// The order of versions of one key: HLC time, then origin.
+    pub fn stamp(&self) -> (Hlc, u64) {
+        (self.hlc, self.origin)
     }
 
     pub fn blob_ids(&self) -> impl Iterator<Item = &str> {

@@ -6,6 +6,7 @@ fn rec(size: u64) -> ObjectRecord {
         version_id: "null".into(),
         delete_marker: false,
         hlc: Hlc::default(),
+        origin: 0,
         size,
         etag: "e".into(),
         last_modified: 0,

@@ -171,12 +171,19 @@ impl LocalStore {
     /// it, and names it in a versioned bucket, the same way) and the last writer wins: a write
     /// older than the key's current version does not replace it (it is kept as a noncurrent
     /// version when versioning is enabled). Returns the version's info and whether it was stored.
-    pub async fn put_object_at(&self, req: PutObject, body: ByteStream, hlc: Hlc) -> Result<(ObjectInfo, bool)> {
+    /// `origin` is the coordinating node's id (not 0): equal HLC times order by it.
+    pub async fn put_object_at(
+        &self,
+        req: PutObject,
+        body: ByteStream,
+        hlc: Hlc,
+        origin: u64,
+    ) -> Result<(ObjectInfo, bool)> {
         self.clock.observe(hlc);
-        self.put_inner(req, body, Some(hlc)).await
+        self.put_inner(req, body, Some((hlc, origin.max(1)))).await
     }
 
-    async fn put_inner(&self, req: PutObject, body: ByteStream, at: Option<Hlc>) -> Result<(ObjectInfo, bool)> {
+    async fn put_inner(&self, req: PutObject, body: ByteStream, at: Option<(Hlc, u64)>) -> Result<(ObjectInfo, bool)> {
         validate_object_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
         // One bucket read serves the existence check and the quota precheck.
@@ -195,8 +202,9 @@ impl LocalStore {
             }],
         );
         let mut rec = rec;
-        if let Some(hlc) = at {
+        if let Some((hlc, origin)) = at {
             rec.hlc = hlc;
+            rec.origin = origin;
             rec.last_modified = hlc.physical;
         }
         seal_record(&mut rec, req.sse_c.as_ref());
@@ -280,6 +288,7 @@ impl LocalStore {
             version_id: NULL_VERSION.to_string(),
             delete_marker: false,
             hlc,
+            origin: 0,
             size,
             etag,
             last_modified: hlc.physical,
@@ -753,7 +762,7 @@ fn write_stamped_version(
     rec: &mut ObjectRecord,
     conds: &Conditions,
 ) -> Result<bool> {
-    let newer_current = t.get_object(bucket, key)?.is_some_and(|cur| cur.hlc > rec.hlc);
+    let newer_current = t.get_object(bucket, key)?.is_some_and(|cur| cur.stamp() > rec.stamp());
     if !newer_current {
         write_version_as(t, bucket, key, rec, conds, true)?;
         return Ok(true);
@@ -954,6 +963,7 @@ fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
         version_id: NULL_VERSION.to_string(),
         delete_marker: true,
         hlc,
+        origin: 0,
         size: 0,
         etag: String::new(),
         last_modified: hlc.physical,
@@ -1676,6 +1686,7 @@ impl ObjectStore for LocalStore {
                     version_id: NULL_VERSION.to_string(),
                     delete_marker: false,
                     hlc,
+                    origin: 0,
                     size: chosen.iter().map(|p| p.size).sum(),
                     etag,
                     last_modified: hlc.physical,

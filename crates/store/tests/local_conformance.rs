@@ -166,18 +166,18 @@ async fn stamped_writes_last_writer_wins() {
     s.create_bucket("lww").await.unwrap();
     let base = ironbucket_types::now_millis();
     let (_, stored) = s
-        .put_object_at(put_req("lww", "k"), one_chunk(b"two"), at(base + 2))
+        .put_object_at(put_req("lww", "k"), one_chunk(b"two"), at(base + 2), 7)
         .await
         .unwrap();
     assert!(stored);
     let (_, stored) = s
-        .put_object_at(put_req("lww", "k"), one_chunk(b"one"), at(base + 1))
+        .put_object_at(put_req("lww", "k"), one_chunk(b"one"), at(base + 1), 7)
         .await
         .unwrap();
     assert!(!stored, "an older write arriving late must not replace the newer one");
     assert_eq!(current_body(&s, "lww", "k").await, b"two");
     let (_, stored) = s
-        .put_object_at(put_req("lww", "k"), one_chunk(b"two"), at(base + 2))
+        .put_object_at(put_req("lww", "k"), one_chunk(b"two"), at(base + 2), 7)
         .await
         .unwrap();
     assert!(stored, "the same write delivered twice");
@@ -188,7 +188,7 @@ async fn stamped_writes_last_writer_wins() {
     assert_eq!(s.usage().await.unwrap().objects, 1);
 
     // A stamp from a clock a minute ahead: this node's next own write still comes after it.
-    s.put_object_at(put_req("lww", "k"), one_chunk(b"ahead"), at(base + 60_000))
+    s.put_object_at(put_req("lww", "k"), one_chunk(b"ahead"), at(base + 60_000), 7)
         .await
         .unwrap();
     s.put_object(put_req("lww", "k"), one_chunk(b"local")).await.unwrap();
@@ -198,11 +198,11 @@ async fn stamped_writes_last_writer_wins() {
     s.create_bucket("lwwv").await.unwrap();
     s.put_bucket_versioning("lwwv", "Enabled").await.unwrap();
     let (new, _) = s
-        .put_object_at(put_req("lwwv", "k"), one_chunk(b"new"), at(base + 200_000))
+        .put_object_at(put_req("lwwv", "k"), one_chunk(b"new"), at(base + 200_000), 7)
         .await
         .unwrap();
     let (old, stored) = s
-        .put_object_at(put_req("lwwv", "k"), one_chunk(b"old"), at(base + 100_000))
+        .put_object_at(put_req("lwwv", "k"), one_chunk(b"old"), at(base + 100_000), 7)
         .await
         .unwrap();
     assert!(stored);
@@ -216,8 +216,42 @@ async fn stamped_writes_last_writer_wins() {
     other.create_bucket("lwwv").await.unwrap();
     other.put_bucket_versioning("lwwv", "Enabled").await.unwrap();
     let (again, _) = other
-        .put_object_at(put_req("lwwv", "k"), one_chunk(b"new"), at(base + 200_000))
+        .put_object_at(put_req("lwwv", "k"), one_chunk(b"new"), at(base + 200_000), 7)
         .await
         .unwrap();
     assert_eq!(again.version_id, new.version_id);
+
+    // Two coordinators stamping the same HLC time: the higher origin wins on every replica,
+    // whichever arrives first, and in a versioned bucket both versions are kept apart.
+    let t = at(base + 300_000);
+    for (first, second) in [(3u64, 9u64), (9, 3)] {
+        let d = tempfile::tempdir().unwrap();
+        let r = LocalStore::open(cfg(d.path()), None).unwrap();
+        r.create_bucket("tie").await.unwrap();
+        r.put_object_at(
+            put_req("tie", "k"),
+            one_chunk(format!("from {first}").as_bytes()),
+            t,
+            first,
+        )
+        .await
+        .unwrap();
+        r.put_object_at(
+            put_req("tie", "k"),
+            one_chunk(format!("from {second}").as_bytes()),
+            t,
+            second,
+        )
+        .await
+        .unwrap();
+        assert_eq!(current_body(&r, "tie", "k").await, b"from 9");
+    }
+    s.put_object_at(put_req("lwwv", "t"), one_chunk(b"a"), t, 3)
+        .await
+        .unwrap();
+    s.put_object_at(put_req("lwwv", "t"), one_chunk(b"b"), t, 9)
+        .await
+        .unwrap();
+    assert_eq!(s.stored_versions("lwwv", "t").unwrap().len(), 2);
+    assert_eq!(current_body(&s, "lwwv", "t").await, b"b");
 }
