@@ -250,7 +250,10 @@ impl LocalStore {
                 etag: r.etag,
                 size: r.size,
                 last_modified: r.last_modified,
-                hlc: format!("{}.{}", r.hlc.physical, r.hlc.logical),
+                hlc: match r.origin {
+                    0 => format!("{}.{}", r.hlc.physical, r.hlc.logical),
+                    o => format!("{}.{}@{o}", r.hlc.physical, r.hlc.logical),
+                },
                 delete_marker: r.delete_marker,
             })
             .collect())
@@ -752,9 +755,11 @@ fn write_version(t: &mut Tx<'_>, bucket: &str, key: &str, rec: &mut ObjectRecord
     write_version_as(t, bucket, key, rec, conds, true)
 }
 
-/// A write stamped elsewhere (a cluster coordinator): last writer wins by HLC time. Returns
-/// whether it was stored: a write older than the key's current version is kept only as a
-/// noncurrent version in a versioning-enabled bucket, and dropped otherwise.
+/// A write stamped elsewhere (a cluster coordinator): last writer wins by stamp (HLC time, then
+/// origin) against every version the key has, delete markers included. Returns whether it was
+/// stored: a write older than the key's newest version is kept only as a noncurrent version in a
+/// versioning-enabled bucket and dropped otherwise; a write already stored (the same stamp
+/// delivered again) is not stored twice.
 fn write_stamped_version(
     t: &mut Tx<'_>,
     bucket: &str,
@@ -762,13 +767,17 @@ fn write_stamped_version(
     rec: &mut ObjectRecord,
     conds: &Conditions,
 ) -> Result<bool> {
-    let newer_current = t.get_object(bucket, key)?.is_some_and(|cur| cur.stamp() > rec.stamp());
-    if !newer_current {
+    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
+    let enabled = b.versioning.as_deref() == Some("Enabled");
+    if enabled && t.find_version(bucket, key, &rec.sort_key())?.is_some() {
+        return Ok(false);
+    }
+    let newest = t.versions_of(bucket, key)?.into_iter().map(|(_, r)| r.stamp()).max();
+    if newest.is_none_or(|n| n <= rec.stamp()) {
         write_version_as(t, bucket, key, rec, conds, true)?;
         return Ok(true);
     }
-    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
-    if b.versioning.as_deref() != Some("Enabled") {
+    if !enabled {
         return Ok(false);
     }
     write_version_as(t, bucket, key, rec, conds, false)?;

@@ -263,7 +263,8 @@ pub struct StoredVersion {
     pub etag: String,
     pub size: u64,
     pub last_modified: UnixMillis,
-    /// Hybrid-logical-clock time of the write: `<ms>.<counter>`.
+    /// Hybrid-logical-clock time of the write: `<ms>.<counter>`, then `@<origin>` when a cluster
+    /// coordinator stamped it.
     pub hlc: String,
     pub delete_marker: bool,
 }

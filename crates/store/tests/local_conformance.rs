@@ -183,7 +183,7 @@ async fn stamped_writes_last_writer_wins() {
     assert!(stored, "the same write delivered twice");
     let versions = s.stored_versions("lww", "k").unwrap();
     assert_eq!(versions.len(), 1, "{versions:?}");
-    assert_eq!(versions[0].hlc, format!("{}.0", base + 2));
+    assert_eq!(versions[0].hlc, format!("{}.0@7", base + 2));
     // The superseded write left nothing behind: one object counted.
     assert_eq!(s.usage().await.unwrap().objects, 1);
 
@@ -220,6 +220,42 @@ async fn stamped_writes_last_writer_wins() {
         .await
         .unwrap();
     assert_eq!(again.version_id, new.version_id);
+
+    // A late write after a delete marker stays hidden; a write delivered twice counts once.
+    s.put_object_at(put_req("lwwv", "gone"), one_chunk(b"x"), at(base + 400_000), 7)
+        .await
+        .unwrap();
+    s.delete_object("lwwv", "gone", None, false).await.unwrap();
+    let before = s.usage().await.unwrap();
+    let (_, stored) = s
+        .put_object_at(put_req("lwwv", "gone"), one_chunk(b"late"), at(base + 1), 7)
+        .await
+        .unwrap();
+    assert!(stored, "kept as a noncurrent version");
+    let e = s
+        .get_object(ironbucket_store::GetObject {
+            bucket: "lwwv".into(),
+            key: "gone".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .expect("the delete marker is still the newest version");
+    assert!(
+        matches!(
+            e,
+            ironbucket_store::Error::NoSuchKey | ironbucket_store::Error::DeleteMarker { .. }
+        ),
+        "{e:?}"
+    );
+    let (_, stored) = s
+        .put_object_at(put_req("lwwv", "gone"), one_chunk(b"late"), at(base + 1), 7)
+        .await
+        .unwrap();
+    assert!(!stored, "the same write again");
+    let after = s.usage().await.unwrap();
+    assert_eq!(after.objects, before.objects + 1);
+    assert_eq!(after.bytes, before.bytes + 4);
 
     // Two coordinators stamping the same HLC time: the higher origin wins on every replica,
     // whichever arrives first, and in a versioned bucket both versions are kept apart.
