@@ -463,7 +463,11 @@ impl State {
                     role: text("role"),
                     zone: text("zone"),
                     rack: text("rack"),
-                    weight: body.get("weight").and_then(|w| w.as_u64()).map(|w| w as u32),
+                    // Out-of-range numbers become u32::MAX, which update_member refuses by name.
+                    weight: body
+                        .get("weight")
+                        .and_then(|w| w.as_u64())
+                        .map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
                 };
                 cp.update_member(name, patch).await
             }

@@ -384,13 +384,20 @@ impl Gossip {
             let socket = socket.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_536];
+                // Strangers are logged at most every 10 s (anyone can send datagrams).
+                let mut last_warn: Option<std::time::Instant> = None;
                 loop {
                     let Ok((n, from)) = socket.recv_from(&mut buf).await else {
                         continue;
                     };
                     let Some(d) = weak.upgrade() else { return };
                     let Some(data) = auth.open(PURPOSE, &buf[..n]) else {
-                        tracing::warn!(%from, "gossip packet without this cluster's credentials dropped");
+                        if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(%from, "gossip packet without this cluster's credentials dropped");
+                            last_warn = Some(std::time::Instant::now());
+                        } else {
+                            tracing::debug!(%from, "gossip packet without this cluster's credentials dropped");
+                        }
                         continue;
                     };
                     let fx = {

@@ -10,6 +10,9 @@ use std::fmt;
 use std::str::FromStr;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64_with_seed};
 
+/// The most tokens a ring may hold (about 64 MiB of memory).
+pub const MAX_TOKENS: u64 = 4_000_000;
+
 /// Virtual nodes per node of weight 100 unless configured otherwise.
 pub const DEFAULT_VNODES: u32 = 256;
 
@@ -25,6 +28,8 @@ pub enum Error {
     BadVnodes(u32),
     #[error("node {0:?} appears twice in the layout")]
     DuplicateNode(String),
+    #[error("the ring would need {0} tokens (more than {MAX_TOKENS}): lower VNODES or the node weights")]
+    TooManyTokens(u64),
 }
 
 /// How replicas are chosen.
@@ -139,9 +144,14 @@ impl Ring {
         if nodes.is_empty() {
             return Err(Error::NoNodes);
         }
-        let mut tokens = Vec::new();
+        let per_node = |n: &NodeSpec| (u64::from(layout.vnodes) * u64::from(n.weight) / 100).max(1);
+        let total: u64 = nodes.iter().map(per_node).sum();
+        if total > MAX_TOKENS {
+            return Err(Error::TooManyTokens(total));
+        }
+        let mut tokens = Vec::with_capacity(total as usize);
         for (i, n) in nodes.iter().enumerate() {
-            let count = (u64::from(layout.vnodes) * u64::from(n.weight) / 100).max(1);
+            let count = per_node(n);
             for v in 0..count {
                 tokens.push((xxh3_64_with_seed(n.name.as_bytes(), v), i as u32));
             }
@@ -357,6 +367,10 @@ mod tests {
         let mut l = layout(&["a"], Strategy::ConsistentHash, 1);
         l.nodes[0].weight = 0;
         assert_eq!(Ring::new(l).unwrap_err(), Error::NoNodes);
+        let mut l = layout(&["a", "b"], Strategy::ConsistentHash, 1);
+        l.vnodes = 65_536;
+        l.nodes[0].weight = 10_000;
+        assert!(matches!(Ring::new(l).unwrap_err(), Error::TooManyTokens(_)));
     }
 
     #[test]

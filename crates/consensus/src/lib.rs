@@ -35,6 +35,10 @@ use std::time::Duration;
 
 /// How long a proposer waits for each other member to confirm a change is in force.
 const IN_FORCE_WAIT: Duration = Duration::from_secs(2);
+/// The largest capacity weight of a member (100 is the norm): bounds the placement ring's size
+/// (virtual nodes x weight / 100 tokens per member).
+pub const MAX_WEIGHT: u32 = 10_000;
+
 /// How often host names of seeds and members are resolved again.
 const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
 /// How long a member that failed to confirm is not waited for.
@@ -687,8 +691,10 @@ impl ControlPlane {
             m.rack = r;
         }
         if let Some(w) = patch.weight {
-            if w == 0 {
-                return Err(Error::Invalid("weight must be at least 1".into()));
+            if !(1..=MAX_WEIGHT).contains(&w) {
+                return Err(Error::Invalid(format!(
+                    "weight must be between 1 and {MAX_WEIGHT}, not {w}"
+                )));
             }
             m.weight = w;
         }

@@ -87,8 +87,10 @@ impl tower_service::Service<http::Uri> for Connector {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("resolving {addr} timed out")))??;
             let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address"));
+            // tonic bounds the whole connection by the same timeout: share it among addresses.
+            let each = (timeout / found.len().max(1) as u32).max(std::time::Duration::from_millis(50));
             for a in found {
-                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a)).await {
+                match tokio::time::timeout(each, tokio::net::TcpStream::connect(a)).await {
                     Ok(Ok(s)) => {
                         s.set_nodelay(true)?;
                         return Ok(TokioIo::new(s));

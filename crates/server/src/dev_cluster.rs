@@ -115,7 +115,11 @@ struct Node {
 }
 
 fn stop_all(nodes: &mut [Node]) {
-    for n in nodes.iter() {
+    for n in nodes.iter_mut() {
+        // Only children still running: a reaped child's pid may belong to someone else now.
+        if !matches!(n.child.try_wait(), Ok(None)) {
+            continue;
+        }
         if let Ok(pid) = i32::try_from(n.child.id()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
@@ -187,31 +191,41 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
 
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
-        let name = format!("node{}", i + 1);
-        let data = a.dir.join(&name);
-        std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-        let log = a.dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = Command::new(&exe)
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--bind", "127.0.0.1", "--node-id", &name])
-            .args(["--port", &(a.s3_port + i).to_string()])
-            .args(["--admin-port", &(a.admin_port + i).to_string()])
-            .args(["--access-key", &shared.access_key, "--secret-key", &shared.secret_key])
-            .args(["--cluster-enabled", "true", "--cluster-name", "dev-cluster"])
-            .args(["--cluster-seeds", &seeds, "--cluster-secret", &shared.cluster_secret])
-            .args(["--rpc-port", &(a.rpc_port + i).to_string()])
-            .args(["--rpc-address", &format!("127.0.0.1:{}", a.rpc_port + i)])
-            .args(["--replication-factor", &rf.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        nodes.push(Node { name, child, log });
+        // A node that cannot be started stops the ones already running.
+        let started = (|| -> Result<Node> {
+            let name = format!("node{}", i + 1);
+            let data = a.dir.join(&name);
+            std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+            let log = a.dir.join(format!("{name}.log"));
+            let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+            let err = out.try_clone()?;
+            let child = Command::new(&exe)
+                .arg("server")
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--bind", "127.0.0.1", "--node-id", &name])
+                .args(["--port", &(a.s3_port + i).to_string()])
+                .args(["--admin-port", &(a.admin_port + i).to_string()])
+                .args(["--access-key", &shared.access_key, "--secret-key", &shared.secret_key])
+                .args(["--cluster-enabled", "true", "--cluster-name", "dev-cluster"])
+                .args(["--cluster-seeds", &seeds, "--cluster-secret", &shared.cluster_secret])
+                .args(["--rpc-port", &(a.rpc_port + i).to_string()])
+                .args(["--rpc-address", &format!("127.0.0.1:{}", a.rpc_port + i)])
+                .args(["--replication-factor", &rf.to_string()])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .with_context(|| format!("cannot start {name}"))?;
+            Ok(Node { name, child, log })
+        })();
+        match started {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                stop_all(&mut nodes);
+                return Err(e);
+            }
+        }
     }
 
     // Ready when every node answers /health and they agree on one leader.
