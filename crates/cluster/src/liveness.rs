@@ -310,6 +310,8 @@ pub type LoadFn =
 pub struct Gossip {
     detector: Arc<Mutex<Detector>>,
     name: String,
+    /// Dropping the `Gossip` drops this, which ends its tasks and frees the socket.
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 const PURPOSE: &str = "gossip";
@@ -330,9 +332,11 @@ impl Gossip {
         let name = me.name.clone();
         let seed = rand::random::<u64>();
         let detector = Arc::new(Mutex::new(Detector::new(me, &cfg, seeds.len().max(3), seed)));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let g = Arc::new(Self {
             detector: detector.clone(),
             name,
+            _stop: stop_tx,
         });
         let (timer_tx, mut timer_rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, Timer<GossipId>)>();
         let weak = Arc::downgrade(&detector);
@@ -360,8 +364,14 @@ impl Gossip {
         {
             let weak = weak.clone();
             let flush = flush.clone();
+            let mut stop = stop_rx.clone();
             tokio::spawn(async move {
-                while let Some((after, t)) = timer_rx.recv().await {
+                loop {
+                    let next = tokio::select! {
+                        t = timer_rx.recv() => t,
+                        _ = stop.changed() => None,
+                    };
+                    let Some((after, t)) = next else { return };
                     let weak = weak.clone();
                     let flush = flush.clone();
                     tokio::spawn(async move {
@@ -382,12 +392,17 @@ impl Gossip {
             let weak = weak.clone();
             let flush = flush.clone();
             let socket = socket.clone();
+            let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_536];
                 // Strangers are logged at most every 10 s (anyone can send datagrams).
                 let mut last_warn: Option<std::time::Instant> = None;
                 loop {
-                    let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    let got = tokio::select! {
+                        r = socket.recv_from(&mut buf) => r,
+                        _ = stop.changed() => return,
+                    };
+                    let Ok((n, from)) = got else {
                         continue;
                     };
                     let Some(d) = weak.upgrade() else { return };
@@ -412,6 +427,7 @@ impl Gossip {
         // Announce to the seeds (resolved afresh each time) and report the load, every period.
         {
             let period = cfg.probe_period * 5;
+            let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 loop {
                     let Some(d) = weak.upgrade() else { return };
@@ -437,7 +453,10 @@ impl Gossip {
                     };
                     flush(fx);
                     drop(d);
-                    tokio::time::sleep(period).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = stop.changed() => return,
+                    }
                 }
             });
         }
@@ -621,6 +640,44 @@ mod tests {
                 println!("seed {seed}: n{i} saw the crashed n3 down {after:?} after the crash");
                 assert!(after.is_some_and(|a| a < Duration::from_secs(10)), "seed {seed}: n{i}");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_gossip_frees_its_socket() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bind = SocketAddr::from(([127, 0, 0, 1], port));
+        let load: LoadFn = Arc::new(|| Box::pin(async { LoadFigures::default() }));
+        let start = || {
+            Gossip::start(
+                GossipId {
+                    name: "solo".into(),
+                    addr: bind,
+                    bump: 1,
+                },
+                bind,
+                vec![bind.to_string()],
+                ironbucket_rpc::Auth::new("c", "secret-secret-123"),
+                ironbucket_rpc::Resolver::system(),
+                GossipConfig::from_heartbeat(Duration::from_millis(50)),
+                load.clone(),
+            )
+        };
+        let g = start().await.unwrap();
+        assert_eq!(g.liveness("solo"), Liveness::Alive);
+        assert!(start().await.is_err(), "the port is taken while it runs");
+        drop(g);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match start().await {
+                Ok(_) => break,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "port still held: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
