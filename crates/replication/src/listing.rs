@@ -18,8 +18,10 @@ pub struct Entry<M> {
     pub meta: M,
 }
 
-/// One node's answer: its entries after the marker, sorted by key, one per key; `truncated` when
-/// it stopped at its limit with more to come.
+/// One node's answer: its entries after the bound, sorted by key, one per key; `truncated` when
+/// it stopped at its limit with more to come. A truncated answer must hold at least one entry
+/// (the node's limit counts the entries it returns, tombstones included): an empty truncated
+/// answer would say nothing about where that node stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodePage<M> {
     pub entries: Vec<Entry<M>>,
@@ -61,7 +63,9 @@ pub fn common_prefix<'a>(key: &'a str, prefix: &str, delimiter: Option<&str>) ->
     rest.find(d).map(|i| &key[..prefix.len() + i + d.len()])
 }
 
-/// Builds one S3 page from rounds of node answers. The same rules as a single node's listing:
+/// Builds one S3 page from rounds of node answers. (Keys under a common prefix already returned
+/// are still sent by the nodes and dropped here; letting nodes skip past such a prefix is an
+/// optimization for directories with very many keys, not done yet.) The same rules as a single node's listing:
 /// keys and common prefixes after the client's marker (a common prefix not above the marker was
 /// returned before), at most `max_keys` items, `truncated` only when another item exists.
 #[derive(Debug, Clone)]
