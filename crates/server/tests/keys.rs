@@ -59,16 +59,7 @@ async fn keys_and_bucket_permissions() {
         body_bytes(alice.get_object().bucket("team-a").key("doc").send().await.unwrap()).await,
         b"a"
     );
-    let names: Vec<String> = alice
-        .list_buckets()
-        .send()
-        .await
-        .unwrap()
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(String::from))
-        .collect();
-    assert_eq!(names, ["team-a"]);
+    assert_eq!(bucket_names(&alice).await, ["team-a"]);
     assert_eq!(
         code(
             &alice
