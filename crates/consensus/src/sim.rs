@@ -110,6 +110,28 @@ impl SimConn {
     fn remote<E: std::error::Error>(&self, e: RaftError<u64, E>) -> RPCError<u64, NodeInfo, RaftError<u64, E>> {
         RPCError::RemoteError(RemoteError::new_with_node(self.to, self.node.clone(), e))
     }
+
+    /// One call across the simulated network: the request and then the reply each cross it.
+    async fn round_trip<R, E, Fut>(
+        &self,
+        call: impl FnOnce(Raft<TypeConfig>) -> Fut,
+    ) -> Result<R, RPCError<u64, NodeInfo, RaftError<u64, E>>>
+    where
+        E: std::error::Error,
+        Fut: std::future::Future<Output = Result<R, RaftError<u64, E>>>,
+    {
+        let raft = self
+            .router
+            .deliver(self.from, self.to)
+            .await
+            .map_err(RPCError::Unreachable)?;
+        let r = call(raft).await.map_err(|e| self.remote(e))?;
+        self.router
+            .deliver(self.to, self.from)
+            .await
+            .map_err(RPCError::Unreachable)?;
+        Ok(r)
+    }
 }
 
 impl RaftNetwork<TypeConfig> for SimConn {
@@ -118,18 +140,8 @@ impl RaftNetwork<TypeConfig> for SimConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        let raft = self
-            .router
-            .deliver(self.from, self.to)
+        self.round_trip(|raft| async move { raft.append_entries(rpc).await })
             .await
-            .map_err(RPCError::Unreachable)?;
-        let r = raft.append_entries(rpc).await.map_err(|e| self.remote(e))?;
-        // The reply crosses the network too.
-        self.router
-            .deliver(self.to, self.from)
-            .await
-            .map_err(RPCError::Unreachable)?;
-        Ok(r)
     }
 
     async fn install_snapshot(
@@ -137,17 +149,8 @@ impl RaftNetwork<TypeConfig> for SimConn {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>> {
-        let raft = self
-            .router
-            .deliver(self.from, self.to)
+        self.round_trip(|raft| async move { raft.install_snapshot(rpc).await })
             .await
-            .map_err(RPCError::Unreachable)?;
-        let r = raft.install_snapshot(rpc).await.map_err(|e| self.remote(e))?;
-        self.router
-            .deliver(self.to, self.from)
-            .await
-            .map_err(RPCError::Unreachable)?;
-        Ok(r)
     }
 
     async fn vote(
@@ -155,17 +158,7 @@ impl RaftNetwork<TypeConfig> for SimConn {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        let raft = self
-            .router
-            .deliver(self.from, self.to)
-            .await
-            .map_err(RPCError::Unreachable)?;
-        let r = raft.vote(rpc).await.map_err(|e| self.remote(e))?;
-        self.router
-            .deliver(self.to, self.from)
-            .await
-            .map_err(RPCError::Unreachable)?;
-        Ok(r)
+        self.round_trip(|raft| async move { raft.vote(rpc).await }).await
     }
 }
 

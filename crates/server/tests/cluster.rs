@@ -148,16 +148,7 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     clients[0].create_bucket().bucket("shared-bucket").send().await.unwrap();
     for c in &clients {
         c.head_bucket().bucket("shared-bucket").send().await.unwrap();
-        let names: Vec<String> = c
-            .list_buckets()
-            .send()
-            .await
-            .unwrap()
-            .buckets()
-            .iter()
-            .filter_map(|b| b.name().map(str::to_string))
-            .collect();
-        assert_eq!(names, vec!["shared-bucket".to_string()]);
+        assert_eq!(bucket_names(c).await, vec!["shared-bucket".to_string()]);
     }
     // Two clients create the same bucket through different nodes at once: exactly one wins.
     for round in 0..3 {
