@@ -8,7 +8,7 @@ use std::ops::Bound;
 
 /// A ListObjects request in store terms. `marker` is exclusive (v1 marker, v2 start-after or
 /// continuation token).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ListQuery {
     pub prefix: String,
     pub delimiter: Option<String>,
@@ -123,7 +123,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A ListMultipartUploads request in store terms.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UploadListQuery {
     pub prefix: String,
     pub delimiter: Option<String>,
@@ -132,7 +132,7 @@ pub struct UploadListQuery {
     pub max_uploads: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UploadListPage {
     pub uploads: Vec<UploadRecord>,
     pub common_prefixes: Vec<String>,
@@ -206,7 +206,7 @@ pub(crate) fn list_uploads(
 }
 
 /// A ListObjectVersions request in store terms.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct VersionListQuery {
     pub prefix: String,
     pub delimiter: Option<String>,

@@ -128,8 +128,11 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Whether the bucket holds any object or in-progress multipart upload.
+    /// Whether the bucket holds any object or in-progress multipart upload. In a bucket that
+    /// never had versioning, delete markers are a cluster's tombstones of deleted keys and do
+    /// not count.
     pub fn bucket_in_use(&self, name: &str) -> Result<bool> {
+        let versioned = self.get_bucket(name)?.is_some_and(|b| b.versioning.is_some());
         let objects = self.txn.open_table(OBJECTS)?;
         let empty: &[u8] = &[];
         if let Some(item) = objects.range((name, empty)..)?.next() {
@@ -139,9 +142,12 @@ impl<'a> Tx<'a> {
             }
         }
         let versions = self.txn.open_table(VERSIONS)?;
-        if let Some(item) = versions.range((name, empty, "")..)?.next() {
-            let (k, _) = item?;
-            if k.value().0 == name {
+        for item in versions.range((name, empty, "")..)? {
+            let (k, v) = item?;
+            if k.value().0 != name {
+                break;
+            }
+            if versioned || !records::decode::<ObjectRecord>(v.value())?.delete_marker {
                 return Ok(true);
             }
         }

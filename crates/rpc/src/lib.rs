@@ -169,32 +169,7 @@ impl Peers {
     }
 
     fn map_status(&self, addr: &str, s: tonic::Status, timeout: Option<Duration>) -> Error {
-        use tonic::Code;
-        let why = s.message().to_string();
-        match s.code() {
-            Code::Unauthenticated | Code::PermissionDenied => Error::Refused {
-                addr: addr.to_string(),
-                why,
-            },
-            Code::DeadlineExceeded | Code::Cancelled => Error::Timeout {
-                addr: addr.to_string(),
-                ms: timeout.unwrap_or(self.cfg.request_timeout).as_millis() as u64,
-            },
-            Code::Unavailable | Code::Unknown if why.contains("transport") || why.contains("connect") => {
-                Error::Unreachable {
-                    addr: addr.to_string(),
-                    why,
-                }
-            }
-            Code::Unavailable => Error::Unreachable {
-                addr: addr.to_string(),
-                why,
-            },
-            _ => Error::Remote {
-                addr: addr.to_string(),
-                why,
-            },
-        }
+        status_error(addr, s, timeout.unwrap_or(self.cfg.request_timeout).as_millis() as u64)
     }
 
     pub async fn ping(&self, addr: &str, timeout: Option<Duration>) -> Result<pb::PingReply, Error> {
@@ -259,35 +234,43 @@ impl Peers {
 impl Peers {
     /// Streams `data` to the peer (first chunk: `kind` and `header`); returns its answer. The
     /// deadline covers the whole transfer.
-    pub async fn push(
+    ///
+    /// The future owns everything it needs (it can be spawned).
+    pub fn push(
         &self,
         addr: &str,
         kind: &str,
         header: Vec<u8>,
         data: DataStream,
         timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, Error> {
-        let mut c = pb::node_client::NodeClient::new(self.channel(addr)?);
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, Error>> {
+        use futures::FutureExt;
+        let channel = match self.channel(addr) {
+            Ok(c) => c,
+            Err(e) => return futures::future::ready(Err(e)).boxed(),
+        };
+        let mut c = pb::node_client::NodeClient::new(channel);
         let first = pb::Chunk {
             kind: kind.to_string(),
             header,
             data: Vec::new(),
         };
         // A local read error ends the stream early; the peer sees a short transfer and refuses.
-        let rest = data
-            .take_while(|r| std::future::ready(r.is_ok()))
-            .filter_map(|r| std::future::ready(r.ok()))
-            .map(|b| pb::Chunk {
-                kind: String::new(),
-                header: Vec::new(),
-                data: b.to_vec(),
-            });
+        let rest = PushChunks {
+            data: std::sync::Mutex::new(data),
+            ended: false,
+        };
         let stream = futures::stream::once(std::future::ready(first)).chain(rest);
         let req = self.request(stream, timeout);
-        c.push(req)
-            .await
-            .map(|r| r.into_inner().payload)
-            .map_err(|s| self.map_status(addr, s, timeout))
+        let addr = addr.to_string();
+        let ms = timeout.unwrap_or(self.cfg.request_timeout).as_millis() as u64;
+        async move {
+            match c.push(req).await {
+                Ok(r) => Ok(r.into_inner().payload),
+                Err(s) => Err(status_error(&addr, s, ms)),
+            }
+        }
+        .boxed()
     }
 
     /// Asks the peer for bulk data and returns it as a stream of chunks.
@@ -315,6 +298,70 @@ impl Peers {
             r.map(|c| bytes::Bytes::from(c.data))
                 .map_err(|s| s.message().to_string())
         })))
+    }
+}
+
+/// A gRPC status as this crate's error.
+fn status_error(addr: &str, s: tonic::Status, ms: u64) -> Error {
+    use tonic::Code;
+
+    let why = s.message().to_string();
+    match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Error::Refused {
+            addr: addr.to_string(),
+            why,
+        },
+        Code::DeadlineExceeded | Code::Cancelled => Error::Timeout {
+            addr: addr.to_string(),
+            ms,
+        },
+        Code::Unavailable | Code::Unknown if why.contains("transport") || why.contains("connect") => {
+            Error::Unreachable {
+                addr: addr.to_string(),
+                why,
+            }
+        }
+        Code::Unavailable => Error::Unreachable {
+            addr: addr.to_string(),
+            why,
+        },
+        _ => Error::Remote {
+            addr: addr.to_string(),
+            why,
+        },
+    }
+}
+
+/// The chunks of a push after the first, ending at the first read error. `Sync` (tonic's
+/// client-streaming future holds a reference to its stream across awaits, and must be `Send`
+/// to be spawned): the source sits in a mutex that is only ever reached through `&mut`.
+struct PushChunks {
+    data: std::sync::Mutex<DataStream>,
+    ended: bool,
+}
+
+impl Stream for PushChunks {
+    type Item = pb::Chunk;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<pb::Chunk>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        if me.ended {
+            return Poll::Ready(None);
+        }
+        let data = me.data.get_mut().unwrap_or_else(|p| p.into_inner());
+        match data.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(pb::Chunk {
+                kind: String::new(),
+                header: Vec::new(),
+                data: b.to_vec(),
+            })),
+            Poll::Ready(_) => {
+                me.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -377,7 +424,13 @@ impl pb::node_server::Node for Service {
             r.map(|c| bytes::Bytes::from(c.data))
                 .map_err(|s| s.message().to_string())
         });
-        let data: DataStream = Box::pin(futures::stream::once(std::future::ready(Ok(head_data))).chain(rest));
+        // The first chunk's data, when it carries any, comes first (a sender may put all of its
+        // data after the header; then there is nothing to prepend).
+        let data: DataStream = if head_data.is_empty() {
+            Box::pin(rest)
+        } else {
+            Box::pin(futures::stream::once(std::future::ready(Ok(head_data))).chain(rest))
+        };
         match self.handler.push(&kind, first.header, data).await {
             Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind, payload })),
             Err(why) => Err(tonic::Status::failed_precondition(why)),

@@ -174,6 +174,11 @@ impl CustomerKey {
         Self { bytes }
     }
 
+    /// The raw key, to forward it to the replicas of a write over the authenticated node RPC.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     /// A salted SHA-256 fingerprint (`salt:hash`, hex) to store instead of the key.
     pub fn fingerprint(&self) -> String {
         let mut salt = [0u8; 16];

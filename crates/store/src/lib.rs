@@ -8,6 +8,7 @@
 
 mod bucket_change;
 mod error;
+pub mod hints;
 mod local;
 mod model;
 mod tags;
@@ -20,7 +21,7 @@ pub use error::{Error, Result};
 pub use ironbucket_meta::ContentHeaders;
 pub use ironbucket_storage::{ByteStream, CustomerKey, EncryptionKey, KeyError, Keyring, StorageConfig};
 pub use ironbucket_types::{
-    Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, CorsRule, LifecycleRule,
+    Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, Consistency, CorsRule, Hlc, LifecycleRule,
     PublicAccessBlock, RangeSpec, cors,
 };
 pub use local::{LocalConfig, LocalStore};

@@ -152,6 +152,12 @@ impl LocalStore {
         &self.cfg
     }
 
+    /// A new hybrid-logical-clock time from this node's clock (a cluster coordinator stamps
+    /// writes with it).
+    pub fn now_hlc(&self) -> Hlc {
+        self.clock.now()
+    }
+
     fn bucket_must_exist(&self, bucket: &str) -> Result<BucketRecord> {
         self.meta.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)
     }
@@ -259,6 +265,254 @@ impl LocalStore {
             .collect())
     }
 
+    /// Completes a multipart upload that a cluster coordinator stamped with `hlc` (see
+    /// [`LocalStore::put_object_at`]): every replica names and orders the object the same way.
+    pub async fn complete_multipart_upload_at(
+        &self,
+        req: CompleteMultipart,
+        hlc: Hlc,
+        origin: u64,
+    ) -> Result<ObjectInfo> {
+        self.clock.observe(hlc);
+        self.complete_inner(req, Some((hlc, origin.max(1)))).await
+    }
+
+    async fn complete_inner(&self, req: CompleteMultipart, at: Option<(Hlc, u64)>) -> Result<ObjectInfo> {
+        if req.parts.is_empty() {
+            return Err(Error::InvalidRequest("you must specify at least one part".into()));
+        }
+        for w in req.parts.windows(2) {
+            if w[1].part_number <= w[0].part_number {
+                return Err(Error::InvalidPartOrder);
+            }
+        }
+        let min_part = self.cfg.min_part_size;
+        let hlc = match at {
+            Some((h, _)) => h,
+            None => self.clock.now(),
+        };
+        let key_id = self.key_id.clone();
+        let CompleteMultipart {
+            bucket,
+            key,
+            upload_id,
+            parts: wanted,
+        } = req;
+        let key2 = key.clone();
+        let rec = self
+            .commit(vec![], move |t| {
+                if t.get_bucket(&bucket)?.is_none() {
+                    return Err(Error::NoSuchBucket);
+                }
+                let upload = t.get_upload(&bucket, &key, &upload_id)?.ok_or(Error::NoSuchUpload)?;
+                let stored = t.parts(&upload_id)?;
+                let mut chosen: Vec<&PartRecord> = Vec::with_capacity(wanted.len());
+                for w in &wanted {
+                    let p = stored
+                        .iter()
+                        .find(|p| p.part_number == w.part_number)
+                        .ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", w.part_number)))?;
+                    if p.etag != w.etag.trim_matches('"') {
+                        return Err(Error::InvalidPart(format!(
+                            "part {} has ETag {}, not {}",
+                            w.part_number, p.etag, w.etag
+                        )));
+                    }
+                    chosen.push(p);
+                }
+                for p in &chosen[..chosen.len() - 1] {
+                    if p.size < min_part {
+                        return Err(Error::EntityTooSmall {
+                            part: p.part_number,
+                            size: p.size,
+                        });
+                    }
+                }
+                let md5s: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
+                let etag = multipart_etag(&md5s).ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
+                let mut checksums = Checksums::default();
+                if let Some(a) = upload.checksum_algorithm {
+                    let vals: Option<Vec<&str>> = chosen.iter().map(|p| p.checksums.get(a)).collect();
+                    if let Some(v) = vals {
+                        checksums.set(a, ironbucket_types::checksum::composite(a, &v));
+                    }
+                }
+                let rec = ObjectRecord {
+                    version_id: NULL_VERSION.to_string(),
+                    delete_marker: false,
+                    hlc,
+                    origin: at.map(|a| a.1).unwrap_or(0),
+                    size: chosen.iter().map(|p| p.size).sum(),
+                    etag,
+                    last_modified: hlc.physical,
+                    content: upload.content.clone(),
+                    user_meta: upload.user_meta.clone(),
+                    checksums,
+                    tags: upload.tags.clone(),
+                    segments: chosen
+                        .iter()
+                        .map(|p| Segment {
+                            blob: p.blob.clone(),
+                            size: p.size,
+                        })
+                        .collect(),
+                    parts_count: Some(chosen.len() as u32),
+                    retention: None,
+                    legal_hold: false,
+                    key_id: if upload.sse_c.is_some() { None } else { key_id },
+                    acl: upload.acl.clone(),
+                    sse_c: upload.sse_c.clone(),
+                };
+                for p in &stored {
+                    if !chosen.iter().any(|c| c.part_number == p.part_number) {
+                        t.release_blob(&p.blob)?;
+                    }
+                }
+                let mut rec = rec;
+                let stored = match at {
+                    Some(_) => write_stamped_version(t, &bucket, &key, &mut rec, &Conditions::default())?,
+                    None => {
+                        write_version(t, &bucket, &key, &mut rec, &Conditions::default())?;
+                        true
+                    }
+                };
+                if !stored {
+                    // Superseded by a newer write: the parts' data is not referenced.
+                    for c in &chosen {
+                        t.release_blob(&c.blob)?;
+                    }
+                }
+                t.delete_parts(&upload_id)?;
+                t.delete_upload(&bucket, &key, &upload_id)?;
+                Ok(rec)
+            })
+            .await?;
+        Ok(Self::info(&key2, &rec))
+    }
+
+    /// Starts a multipart upload under an id the caller chose (a cluster coordinator opens the
+    /// same upload on every replica of the key).
+    pub async fn create_multipart_upload_with_id(&self, req: CreateMultipart, upload_id: String) -> Result<String> {
+        validate_object_key(&req.key)?;
+        validate_tags(&req.meta.tags, 10)?;
+        if upload_id.is_empty() || upload_id.len() > 128 || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::InvalidArgument(format!("invalid upload id {upload_id:?}")));
+        }
+        let rec = UploadRecord {
+            upload_id: upload_id.clone(),
+            key: req.key,
+            initiated: now_millis(),
+            content: req.meta.content,
+            user_meta: req.meta.user_meta,
+            tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            checksum_algorithm: req.checksum_algorithm,
+            acl: req.meta.acl,
+            sse_c: req.sse_c.as_ref().map(CustomerKey::fingerprint),
+        };
+        let bucket = req.bucket;
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&bucket)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            t.put_upload(&bucket, &rec)?;
+            Ok(())
+        })
+        .await?;
+        Ok(upload_id)
+    }
+
+    /// A stamped DeleteObject from a cluster coordinator: with a version id, that version goes
+    /// for good; without one the key gets a delete marker (a versioned bucket) or a tombstone
+    /// (a `null` delete marker, hidden from listings, in a bucket that never had versioning)
+    /// carrying the stamp, so a late write older than the delete loses on every replica. A delete
+    /// older than the key's newest version hides nothing (in a versioning-enabled bucket its
+    /// marker is kept as a noncurrent version).
+    pub async fn delete_object_at(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+        hlc: Hlc,
+        origin: u64,
+    ) -> Result<DeleteResult> {
+        validate_object_key(key)?;
+        self.clock.observe(hlc);
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        self.commit(vec![], move |t| match &version_id {
+            Some(v) => delete_version_in_tx(t, &bucket, &key, v, bypass),
+            None => delete_stamped_in_tx(t, &bucket, &key, hlc, origin.max(1)),
+        })
+        .await
+    }
+
+    /// The newest version this node holds of `key` (delete markers and tombstones included), or
+    /// the version `version_id`: what a cluster read compares across replicas.
+    pub fn newest_version(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<VersionStamp>> {
+        self.bucket_must_exist(bucket)?;
+        let versions = self.meta.versions_of(bucket, key)?;
+        let found = match version_id {
+            Some(v) => versions.into_iter().find(|r| r.version_id == v),
+            None => versions.into_iter().max_by_key(|r| r.stamp()),
+        };
+        Ok(found.map(|r| VersionStamp {
+            hlc: r.hlc,
+            origin: r.origin,
+            version_id: r.version_id,
+            delete_marker: r.delete_marker,
+        }))
+    }
+
+    /// Cluster listing: this node's newest version of each key after `after` under `prefix`,
+    /// tombstones included, in key order, at most `limit` keys; and whether more follow.
+    pub async fn list_newest(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(ObjectInfo, bool)>, bool)> {
+        self.bucket_must_exist(bucket)?;
+        let limit = limit.clamp(1, 1000);
+        let meta = self.meta.clone();
+        let b = bucket.to_string();
+        let mut q = VersionListQuery {
+            prefix: prefix.to_string(),
+            delimiter: None,
+            key_marker: after,
+            version_id_marker: None,
+            max_keys: 1000,
+        };
+        let mut out: Vec<(ObjectInfo, bool)> = Vec::new();
+        loop {
+            let (m, b2, q2) = (meta.clone(), b.clone(), q.clone());
+            let page = tokio::task::spawn_blocking(move || m.list_versions(&b2, &q2))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+            for (k, r, _) in &page.versions {
+                match out.last_mut() {
+                    Some((last, dm)) if last.key == *k => {
+                        if r.stamp() > (last.hlc, last.origin) {
+                            *last = Self::info(k, r);
+                            *dm = r.delete_marker;
+                        }
+                    }
+                    _ => {
+                        if out.len() == limit {
+                            return Ok((out, true));
+                        }
+                        out.push((Self::info(k, r), r.delete_marker));
+                    }
+                }
+            }
+            if !page.truncated {
+                return Ok((out, false));
+            }
+            q.key_marker = page.next_key_marker;
+            q.version_id_marker = page.next_version_id_marker;
+        }
+    }
+
     fn info(key: &str, r: &ObjectRecord) -> ObjectInfo {
         ObjectInfo {
             key: key.to_string(),
@@ -275,6 +529,8 @@ impl LocalStore {
             legal_hold: r.legal_hold,
             encrypted: r.key_id.is_some(),
             sse_c: r.sse_c.is_some(),
+            hlc: r.hlc,
+            origin: r.origin,
         }
     }
 
@@ -824,7 +1080,9 @@ fn write_version_as(
     }
     let (mut d_objects, mut d_bytes) = (1i64, rec.size as i64);
     if !enabled {
-        let known = b.versioning.is_none().then_some(current.as_ref());
+        // A stamped write (origin != 0) may replace a tombstone, which only the version index
+        // holds: look the null version up there.
+        let known = (b.versioning.is_none() && rec.origin == 0).then_some(current.as_ref());
         let (o, by) = drop_null_version(t, bucket, key, &rec.segments, known)?;
         d_objects -= o;
         d_bytes -= by;
@@ -1024,6 +1282,47 @@ fn delete_in_tx(t: &mut Tx<'_>, bucket: &str, key: &str, hlc: ironbucket_types::
             })
         }
     }
+}
+
+/// A stamped DeleteObject without a version id (see [`LocalStore::delete_object_at`]).
+fn delete_stamped_in_tx(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    hlc: ironbucket_types::Hlc,
+    origin: u64,
+) -> Result<DeleteResult> {
+    let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
+    let enabled = b.versioning.as_deref() == Some("Enabled");
+    let mut marker = marker_record(hlc);
+    marker.origin = origin;
+    if enabled {
+        marker.version_id = marker.sort_key();
+    }
+    let result = DeleteResult {
+        key: key.to_string(),
+        version_id: b.versioning.is_some().then(|| marker.version_id.clone()),
+        delete_marker: b.versioning.is_some(),
+    };
+    let versions = t.versions_of(bucket, key)?;
+    if versions.iter().any(|(_, r)| r.stamp() == marker.stamp()) {
+        // The same delete delivered again.
+        return Ok(result);
+    }
+    if versions.iter().any(|(_, r)| r.stamp() > marker.stamp()) {
+        // A newer write already won; a versioned bucket keeps the marker as history.
+        if enabled {
+            t.put_version(bucket, key, &marker)?;
+        }
+        return Ok(result);
+    }
+    if !enabled {
+        let (o, by) = drop_null_version(t, bucket, key, &[], None)?;
+        t.add_stats(bucket, -o, -by)?;
+    }
+    t.put_version(bucket, key, &marker)?;
+    t.delete_object(bucket, key)?;
+    Ok(result)
 }
 
 /// DeleteObject with a version id: removes that version for good; the newest remaining version
@@ -1383,7 +1682,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list_object_versions(&self, bucket: &str, mut q: VersionListQuery) -> Result<VersionListing> {
-        self.bucket_must_exist(bucket)?;
+        let never_versioned = self.bucket_must_exist(bucket)?.versioning.is_none();
         q.max_keys = q.max_keys.min(1000);
         let meta = self.meta.clone();
         let b = bucket.to_string();
@@ -1400,6 +1699,8 @@ impl ObjectStore for LocalStore {
             versions: page
                 .versions
                 .iter()
+                // A cluster's tombstones of deleted keys (never-versioned buckets) are not versions.
+                .filter(|(_, r, _)| !(never_versioned && r.delete_marker))
                 .map(|(k, r, latest)| VersionEntry {
                     info: Self::info(k, r),
                     is_latest: *latest,
@@ -1551,30 +1852,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn create_multipart_upload(&self, req: CreateMultipart) -> Result<String> {
-        validate_object_key(&req.key)?;
-        validate_tags(&req.meta.tags, 10)?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
-        let rec = UploadRecord {
-            upload_id: upload_id.clone(),
-            key: req.key,
-            initiated: now_millis(),
-            content: req.meta.content,
-            user_meta: req.meta.user_meta,
-            tags: req.meta.tags.into_iter().map(|t| (t.key, t.value)).collect(),
-            checksum_algorithm: req.checksum_algorithm,
-            acl: req.meta.acl,
-            sse_c: req.sse_c.as_ref().map(CustomerKey::fingerprint),
-        };
-        let bucket = req.bucket;
-        self.commit(vec![], move |t| {
-            if t.get_bucket(&bucket)?.is_none() {
-                return Err(Error::NoSuchBucket);
-            }
-            t.put_upload(&bucket, &rec)?;
-            Ok(())
-        })
-        .await?;
-        Ok(upload_id)
+        self.create_multipart_upload_with_id(req, upload_id).await
     }
 
     async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo> {
@@ -1635,101 +1914,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
-        if req.parts.is_empty() {
-            return Err(Error::InvalidRequest("you must specify at least one part".into()));
-        }
-        for w in req.parts.windows(2) {
-            if w[1].part_number <= w[0].part_number {
-                return Err(Error::InvalidPartOrder);
-            }
-        }
-        let min_part = self.cfg.min_part_size;
-        let hlc = self.clock.now();
-        let key_id = self.key_id.clone();
-        let CompleteMultipart {
-            bucket,
-            key,
-            upload_id,
-            parts: wanted,
-        } = req;
-        let key2 = key.clone();
-        let rec = self
-            .commit(vec![], move |t| {
-                if t.get_bucket(&bucket)?.is_none() {
-                    return Err(Error::NoSuchBucket);
-                }
-                let upload = t.get_upload(&bucket, &key, &upload_id)?.ok_or(Error::NoSuchUpload)?;
-                let stored = t.parts(&upload_id)?;
-                let mut chosen: Vec<&PartRecord> = Vec::with_capacity(wanted.len());
-                for w in &wanted {
-                    let p = stored
-                        .iter()
-                        .find(|p| p.part_number == w.part_number)
-                        .ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", w.part_number)))?;
-                    if p.etag != w.etag.trim_matches('"') {
-                        return Err(Error::InvalidPart(format!(
-                            "part {} has ETag {}, not {}",
-                            w.part_number, p.etag, w.etag
-                        )));
-                    }
-                    chosen.push(p);
-                }
-                for p in &chosen[..chosen.len() - 1] {
-                    if p.size < min_part {
-                        return Err(Error::EntityTooSmall {
-                            part: p.part_number,
-                            size: p.size,
-                        });
-                    }
-                }
-                let md5s: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
-                let etag = multipart_etag(&md5s).ok_or_else(|| Error::Corrupt("part ETag is not an MD5".into()))?;
-                let mut checksums = Checksums::default();
-                if let Some(a) = upload.checksum_algorithm {
-                    let vals: Option<Vec<&str>> = chosen.iter().map(|p| p.checksums.get(a)).collect();
-                    if let Some(v) = vals {
-                        checksums.set(a, ironbucket_types::checksum::composite(a, &v));
-                    }
-                }
-                let rec = ObjectRecord {
-                    version_id: NULL_VERSION.to_string(),
-                    delete_marker: false,
-                    hlc,
-                    origin: 0,
-                    size: chosen.iter().map(|p| p.size).sum(),
-                    etag,
-                    last_modified: hlc.physical,
-                    content: upload.content.clone(),
-                    user_meta: upload.user_meta.clone(),
-                    checksums,
-                    tags: upload.tags.clone(),
-                    segments: chosen
-                        .iter()
-                        .map(|p| Segment {
-                            blob: p.blob.clone(),
-                            size: p.size,
-                        })
-                        .collect(),
-                    parts_count: Some(chosen.len() as u32),
-                    retention: None,
-                    legal_hold: false,
-                    key_id: if upload.sse_c.is_some() { None } else { key_id },
-                    acl: upload.acl.clone(),
-                    sse_c: upload.sse_c.clone(),
-                };
-                for p in &stored {
-                    if !chosen.iter().any(|c| c.part_number == p.part_number) {
-                        t.release_blob(&p.blob)?;
-                    }
-                }
-                let mut rec = rec;
-                write_version(t, &bucket, &key, &mut rec, &Conditions::default())?;
-                t.delete_parts(&upload_id)?;
-                t.delete_upload(&bucket, &key, &upload_id)?;
-                Ok(rec)
-            })
-            .await?;
-        Ok(Self::info(&key2, &rec))
+        self.complete_inner(req, None).await
     }
 
     async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {

@@ -7,7 +7,7 @@ use ironbucket_types::{
 };
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tag {
     pub key: String,
     pub value: String,
@@ -20,7 +20,7 @@ pub struct BucketInfo {
 }
 
 /// Client-supplied metadata stored with an object.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectMeta {
     pub content: ContentHeaders,
     pub user_meta: BTreeMap<String, String>,
@@ -30,7 +30,7 @@ pub struct ObjectMeta {
 }
 
 /// A stored object version as the S3 layer sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectInfo {
     pub key: String,
     pub version_id: String,
@@ -49,6 +49,12 @@ pub struct ObjectInfo {
     pub encrypted: bool,
     /// Sealed with a customer-provided key (SSE-C).
     pub sse_c: bool,
+    /// When the version was written (hybrid logical clock) and by which cluster coordinator
+    /// (`0` on a single node): the order of a key's versions across replicas.
+    #[serde(default)]
+    pub hlc: ironbucket_types::Hlc,
+    #[serde(default)]
+    pub origin: u64,
 }
 
 /// Values to check once the body has been read: sent as headers, or in an aws-chunked trailer.
@@ -83,7 +89,7 @@ impl std::fmt::Debug for BodyChecks {
 }
 
 /// Object lock settings sent with a write (`x-amz-object-lock-*`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LockRequest {
     pub retention: Option<Retention>,
     pub legal_hold: Option<bool>,
@@ -125,7 +131,7 @@ pub struct GetObjectOutput {
     pub body: ByteStream,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeleteResult {
     pub key: String,
     pub version_id: Option<String>,
@@ -134,14 +140,14 @@ pub struct DeleteResult {
 }
 
 /// One entry of ListObjectVersions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionEntry {
     pub info: ObjectInfo,
     pub is_latest: bool,
     pub delete_marker: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct VersionListing {
     pub versions: Vec<VersionEntry>,
     pub common_prefixes: Vec<String>,
@@ -171,7 +177,7 @@ pub struct CopyObject {
     pub acl: Option<Acl>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ListPage {
     pub objects: Vec<ObjectInfo>,
     pub common_prefixes: Vec<String>,
@@ -214,7 +220,7 @@ pub struct UploadPartCopy {
     pub source_conditions: Conditions,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartInfo {
     pub part_number: u32,
     pub etag: String,
@@ -223,13 +229,13 @@ pub struct PartInfo {
     pub checksums: Checksums,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CompleteMultipart {
     pub bucket: String,
     pub key: String,
@@ -246,7 +252,7 @@ pub struct ListParts {
     pub max_parts: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ListPartsPage {
     pub parts: Vec<PartInfo>,
     pub truncated: bool,
@@ -255,6 +261,15 @@ pub struct ListPartsPage {
 }
 
 pub use ironbucket_meta::{ListQuery, UploadListPage, UploadListQuery, UploadRecord as UploadInfo, VersionListQuery};
+
+/// Which version of a key a replica holds (for cluster reads): its stamp, id and kind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VersionStamp {
+    pub hlc: ironbucket_types::Hlc,
+    pub origin: u64,
+    pub version_id: String,
+    pub delete_marker: bool,
+}
 
 /// One version of a key as this node stores it (for `/cluster/locate`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

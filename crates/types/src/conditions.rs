@@ -4,7 +4,7 @@
 use crate::UnixMillis;
 
 /// If-Match / If-None-Match / If-(Un)Modified-Since as sent by the client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conditions {
     /// ETags (unquoted) or `*`.
     pub if_match: Option<Vec<String>>,

@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod checksum;
 pub mod conditions;
+pub mod consistency;
 pub mod cors;
 pub mod glob;
 pub mod hlc;
@@ -18,6 +19,7 @@ pub mod range;
 pub use acl::{Acl, AclPermission, PublicAccessBlock};
 pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
 pub use conditions::{ConditionFailure, Conditions};
+pub use consistency::{BadConsistency, Consistency};
 pub use cors::CorsRule;
 pub use hlc::{Hlc, HlcClock};
 pub use lifecycle::LifecycleRule;

@@ -1,7 +1,7 @@
 //! HTTP byte ranges (`bytes=a-b`, `a-`, `-n`) resolved against an object size.
 
 /// A requested range, before the object size is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RangeSpec {
     /// `bytes=first-last` (inclusive) or `bytes=first-` when `last` is `None`.
     FromTo { first: u64, last: Option<u64> },
@@ -10,7 +10,7 @@ pub enum RangeSpec {
 }
 
 /// A satisfiable range: `start..end` (end exclusive) within an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ByteRange {
     pub start: u64,
     pub end: u64,
