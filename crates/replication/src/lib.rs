@@ -5,14 +5,18 @@
 //! Each node keeps the agreed bucket list materialized in its local metadata, where the object
 //! operations find it.
 //!
-//! Objects are still served by this node's `LocalStore` alone: replicating them over the
-//! placement ring with quorum reads and writes is the next step (the replicated data path).
+//! Objects are replicated: each key lives on the replication factor's worth of nodes chosen by
+//! the placement ring, and any node coordinates any request at its consistency level
+//! ([`coordinator`]); listings gather every member's keys ([`scatter`]).
 
+mod coordinator;
 pub mod listing;
 mod locate;
 pub mod quorum;
+mod scatter;
 #[cfg(test)]
 mod sim;
+mod wire;
 
 pub use locate::{Location, NodeCopy};
 
@@ -21,12 +25,22 @@ use ironbucket_consensus::{Command, ControlPlane, Outcome};
 use ironbucket_meta::{BucketRecord, KeyRecord, ObjectLockConfig, Quota, Retention};
 use ironbucket_store::*;
 use ironbucket_types::{now_millis, validate_bucket_name};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use wire::{MetaOp, MetaReply, Op};
+
+/// Says whether the failure detector reports a node down (by name).
+pub type DownCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The object store of a cluster node.
 pub struct ClusterStore {
     local: Arc<LocalStore>,
     cp: Arc<ControlPlane>,
+    /// The placement ring of the current layout, rebuilt when the layout changes.
+    ring: Mutex<Option<Arc<ironbucket_cluster::Ring>>>,
+    /// The failure detector, once it runs: replicas it reports down are skipped at once.
+    down: OnceLock<DownCheck>,
+    /// This store itself, for background work (read repair, replica transfers).
+    me: OnceLock<Weak<ClusterStore>>,
 }
 
 fn unavailable(e: ironbucket_consensus::Error) -> Error {
@@ -42,9 +56,22 @@ impl ClusterStore {
     /// Wraps the node's local store and starts keeping its bucket table in line with the
     /// control plane.
     pub fn new(local: Arc<LocalStore>, cp: Arc<ControlPlane>) -> Arc<Self> {
-        let s = Arc::new(Self { local, cp });
+        let s = Arc::new(Self {
+            local,
+            cp,
+            ring: Mutex::new(None),
+            down: OnceLock::new(),
+            me: OnceLock::new(),
+        });
+        let _ = s.me.set(Arc::downgrade(&s));
         tokio::spawn(Self::materialize(Arc::downgrade(&s)));
         s
+    }
+
+    /// Lets the coordinator skip replicas the failure detector reports down instead of waiting
+    /// for their timeouts. Set once.
+    pub fn set_down_check(&self, down: DownCheck) {
+        let _ = self.down.set(down);
     }
 
     /// Applies the agreed bucket list to the local metadata after every change.
@@ -152,21 +179,51 @@ impl ObjectStore for ClusterStore {
         retention: Option<Retention>,
         bypass_governance: bool,
     ) -> Result<()> {
-        self.local
-            .put_object_retention(bucket, key, version_id, retention, bypass_governance)
-            .await
+        self.meta_write(
+            bucket,
+            key,
+            MetaOp::PutRetention {
+                version_id: version_id.map(str::to_string),
+                retention,
+                bypass: bypass_governance,
+            },
+        )
+        .await
     }
 
     async fn get_object_retention(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Retention> {
-        self.local.get_object_retention(bucket, key, version_id).await
+        match self
+            .meta_read(
+                bucket,
+                key,
+                version_id,
+                MetaOp::GetRetention(version_id.map(str::to_string)),
+            )
+            .await?
+        {
+            MetaReply::Retention(r) => Ok(r),
+            _ => Err(Error::Internal("unexpected answer from a replica".into())),
+        }
     }
 
     async fn put_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>, on: bool) -> Result<()> {
-        self.local.put_object_legal_hold(bucket, key, version_id, on).await
+        self.meta_write(bucket, key, MetaOp::PutLegalHold(version_id.map(str::to_string), on))
+            .await
     }
 
     async fn get_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<bool> {
-        self.local.get_object_legal_hold(bucket, key, version_id).await
+        match self
+            .meta_read(
+                bucket,
+                key,
+                version_id,
+                MetaOp::GetLegalHold(version_id.map(str::to_string)),
+            )
+            .await?
+        {
+            MetaReply::LegalHold(on) => Ok(on),
+            _ => Err(Error::Internal("unexpected answer from a replica".into())),
+        }
     }
 
     async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo> {
@@ -177,10 +234,19 @@ impl ObjectStore for ClusterStore {
         if !self.cp.with_state(|s| s.buckets.contains_key(bucket)) {
             return Err(Error::NoSuchBucket);
         }
-        // Objects live on this node only until the replicated data path: a bucket that holds
-        // versions, delete markers or uploads here is not empty.
-        if self.local.bucket_in_use(bucket).await? {
+        // Empty on every member (a member that cannot answer might hold objects).
+        let (answers, err) = self
+            .ask_all::<bool>(&Op::InUse {
+                bucket: bucket.to_string(),
+            })
+            .await;
+        if answers.iter().any(|(_, in_use)| *in_use) {
             return Err(Error::BucketNotEmpty);
+        }
+        if let Some(e) = err {
+            return Err(Error::Unavailable(format!(
+                "cannot tell whether the bucket is empty on every node: {e}"
+            )));
         }
         self.propose(Command::DeleteBucket {
             name: bucket.to_string(),
@@ -213,15 +279,15 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
-        self.local.put_object(req, body).await
+        self.put(req, body).await
     }
 
     async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {
-        self.local.get_object(req).await
+        self.get(req).await
     }
 
     async fn head_object(&self, req: GetObject) -> Result<ObjectInfo> {
-        self.local.head_object(req).await
+        self.head(req).await
     }
 
     async fn delete_object(
@@ -231,9 +297,7 @@ impl ObjectStore for ClusterStore {
         version_id: Option<&str>,
         bypass_governance: bool,
     ) -> Result<DeleteResult> {
-        self.local
-            .delete_object(bucket, key, version_id, bypass_governance)
-            .await
+        self.delete(bucket, key, version_id, bypass_governance).await
     }
 
     async fn delete_objects(
@@ -242,7 +306,20 @@ impl ObjectStore for ClusterStore {
         keys: Vec<(String, Option<String>)>,
         bypass_governance: bool,
     ) -> Result<Vec<Result<DeleteResult>>> {
-        self.local.delete_objects(bucket, keys, bypass_governance).await
+        if keys.len() > 1000 {
+            return Err(Error::InvalidRequest(
+                "a DeleteObjects request may name at most 1000 keys".into(),
+            ));
+        }
+        if !self.cp.with_state(|s| s.buckets.contains_key(bucket)) {
+            return Err(Error::NoSuchBucket);
+        }
+        use futures::StreamExt;
+        Ok(futures::stream::iter(keys)
+            .map(|(k, v)| async move { self.delete(bucket, &k, v.as_deref(), bypass_governance).await })
+            .buffered(16)
+            .collect()
+            .await)
     }
 
     async fn put_bucket_versioning(&self, bucket: &str, status: &str) -> Result<()> {
@@ -254,7 +331,7 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn list_object_versions(&self, bucket: &str, query: VersionListQuery) -> Result<VersionListing> {
-        self.local.list_object_versions(bucket, query).await
+        self.list_versions(bucket, query).await
     }
 
     async fn put_bucket_lifecycle(&self, bucket: &str, rules: Vec<LifecycleRule>) -> Result<()> {
@@ -282,51 +359,62 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn copy_object(&self, req: CopyObject) -> Result<ObjectInfo> {
-        self.local.copy_object(req).await
+        self.copy(req).await
     }
 
     async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()> {
-        self.local.put_object_tagging(bucket, key, tags).await
+        validate_tags(&tags, 10)?;
+        let tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
+        self.meta_write(bucket, key, MetaOp::PutTagging(tags)).await
     }
 
     async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>> {
-        self.local.get_object_tagging(bucket, key).await
+        match self.meta_read(bucket, key, None, MetaOp::GetTagging).await? {
+            MetaReply::Tags(t) => Ok(t.into_iter().map(|(key, value)| Tag { key, value }).collect()),
+            _ => Err(Error::Internal("unexpected answer from a replica".into())),
+        }
     }
 
     async fn delete_object_tagging(&self, bucket: &str, key: &str) -> Result<()> {
-        self.local.delete_object_tagging(bucket, key).await
+        self.meta_write(bucket, key, MetaOp::DeleteTagging).await
     }
 
     async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
-        self.local.list_objects(bucket, query).await
+        self.list(bucket, query).await
     }
 
     async fn create_multipart_upload(&self, req: CreateMultipart) -> Result<String> {
-        self.local.create_multipart_upload(req).await
+        self.create_upload(req).await
     }
 
     async fn upload_part(&self, req: UploadPart, body: ByteStream) -> Result<PartInfo> {
-        self.local.upload_part(req, body).await
+        self.part(req, body).await
     }
 
     async fn upload_part_copy(&self, req: UploadPartCopy) -> Result<PartInfo> {
-        self.local.upload_part_copy(req).await
+        self.part_copy(req).await
     }
 
     async fn complete_multipart_upload(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
-        self.local.complete_multipart_upload(req).await
+        self.complete(req).await
     }
 
     async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
-        self.local.abort_multipart_upload(bucket, key, upload_id).await
+        let targets = self.targets(bucket, key)?;
+        let op = Op::Abort {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        };
+        self.write_all::<()>(&targets, self.level(true), op).await
     }
 
     async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage> {
-        self.local.list_parts(req).await
+        self.parts(req).await
     }
 
     async fn list_multipart_uploads(&self, bucket: &str, query: UploadListQuery) -> Result<UploadListPage> {
-        self.local.list_multipart_uploads(bucket, query).await
+        self.list_uploads(bucket, query).await
     }
 
     async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)> {
@@ -417,11 +505,18 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn put_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>, acl: Acl) -> Result<()> {
-        self.local.put_object_acl(bucket, key, version_id, acl).await
+        self.meta_write(bucket, key, MetaOp::PutAcl(version_id.map(str::to_string), acl))
+            .await
     }
 
     async fn get_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<Acl>> {
-        self.local.get_object_acl(bucket, key, version_id).await
+        match self
+            .meta_read(bucket, key, version_id, MetaOp::GetAcl(version_id.map(str::to_string)))
+            .await?
+        {
+            MetaReply::Acl(a) => Ok(a),
+            _ => Err(Error::Internal("unexpected answer from a replica".into())),
+        }
     }
 
     async fn usage(&self) -> Result<Usage> {

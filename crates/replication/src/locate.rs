@@ -3,7 +3,7 @@
 //! its own metadata). Also the RPC handler of a cluster node: object requests from peers are
 //! served here, everything else goes to the control plane's handler.
 
-use crate::ClusterStore;
+use crate::{ClusterStore, wire};
 use async_trait::async_trait;
 use ironbucket_rpc::{DataStream, Handler, pb};
 use ironbucket_store::{Error, LocalStore, Result, StoredVersion};
@@ -137,6 +137,10 @@ impl Handler for NodeHandler {
     }
 
     async fn control(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        if kind == wire::OP {
+            let op: wire::Op = serde_json::from_slice(&payload).map_err(|e| format!("bad object request: {e}"))?;
+            return Ok(wire::serve(&self.local, op).await);
+        }
         if kind != VERSIONS {
             return self.control.control(kind, payload).await;
         }
@@ -149,10 +153,16 @@ impl Handler for NodeHandler {
     }
 
     async fn push(&self, kind: &str, header: Vec<u8>, data: DataStream) -> std::result::Result<Vec<u8>, String> {
-        self.control.push(kind, header, data).await
+        match kind {
+            wire::PUT | wire::PART => wire::serve_push(&self.local, kind, header, data).await,
+            _ => self.control.push(kind, header, data).await,
+        }
     }
 
     async fn pull(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<DataStream, String> {
-        self.control.pull(kind, payload).await
+        match kind {
+            wire::GET => wire::serve_get(&self.local, &payload).await,
+            _ => self.control.pull(kind, payload).await,
+        }
     }
 }

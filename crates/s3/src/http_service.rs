@@ -182,6 +182,19 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
                 Ok(resp)
             });
         }
+        // `x-ironbucket-consistency`: the request's level in a cluster (ignored on one node).
+        let level = match req.headers().get("x-ironbucket-consistency").map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(v)) if v.parse::<ironbucket_store::Consistency>().is_ok() => v.parse().ok(),
+            Some(v) => {
+                let shown = v.unwrap_or("(not text)");
+                let msg = format!("x-ironbucket-consistency must be ONE, QUORUM or ALL, not {:?}", shown);
+                let mut resp = error_response(400, "InvalidArgument", &msg, &rid);
+                add_ids(&mut resp, &rid);
+                metrics.requests.with_label_values(&["Unknown", "400"]).inc();
+                return Box::pin(async move { Ok(resp) });
+            }
+        };
         let method = req.method().clone();
         let store = self.store.clone();
         let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
@@ -192,7 +205,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         }
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
-            let mut resp = fut.await?;
+            let mut resp = ironbucket_store::hints::with_consistency(level, fut).await?;
             add_ids(&mut resp, &rid);
             // Monthly request counts, for authenticated requests to buckets that exist.
             if let Some(b) = &target

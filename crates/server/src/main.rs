@@ -222,14 +222,24 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     if let Some(cp) = &control {
         admin.set_cluster(cp.clone());
     }
-    if let Some(cs) = cluster_store {
-        admin.set_cluster_store(cs);
+    if let Some(cs) = &cluster_store {
+        admin.set_cluster_store(cs.clone());
     }
     if let (Some(cp), Some((bind, seeds, rpc, heartbeat))) = (&control, gossip_cfg) {
         let (cp, admin, store) = (cp.clone(), admin.clone(), store.clone());
+        let cs = cluster_store.clone();
         tokio::spawn(async move {
             match start_gossip(&cp, bind, seeds, rpc, heartbeat, store).await {
-                Ok(g) => admin.set_gossip(g),
+                Ok(g) => {
+                    if let Some(cs) = cs {
+                        // The coordinator skips replicas the failure detector reports down.
+                        let g2 = g.clone();
+                        cs.set_down_check(Arc::new(move |name: &str| {
+                            g2.liveness(name) == ironbucket_cluster::Liveness::Down
+                        }));
+                    }
+                    admin.set_gossip(g)
+                }
                 Err(e) => tracing::error!(error = %e, "failure detection (gossip) did not start"),
             }
         });

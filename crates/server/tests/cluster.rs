@@ -2,7 +2,9 @@
 //! The control plane with real processes on 127.0.0.1: three nodes started at once form exactly
 //! one cluster, the status endpoints and `ironbucket-cli cluster` agree, a killed leader is
 //! replaced, a restarted node rejoins as itself, a node with the wrong secret is refused, and
-//! bad cluster settings are refused at start with a message naming the setting.
+//! bad cluster settings are refused at start with a message naming the setting. And the
+//! replicated data path: objects written through one node are read, listed and deleted through
+//! the others, at the consistency level asked, with nodes killed.
 
 mod common;
 
@@ -933,11 +935,12 @@ async fn locate_names_the_replicas_and_what_each_node_holds() {
         assert_eq!(listed[i]["replica"], true);
     }
     assert_eq!(listed[2]["replica"], false);
-    // Objects are not replicated yet: the node that took the write holds it, the others nothing.
+    // RF 2: exactly the two replicas hold the object (the write waited for both at QUORUM),
+    // whichever node took the write; the third holds nothing.
     for n in listed {
         assert!(n.get("error").is_none(), "{n}");
         let versions = n["versions"].as_array().unwrap();
-        if n["node"] == "node-1" {
+        if n["replica"] == true {
             assert_eq!(versions.len(), 1, "{n}");
             assert_eq!(versions[0]["etag"], etag.as_str());
             assert_eq!(versions[0]["size"], body.len());
@@ -978,4 +981,371 @@ async fn locate_names_the_replicas_and_what_each_node_holds() {
         .find(|n| n["node"] == "node-3")
         .unwrap();
     assert!(dead["error"].as_str().is_some_and(|e| !e.is_empty()), "{dead}");
+}
+
+/// Adds `x-ironbucket-consistency` to a request.
+macro_rules! at_level {
+    ($req:expr, $level:expr) => {
+        $req.customize().mutate_request(|r| {
+            r.headers_mut().insert("x-ironbucket-consistency", $level);
+        })
+    };
+}
+
+async fn keys_via(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .max_keys(7)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        keys.extend(out.contents().iter().map(|o| o.key().unwrap().to_string()));
+        token = out.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    keys
+}
+
+async fn located(srv: &Server, bucket: &str, key: &str) -> serde_json::Value {
+    let (st, _, text) = raw(
+        "GET",
+        &format!("{}/cluster/locate/{bucket}/{key}", srv.admin),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Nodes holding at least one version of the key.
+fn holders(v: &serde_json::Value) -> Vec<String> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !n["versions"].as_array().unwrap().is_empty())
+        .map(|n| n["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn three_nodes_rf3_any_node_serves_any_object_and_quorum_survives_a_kill() {
+    let (mut nodes, _, _) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let (a, b, c) = (nodes[0].client(), nodes[1].client(), nodes[2].client());
+    a.create_bucket().bucket("rep").send().await.unwrap();
+    let mut sums = std::collections::BTreeMap::new();
+    for i in 0..20 {
+        let body = data(1000 + i * 7919, i as u64);
+        let key = format!("k/{i:02}");
+        sums.insert(key.clone(), md5_hex(&body));
+        // Written through each node in turn.
+        let via = [&a, &b, &c][i % 3];
+        via.put_object()
+            .bucket("rep")
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    // Read through every node: the same bytes.
+    for (key, sum) in &sums {
+        for via in [&a, &b, &c] {
+            let got = body_bytes(via.get_object().bucket("rep").key(key).send().await.unwrap()).await;
+            assert_eq!(&md5_hex(&got), sum, "{key}");
+        }
+    }
+    // Every node holds every key (RF 3); listing through each node is the same, page by page.
+    let v = located(&nodes[0], "rep", "k/07").await;
+    assert_eq!(holders(&v).len(), 3, "{v}");
+    let want: Vec<String> = sums.keys().cloned().collect();
+    for via in [&a, &b, &c] {
+        assert_eq!(keys_via(via, "rep").await, want);
+    }
+    // A delete through one node hides the key through the others.
+    c.delete_object().bucket("rep").key("k/00").send().await.unwrap();
+    let e = a.get_object().bucket("rep").key("k/00").send().await.unwrap_err();
+    assert_eq!(status_of(&e), 404);
+    assert_eq!(keys_via(&b, "rep").await.len(), 19);
+
+    // A bad level is refused clearly.
+    let e = at_level!(a.head_object().bucket("rep").key("k/01"), "SOME")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400);
+
+    // One node killed: QUORUM reads and writes go on, ALL writes are refused with a 503 naming
+    // the level, ONE writes succeed.
+    let mut gone = nodes.pop().unwrap();
+    gone.kill9();
+    let body = data(4096, 99);
+    a.put_object()
+        .bucket("rep")
+        .key("after-kill")
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let got = body_bytes(b.get_object().bucket("rep").key("after-kill").send().await.unwrap()).await;
+    assert_eq!(got, body);
+    for (key, sum) in sums.iter().skip(1) {
+        let got = body_bytes(b.get_object().bucket("rep").key(key).send().await.unwrap()).await;
+        assert_eq!(&md5_hex(&got), sum);
+    }
+    let e = at_level!(
+        a.put_object().bucket("rep").key("all").body(b"x".to_vec().into()),
+        "ALL"
+    )
+    .send()
+    .await
+    .unwrap_err();
+    assert_eq!(status_of(&e), 503, "{e:?}");
+    let raw_err = format!("{:?}", e);
+    assert!(raw_err.contains("ALL"), "{raw_err}");
+    at_level!(
+        a.put_object().bucket("rep").key("one").body(b"1".to_vec().into()),
+        "ONE"
+    )
+    .send()
+    .await
+    .unwrap();
+    // Listing needs every member that may hold keys: with one gone it is refused, not partial.
+    let e = a.list_objects_v2().bucket("rep").send().await.unwrap_err();
+    assert_eq!(status_of(&e), 503);
+}
+
+#[tokio::test]
+async fn three_nodes_rf2_each_object_on_exactly_two_nodes_and_multipart_across_nodes() {
+    let (nodes, _, _) = cluster_with(
+        3,
+        &["--replication-factor", "2", "--replication-strategy", "ConsistentHash"],
+    )
+    .await;
+    let clients: Vec<_> = nodes.iter().map(|n| n.client()).collect();
+    clients[0].create_bucket().bucket("two").send().await.unwrap();
+    for i in 0..12 {
+        let key = format!("obj-{i}");
+        clients[i % 3]
+            .put_object()
+            .bucket("two")
+            .key(&key)
+            .body(data(300, i as u64).into())
+            .send()
+            .await
+            .unwrap();
+        let v = located(&nodes[(i + 1) % 3], "two", &key).await;
+        let mut h = holders(&v);
+        h.sort();
+        let mut r: Vec<String> = v["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        r.sort();
+        assert_eq!(h, r, "{v}");
+    }
+    let want: Vec<String> = keys_via(&clients[0], "two").await;
+    assert_eq!(want.len(), 12);
+    for c in &clients[1..] {
+        assert_eq!(keys_via(c, "two").await, want);
+    }
+
+    // Multipart: create through node 1, each part through a different node, complete through
+    // node 3; read back through node 2.
+    let part = 5 * 1024 * 1024;
+    let parts = 4;
+    let whole = data(part * parts, 7);
+    let up = clients[0]
+        .create_multipart_upload()
+        .bucket("two")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let listed = clients[1].list_multipart_uploads().bucket("two").send().await.unwrap();
+    assert_eq!(listed.uploads().len(), 1);
+    let mut done = Vec::new();
+    for p in 0..parts {
+        let chunk = whole[p * part..(p + 1) * part].to_vec();
+        let out = clients[p % 3]
+            .upload_part()
+            .bucket("two")
+            .key("big")
+            .upload_id(&id)
+            .part_number(p as i32 + 1)
+            .body(chunk.into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(p as i32 + 1)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let lp = clients[2]
+        .list_parts()
+        .bucket("two")
+        .key("big")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lp.parts().len(), parts);
+    clients[2]
+        .complete_multipart_upload()
+        .bucket("two")
+        .key("big")
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for c in &clients {
+        let got = body_bytes(c.get_object().bucket("two").key("big").send().await.unwrap()).await;
+        assert_eq!(md5_hex(&got), md5_hex(&whole));
+    }
+    let v = located(&nodes[0], "two", "big").await;
+    assert_eq!(holders(&v).len(), 2, "{v}");
+    let listed = clients[1].list_multipart_uploads().bucket("two").send().await.unwrap();
+    assert!(listed.uploads().is_empty());
+
+    // An aborted upload is gone from every node.
+    let up = clients[1]
+        .create_multipart_upload()
+        .bucket("two")
+        .key("dropped")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    clients[2]
+        .abort_multipart_upload()
+        .bucket("two")
+        .key("dropped")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    for c in &clients {
+        let l = c.list_multipart_uploads().bucket("two").send().await.unwrap();
+        assert!(l.uploads().is_empty());
+    }
+
+    // Versioned bucket: versions and delete markers agree through every node.
+    clients[0].create_bucket().bucket("hist").send().await.unwrap();
+    clients[0]
+        .put_bucket_versioning()
+        .bucket("hist")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (i, c) in clients.iter().enumerate() {
+        c.put_object()
+            .bucket("hist")
+            .key("doc")
+            .body(format!("v{i}").into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    clients[1]
+        .delete_object()
+        .bucket("hist")
+        .key("doc")
+        .send()
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for c in &clients {
+        let l = c.list_object_versions().bucket("hist").send().await.unwrap();
+        assert_eq!(l.versions().len(), 3);
+        assert_eq!(l.delete_markers().len(), 1);
+        assert_eq!(l.delete_markers()[0].is_latest(), Some(true));
+        let ids: Vec<String> = l
+            .versions()
+            .iter()
+            .map(|v| v.version_id().unwrap().to_string())
+            .collect();
+        seen.push(ids);
+        let e = c.get_object().bucket("hist").key("doc").send().await.unwrap_err();
+        assert_eq!(status_of(&e), 404);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    let oldest = seen[0][2].clone();
+    let got = body_bytes(
+        clients[2]
+            .get_object()
+            .bucket("hist")
+            .key("doc")
+            .version_id(&oldest)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, b"v0");
+}
+
+#[tokio::test]
+async fn two_nodes_rf2_write_all_read_one_and_survivor_reads() {
+    let (mut nodes, _, _) = cluster_with(2, &["--replication-factor", "2"]).await;
+    let (a, b) = (nodes[0].client(), nodes[1].client());
+    a.create_bucket().bucket("pair").send().await.unwrap();
+    let body = data(10_000, 3);
+    at_level!(a.put_object().bucket("pair").key("x").body(body.clone().into()), "ALL")
+        .send()
+        .await
+        .unwrap();
+    let got = body_bytes(
+        at_level!(b.get_object().bucket("pair").key("x"), "ONE")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, body);
+    let mut gone = nodes.pop().unwrap();
+    gone.kill9();
+    // The survivor still serves reads at ONE; writes at the default QUORUM (2 of 2) are refused.
+    let got = body_bytes(
+        at_level!(a.get_object().bucket("pair").key("x"), "ONE")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, body);
+    let e = a
+        .put_object()
+        .bucket("pair")
+        .key("y")
+        .body(b"nope".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 503, "{e:?}");
+    let text = format!("{e:?}");
+    assert!(text.contains("QUORUM"), "{text}");
 }

@@ -1,0 +1,989 @@
+//! The coordinator of the replicated data path: whichever node receives an S3 request finds the
+//! key's replicas on the placement ring, sends the request to all of them that are not known
+//! down, and answers once its consistency level is met ([`crate::quorum`] decides).
+//!
+//! - Writes are stamped here (HLC time + this node's id) and streamed to the whole replica set at
+//!   once through bounded channels: the body is never held whole, and the slowest live replica
+//!   paces the client. A replica that fails drops out; when too few remain, or the level is not
+//!   met within `REQUEST_TIMEOUT_MS` after the body ended, the client gets a 503 naming the level.
+//! - Reads ask every live replica, decide at R answers, take the newest version (preferring this
+//!   node's copy to stream the body), fall back to another holder if a transfer fails, and repair
+//!   replicas that answered with something older in the background.
+//! - Deletes are stamped tombstones / delete markers written like any version.
+
+use crate::ClusterStore;
+use crate::quorum::{Consistency, ReadQuorum, Stamp, Unavailable, WriteQuorum};
+use crate::wire::{self, Checks, GetWire, HeadReply, MetaOp, MetaReply, Op, PartHeader, PutHeader};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use ironbucket_rpc::DataStream;
+use ironbucket_store::*;
+use ironbucket_types::ChecksumSet;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Chunks buffered per replica while a body streams to the replica set.
+const CHANNEL_DEPTH: usize = 8;
+
+/// One replica of a key.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub name: String,
+    pub addr: String,
+    pub local: bool,
+}
+
+fn unavailable(u: Unavailable) -> Error {
+    Error::Unavailable(u.to_string())
+}
+
+/// Errors that mean "this replica could not do it" (count against the level) rather than an
+/// answer about the request itself.
+fn replica_failure(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(_) | Error::Internal(_) | Error::Corrupt(_))
+}
+
+fn stamp_of(v: &VersionStamp) -> Stamp {
+    Stamp {
+        hlc: v.hlc,
+        node: v.origin,
+    }
+}
+
+impl ClusterStore {
+    /// The replicas of `bucket/key`, primary first.
+    pub(crate) fn targets(&self, bucket: &str, key: &str) -> Result<Vec<Target>> {
+        let (layout, members) = self.cp.with_state(|s| {
+            if !s.buckets.contains_key(bucket) {
+                return (Err(Error::NoSuchBucket), Vec::new());
+            }
+            let layout =
+                ironbucket_cluster::layout_of(s).map_err(|e| Error::Unavailable(format!("no placement layout: {e}")));
+            let members: Vec<(String, String)> = s
+                .active_members()
+                .map(|m| (m.name.clone(), m.rpc_addr.clone()))
+                .collect();
+            (layout, members)
+        });
+        let layout = layout?;
+        let ring = {
+            let mut cached = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.as_ref() {
+                Some(r) if *r.layout() == layout => r.clone(),
+                _ => {
+                    let r = Arc::new(
+                        ironbucket_cluster::Ring::new(layout)
+                            .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?,
+                    );
+                    *cached = Some(r.clone());
+                    r
+                }
+            }
+        };
+        let me = self.cp.node_name();
+        let targets: Vec<Target> = ring
+            .replica_names(bucket, key)
+            .into_iter()
+            .filter_map(|n| {
+                members.iter().find(|(m, _)| m == n).map(|(name, addr)| Target {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                    local: name == me,
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(Error::Unavailable(
+                "the placement ring names no replica for this key".into(),
+            ));
+        }
+        Ok(targets)
+    }
+
+    /// Every member (for listings and cluster-wide questions).
+    pub(crate) fn all_targets(&self) -> Vec<Target> {
+        let me = self.cp.node_name().to_string();
+        self.cp.with_state(|s| {
+            s.active_members()
+                .map(|m| Target {
+                    name: m.name.clone(),
+                    addr: m.rpc_addr.clone(),
+                    local: m.name == me,
+                })
+                .collect()
+        })
+    }
+
+    pub(crate) fn is_down(&self, t: &Target) -> bool {
+        !t.local && self.down.get().is_some_and(|f| f(&t.name))
+    }
+
+    /// The request's level: the `x-ironbucket-consistency` header, else the cluster default.
+    pub(crate) fn level(&self, write: bool) -> Consistency {
+        if let Some(l) = hints::requested_consistency() {
+            return l;
+        }
+        self.cp
+            .with_state(|s| {
+                let r = &s.replication;
+                if write {
+                    &r.write_consistency
+                } else {
+                    &r.read_consistency
+                }
+                .parse()
+                .ok()
+            })
+            .unwrap_or(Consistency::Quorum)
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.cp.peers().config().request_timeout
+    }
+
+    fn stamp(&self) -> (Hlc, u64) {
+        (self.local.now_hlc(), self.cp.id())
+    }
+
+    /// Runs `op` on one replica (this node's store directly, a peer over RPC).
+    pub(crate) async fn ask<T: DeserializeOwned>(&self, t: &Target, op: &Op) -> Result<T> {
+        let bytes = if t.local {
+            wire::serve(&self.local, op.clone()).await
+        } else {
+            let payload = serde_json::to_vec(op).map_err(|e| Error::Internal(e.to_string()))?;
+            self.cp
+                .peers()
+                .control(&t.addr, wire::OP, payload, Some(self.timeout()))
+                .await
+                .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
+        };
+        wire::decode(&bytes)
+    }
+
+    /// Sends `op` to every replica and waits until `level` of them did it. The first answer
+    /// that is about the request itself (not a replica failure) is returned as is.
+    pub(crate) async fn write_all<T: DeserializeOwned + Send + 'static>(
+        &self,
+        targets: &[Target],
+        level: Consistency,
+        op: Op,
+    ) -> Result<T> {
+        let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let mut first_ok: Option<T> = None;
+        let mut asks = FuturesUnordered::new();
+        for t in targets {
+            if self.is_down(t) {
+                if let Some(Err(u)) = q.fail(&t.name) {
+                    return Err(unavailable(u));
+                }
+                continue;
+            }
+            let op = &op;
+            asks.push(async move { (t.name.clone(), self.ask::<T>(t, op).await) });
+        }
+        let deadline = tokio::time::sleep(self.timeout());
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = asks.next() => {
+                    let Some((node, r)) = next else {
+                        return Err(Error::Unavailable(format!("consistency level {level} was not met")));
+                    };
+                    let decided = match r {
+                        Ok(v) => {
+                            first_ok.get_or_insert(v);
+                            q.ack(&node)
+                        }
+                        Err(e) if replica_failure(&e) => {
+                            tracing::debug!(node = %node, error = %e, "replica failed");
+                            q.fail(&node)
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    match decided {
+                        Some(Ok(_)) => {
+                            // The others' answers are not awaited (their requests still run on the replicas).
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
+                        Some(Err(u)) => return Err(unavailable(u)),
+                        None => {}
+                    }
+                }
+                _ = &mut deadline => {
+                    return match q.timeout() {
+                        Some(Err(u)) => Err(unavailable(u)),
+                        _ => Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Asks the replicas for `g`'s version; decides at the read level. Returns the winning
+    /// answer, the replicas holding that version (this node first), and the stale ones.
+    async fn read_versions(&self, g: &GetWire) -> Result<(HeadReply, Vec<Target>, Vec<Target>)> {
+        let targets = self.targets(&g.bucket, &g.key)?;
+        let level = self.level(false);
+        let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let mut answers: Vec<(Target, HeadReply)> = Vec::new();
+        let op = Op::Head(g.clone());
+        let mut asks = FuturesUnordered::new();
+        for t in &targets {
+            if self.is_down(t) {
+                if let Some(Err(u)) = q.fail(&t.name) {
+                    return Err(unavailable(u));
+                }
+                continue;
+            }
+            let op = &op;
+            asks.push(async move { (t.clone(), self.ask::<HeadReply>(t, op).await) });
+        }
+        let deadline = tokio::time::sleep(self.timeout());
+        tokio::pin!(deadline);
+        let decided = loop {
+            tokio::select! {
+                next = asks.next() => {
+                    let Some((t, r)) = next else {
+                        return Err(Error::Unavailable(format!("consistency level {level} was not met")));
+                    };
+                    let step = match r {
+                        Ok(reply) => {
+                            let v = reply.version.as_ref().map(|v| (stamp_of(v), reply.clone()));
+                            answers.push((t.clone(), reply));
+                            q.answer(&t.name, v)
+                        }
+                        Err(e) if replica_failure(&e) => q.fail(&t.name),
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(s) = step {
+                        break s.map_err(unavailable)?;
+                    }
+                }
+                _ = &mut deadline => {
+                    match q.timeout() {
+                        Some(Err(u)) => return Err(unavailable(u)),
+                        _ => return Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
+                    }
+                }
+            }
+        };
+        let stale: Vec<Target> = targets
+            .iter()
+            .filter(|t| decided.stale.contains(&t.name))
+            .cloned()
+            .collect();
+        match decided.newest {
+            Some((stamp, reply)) => {
+                let mut holders: Vec<Target> = answers
+                    .iter()
+                    .filter(|(_, a)| a.version.as_ref().map(stamp_of) == Some(stamp))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                holders.sort_by_key(|t| !t.local);
+                Ok((reply, holders, stale))
+            }
+            None => {
+                // No replica holds the key: every answer says why (NoSuchKey, NoSuchVersion...).
+                let reply = answers
+                    .into_iter()
+                    .map(|(_, a)| a)
+                    .next()
+                    .ok_or_else(|| Error::Unavailable(format!("consistency level {level} was not met")))?;
+                Ok((reply, Vec::new(), Vec::new()))
+            }
+        }
+    }
+
+    pub(crate) async fn head(&self, req: GetObject) -> Result<ObjectInfo> {
+        let g = GetWire::new(&req);
+        let (reply, holders, stale) = self.read_versions(&g).await?;
+        self.repair(&g, &reply, &holders, stale);
+        reply.result
+    }
+
+    pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
+        let g = GetWire::new(&req);
+        let (reply, holders, stale) = self.read_versions(&g).await?;
+        self.repair(&g, &reply, &holders, stale);
+        let info = reply.result?;
+        let mut last = None;
+        for t in &holders {
+            match self.fetch(t, g.clone()).await {
+                Ok(out) if out.info.hlc == info.hlc && out.info.origin == info.origin => return Ok(out),
+                // The holder moved on since it answered (a newer write landed): serve the newer.
+                Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => return Ok(out),
+                Ok(_) => {
+                    last = Some(Error::Unavailable(
+                        "a replica no longer holds the version it reported".into(),
+                    ))
+                }
+                Err(e) if replica_failure(&e) => {
+                    tracing::debug!(node = %t.name, error = %e, "reading from a replica failed; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("no replica could send the object".into())))
+    }
+
+    /// The object (or the range asked for) from one replica.
+    async fn fetch(&self, t: &Target, g: GetWire) -> Result<GetObjectOutput> {
+        if t.local {
+            return self.local.get_object(g.request()).await;
+        }
+        let payload = serde_json::to_vec(&g).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut stream = self
+            .cp
+            .peers()
+            .pull(&t.addr, wire::GET, payload, Some(self.timeout()))
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
+        let head = match stream.next().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Err(Error::Unavailable(format!("node {}: {e}", t.name))),
+            None => return Err(Error::Unavailable(format!("node {} sent nothing", t.name))),
+        };
+        let (info, range): (ObjectInfo, Option<ByteRange>) = wire::decode(&head)?;
+        let body: ByteStream = Box::pin(stream.map(|r| r.map_err(std::io::Error::other)));
+        Ok(GetObjectOutput { info, range, body })
+    }
+
+    /// Brings replicas that answered with an older version (or none) up to `reply`'s, in the
+    /// background. Bodies of SSE-C objects need the customer key, which only a request carries.
+    fn repair(&self, g: &GetWire, reply: &HeadReply, holders: &[Target], stale: Vec<Target>) {
+        let (Some(v), Some(source)) = (reply.version.clone(), holders.first().cloned()) else {
+            return;
+        };
+        if stale.is_empty() {
+            return;
+        }
+        let Ok(me) = self.strong() else {
+            return;
+        };
+        let g = g.clone();
+        tokio::spawn(async move {
+            for t in stale {
+                let r = me.repair_one(&g, &v, &source, &t).await;
+                match r {
+                    Ok(()) => tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair"),
+                    Err(e) => {
+                        tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed")
+                    }
+                }
+            }
+        });
+    }
+
+    async fn repair_one(&self, g: &GetWire, v: &VersionStamp, source: &Target, to: &Target) -> Result<()> {
+        if v.delete_marker {
+            let op = Op::Delete {
+                bucket: g.bucket.clone(),
+                key: g.key.clone(),
+                version_id: None,
+                bypass: false,
+                hlc: v.hlc,
+                origin: v.origin,
+            };
+            return self.ask::<DeleteResult>(to, &op).await.map(|_| ());
+        }
+        let want = GetWire {
+            version_id: Some(v.version_id.clone()),
+            range: None,
+            conditions: Conditions::default(),
+            ..g.clone()
+        };
+        let src = self.fetch(source, want).await?;
+        if src.info.hlc != v.hlc || src.info.origin != v.origin {
+            return Err(Error::Internal("the source moved on; repair skipped".into()));
+        }
+        if src.info.parts_count.is_some() {
+            return Err(Error::Internal(
+                "multipart objects are repaired by anti-entropy (a later repair issue), not on read".into(),
+            ));
+        }
+        let tags = match self
+            .ask::<MetaReply>(
+                source,
+                &Op::Meta {
+                    bucket: g.bucket.clone(),
+                    key: g.key.clone(),
+                    op: MetaOp::GetTagging,
+                },
+            )
+            .await
+        {
+            Ok(MetaReply::Tags(t)) => t.into_iter().map(|(key, value)| Tag { key, value }).collect(),
+            _ => Vec::new(),
+        };
+        let info = src.info;
+        let checks = Checks {
+            content_length: Some(info.size),
+            content_md5: hex_to_b64(&info.etag),
+            checksums: info.checksums.clone(),
+            compute: info.checksums.algorithms().collect(),
+        };
+        let header = PutHeader {
+            bucket: g.bucket.clone(),
+            key: g.key.clone(),
+            meta: ObjectMeta {
+                content: info.content.clone(),
+                user_meta: info.user_meta.clone(),
+                tags,
+                acl: None,
+            },
+            lock: LockRequest {
+                retention: info.retention.clone(),
+                legal_hold: Some(info.legal_hold),
+            },
+            sse: None,
+            sse_c: g.sse_c,
+            checks,
+            conditions: Conditions::default(),
+            hlc: v.hlc,
+            origin: v.origin,
+        };
+        let body: DataStream = Box::pin(
+            src.body
+                .map(|r| r.map_err(|e| e.to_string()))
+                .chain(futures::stream::once(async { Ok(Bytes::new()) })),
+        );
+        self.push_put_inner(to.clone(), Arc::new(header), body)
+            .await
+            .map(|_| ())
+    }
+
+    fn push_put(
+        self: Arc<Self>,
+        t: Target,
+        header: Arc<PutHeader>,
+        body: DataStream,
+    ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
+        async move { self.push_put_inner(t, header, body).await }.boxed()
+    }
+
+    async fn push_put_inner(&self, t: Target, header: Arc<PutHeader>, body: DataStream) -> Result<ObjectInfo> {
+        if t.local {
+            let r = self
+                .local
+                .put_object_at(
+                    PutHeader::clone(&header).into_request(),
+                    wire::terminated(body),
+                    header.hlc,
+                    header.origin,
+                )
+                .await;
+            return r.map(|(info, _)| info);
+        }
+        let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = self
+            .cp
+            .peers()
+            .push(
+                &t.addr,
+                wire::PUT,
+                h,
+                body,
+                Some(self.timeout_for(header.checks.content_length)),
+            )
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
+        wire::decode(&bytes)
+    }
+
+    fn push_part(
+        self: Arc<Self>,
+        t: Target,
+        header: Arc<PartHeader>,
+        body: DataStream,
+    ) -> futures::future::BoxFuture<'static, Result<PartInfo>> {
+        async move { self.push_part_inner(t, header, body).await }.boxed()
+    }
+
+    async fn push_part_inner(&self, t: Target, header: Arc<PartHeader>, body: DataStream) -> Result<PartInfo> {
+        if t.local {
+            return self
+                .local
+                .upload_part(PartHeader::clone(&header).into_request(), wire::terminated(body))
+                .await;
+        }
+        let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = self
+            .cp
+            .peers()
+            .push(
+                &t.addr,
+                wire::PART,
+                h,
+                body,
+                Some(self.timeout_for(header.checks.content_length)),
+            )
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
+        wire::decode(&bytes)
+    }
+
+    /// A body transfer's deadline: the request timeout, plus time for the bytes at a floor of
+    /// 10 MB/s (a 5 GiB part must not be cut at 30 s).
+    fn timeout_for(&self, len: Option<u64>) -> Duration {
+        self.timeout() + Duration::from_millis(len.unwrap_or(0) / 10_000)
+    }
+
+    /// Streams `body` to every replica at once and waits for the write level. `send` starts one
+    /// replica's transfer from its channel.
+    async fn replicate_body<T, F, Fut>(
+        &self,
+        targets: &[Target],
+        level: Consistency,
+        mut body: ByteStream,
+        trailer: Option<(Vec<ChecksumAlgorithm>, TrailerChecksums)>,
+        send: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(Target, DataStream) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
+        let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
+        for t in targets {
+            if self.is_down(t) {
+                if let Some(Err(u)) = q.fail(&t.name) {
+                    return Err(unavailable(u));
+                }
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            senders.push((t.name.clone(), tx));
+            let mut rx = rx;
+            let data: DataStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+            let fut = send(t.clone(), data);
+            let (name, done) = (t.name.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let r = fut.await;
+                let _ = done.send((name, r));
+            });
+        }
+        drop(done_tx);
+        let mut hasher = trailer.as_ref().map(|(algs, _)| ChecksumSet::new(algs.iter().copied()));
+        let feed = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let err = match e.kind() {
+                            std::io::ErrorKind::PermissionDenied => Error::BodySignatureMismatch,
+                            _ => Error::IncompleteBody(e.to_string()),
+                        };
+                        return Err(err);
+                    }
+                };
+                if chunk.is_empty() {
+                    continue;
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                let mut i = 0;
+                while i < senders.len() {
+                    if senders[i].1.send(Ok(chunk.clone())).await.is_err() {
+                        // That replica stopped reading (it failed; its answer says why).
+                        senders.swap_remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if senders.is_empty() {
+                    break;
+                }
+            }
+            if let (Some((_, trailer)), Some(h)) = (trailer, hasher) {
+                let expected = trailer();
+                let computed = h.finish();
+                if let Some(a) = expected.algorithms().find(|a| computed.get(*a).is_none()) {
+                    return Err(Error::InvalidRequest(format!(
+                        "checksum {} arrived in the trailer without being declared",
+                        a.as_str()
+                    )));
+                }
+                if let Some(a) = computed.first_mismatch(&expected) {
+                    return Err(Error::ChecksumMismatch(a));
+                }
+            }
+            // The end marker: only now may the replicas commit.
+            for (_, tx) in &senders {
+                let _ = tx.send(Ok(Bytes::new())).await;
+            }
+            Ok(())
+        };
+        // Feed the replicas while collecting early failures; a failed feed drops the senders
+        // without the end marker, so no replica stores a partial body.
+        let mut feed = std::pin::pin!(feed.fuse());
+        let mut fed = false;
+        let mut first_err: Option<Error> = None;
+        let mut first_ok: Option<T> = None;
+        let deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = &mut feed, if !fed => {
+                    fed = true;
+                    r?;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + self.timeout());
+                }
+                next = done_rx.recv() => {
+                    let Some((node, r)) = next else {
+                        if !fed {
+                            // Every transfer ended before the body did.
+                            continue;
+                        }
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
+                    };
+                    let step = match r {
+                        Ok(v) => {
+                            first_ok.get_or_insert(v);
+                            q.ack(&node)
+                        }
+                        Err(e) if replica_failure(&e) => {
+                            tracing::debug!(node = %node, error = %e, "replica write failed");
+                            q.fail(&node)
+                        }
+                        Err(e) => {
+                            if fed {
+                                return Err(e);
+                            }
+                            first_err.get_or_insert(e);
+                            q.fail(&node)
+                        }
+                    };
+                    match step {
+                        Some(Ok(_)) => {
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
+                        Some(Err(u)) => {
+                            return Err(first_err.unwrap_or_else(|| unavailable(u)));
+                        }
+                        None => {}
+                    }
+                }
+                _ = &mut deadline => {
+                    return match q.timeout() {
+                        Some(Err(u)) => Err(unavailable(u)),
+                        _ => Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
+                    };
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn put(&self, mut req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
+        validate_key(&req.key)?;
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let level = self.level(true);
+        let (hlc, origin) = self.stamp();
+        let trailer = req.checks.trailer.take().map(|t| (req.checks.compute.clone(), t));
+        let checks = Checks {
+            content_length: req.checks.content_length,
+            content_md5: req.checks.content_md5.clone(),
+            checksums: req.checks.checksums.clone(),
+            compute: req.checks.compute.clone(),
+        };
+        let header = Arc::new(PutHeader::new(&req, checks, hlc, origin));
+        let me = self.strong()?;
+        self.replicate_body(&targets, level, body, trailer, move |t, data| {
+            me.clone().push_put(t, header.clone(), data)
+        })
+        .await
+    }
+
+    pub(crate) async fn part(&self, mut req: UploadPart, body: ByteStream) -> Result<PartInfo> {
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let level = self.level(true);
+        let trailer = req.checks.trailer.take().map(|t| (req.checks.compute.clone(), t));
+        let checks = Checks {
+            content_length: req.checks.content_length,
+            content_md5: req.checks.content_md5.clone(),
+            checksums: req.checks.checksums.clone(),
+            compute: req.checks.compute.clone(),
+        };
+        let header = Arc::new(PartHeader::new(&req, checks));
+        let me = self.strong()?;
+        self.replicate_body(&targets, level, body, trailer, move |t, data| {
+            me.clone().push_part(t, header.clone(), data)
+        })
+        .await
+    }
+
+    pub(crate) fn strong(&self) -> Result<Arc<ClusterStore>> {
+        self.me
+            .get()
+            .and_then(|w| w.upgrade())
+            .ok_or_else(|| Error::Internal("the cluster store is shutting down".into()))
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+    ) -> Result<DeleteResult> {
+        validate_key(key)?;
+        let targets = self.targets(bucket, key)?;
+        let (hlc, origin) = self.stamp();
+        let op = Op::Delete {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_id.map(str::to_string),
+            bypass,
+            hlc,
+            origin,
+        };
+        self.write_all(&targets, self.level(true), op).await
+    }
+
+    /// A per-version metadata change on every replica (at the write level).
+    pub(crate) async fn meta_write(&self, bucket: &str, key: &str, op: MetaOp) -> Result<()> {
+        let targets = self.targets(bucket, key)?;
+        let op = Op::Meta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            op,
+        };
+        self.write_all::<MetaReply>(&targets, self.level(true), op)
+            .await
+            .map(|_| ())
+    }
+
+    /// A per-version metadata read: from the replica holding the newest version.
+    pub(crate) async fn meta_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        op: MetaOp,
+    ) -> Result<MetaReply> {
+        let g = GetWire {
+            sse_c: None,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_id.map(str::to_string),
+            range: None,
+            conditions: Conditions::default(),
+        };
+        let (reply, holders, _) = self.read_versions(&g).await?;
+        if holders.is_empty() {
+            // Nobody holds it: the replicas' own answer (NoSuchKey, NoSuchVersion...).
+            reply.result?;
+            return Err(Error::NoSuchKey);
+        }
+        let op = Op::Meta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            op,
+        };
+        let mut last = None;
+        for t in &holders {
+            match self.ask::<MetaReply>(t, &op).await {
+                Err(e) if replica_failure(&e) => last = Some(e),
+                r => return r,
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("no replica answered".into())))
+    }
+
+    /// Asks every member (in parallel); the answers of those that could answer, and the
+    /// first failure.
+    pub(crate) async fn ask_all<T: DeserializeOwned>(&self, op: &Op) -> (Vec<(Target, T)>, Option<Error>) {
+        let targets = self.all_targets();
+        let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| async move {
+            let r = self.ask::<T>(t, op).await;
+            (t.clone(), r)
+        });
+        let mut ok = Vec::new();
+        let mut err = None;
+        for (t, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(v) => ok.push((t, v)),
+                Err(e) => {
+                    if err.is_none() {
+                        err = Some(e);
+                    }
+                }
+            }
+        }
+        if targets.iter().any(|t| self.is_down(t)) && err.is_none() {
+            err = Some(Error::Unavailable("a member of the cluster is down".into()));
+        }
+        (ok, err)
+    }
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    ironbucket_types::validate_object_key(key).map_err(Error::from)
+}
+
+/// An MD5 ETag (hex) as a Content-MD5 value (base64); `None` for multipart ETags.
+fn hex_to_b64(etag: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = hex::decode(etag).ok().filter(|r| r.len() == 16)?;
+    Some(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+impl ClusterStore {
+    /// Opens the upload on every replica of the key under one id.
+    pub(crate) async fn create_upload(&self, req: CreateMultipart) -> Result<String> {
+        validate_key(&req.key)?;
+        validate_tags(&req.meta.tags, 10)?;
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let op = Op::CreateUpload {
+            bucket: req.bucket,
+            key: req.key,
+            meta: req.meta,
+            checksum_algorithm: req.checksum_algorithm,
+            sse_c: req.sse_c.as_ref().map(|k| *k.as_bytes()),
+            upload_id: new_upload_id(),
+        };
+        self.write_all(&targets, self.level(true), op).await
+    }
+
+    /// Each replica assembles the object from the parts it holds, under one stamp.
+    pub(crate) async fn complete(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let (hlc, origin) = self.stamp();
+        let op = Op::Complete { req, hlc, origin };
+        self.write_all(&targets, self.level(true), op).await
+    }
+
+    /// CopyObject: a cluster read of the source streamed into a cluster write.
+    pub(crate) async fn copy(&self, req: CopyObject) -> Result<ObjectInfo> {
+        validate_key(&req.key)?;
+        if !self.cp.with_state(|s| s.buckets.contains_key(&req.bucket)) {
+            return Err(Error::NoSuchBucket);
+        }
+        let same = req.src_bucket == req.bucket && req.src_key == req.key && req.src_version_id.is_none();
+        if same && req.replace_meta.is_none() && req.replace_tags.is_none() {
+            return Err(Error::InvalidRequest(
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
+            ));
+        }
+        let src = self
+            .get(GetObject {
+                sse_c: req.src_sse_c.clone(),
+                bucket: req.src_bucket.clone(),
+                key: req.src_key.clone(),
+                version_id: req.src_version_id.clone(),
+                range: None,
+                conditions: req.source_conditions.clone(),
+            })
+            .await
+            .map_err(|e| match e {
+                Error::NotModified => Error::PreconditionFailed,
+                other => other,
+            })?;
+        let info = src.info;
+        let tags = match req.replace_tags {
+            Some(t) => t,
+            None if info.tag_count == 0 => Vec::new(),
+            None => match self
+                .meta_read(
+                    &req.src_bucket,
+                    &req.src_key,
+                    req.src_version_id.as_deref(),
+                    MetaOp::GetTagging,
+                )
+                .await?
+            {
+                MetaReply::Tags(t) => t.into_iter().map(|(key, value)| Tag { key, value }).collect(),
+                _ => Vec::new(),
+            },
+        };
+        let mut meta = req.replace_meta.unwrap_or_else(|| ObjectMeta {
+            content: info.content.clone(),
+            user_meta: info.user_meta.clone(),
+            tags: Vec::new(),
+            acl: None,
+        });
+        meta.tags = tags;
+        meta.acl = req.acl;
+        let whole = info.parts_count.is_none();
+        let put = PutObject {
+            lock: LockRequest::default(),
+            sse_c: req.sse_c,
+            sse: None,
+            bucket: req.bucket,
+            key: req.key,
+            meta,
+            checks: BodyChecks {
+                content_length: Some(info.size),
+                content_md5: if whole { hex_to_b64(&info.etag) } else { None },
+                checksums: if whole {
+                    info.checksums.clone()
+                } else {
+                    Checksums::default()
+                },
+                compute: info.checksums.algorithms().collect(),
+                trailer: None,
+            },
+            conditions: Conditions::default(),
+        };
+        self.put(put, src.body).await
+    }
+
+    /// UploadPartCopy: a cluster read of the source (range) streamed into a replicated part.
+    pub(crate) async fn part_copy(&self, req: UploadPartCopy) -> Result<PartInfo> {
+        let range = match req.range {
+            Some(RangeSpec::FromTo {
+                first,
+                last: Some(last),
+            }) if first <= last => Some(RangeSpec::FromTo {
+                first,
+                last: Some(last),
+            }),
+            Some(_) => {
+                return Err(Error::InvalidArgument(
+                    "the x-amz-copy-source-range value must be of the form bytes=first-last".into(),
+                ));
+            }
+            None => None,
+        };
+        let src = self
+            .get(GetObject {
+                sse_c: req.src_sse_c.clone(),
+                bucket: req.src_bucket.clone(),
+                key: req.src_key.clone(),
+                version_id: None,
+                range,
+                conditions: req.source_conditions.clone(),
+            })
+            .await
+            .map_err(|e| match e {
+                Error::NotModified => Error::PreconditionFailed,
+                Error::InvalidRange { size } => Error::InvalidArgument(format!(
+                    "the x-amz-copy-source-range value must be of the form bytes=first-last where first and last are zero-based offsets within the {size}-byte source object"
+                )),
+                other => other,
+            })?;
+        let len = src.range.map(|r| r.end - r.start).unwrap_or(src.info.size);
+        let part = UploadPart {
+            sse_c: req.sse_c,
+            bucket: req.bucket,
+            key: req.key,
+            upload_id: req.upload_id,
+            part_number: req.part_number,
+            checks: BodyChecks {
+                content_length: Some(len),
+                ..Default::default()
+            },
+        };
+        self.part(part, src.body).await
+    }
+}
+
+fn new_upload_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

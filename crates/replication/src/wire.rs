@@ -1,0 +1,526 @@
+//! What replicas exchange with a coordinator over the node RPC, and how a replica serves it
+//! from its `LocalStore`. Small requests travel as one [`Op`] (control kind `object.op`);
+//! object bodies are pushed (`object.put`, `object.part`) or pulled (`object.get`) as streams.
+//!
+//! A pushed body ends with one empty chunk: a stream that stops without it was cut short (the
+//! client's body failed, or the coordinator gave up) and the replica stores nothing.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use ironbucket_rpc::DataStream;
+use ironbucket_store::*;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Control kind of [`Op`].
+pub(crate) const OP: &str = "object.op";
+/// Push kind: a stamped object write ([`PutHeader`]).
+pub(crate) const PUT: &str = "object.put";
+/// Push kind: one part of a multipart upload ([`PartHeader`]).
+pub(crate) const PART: &str = "object.part";
+/// Pull kind: an object's body ([`GetWire`]); the first chunk is the JSON answer.
+pub(crate) const GET: &str = "object.get";
+
+/// The body checks a replica repeats (the trailer, if any, was verified by the coordinator).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Checks {
+    pub content_length: Option<u64>,
+    pub content_md5: Option<String>,
+    pub checksums: Checksums,
+    pub compute: Vec<ChecksumAlgorithm>,
+}
+
+impl Checks {
+    fn body_checks(self) -> BodyChecks {
+        BodyChecks {
+            content_length: self.content_length,
+            content_md5: self.content_md5,
+            checksums: self.checksums,
+            compute: self.compute,
+            trailer: None,
+        }
+    }
+}
+
+fn key_of(k: &Option<CustomerKey>) -> Option<[u8; 32]> {
+    k.as_ref().map(|k| *k.as_bytes())
+}
+
+fn customer(k: Option<[u8; 32]>) -> Option<CustomerKey> {
+    k.map(CustomerKey::from_bytes)
+}
+
+/// A stamped PutObject without its body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PutHeader {
+    pub bucket: String,
+    pub key: String,
+    pub meta: ObjectMeta,
+    pub lock: LockRequest,
+    pub sse: Option<String>,
+    /// SSE-C key, forwarded over the authenticated node RPC and never stored.
+    pub sse_c: Option<[u8; 32]>,
+    pub checks: Checks,
+    pub conditions: Conditions,
+    pub hlc: Hlc,
+    pub origin: u64,
+}
+
+impl PutHeader {
+    pub fn new(req: &PutObject, checks: Checks, hlc: Hlc, origin: u64) -> Self {
+        Self {
+            bucket: req.bucket.clone(),
+            key: req.key.clone(),
+            meta: req.meta.clone(),
+            lock: req.lock.clone(),
+            sse: req.sse.clone(),
+            sse_c: key_of(&req.sse_c),
+            checks,
+            conditions: req.conditions.clone(),
+            hlc,
+            origin,
+        }
+    }
+
+    pub fn into_request(self) -> PutObject {
+        PutObject {
+            lock: self.lock,
+            sse_c: customer(self.sse_c),
+            sse: self.sse,
+            bucket: self.bucket,
+            key: self.key,
+            meta: self.meta,
+            checks: self.checks.body_checks(),
+            conditions: self.conditions,
+        }
+    }
+}
+
+/// An UploadPart without its body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PartHeader {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub part_number: u32,
+    pub sse_c: Option<[u8; 32]>,
+    pub checks: Checks,
+}
+
+impl PartHeader {
+    pub fn new(req: &UploadPart, checks: Checks) -> Self {
+        Self {
+            bucket: req.bucket.clone(),
+            key: req.key.clone(),
+            upload_id: req.upload_id.clone(),
+            part_number: req.part_number,
+            sse_c: key_of(&req.sse_c),
+            checks,
+        }
+    }
+
+    pub fn into_request(self) -> UploadPart {
+        UploadPart {
+            sse_c: customer(self.sse_c),
+            bucket: self.bucket,
+            key: self.key,
+            upload_id: self.upload_id,
+            part_number: self.part_number,
+            checks: self.checks.body_checks(),
+        }
+    }
+}
+
+/// A GetObject / HeadObject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GetWire {
+    pub sse_c: Option<[u8; 32]>,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub range: Option<RangeSpec>,
+    pub conditions: Conditions,
+}
+
+impl GetWire {
+    pub fn new(req: &GetObject) -> Self {
+        Self {
+            sse_c: key_of(&req.sse_c),
+            bucket: req.bucket.clone(),
+            key: req.key.clone(),
+            version_id: req.version_id.clone(),
+            range: req.range,
+            conditions: req.conditions.clone(),
+        }
+    }
+
+    pub fn request(self) -> GetObject {
+        GetObject {
+            sse_c: customer(self.sse_c),
+            bucket: self.bucket,
+            key: self.key,
+            version_id: self.version_id,
+            range: self.range,
+            conditions: self.conditions,
+        }
+    }
+}
+
+/// A replica's answer to a read: which version it holds (compared across replicas) and what
+/// the request gets from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeadReply {
+    pub version: Option<VersionStamp>,
+    pub result: Result<ObjectInfo>,
+}
+
+/// Per-version metadata operations, applied on each replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MetaOp {
+    PutTagging(Vec<(String, String)>),
+    GetTagging,
+    DeleteTagging,
+    PutRetention {
+        version_id: Option<String>,
+        retention: Option<Retention>,
+        bypass: bool,
+    },
+    GetRetention(Option<String>),
+    PutLegalHold(Option<String>, bool),
+    GetLegalHold(Option<String>),
+    PutAcl(Option<String>, Acl),
+    GetAcl(Option<String>),
+}
+
+/// What a [`MetaOp`] answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MetaReply {
+    Done,
+    Tags(Vec<(String, String)>),
+    Retention(Retention),
+    LegalHold(bool),
+    Acl(Option<Acl>),
+}
+
+/// One small request to a replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Op {
+    Head(GetWire),
+    Delete {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        bypass: bool,
+        hlc: Hlc,
+        origin: u64,
+    },
+    /// Newest version per key after `after` (tombstones included).
+    ListNewest {
+        bucket: String,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    },
+    Versions {
+        bucket: String,
+        query: VersionListQuery,
+    },
+    CreateUpload {
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+        checksum_algorithm: Option<ChecksumAlgorithm>,
+        sse_c: Option<[u8; 32]>,
+        upload_id: String,
+    },
+    Complete {
+        req: CompleteMultipart,
+        hlc: Hlc,
+        origin: u64,
+    },
+    Abort {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    Parts {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part_number_marker: Option<u32>,
+        max_parts: usize,
+    },
+    Uploads {
+        bucket: String,
+        query: UploadListQuery,
+    },
+    Meta {
+        bucket: String,
+        key: String,
+        op: MetaOp,
+    },
+    /// Whether the bucket holds anything on this node.
+    InUse {
+        bucket: String,
+    },
+}
+
+fn encode<T: Serialize>(r: Result<T>) -> Vec<u8> {
+    serde_json::to_vec(&r).unwrap_or_else(|e| {
+        let err: Result<()> = Err(Error::Internal(format!("cannot encode an answer: {e}")));
+        serde_json::to_vec(&err).unwrap_or_default()
+    })
+}
+
+/// Decodes an answer made by [`serve`] (or a push/pull handler).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice::<Result<T>>(bytes)
+        .map_err(|e| Error::Internal(format!("bad answer from a replica: {e}")))?
+}
+
+fn tags(v: Vec<(String, String)>) -> Vec<Tag> {
+    v.into_iter().map(|(key, value)| Tag { key, value }).collect()
+}
+
+fn untag(v: Vec<Tag>) -> Vec<(String, String)> {
+    v.into_iter().map(|t| (t.key, t.value)).collect()
+}
+
+/// Runs one [`Op`] against this node's store; the answer is a JSON `Result`.
+pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
+    match op {
+        Op::Head(g) => {
+            let version = match local.newest_version(&g.bucket, &g.key, g.version_id.as_deref()) {
+                Ok(v) => v,
+                Err(e) => return encode::<HeadReply>(Err(e)),
+            };
+            let result = local.head_object(g.request()).await;
+            encode(Ok(HeadReply { version, result }))
+        }
+        Op::Delete {
+            bucket,
+            key,
+            version_id,
+            bypass,
+            hlc,
+            origin,
+        } => encode(
+            local
+                .delete_object_at(&bucket, &key, version_id.as_deref(), bypass, hlc, origin)
+                .await,
+        ),
+        Op::ListNewest {
+            bucket,
+            prefix,
+            after,
+            limit,
+        } => encode(local.list_newest(&bucket, &prefix, after, limit).await),
+        Op::Versions { bucket, query } => encode(local.list_object_versions(&bucket, query).await),
+        Op::CreateUpload {
+            bucket,
+            key,
+            meta,
+            checksum_algorithm,
+            sse_c,
+            upload_id,
+        } => {
+            let req = CreateMultipart {
+                sse_c: customer(sse_c),
+                bucket,
+                key,
+                meta,
+                checksum_algorithm,
+            };
+            encode(local.create_multipart_upload_with_id(req, upload_id).await)
+        }
+        Op::Complete { req, hlc, origin } => encode(local.complete_multipart_upload_at(req, hlc, origin).await),
+        Op::Abort { bucket, key, upload_id } => encode(local.abort_multipart_upload(&bucket, &key, &upload_id).await),
+        Op::Parts {
+            bucket,
+            key,
+            upload_id,
+            part_number_marker,
+            max_parts,
+        } => encode(
+            local
+                .list_parts(ListParts {
+                    bucket,
+                    key,
+                    upload_id,
+                    part_number_marker,
+                    max_parts,
+                })
+                .await,
+        ),
+        Op::Uploads { bucket, query } => encode(local.list_multipart_uploads(&bucket, query).await),
+        Op::Meta { bucket, key, op } => encode(meta_op(local, &bucket, &key, op).await),
+        Op::InUse { bucket } => encode(local.bucket_in_use(&bucket).await),
+    }
+}
+
+async fn meta_op(local: &LocalStore, bucket: &str, key: &str, op: MetaOp) -> Result<MetaReply> {
+    Ok(match op {
+        MetaOp::PutTagging(t) => {
+            local.put_object_tagging(bucket, key, tags(t)).await?;
+            MetaReply::Done
+        }
+        MetaOp::GetTagging => MetaReply::Tags(untag(local.get_object_tagging(bucket, key).await?)),
+        MetaOp::DeleteTagging => {
+            local.delete_object_tagging(bucket, key).await?;
+            MetaReply::Done
+        }
+        MetaOp::PutRetention {
+            version_id,
+            retention,
+            bypass,
+        } => {
+            local
+                .put_object_retention(bucket, key, version_id.as_deref(), retention, bypass)
+                .await?;
+            MetaReply::Done
+        }
+        MetaOp::GetRetention(v) => MetaReply::Retention(local.get_object_retention(bucket, key, v.as_deref()).await?),
+        MetaOp::PutLegalHold(v, on) => {
+            local.put_object_legal_hold(bucket, key, v.as_deref(), on).await?;
+            MetaReply::Done
+        }
+        MetaOp::GetLegalHold(v) => MetaReply::LegalHold(local.get_object_legal_hold(bucket, key, v.as_deref()).await?),
+        MetaOp::PutAcl(v, acl) => {
+            local.put_object_acl(bucket, key, v.as_deref(), acl).await?;
+            MetaReply::Done
+        }
+        MetaOp::GetAcl(v) => MetaReply::Acl(local.get_object_acl(bucket, key, v.as_deref()).await?),
+    })
+}
+
+/// A pushed body as a `ByteStream`: chunks pass through; the empty chunk that ends a complete
+/// transfer is swallowed; a stream that stops without it yields an error (nothing is stored).
+pub(crate) fn terminated(data: DataStream) -> ByteStream {
+    Box::pin(Terminated {
+        inner: data,
+        done: false,
+    })
+}
+
+struct Terminated {
+    inner: DataStream,
+    done: bool,
+}
+
+impl Stream for Terminated {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            return match self.inner.poll_next_unpin(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(b))) if b.is_empty() => {
+                    self.done = true;
+                    continue;
+                }
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(std::io::Error::other(e))))
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(std::io::Error::other(
+                        "the coordinator's transfer was cut short; nothing stored",
+                    ))))
+                }
+            };
+        }
+    }
+}
+
+/// Serves a pushed body.
+pub(crate) async fn serve_push(
+    local: &LocalStore,
+    kind: &str,
+    header: Vec<u8>,
+    data: DataStream,
+) -> std::result::Result<Vec<u8>, String> {
+    match kind {
+        PUT => {
+            let h: PutHeader = serde_json::from_slice(&header).map_err(|e| format!("bad put header: {e}"))?;
+            let (hlc, origin) = (h.hlc, h.origin);
+            let r = local
+                .put_object_at(h.into_request(), terminated(data), hlc, origin)
+                .await;
+            Ok(encode(r.map(|(info, _)| info)))
+        }
+        PART => {
+            let h: PartHeader = serde_json::from_slice(&header).map_err(|e| format!("bad part header: {e}"))?;
+            Ok(encode(local.upload_part(h.into_request(), terminated(data)).await))
+        }
+        other => Err(format!("this node takes no bulk data of kind {other:?}")),
+    }
+}
+
+/// Serves an object body: the first chunk is the JSON answer (`Result<(ObjectInfo,
+/// Option<ByteRange>)>`), the body follows.
+pub(crate) async fn serve_get(local: &Arc<LocalStore>, payload: &[u8]) -> std::result::Result<DataStream, String> {
+    let g: GetWire = serde_json::from_slice(payload).map_err(|e| format!("bad get request: {e}"))?;
+    match local.get_object(g.request()).await {
+        Ok(out) => {
+            let head = Bytes::from(encode(Ok((out.info, out.range))));
+            let body = out.body.map(|r| r.map_err(|e| e.to_string()));
+            Ok(Box::pin(futures::stream::once(async move { Ok(head) }).chain(body)))
+        }
+        Err(e) => {
+            let head = Bytes::from(encode::<(ObjectInfo, Option<ByteRange>)>(Err(e)));
+            Ok(Box::pin(futures::stream::once(async move { Ok(head) })))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(items: Vec<std::result::Result<&'static str, &'static str>>) -> DataStream {
+        Box::pin(futures::stream::iter(items.into_iter().map(|r| {
+            r.map(|s| Bytes::from_static(s.as_bytes())).map_err(str::to_string)
+        })))
+    }
+
+    async fn collect(s: ByteStream) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut s = s;
+        while let Some(r) = s.next().await {
+            match r {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(_) => return (out, false),
+            }
+        }
+        (out, true)
+    }
+
+    #[tokio::test]
+    async fn a_terminated_stream_is_complete() {
+        let (data, ok) = collect(terminated(stream(vec![Ok("ab"), Ok("cd"), Ok("")]))).await;
+        assert!(ok);
+        assert_eq!(data, b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_its_end_marker_fails() {
+        let (_, ok) = collect(terminated(stream(vec![Ok("ab"), Ok("cd")]))).await;
+        assert!(!ok, "a cut-short transfer must not look complete");
+        let (_, ok) = collect(terminated(stream(vec![Ok("ab"), Err("boom"), Ok("")]))).await;
+        assert!(!ok);
+    }
+
+    #[test]
+    fn errors_cross_the_wire_intact() {
+        let e: Result<ObjectInfo> = Err(Error::PreconditionFailed);
+        let back = decode::<ObjectInfo>(&encode(e));
+        assert_eq!(back.err(), Some(Error::PreconditionFailed));
+    }
+}
