@@ -21,7 +21,8 @@ def main_op(r):
 
 rows = []
 order = ["put-4k-c16", "put-4k-c64", "get-4k-c16", "get-4k-c64", "mixed-4k-c64", "put-1m-c16", "get-1m-c16",
-         "multipart-256m", "list-100k", "put-1g-c1", "get-1g-c1", "rss-64x100m", "client-null"]
+         "multipart-256m", "list-100k", "put-1g-c1", "get-1g-c1", "rss-64x100m",
+         "cluster3-put-4k-c64", "cluster3-get-4k-c64", "cluster3-put-1m-c16", "cluster3-get-1m-c16", "client-null"]
 for name in order:
     r = load(name)
     if not r:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs IronBucket's standard benchmark scenarios against a freshly started single node
-# (durable writes: fsync on acknowledge), records each result as JSON (and an SVG plot) under
+# (durable writes: fsync on acknowledge) and, for the cluster3-* scenarios, a 3-node dev
+# cluster at RF 3 / QUORUM on 127.0.0.1, records each result as JSON (and an SVG plot) under
 # bench/results/, and regenerates docs/performance.md.
 #
 #   bench/run.sh                 # all scenarios, 20 s each
@@ -34,6 +35,22 @@ start_server() {
   [ -n "$EP" ] || { cat "$WORK/server.err"; exit 1; }
 }
 
+# A 3-node dev cluster at RF 3 (QUORUM reads and writes); the bench talks to node 1, which
+# coordinates every request (two of three replicas must answer).
+start_cluster() {
+  stop_server
+  rm -rf "$WORK/cluster"
+  "$SERVER" dev-cluster --nodes 3 --replication-factor 3 --dir "$WORK/cluster" \
+    --s3-port 19001 --admin-port 18001 --rpc-port 17001 >"$WORK/cluster.out" 2>"$WORK/cluster.err" &
+  PID=$!
+  for _ in $(seq 1 300); do grep -q "^ready" "$WORK/cluster.out" 2>/dev/null && break; sleep 0.2; done
+  grep -q "^ready" "$WORK/cluster.out" || { cat "$WORK/cluster.out" "$WORK/cluster.err"; exit 1; }
+  EP=http://127.0.0.1:19001
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  AWS_ACCESS_KEY_ID=$(sed -n 's/^  access key: //p' "$WORK/cluster.out")
+  AWS_SECRET_ACCESS_KEY=$(sed -n 's/^  secret key: //p' "$WORK/cluster.out")
+}
+
 run() { # name, then bench arguments
   local name=$1; shift
   echo "== $name: $*"
@@ -42,7 +59,7 @@ run() { # name, then bench arguments
 
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$PID/status"; }
 
-ALL="put-4k-c16 put-4k-c64 get-4k-c16 get-4k-c64 mixed-4k-c64 put-1m-c16 get-1m-c16 multipart-256m list-100k put-1g-c1 get-1g-c1 rss-64x100m client-null"
+ALL="put-4k-c16 put-4k-c64 get-4k-c16 get-4k-c64 mixed-4k-c64 put-1m-c16 get-1m-c16 multipart-256m list-100k put-1g-c1 get-1g-c1 rss-64x100m cluster3-put-4k-c64 cluster3-get-4k-c64 cluster3-put-1m-c16 cluster3-get-1m-c16 client-null"
 for s in ${SCENARIOS:-$ALL}; do
   case $s in
     put-4k-c16) start_server; run $s put --size 4KiB -c 16 --duration "$DURATION" ;;
@@ -66,6 +83,10 @@ for s in ${SCENARIOS:-$ALL}; do
       start_server
       run $s put --size 100MiB -c 64 --objects 64 --duration 300s
       echo "peak_rss_kib $(peak_rss_kib)" | tee "$OUT/$s.rss.txt" ;;
+    cluster3-put-4k-c64) start_cluster; run $s put --size 4KiB -c 64 --duration "$DURATION" ;;
+    cluster3-get-4k-c64) start_cluster; run $s get --size 4KiB -c 64 --objects 2000 --duration "$DURATION" ;;
+    cluster3-put-1m-c16) start_cluster; run $s put --size 1MiB -c 16 --duration "$DURATION" ;;
+    cluster3-get-1m-c16) start_cluster; run $s get --size 1MiB -c 16 --objects 200 --duration "$DURATION" ;;
     client-null)
       stop_server
       NULLOUT=$WORK/null.out

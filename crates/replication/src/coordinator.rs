@@ -173,16 +173,20 @@ impl ClusterStore {
     ) -> Result<T> {
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut first_ok: Option<T> = None;
+        let me = self.strong()?;
+        // Replicas known down fail first: a write that cannot reach its level starts nowhere.
+        let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
         let mut asks = FuturesUnordered::new();
-        for t in targets {
-            if self.is_down(t) {
-                if let Some(Err(u)) = q.fail(&t.name) {
-                    return Err(unavailable(u));
-                }
-                continue;
-            }
-            let op = &op;
-            asks.push(async move { (t.name.clone(), self.ask::<T>(t, op).await) });
+        for t in live {
+            // Each replica's request runs as its own task: replicas beyond the level still
+            // apply the write after the client has its answer (a dropped request would be
+            // cancelled on the replica).
+            let (me, t, op) = (me.clone(), t.clone(), op.clone());
+            let task = tokio::spawn(async move {
+                let r = me.ask::<T>(&t, &op).await;
+                (t.name, r)
+            });
+            asks.push(task.map(|j| j.unwrap_or_else(|e| (String::new(), Err(Error::Internal(e.to_string()))))));
         }
         let deadline = tokio::time::sleep(self.timeout());
         tokio::pin!(deadline);
@@ -220,6 +224,26 @@ impl ClusterStore {
                 }
             }
         }
+    }
+
+    /// The replicas not known down; each known-down one is reported to `fail`, which says when
+    /// the level can no longer be met.
+    fn live<'a>(
+        &self,
+        targets: &'a [Target],
+        fail: &mut dyn FnMut(&str) -> Option<Unavailable>,
+    ) -> Result<Vec<&'a Target>> {
+        let mut live = Vec::with_capacity(targets.len());
+        for t in targets {
+            if self.is_down(t) {
+                if let Some(u) = fail(&t.name) {
+                    return Err(unavailable(u));
+                }
+            } else {
+                live.push(t);
+            }
+        }
+        Ok(live)
     }
 
     /// Asks the replicas for `g`'s version; decides at the read level. Returns the winning
@@ -311,7 +335,7 @@ impl ClusterStore {
         let info = reply.result?;
         let mut last = None;
         for t in &holders {
-            match self.fetch(t, g.clone()).await {
+            match self.fetch(t, g.clone(), info.size).await {
                 Ok(out) if out.info.hlc == info.hlc && out.info.origin == info.origin => return Ok(out),
                 // The holder moved on since it answered (a newer write landed): serve the newer.
                 Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => return Ok(out),
@@ -330,8 +354,9 @@ impl ClusterStore {
         Err(last.unwrap_or_else(|| Error::Unavailable("no replica could send the object".into())))
     }
 
-    /// The object (or the range asked for) from one replica.
-    async fn fetch(&self, t: &Target, g: GetWire) -> Result<GetObjectOutput> {
+    /// The object (or the range asked for) from one replica; `size` (the object's) sets how
+    /// long the transfer may take.
+    async fn fetch(&self, t: &Target, g: GetWire, size: u64) -> Result<GetObjectOutput> {
         if t.local {
             return self.local.get_object(g.request()).await;
         }
@@ -339,7 +364,7 @@ impl ClusterStore {
         let mut stream = self
             .cp
             .peers()
-            .pull(&t.addr, wire::GET, payload, Some(self.timeout()))
+            .pull(&t.addr, wire::GET, payload, Some(self.timeout_for(Some(size))))
             .await
             .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
         let head = match stream.next().await {
@@ -358,6 +383,7 @@ impl ClusterStore {
         let (Some(v), Some(source)) = (reply.version.clone(), holders.first().cloned()) else {
             return;
         };
+        let size = reply.result.as_ref().map(|i| i.size).unwrap_or(0);
         if stale.is_empty() {
             return;
         }
@@ -367,7 +393,7 @@ impl ClusterStore {
         let g = g.clone();
         tokio::spawn(async move {
             for t in stale {
-                let r = me.repair_one(&g, &v, &source, &t).await;
+                let r = me.repair_one(&g, &v, size, &source, &t).await;
                 match r {
                     Ok(()) => tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair"),
                     Err(e) => {
@@ -378,7 +404,7 @@ impl ClusterStore {
         });
     }
 
-    async fn repair_one(&self, g: &GetWire, v: &VersionStamp, source: &Target, to: &Target) -> Result<()> {
+    async fn repair_one(&self, g: &GetWire, v: &VersionStamp, size: u64, source: &Target, to: &Target) -> Result<()> {
         if v.delete_marker {
             let op = Op::Delete {
                 bucket: g.bucket.clone(),
@@ -396,7 +422,7 @@ impl ClusterStore {
             conditions: Conditions::default(),
             ..g.clone()
         };
-        let src = self.fetch(source, want).await?;
+        let src = self.fetch(source, want, size).await?;
         if src.info.hlc != v.hlc || src.info.origin != v.origin {
             return Err(Error::Internal("the source moved on; repair skipped".into()));
         }
@@ -550,13 +576,8 @@ impl ClusterStore {
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
         let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
-        for t in targets {
-            if self.is_down(t) {
-                if let Some(Err(u)) = q.fail(&t.name) {
-                    return Err(unavailable(u));
-                }
-                continue;
-            }
+        let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
+        for t in live {
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
             senders.push((t.name.clone(), tx));
             let mut rx = rx;
@@ -796,30 +817,39 @@ impl ClusterStore {
         Err(last.unwrap_or_else(|| Error::Unavailable("no replica answered".into())))
     }
 
-    /// Asks every member (in parallel); the answers of those that could answer, and the
-    /// first failure.
-    pub(crate) async fn ask_all<T: DeserializeOwned>(&self, op: &Op) -> (Vec<(Target, T)>, Option<Error>) {
+    /// Asks every member (in parallel): the answers of those that could answer, and the
+    /// failures (members known down included).
+    pub(crate) async fn ask_all<T: DeserializeOwned>(&self, op: &Op) -> (Vec<(Target, T)>, Vec<(String, Error)>) {
         let targets = self.all_targets();
+        let mut failed: Vec<(String, Error)> = targets
+            .iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| (t.name.clone(), Error::Unavailable(format!("node {} is down", t.name))))
+            .collect();
         let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| async move {
             let r = self.ask::<T>(t, op).await;
             (t.clone(), r)
         });
         let mut ok = Vec::new();
-        let mut err = None;
         for (t, r) in futures::future::join_all(asks).await {
             match r {
                 Ok(v) => ok.push((t, v)),
-                Err(e) => {
-                    if err.is_none() {
-                        err = Some(e);
-                    }
-                }
+                Err(e) => failed.push((t.name, e)),
             }
         }
-        if targets.iter().any(|t| self.is_down(t)) && err.is_none() {
-            err = Some(Error::Unavailable("a member of the cluster is down".into()));
-        }
-        (ok, err)
+        (ok, failed)
+    }
+
+    /// The replication factor in force (at most the number of members holding data).
+    pub(crate) fn factor(&self) -> usize {
+        self.cp.with_state(|s| {
+            let data = s
+                .members
+                .values()
+                .filter(|m| m.state == ironbucket_consensus::MemberState::Active && m.weight > 0)
+                .count();
+            (s.replication.factor as usize).min(data).max(1)
+        })
     }
 }
 

@@ -235,7 +235,7 @@ impl ObjectStore for ClusterStore {
             return Err(Error::NoSuchBucket);
         }
         // Empty on every member (a member that cannot answer might hold objects).
-        let (answers, err) = self
+        let (answers, failed) = self
             .ask_all::<bool>(&Op::InUse {
                 bucket: bucket.to_string(),
             })
@@ -243,9 +243,9 @@ impl ObjectStore for ClusterStore {
         if answers.iter().any(|(_, in_use)| *in_use) {
             return Err(Error::BucketNotEmpty);
         }
-        if let Some(e) = err {
+        if let Some((node, e)) = failed.into_iter().next() {
             return Err(Error::Unavailable(format!(
-                "cannot tell whether the bucket is empty on every node: {e}"
+                "cannot tell whether the bucket is empty on every node ({node}: {e})"
             )));
         }
         self.propose(Command::DeleteBucket {

@@ -15,16 +15,22 @@ use std::collections::BTreeMap;
 const MAX_ROUNDS: usize = 10_000;
 
 impl ClusterStore {
-    /// Members' answers; refuses when a member that may hold keys could not answer (a listing
-    /// that silently skipped a node's keys would be wrong).
+    /// Members' answers, when they cover every partition: each key lives on RF members, so
+    /// with fewer than RF members missing every key has a replica among those that answered.
+    /// Otherwise refused (a listing that silently skipped keys would be wrong).
     async fn gather<T: serde::de::DeserializeOwned>(&self, op: &Op) -> Result<Vec<T>> {
-        let (ok, err) = self.ask_all::<T>(op).await;
-        if let Some(e) = err {
-            return Err(match e {
-                Error::Unavailable(m) => Error::Unavailable(format!(
-                    "a listing needs every member's keys and one could not answer: {m}"
+        let (ok, failed) = self.ask_all::<T>(op).await;
+        let rf = self.factor();
+        if failed.len() >= rf || ok.is_empty() {
+            let names: Vec<String> = failed.iter().map(|(n, _)| n.clone()).collect();
+            return Err(match failed.into_iter().next() {
+                Some((_, Error::Unavailable(m))) | Some((_, Error::Internal(m))) => Error::Unavailable(format!(
+                    "a listing needs a replica of every key; {} of the members could not answer ({}), the replication factor is {rf}: {m}",
+                    names.len(),
+                    names.join(", ")
                 )),
-                other => other,
+                Some((_, other)) => other,
+                None => Error::Unavailable("no member could answer".into()),
             });
         }
         Ok(ok.into_iter().map(|(_, v)| v).collect())

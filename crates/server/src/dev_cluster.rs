@@ -251,6 +251,15 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
                 http_get(a.admin_port + i, "/cluster/status")
                     .filter(|(st, _)| *st == 200)
                     .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                    // Ready for data too: every node is an active member of the placement layout.
+                    .filter(|v| {
+                        v["members"].as_array().is_some_and(|m| {
+                            m.iter()
+                                .filter(|x| x["state"] == "active" && x["weight"].as_u64() > Some(0))
+                                .count()
+                                == n as usize
+                        })
+                    })
                     .and_then(|v| v["leader"].as_str().map(str::to_string))
             })
             .collect();
