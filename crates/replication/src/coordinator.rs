@@ -426,11 +426,6 @@ impl ClusterStore {
         if src.info.hlc != v.hlc || src.info.origin != v.origin {
             return Err(Error::Internal("the source moved on; repair skipped".into()));
         }
-        if src.info.parts_count.is_some() {
-            return Err(Error::Internal(
-                "multipart objects are repaired by anti-entropy (a later repair issue), not on read".into(),
-            ));
-        }
         let tags = match self
             .ask::<MetaReply>(
                 source,
@@ -446,11 +441,22 @@ impl ClusterStore {
             _ => Vec::new(),
         };
         let info = src.info;
+        // A whole object's MD5 and checksums are verified again on the way in; a multipart
+        // object keeps the ETag and composite checksums it was stored with.
+        let multipart = info.parts_count.is_some();
         let checks = Checks {
             content_length: Some(info.size),
-            content_md5: hex_to_b64(&info.etag),
-            checksums: info.checksums.clone(),
-            compute: info.checksums.algorithms().collect(),
+            content_md5: if multipart { None } else { hex_to_b64(&info.etag) },
+            checksums: if multipart {
+                Checksums::default()
+            } else {
+                info.checksums.clone()
+            },
+            compute: if multipart {
+                Vec::new()
+            } else {
+                info.checksums.algorithms().collect()
+            },
         };
         let header = PutHeader {
             bucket: g.bucket.clone(),
@@ -471,6 +477,11 @@ impl ClusterStore {
             conditions: Conditions::default(),
             hlc: v.hlc,
             origin: v.origin,
+            stored_as: multipart.then(|| StoredAs {
+                etag: info.etag.clone(),
+                parts_count: info.parts_count,
+                checksums: info.checksums.clone(),
+            }),
         };
         let body: DataStream = Box::pin(
             src.body
@@ -493,16 +504,7 @@ impl ClusterStore {
 
     async fn push_put_inner(&self, t: Target, header: Arc<PutHeader>, body: DataStream) -> Result<ObjectInfo> {
         if t.local {
-            let r = self
-                .local
-                .put_object_at(
-                    PutHeader::clone(&header).into_request(),
-                    wire::terminated(body),
-                    header.hlc,
-                    header.origin,
-                )
-                .await;
-            return r.map(|(info, _)| info);
+            return wire::put_stamped(&self.local, PutHeader::clone(&header), wire::terminated(body)).await;
         }
         let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
         let bytes = self

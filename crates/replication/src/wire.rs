@@ -66,6 +66,9 @@ pub(crate) struct PutHeader {
     pub conditions: Conditions,
     pub hlc: Hlc,
     pub origin: u64,
+    /// Read repair: the ETag, part count and checksums of the copied version.
+    #[serde(default)]
+    pub stored_as: Option<StoredAs>,
 }
 
 impl PutHeader {
@@ -81,6 +84,7 @@ impl PutHeader {
             conditions: req.conditions.clone(),
             hlc,
             origin,
+            stored_as: None,
         }
     }
 
@@ -439,6 +443,16 @@ impl Stream for Terminated {
     }
 }
 
+/// Stores a stamped write (or a read repair's copy) on this replica.
+pub(crate) async fn put_stamped(local: &LocalStore, mut h: PutHeader, body: ByteStream) -> Result<ObjectInfo> {
+    let (hlc, origin, stored_as) = (h.hlc, h.origin, h.stored_as.take());
+    let r = match stored_as {
+        Some(x) => local.repair_object_at(h.into_request(), body, hlc, origin, x).await,
+        None => local.put_object_at(h.into_request(), body, hlc, origin).await,
+    };
+    r.map(|(info, _)| info)
+}
+
 /// Serves a pushed body.
 pub(crate) async fn serve_push(
     local: &LocalStore,
@@ -449,11 +463,7 @@ pub(crate) async fn serve_push(
     match kind {
         PUT => {
             let h: PutHeader = serde_json::from_slice(&header).map_err(|e| format!("bad put header: {e}"))?;
-            let (hlc, origin) = (h.hlc, h.origin);
-            let r = local
-                .put_object_at(h.into_request(), terminated(data), hlc, origin)
-                .await;
-            Ok(encode(r.map(|(info, _)| info)))
+            Ok(encode(put_stamped(local, h, terminated(data)).await))
         }
         PART => {
             let h: PartHeader = serde_json::from_slice(&header).map_err(|e| format!("bad part header: {e}"))?;

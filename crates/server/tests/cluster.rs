@@ -1164,6 +1164,52 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
         .send()
         .await
         .unwrap();
+    let big = data(6 * 1024 * 1024, 5);
+    let up = a
+        .create_multipart_upload()
+        .bucket("heal")
+        .key("parts")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, chunk) in big.chunks(5 * 1024 * 1024).enumerate() {
+        let n = i as i32 + 1;
+        let out = a
+            .upload_part()
+            .bucket("heal")
+            .key("parts")
+            .upload_id(id)
+            .part_number(n)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let etag = a
+        .complete_multipart_upload()
+        .bucket("heal")
+        .key("parts")
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
     let args = node_args("node-3", ports[2], &seeds, SECRET);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(&["--replication-factor", "3"]);
@@ -1208,6 +1254,38 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     }
     let e = c.get_object().bucket("heal").key("gone").send().await.unwrap_err();
     assert_eq!(status_of(&e), 404);
+    // A multipart object is repaired with its multipart ETag.
+    let got = body_bytes(
+        at_level!(c.get_object().bucket("heal").key("parts"), "ALL")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(md5_hex(&got), md5_hex(&big));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = located(&nodes[0], "heal", "parts").await;
+        let etags: Vec<_> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["versions"][0]["etag"].as_str().unwrap_or("").to_string())
+            .collect();
+        if etags.iter().all(|e| *e == etag) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not repaired: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = body_bytes(
+        at_level!(c.get_object().bucket("heal").key("parts"), "ONE")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(md5_hex(&again), md5_hex(&big));
 }
 
 #[tokio::test]

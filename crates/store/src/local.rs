@@ -186,10 +186,33 @@ impl LocalStore {
         origin: u64,
     ) -> Result<(ObjectInfo, bool)> {
         self.clock.observe(hlc);
-        self.put_inner(req, body, Some((hlc, origin.max(1)))).await
+        self.put_inner(req, body, Some((hlc, origin.max(1))), None).await
     }
 
-    async fn put_inner(&self, req: PutObject, body: ByteStream, at: Option<(Hlc, u64)>) -> Result<(ObjectInfo, bool)> {
+    /// Read repair: stores a copy of a version another replica holds, with its stamp and the
+    /// ETag, part count and checksums it was stored with there (a multipart object's ETag and
+    /// composite checksums cannot be recomputed from its body). Otherwise as
+    /// [`LocalStore::put_object_at`].
+    pub async fn repair_object_at(
+        &self,
+        req: PutObject,
+        body: ByteStream,
+        hlc: Hlc,
+        origin: u64,
+        stored_as: StoredAs,
+    ) -> Result<(ObjectInfo, bool)> {
+        self.clock.observe(hlc);
+        self.put_inner(req, body, Some((hlc, origin.max(1))), Some(stored_as))
+            .await
+    }
+
+    async fn put_inner(
+        &self,
+        req: PutObject,
+        body: ByteStream,
+        at: Option<(Hlc, u64)>,
+        stored_as: Option<StoredAs>,
+    ) -> Result<(ObjectInfo, bool)> {
         validate_object_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
         // One bucket read serves the existence check and the quota precheck.
@@ -212,6 +235,11 @@ impl LocalStore {
             rec.hlc = hlc;
             rec.origin = origin;
             rec.last_modified = hlc.physical;
+        }
+        if let Some(x) = stored_as {
+            rec.etag = x.etag;
+            rec.parts_count = x.parts_count;
+            rec.checksums = x.checksums;
         }
         seal_record(&mut rec, req.sse_c.as_ref());
         rec.retention = req.lock.retention.clone();
@@ -1460,7 +1488,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_object(&self, req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
-        Ok(self.put_inner(req, body, None).await?.0)
+        Ok(self.put_inner(req, body, None, None).await?.0)
     }
 
     async fn get_object(&self, req: GetObject) -> Result<GetObjectOutput> {

@@ -262,6 +262,14 @@ pub struct ListPartsPage {
 
 pub use ironbucket_meta::{ListQuery, UploadListPage, UploadListQuery, UploadRecord as UploadInfo, VersionListQuery};
 
+/// How a version was stored on the replica it is copied from (read repair).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAs {
+    pub etag: String,
+    pub parts_count: Option<u32>,
+    pub checksums: Checksums,
+}
+
 /// Which version of a key a replica holds (for cluster reads): its stamp, id and kind.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionStamp {
