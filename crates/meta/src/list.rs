@@ -213,6 +213,11 @@ pub struct VersionListQuery {
     pub key_marker: Option<String>,
     pub version_id_marker: Option<String>,
     pub max_keys: usize,
+    /// A cluster member asked for a page may not hold the marker's version: start where it
+    /// would sort (a stamped version id is its own sort key; after the key for `null`) instead
+    /// of refusing.
+    #[serde(default)]
+    pub lenient_marker: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -239,13 +244,15 @@ pub(crate) fn list_versions(
     // Where to start: after the whole marker key, or after one of its versions.
     let (mut from_key, mut from_sk, mut inclusive): (Vec<u8>, String, bool) =
         match (&q.key_marker, &q.version_id_marker) {
-            (Some(k), Some(v)) if k.as_bytes() >= prefix => {
-                let sk = match crate::tx::find_version(t, bucket, k, v)? {
-                    Some((sk, _)) => sk,
-                    None => return Err(crate::Error::Corrupt(format!("no version {v} of {k}"))),
-                };
-                (k.as_bytes().to_vec(), sk, false)
-            }
+            (Some(k), Some(v)) if k.as_bytes() >= prefix => match crate::tx::find_version(t, bucket, k, v)? {
+                Some((sk, _)) => (k.as_bytes().to_vec(), sk, false),
+                None if q.lenient_marker && v != "null" => (k.as_bytes().to_vec(), v.clone(), false),
+                None if q.lenient_marker => match prefix_successor_exact(k.as_bytes()) {
+                    Some(next) => (next, String::new(), true),
+                    None => return Ok(page),
+                },
+                None => return Err(crate::Error::Corrupt(format!("no version {v} of {k}"))),
+            },
             (Some(k), None) if k.as_bytes() >= prefix => match prefix_successor_exact(k.as_bytes()) {
                 Some(next) => (next, String::new(), true),
                 None => return Ok(page),

@@ -140,6 +140,13 @@ impl ClusterStore {
             .unwrap_or(Consistency::Quorum)
     }
 
+    /// The cluster's default write level (what listings can rely on).
+    pub(crate) fn default_write_level(&self) -> Consistency {
+        self.cp
+            .with_state(|s| s.replication.write_consistency.parse().ok())
+            .unwrap_or(Consistency::Quorum)
+    }
+
     pub(crate) fn timeout(&self) -> Duration {
         self.cp.peers().config().request_timeout
     }
@@ -173,6 +180,7 @@ impl ClusterStore {
     ) -> Result<T> {
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut first_ok: Option<T> = None;
+        let mut first_err: Option<Error> = None;
         let me = self.strong()?;
         // Replicas known down fail first: a write that cannot reach its level starts nowhere.
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
@@ -194,25 +202,30 @@ impl ClusterStore {
             tokio::select! {
                 next = asks.next() => {
                     let Some((node, r)) = next else {
-                        return Err(Error::Unavailable(format!("consistency level {level} was not met")));
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
                     };
                     let decided = match r {
                         Ok(v) => {
                             first_ok.get_or_insert(v);
                             q.ack(&node)
                         }
-                        Err(e) if replica_failure(&e) => {
+                        Err(e) => {
+                            // A replica's own refusal (NoSuchUpload on one that missed the
+                            // upload, say) counts as its failure; it is the answer only when
+                            // the level cannot be met.
                             tracing::debug!(node = %node, error = %e, "replica failed");
+                            if !replica_failure(&e) {
+                                first_err.get_or_insert(e);
+                            }
                             q.fail(&node)
                         }
-                        Err(e) => return Err(e),
                     };
                     match decided {
                         Some(Ok(_)) => {
                             // The others' answers are not awaited (their requests still run on the replicas).
                             return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
                         }
-                        Some(Err(u)) => return Err(unavailable(u)),
+                        Some(Err(u)) => return Err(first_err.unwrap_or_else(|| unavailable(u))),
                         None => {}
                     }
                 }
@@ -294,6 +307,32 @@ impl ClusterStore {
                 }
             }
         };
+        let mut decided = decided;
+        if decided.newest.is_none() && !asks.is_empty() {
+            // "Not found" is believed only once every live replica has said so (within the
+            // deadline): a replica that was away answers fastest and knows nothing of what was
+            // written meanwhile. A hit is returned at R answers.
+            loop {
+                tokio::select! {
+                    next = asks.next() => match next {
+                        None => break,
+                        Some((t, Ok(reply))) => answers.push((t, reply)),
+                        Some(_) => {}
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            let newest = answers
+                .iter()
+                .filter_map(|(_, a)| a.version.as_ref().map(|v| (stamp_of(v), a.clone())))
+                .max_by_key(|(s, _)| *s);
+            let stale = answers
+                .iter()
+                .filter(|(_, a)| a.version.as_ref().map(stamp_of) < newest.as_ref().map(|(s, _)| *s))
+                .map(|(t, _)| t.name.clone())
+                .collect();
+            decided = crate::quorum::ReadResult { newest, stale };
+        }
         let stale: Vec<Target> = targets
             .iter()
             .filter(|t| decided.stale.contains(&t.name))
@@ -440,6 +479,20 @@ impl ClusterStore {
             Ok(MetaReply::Tags(t)) => t.into_iter().map(|(key, value)| Tag { key, value }).collect(),
             _ => Vec::new(),
         };
+        let acl = match self
+            .ask::<MetaReply>(
+                source,
+                &Op::Meta {
+                    bucket: g.bucket.clone(),
+                    key: g.key.clone(),
+                    op: MetaOp::GetAcl(Some(v.version_id.clone())),
+                },
+            )
+            .await
+        {
+            Ok(MetaReply::Acl(a)) => a,
+            _ => None,
+        };
         let info = src.info;
         // A whole object's MD5 and checksums are verified again on the way in; a multipart
         // object keeps the ETag and composite checksums it was stored with.
@@ -465,7 +518,7 @@ impl ClusterStore {
                 content: info.content.clone(),
                 user_meta: info.user_meta.clone(),
                 tags,
-                acl: None,
+                acl,
             },
             lock: LockRequest {
                 retention: info.retention.clone(),
@@ -555,9 +608,10 @@ impl ClusterStore {
     }
 
     /// A body transfer's deadline: the request timeout, plus time for the bytes at a floor of
-    /// 10 MB/s (a 5 GiB part must not be cut at 30 s).
+    /// 1 MB/s (a 5 GiB part must not be cut at 30 s). A replica that stops taking data for a
+    /// whole request timeout is dropped sooner (see `replicate_body`).
     fn timeout_for(&self, len: Option<u64>) -> Duration {
-        self.timeout() + Duration::from_millis(len.unwrap_or(0) / 10_000)
+        self.timeout() + Duration::from_millis(len.unwrap_or(0) / 1_000)
     }
 
     /// Streams `body` to every replica at once and waits for the write level. `send` starts one
@@ -593,6 +647,7 @@ impl ClusterStore {
         }
         drop(done_tx);
         let mut hasher = trailer.as_ref().map(|(algs, _)| ChecksumSet::new(algs.iter().copied()));
+        let idle = self.timeout();
         let feed = async {
             while let Some(chunk) = body.next().await {
                 let chunk = match chunk {
@@ -613,11 +668,14 @@ impl ClusterStore {
                 }
                 let mut i = 0;
                 while i < senders.len() {
-                    if senders[i].1.send(Ok(chunk.clone())).await.is_err() {
-                        // That replica stopped reading (it failed; its answer says why).
-                        senders.swap_remove(i);
-                    } else {
-                        i += 1;
+                    match tokio::time::timeout(idle, senders[i].1.send(Ok(chunk.clone()))).await {
+                        Ok(Ok(())) => i += 1,
+                        // That replica failed (its answer says why) or stopped taking data:
+                        // without the end marker it stores nothing.
+                        _ => {
+                            tracing::debug!(node = %senders[i].0, "replica dropped from a transfer");
+                            senders.swap_remove(i);
+                        }
                     }
                 }
                 if senders.is_empty() {
@@ -647,6 +705,7 @@ impl ClusterStore {
         // without the end marker, so no replica stores a partial body.
         let mut feed = std::pin::pin!(feed.fuse());
         let mut fed = false;
+        let mut closed = false;
         let mut first_err: Option<Error> = None;
         let mut first_ok: Option<T> = None;
         let deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
@@ -656,12 +715,16 @@ impl ClusterStore {
                 r = &mut feed, if !fed => {
                     fed = true;
                     r?;
+                    if closed {
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
+                    }
                     deadline.as_mut().reset(tokio::time::Instant::now() + self.timeout());
                 }
-                next = done_rx.recv() => {
+                next = done_rx.recv(), if !closed => {
                     let Some((node, r)) = next else {
                         if !fed {
-                            // Every transfer ended before the body did.
+                            // Every transfer ended before the body did: finish reading it.
+                            closed = true;
                             continue;
                         }
                         return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
@@ -676,9 +739,7 @@ impl ClusterStore {
                             q.fail(&node)
                         }
                         Err(e) => {
-                            if fed {
-                                return Err(e);
-                            }
+                            tracing::debug!(node = %node, error = %e, "replica refused the write");
                             first_err.get_or_insert(e);
                             q.fail(&node)
                         }

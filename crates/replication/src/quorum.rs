@@ -32,7 +32,7 @@ impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "consistency level {} needs {} of {} replicas and only {} answered in time; nothing was acknowledged",
+            "consistency level {} needs {} of {} replicas and only {} answered in time; the request was not acknowledged",
             self.level, self.needed, self.replicas, self.got
         )
     }

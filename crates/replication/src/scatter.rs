@@ -15,17 +15,20 @@ use std::collections::BTreeMap;
 const MAX_ROUNDS: usize = 10_000;
 
 impl ClusterStore {
-    /// Members' answers, when they cover every partition: each key lives on RF members, so
-    /// with fewer than RF members missing every key has a replica among those that answered.
-    /// Otherwise refused (a listing that silently skipped keys would be wrong).
+    /// Members' answers, when they are sure to include every acknowledged write: each was
+    /// acknowledged by W replicas (the default write level), so with fewer than W members
+    /// missing one of them answered. Otherwise refused (never a silently partial listing).
     async fn gather<T: serde::de::DeserializeOwned>(&self, op: &Op) -> Result<Vec<T>> {
         let (ok, failed) = self.ask_all::<T>(op).await;
         let rf = self.factor();
-        if failed.len() >= rf || ok.is_empty() {
+        // An acknowledged write is on at least W replicas (the default write level): with fewer
+        // than W members missing, one of them answered.
+        let w = self.default_write_level().required(rf).max(1);
+        if failed.len() >= w || ok.is_empty() {
             let names: Vec<String> = failed.iter().map(|(n, _)| n.clone()).collect();
             return Err(match failed.into_iter().next() {
                 Some((_, Error::Unavailable(m))) | Some((_, Error::Internal(m))) => Error::Unavailable(format!(
-                    "a listing needs a replica of every key; {} of the members could not answer ({}), the replication factor is {rf}: {m}",
+                    "a listing needs a member holding every acknowledged write; {} member(s) could not answer ({}), and writes are acknowledged by {w} of {rf} replicas: {m}",
                     names.len(),
                     names.join(", ")
                 )),
@@ -100,6 +103,7 @@ impl ClusterStore {
             bucket: bucket.to_string(),
             query: VersionListQuery {
                 max_keys: max,
+                lenient_marker: true,
                 ..q.clone()
             },
         };

@@ -1497,6 +1497,7 @@ impl S3 for Front {
             key_marker: i.key_marker.clone().filter(|s| !s.is_empty()),
             version_id_marker: i.version_id_marker.clone().filter(|s| !s.is_empty()),
             max_keys: max,
+            lenient_marker: false,
         };
         let page = self.store.list_object_versions(&i.bucket, q).await.map_err(s3_err)?;
         let mut versions = Vec::new();

@@ -510,6 +510,7 @@ impl LocalStore {
             key_marker: after,
             version_id_marker: None,
             max_keys: 1000,
+            lenient_marker: false,
         };
         let mut out: Vec<(ObjectInfo, bool)> = Vec::new();
         loop {
