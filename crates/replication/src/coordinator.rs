@@ -247,10 +247,23 @@ impl ClusterStore {
         fail: &mut dyn FnMut(&str) -> Option<Unavailable>,
     ) -> Result<Vec<&'a Target>> {
         let mut live = Vec::with_capacity(targets.len());
+        let down: Vec<&str> = targets
+            .iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| t.name.as_str())
+            .collect();
         for t in targets {
             if self.is_down(t) {
                 if let Some(u) = fail(&t.name) {
-                    return Err(unavailable(u));
+                    return Err(Error::Unavailable(format!(
+                        "consistency level {} needs {} of {} replicas and {} of them {} down ({}); the request was not sent",
+                        u.level,
+                        u.needed,
+                        u.replicas,
+                        down.len(),
+                        if down.len() == 1 { "is" } else { "are" },
+                        down.join(", ")
+                    )));
                 }
             } else {
                 live.push(t);
@@ -541,23 +554,22 @@ impl ClusterStore {
                 .map(|r| r.map_err(|e| e.to_string()))
                 .chain(futures::stream::once(async { Ok(Bytes::new()) })),
         );
-        self.push_put_inner(to.clone(), Arc::new(header), body)
-            .await
-            .map(|_| ())
+        self.push_inner(to.clone(), Arc::new(header), body).await.map(|_| ())
     }
 
-    fn push_put(
+    /// Streams a body to one replica (this node's store directly, a peer as a push).
+    fn push<H: wire::Pushed>(
         self: Arc<Self>,
         t: Target,
-        header: Arc<PutHeader>,
+        header: Arc<H>,
         body: DataStream,
-    ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
-        async move { self.push_put_inner(t, header, body).await }.boxed()
+    ) -> futures::future::BoxFuture<'static, Result<H::Answer>> {
+        async move { self.push_inner(t, header, body).await }.boxed()
     }
 
-    async fn push_put_inner(&self, t: Target, header: Arc<PutHeader>, body: DataStream) -> Result<ObjectInfo> {
+    async fn push_inner<H: wire::Pushed>(&self, t: Target, header: Arc<H>, body: DataStream) -> Result<H::Answer> {
         if t.local {
-            return wire::put_stamped(&self.local, PutHeader::clone(&header), wire::terminated(body)).await;
+            return H::clone(&header).store(&self.local, wire::terminated(body)).await;
         }
         let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
         let bytes = self
@@ -565,42 +577,10 @@ impl ClusterStore {
             .peers()
             .push(
                 &t.addr,
-                wire::PUT,
+                H::KIND,
                 h,
                 body,
-                Some(self.timeout_for(header.checks.content_length)),
-            )
-            .await
-            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
-        wire::decode(&bytes)
-    }
-
-    fn push_part(
-        self: Arc<Self>,
-        t: Target,
-        header: Arc<PartHeader>,
-        body: DataStream,
-    ) -> futures::future::BoxFuture<'static, Result<PartInfo>> {
-        async move { self.push_part_inner(t, header, body).await }.boxed()
-    }
-
-    async fn push_part_inner(&self, t: Target, header: Arc<PartHeader>, body: DataStream) -> Result<PartInfo> {
-        if t.local {
-            return self
-                .local
-                .upload_part(PartHeader::clone(&header).into_request(), wire::terminated(body))
-                .await;
-        }
-        let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
-        let bytes = self
-            .cp
-            .peers()
-            .push(
-                &t.addr,
-                wire::PART,
-                h,
-                body,
-                Some(self.timeout_for(header.checks.content_length)),
+                Some(self.timeout_for(header.content_length())),
             )
             .await
             .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
@@ -621,7 +601,7 @@ impl ClusterStore {
         targets: &[Target],
         level: Consistency,
         mut body: ByteStream,
-        trailer: Option<(Vec<ChecksumAlgorithm>, TrailerChecksums)>,
+        trailer: Option<wire::Trailer>,
         send: F,
     ) -> Result<T>
     where
@@ -652,13 +632,7 @@ impl ClusterStore {
             while let Some(chunk) = body.next().await {
                 let chunk = match chunk {
                     Ok(c) => c,
-                    Err(e) => {
-                        let err = match e.kind() {
-                            std::io::ErrorKind::PermissionDenied => Error::BodySignatureMismatch,
-                            _ => Error::IncompleteBody(e.to_string()),
-                        };
-                        return Err(err);
-                    }
+                    Err(e) => return Err(Error::from_body(e)),
                 };
                 if chunk.is_empty() {
                     continue;
@@ -769,17 +743,11 @@ impl ClusterStore {
         let targets = self.targets(&req.bucket, &req.key)?;
         let level = self.level(true);
         let (hlc, origin) = self.stamp();
-        let trailer = req.checks.trailer.take().map(|t| (req.checks.compute.clone(), t));
-        let checks = Checks {
-            content_length: req.checks.content_length,
-            content_md5: req.checks.content_md5.clone(),
-            checksums: req.checks.checksums.clone(),
-            compute: req.checks.compute.clone(),
-        };
+        let (checks, trailer) = Checks::split(&mut req.checks);
         let header = Arc::new(PutHeader::new(&req, checks, hlc, origin));
         let me = self.strong()?;
         self.replicate_body(&targets, level, body, trailer, move |t, data| {
-            me.clone().push_put(t, header.clone(), data)
+            me.clone().push(t, header.clone(), data)
         })
         .await
     }
@@ -787,17 +755,11 @@ impl ClusterStore {
     pub(crate) async fn part(&self, mut req: UploadPart, body: ByteStream) -> Result<PartInfo> {
         let targets = self.targets(&req.bucket, &req.key)?;
         let level = self.level(true);
-        let trailer = req.checks.trailer.take().map(|t| (req.checks.compute.clone(), t));
-        let checks = Checks {
-            content_length: req.checks.content_length,
-            content_md5: req.checks.content_md5.clone(),
-            checksums: req.checks.checksums.clone(),
-            compute: req.checks.compute.clone(),
-        };
+        let (checks, trailer) = Checks::split(&mut req.checks);
         let header = Arc::new(PartHeader::new(&req, checks));
         let me = self.strong()?;
         self.replicate_body(&targets, level, body, trailer, move |t, data| {
-            me.clone().push_part(t, header.clone(), data)
+            me.clone().push(t, header.clone(), data)
         })
         .await
     }

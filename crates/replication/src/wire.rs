@@ -32,7 +32,54 @@ pub(crate) struct Checks {
     pub compute: Vec<ChecksumAlgorithm>,
 }
 
+/// A pushed body's header: what the replica does with the body, and what it answers.
+pub(crate) trait Pushed: Serialize + Clone + Send + Sync + 'static {
+    type Answer: DeserializeOwned + Send + 'static;
+    /// The push kind.
+    const KIND: &'static str;
+    fn content_length(&self) -> Option<u64>;
+    /// Stores the body on this node.
+    fn store(self, local: &LocalStore, body: ByteStream) -> futures::future::BoxFuture<'_, Result<Self::Answer>>;
+}
+
+impl Pushed for PutHeader {
+    type Answer = ObjectInfo;
+    const KIND: &'static str = PUT;
+    fn content_length(&self) -> Option<u64> {
+        self.checks.content_length
+    }
+    fn store(self, local: &LocalStore, body: ByteStream) -> futures::future::BoxFuture<'_, Result<ObjectInfo>> {
+        Box::pin(put_stamped(local, self, body))
+    }
+}
+
+impl Pushed for PartHeader {
+    type Answer = PartInfo;
+    const KIND: &'static str = PART;
+    fn content_length(&self) -> Option<u64> {
+        self.checks.content_length
+    }
+    fn store(self, local: &LocalStore, body: ByteStream) -> futures::future::BoxFuture<'_, Result<PartInfo>> {
+        Box::pin(local.upload_part(self.into_request(), body))
+    }
+}
+
+/// A trailer's checksums, verified by the coordinator once the body has been read.
+pub(crate) type Trailer = (Vec<ChecksumAlgorithm>, TrailerChecksums);
+
 impl Checks {
+    /// The checks a replica repeats, and the trailer the coordinator verifies itself.
+    pub fn split(checks: &mut BodyChecks) -> (Checks, Option<Trailer>) {
+        let trailer = checks.trailer.take().map(|t| (checks.compute.clone(), t));
+        let c = Checks {
+            content_length: checks.content_length,
+            content_md5: checks.content_md5.clone(),
+            checksums: checks.checksums.clone(),
+            compute: checks.compute.clone(),
+        };
+        (c, trailer)
+    }
+
     fn body_checks(self) -> BodyChecks {
         BodyChecks {
             content_length: self.content_length,

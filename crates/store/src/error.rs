@@ -125,6 +125,15 @@ impl From<ConditionFailure> for Error {
 }
 
 impl Error {
+    /// A request body that could not be read: a chunk signature that did not verify
+    /// (`PermissionDenied` from the body stream), or a body cut short.
+    pub fn from_body(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::BodySignatureMismatch,
+            _ => Error::IncompleteBody(e.to_string()),
+        }
+    }
+
     pub(crate) fn range(_: RangeError, size: u64) -> Self {
         Error::InvalidRange { size }
     }

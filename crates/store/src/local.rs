@@ -626,10 +626,7 @@ impl LocalStore {
         };
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk: Bytes = chunk.map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => Error::BodySignatureMismatch,
-                _ => Error::IncompleteBody(e.to_string()),
-            })?;
+            let chunk: Bytes = chunk.map_err(Error::from_body)?;
             size += chunk.len() as u64;
             if size > max {
                 return Err(Error::EntityTooLarge);
