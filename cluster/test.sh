@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# End-to-end test of the Docker Compose cluster (run by .ci/run when a Docker engine answers).
+# Works with no images and no registry: cluster/start.sh builds what it needs. Steps:
+#   1. start the 2-node cluster from nothing (timed); through the load balancer: a bucket, 100
+#      objects and one 50 MiB multipart upload; read back through each node's own port;
+#   2. docker stop node2: reads through the LB go on, writes at ALL get a 503, at ONE succeed;
+#      docker start node2: what was written meanwhile is readable through node2's own port;
+#   3. cut node2 off (docker network disconnect) and reconnect: no acknowledged write lost;
+#   4. stop and start the whole stack (timed): all data still there;
+#   5. the 3-node variant: cluster/upgrade.sh replaces every node's container one at a time while
+#      a client reads and writes at QUORUM through the LB: zero failed requests;
+#   6. cluster/stop.sh --purge leaves no containers, networks or volumes.
+# IRONBUCKET_PROFILE (default debug here: the binaries the test command already built) picks
+# the cargo profile of the image's binaries. FRESH=1 (default under CI) removes the images first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! docker info >/dev/null 2>&1; then
+  echo "docker end-to-end tests: SKIPPED (no Docker engine answers)"
+  exit 0
+fi
+export IRONBUCKET_PROFILE=${IRONBUCKET_PROFILE:-debug}
+WORK=$(mktemp -d)
+MANIFEST=$WORK/manifest.json
+LB=http://127.0.0.1:9000 N1=http://127.0.0.1:9001 N2=http://127.0.0.1:9002
+step() { echo; echo "=== $*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+cleanup() {
+  local rc=$?
+  if [ $rc != 0 ]; then
+    echo "--- container logs (tails) after the failure"
+    for c in ironbucket-node1 ironbucket-node2 ironbucket-node3 ironbucket-lb; do
+      docker logs --tail 20 "$c" 2>&1 | sed "s/^/$c | /" || true
+    done
+  fi
+  NODES=3 bash cluster/stop.sh --purge >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+# boto3 in a private virtualenv (from PyPI), as the other test scripts install the aws cli.
+VENV=${IRONBUCKET_E2E_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ironbucket/venv-e2e}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip) >/dev/null
+  fi
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check boto3
+fi
+PY="$VENV/bin/python cluster/e2e.py"
+
+NODES=3 bash cluster/stop.sh --purge >/dev/null 2>&1 || true
+if [ "${FRESH:-${CI:-}}" = 1 ] || [ "${FRESH:-${CI:-}}" = true ]; then
+  docker image rm -f ironbucket:cluster ironbucket/debian-base:bookworm >/dev/null 2>&1 || true
+fi
+
+step "1. start the 2-node cluster from nothing"
+t=$SECONDS
+NODES=2 bash cluster/start.sh
+first=$((SECONDS - t))
+set -a; . cluster/.env; set +a
+[ "$(stat -c %a cluster/.env)" = 600 ] || fail "cluster/.env is not mode 600"
+bash cluster/health.sh >/dev/null || fail "health.sh failed"
+$PY load --endpoint $LB --bucket e2e --count 100 --multipart-mib 50 --manifest "$MANIFEST"
+$PY verify --endpoint $N1 --manifest "$MANIFEST"
+$PY verify --endpoint $N2 --manifest "$MANIFEST"
+
+liveness_of() { # node-name: its liveness as node1 sees it
+  docker exec ironbucket-node1 ironbucket-cli cluster nodes --json 2>/dev/null | "$VENV/bin/python" -c '
+import json, sys
+print(next((m["liveness"] for m in json.load(sys.stdin) if m["name"] == sys.argv[1]), ""))' "$1" 2>/dev/null || true
+}
+wait_liveness() { # node-name state
+  local deadline=$((SECONDS + 60))
+  until [ "$(liveness_of "$1")" = "$2" ]; do
+    [ $SECONDS -lt $deadline ] || fail "$1 is not $2 after 60 s (it is $(liveness_of "$1"))"
+    sleep 0.5
+  done
+}
+
+step "2. node2 stopped: reads go on, ALL writes refused (503), ONE writes accepted"
+docker stop ironbucket-node2 >/dev/null
+wait_liveness node-2 down
+$PY verify --endpoint $LB --manifest "$MANIFEST"
+$PY put --endpoint $LB --bucket e2e --key while-away/all --consistency ALL --expect 503
+for i in 1 2 3 4 5; do
+  $PY put --endpoint $LB --bucket e2e --key "while-away/one-$i" --consistency ONE --expect ok --manifest "$MANIFEST"
+done
+docker start ironbucket-node2 >/dev/null
+bash -c '. cluster/lib.sh; wait_healthy 120'
+wait_liveness node-2 alive
+$PY verify --endpoint $N2 --manifest "$MANIFEST"
+
+step "3. node2 cut off from the network and reconnected: no acknowledged write lost"
+docker network disconnect ironbucket-cluster ironbucket-node2
+wait_liveness node-2 down
+for i in 1 2 3 4 5; do
+  $PY put --endpoint $N1 --bucket e2e --key "cut-off/one-$i" --consistency ONE --expect ok --manifest "$MANIFEST"
+done
+$PY put --endpoint $N1 --bucket e2e --key cut-off/all --consistency ALL --expect 503
+docker network connect --ip 10.5.0.6 ironbucket-cluster ironbucket-node2
+wait_liveness node-2 alive
+$PY verify --endpoint $LB --manifest "$MANIFEST"
+$PY verify --endpoint $N1 --manifest "$MANIFEST"
+$PY verify --endpoint $N2 --manifest "$MANIFEST"
+
+step "4. the whole stack stopped and started again: all data still there"
+bash cluster/stop.sh
+[ -z "$(docker ps -q --filter name=ironbucket-)" ] || fail "containers still running after stop.sh"
+t=$SECONDS
+NODES=2 bash cluster/start.sh >/dev/null
+second=$((SECONDS - t))
+$PY verify --endpoint $LB --manifest "$MANIFEST"
+$PY verify --endpoint $N2 --manifest "$MANIFEST"
+bash cluster/stop.sh --purge >/dev/null
+
+step "5. the 3-node cluster: rolling upgrade under a QUORUM client, zero failed requests"
+NODES=3 bash cluster/start.sh >/dev/null
+set -a; . cluster/.env; set +a
+$PY load --endpoint $LB --bucket roll --count 20 --manifest "$WORK/roll.json"
+$PY client --endpoint $LB --bucket roll --seconds 600 --stop-file "$WORK/stop" --out "$WORK/client.json" &
+CLIENT=$!
+sleep 3
+NODES=3 bash cluster/upgrade.sh
+sleep 3
+touch "$WORK/stop"
+wait $CLIENT
+cat "$WORK/client.json"
+"$VENV/bin/python" - "$WORK/client.json" <<'PYEOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+if s["failed"] or s["ok"] < 20:
+    sys.exit(f"FAIL: {s['failed']} failed requests, {s['ok']} ok during the rolling upgrade")
+PYEOF
+$PY verify --endpoint $LB --manifest "$WORK/roll.json"
+
+step "6. stop.sh --purge leaves nothing behind"
+NODES=3 bash cluster/stop.sh --purge
+left_c=$(docker ps -aq --filter name=ironbucket-)
+left_n=$(docker network ls -q --filter name=ironbucket-cluster)
+left_v=$(docker volume ls -q --filter label=com.docker.compose.project=ironbucket)
+[ -z "$left_c$left_n$left_v" ] || fail "left behind: containers [$left_c] networks [$left_n] volumes [$left_v]"
+[ ! -e cluster/data ] && [ ! -e cluster/.env ] || fail "purge left cluster/data or cluster/.env"
+
+echo
+echo "docker end-to-end tests: PASSED (start.sh to healthy: first run ${first} s with image builds, second run ${second} s)"
