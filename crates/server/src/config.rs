@@ -129,6 +129,12 @@ pub struct ServerArgs {
     #[arg(long = "multipart-max-age", env = "MULTIPART_MAX_AGE_SECS", value_name = "SECS")]
     pub multipart_max_age: Option<u64>,
 
+    /// Keep a cluster's tombstones of deleted keys (buckets without versioning) this many
+    /// seconds, then remove them. A node that missed a delete must be repaired within this
+    /// time [default: 864000, 10 days].
+    #[arg(long = "tombstone-grace", env = "TOMBSTONE_GRACE_SECS", value_name = "SECS")]
+    pub tombstone_grace: Option<u64>,
+
     /// How often background workers (garbage removal, abandoned uploads) run, in seconds
     /// [default: 60].
     #[arg(long = "worker-interval", env = "WORKER_INTERVAL_SECS", value_name = "SECS")]
@@ -554,6 +560,7 @@ pub struct StorageSection {
     pub inline_max: Option<u64>,
     pub meta_cache_mib: Option<usize>,
     pub multipart_max_age_secs: Option<u64>,
+    pub tombstone_grace_secs: Option<u64>,
     pub worker_interval_secs: Option<u64>,
     pub lifecycle_interval_secs: Option<u64>,
     pub lifecycle_day_secs: Option<u64>,
@@ -663,6 +670,11 @@ impl Settings {
             a.multipart_max_age
                 .or(f.storage.multipart_max_age_secs)
                 .unwrap_or(7 * 24 * 3600),
+        );
+        local.tombstone_grace = Duration::from_secs(
+            a.tombstone_grace
+                .or(f.storage.tombstone_grace_secs)
+                .unwrap_or(10 * 24 * 3600),
         );
         let wi = a.worker_interval.or(f.storage.worker_interval_secs).unwrap_or(60);
         if wi == 0 {

@@ -65,6 +65,10 @@ pub struct LocalConfig {
     pub multipart_max_age: Duration,
     /// How often background workers run.
     pub worker_interval: Duration,
+    /// A cluster's tombstones of deleted keys (in buckets that never had versioning) are kept
+    /// this long, then removed by a background worker. A replica that missed a delete must be
+    /// repaired within this time, or the key may come back when read.
+    pub tombstone_grace: Duration,
     /// Bodies up to this size (known from Content-Length) are stored inside the metadata
     /// database instead of a file of their own: one group-committed write instead of two file
     /// fsyncs. 0 disables.
@@ -88,6 +92,7 @@ impl LocalConfig {
             min_part_size: 5 * 1024 * 1024,
             multipart_max_age: Duration::from_secs(7 * 24 * 3600),
             worker_interval: Duration::from_secs(60),
+            tombstone_grace: Duration::from_secs(10 * 24 * 3600),
             inline_max: 64 * 1024,
             meta_cache_bytes: ironbucket_meta::DEFAULT_CACHE_BYTES,
             lifecycle_interval: Duration::from_secs(3600),
@@ -141,6 +146,7 @@ impl LocalStore {
         });
         tokio::spawn(garbage_worker(Arc::downgrade(&store), garbage_rx));
         tokio::spawn(multipart_worker(Arc::downgrade(&store)));
+        tokio::spawn(tombstone_worker(Arc::downgrade(&store)));
         tokio::spawn(lifecycle_worker(Arc::downgrade(&store)));
         tokio::spawn(request_count_worker(Arc::downgrade(&store)));
         // Remove whatever a previous run left on the garbage list.
@@ -489,6 +495,56 @@ impl LocalStore {
             version_id: r.version_id,
             delete_marker: r.delete_marker,
         }))
+    }
+
+    /// Removes the tombstones (`null` delete markers in buckets that never had versioning)
+    /// older than the grace period; returns how many. At most 10,000 per call.
+    pub async fn collect_tombstones(&self) -> Result<usize> {
+        let cutoff = now_millis().saturating_sub(self.cfg.tombstone_grace.as_millis() as u64);
+        let mut removed = 0;
+        for b in self.meta.list_buckets()? {
+            if b.versioning.is_some() {
+                continue;
+            }
+            let mut q = VersionListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            };
+            let mut old: Vec<(String, String)> = Vec::new();
+            loop {
+                let (meta, name, q2) = (self.meta.clone(), b.name.clone(), q.clone());
+                let page = tokio::task::spawn_blocking(move || meta.list_versions(&name, &q2))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))??;
+                old.extend(
+                    page.versions
+                        .iter()
+                        .filter(|(_, r, _)| r.delete_marker && r.last_modified < cutoff)
+                        .map(|(k, r, _)| (k.clone(), r.sort_key())),
+                );
+                if !page.truncated || old.len() >= 10_000 {
+                    break;
+                }
+                q.key_marker = page.next_key_marker;
+                q.version_id_marker = page.next_version_id_marker;
+            }
+            if old.is_empty() {
+                continue;
+            }
+            removed += old.len();
+            let bucket = b.name.clone();
+            self.commit(vec![], move |t| {
+                for (key, sk) in &old {
+                    t.delete_version(&bucket, key, sk)?;
+                }
+                Ok(())
+            })
+            .await?;
+            if removed >= 10_000 {
+                break;
+            }
+        }
+        Ok(removed)
     }
 
     /// Cluster listing: this node's newest version of each key after `after` under `prefix`,
@@ -2251,6 +2307,23 @@ async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
         }
         drop(s);
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Removes tombstones older than the grace period, once per worker interval (the first pass
+/// one interval after start).
+async fn tombstone_worker(store: std::sync::Weak<LocalStore>) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let interval = s.cfg.worker_interval;
+        drop(s);
+        tokio::time::sleep(interval).await;
+        let Some(s) = store.upgrade() else { return };
+        match s.collect_tombstones().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tombstones = n, "tombstones past their grace period removed"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove old tombstones"),
+        }
     }
 }
 

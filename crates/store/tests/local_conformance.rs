@@ -291,3 +291,74 @@ async fn stamped_writes_last_writer_wins() {
     assert_eq!(s.stored_versions("lwwv", "t").unwrap().len(), 2);
     assert_eq!(current_body(&s, "lwwv", "t").await, b"b");
 }
+
+/// Stamped deletes in a bucket that never had versioning leave a tombstone: a late write older
+/// than the delete loses, ListObjectVersions shows nothing, the bucket counts as empty, a newer
+/// write replaces the tombstone, and tombstones past the grace period are collected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamped_deletes_leave_tombstones_until_their_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.tombstone_grace = std::time::Duration::from_secs(3600);
+    let s = LocalStore::open(c, None).unwrap();
+    s.create_bucket("tomb").await.unwrap();
+    let base = ironbucket_types::now_millis();
+    s.put_object_at(put_req("tomb", "k"), one_chunk(b"v1"), at(base + 1), 5)
+        .await
+        .unwrap();
+    let d = s
+        .delete_object_at("tomb", "k", None, false, at(base + 2), 5)
+        .await
+        .unwrap();
+    assert!(!d.delete_marker && d.version_id.is_none(), "{d:?}");
+    // The same delete again is harmless; a write older than it is dropped.
+    s.delete_object_at("tomb", "k", None, false, at(base + 2), 5)
+        .await
+        .unwrap();
+    let (_, stored) = s
+        .put_object_at(put_req("tomb", "k"), one_chunk(b"late"), at(base + 1), 9)
+        .await
+        .unwrap();
+    assert!(!stored);
+    let held = s.newest_version("tomb", "k", None).unwrap().unwrap();
+    assert!(held.delete_marker);
+    let err = s
+        .head_object(ironbucket_store::GetObject {
+            bucket: "tomb".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, ironbucket_store::Error::NoSuchKey);
+    let listed = s.list_object_versions("tomb", Default::default()).await.unwrap();
+    assert!(listed.versions.is_empty(), "{listed:?}");
+    assert!(!s.bucket_in_use("tomb").await.unwrap());
+    // Within the grace period the tombstone stays.
+    assert_eq!(s.collect_tombstones().await.unwrap(), 0);
+    assert_eq!(s.stored_versions("tomb", "k").unwrap().len(), 1);
+    // A newer write replaces it (one version, the object).
+    s.put_object_at(put_req("tomb", "k"), one_chunk(b"v3"), at(base + 3), 5)
+        .await
+        .unwrap();
+    assert_eq!(current_body(&s, "tomb", "k").await, b"v3");
+    assert_eq!(s.stored_versions("tomb", "k").unwrap().len(), 1);
+
+    // Past the grace period (0 s here) tombstones are removed; objects stay.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir2.path());
+    c.tombstone_grace = std::time::Duration::ZERO;
+    let s = LocalStore::open(c, None).unwrap();
+    s.create_bucket("tomb").await.unwrap();
+    let old = base.saturating_sub(60_000);
+    s.put_object_at(put_req("tomb", "k"), one_chunk(b"kept"), at(old), 5)
+        .await
+        .unwrap();
+    s.delete_object_at("tomb", "gone", None, false, at(old), 5)
+        .await
+        .unwrap();
+    assert_eq!(s.stored_versions("tomb", "gone").unwrap().len(), 1);
+    assert_eq!(s.collect_tombstones().await.unwrap(), 1);
+    assert!(s.stored_versions("tomb", "gone").unwrap().is_empty());
+    assert_eq!(current_body(&s, "tomb", "k").await, b"kept");
+}
