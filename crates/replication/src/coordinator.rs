@@ -274,9 +274,8 @@ impl ClusterStore {
 
     /// Asks the replicas for `g`'s version; decides at the read level. Returns the winning
     /// answer, the replicas holding that version (this node first), and the stale ones.
-    async fn read_versions(&self, g: &GetWire) -> Result<(HeadReply, Vec<Target>, Vec<Target>)> {
+    async fn read_versions(&self, g: &GetWire, level: Consistency) -> Result<(HeadReply, Vec<Target>, Vec<Target>)> {
         let targets = self.targets(&g.bucket, &g.key)?;
-        let level = self.level(false);
         let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut answers: Vec<(Target, HeadReply)> = Vec::new();
         let op = Op::Head(g.clone());
@@ -375,14 +374,14 @@ impl ClusterStore {
 
     pub(crate) async fn head(&self, req: GetObject) -> Result<ObjectInfo> {
         let g = GetWire::new(&req);
-        let (reply, holders, stale) = self.read_versions(&g).await?;
+        let (reply, holders, stale) = self.read_versions(&g, self.level(false)).await?;
         self.repair(&g, &reply, &holders, stale);
         reply.result
     }
 
     pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
         let g = GetWire::new(&req);
-        let (reply, holders, stale) = self.read_versions(&g).await?;
+        let (reply, holders, stale) = self.read_versions(&g, self.level(false)).await?;
         self.repair(&g, &reply, &holders, stale);
         let info = reply.result?;
         let mut last = None;
@@ -742,6 +741,14 @@ impl ClusterStore {
         validate_key(&req.key)?;
         let targets = self.targets(&req.bucket, &req.key)?;
         let level = self.level(true);
+        if req.conditions.if_match.is_some() || req.conditions.if_none_match.is_some() {
+            // A conditional write is decided here, once, against the newest version a read at
+            // the write's level finds; the replicas then get an unconditional stamped write (a
+            // replica holding an older copy must not decide differently).
+            let current = self.current_etag(&req.bucket, &req.key, level).await?;
+            req.conditions.check_write(current.as_deref())?;
+            req.conditions = Conditions::default();
+        }
         let (hlc, origin) = self.stamp();
         let (checks, trailer) = Checks::split(&mut req.checks);
         let header = Arc::new(PutHeader::new(&req, checks, hlc, origin));
@@ -750,6 +757,28 @@ impl ClusterStore {
             me.clone().push(t, header.clone(), data)
         })
         .await
+    }
+
+    /// The ETag of the key's current version as a read at `level` finds it (`None`: no object;
+    /// an object this request may not read, such as an SSE-C one, counts as present with an
+    /// unknown ETag).
+    async fn current_etag(&self, bucket: &str, key: &str, level: Consistency) -> Result<Option<String>> {
+        let g = GetWire {
+            sse_c: None,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: None,
+            range: None,
+            conditions: Conditions::default(),
+        };
+        let (reply, _, _) = self.read_versions(&g, level).await?;
+        match reply.result {
+            Ok(info) => Ok(Some(info.etag)),
+            Err(Error::NoSuchKey) | Err(Error::DeleteMarker { .. }) => Ok(None),
+            Err(Error::NoSuchBucket) => Err(Error::NoSuchBucket),
+            Err(e) if replica_failure(&e) => Err(e),
+            Err(_) => Ok(Some(String::new())),
+        }
     }
 
     pub(crate) async fn part(&self, mut req: UploadPart, body: ByteStream) -> Result<PartInfo> {
@@ -821,7 +850,7 @@ impl ClusterStore {
             range: None,
             conditions: Conditions::default(),
         };
-        let (reply, holders, _) = self.read_versions(&g).await?;
+        let (reply, holders, _) = self.read_versions(&g, self.level(false)).await?;
         if holders.is_empty() {
             // Nobody holds it: the replicas' own answer (NoSuchKey, NoSuchVersion...).
             reply.result?;

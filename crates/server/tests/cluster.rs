@@ -1218,6 +1218,28 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
     a.delete_object().bucket("heal").key("gone").send().await.unwrap();
     let c = nodes[2].client();
+    // A conditional write through the node that missed "fresh" is decided once, against the
+    // newest version: refused, and nothing is stored anywhere.
+    let e = c
+        .put_object()
+        .bucket("heal")
+        .key("fresh")
+        .if_none_match("*")
+        .body(b"conditional".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 412, "{e:?}");
+    let v = located(&nodes[0], "heal", "fresh").await;
+    assert!(
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["versions"].as_array().unwrap().len() <= 1
+                && n["versions"][0]["etag"] != md5_hex(b"conditional").as_str()),
+        "{v}"
+    );
     // Read through the node that was away: the newest version wins whatever it holds itself.
     for (key, want) in [("k", &b"new"[..]), ("fresh", &b"fresh"[..])] {
         let got = body_bytes(
