@@ -19,8 +19,8 @@ mod tx;
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
 pub use raft::RaftDb;
 pub use records::{
-    BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, Quota, Retention, Segment,
-    UploadRecord,
+    BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, PurgeRecord, Quota, Retention,
+    Segment, UploadRecord,
 };
 pub use tx::Tx;
 
@@ -41,6 +41,9 @@ pub(crate) const GARBAGE: TableDefinition<&str, u64> = TableDefinition::new("gar
 pub(crate) const VERSIONS: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("versions");
 /// Access keys (other than the root key), by access key id.
 pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// (bucket, key, version id) -> `PurgeRecord`: a version deleted by id in a cluster (a version
+/// tombstone), so that a replica that missed the delete cannot bring it back.
+pub(crate) const PURGED: TableDefinition<(&str, &[u8], &str), &[u8]> = TableDefinition::new("purged");
 /// Small object bodies stored with the metadata (encoded blob bytes, keyed by blob id).
 pub(crate) const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline");
 
@@ -126,6 +129,7 @@ impl MetaStore {
             txn.open_table(INLINE)?;
             txn.open_table(VERSIONS)?;
             txn.open_table(KEYS)?;
+            txn.open_table(PURGED)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
@@ -283,6 +287,41 @@ impl MetaStore {
             out.push(String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?);
             if out.len() >= limit {
                 break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The versions of one key deleted by id in a cluster (version id, purge).
+    pub fn purges_of(&self, bucket: &str, key: &str) -> Result<Vec<(String, PurgeRecord)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PURGED)?;
+        let mut out = Vec::new();
+        for item in t.range((bucket, key.as_bytes(), "")..)? {
+            let (k, v) = item?;
+            let (b, kk, vid) = k.value();
+            if b != bucket || kk != key.as_bytes() {
+                break;
+            }
+            out.push((vid.to_string(), records::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Purge records written before `cutoff` (ms): (bucket, key, version id), at most `limit`.
+    pub fn purges_older_than(&self, cutoff: u64, limit: usize) -> Result<Vec<(String, Vec<u8>, String)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PURGED)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let p: PurgeRecord = records::decode(v.value())?;
+            if p.hlc.physical < cutoff {
+                let (b, key, vid) = k.value();
+                out.push((b.to_string(), key.to_vec(), vid.to_string()));
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)

@@ -65,6 +65,13 @@ pub struct ObjectLockConfig {
     pub default_years: Option<u32>,
 }
 
+/// A version deleted by id in a cluster: when (the coordinator's stamp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRecord {
+    pub hlc: ironbucket_types::Hlc,
+    pub origin: u64,
+}
+
 /// The lock on one object version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {

@@ -1,7 +1,7 @@
 //! Typed access to the tables inside a (shared) write transaction.
 
-use crate::records::{self, BucketRecord, KeyRecord, ObjectRecord, PartRecord, UploadRecord};
-use crate::{BUCKETS, GARBAGE, INLINE, KEYS, OBJECTS, PARTS, Result, STATS, UPLOADS, VERSIONS};
+use crate::records::{self, BucketRecord, KeyRecord, ObjectRecord, PartRecord, PurgeRecord, UploadRecord};
+use crate::{BUCKETS, GARBAGE, INLINE, KEYS, OBJECTS, PARTS, PURGED, Result, STATS, UPLOADS, VERSIONS};
 use redb::{ReadableTable, WriteTransaction};
 
 /// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
@@ -88,6 +88,27 @@ impl<'a> Tx<'a> {
     pub fn find_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Option<(String, ObjectRecord)>> {
         let t = self.txn.open_table(VERSIONS)?;
         find_version(&t, bucket, key, version_id)
+    }
+
+    /// Records that a version was deleted by id (a version tombstone).
+    pub fn put_purge(&mut self, bucket: &str, key: &str, version_id: &str, p: &PurgeRecord) -> Result<()> {
+        let raw = records::encode(p)?;
+        self.txn
+            .open_table(PURGED)?
+            .insert((bucket, key.as_bytes(), version_id), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn get_purge(&self, bucket: &str, key: &str, version_id: &str) -> Result<Option<PurgeRecord>> {
+        let t = self.txn.open_table(PURGED)?;
+        t.get((bucket, key.as_bytes(), version_id))?
+            .map(|g| records::decode(g.value()))
+            .transpose()
+    }
+
+    pub fn delete_purge(&mut self, bucket: &str, key: &[u8], version_id: &str) -> Result<()> {
+        self.txn.open_table(PURGED)?.remove((bucket, key, version_id))?;
+        Ok(())
     }
 
     pub fn put_version(&mut self, bucket: &str, key: &str, rec: &ObjectRecord) -> Result<()> {

@@ -456,6 +456,19 @@ impl ClusterStore {
     }
 
     async fn repair_one(&self, g: &GetWire, v: &VersionStamp, size: u64, source: &Target, to: &Target) -> Result<()> {
+        if v.purged {
+            // The version was deleted by id: delete it there too (with the same stamp). The
+            // delete was allowed where it happened; governance retention yields here as well.
+            let op = Op::Delete {
+                bucket: g.bucket.clone(),
+                key: g.key.clone(),
+                version_id: Some(v.version_id.clone()),
+                bypass: true,
+                hlc: v.hlc,
+                origin: v.origin,
+            };
+            return self.ask::<DeleteResult>(to, &op).await.map(|_| ());
+        }
         if v.delete_marker {
             let op = Op::Delete {
                 bucket: g.bucket.clone(),

@@ -1139,9 +1139,40 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
         .send()
         .await
         .unwrap();
+    a.create_bucket().bucket("vheal").send().await.unwrap();
+    a.put_bucket_versioning()
+        .bucket("vheal")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for body in [&b"first"[..], &b"second"[..]] {
+        let out = a
+            .put_object()
+            .bucket("vheal")
+            .key("doc")
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        ids.push(out.version_id().unwrap().to_string());
+    }
     let mut away = nodes.pop().unwrap();
     let dir = away.take_tmp().unwrap();
     away.kill9();
+    // The newest version deleted by id while node-3 is away.
+    a.delete_object()
+        .bucket("vheal")
+        .key("doc")
+        .version_id(&ids[1])
+        .send()
+        .await
+        .unwrap();
     // Written (and overwritten, and one deleted) while node-3 was away, at QUORUM.
     a.put_object()
         .bucket("heal")
@@ -1276,6 +1307,36 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     }
     let e = c.get_object().bucket("heal").key("gone").send().await.unwrap_err();
     assert_eq!(status_of(&e), 404);
+    // The version deleted by id stays deleted when read through node-3, which still held it,
+    // and the read deletes it there too (a version tombstone, not a resurrection).
+    let e = at_level!(c.get_object().bucket("vheal").key("doc").version_id(&ids[1]), "ALL")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 404, "{e:?}");
+    let got = body_bytes(
+        at_level!(c.get_object().bucket("vheal").key("doc"), "ALL")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, b"first");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = located(&nodes[0], "vheal", "doc").await;
+        let counts: Vec<usize> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["versions"].as_array().unwrap().len())
+            .collect();
+        if counts.iter().all(|c| *c == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version not removed everywhere: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A multipart object is repaired with its multipart ETag.
     let got = body_bytes(
         at_level!(c.get_object().bucket("heal").key("parts"), "ALL")

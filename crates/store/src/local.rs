@@ -473,9 +473,21 @@ impl LocalStore {
         validate_object_key(key)?;
         self.clock.observe(hlc);
         let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        let origin = origin.max(1);
         self.commit(vec![], move |t| match &version_id {
-            Some(v) => delete_version_in_tx(t, &bucket, &key, v, bypass),
-            None => delete_stamped_in_tx(t, &bucket, &key, hlc, origin.max(1)),
+            Some(v) => {
+                let r = delete_version_in_tx(t, &bucket, &key, v, bypass)?;
+                // A version tombstone: a replica that missed this delete (or a late copy of
+                // the version) cannot bring it back.
+                let newer = t
+                    .get_purge(&bucket, &key, v)?
+                    .is_none_or(|p| (p.hlc, p.origin) < (hlc, origin));
+                if newer {
+                    t.put_purge(&bucket, &key, v, &ironbucket_meta::PurgeRecord { hlc, origin })?;
+                }
+                Ok(r)
+            }
+            None => delete_stamped_in_tx(t, &bucket, &key, hlc, origin),
         })
         .await
     }
@@ -489,12 +501,32 @@ impl LocalStore {
             Some(v) => versions.into_iter().find(|r| r.version_id == v),
             None => versions.into_iter().max_by_key(|r| r.stamp()),
         };
-        Ok(found.map(|r| VersionStamp {
+        let found = found.map(|r| VersionStamp {
             hlc: r.hlc,
             origin: r.origin,
             version_id: r.version_id,
             delete_marker: r.delete_marker,
-        }))
+            purged: false,
+        });
+        // A version deleted by id after the newest one this node holds is the news to spread.
+        let purge = self
+            .meta
+            .purges_of(bucket, key)?
+            .into_iter()
+            .filter(|(vid, _)| version_id.is_none_or(|v| v == vid))
+            .max_by_key(|(_, p)| (p.hlc, p.origin));
+        Ok(match (found, purge) {
+            (f, Some((vid, p))) if f.as_ref().is_none_or(|f| (f.hlc, f.origin) < (p.hlc, p.origin)) => {
+                Some(VersionStamp {
+                    hlc: p.hlc,
+                    origin: p.origin,
+                    version_id: vid,
+                    delete_marker: true,
+                    purged: true,
+                })
+            }
+            (f, _) => f,
+        })
     }
 
     /// Removes the tombstones (`null` delete markers in buckets that never had versioning)
@@ -543,6 +575,17 @@ impl LocalStore {
             if removed >= 10_000 {
                 break;
             }
+        }
+        let purges = self.meta.purges_older_than(cutoff, 10_000)?;
+        if !purges.is_empty() {
+            removed += purges.len();
+            self.commit(vec![], move |t| {
+                for (b, k, v) in &purges {
+                    t.delete_purge(b, k, v)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         Ok(removed)
     }
@@ -1108,6 +1151,17 @@ fn write_stamped_version(
     let b = t.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)?;
     let enabled = b.versioning.as_deref() == Some("Enabled");
     if enabled && t.find_version(bucket, key, &rec.sort_key())?.is_some() {
+        return Ok(false);
+    }
+    // A version deleted by id at or after this write's time stays deleted.
+    let vid = if enabled {
+        rec.sort_key()
+    } else {
+        NULL_VERSION.to_string()
+    };
+    if t.get_purge(bucket, key, &vid)?
+        .is_some_and(|p| (p.hlc, p.origin) >= rec.stamp())
+    {
         return Ok(false);
     }
     let newest = t.versions_of(bucket, key)?.into_iter().map(|(_, r)| r.stamp()).max();

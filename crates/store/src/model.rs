@@ -277,6 +277,9 @@ pub struct VersionStamp {
     pub origin: u64,
     pub version_id: String,
     pub delete_marker: bool,
+    /// The version `version_id` was deleted by id at this stamp (a version tombstone).
+    #[serde(default)]
+    pub purged: bool,
 }
 
 /// One version of a key as this node stores it (for `/cluster/locate`).

@@ -362,3 +362,44 @@ async fn stamped_deletes_leave_tombstones_until_their_grace_period() {
     assert!(s.stored_versions("tomb", "gone").unwrap().is_empty());
     assert_eq!(current_body(&s, "tomb", "k").await, b"kept");
 }
+
+/// Deleting a version by id leaves a version tombstone: a late copy of that version is dropped,
+/// the node reports the deletion as its newest news about the key, and the grace period ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_deletes_leave_version_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.tombstone_grace = std::time::Duration::ZERO;
+    let s = LocalStore::open(c, None).unwrap();
+    s.create_bucket("vtomb").await.unwrap();
+    s.put_bucket_versioning("vtomb", "Enabled").await.unwrap();
+    let base = ironbucket_types::now_millis().saturating_sub(60_000);
+    let (first, _) = s
+        .put_object_at(put_req("vtomb", "k"), one_chunk(b"first"), at(base + 1), 4)
+        .await
+        .unwrap();
+    let (second, _) = s
+        .put_object_at(put_req("vtomb", "k"), one_chunk(b"second"), at(base + 2), 4)
+        .await
+        .unwrap();
+    s.delete_object_at("vtomb", "k", Some(&second.version_id), false, at(base + 3), 4)
+        .await
+        .unwrap();
+    // A late copy of the deleted version (read repair from a stale replica) is dropped.
+    let (_, stored) = s
+        .put_object_at(put_req("vtomb", "k"), one_chunk(b"second"), at(base + 2), 4)
+        .await
+        .unwrap();
+    assert!(!stored);
+    assert_eq!(current_body(&s, "vtomb", "k").await, b"first");
+    let news = s.newest_version("vtomb", "k", None).unwrap().unwrap();
+    assert!(news.purged && news.version_id == second.version_id, "{news:?}");
+    let news = s.newest_version("vtomb", "k", Some(&second.version_id)).unwrap().unwrap();
+    assert!(news.purged);
+    let held = s.newest_version("vtomb", "k", Some(&first.version_id)).unwrap().unwrap();
+    assert!(!held.purged && held.version_id == first.version_id);
+    // Past the grace period the version tombstone goes.
+    assert_eq!(s.collect_tombstones().await.unwrap(), 1);
+    let news = s.newest_version("vtomb", "k", None).unwrap().unwrap();
+    assert!(!news.purged && news.version_id == first.version_id);
+}
