@@ -129,8 +129,8 @@ pub struct ServerArgs {
     #[arg(long = "multipart-max-age", env = "MULTIPART_MAX_AGE_SECS", value_name = "SECS")]
     pub multipart_max_age: Option<u64>,
 
-    /// Keep a cluster's tombstones of deleted keys (buckets without versioning) this many
-    /// seconds, then remove them. A node that missed a delete must be repaired within this
+    /// Keep a cluster's tombstones of deleted keys (buckets without versioning) and of versions
+    /// deleted by id this many seconds, then remove them. A node that missed a delete must be repaired within this
     /// time [default: 864000, 10 days].
     #[arg(long = "tombstone-grace", env = "TOMBSTONE_GRACE_SECS", value_name = "SECS")]
     pub tombstone_grace: Option<u64>,

@@ -1307,6 +1307,15 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     }
     let e = c.get_object().bucket("heal").key("gone").send().await.unwrap_err();
     assert_eq!(status_of(&e), 404);
+    // Listed through node-3, which still holds the deleted version, the key shows the version
+    // that is current now.
+    let listed = c.list_objects_v2().bucket("vheal").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 1);
+    assert_eq!(
+        listed.contents()[0].e_tag().unwrap().trim_matches('"'),
+        md5_hex(b"first"),
+        "{listed:?}"
+    );
     // The version deleted by id stays deleted when read through node-3, which still held it,
     // and the read deletes it there too (a version tombstone, not a resurrection).
     let e = at_level!(c.get_object().bucket("vheal").key("doc").version_id(&ids[1]), "ALL")

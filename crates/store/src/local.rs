@@ -599,6 +599,46 @@ impl LocalStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<(Vec<(ObjectInfo, bool)>, bool)> {
+        let (mut out, truncated) = self.list_newest_versions(bucket, prefix, after.clone(), limit).await?;
+        // Versions deleted by id are news too: a key's entry carries the newest of its version
+        // and its purge stamps (so a replica still holding a deleted version loses the merge),
+        // and a key with nothing left but a purge is a tombstone entry.
+        let until = if truncated {
+            out.last().map(|(i, _)| i.key.clone())
+        } else {
+            None
+        };
+        let purges = self
+            .meta
+            .purges_in(bucket, prefix, after.as_deref(), until.as_deref())?;
+        for (key, p) in purges {
+            match out.binary_search_by(|(i, _)| i.key.as_str().cmp(key.as_str())) {
+                Ok(i) => {
+                    let e = &mut out[i].0;
+                    if (p.hlc, p.origin) > (e.hlc, e.origin) {
+                        e.hlc = p.hlc;
+                        e.origin = p.origin;
+                    }
+                }
+                Err(i) => {
+                    let rec = ObjectRecord {
+                        origin: p.origin,
+                        ..marker_record(p.hlc)
+                    };
+                    out.insert(i, (Self::info(&key, &rec), true));
+                }
+            }
+        }
+        Ok((out, truncated))
+    }
+
+    async fn list_newest_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<(ObjectInfo, bool)>, bool)> {
         self.bucket_must_exist(bucket)?;
         let limit = limit.clamp(1, 1000);
         let meta = self.meta.clone();

@@ -394,9 +394,15 @@ async fn version_deletes_leave_version_tombstones() {
     assert_eq!(current_body(&s, "vtomb", "k").await, b"first");
     let news = s.newest_version("vtomb", "k", None).unwrap().unwrap();
     assert!(news.purged && news.version_id == second.version_id, "{news:?}");
-    let news = s.newest_version("vtomb", "k", Some(&second.version_id)).unwrap().unwrap();
+    let news = s
+        .newest_version("vtomb", "k", Some(&second.version_id))
+        .unwrap()
+        .unwrap();
     assert!(news.purged);
-    let held = s.newest_version("vtomb", "k", Some(&first.version_id)).unwrap().unwrap();
+    let held = s
+        .newest_version("vtomb", "k", Some(&first.version_id))
+        .unwrap()
+        .unwrap();
     assert!(!held.purged && held.version_id == first.version_id);
     // Past the grace period the version tombstone goes.
     assert_eq!(s.collect_tombstones().await.unwrap(), 1);
