@@ -9,7 +9,9 @@
 #   4. stop and start the whole stack (timed): all data still there;
 #   5. the 3-node variant: cluster/upgrade.sh replaces every node's container one at a time while
 #      a client reads and writes at QUORUM through the LB: zero failed requests;
-#   6. cluster/stop.sh --purge leaves no containers, networks or volumes.
+#   6. cluster/stop.sh --purge leaves no containers, networks or volumes;
+#   7. a cluster that cannot become healthy (a bad ENCRYPTION_KEY): start.sh exits non-zero with
+#      the failing containers' log tails.
 # IRONBUCKET_PROFILE (default debug here: the binaries the test command already built) picks
 # the cargo profile of the image's binaries. FRESH=1 (default under CI) removes the images first.
 set -euo pipefail
@@ -141,6 +143,20 @@ left_n=$(docker network ls -q --filter name=ironbucket-cluster)
 left_v=$(docker volume ls -q --filter label=com.docker.compose.project=ironbucket)
 [ -z "$left_c$left_n$left_v" ] || fail "left behind: containers [$left_c] networks [$left_n] volumes [$left_v]"
 [ ! -e cluster/data ] && [ ! -e cluster/.env ] || fail "purge left cluster/data or cluster/.env"
+
+step "7. a cluster that cannot become healthy: start.sh fails, naming why"
+mkdir -p cluster
+umask 077
+printf 'CLUSTER_SECRET=%s\nENCRYPTION_KEY=not-a-key\nIRONBUCKET_ACCESS_KEY=E2EBROKENKEY0000\nIRONBUCKET_SECRET_KEY=e2e-broken-secret-0123456789\n' \
+  "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >cluster/.env
+umask 022
+if START_TIMEOUT_SECS=20 NODES=2 bash cluster/start.sh >"$WORK/broken.out" 2>&1; then
+  fail "start.sh succeeded with a bad ENCRYPTION_KEY"
+fi
+grep -q "did not become healthy" "$WORK/broken.out" || fail "start.sh did not say the cluster is unhealthy: $(tail -5 "$WORK/broken.out")"
+grep -q "ENCRYPTION_KEY" "$WORK/broken.out" || fail "start.sh did not show the failing node's log: $(tail -5 "$WORK/broken.out")"
+echo "ok   start.sh exited non-zero and showed: $(grep -m1 ENCRYPTION_KEY "$WORK/broken.out" | cut -c1-160)"
+bash cluster/stop.sh --purge >/dev/null
 
 echo
 echo "docker end-to-end tests: PASSED (start.sh to healthy: first run ${first} s with image builds, second run ${second} s)"
