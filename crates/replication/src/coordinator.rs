@@ -457,13 +457,14 @@ impl ClusterStore {
 
     async fn repair_one(&self, g: &GetWire, v: &VersionStamp, size: u64, source: &Target, to: &Target) -> Result<()> {
         if v.purged {
-            // The version was deleted by id: delete it there too (with the same stamp). The
-            // delete was allowed where it happened; governance retention yields here as well.
+            // The version was deleted by id: delete it there too (with the same stamp). Object
+            // lock still applies there: a version that replica keeps locked is not deleted by a
+            // repair (the repair fails and is logged).
             let op = Op::Delete {
                 bucket: g.bucket.clone(),
                 key: g.key.clone(),
                 version_id: Some(v.version_id.clone()),
-                bypass: true,
+                bypass: false,
                 hlc: v.hlc,
                 origin: v.origin,
             };
