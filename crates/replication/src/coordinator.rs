@@ -670,17 +670,7 @@ impl ClusterStore {
                 }
             }
             if let (Some((_, trailer)), Some(h)) = (trailer, hasher) {
-                let expected = trailer();
-                let computed = h.finish();
-                if let Some(a) = expected.algorithms().find(|a| computed.get(*a).is_none()) {
-                    return Err(Error::InvalidRequest(format!(
-                        "checksum {} arrived in the trailer without being declared",
-                        a.as_str()
-                    )));
-                }
-                if let Some(a) = computed.first_mismatch(&expected) {
-                    return Err(Error::ChecksumMismatch(a));
-                }
+                verify_checksums(&h.finish(), &trailer())?;
             }
             // The end marker: only now may the replicas commit.
             for (_, tx) in &senders {

@@ -1025,6 +1025,97 @@ async fn located(srv: &Server, bucket: &str, key: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+async fn put_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn enable_versioning(c: &aws_sdk_s3::Client, bucket: &str) {
+    c.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Uploads `whole` as parts of `part` bytes, part i through `clients[i % len]`.
+async fn upload_parts(
+    clients: &[&aws_sdk_s3::Client],
+    bucket: &str,
+    key: &str,
+    id: &str,
+    whole: &[u8],
+    part: usize,
+) -> Vec<aws_sdk_s3::types::CompletedPart> {
+    let mut done = Vec::new();
+    for (i, chunk) in whole.chunks(part).enumerate() {
+        let n = i as i32 + 1;
+        let out = clients[i % clients.len()]
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    done
+}
+
+/// Completes an upload; returns the object's ETag (unquoted).
+async fn complete(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    id: &str,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+) -> String {
+    c.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// The first version's ETag on every node (empty when a node holds none).
+fn newest_etags(v: &serde_json::Value) -> Vec<String> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["versions"][0]["etag"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// Nodes holding at least one version of the key.
 fn holders(v: &serde_json::Value) -> Vec<String> {
     v["nodes"]
@@ -1132,24 +1223,9 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
     let a = nodes[0].client();
     a.create_bucket().bucket("heal").send().await.unwrap();
-    a.put_object()
-        .bucket("heal")
-        .key("k")
-        .body(b"old".to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    put_bytes(&a, "heal", "k", b"old").await;
     a.create_bucket().bucket("vheal").send().await.unwrap();
-    a.put_bucket_versioning()
-        .bucket("vheal")
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_versioning(&a, "vheal").await;
     let mut ids = Vec::new();
     for body in [&b"first"[..], &b"second"[..]] {
         let out = a
@@ -1174,27 +1250,9 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
         .await
         .unwrap();
     // Written (and overwritten, and one deleted) while node-3 was away, at QUORUM.
-    a.put_object()
-        .bucket("heal")
-        .key("k")
-        .body(b"new".to_vec().into())
-        .send()
-        .await
-        .unwrap();
-    a.put_object()
-        .bucket("heal")
-        .key("fresh")
-        .body(b"fresh".to_vec().into())
-        .send()
-        .await
-        .unwrap();
-    a.put_object()
-        .bucket("heal")
-        .key("gone")
-        .body(b"x".to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    put_bytes(&a, "heal", "k", b"new").await;
+    put_bytes(&a, "heal", "fresh", b"fresh").await;
+    put_bytes(&a, "heal", "gone", b"x").await;
     let big = data(6 * 1024 * 1024, 5);
     let up = a
         .create_multipart_upload()
@@ -1204,43 +1262,8 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
         .await
         .unwrap();
     let id = up.upload_id().unwrap();
-    let mut done = Vec::new();
-    for (i, chunk) in big.chunks(5 * 1024 * 1024).enumerate() {
-        let n = i as i32 + 1;
-        let out = a
-            .upload_part()
-            .bucket("heal")
-            .key("parts")
-            .upload_id(id)
-            .part_number(n)
-            .body(chunk.to_vec().into())
-            .send()
-            .await
-            .unwrap();
-        done.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().unwrap())
-                .build(),
-        );
-    }
-    let etag = a
-        .complete_multipart_upload()
-        .bucket("heal")
-        .key("parts")
-        .upload_id(id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .e_tag()
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
+    let done = upload_parts(&[&a], "heal", "parts", id, &big, 5 * 1024 * 1024).await;
+    let etag = complete(&a, "heal", "parts", id, done).await;
     let args = node_args("node-3", ports[2], &seeds, SECRET);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(&["--replication-factor", "3"]);
@@ -1286,20 +1309,8 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let v = located(&nodes[0], "heal", "k").await;
-        let mine = v["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["node"] == "node-3")
-            .unwrap()
-            .clone();
-        let etags: Vec<_> = v["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["versions"][0]["etag"].clone())
-            .collect();
-        if etags.iter().all(|e| *e == etags[0]) && mine["versions"][0]["etag"] == md5_hex(b"new").as_str() {
+        let want = md5_hex(b"new");
+        if newest_etags(&v).iter().all(|e| *e == want) {
             break;
         }
         assert!(Instant::now() < deadline, "not repaired: {v}");
@@ -1358,13 +1369,7 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let v = located(&nodes[0], "heal", "parts").await;
-        let etags: Vec<_> = v["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["versions"][0]["etag"].as_str().unwrap_or("").to_string())
-            .collect();
-        if etags.iter().all(|e| *e == etag) {
+        if newest_etags(&v).iter().all(|e| *e == etag) {
             break;
         }
         assert!(Instant::now() < deadline, "not repaired: {v}");
@@ -1433,26 +1438,8 @@ async fn three_nodes_rf2_each_object_on_exactly_two_nodes_and_multipart_across_n
     let id = up.upload_id().unwrap().to_string();
     let listed = clients[1].list_multipart_uploads().bucket("two").send().await.unwrap();
     assert_eq!(listed.uploads().len(), 1);
-    let mut done = Vec::new();
-    for p in 0..parts {
-        let chunk = whole[p * part..(p + 1) * part].to_vec();
-        let out = clients[p % 3]
-            .upload_part()
-            .bucket("two")
-            .key("big")
-            .upload_id(&id)
-            .part_number(p as i32 + 1)
-            .body(chunk.into())
-            .send()
-            .await
-            .unwrap();
-        done.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(p as i32 + 1)
-                .e_tag(out.e_tag().unwrap())
-                .build(),
-        );
-    }
+    let via: Vec<&aws_sdk_s3::Client> = clients.iter().collect();
+    let done = upload_parts(&via, "two", "big", &id, &whole, part).await;
     let lp = clients[2]
         .list_parts()
         .bucket("two")
@@ -1462,19 +1449,7 @@ async fn three_nodes_rf2_each_object_on_exactly_two_nodes_and_multipart_across_n
         .await
         .unwrap();
     assert_eq!(lp.parts().len(), parts);
-    clients[2]
-        .complete_multipart_upload()
-        .bucket("two")
-        .key("big")
-        .upload_id(&id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    complete(&clients[2], "two", "big", &id, done).await;
     for c in &clients {
         let got = body_bytes(c.get_object().bucket("two").key("big").send().await.unwrap()).await;
         assert_eq!(md5_hex(&got), md5_hex(&whole));
@@ -1508,17 +1483,7 @@ async fn three_nodes_rf2_each_object_on_exactly_two_nodes_and_multipart_across_n
 
     // Versioned bucket: versions and delete markers agree through every node.
     clients[0].create_bucket().bucket("hist").send().await.unwrap();
-    clients[0]
-        .put_bucket_versioning()
-        .bucket("hist")
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_versioning(&clients[0], "hist").await;
     for (i, c) in clients.iter().enumerate() {
         c.put_object()
             .bucket("hist")

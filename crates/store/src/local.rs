@@ -794,15 +794,7 @@ impl LocalStore {
         }
         let mut computed = hasher.finish();
         // Trailer algorithms not announced up front cannot be verified afterwards.
-        if let Some(a) = expected.algorithms().find(|a| computed.get(*a).is_none()) {
-            return Err(Error::InvalidRequest(format!(
-                "checksum {} arrived in the trailer without being declared",
-                a.as_str()
-            )));
-        }
-        if let Some(a) = computed.first_mismatch(&expected) {
-            return Err(Error::ChecksumMismatch(a));
-        }
+        verify_checksums(&computed, &expected)?;
         // Store only what was asked for (computed set == requested algorithms).
         for a in ironbucket_types::ChecksumAlgorithm::ALL {
             if !algs.contains(&a) && expected.get(a).is_none() {

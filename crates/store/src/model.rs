@@ -88,6 +88,22 @@ impl std::fmt::Debug for BodyChecks {
     }
 }
 
+/// Checks what a body's hashers computed against the expected values (headers or trailer):
+/// an expected algorithm that was not computed (a trailer that was not declared) is an invalid
+/// request, a different value a mismatch.
+pub fn verify_checksums(computed: &Checksums, expected: &Checksums) -> crate::Result<()> {
+    if let Some(a) = expected.algorithms().find(|a| computed.get(*a).is_none()) {
+        return Err(crate::Error::InvalidRequest(format!(
+            "checksum {} arrived in the trailer without being declared",
+            a.as_str()
+        )));
+    }
+    match computed.first_mismatch(expected) {
+        Some(a) => Err(crate::Error::ChecksumMismatch(a)),
+        None => Ok(()),
+    }
+}
+
 /// Object lock settings sent with a write (`x-amz-object-lock-*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LockRequest {
