@@ -35,6 +35,7 @@ fn rec(i: u64) -> ObjectRecord {
         key_id: None,
         acl: None,
         sse_c: None,
+        meta_stamps: Default::default(),
     }
 }
 

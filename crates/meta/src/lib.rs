@@ -19,8 +19,8 @@ mod tx;
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
 pub use raft::RaftDb;
 pub use records::{
-    BucketRecord, ContentHeaders, KeyRecord, ObjectLockConfig, ObjectRecord, PartRecord, PurgeRecord, Quota, Retention,
-    Segment, UploadRecord,
+    BucketRecord, ContentHeaders, KeyRecord, MetaStamps, ObjectLockConfig, ObjectRecord, PartRecord, PurgeRecord,
+    Quota, Retention, Segment, Stamp, UploadRecord,
 };
 pub use tx::Tx;
 

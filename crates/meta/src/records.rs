@@ -146,6 +146,43 @@ pub struct ObjectRecord {
     /// SSE-C: salted fingerprint of the customer key that seals the blobs (never the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse_c: Option<String>,
+    /// When tags, retention, legal hold and ACL were last changed by a cluster coordinator.
+    #[serde(default, skip_serializing_if = "MetaStamps::is_empty")]
+    pub meta_stamps: MetaStamps,
+}
+
+/// A cluster write's order: hybrid-logical-clock time, then the coordinating node's id.
+pub type Stamp = (Hlc, u64);
+
+/// The stamps of the last change of each changeable field of a version (cluster replicas keep
+/// the newest change per field: last writer wins). `None`: unchanged since the version was
+/// written, i.e. the version's own stamp.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaStamps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Stamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Stamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_hold: Option<Stamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Stamp>,
+}
+
+impl MetaStamps {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Every field's stamp, the version's own (`written`) where a field never changed.
+    pub fn resolved(self, written: Stamp) -> Self {
+        Self {
+            tags: Some(self.tags.unwrap_or(written)),
+            retention: Some(self.retention.unwrap_or(written)),
+            legal_hold: Some(self.legal_hold.unwrap_or(written)),
+            acl: Some(self.acl.unwrap_or(written)),
+        }
+    }
 }
 
 fn is_zero(v: &u64) -> bool {

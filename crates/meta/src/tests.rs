@@ -24,6 +24,7 @@ fn rec(size: u64) -> ObjectRecord {
         key_id: None,
         acl: None,
         sse_c: None,
+        meta_stamps: Default::default(),
     }
 }
 

@@ -13,13 +13,13 @@
 
 use crate::ClusterStore;
 use crate::quorum::{Consistency, ReadQuorum, Stamp, Unavailable, WriteQuorum};
-use crate::wire::{self, Checks, GetWire, HeadReply, MetaOp, MetaReply, Op, PartHeader, PutHeader};
+use crate::wire::{self, Checks, GetWire, HeadReply, MetaOp, Op, PartHeader, PutHeader};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use ironbucket_rpc::DataStream;
 use ironbucket_store::*;
-use ironbucket_types::ChecksumSet;
+use ironbucket_types::{ChecksumSet, now_millis};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,9 +272,8 @@ impl ClusterStore {
         Ok(live)
     }
 
-    /// Asks the replicas for `g`'s version; decides at the read level. Returns the winning
-    /// answer, the replicas holding that version (this node first), and the stale ones.
-    async fn read_versions(&self, g: &GetWire, level: Consistency) -> Result<(HeadReply, Vec<Target>, Vec<Target>)> {
+    /// Asks the replicas for `g`'s version; decides at the read level.
+    async fn read_versions(&self, g: &GetWire, level: Consistency) -> Result<Found> {
         let targets = self.targets(&g.bucket, &g.key)?;
         let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut answers: Vec<(Target, HeadReply)> = Vec::new();
@@ -352,13 +351,23 @@ impl ClusterStore {
             .collect();
         match decided.newest {
             Some((stamp, reply)) => {
-                let mut holders: Vec<Target> = answers
+                let held: Vec<&(Target, HeadReply)> = answers
                     .iter()
                     .filter(|(_, a)| a.version.as_ref().map(stamp_of) == Some(stamp))
-                    .map(|(t, _)| t.clone())
                     .collect();
+                let metas: Vec<MetaStamps> = held
+                    .iter()
+                    .filter_map(|(_, a)| a.version.as_ref().map(|v| v.meta))
+                    .collect();
+                let meta_differs = metas.windows(2).any(|w| w[0] != w[1]);
+                let mut holders: Vec<Target> = held.into_iter().map(|(t, _)| t.clone()).collect();
                 holders.sort_by_key(|t| !t.local);
-                Ok((reply, holders, stale))
+                Ok(Found {
+                    reply,
+                    holders,
+                    stale,
+                    meta_differs,
+                })
             }
             None => {
                 // No replica holds the key: every answer says why (NoSuchKey, NoSuchVersion...).
@@ -367,27 +376,47 @@ impl ClusterStore {
                     .map(|(_, a)| a)
                     .next()
                     .ok_or_else(|| Error::Unavailable(format!("consistency level {level} was not met")))?;
-                Ok((reply, Vec::new(), Vec::new()))
+                Ok(Found {
+                    reply,
+                    holders: Vec::new(),
+                    stale: Vec::new(),
+                    meta_differs: false,
+                })
             }
         }
     }
 
     pub(crate) async fn head(&self, req: GetObject) -> Result<ObjectInfo> {
         let g = GetWire::new(&req);
-        let (reply, holders, stale) = self.read_versions(&g, self.level(false)).await?;
-        self.repair(&g, &reply, &holders, stale);
-        reply.result
+        let found = self.read_versions(&g, self.level(false)).await?;
+        self.repair(&g, &found.reply, &found.holders, found.stale.clone());
+        let meta = self.settled_meta(&g, &found).await;
+        let mut info = found.reply.result?;
+        if let Some(m) = &meta {
+            with_meta(&mut info, m);
+        }
+        Ok(info)
     }
 
     pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
         let g = GetWire::new(&req);
-        let (reply, holders, stale) = self.read_versions(&g, self.level(false)).await?;
-        self.repair(&g, &reply, &holders, stale);
-        let info = reply.result?;
+        let found = self.read_versions(&g, self.level(false)).await?;
+        self.repair(&g, &found.reply, &found.holders, found.stale.clone());
+        let meta = self.settled_meta(&g, &found).await;
+        let holders = found.holders;
+        let mut info = found.reply.result?;
+        if let Some(m) = &meta {
+            with_meta(&mut info, m);
+        }
         let mut last = None;
         for t in &holders {
             match self.fetch(t, g.clone(), info.size).await {
-                Ok(out) if out.info.hlc == info.hlc && out.info.origin == info.origin => return Ok(out),
+                Ok(mut out) if out.info.hlc == info.hlc && out.info.origin == info.origin => {
+                    if let Some(m) = &meta {
+                        with_meta(&mut out.info, m);
+                    }
+                    return Ok(out);
+                }
                 // The holder moved on since it answered (a newer write landed): serve the newer.
                 Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => return Ok(out),
                 Ok(_) => {
@@ -441,21 +470,125 @@ impl ClusterStore {
         let Ok(me) = self.strong() else {
             return;
         };
-        let g = g.clone();
-        tokio::spawn(async move {
-            for t in stale {
-                let r = me.repair_one(&g, &v, size, &source, &t).await;
-                match r {
-                    Ok(()) => tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair"),
-                    Err(e) => {
-                        tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed")
-                    }
-                }
-            }
-        });
+        let (g, holders) = (g.clone(), holders.to_vec());
+        tokio::spawn(async move { me.repair_all(&g, &v, size, &source, &holders, stale).await });
     }
 
-    async fn repair_one(&self, g: &GetWire, v: &VersionStamp, size: u64, source: &Target, to: &Target) -> Result<()> {
+    /// Brings each of `stale` up to version `v`, copied from `source` with the metadata the
+    /// holders agree on once merged.
+    async fn repair_all(
+        &self,
+        g: &GetWire,
+        v: &VersionStamp,
+        size: u64,
+        source: &Target,
+        holders: &[Target],
+        stale: Vec<Target>,
+    ) {
+        let meta = if v.delete_marker {
+            None
+        } else {
+            match self.merged_meta(&g.bucket, &g.key, &v.version_id, holders).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(bucket = %g.bucket, key = %g.key, error = %e, "read repair skipped: no holder sent the version's metadata");
+                    return;
+                }
+            }
+        };
+        for t in stale {
+            let r = self.repair_one(g, v, meta.as_ref(), size, source, &t).await;
+            match r {
+                Ok(()) => tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair"),
+                Err(e) => {
+                    tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed")
+                }
+            }
+        }
+    }
+
+    /// The metadata of the version `found` names, merged across its holders, when they
+    /// disagree on it (holders that lag are repaired in the background); `None` when they agree
+    /// or nobody could say.
+    async fn settled_meta(&self, g: &GetWire, found: &Found) -> Option<VersionMeta> {
+        let v = found.reply.version.as_ref()?;
+        if !found.meta_differs || v.delete_marker {
+            return None;
+        }
+        self.merged_meta(&g.bucket, &g.key, &v.version_id, &found.holders)
+            .await
+            .ok()
+    }
+
+    /// Asks every holder of version `version_id` for its metadata and merges the answers (last
+    /// writer wins per field); holders whose copy differs get the merge in the background.
+    async fn merged_meta(&self, bucket: &str, key: &str, version_id: &str, holders: &[Target]) -> Result<VersionMeta> {
+        let op = Op::Meta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            op: MetaOp::State(version_id.to_string()),
+        };
+        let answers = futures::future::join_all(holders.iter().map(|t| {
+            let op = &op;
+            async move { (t.clone(), self.ask::<VersionMeta>(t, op).await) }
+        }))
+        .await;
+        let mut merged: Option<VersionMeta> = None;
+        let mut last = None;
+        let mut states = Vec::with_capacity(answers.len());
+        for (t, r) in answers {
+            match r {
+                Ok(m) => {
+                    match &mut merged {
+                        Some(x) => {
+                            x.merge(&m);
+                        }
+                        None => merged = Some(m.clone()),
+                    }
+                    states.push((t, m));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let merged =
+            merged.ok_or_else(|| last.unwrap_or_else(|| Error::Unavailable("no replica holds the version".into())))?;
+        let behind: Vec<Target> = states
+            .into_iter()
+            .filter(|(_, m)| *m != merged)
+            .map(|(t, _)| t)
+            .collect();
+        if !behind.is_empty()
+            && let Ok(me) = self.strong()
+        {
+            let op = Op::Meta {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                op: MetaOp::Merge {
+                    version_id: version_id.to_string(),
+                    meta: merged.clone(),
+                },
+            };
+            tokio::spawn(async move {
+                for t in behind {
+                    match me.ask::<()>(&t, &op).await {
+                        Ok(()) => tracing::info!(node = %t.name, "metadata read repair"),
+                        Err(e) => tracing::warn!(node = %t.name, error = %e, "metadata read repair failed"),
+                    }
+                }
+            });
+        }
+        Ok(merged)
+    }
+
+    async fn repair_one(
+        &self,
+        g: &GetWire,
+        v: &VersionStamp,
+        meta: Option<&VersionMeta>,
+        size: u64,
+        source: &Target,
+        to: &Target,
+    ) -> Result<()> {
         if v.purged {
             // The version was deleted by id: delete it there too (with the same stamp). Object
             // lock still applies there: a version that replica keeps locked is not deleted by a
@@ -491,34 +624,7 @@ impl ClusterStore {
         if src.info.hlc != v.hlc || src.info.origin != v.origin {
             return Err(Error::Internal("the source moved on; repair skipped".into()));
         }
-        let tags = match self
-            .ask::<MetaReply>(
-                source,
-                &Op::Meta {
-                    bucket: g.bucket.clone(),
-                    key: g.key.clone(),
-                    op: MetaOp::GetTagging,
-                },
-            )
-            .await
-        {
-            Ok(MetaReply::Tags(t)) => t.into_iter().map(|(key, value)| Tag { key, value }).collect(),
-            _ => Vec::new(),
-        };
-        let acl = match self
-            .ask::<MetaReply>(
-                source,
-                &Op::Meta {
-                    bucket: g.bucket.clone(),
-                    key: g.key.clone(),
-                    op: MetaOp::GetAcl(Some(v.version_id.clone())),
-                },
-            )
-            .await
-        {
-            Ok(MetaReply::Acl(a)) => a,
-            _ => None,
-        };
+        let meta = meta.ok_or_else(|| Error::Internal("no metadata to repair with".into()))?;
         let info = src.info;
         // A whole object's MD5 and checksums are verified again on the way in; a multipart
         // object keeps the ETag and composite checksums it was stored with.
@@ -543,12 +649,20 @@ impl ClusterStore {
             meta: ObjectMeta {
                 content: info.content.clone(),
                 user_meta: info.user_meta.clone(),
-                tags,
-                acl,
+                tags: meta
+                    .tags
+                    .value
+                    .iter()
+                    .map(|(key, value)| Tag {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                acl: meta.acl.value.clone(),
             },
             lock: LockRequest {
-                retention: info.retention.clone(),
-                legal_hold: Some(info.legal_hold),
+                retention: meta.retention.value.clone(),
+                legal_hold: Some(meta.legal_hold.value),
             },
             sse: None,
             sse_c: g.sse_c,
@@ -556,10 +670,13 @@ impl ClusterStore {
             conditions: Conditions::default(),
             hlc: v.hlc,
             origin: v.origin,
-            stored_as: multipart.then(|| StoredAs {
-                etag: info.etag.clone(),
-                parts_count: info.parts_count,
-                checksums: info.checksums.clone(),
+            repair: Some(Repair {
+                stored_as: multipart.then(|| StoredAs {
+                    etag: info.etag.clone(),
+                    parts_count: info.parts_count,
+                    checksums: info.checksums.clone(),
+                }),
+                meta_stamps: meta.stamps(),
             }),
         };
         let body: DataStream = Box::pin(
@@ -767,16 +884,8 @@ impl ClusterStore {
     /// an object this request may not read, such as an SSE-C one, counts as present with an
     /// unknown ETag).
     async fn current_etag(&self, bucket: &str, key: &str, level: Consistency) -> Result<Option<String>> {
-        let g = GetWire {
-            sse_c: None,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            version_id: None,
-            range: None,
-            conditions: Conditions::default(),
-        };
-        let (reply, _, _) = self.read_versions(&g, level).await?;
-        match reply.result {
+        let g = wire_for(bucket, key, None);
+        match self.read_versions(&g, level).await?.reply.result {
             Ok(info) => Ok(Some(info.etag)),
             Err(Error::NoSuchKey) | Err(Error::DeleteMarker { .. }) => Ok(None),
             Err(Error::NoSuchBucket) => Err(Error::NoSuchBucket),
@@ -813,6 +922,9 @@ impl ClusterStore {
     ) -> Result<DeleteResult> {
         validate_key(key)?;
         let targets = self.targets(bucket, key)?;
+        if let Some(v) = version_id {
+            self.check_unlocked(bucket, key, v, bypass).await?;
+        }
         let (hlc, origin) = self.stamp();
         let op = Op::Delete {
             bucket: bucket.to_string(),
@@ -825,54 +937,123 @@ impl ClusterStore {
         self.write_all(&targets, self.level(true), op).await
     }
 
-    /// A per-version metadata change on every replica (at the write level).
-    pub(crate) async fn meta_write(&self, bucket: &str, key: &str, op: MetaOp) -> Result<()> {
-        let targets = self.targets(bucket, key)?;
-        let op = Op::Meta {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            op,
+    /// In a bucket with object lock, refuses to delete version `version_id` when the metadata its
+    /// holders agree on (merged) locks it: a replica that missed a legal hold or a retention
+    /// must not decide alone.
+    async fn check_unlocked(&self, bucket: &str, key: &str, version_id: &str, bypass: bool) -> Result<()> {
+        if self.local.get_object_lock_configuration(bucket).await.is_err() {
+            return Ok(());
+        }
+        let g = wire_for(bucket, key, Some(version_id));
+        let found = self.read_versions(&g, self.level(true)).await?;
+        let Some(v) = found.reply.version.as_ref().filter(|v| !v.delete_marker) else {
+            return Ok(());
         };
-        self.write_all::<MetaReply>(&targets, self.level(true), op)
-            .await
-            .map(|_| ())
+        if found.holders.is_empty() {
+            return Ok(());
+        }
+        let meta = self.merged_meta(bucket, key, &v.version_id, &found.holders).await?;
+        if meta.locked(now_millis(), bypass) {
+            return Err(Error::AccessDenied(
+                "Access Denied because object protected by object lock.".into(),
+            ));
+        }
+        Ok(())
     }
 
-    /// A per-version metadata read: from the replica holding the newest version.
-    pub(crate) async fn meta_read(
+    /// The version a metadata request is about (`version_id`, or the newest), found by a read at
+    /// the request's level, and the replicas holding it. For a change, replicas that lack the
+    /// version get it first (so that the change reaches them too).
+    async fn meta_target(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
-        op: MetaOp,
-    ) -> Result<MetaReply> {
-        let g = GetWire {
-            sse_c: None,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            version_id: version_id.map(str::to_string),
-            range: None,
-            conditions: Conditions::default(),
+        write: bool,
+    ) -> Result<(String, Vec<Target>)> {
+        let g = wire_for(bucket, key, version_id);
+        let found = self.read_versions(&g, self.level(write)).await?;
+        let v = match found.reply.version.clone() {
+            Some(v) if !found.holders.is_empty() => v,
+            _ => {
+                // Nobody holds it: the replicas' own answer (NoSuchKey, NoSuchVersion...).
+                found.reply.result?;
+                return Err(Error::NoSuchKey);
+            }
         };
-        let (reply, holders, _) = self.read_versions(&g, self.level(false)).await?;
-        if holders.is_empty() {
-            // Nobody holds it: the replicas' own answer (NoSuchKey, NoSuchVersion...).
-            reply.result?;
-            return Err(Error::NoSuchKey);
+        if v.purged {
+            return Err(Error::NoSuchVersion);
+        }
+        if v.delete_marker {
+            return Err(match version_id {
+                Some(_) => Error::DeleteMarker {
+                    version_id: v.version_id,
+                },
+                None => Error::NoSuchKey,
+            });
+        }
+        if !found.stale.is_empty() {
+            let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
+            match (write, found.holders.first()) {
+                (true, Some(source)) => {
+                    self.repair_all(&g, &v, size, source, &found.holders, found.stale.clone())
+                        .await
+                }
+                _ => self.repair(&g, &found.reply, &found.holders, found.stale.clone()),
+            }
+        }
+        let holders = if write {
+            self.targets(bucket, key)?
+        } else {
+            found.holders
+        };
+        Ok((v.version_id, holders))
+    }
+
+    /// A stamped change to one field of a version's metadata on every replica (at the write
+    /// level). The version is named here, so replicas that disagree on the current version
+    /// still change the same one; object lock rules are checked against the merged metadata
+    /// first.
+    pub(crate) async fn meta_write(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        change: MetaChange,
+    ) -> Result<()> {
+        if let MetaChange::Retention { retention, bypass } = &change {
+            // An unknown mode is refused before anything is looked up.
+            check_retention_change(None, retention.as_ref(), *bypass, 0)?;
+        }
+        if matches!(change, MetaChange::Retention { .. } | MetaChange::LegalHold(_))
+            && let Err(Error::ObjectLockNotEnabled) = self.local.get_object_lock_configuration(bucket).await
+        {
+            return Err(Error::InvalidRequest(
+                "Bucket is missing Object Lock Configuration".into(),
+            ));
+        }
+        let (version_id, targets) = self.meta_target(bucket, key, version_id, true).await?;
+        if matches!(change, MetaChange::Retention { .. }) {
+            let holders: Vec<Target> = targets.iter().filter(|t| !self.is_down(t)).cloned().collect();
+            let current = self.merged_meta(bucket, key, &version_id, &holders).await?;
+            current.check(&change, now_millis())?;
         }
         let op = Op::Meta {
             bucket: bucket.to_string(),
             key: key.to_string(),
-            op,
+            op: MetaOp::Change {
+                version_id,
+                change,
+                at: self.stamp(),
+            },
         };
-        let mut last = None;
-        for t in &holders {
-            match self.ask::<MetaReply>(t, &op).await {
-                Err(e) if replica_failure(&e) => last = Some(e),
-                r => return r,
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Unavailable("no replica answered".into())))
+        self.write_all::<()>(&targets, self.level(true), op).await
+    }
+
+    /// A version's metadata as its holders (read at the read level) agree on it once merged.
+    pub(crate) async fn meta_read(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<VersionMeta> {
+        let (version_id, holders) = self.meta_target(bucket, key, version_id, false).await?;
+        self.merged_meta(bucket, key, &version_id, &holders).await
     }
 
     /// Asks every member (in parallel): the answers of those that could answer, and the
@@ -909,6 +1090,34 @@ impl ClusterStore {
             (s.replication.factor as usize).min(data).max(1)
         })
     }
+}
+
+/// What a cluster read found: the winning answer, the replicas holding that version (this node
+/// first), the stale ones, and whether the holders disagree on the version's metadata.
+struct Found {
+    reply: HeadReply,
+    holders: Vec<Target>,
+    stale: Vec<Target>,
+    meta_differs: bool,
+}
+
+/// A read of `bucket/key` (version `version_id`, or the newest) with nothing else asked.
+fn wire_for(bucket: &str, key: &str, version_id: Option<&str>) -> GetWire {
+    GetWire {
+        sse_c: None,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version_id: version_id.map(str::to_string),
+        range: None,
+        conditions: Conditions::default(),
+    }
+}
+
+/// An object's info with its metadata as the replicas agree on it.
+fn with_meta(info: &mut ObjectInfo, m: &VersionMeta) {
+    info.tag_count = m.tags.value.len();
+    info.retention = m.retention.value.clone();
+    info.legal_hold = m.legal_hold.value;
 }
 
 fn validate_key(key: &str) -> Result<()> {
@@ -977,18 +1186,14 @@ impl ClusterStore {
         let tags = match req.replace_tags {
             Some(t) => t,
             None if info.tag_count == 0 => Vec::new(),
-            None => match self
-                .meta_read(
-                    &req.src_bucket,
-                    &req.src_key,
-                    req.src_version_id.as_deref(),
-                    MetaOp::GetTagging,
-                )
+            None => self
+                .meta_read(&req.src_bucket, &req.src_key, Some(&info.version_id))
                 .await?
-            {
-                MetaReply::Tags(t) => t.into_iter().map(|(key, value)| Tag { key, value }).collect(),
-                _ => Vec::new(),
-            },
+                .tags
+                .value
+                .into_iter()
+                .map(|(key, value)| Tag { key, value })
+                .collect(),
         };
         let mut meta = req.replace_meta.unwrap_or_else(|| ObjectMeta {
             content: info.content.clone(),

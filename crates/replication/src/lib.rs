@@ -26,7 +26,7 @@ use ironbucket_meta::{BucketRecord, KeyRecord, ObjectLockConfig, Quota, Retentio
 use ironbucket_store::*;
 use ironbucket_types::{now_millis, validate_bucket_name};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use wire::{MetaOp, MetaReply, Op};
+use wire::Op;
 
 /// Says whether the failure detector reports a node down (by name).
 pub type DownCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -179,51 +179,25 @@ impl ObjectStore for ClusterStore {
         retention: Option<Retention>,
         bypass_governance: bool,
     ) -> Result<()> {
-        self.meta_write(
-            bucket,
-            key,
-            MetaOp::PutRetention {
-                version_id: version_id.map(str::to_string),
-                retention,
-                bypass: bypass_governance,
-            },
-        )
-        .await
+        let change = MetaChange::Retention {
+            retention,
+            bypass: bypass_governance,
+        };
+        self.meta_write(bucket, key, version_id, change).await
     }
 
     async fn get_object_retention(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Retention> {
-        match self
-            .meta_read(
-                bucket,
-                key,
-                version_id,
-                MetaOp::GetRetention(version_id.map(str::to_string)),
-            )
-            .await?
-        {
-            MetaReply::Retention(r) => Ok(r),
-            _ => Err(Error::Internal("unexpected answer from a replica".into())),
-        }
+        let meta = self.meta_read(bucket, key, version_id).await?;
+        meta.retention.value.ok_or(Error::NoSuchObjectLockConfiguration)
     }
 
     async fn put_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>, on: bool) -> Result<()> {
-        self.meta_write(bucket, key, MetaOp::PutLegalHold(version_id.map(str::to_string), on))
+        self.meta_write(bucket, key, version_id, MetaChange::LegalHold(on))
             .await
     }
 
     async fn get_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<bool> {
-        match self
-            .meta_read(
-                bucket,
-                key,
-                version_id,
-                MetaOp::GetLegalHold(version_id.map(str::to_string)),
-            )
-            .await?
-        {
-            MetaReply::LegalHold(on) => Ok(on),
-            _ => Err(Error::Internal("unexpected answer from a replica".into())),
-        }
+        Ok(self.meta_read(bucket, key, version_id).await?.legal_hold.value)
     }
 
     async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo> {
@@ -365,18 +339,21 @@ impl ObjectStore for ClusterStore {
     async fn put_object_tagging(&self, bucket: &str, key: &str, tags: Vec<Tag>) -> Result<()> {
         validate_tags(&tags, 10)?;
         let tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
-        self.meta_write(bucket, key, MetaOp::PutTagging(tags)).await
+        self.meta_write(bucket, key, None, MetaChange::Tags(tags)).await
     }
 
     async fn get_object_tagging(&self, bucket: &str, key: &str) -> Result<Vec<Tag>> {
-        match self.meta_read(bucket, key, None, MetaOp::GetTagging).await? {
-            MetaReply::Tags(t) => Ok(t.into_iter().map(|(key, value)| Tag { key, value }).collect()),
-            _ => Err(Error::Internal("unexpected answer from a replica".into())),
-        }
+        let meta = self.meta_read(bucket, key, None).await?;
+        Ok(meta
+            .tags
+            .value
+            .into_iter()
+            .map(|(key, value)| Tag { key, value })
+            .collect())
     }
 
     async fn delete_object_tagging(&self, bucket: &str, key: &str) -> Result<()> {
-        self.meta_write(bucket, key, MetaOp::DeleteTagging).await
+        self.meta_write(bucket, key, None, MetaChange::Tags(Vec::new())).await
     }
 
     async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
@@ -505,18 +482,11 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn put_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>, acl: Acl) -> Result<()> {
-        self.meta_write(bucket, key, MetaOp::PutAcl(version_id.map(str::to_string), acl))
-            .await
+        self.meta_write(bucket, key, version_id, MetaChange::Acl(acl)).await
     }
 
     async fn get_object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Option<Acl>> {
-        match self
-            .meta_read(bucket, key, version_id, MetaOp::GetAcl(version_id.map(str::to_string)))
-            .await?
-        {
-            MetaReply::Acl(a) => Ok(a),
-            _ => Err(Error::Internal("unexpected answer from a replica".into())),
-        }
+        Ok(self.meta_read(bucket, key, version_id).await?.acl.value)
     }
 
     async fn usage(&self) -> Result<Usage> {

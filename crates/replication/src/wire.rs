@@ -113,9 +113,9 @@ pub(crate) struct PutHeader {
     pub conditions: Conditions,
     pub hlc: Hlc,
     pub origin: u64,
-    /// Read repair: the ETag, part count and checksums of the copied version.
+    /// Read repair: what is kept from the replica the version is copied from.
     #[serde(default)]
-    pub stored_as: Option<StoredAs>,
+    pub repair: Option<Repair>,
 }
 
 impl PutHeader {
@@ -131,7 +131,7 @@ impl PutHeader {
             conditions: req.conditions.clone(),
             hlc,
             origin,
-            stored_as: None,
+            repair: None,
         }
     }
 
@@ -227,32 +227,20 @@ pub(crate) struct HeadReply {
     pub result: Result<ObjectInfo>,
 }
 
-/// Per-version metadata operations, applied on each replica.
+/// Per-version metadata operations on a replica. The coordinator names the version: replicas
+/// may differ on which version is current.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum MetaOp {
-    PutTagging(Vec<(String, String)>),
-    GetTagging,
-    DeleteTagging,
-    PutRetention {
-        version_id: Option<String>,
-        retention: Option<Retention>,
-        bypass: bool,
+    /// The version's tags, retention, legal hold and ACL with their stamps ([`VersionMeta`]).
+    State(String),
+    /// A stamped change to one field (last writer wins per field).
+    Change {
+        version_id: String,
+        change: MetaChange,
+        at: Stamp,
     },
-    GetRetention(Option<String>),
-    PutLegalHold(Option<String>, bool),
-    GetLegalHold(Option<String>),
-    PutAcl(Option<String>, Acl),
-    GetAcl(Option<String>),
-}
-
-/// What a [`MetaOp`] answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum MetaReply {
-    Done,
-    Tags(Vec<(String, String)>),
-    Retention(Retention),
-    LegalHold(bool),
-    Acl(Option<Acl>),
+    /// Read repair: take every field the coordinator's merge holds newer.
+    Merge { version_id: String, meta: VersionMeta },
 }
 
 /// One small request to a replica.
@@ -331,14 +319,6 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         .map_err(|e| Error::Internal(format!("bad answer from a replica: {e}")))?
 }
 
-fn tags(v: Vec<(String, String)>) -> Vec<Tag> {
-    v.into_iter().map(|(key, value)| Tag { key, value }).collect()
-}
-
-fn untag(v: Vec<Tag>) -> Vec<(String, String)> {
-    v.into_iter().map(|t| (t.key, t.value)).collect()
-}
-
 /// Runs one [`Op`] against this node's store; the answer is a JSON `Result`.
 pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
     match op {
@@ -406,44 +386,19 @@ pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
                 .await,
         ),
         Op::Uploads { bucket, query } => encode(local.list_multipart_uploads(&bucket, query).await),
-        Op::Meta { bucket, key, op } => encode(meta_op(local, &bucket, &key, op).await),
+        Op::Meta { bucket, key, op } => meta_op(local, &bucket, &key, op).await,
         Op::InUse { bucket } => encode(local.bucket_in_use(&bucket).await),
     }
 }
 
-async fn meta_op(local: &LocalStore, bucket: &str, key: &str, op: MetaOp) -> Result<MetaReply> {
-    Ok(match op {
-        MetaOp::PutTagging(t) => {
-            local.put_object_tagging(bucket, key, tags(t)).await?;
-            MetaReply::Done
+async fn meta_op(local: &LocalStore, bucket: &str, key: &str, op: MetaOp) -> Vec<u8> {
+    match op {
+        MetaOp::State(v) => encode(local.version_meta(bucket, key, &v)),
+        MetaOp::Change { version_id, change, at } => {
+            encode(local.change_meta_at(bucket, key, &version_id, change, at).await)
         }
-        MetaOp::GetTagging => MetaReply::Tags(untag(local.get_object_tagging(bucket, key).await?)),
-        MetaOp::DeleteTagging => {
-            local.delete_object_tagging(bucket, key).await?;
-            MetaReply::Done
-        }
-        MetaOp::PutRetention {
-            version_id,
-            retention,
-            bypass,
-        } => {
-            local
-                .put_object_retention(bucket, key, version_id.as_deref(), retention, bypass)
-                .await?;
-            MetaReply::Done
-        }
-        MetaOp::GetRetention(v) => MetaReply::Retention(local.get_object_retention(bucket, key, v.as_deref()).await?),
-        MetaOp::PutLegalHold(v, on) => {
-            local.put_object_legal_hold(bucket, key, v.as_deref(), on).await?;
-            MetaReply::Done
-        }
-        MetaOp::GetLegalHold(v) => MetaReply::LegalHold(local.get_object_legal_hold(bucket, key, v.as_deref()).await?),
-        MetaOp::PutAcl(v, acl) => {
-            local.put_object_acl(bucket, key, v.as_deref(), acl).await?;
-            MetaReply::Done
-        }
-        MetaOp::GetAcl(v) => MetaReply::Acl(local.get_object_acl(bucket, key, v.as_deref()).await?),
-    })
+        MetaOp::Merge { version_id, meta } => encode(local.merge_meta(bucket, key, &version_id, meta).await),
+    }
 }
 
 /// A pushed body as a `ByteStream`: chunks pass through; the empty chunk that ends a complete
@@ -492,8 +447,8 @@ impl Stream for Terminated {
 
 /// Stores a stamped write (or a read repair's copy) on this replica.
 pub(crate) async fn put_stamped(local: &LocalStore, mut h: PutHeader, body: ByteStream) -> Result<ObjectInfo> {
-    let (hlc, origin, stored_as) = (h.hlc, h.origin, h.stored_as.take());
-    let r = match stored_as {
+    let (hlc, origin, repair) = (h.hlc, h.origin, h.repair.take());
+    let r = match repair {
         Some(x) => local.repair_object_at(h.into_request(), body, hlc, origin, x).await,
         None => local.put_object_at(h.into_request(), body, hlc, origin).await,
     };

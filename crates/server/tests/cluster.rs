@@ -986,7 +986,7 @@ async fn locate_names_the_replicas_and_what_each_node_holds() {
 /// Adds `x-ironbucket-consistency` to a request.
 macro_rules! at_level {
     ($req:expr, $level:expr) => {
-        $req.customize().mutate_request(|r| {
+        $req.customize().mutate_request(move |r| {
             r.headers_mut().insert("x-ironbucket-consistency", $level);
         })
     };
@@ -1383,6 +1383,201 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     )
     .await;
     assert_eq!(md5_hex(&again), md5_hex(&big));
+}
+
+fn in_secs(s: u64) -> aws_smithy_types::DateTime {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    aws_smithy_types::DateTime::from_secs((now + s) as i64)
+}
+
+async fn tags_via(c: &aws_sdk_s3::Client, bucket: &str, key: &str, level: &'static str) -> Vec<(String, String)> {
+    let out = at_level!(c.get_object_tagging().bucket(bucket).key(key), level)
+        .send()
+        .await
+        .unwrap();
+    let mut t: Vec<(String, String)> = out
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    t.sort();
+    t
+}
+
+fn tagging(pairs: &[(&str, &str)]) -> aws_sdk_s3::types::Tagging {
+    let mut b = aws_sdk_s3::types::Tagging::builder();
+    for (k, v) in pairs {
+        b = b.tag_set(aws_sdk_s3::types::Tag::builder().key(*k).value(*v).build().unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// Tags, legal hold, retention and ACL changed while a replica was away: reads through that
+/// replica see the changes, it is repaired, and it never decides alone against them (a delete or
+/// a weaker retention the others refuse does not happen there either).
+#[tokio::test]
+async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone() {
+    use aws_sdk_s3::types::{
+        ObjectCannedAcl, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
+    };
+    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let a = nodes[0].client();
+    a.create_bucket()
+        .bucket("vault")
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let vid = a
+        .put_object()
+        .bucket("vault")
+        .key("doc")
+        .tagging("stage=draft")
+        .body(b"evidence".to_vec().into())
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_string();
+    let mut away = nodes.pop().unwrap();
+    let dir = away.take_tmp().unwrap();
+    away.kill9();
+    // While node-3 is away: new tags, a legal hold, a day of governance retention, an ACL.
+    a.put_object_tagging()
+        .bucket("vault")
+        .key("doc")
+        .tagging(tagging(&[("stage", "final"), ("owner", "legal")]))
+        .send()
+        .await
+        .unwrap();
+    let on = ObjectLockLegalHold::builder()
+        .status(ObjectLockLegalHoldStatus::On)
+        .build();
+    a.put_object_legal_hold()
+        .bucket("vault")
+        .key("doc")
+        .version_id(&vid)
+        .legal_hold(on)
+        .send()
+        .await
+        .unwrap();
+    let day = ObjectLockRetention::builder()
+        .mode(ObjectLockRetentionMode::Governance)
+        .retain_until_date(in_secs(86_400))
+        .build();
+    a.put_object_retention()
+        .bucket("vault")
+        .key("doc")
+        .version_id(&vid)
+        .retention(day)
+        .send()
+        .await
+        .unwrap();
+    a.put_object_acl()
+        .bucket("vault")
+        .key("doc")
+        .acl(ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    let args = node_args("node-3", ports[2], &seeds, SECRET);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(&["--replication-factor", "3"]);
+    nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    let c = nodes[2].client();
+
+    // Deleting the version through node-3, which has no legal hold on it, is refused, and the
+    // version stays readable through node-3 at ALL (no version tombstone was left there).
+    let e = c
+        .delete_object()
+        .bucket("vault")
+        .key("doc")
+        .version_id(&vid)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 403, "{e:?}");
+    // A shorter retention (without bypass) is refused through node-3 too.
+    let hour = ObjectLockRetention::builder()
+        .mode(ObjectLockRetentionMode::Governance)
+        .retain_until_date(in_secs(3_600))
+        .build();
+    let e = c
+        .put_object_retention()
+        .bucket("vault")
+        .key("doc")
+        .version_id(&vid)
+        .retention(hour)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 403, "{e:?}");
+    let got = body_bytes(
+        at_level!(c.get_object().bucket("vault").key("doc").version_id(&vid), "ALL")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, b"evidence");
+
+    // Reads through node-3 see what changed while it was away.
+    assert_eq!(
+        tags_via(&c, "vault", "doc", "ALL").await,
+        vec![("owner".into(), "legal".into()), ("stage".into(), "final".into())]
+    );
+    let h = at_level!(c.head_object().bucket("vault").key("doc"), "ALL")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.object_lock_legal_hold_status(), Some(&ObjectLockLegalHoldStatus::On));
+    let until = h.object_lock_retain_until_date().unwrap().secs();
+    assert!(until > in_secs(80_000).secs(), "retention {until}");
+    let acl = at_level!(c.get_object_acl().bucket("vault").key("doc"), "ALL")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        acl.grants().iter().any(|g| g
+            .grantee()
+            .and_then(|g| g.uri())
+            .is_some_and(|u| u.ends_with("/AllUsers"))),
+        "{acl:?}"
+    );
+
+    // Those reads repaired node-3's own copy: with the other two gone, node-3 alone (ONE)
+    // answers the same.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in nodes.iter_mut().take(2) {
+        n.kill9();
+    }
+    wait_liveness(&nodes[2], "node-1", "down", Duration::from_secs(15)).await;
+    wait_liveness(&nodes[2], "node-2", "down", Duration::from_secs(15)).await;
+    assert_eq!(
+        tags_via(&c, "vault", "doc", "ONE").await,
+        vec![("owner".into(), "legal".into()), ("stage".into(), "final".into())]
+    );
+    let hold = at_level!(
+        c.get_object_legal_hold().bucket("vault").key("doc").version_id(&vid),
+        "ONE"
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        hold.legal_hold().and_then(|h| h.status()),
+        Some(&ObjectLockLegalHoldStatus::On)
+    );
+    let r = at_level!(c.get_object_retention().bucket("vault").key("doc"), "ONE")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.retention().unwrap().retain_until_date().unwrap().secs() > in_secs(80_000).secs());
 }
 
 #[tokio::test]

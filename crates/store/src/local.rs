@@ -195,9 +195,10 @@ impl LocalStore {
         self.put_inner(req, body, Some((hlc, origin.max(1))), None).await
     }
 
-    /// Read repair: stores a copy of a version another replica holds, with its stamp and the
-    /// ETag, part count and checksums it was stored with there (a multipart object's ETag and
-    /// composite checksums cannot be recomputed from its body). Otherwise as
+    /// Read repair: stores a copy of a version another replica holds, with its stamp, the
+    /// stamps of its metadata changes, and the ETag, part count and checksums it was stored with
+    /// there (a multipart object's ETag and composite checksums cannot be recomputed from its
+    /// body). Otherwise as
     /// [`LocalStore::put_object_at`].
     pub async fn repair_object_at(
         &self,
@@ -205,10 +206,10 @@ impl LocalStore {
         body: ByteStream,
         hlc: Hlc,
         origin: u64,
-        stored_as: StoredAs,
+        repair: Repair,
     ) -> Result<(ObjectInfo, bool)> {
         self.clock.observe(hlc);
-        self.put_inner(req, body, Some((hlc, origin.max(1))), Some(stored_as))
+        self.put_inner(req, body, Some((hlc, origin.max(1))), Some(repair))
             .await
     }
 
@@ -217,7 +218,7 @@ impl LocalStore {
         req: PutObject,
         body: ByteStream,
         at: Option<(Hlc, u64)>,
-        stored_as: Option<StoredAs>,
+        repair: Option<Repair>,
     ) -> Result<(ObjectInfo, bool)> {
         validate_object_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
@@ -242,10 +243,13 @@ impl LocalStore {
             rec.origin = origin;
             rec.last_modified = hlc.physical;
         }
-        if let Some(x) = stored_as {
-            rec.etag = x.etag;
-            rec.parts_count = x.parts_count;
-            rec.checksums = x.checksums;
+        if let Some(r) = repair {
+            if let Some(x) = r.stored_as {
+                rec.etag = x.etag;
+                rec.parts_count = x.parts_count;
+                rec.checksums = x.checksums;
+            }
+            rec.meta_stamps = r.meta_stamps;
         }
         seal_record(&mut rec, req.sse_c.as_ref());
         rec.retention = req.lock.retention.clone();
@@ -396,6 +400,7 @@ impl LocalStore {
                     key_id: if upload.sse_c.is_some() { None } else { key_id },
                     acl: upload.acl.clone(),
                     sse_c: upload.sse_c.clone(),
+                    meta_stamps: Default::default(),
                 };
                 for p in &stored {
                     if !chosen.iter().any(|c| c.part_number == p.part_number) {
@@ -504,6 +509,7 @@ impl LocalStore {
         let found = found.map(|r| VersionStamp {
             hlc: r.hlc,
             origin: r.origin,
+            meta: r.meta_stamps.resolved(r.stamp()),
             version_id: r.version_id,
             delete_marker: r.delete_marker,
             purged: false,
@@ -520,6 +526,7 @@ impl LocalStore {
                 Some(VersionStamp {
                     hlc: p.hlc,
                     origin: p.origin,
+                    meta: MetaStamps::default(),
                     version_id: vid,
                     delete_marker: true,
                     purged: true,
@@ -527,6 +534,79 @@ impl LocalStore {
             }
             (f, _) => f,
         })
+    }
+
+    /// Version `version_id`'s tags, retention, legal hold and ACL, each with the stamp of its
+    /// last change (cluster replicas compare and merge these).
+    pub fn version_meta(&self, bucket: &str, key: &str, version_id: &str) -> Result<VersionMeta> {
+        self.bucket_must_exist(bucket)?;
+        let rec = self
+            .meta
+            .versions_of(bucket, key)?
+            .into_iter()
+            .find(|r| r.version_id == version_id)
+            .ok_or(Error::NoSuchVersion)?;
+        if rec.delete_marker {
+            return Err(Error::DeleteMarker {
+                version_id: rec.version_id,
+            });
+        }
+        Ok(meta_of(&rec))
+    }
+
+    /// A cluster coordinator's stamped change to one field of version `version_id`. The change
+    /// takes effect only when `at` is newer than the field's last change (last writer wins per
+    /// field), so replicas converge whatever order changes reach them in; an older one is
+    /// acknowledged and dropped. Object lock rules are checked as for the unstamped calls.
+    pub async fn change_meta_at(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        change: MetaChange,
+        at: Stamp,
+    ) -> Result<()> {
+        if let MetaChange::Tags(t) = &change {
+            validate_tags(&tags_of(t), 10)?;
+        }
+        self.clock.observe(at.0);
+        let lock = matches!(change, MetaChange::Retention { .. } | MetaChange::LegalHold(_));
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.to_string());
+        self.commit(vec![], move |t| {
+            let apply = |rec: &mut ObjectRecord| apply_change(rec, change, at, now_millis());
+            if lock {
+                update_version(t, &bucket, &key, Some(&version_id), apply)
+            } else {
+                modify_version(t, &bucket, &key, Some(&version_id), apply)
+            }
+        })
+        .await
+    }
+
+    /// Read repair of metadata: takes every field `meta` changed later than this replica's copy
+    /// of version `version_id` did. No lock rules apply: the coordinators that stamped those
+    /// changes checked them.
+    pub async fn merge_meta(&self, bucket: &str, key: &str, version_id: &str, meta: VersionMeta) -> Result<()> {
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.to_string());
+        self.commit(vec![], move |t| {
+            modify_version(t, &bucket, &key, Some(&version_id), |rec| {
+                let mut mine = meta_of(rec);
+                if mine.merge(&meta) {
+                    rec.tags = mine.tags.value;
+                    rec.retention = mine.retention.value;
+                    rec.legal_hold = mine.legal_hold.value;
+                    rec.acl = mine.acl.value;
+                    rec.meta_stamps = MetaStamps {
+                        tags: Some(mine.tags.at),
+                        retention: Some(mine.retention.at),
+                        legal_hold: Some(mine.legal_hold.at),
+                        acl: Some(mine.acl.at),
+                    };
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Removes the tombstones (`null` delete markers in buckets that never had versioning)
@@ -730,6 +810,7 @@ impl LocalStore {
             key_id: self.key_id.clone(),
             acl: meta.acl,
             sse_c: None,
+            meta_stamps: Default::default(),
         }
     }
 
@@ -1347,6 +1428,71 @@ fn modify_version(
     Ok(())
 }
 
+/// A version's changeable metadata with the stamps of its last changes.
+fn meta_of(rec: &ObjectRecord) -> VersionMeta {
+    let s = rec.meta_stamps;
+    let at = |x: Option<Stamp>| x.unwrap_or_else(|| rec.stamp());
+    VersionMeta {
+        tags: Lww {
+            value: rec.tags.clone(),
+            at: at(s.tags),
+        },
+        retention: Lww {
+            value: rec.retention.clone(),
+            at: at(s.retention),
+        },
+        legal_hold: Lww {
+            value: rec.legal_hold,
+            at: at(s.legal_hold),
+        },
+        acl: Lww {
+            value: rec.acl.clone(),
+            at: at(s.acl),
+        },
+    }
+}
+
+/// Sets one field of `rec` when `at` is newer than that field's last change (object lock rules
+/// checked at `now`, in ms).
+fn apply_change(
+    rec: &mut ObjectRecord,
+    change: MetaChange,
+    at: Stamp,
+    now: ironbucket_types::UnixMillis,
+) -> Result<()> {
+    let s = rec.meta_stamps;
+    let last = match &change {
+        MetaChange::Tags(_) => s.tags,
+        MetaChange::Retention { .. } => s.retention,
+        MetaChange::LegalHold(_) => s.legal_hold,
+        MetaChange::Acl(_) => s.acl,
+    }
+    .unwrap_or_else(|| rec.stamp());
+    if at <= last {
+        return Ok(());
+    }
+    match change {
+        MetaChange::Tags(t) => {
+            rec.tags = t;
+            rec.meta_stamps.tags = Some(at);
+        }
+        MetaChange::Retention { retention, bypass } => {
+            check_retention_change(rec.retention.as_ref(), retention.as_ref(), bypass, now)?;
+            rec.retention = retention;
+            rec.meta_stamps.retention = Some(at);
+        }
+        MetaChange::LegalHold(on) => {
+            rec.legal_hold = on;
+            rec.meta_stamps.legal_hold = Some(at);
+        }
+        MetaChange::Acl(a) => {
+            rec.acl = Some(a);
+            rec.meta_stamps.acl = Some(at);
+        }
+    }
+    Ok(())
+}
+
 /// Marks a record as sealed with a customer key (not with the node key).
 fn seal_record(rec: &mut ObjectRecord, customer: Option<&CustomerKey>) {
     if let Some(ck) = customer {
@@ -1413,6 +1559,7 @@ fn marker_record(hlc: ironbucket_types::Hlc) -> ObjectRecord {
         key_id: None,
         acl: None,
         sse_c: None,
+        meta_stamps: Default::default(),
     }
 }
 
@@ -1755,29 +1902,11 @@ impl ObjectStore for LocalStore {
         retention: Option<Retention>,
         bypass: bool,
     ) -> Result<()> {
-        if let Some(r) = &retention
-            && r.mode != "GOVERNANCE"
-            && r.mode != "COMPLIANCE"
-        {
-            return Err(Error::InvalidArgument(format!("unknown retention mode {:?}", r.mode)));
-        }
+        check_retention_change(None, retention.as_ref(), bypass, 0)?;
         let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
         self.commit(vec![], move |t| {
             update_version(t, &bucket, &key, version_id.as_deref(), |rec| {
-                let now = now_millis();
-                if let Some(old) = &rec.retention
-                    && old.until > now
-                {
-                    let weaker = match &retention {
-                        None => true,
-                        Some(new) => new.until < old.until || (old.mode == "COMPLIANCE" && new.mode != "COMPLIANCE"),
-                    };
-                    if weaker && (old.mode == "COMPLIANCE" || !bypass) {
-                        return Err(Error::AccessDenied(
-                            "Access Denied because object protected by object lock.".into(),
-                        ));
-                    }
-                }
+                check_retention_change(rec.retention.as_ref(), retention.as_ref(), bypass, now_millis())?;
                 rec.retention = retention;
                 Ok(())
             })

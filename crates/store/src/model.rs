@@ -286,6 +286,16 @@ pub struct StoredAs {
     pub checksums: Checksums,
 }
 
+/// What a read repair keeps from the replica it copies a version from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Repair {
+    /// A multipart object's ETag, part count and composite checksums (they cannot be computed
+    /// again from the body); `None` for a whole object (verified again on the way in).
+    pub stored_as: Option<StoredAs>,
+    /// When the version's tags, retention, legal hold and ACL were last changed there.
+    pub meta_stamps: MetaStamps,
+}
+
 /// Which version of a key a replica holds (for cluster reads): its stamp, id and kind.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionStamp {
@@ -296,6 +306,131 @@ pub struct VersionStamp {
     /// The version `version_id` was deleted by id at this stamp (a version tombstone).
     #[serde(default)]
     pub purged: bool,
+    /// When each changeable field of the version was last set (all resolved): replicas holding
+    /// the same version with different stamps disagree on its metadata.
+    #[serde(default)]
+    pub meta: MetaStamps,
+}
+
+pub use ironbucket_meta::{MetaStamps, Stamp};
+
+/// One field's value and the stamp of the change that set it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lww<T> {
+    pub value: T,
+    pub at: Stamp,
+}
+
+impl<T: PartialEq> Lww<T> {
+    /// Keeps the newer of the two (last writer wins); whether `self` changed.
+    fn merge(&mut self, other: &Lww<T>) -> bool
+    where
+        T: Clone,
+    {
+        if other.at > self.at {
+            *self = other.clone();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A version's changeable metadata, each field with the stamp of its last change: what cluster
+/// replicas compare and merge (field by field, newest stamp wins, so they converge whatever
+/// order the changes reach them in).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VersionMeta {
+    pub tags: Lww<Vec<(String, String)>>,
+    pub retention: Lww<Option<Retention>>,
+    pub legal_hold: Lww<bool>,
+    pub acl: Lww<Option<Acl>>,
+}
+
+impl VersionMeta {
+    /// Takes every field `other` changed later; whether anything changed.
+    pub fn merge(&mut self, other: &VersionMeta) -> bool {
+        let a = self.tags.merge(&other.tags);
+        let b = self.retention.merge(&other.retention);
+        let c = self.legal_hold.merge(&other.legal_hold);
+        let d = self.acl.merge(&other.acl);
+        a | b | c | d
+    }
+
+    pub fn stamps(&self) -> MetaStamps {
+        MetaStamps {
+            tags: Some(self.tags.at),
+            retention: Some(self.retention.at),
+            legal_hold: Some(self.legal_hold.at),
+            acl: Some(self.acl.at),
+        }
+    }
+
+    /// Whether the version may not be deleted now (`now` in ms).
+    pub fn locked(&self, now: UnixMillis, bypass_governance: bool) -> bool {
+        self.legal_hold.value || retention_blocks(self.retention.value.as_ref(), now, bypass_governance)
+    }
+
+    /// Checks a change against these values (object lock rules) before it is sent anywhere.
+    pub fn check(&self, change: &MetaChange, now: UnixMillis) -> crate::Result<()> {
+        match change {
+            MetaChange::Retention { retention, bypass } => {
+                check_retention_change(self.retention.value.as_ref(), retention.as_ref(), *bypass, now)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A change to one of a version's changeable fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MetaChange {
+    Tags(Vec<(String, String)>),
+    Retention { retention: Option<Retention>, bypass: bool },
+    LegalHold(bool),
+    Acl(Acl),
+}
+
+/// Whether retention `r` forbids deleting the version or weakening its retention now.
+pub fn retention_blocks(r: Option<&Retention>, now: UnixMillis, bypass_governance: bool) -> bool {
+    match r {
+        Some(r) if r.until > now => r.mode == "COMPLIANCE" || !bypass_governance,
+        _ => false,
+    }
+}
+
+/// Object lock's rule for changing a version's retention from `old` to `new`: an active
+/// retention may be extended; shortening or removing it, or leaving compliance mode, needs
+/// governance mode and `bypass`.
+pub fn check_retention_change(
+    old: Option<&Retention>,
+    new: Option<&Retention>,
+    bypass: bool,
+    now: UnixMillis,
+) -> crate::Result<()> {
+    if let Some(r) = new
+        && r.mode != "GOVERNANCE"
+        && r.mode != "COMPLIANCE"
+    {
+        return Err(crate::Error::InvalidArgument(format!(
+            "unknown retention mode {:?}",
+            r.mode
+        )));
+    }
+    if let Some(old) = old
+        && old.until > now
+    {
+        let weaker = match new {
+            None => true,
+            Some(new) => new.until < old.until || (old.mode == "COMPLIANCE" && new.mode != "COMPLIANCE"),
+        };
+        if weaker && (old.mode == "COMPLIANCE" || !bypass) {
+            return Err(crate::Error::AccessDenied(
+                "Access Denied because object protected by object lock.".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One version of a key as this node stores it (for `/cluster/locate`).
@@ -387,4 +522,106 @@ pub struct BucketAccess {
     /// Owner and grants; `None` for a bucket without a recorded ACL (private).
     pub acl: Option<Acl>,
     pub public_access_block: Option<PublicAccessBlock>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironbucket_types::Hlc;
+
+    fn at(ms: u64, node: u64) -> Stamp {
+        (
+            Hlc {
+                physical: ms,
+                logical: 0,
+            },
+            node,
+        )
+    }
+
+    fn meta(tags: (&str, Stamp), hold: (bool, Stamp)) -> VersionMeta {
+        VersionMeta {
+            tags: Lww {
+                value: vec![("k".into(), tags.0.into())],
+                at: tags.1,
+            },
+            retention: Lww {
+                value: None,
+                at: at(0, 1),
+            },
+            legal_hold: Lww {
+                value: hold.0,
+                at: hold.1,
+            },
+            acl: Lww {
+                value: None,
+                at: at(0, 1),
+            },
+        }
+    }
+
+    #[test]
+    fn merge_is_last_writer_wins_per_field_and_order_independent() {
+        // Each side changed a different field last: the merge takes the newer of each.
+        let a = meta(("new", at(5, 1)), (false, at(1, 1)));
+        let b = meta(("old", at(3, 2)), (true, at(4, 2)));
+        let mut ab = a.clone();
+        assert!(ab.merge(&b));
+        let mut ba = b.clone();
+        assert!(ba.merge(&a));
+        assert_eq!(ab, ba);
+        assert_eq!(ab.tags.value[0].1, "new");
+        assert!(ab.legal_hold.value);
+        // Idempotent: merging again changes nothing.
+        assert!(!ab.clone().merge(&ab));
+        assert!(!ab.clone().merge(&a));
+        // Equal times order by node id.
+        let c = meta(("c", at(5, 3)), (false, at(1, 1)));
+        let mut x = a.clone();
+        assert!(x.merge(&c));
+        assert_eq!(x.tags.value[0].1, "c");
+        assert_eq!(x.stamps().tags, Some(at(5, 3)));
+    }
+
+    #[test]
+    fn lock_rules() {
+        let now = 1_000;
+        let gov = |until| Retention {
+            mode: "GOVERNANCE".into(),
+            until,
+        };
+        let comp = |until| Retention {
+            mode: "COMPLIANCE".into(),
+            until,
+        };
+        // Extending is always allowed; shortening governance needs bypass; compliance never.
+        assert!(check_retention_change(Some(&gov(2_000)), Some(&gov(3_000)), false, now).is_ok());
+        assert!(check_retention_change(Some(&gov(2_000)), Some(&gov(1_500)), false, now).is_err());
+        assert!(check_retention_change(Some(&gov(2_000)), None, true, now).is_ok());
+        assert!(check_retention_change(Some(&comp(2_000)), None, true, now).is_err());
+        assert!(check_retention_change(Some(&comp(2_000)), Some(&gov(9_000)), true, now).is_err());
+        // An expired retention no longer binds.
+        assert!(check_retention_change(Some(&comp(500)), None, false, now).is_ok());
+        let bad = Retention {
+            mode: "FOREVER".into(),
+            until: 2_000,
+        };
+        assert!(matches!(
+            check_retention_change(None, Some(&bad), false, now),
+            Err(crate::Error::InvalidArgument(_))
+        ));
+        let mut m = meta(("x", at(1, 1)), (false, at(1, 1)));
+        assert!(!m.locked(now, false));
+        m.retention.value = Some(gov(2_000));
+        assert!(m.locked(now, false));
+        assert!(!m.locked(now, true));
+        m.legal_hold.value = true;
+        assert!(m.locked(now, true));
+        let change = MetaChange::Retention {
+            retention: None,
+            bypass: false,
+        };
+        assert!(m.check(&change, now).is_err());
+        assert!(m.check(&MetaChange::LegalHold(false), now).is_ok());
+    }
 }

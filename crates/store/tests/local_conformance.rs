@@ -409,3 +409,134 @@ async fn version_deletes_leave_version_tombstones() {
     let news = s.newest_version("vtomb", "k", None).unwrap().unwrap();
     assert!(!news.purged && news.version_id == first.version_id);
 }
+
+/// Stamped metadata changes (cluster replicas): per field the newest stamp wins whatever the
+/// arrival order, two replicas that saw the same changes in different orders agree, a merge
+/// from another replica brings a lagging one level, and a read repair copy keeps the stamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamped_metadata_changes_converge_whatever_the_order() {
+    use ironbucket_store::{MetaChange, Retention};
+    let base = ironbucket_types::now_millis();
+    let changes = [
+        (MetaChange::Tags(vec![("a".into(), "1".into())]), (at(base + 10), 1)),
+        (MetaChange::Tags(vec![("a".into(), "2".into())]), (at(base + 20), 2)),
+        (MetaChange::LegalHold(true), (at(base + 15), 1)),
+        (
+            MetaChange::Retention {
+                retention: Some(Retention {
+                    mode: "GOVERNANCE".into(),
+                    until: base + 86_400_000,
+                }),
+                bypass: false,
+            },
+            (at(base + 12), 3),
+        ),
+        (MetaChange::LegalHold(false), (at(base + 14), 2)),
+    ];
+    let mut dirs = Vec::new();
+    let mut stores = Vec::new();
+    for order in [vec![0, 1, 2, 3, 4], vec![4, 3, 2, 1, 0]] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(cfg(dir.path()), None).unwrap();
+        s.create_bucket_with_lock("meta").await.unwrap();
+        let (info, _) = s
+            .put_object_at(put_req("meta", "k"), one_chunk(b"x"), at(base), 1)
+            .await
+            .unwrap();
+        for i in order {
+            let (change, stamp) = changes[i].clone();
+            s.change_meta_at("meta", "k", &info.version_id, change, stamp)
+                .await
+                .unwrap();
+        }
+        dirs.push(dir);
+        stores.push((s, info.version_id));
+    }
+    let m0 = stores[0].0.version_meta("meta", "k", &stores[0].1).unwrap();
+    let m1 = stores[1].0.version_meta("meta", "k", &stores[1].1).unwrap();
+    assert_eq!(m0, m1);
+    assert_eq!(m0.tags.value, vec![("a".to_string(), "2".to_string())]);
+    assert!(m0.legal_hold.value, "the hold at +15 is newer than the release at +14");
+    assert!(m0.retention.value.is_some());
+    // What the store reports to the S3 layer is the same.
+    assert!(stores[0].0.get_object_legal_hold("meta", "k", None).await.unwrap());
+    // A replayed change is harmless; an older retention change is dropped even though it would
+    // be refused (it is stale news, not a request).
+    let (s, vid) = &stores[0];
+    s.change_meta_at("meta", "k", vid, changes[1].0.clone(), changes[1].1)
+        .await
+        .unwrap();
+    s.change_meta_at(
+        "meta",
+        "k",
+        vid,
+        MetaChange::Retention {
+            retention: None,
+            bypass: false,
+        },
+        (at(base + 11), 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.version_meta("meta", "k", vid).unwrap(), m0);
+    // A newer change that weakens the retention without bypass is refused.
+    let e = s
+        .change_meta_at(
+            "meta",
+            "k",
+            vid,
+            MetaChange::Retention {
+                retention: None,
+                bypass: false,
+            },
+            (at(base + 30), 1),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ironbucket_store::Error::AccessDenied(_)), "{e:?}");
+
+    // A replica that missed everything is brought level by a merge, and stays level.
+    let dir = tempfile::tempdir().unwrap();
+    let lag = LocalStore::open(cfg(dir.path()), None).unwrap();
+    lag.create_bucket_with_lock("meta").await.unwrap();
+    let (info, _) = lag
+        .put_object_at(put_req("meta", "k"), one_chunk(b"x"), at(base), 1)
+        .await
+        .unwrap();
+    lag.merge_meta("meta", "k", &info.version_id, m0.clone()).await.unwrap();
+    assert_eq!(lag.version_meta("meta", "k", &info.version_id).unwrap(), m0);
+    let old = lag.version_meta("meta", "k", &info.version_id).unwrap();
+    let mut older = old.clone();
+    older.tags.value = vec![];
+    older.tags.at = (at(base + 1), 1);
+    lag.merge_meta("meta", "k", &info.version_id, older).await.unwrap();
+    assert_eq!(lag.version_meta("meta", "k", &info.version_id).unwrap(), m0);
+    let news = lag.newest_version("meta", "k", None).unwrap().unwrap();
+    assert_eq!(news.meta, m0.stamps());
+
+    // Read repair copies the version with its metadata stamps.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = LocalStore::open(cfg(dir.path()), None).unwrap();
+    fresh.create_bucket_with_lock("meta").await.unwrap();
+    let mut req = put_req("meta", "k");
+    req.meta.tags = m0
+        .tags
+        .value
+        .iter()
+        .map(|(key, value)| ironbucket_store::Tag {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    req.lock.retention = m0.retention.value.clone();
+    req.lock.legal_hold = Some(m0.legal_hold.value);
+    let repair = ironbucket_store::Repair {
+        stored_as: None,
+        meta_stamps: m0.stamps(),
+    };
+    fresh
+        .repair_object_at(req, one_chunk(b"x"), at(base), 1, repair)
+        .await
+        .unwrap();
+    assert_eq!(fresh.version_meta("meta", "k", &info.version_id).unwrap(), m0);
+}
