@@ -308,21 +308,25 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// The newest purge per key for keys under `prefix`, after `after` and up to `until`
-    /// (inclusive), in key order.
+    /// The purges (key, version id, record) of keys under `prefix`, after `after` and up to
+    /// `until` (inclusive), in key order.
     pub fn purges_in(
         &self,
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
         until: Option<&str>,
-    ) -> Result<Vec<(String, PurgeRecord)>> {
+    ) -> Result<Vec<(String, String, PurgeRecord)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(PURGED)?;
-        let mut out: Vec<(String, PurgeRecord)> = Vec::new();
-        for item in t.range((bucket, prefix.as_bytes(), "")..)? {
+        let mut out = Vec::new();
+        let start = match after {
+            Some(a) if a > prefix => a,
+            _ => prefix,
+        };
+        for item in t.range((bucket, start.as_bytes(), "")..)? {
             let (k, v) = item?;
-            let (b, key, _) = k.value();
+            let (b, key, vid) = k.value();
             if b != bucket || !key.starts_with(prefix.as_bytes()) {
                 break;
             }
@@ -333,20 +337,11 @@ impl MetaStore {
                 break;
             }
             let key = String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?;
-            let p: PurgeRecord = records::decode(v.value())?;
-            match out.last_mut() {
-                Some((k, q)) if *k == key => {
-                    if (p.hlc, p.origin) > (q.hlc, q.origin) {
-                        *q = p;
-                    }
-                }
-                _ => out.push((key, p)),
-            }
+            out.push((key, vid.to_string(), records::decode(v.value())?));
         }
         Ok(out)
     }
 
-    /// Purge records written before `cutoff` (ms): (bucket, key, version id), at most `limit`.
     pub fn purges_older_than(&self, cutoff: u64, limit: usize) -> Result<Vec<(String, Vec<u8>, String)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(PURGED)?;

@@ -1,8 +1,10 @@
 //! Cluster-wide listings: every member answers for the keys it holds, the coordinator merges.
 //! ListObjects goes through [`crate::listing::Merger`] (newest version per key wins, deleted
-//! keys drop out, pagination exact whichever node coordinates); ListObjectVersions,
-//! ListMultipartUploads and ListParts take the union of the members' pages (the first N items
-//! of a union are within the first N of every member's answer).
+//! keys drop out, pagination exact whichever node coordinates). ListObjectVersions merges the
+//! members' raw pages ([`merge_versions`]: superseded, deleted and hidden entries drop out, and
+//! nothing past the end of a truncated page is listed). ListMultipartUploads and ListParts take
+//! the union of the members' pages (the first N items of a union are within the first N of
+//! every member's answer).
 
 use crate::ClusterStore;
 use crate::listing::{Entry, Item, Merger, NodePage, Step};
@@ -99,16 +101,32 @@ impl ClusterStore {
             return Err(Error::NoSuchBucket);
         }
         let max = q.max_keys.min(1000);
-        let op = Op::Versions {
-            bucket: bucket.to_string(),
-            query: VersionListQuery {
-                max_keys: max,
-                lenient_marker: true,
-                ..q.clone()
-            },
+        let mut q = VersionListQuery {
+            max_keys: max,
+            lenient_marker: true,
+            ..q
         };
-        let pages: Vec<VersionListing> = self.gather(&op).await?;
-        Ok(merge_versions(pages, max))
+        let mut out = VersionListing::default();
+        // A round whose items were all superseded or hidden moves on, so that a page is empty
+        // only at the end.
+        for _ in 0..MAX_ROUNDS {
+            let op = Op::Versions {
+                bucket: bucket.to_string(),
+                query: q.clone(),
+            };
+            let pages: Vec<RawVersionPage> = self.gather(&op).await?;
+            out = merge_versions(pages, &q, max);
+            if !out.truncated
+                || out.next_key_marker.is_none()
+                || !out.versions.is_empty()
+                || !out.common_prefixes.is_empty()
+            {
+                break;
+            }
+            q.key_marker = out.next_key_marker.clone();
+            q.version_id_marker = out.next_version_id_marker.clone();
+        }
+        Ok(out)
     }
 
     pub(crate) async fn list_uploads(&self, bucket: &str, q: UploadListQuery) -> Result<UploadListPage> {
@@ -180,71 +198,116 @@ impl ClusterStore {
     }
 }
 
-/// Union of the members' version pages: S3 order (key ascending, newest first), one entry per
-/// (key, version id) keeping the newest (a stale `null` version loses), at most `max` items
-/// counting common prefixes.
-pub(crate) fn merge_versions(pages: Vec<VersionListing>, max: usize) -> VersionListing {
+/// Where an item of a version listing sorts: key (or common prefix), then newest first.
+type Position = (String, std::cmp::Reverse<(Hlc, u64)>);
+
+fn position(key: &str, info: Option<&ObjectInfo>) -> Position {
+    let stamp = info.map(|i| (i.hlc, i.origin)).unwrap_or((
+        Hlc {
+            physical: u64::MAX,
+            logical: u32::MAX,
+        },
+        u64::MAX,
+    ));
+    (key.to_string(), std::cmp::Reverse(stamp))
+}
+
+/// Merges the members' version pages (asked with query `q`) into one page of at most `max`
+/// items (versions and common prefixes), exact whichever node coordinates:
+/// - one entry per (key, version id), the newest stamp winning (a stale `null` version loses to
+///   a newer one or to a tombstone); versions some member deleted by id are dropped; tombstones
+///   are dropped once they have done that;
+/// - a member's page that is truncated ends where its items end, so nothing past the earliest
+///   such end is listed (another member may hold items there that it did not send);
+/// - `is_latest` marks the first remaining entry of a key, unless the page starts inside that
+///   key (its latest entry was on an earlier page);
+/// - the next markers name the last item consumed, listed or dropped.
+pub(crate) fn merge_versions(pages: Vec<RawVersionPage>, q: &VersionListQuery, max: usize) -> VersionListing {
     enum It {
         V(Box<VersionEntry>),
         P(String),
+        Dropped(String, String),
     }
     let mut truncated = false;
-    let mut by_key: BTreeMap<String, Vec<VersionEntry>> = BTreeMap::new();
+    let mut horizon: Option<Position> = None;
+    let mut purged: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut by_key: BTreeMap<String, Vec<(VersionEntry, bool)>> = BTreeMap::new();
     let mut prefixes: BTreeMap<String, ()> = BTreeMap::new();
     for p in pages {
-        truncated |= p.truncated;
-        for v in p.versions {
-            by_key.entry(v.info.key.clone()).or_default().push(v);
+        if p.truncated {
+            truncated = true;
+            let last_v = p.versions.last().map(|(v, _)| position(&v.info.key, Some(&v.info)));
+            let last_p = p.common_prefixes.last().map(|cp| position(cp, None));
+            if let Some(end) = last_v.max(last_p) {
+                horizon = Some(match horizon {
+                    Some(h) if h < end => h,
+                    _ => end,
+                });
+            }
+        }
+        purged.extend(p.purged);
+        for (v, hidden) in p.versions {
+            by_key.entry(v.info.key.clone()).or_default().push((v, hidden));
         }
         for cp in p.common_prefixes {
             prefixes.insert(cp, ());
         }
     }
-    let mut items: Vec<(String, It)> = Vec::new();
+    let within = |pos: &Position| horizon.as_ref().is_none_or(|h| pos <= h);
+    let mid_key = q.version_id_marker.as_ref().and(q.key_marker.as_deref());
+    let mut items: Vec<(Position, It)> = Vec::new();
     for (key, mut vs) in by_key {
-        vs.sort_by_key(|v| std::cmp::Reverse((v.info.hlc, v.info.origin)));
+        vs.sort_by_key(|(v, _)| std::cmp::Reverse((v.info.hlc, v.info.origin)));
         let mut seen: Vec<String> = Vec::new();
-        let mut first = true;
-        for mut v in vs {
-            if seen.contains(&v.info.version_id) {
+        let mut first = mid_key != Some(key.as_str());
+        for (mut v, hidden) in vs {
+            let pos = position(&key, Some(&v.info));
+            if !within(&pos) || seen.contains(&v.info.version_id) {
                 continue;
             }
             seen.push(v.info.version_id.clone());
-            v.is_latest = v.is_latest && first;
+            if hidden || purged.contains(&(key.clone(), v.info.version_id.clone())) {
+                items.push((pos, It::Dropped(key.clone(), v.info.version_id.clone())));
+                continue;
+            }
+            v.is_latest = first;
             first = false;
-            items.push((key.clone(), It::V(Box::new(v))));
+            items.push((pos, It::V(Box::new(v))));
         }
     }
     for (cp, ()) in prefixes {
-        items.push((cp.clone(), It::P(cp)));
+        let pos = position(&cp, None);
+        if within(&pos) {
+            items.push((pos, It::P(cp)));
+        }
     }
-    // Stable: a key's versions keep their order.
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    if items.len() > max {
-        items.truncate(max);
-        truncated = true;
-    }
-    let mut out = VersionListing {
-        truncated,
-        ..Default::default()
-    };
+    let mut out = VersionListing::default();
+    let mut listed = 0usize;
+    let mut last: Option<(String, Option<String>)> = None;
     for (_, it) in items {
+        if listed == max && !matches!(it, It::Dropped(..)) {
+            truncated = true;
+            break;
+        }
         match it {
             It::V(v) => {
-                if truncated {
-                    out.next_key_marker = Some(v.info.key.clone());
-                    out.next_version_id_marker = Some(v.info.version_id.clone());
-                }
+                last = Some((v.info.key.clone(), Some(v.info.version_id.clone())));
                 out.versions.push(*v);
+                listed += 1;
             }
             It::P(p) => {
-                if truncated {
-                    out.next_key_marker = Some(p.clone());
-                    out.next_version_id_marker = None;
-                }
+                last = Some((p.clone(), None));
                 out.common_prefixes.push(p);
+                listed += 1;
             }
+            It::Dropped(k, v) => last = Some((k, Some(v))),
         }
+    }
+    out.truncated = truncated;
+    if truncated && let Some((k, v)) = last {
+        out.next_key_marker = Some(k);
+        out.next_version_id_marker = v;
     }
     out
 }
@@ -296,4 +359,140 @@ pub(crate) fn merge_uploads(pages: Vec<UploadListPage>, max: usize) -> UploadLis
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(key: &str, ms: u64, version_id: &str) -> VersionEntry {
+        VersionEntry {
+            info: ObjectInfo {
+                key: key.into(),
+                version_id: version_id.into(),
+                size: 1,
+                etag: "e".into(),
+                last_modified: ms,
+                content: Default::default(),
+                user_meta: Default::default(),
+                checksums: Default::default(),
+                tag_count: 0,
+                parts_count: None,
+                retention: None,
+                legal_hold: false,
+                encrypted: false,
+                sse_c: false,
+                hlc: Hlc {
+                    physical: ms,
+                    logical: 0,
+                },
+                origin: 1,
+            },
+            is_latest: true,
+            delete_marker: false,
+        }
+    }
+
+    fn page(versions: Vec<(VersionEntry, bool)>, truncated: bool) -> RawVersionPage {
+        RawVersionPage {
+            versions,
+            common_prefixes: Vec::new(),
+            truncated,
+            purged: Vec::new(),
+        }
+    }
+
+    fn names(l: &VersionListing) -> Vec<(String, String, bool)> {
+        l.versions
+            .iter()
+            .map(|e| (e.info.key.clone(), e.info.version_id.clone(), e.is_latest))
+            .collect()
+    }
+
+    #[test]
+    fn a_truncated_page_bounds_what_is_listed() {
+        // Member A's page of 3 is all tombstones and it holds "z1" further on; B holds z0, z2.
+        let a = page(
+            vec![
+                (v("a0", 5, "null"), true),
+                (v("a1", 5, "null"), true),
+                (v("a2", 5, "null"), true),
+            ],
+            true,
+        );
+        let b = page(vec![(v("z0", 1, "null"), false), (v("z2", 1, "null"), false)], false);
+        let q = VersionListQuery::default();
+        let first = merge_versions(vec![a, b], &q, 3);
+        assert!(first.versions.is_empty(), "{first:?}");
+        assert!(first.truncated);
+        assert_eq!(first.next_key_marker.as_deref(), Some("a2"));
+        assert_eq!(first.next_version_id_marker.as_deref(), Some("null"));
+        // The next round, from that marker, sees z1 too.
+        let a = page(vec![(v("z1", 1, "null"), false)], false);
+        let b = page(vec![(v("z0", 1, "null"), false), (v("z2", 1, "null"), false)], false);
+        let q = VersionListQuery {
+            key_marker: first.next_key_marker,
+            version_id_marker: first.next_version_id_marker,
+            ..Default::default()
+        };
+        let next = merge_versions(vec![a, b], &q, 3);
+        assert_eq!(
+            names(&next),
+            vec![
+                ("z0".into(), "null".into(), true),
+                ("z1".into(), "null".into(), true),
+                ("z2".into(), "null".into(), true)
+            ]
+        );
+        assert!(!next.truncated);
+    }
+
+    #[test]
+    fn superseded_and_deleted_versions_are_dropped() {
+        let q = VersionListQuery::default();
+        // A tombstone on one member beats the stale null version on another, and is not listed.
+        let a = page(vec![(v("k", 5, "null"), true)], false);
+        let b = page(vec![(v("k", 3, "null"), false)], false);
+        let l = merge_versions(vec![a, b], &q, 10);
+        assert!(l.versions.is_empty() && !l.truncated, "{l:?}");
+        // A version deleted by id on one member, still held by a stale one: dropped, and the
+        // next version becomes the latest.
+        let mut a = page(vec![(v("k", 1, "v1"), false)], false);
+        a.purged.push(("k".into(), "v3".into()));
+        let mut old = v("k", 1, "v1");
+        old.is_latest = false;
+        let b = page(vec![(v("k", 3, "v3"), false), (old, false)], false);
+        let l = merge_versions(vec![a, b], &q, 10);
+        assert_eq!(names(&l), vec![("k".into(), "v1".into(), true)]);
+    }
+
+    #[test]
+    fn pages_continue_inside_a_key_and_stop_at_prefixes() {
+        // Page size 1 through a key with two versions: the second page starts inside the key,
+        // so its entry is not the latest.
+        let both = || page(vec![(v("k", 3, "v3"), false), (v("k", 1, "v1"), false)], false);
+        let q = VersionListQuery::default();
+        let first = merge_versions(vec![both(), both()], &q, 1);
+        assert_eq!(names(&first), vec![("k".into(), "v3".into(), true)]);
+        assert!(first.truncated);
+        assert_eq!(first.next_version_id_marker.as_deref(), Some("v3"));
+        let q = VersionListQuery {
+            key_marker: first.next_key_marker,
+            version_id_marker: first.next_version_id_marker,
+            ..Default::default()
+        };
+        let only = || page(vec![(v("k", 1, "v1"), false)], false);
+        let second = merge_versions(vec![only(), only()], &q, 1);
+        assert_eq!(names(&second), vec![("k".into(), "v1".into(), false)]);
+        assert!(!second.truncated);
+        // A truncated page ending with a common prefix: nothing after it is listed yet.
+        let mut a = page(Vec::new(), true);
+        a.common_prefixes.push("a/".into());
+        let b = page(vec![(v("b", 1, "null"), false)], false);
+        let l = merge_versions(vec![a, b], &VersionListQuery::default(), 5);
+        assert_eq!(l.common_prefixes, vec!["a/".to_string()]);
+        assert!(l.versions.is_empty() && l.truncated);
+        assert_eq!(l.next_key_marker.as_deref(), Some("a/"));
+        assert_eq!(l.next_version_id_marker, None);
+    }
 }

@@ -348,7 +348,7 @@ pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
             after,
             limit,
         } => encode(local.list_newest(&bucket, &prefix, after, limit).await),
-        Op::Versions { bucket, query } => encode(local.list_object_versions(&bucket, query).await),
+        Op::Versions { bucket, query } => encode(local.list_versions_raw(&bucket, query).await),
         Op::CreateUpload {
             bucket,
             key,

@@ -536,6 +536,64 @@ impl LocalStore {
         })
     }
 
+    /// One page of ListObjectVersions for a cluster coordinator ([`RawVersionPage`]):
+    /// tombstones included and flagged, and the versions deleted by id among the page's keys.
+    pub async fn list_versions_raw(&self, bucket: &str, q: VersionListQuery) -> Result<RawVersionPage> {
+        let start = match (&q.key_marker, &q.version_id_marker) {
+            // A page that starts inside the marker key covers the rest of that key.
+            (Some(k), Some(_)) => before_key(k),
+            (Some(k), None) => Some(k.clone()),
+            _ => None,
+        };
+        let prefix = q.prefix.clone();
+        let (page, never_versioned) = self.version_page(bucket, q).await?;
+        let until = if page.truncated {
+            let last_version = page.versions.last().map(|(k, _, _)| k.clone());
+            let last_prefix = page.common_prefixes.last().map(|p| format!("{p}\u{10FFFF}"));
+            last_version.max(last_prefix)
+        } else {
+            None
+        };
+        let purged = self
+            .meta
+            .purges_in(bucket, &prefix, start.as_deref(), until.as_deref())?
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        Ok(RawVersionPage {
+            versions: page
+                .versions
+                .iter()
+                .map(|(k, r, latest)| (version_entry(k, r, *latest), never_versioned && r.delete_marker))
+                .collect(),
+            common_prefixes: page.common_prefixes,
+            truncated: page.truncated,
+            purged,
+        })
+    }
+
+    /// A page of the bucket's versions as stored, and whether the bucket never had versioning.
+    async fn version_page(
+        &self,
+        bucket: &str,
+        mut q: VersionListQuery,
+    ) -> Result<(ironbucket_meta::VersionListPage, bool)> {
+        let never_versioned = self.bucket_must_exist(bucket)?.versioning.is_none();
+        q.max_keys = q.max_keys.min(1000);
+        let meta = self.meta.clone();
+        let b = bucket.to_string();
+        let page = tokio::task::spawn_blocking(move || meta.list_versions(&b, &q))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                ironbucket_meta::Error::Corrupt(m) if m.starts_with("no version") => {
+                    Error::InvalidArgument("the version-id-marker does not name a version of the key-marker".into())
+                }
+                other => other.into(),
+            })?;
+        Ok((page, never_versioned))
+    }
+
     /// Version `version_id`'s tags, retention, legal hold and ACL, each with the stamp of its
     /// last change (cluster replicas compare and merge these).
     pub fn version_meta(&self, bucket: &str, key: &str, version_id: &str) -> Result<VersionMeta> {
@@ -691,7 +749,7 @@ impl LocalStore {
         let purges = self
             .meta
             .purges_in(bucket, prefix, after.as_deref(), until.as_deref())?;
-        for (key, p) in purges {
+        for (key, _, p) in purges {
             match out.binary_search_by(|(i, _)| i.key.as_str().cmp(key.as_str())) {
                 Ok(i) => {
                     let e = &mut out[i].0;
@@ -1428,6 +1486,22 @@ fn modify_version(
     Ok(())
 }
 
+fn version_entry(key: &str, r: &ObjectRecord, latest: bool) -> VersionEntry {
+    VersionEntry {
+        info: LocalStore::info(key, r),
+        is_latest: latest,
+        delete_marker: r.delete_marker,
+    }
+}
+
+/// A string sorting before `key` (`key` without its last character), for scans that start
+/// "after" a key and must include `key` itself (`None` when `key` is empty).
+fn before_key(key: &str) -> Option<String> {
+    let mut s = key.to_string();
+    s.pop()?;
+    Some(s)
+}
+
 /// A version's changeable metadata with the stamps of its last changes.
 fn meta_of(rec: &ObjectRecord) -> VersionMeta {
     let s = rec.meta_stamps;
@@ -1978,31 +2052,15 @@ impl ObjectStore for LocalStore {
         Ok(self.bucket_must_exist(bucket)?.versioning)
     }
 
-    async fn list_object_versions(&self, bucket: &str, mut q: VersionListQuery) -> Result<VersionListing> {
-        let never_versioned = self.bucket_must_exist(bucket)?.versioning.is_none();
-        q.max_keys = q.max_keys.min(1000);
-        let meta = self.meta.clone();
-        let b = bucket.to_string();
-        let page = tokio::task::spawn_blocking(move || meta.list_versions(&b, &q))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| match e {
-                ironbucket_meta::Error::Corrupt(m) if m.starts_with("no version") => {
-                    Error::InvalidArgument("the version-id-marker does not name a version of the key-marker".into())
-                }
-                other => other.into(),
-            })?;
+    async fn list_object_versions(&self, bucket: &str, q: VersionListQuery) -> Result<VersionListing> {
+        let (page, never_versioned) = self.version_page(bucket, q).await?;
         Ok(VersionListing {
             versions: page
                 .versions
                 .iter()
                 // A cluster's tombstones of deleted keys (never-versioned buckets) are not versions.
                 .filter(|(_, r, _)| !(never_versioned && r.delete_marker))
-                .map(|(k, r, latest)| VersionEntry {
-                    info: Self::info(k, r),
-                    is_latest: *latest,
-                    delete_marker: r.delete_marker,
-                })
+                .map(|(k, r, latest)| version_entry(k, r, *latest))
                 .collect(),
             common_prefixes: page.common_prefixes,
             truncated: page.truncated,

@@ -163,6 +163,20 @@ pub struct VersionEntry {
     pub delete_marker: bool,
 }
 
+/// One node's page of ListObjectVersions for a cluster coordinator, which merges the nodes'
+/// pages: nothing is filtered out, so that the merge can drop what another node's copy
+/// supersedes and knows how far each page reached.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RawVersionPage {
+    /// Versions and delete markers in S3 order; `true` for a tombstone (a delete marker in a
+    /// bucket that never had versioning: not listed, but it supersedes a stale `null` version).
+    pub versions: Vec<(VersionEntry, bool)>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    /// Versions deleted by id (key, version id) among the keys the page covers.
+    pub purged: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct VersionListing {
     pub versions: Vec<VersionEntry>,
