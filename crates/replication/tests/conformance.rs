@@ -2,87 +2,11 @@
 //! The shared `ObjectStore` conformance suite against a one-node `ClusterStore`: real node RPC
 //! and Raft in this process, buckets and their settings going through the control plane.
 
-use ironbucket_consensus::{ControlConfig, ControlPlane, Replication};
-use ironbucket_replication::ClusterStore;
-use ironbucket_rpc::{Peers, RpcConfig};
-use ironbucket_store::{LocalConfig, LocalStore, ObjectStore, conformance};
+mod common;
+
+use common::{node, placed};
+use ironbucket_store::{ObjectStore, conformance};
 use std::sync::Arc;
-use std::time::Duration;
-
-fn rpc_config(name: &str) -> RpcConfig {
-    RpcConfig {
-        node_id: name.into(),
-        cluster_name: "conformance".into(),
-        secret: "conformance-secret-123".into(),
-        max_connections_per_node: 2,
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-        tls: None,
-    }
-}
-
-/// One cluster node in this process: control plane, `ClusterStore` and its RPC server.
-async fn node(
-    name: &str,
-    listener: tokio::net::TcpListener,
-    seeds: Vec<String>,
-    dir: &std::path::Path,
-    factor: u32,
-) -> (Arc<ControlPlane>, Arc<ClusterStore>) {
-    let addr = listener.local_addr().unwrap().to_string();
-    let rpc = rpc_config(name);
-    let cp = ControlPlane::start(
-        ControlConfig {
-            node_name: name.into(),
-            cluster_name: "conformance".into(),
-            seeds,
-            advertise: Some(addr),
-            role: "primary".into(),
-            zone: String::new(),
-            rack: String::new(),
-            weight: 100,
-            replication: Replication {
-                factor,
-                ..Replication::default()
-            },
-            data_dir: dir.to_path_buf(),
-            heartbeat: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(200),
-            commit_timeout: Duration::from_secs(5),
-            snapshot_every: 50,
-        },
-        Peers::new(rpc.clone()).unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut cfg = LocalConfig::new(dir);
-    cfg.storage.fsync = false;
-    let local = LocalStore::open(cfg, None).unwrap();
-    let cs = ClusterStore::new(local, cp.clone());
-    let handler = cs.handler();
-    tokio::spawn(async move { ironbucket_rpc::serve(listener, &rpc, handler, std::future::pending()).await });
-    (cp, cs)
-}
-
-/// Waits until every node sees `members` active members that can hold data.
-async fn placed(cps: &[Arc<ControlPlane>], members: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = cps.iter().all(|cp| {
-            let st = cp.state();
-            !st.cluster_id.is_empty()
-                && ironbucket_cluster::layout_of(&st)
-                    .ok()
-                    .and_then(|l| ironbucket_cluster::Ring::new(l).ok())
-                    .is_some_and(|r| r.layout().nodes.len() == members)
-        });
-        if ready {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{:?}", cps[0].status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_one_node_cluster_store() {

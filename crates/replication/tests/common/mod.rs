@@ -1,0 +1,99 @@
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! In-process cluster nodes for the replication crate's tests: control plane, `ClusterStore`
+//! and RPC server per node, on 127.0.0.1.
+
+use ironbucket_consensus::{ControlConfig, ControlPlane, Replication};
+use ironbucket_replication::ClusterStore;
+use ironbucket_rpc::{Handler, Peers, RpcConfig};
+use ironbucket_store::{LocalConfig, LocalStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn rpc_config(name: &str, timeout: Duration) -> RpcConfig {
+    RpcConfig {
+        node_id: name.into(),
+        cluster_name: "conformance".into(),
+        secret: "conformance-secret-123".into(),
+        max_connections_per_node: 2,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: timeout,
+        tls: None,
+    }
+}
+
+/// One cluster node in this process: control plane, `ClusterStore` and its RPC server.
+pub async fn node(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    seeds: Vec<String>,
+    dir: &std::path::Path,
+    factor: u32,
+) -> (Arc<ControlPlane>, Arc<ClusterStore>) {
+    node_with(name, listener, seeds, dir, factor, Duration::from_secs(5), |h| h).await
+}
+
+/// As [`node`], with the RPC request timeout given and the node's RPC handler wrapped by `wrap`
+/// (fault injection).
+pub async fn node_with(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    seeds: Vec<String>,
+    dir: &std::path::Path,
+    factor: u32,
+    timeout: Duration,
+    wrap: impl FnOnce(Arc<dyn Handler>) -> Arc<dyn Handler>,
+) -> (Arc<ControlPlane>, Arc<ClusterStore>) {
+    let addr = listener.local_addr().unwrap().to_string();
+    let rpc = rpc_config(name, timeout);
+    let cp = ControlPlane::start(
+        ControlConfig {
+            node_name: name.into(),
+            cluster_name: "conformance".into(),
+            seeds,
+            advertise: Some(addr),
+            role: "primary".into(),
+            zone: String::new(),
+            rack: String::new(),
+            weight: 100,
+            replication: Replication {
+                factor,
+                ..Replication::default()
+            },
+            data_dir: dir.to_path_buf(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(200),
+            commit_timeout: Duration::from_secs(5),
+            snapshot_every: 50,
+        },
+        Peers::new(rpc.clone()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut cfg = LocalConfig::new(dir);
+    cfg.storage.fsync = false;
+    let local = LocalStore::open(cfg, None).unwrap();
+    let cs = ClusterStore::new(local, cp.clone());
+    let handler = wrap(cs.handler());
+    tokio::spawn(async move { ironbucket_rpc::serve(listener, &rpc, handler, std::future::pending()).await });
+    (cp, cs)
+}
+
+/// Waits until every node sees `members` active members that can hold data.
+pub async fn placed(cps: &[Arc<ControlPlane>], members: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = cps.iter().all(|cp| {
+            let st = cp.state();
+            !st.cluster_id.is_empty()
+                && ironbucket_cluster::layout_of(&st)
+                    .ok()
+                    .and_then(|l| ironbucket_cluster::Ring::new(l).ok())
+                    .is_some_and(|r| r.layout().nodes.len() == members)
+        });
+        if ready {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", cps[0].status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
