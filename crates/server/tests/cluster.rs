@@ -833,6 +833,17 @@ async fn liveness_of(srv: &Server, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until every node's failure detector has seen every node alive (a node it never saw
+/// is "unknown", and a kill then goes unnoticed by it).
+async fn all_alive(nodes: &[Server]) {
+    let names: Vec<String> = (1..=nodes.len()).map(|i| format!("node-{i}")).collect();
+    for n in nodes {
+        for name in &names {
+            wait_liveness(n, name, "alive", Duration::from_secs(20)).await;
+        }
+    }
+}
+
 async fn wait_liveness(srv: &Server, name: &str, want: &str, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
@@ -851,11 +862,7 @@ async fn wait_liveness(srv: &Server, name: &str, want: &str, limit: Duration) ->
 #[tokio::test]
 async fn gossip_sees_a_killed_node_down_and_back() {
     let (mut nodes, seeds, ports) = cluster_of(3).await;
-    for n in &nodes {
-        for name in ["node-1", "node-2", "node-3"] {
-            wait_liveness(n, name, "alive", Duration::from_secs(20)).await;
-        }
-    }
+    all_alive(&nodes).await;
     // Load and capacity travel with the gossip.
     let (_, _, body) = raw("GET", &format!("{}/cluster/nodes", nodes[0].admin), &[], vec![]).await;
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -1177,6 +1184,7 @@ async fn three_nodes_rf3_any_node_serves_any_object_and_quorum_survives_a_kill()
     // One node killed: QUORUM reads and writes go on, ALL writes are refused with a 503 naming
     // the level, ONE writes succeed. (Once the failure detector has it down, the refusal comes
     // at once and nothing is written anywhere.)
+    all_alive(&nodes).await;
     let mut gone = nodes.pop().unwrap();
     gone.kill9();
     wait_liveness(&nodes[0], "node-3", "down", Duration::from_secs(15)).await;
@@ -1583,6 +1591,7 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
     // Those reads repaired node-3's own copy: with the other two gone, node-3 alone (ONE)
     // answers the same.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    all_alive(&nodes).await;
     for n in nodes.iter_mut().take(2) {
         n.kill9();
     }

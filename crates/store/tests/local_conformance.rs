@@ -466,31 +466,17 @@ async fn stamped_metadata_changes_converge_whatever_the_order() {
     s.change_meta_at("meta", "k", vid, changes[1].0.clone(), changes[1].1)
         .await
         .unwrap();
-    s.change_meta_at(
-        "meta",
-        "k",
-        vid,
-        MetaChange::Retention {
-            retention: None,
-            bypass: false,
-        },
-        (at(base + 11), 1),
-    )
-    .await
-    .unwrap();
+    let unretain = || MetaChange::Retention {
+        retention: None,
+        bypass: false,
+    };
+    s.change_meta_at("meta", "k", vid, unretain(), (at(base + 11), 1))
+        .await
+        .unwrap();
     assert_eq!(s.version_meta("meta", "k", vid).unwrap(), m0);
     // A newer change that weakens the retention without bypass is refused.
     let e = s
-        .change_meta_at(
-            "meta",
-            "k",
-            vid,
-            MetaChange::Retention {
-                retention: None,
-                bypass: false,
-            },
-            (at(base + 30), 1),
-        )
+        .change_meta_at("meta", "k", vid, unretain(), (at(base + 30), 1))
         .await
         .unwrap_err();
     assert!(matches!(e, ironbucket_store::Error::AccessDenied(_)), "{e:?}");
