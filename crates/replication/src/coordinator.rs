@@ -523,20 +523,56 @@ impl ClusterStore {
     /// Asks every holder of version `version_id` for its metadata and merges the answers (last
     /// writer wins per field); holders whose copy differs get the merge in the background.
     async fn merged_meta(&self, bucket: &str, key: &str, version_id: &str, holders: &[Target]) -> Result<VersionMeta> {
+        let (merged, _, last) = self.collect_meta(bucket, key, version_id, holders).await;
+        merged.ok_or_else(|| last.unwrap_or_else(|| Error::Unavailable("no replica holds the version".into())))
+    }
+
+    /// The metadata object lock is decided on: version `version_id`'s, merged from every live
+    /// replica, of which at least a quorum (or the write level, if higher) must answer whatever
+    /// level the request asked for, so that the answers include a replica that acknowledged any
+    /// lock set at QUORUM or above. `None`: no replica holds the version.
+    async fn lock_meta(&self, bucket: &str, key: &str, version_id: &str) -> Result<Option<VersionMeta>> {
+        let targets = self.targets(bucket, key)?;
+        let rf = targets.len();
+        let need = Consistency::Quorum.required(rf).max(self.level(true).required(rf));
+        let live: Vec<Target> = targets.into_iter().filter(|t| !self.is_down(t)).collect();
+        let (merged, answered, _) = self.collect_meta(bucket, key, version_id, &live).await;
+        if answered < need {
+            return Err(Error::Unavailable(format!(
+                "object lock is checked against at least {need} of {rf} replicas and {answered} answered; the request was not sent"
+            )));
+        }
+        Ok(merged)
+    }
+
+    /// Asks `targets` for version `version_id`'s metadata: the merge of the answers, how many
+    /// answered (a replica without the version answers too), and the last failure. Holders
+    /// whose copy differs from the merge get it in the background.
+    async fn collect_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        targets: &[Target],
+    ) -> (Option<VersionMeta>, usize, Option<Error>) {
         let op = Op::Meta {
             bucket: bucket.to_string(),
             key: key.to_string(),
             op: MetaOp::State(version_id.to_string()),
         };
-        let answers = futures::future::join_all(holders.iter().map(|t| {
+        let answers = futures::future::join_all(targets.iter().map(|t| {
             let op = &op;
             async move { (t.clone(), self.ask::<VersionMeta>(t, op).await) }
         }))
         .await;
         let mut merged: Option<VersionMeta> = None;
         let mut last = None;
+        let mut answered = 0;
         let mut states = Vec::with_capacity(answers.len());
         for (t, r) in answers {
+            if !matches!(&r, Err(e) if replica_failure(e)) {
+                answered += 1;
+            }
             match r {
                 Ok(m) => {
                     match &mut merged {
@@ -550,8 +586,9 @@ impl ClusterStore {
                 Err(e) => last = Some(e),
             }
         }
-        let merged =
-            merged.ok_or_else(|| last.unwrap_or_else(|| Error::Unavailable("no replica holds the version".into())))?;
+        let Some(merged) = merged else {
+            return (None, answered, last);
+        };
         let behind: Vec<Target> = states
             .into_iter()
             .filter(|(_, m)| *m != merged)
@@ -577,7 +614,7 @@ impl ClusterStore {
                 }
             });
         }
-        Ok(merged)
+        (Some(merged), answered, last)
     }
 
     async fn repair_one(
@@ -944,15 +981,9 @@ impl ClusterStore {
         if self.local.get_object_lock_configuration(bucket).await.is_err() {
             return Ok(());
         }
-        let g = wire_for(bucket, key, Some(version_id));
-        let found = self.read_versions(&g, self.level(true)).await?;
-        let Some(v) = found.reply.version.as_ref().filter(|v| !v.delete_marker) else {
+        let Some(meta) = self.lock_meta(bucket, key, version_id).await? else {
             return Ok(());
         };
-        if found.holders.is_empty() {
-            return Ok(());
-        }
-        let meta = self.merged_meta(bucket, key, &v.version_id, &found.holders).await?;
         if meta.locked(now_millis(), bypass) {
             return Err(Error::AccessDenied(
                 "Access Denied because object protected by object lock.".into(),
@@ -981,6 +1012,18 @@ impl ClusterStore {
                 return Err(Error::NoSuchKey);
             }
         };
+        if v.purged && version_id.is_none() {
+            // The newest news is a version deleted by id: the request is about the version
+            // that is current now, which the replica's answer names.
+            let info = found.reply.result?;
+            let targets = self.targets(bucket, key)?;
+            let holders = if write {
+                targets
+            } else {
+                targets.into_iter().filter(|t| !self.is_down(t)).collect()
+            };
+            return Ok((info.version_id, holders));
+        }
         if v.purged {
             return Err(Error::NoSuchVersion);
         }
@@ -1033,9 +1076,9 @@ impl ClusterStore {
             ));
         }
         let (version_id, targets) = self.meta_target(bucket, key, version_id, true).await?;
-        if matches!(change, MetaChange::Retention { .. }) {
-            let holders: Vec<Target> = targets.iter().filter(|t| !self.is_down(t)).cloned().collect();
-            let current = self.merged_meta(bucket, key, &version_id, &holders).await?;
+        if matches!(change, MetaChange::Retention { .. })
+            && let Some(current) = self.lock_meta(bucket, key, &version_id).await?
+        {
             current.check(&change, now_millis())?;
         }
         let op = Op::Meta {
@@ -1047,7 +1090,29 @@ impl ClusterStore {
                 at: self.stamp(),
             },
         };
-        self.write_all::<()>(&targets, self.level(true), op).await
+        let level = self.level(true);
+        self.write_all::<()>(&targets, level, op).await.map_err(|e| match e {
+            // Replicas that still lack the version (not repaired yet) count as failed ones.
+            Error::NoSuchVersion => Error::Unavailable(format!(
+                "consistency level {level} was not met: too few replicas hold the version yet"
+            )),
+            other => other,
+        })
+    }
+
+    /// The id of the key's current version (a delete marker's included) as a read at the read
+    /// level finds it; `None` when there is none.
+    pub(crate) async fn latest_version_id(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        let found = self
+            .read_versions(&wire_for(bucket, key, None), self.level(false))
+            .await?;
+        Ok(match found.reply.version {
+            Some(v) if !v.purged => Some(v.version_id),
+            // The newest news is a version deleted by id: the replica's answer names the
+            // version that is current again.
+            Some(_) => found.reply.result.ok().map(|i| i.version_id),
+            None => None,
+        })
     }
 
     /// A version's metadata as its holders (read at the read level) agree on it once merged.

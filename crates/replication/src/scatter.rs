@@ -114,8 +114,13 @@ impl ClusterStore {
                 bucket: bucket.to_string(),
                 query: q.clone(),
             };
+            // A page that starts inside a key learns which of its versions is the latest.
+            let latest = match (&q.key_marker, &q.version_id_marker) {
+                (Some(k), Some(_)) => self.latest_version_id(bucket, k).await?,
+                _ => None,
+            };
             let pages: Vec<RawVersionPage> = self.gather(&op).await?;
-            out = merge_versions(pages, &q, max);
+            out = merge_versions(pages, &q, max, latest.as_deref());
             if !out.truncated
                 || out.next_key_marker.is_none()
                 || !out.versions.is_empty()
@@ -219,10 +224,16 @@ fn position(key: &str, info: Option<&ObjectInfo>) -> Position {
 ///   are dropped once they have done that;
 /// - a member's page that is truncated ends where its items end, so nothing past the earliest
 ///   such end is listed (another member may hold items there that it did not send);
-/// - `is_latest` marks the first remaining entry of a key, unless the page starts inside that
-///   key (its latest entry was on an earlier page);
+/// - `is_latest` marks the first remaining entry of a key; in the key the page starts inside
+///   (the marker's), it marks the version `marker_latest` names (the key's current version,
+///   which may have been on an earlier page);
 /// - the next markers name the last item consumed, listed or dropped.
-pub(crate) fn merge_versions(pages: Vec<RawVersionPage>, q: &VersionListQuery, max: usize) -> VersionListing {
+pub(crate) fn merge_versions(
+    pages: Vec<RawVersionPage>,
+    q: &VersionListQuery,
+    max: usize,
+    marker_latest: Option<&str>,
+) -> VersionListing {
     enum It {
         V(Box<VersionEntry>),
         P(String),
@@ -230,7 +241,8 @@ pub(crate) fn merge_versions(pages: Vec<RawVersionPage>, q: &VersionListQuery, m
     }
     let mut truncated = false;
     let mut horizon: Option<Position> = None;
-    let mut purged: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut purged: std::collections::HashMap<(String, String), ironbucket_store::Stamp> =
+        std::collections::HashMap::new();
     let mut by_key: BTreeMap<String, Vec<(VersionEntry, bool)>> = BTreeMap::new();
     let mut prefixes: BTreeMap<String, ()> = BTreeMap::new();
     for p in pages {
@@ -245,7 +257,10 @@ pub(crate) fn merge_versions(pages: Vec<RawVersionPage>, q: &VersionListQuery, m
                 });
             }
         }
-        purged.extend(p.purged);
+        for (k, v, at) in p.purged {
+            let e = purged.entry((k, v)).or_insert(at);
+            *e = (*e).max(at);
+        }
         for (v, hidden) in p.versions {
             by_key.entry(v.info.key.clone()).or_default().push((v, hidden));
         }
@@ -259,18 +274,28 @@ pub(crate) fn merge_versions(pages: Vec<RawVersionPage>, q: &VersionListQuery, m
     for (key, mut vs) in by_key {
         vs.sort_by_key(|(v, _)| std::cmp::Reverse((v.info.hlc, v.info.origin)));
         let mut seen: Vec<String> = Vec::new();
-        let mut first = mid_key != Some(key.as_str());
+        let inside = mid_key == Some(key.as_str());
+        let mut first = true;
         for (mut v, hidden) in vs {
             let pos = position(&key, Some(&v.info));
             if !within(&pos) || seen.contains(&v.info.version_id) {
                 continue;
             }
             seen.push(v.info.version_id.clone());
-            if hidden || purged.contains(&(key.clone(), v.info.version_id.clone())) {
+            // Deleted by id after this copy was written (a `null` version written again after
+            // its deletion is a new version).
+            let gone = purged
+                .get(&(key.clone(), v.info.version_id.clone()))
+                .is_some_and(|at| *at > (v.info.hlc, v.info.origin));
+            if hidden || gone {
                 items.push((pos, It::Dropped(key.clone(), v.info.version_id.clone())));
                 continue;
             }
-            v.is_latest = first;
+            v.is_latest = if inside {
+                marker_latest == Some(v.info.version_id.as_str())
+            } else {
+                first
+            };
             first = false;
             items.push((pos, It::V(Box::new(v))));
         }
@@ -286,7 +311,9 @@ pub(crate) fn merge_versions(pages: Vec<RawVersionPage>, q: &VersionListQuery, m
     let mut listed = 0usize;
     let mut last: Option<(String, Option<String>)> = None;
     for (_, it) in items {
-        if listed == max && !matches!(it, It::Dropped(..)) {
+        if listed == max {
+            // The page is full: what follows (dropped entries included) is the next page's,
+            // so the marker stays on the last item listed.
             truncated = true;
             break;
         }
@@ -422,7 +449,7 @@ mod tests {
         );
         let b = page(vec![(v("z0", 1, "null"), false), (v("z2", 1, "null"), false)], false);
         let q = VersionListQuery::default();
-        let first = merge_versions(vec![a, b], &q, 3);
+        let first = merge_versions(vec![a, b], &q, 3, None);
         assert!(first.versions.is_empty(), "{first:?}");
         assert!(first.truncated);
         assert_eq!(first.next_key_marker.as_deref(), Some("a2"));
@@ -435,7 +462,7 @@ mod tests {
             version_id_marker: first.next_version_id_marker,
             ..Default::default()
         };
-        let next = merge_versions(vec![a, b], &q, 3);
+        let next = merge_versions(vec![a, b], &q, 3, None);
         assert_eq!(
             names(&next),
             vec![
@@ -453,17 +480,43 @@ mod tests {
         // A tombstone on one member beats the stale null version on another, and is not listed.
         let a = page(vec![(v("k", 5, "null"), true)], false);
         let b = page(vec![(v("k", 3, "null"), false)], false);
-        let l = merge_versions(vec![a, b], &q, 10);
+        let l = merge_versions(vec![a, b], &q, 10, None);
         assert!(l.versions.is_empty() && !l.truncated, "{l:?}");
         // A version deleted by id on one member, still held by a stale one: dropped, and the
         // next version becomes the latest.
         let mut a = page(vec![(v("k", 1, "v1"), false)], false);
-        a.purged.push(("k".into(), "v3".into()));
+        a.purged.push((
+            "k".into(),
+            "v3".into(),
+            (
+                Hlc {
+                    physical: 4,
+                    logical: 0,
+                },
+                1,
+            ),
+        ));
+        // A `null` version written again after its deletion by id is listed.
+        a.purged.push((
+            "n".into(),
+            "null".into(),
+            (
+                Hlc {
+                    physical: 2,
+                    logical: 0,
+                },
+                1,
+            ),
+        ));
+        a.versions.push((v("n", 6, "null"), false));
         let mut old = v("k", 1, "v1");
         old.is_latest = false;
         let b = page(vec![(v("k", 3, "v3"), false), (old, false)], false);
-        let l = merge_versions(vec![a, b], &q, 10);
-        assert_eq!(names(&l), vec![("k".into(), "v1".into(), true)]);
+        let l = merge_versions(vec![a, b], &q, 10, None);
+        assert_eq!(
+            names(&l),
+            vec![("k".into(), "v1".into(), true), ("n".into(), "null".into(), true)]
+        );
     }
 
     #[test]
@@ -472,7 +525,7 @@ mod tests {
         // so its entry is not the latest.
         let both = || page(vec![(v("k", 3, "v3"), false), (v("k", 1, "v1"), false)], false);
         let q = VersionListQuery::default();
-        let first = merge_versions(vec![both(), both()], &q, 1);
+        let first = merge_versions(vec![both(), both()], &q, 1, None);
         assert_eq!(names(&first), vec![("k".into(), "v3".into(), true)]);
         assert!(first.truncated);
         assert_eq!(first.next_version_id_marker.as_deref(), Some("v3"));
@@ -482,14 +535,18 @@ mod tests {
             ..Default::default()
         };
         let only = || page(vec![(v("k", 1, "v1"), false)], false);
-        let second = merge_versions(vec![only(), only()], &q, 1);
+        let second = merge_versions(vec![only(), only()], &q, 1, Some("v3"));
         assert_eq!(names(&second), vec![("k".into(), "v1".into(), false)]);
         assert!(!second.truncated);
+        // When the key's current version is the one on this page (the newer one was deleted by
+        // id and the page started after its stale copy), it is the latest.
+        let second = merge_versions(vec![only(), only()], &q, 1, Some("v1"));
+        assert_eq!(names(&second), vec![("k".into(), "v1".into(), true)]);
         // A truncated page ending with a common prefix: nothing after it is listed yet.
         let mut a = page(Vec::new(), true);
         a.common_prefixes.push("a/".into());
         let b = page(vec![(v("b", 1, "null"), false)], false);
-        let l = merge_versions(vec![a, b], &VersionListQuery::default(), 5);
+        let l = merge_versions(vec![a, b], &VersionListQuery::default(), 5, None);
         assert_eq!(l.common_prefixes, vec!["a/".to_string()]);
         assert!(l.versions.is_empty() && l.truncated);
         assert_eq!(l.next_key_marker.as_deref(), Some("a/"));

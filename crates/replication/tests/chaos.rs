@@ -7,7 +7,8 @@
 //! tasks is the runtime's.
 //!
 //! Faults act on a node's inbound data path (object requests, pushed bodies, body reads; Raft
-//! keeps working): refusing at once, hanging past the request timeout, or answering late.
+//! keeps working): refusing at once, hanging past the request timeout, answering a little late,
+//! or applying a request after the coordinator gave up on it.
 //! A client runs puts, deletes and gets one after another through random nodes at random levels.
 //!
 //! The checker:
@@ -40,6 +41,7 @@ const UP: u8 = 0;
 const REFUSE: u8 = 1;
 const HANG: u8 = 2;
 const SLOW: u8 = 3;
+const LATE: u8 = 4;
 
 /// A node's RPC handler with a fault switch on its inbound data path.
 struct Faulty {
@@ -57,6 +59,11 @@ impl Faulty {
             }
             SLOW => {
                 tokio::time::sleep(TIMEOUT / 8).await;
+                Ok(())
+            }
+            LATE => {
+                // Applied after the coordinator gave up on it: a write that failed may still land.
+                tokio::time::sleep(TIMEOUT * 2).await;
                 Ok(())
             }
             _ => Ok(()),
@@ -223,11 +230,12 @@ async fn run(seed: u64) {
         // The fault schedule: now and then one node (rarely two) changes mode.
         if rng.gen_bool(0.15) {
             let n = rng.gen_range(0..RF);
-            let m = match rng.gen_range(0..10) {
+            let m = match rng.gen_range(0..11) {
                 0..=3 => UP,
                 4..=5 => REFUSE,
                 6 => HANG,
-                _ => SLOW,
+                7..=8 => SLOW,
+                _ => LATE,
             };
             modes[n].store(m, Ordering::SeqCst);
             let down = modes.iter().filter(|m| m.load(Ordering::SeqCst) != UP).count();

@@ -1481,6 +1481,30 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
         .version_id()
         .unwrap()
         .to_string();
+    // With the newest version deleted by id, requests without a version id are about the
+    // version that is current again.
+    for tag in ["gen=1", "gen=2"] {
+        a.put_object()
+            .bucket("vault")
+            .key("two")
+            .tagging(tag)
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let newest = a.head_object().bucket("vault").key("two").send().await.unwrap();
+    a.delete_object()
+        .bucket("vault")
+        .key("two")
+        .version_id(newest.version_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags_via(&a, "vault", "two", "QUORUM").await,
+        vec![("gen".into(), "1".into())]
+    );
     let mut away = nodes.pop().unwrap();
     let dir = away.take_tmp().unwrap();
     away.kill9();
@@ -1536,6 +1560,12 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
         .bucket("vault")
         .key("doc")
         .version_id(&vid)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 403, "{e:?}");
+    // Also when the client asks for ONE: object lock is decided on a quorum of replicas.
+    let e = at_level!(c.delete_object().bucket("vault").key("doc").version_id(&vid), "ONE")
         .send()
         .await
         .unwrap_err();

@@ -558,7 +558,7 @@ impl LocalStore {
             .meta
             .purges_in(bucket, &prefix, start.as_deref(), until.as_deref())?
             .into_iter()
-            .map(|(k, v, _)| (k, v))
+            .map(|(k, v, p)| (k, v, (p.hlc, p.origin)))
             .collect();
         Ok(RawVersionPage {
             versions: page
@@ -1367,7 +1367,10 @@ fn write_version_as(
     };
     match &b.object_lock {
         Some(lock) => {
+            // A read repair's copy carries the retention decided for the version (stamped),
+            // which may be none: the bucket's default applies to new writes only.
             if rec.retention.is_none()
+                && rec.meta_stamps.is_empty()
                 && let Some(mode) = &lock.default_mode
             {
                 let days = lock.default_days.map(|d| d as u64).unwrap_or(0)

@@ -173,8 +173,8 @@ pub struct RawVersionPage {
     pub versions: Vec<(VersionEntry, bool)>,
     pub common_prefixes: Vec<String>,
     pub truncated: bool,
-    /// Versions deleted by id (key, version id) among the keys the page covers.
-    pub purged: Vec<(String, String)>,
+    /// Versions deleted by id (key, version id, when) among the keys the page covers.
+    pub purged: Vec<(String, String, Stamp)>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -335,13 +335,16 @@ pub struct Lww<T> {
     pub at: Stamp,
 }
 
-impl<T: PartialEq> Lww<T> {
-    /// Keeps the newer of the two (last writer wins); whether `self` changed.
-    fn merge(&mut self, other: &Lww<T>) -> bool
-    where
-        T: Clone,
-    {
-        if other.at > self.at {
+impl<T: PartialEq + Clone + serde::Serialize> Lww<T> {
+    /// Keeps the newer of the two (last writer wins; equal stamps with different values, which
+    /// no coordinator issues, are settled by the values so that every replica keeps the same);
+    /// whether `self` changed.
+    fn merge(&mut self, other: &Lww<T>) -> bool {
+        let wins = other.at > self.at
+            || (other.at == self.at
+                && other.value != self.value
+                && serde_json::to_string(&other.value).ok() > serde_json::to_string(&self.value).ok());
+        if wins {
             *self = other.clone();
             true
         } else {
