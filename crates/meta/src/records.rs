@@ -174,6 +174,31 @@ impl MetaStamps {
         *self == Self::default()
     }
 
+    /// A 64-bit digest of the stamps, for replicas to compare cheaply (equal stamps give equal
+    /// digests everywhere: no per-process hash keys).
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut mix = |v: u64| {
+            // splitmix64's finaliser over the running value.
+            let mut z = (h ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            h = z ^ (z >> 31);
+        };
+        for s in [self.tags, self.retention, self.legal_hold, self.acl] {
+            match s {
+                Some((hlc, origin)) => {
+                    mix(1);
+                    mix(hlc.physical);
+                    mix(u64::from(hlc.logical));
+                    mix(origin);
+                }
+                None => mix(0),
+            }
+        }
+        h
+    }
+
     /// Every field's stamp, the version's own (`written`) where a field never changed.
     pub fn resolved(self, written: Stamp) -> Self {
         Self {

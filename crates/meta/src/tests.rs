@@ -244,3 +244,41 @@ fn successor() {
     assert_eq!(list::prefix_successor(&[b'a', 0xFF]), Some(b"b".to_vec()));
     assert_eq!(list::prefix_successor(&[0xFF, 0xFF]), None);
 }
+
+#[test]
+fn meta_stamp_digests_tell_stamps_apart() {
+    let at = |ms: u64, node: u64| {
+        Some((
+            Hlc {
+                physical: ms,
+                logical: 0,
+            },
+            node,
+        ))
+    };
+    let a = MetaStamps {
+        tags: at(5, 1),
+        retention: at(1, 1),
+        legal_hold: at(1, 1),
+        acl: at(1, 1),
+    };
+    assert_eq!(a.digest(), a.digest());
+    let moved = [
+        MetaStamps { tags: at(6, 1), ..a },
+        MetaStamps { tags: at(5, 2), ..a },
+        MetaStamps {
+            retention: at(5, 1),
+            ..a
+        },
+        // The same stamps on other fields are other metadata.
+        MetaStamps {
+            tags: at(1, 1),
+            legal_hold: at(5, 1),
+            ..a
+        },
+        MetaStamps { acl: None, ..a },
+    ];
+    for m in moved {
+        assert_ne!(m.digest(), a.digest(), "{m:?}");
+    }
+}

@@ -355,7 +355,7 @@ impl ClusterStore {
                     .iter()
                     .filter(|(_, a)| a.version.as_ref().map(stamp_of) == Some(stamp))
                     .collect();
-                let metas: Vec<MetaStamps> = held
+                let metas: Vec<u64> = held
                     .iter()
                     .filter_map(|(_, a)| a.version.as_ref().map(|v| v.meta))
                     .collect();

@@ -509,7 +509,7 @@ impl LocalStore {
         let found = found.map(|r| VersionStamp {
             hlc: r.hlc,
             origin: r.origin,
-            meta: r.meta_stamps.resolved(r.stamp()),
+            meta: r.meta_stamps.resolved(r.stamp()).digest(),
             version_id: r.version_id,
             delete_marker: r.delete_marker,
             purged: false,
@@ -526,7 +526,7 @@ impl LocalStore {
                 Some(VersionStamp {
                     hlc: p.hlc,
                     origin: p.origin,
-                    meta: MetaStamps::default(),
+                    meta: 0,
                     version_id: vid,
                     delete_marker: true,
                     purged: true,

@@ -320,10 +320,11 @@ pub struct VersionStamp {
     /// The version `version_id` was deleted by id at this stamp (a version tombstone).
     #[serde(default)]
     pub purged: bool,
-    /// When each changeable field of the version was last set (all resolved): replicas holding
-    /// the same version with different stamps disagree on its metadata.
+    /// Digest of when each changeable field of the version was last set
+    /// ([`MetaStamps::digest`] of the resolved stamps): replicas holding the same version with
+    /// different digests disagree on its metadata.
     #[serde(default)]
-    pub meta: MetaStamps,
+    pub meta: u64,
 }
 
 pub use ironbucket_meta::{MetaStamps, Stamp};
