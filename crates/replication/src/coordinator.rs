@@ -355,11 +355,9 @@ impl ClusterStore {
                     .iter()
                     .filter(|(_, a)| a.version.as_ref().map(stamp_of) == Some(stamp))
                     .collect();
-                let metas: Vec<u64> = held
-                    .iter()
-                    .filter_map(|(_, a)| a.version.as_ref().map(|v| v.meta))
-                    .collect();
-                let meta_differs = metas.windows(2).any(|w| w[0] != w[1]);
+                let mut metas = held.iter().filter_map(|(_, a)| a.version.as_ref().map(|v| v.meta));
+                let first = metas.next();
+                let meta_differs = metas.any(|m| Some(m) != first);
                 let mut holders: Vec<Target> = held.into_iter().map(|(t, _)| t.clone()).collect();
                 holders.sort_by_key(|t| !t.local);
                 Ok(Found {

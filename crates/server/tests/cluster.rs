@@ -1032,6 +1032,35 @@ async fn located(srv: &Server, bucket: &str, key: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Polls `locate` through `srv` until `done` holds for what it shows (15 s at most).
+async fn until_located(srv: &Server, bucket: &str, key: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = located(srv, bucket, key).await;
+        if done(&v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The body of `bucket/key` (version `version`, or the current one) read at `level`.
+async fn body_at(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    level: &'static str,
+) -> Vec<u8> {
+    let req = c
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version.map(str::to_string));
+    body_bytes(at_level!(req, level).send().await.unwrap()).await
+}
+
 async fn put_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
     c.put_object()
         .bucket(bucket)
@@ -1334,26 +1363,14 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
     );
     // Read through the node that was away: the newest version wins whatever it holds itself.
     for (key, want) in [("k", &b"new"[..]), ("fresh", &b"fresh"[..])] {
-        let got = body_bytes(
-            at_level!(c.get_object().bucket("heal").key(key), "ALL")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(got, want, "{key}");
+        assert_eq!(body_at(&c, "heal", key, None, "ALL").await, want, "{key}");
     }
     // ... and the read repaired it: node-3 now holds the newest version itself.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v = located(&nodes[0], "heal", "k").await;
-        let want = md5_hex(b"new");
-        if newest_etags(&v).iter().all(|e| *e == want) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not repaired: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let want = md5_hex(b"new");
+    until_located(&nodes[0], "heal", "k", "not repaired", |v| {
+        newest_etags(v).iter().all(|e| *e == want)
+    })
+    .await;
     let e = c.get_object().bucket("heal").key("gone").send().await.unwrap_err();
     assert_eq!(status_of(&e), 404);
     // Listed through node-3, which still holds the deleted version, the key shows the version
@@ -1372,63 +1389,24 @@ async fn a_node_that_missed_writes_is_repaired_when_read() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&e), 404, "{e:?}");
-    let got = body_bytes(
-        at_level!(c.get_object().bucket("vheal").key("doc"), "ALL")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(got, b"first");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v = located(&nodes[0], "vheal", "doc").await;
-        let counts: Vec<usize> = v["nodes"]
+    assert_eq!(body_at(&c, "vheal", "doc", None, "ALL").await, b"first");
+    until_located(&nodes[0], "vheal", "doc", "version not removed everywhere", |v| {
+        v["nodes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| n["versions"].as_array().unwrap().len())
-            .collect();
-        if counts.iter().all(|c| *c == 1) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "version not removed everywhere: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .all(|n| n["versions"].as_array().unwrap().len() == 1)
+    })
+    .await;
     // A multipart object is repaired with its multipart ETag.
-    let got = body_bytes(
-        at_level!(c.get_object().bucket("heal").key("parts"), "ALL")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let got = body_at(&c, "heal", "parts", None, "ALL").await;
     assert_eq!(md5_hex(&got), md5_hex(&big));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v = located(&nodes[0], "heal", "parts").await;
-        if newest_etags(&v).iter().all(|e| *e == etag) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not repaired: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let again = body_bytes(
-        at_level!(c.get_object().bucket("heal").key("parts"), "ONE")
-            .send()
-            .await
-            .unwrap(),
-    )
+    until_located(&nodes[0], "heal", "parts", "not repaired", |v| {
+        newest_etags(v).iter().all(|e| *e == etag)
+    })
     .await;
+    let again = body_at(&c, "heal", "parts", None, "ONE").await;
     assert_eq!(md5_hex(&again), md5_hex(&big));
-}
-
-fn in_secs(s: u64) -> aws_smithy_types::DateTime {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    aws_smithy_types::DateTime::from_secs((now + s) as i64)
 }
 
 async fn tags_via(c: &aws_sdk_s3::Client, bucket: &str, key: &str, level: &'static str) -> Vec<(String, String)> {
@@ -1585,14 +1563,7 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
         .await
         .unwrap_err();
     assert_eq!(status_of(&e), 403, "{e:?}");
-    let got = body_bytes(
-        at_level!(c.get_object().bucket("vault").key("doc").version_id(&vid), "ALL")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(got, b"evidence");
+    assert_eq!(body_at(&c, "vault", "doc", Some(&vid), "ALL").await, b"evidence");
 
     // Reads through node-3 see what changed while it was away.
     assert_eq!(

@@ -10,16 +10,7 @@ use aws_sdk_s3::types::{
     ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, ObjectLockRule,
     VersioningConfiguration,
 };
-use aws_smithy_types::DateTime;
 use common::*;
-
-fn in_secs(s: u64) -> DateTime {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    DateTime::from_secs((now + s) as i64)
-}
 
 #[tokio::test]
 async fn locked_versions_cannot_be_deleted() {

@@ -650,16 +650,11 @@ impl LocalStore {
             modify_version(t, &bucket, &key, Some(&version_id), |rec| {
                 let mut mine = meta_of(rec);
                 if mine.merge(&meta) {
+                    rec.meta_stamps = mine.stamps();
                     rec.tags = mine.tags.value;
                     rec.retention = mine.retention.value;
                     rec.legal_hold = mine.legal_hold.value;
                     rec.acl = mine.acl.value;
-                    rec.meta_stamps = MetaStamps {
-                        tags: Some(mine.tags.at),
-                        retention: Some(mine.retention.at),
-                        legal_hold: Some(mine.legal_hold.at),
-                        acl: Some(mine.acl.at),
-                    };
                 }
                 Ok(())
             })

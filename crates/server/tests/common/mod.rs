@@ -327,3 +327,12 @@ pub fn cli(srv: &Server, args: &[&str]) -> (i32, serde_json::Value, String) {
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// A timestamp `s` seconds from now (retention dates).
+pub fn in_secs(s: u64) -> aws_smithy_types::DateTime {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    aws_smithy_types::DateTime::from_secs((now + s) as i64)
+}
