@@ -39,10 +39,18 @@ struct Gauges {
     disk_total: IntGauge,
     uptime: IntGauge,
     lifecycle: prometheus::IntGaugeVec,
+    worker_restarts: prometheus::IntGaugeVec,
+    worker_failed: prometheus::IntGaugeVec,
+    node_failed: IntGauge,
+    stamps_refused: IntGauge,
+    peer_offset: prometheus::IntGaugeVec,
+    peer_refused: prometheus::IntGaugeVec,
 }
 
 struct State {
     store: Arc<dyn ObjectStore>,
+    /// The node's background workers (`/workers`); a fatal one that died turns `/health` red.
+    workers: ironbucket_runtime::Registry,
     registry: Registry,
     cfg: AdminConfig,
     started: Instant,
@@ -51,6 +59,10 @@ struct State {
     cluster: std::sync::OnceLock<Arc<ironbucket_consensus::ControlPlane>>,
     gossip: std::sync::OnceLock<Arc<ironbucket_cluster::Gossip>>,
     cluster_store: std::sync::OnceLock<Arc<ironbucket_replication::ClusterStore>>,
+    /// This node's local store (its clock: the bound on remote stamps and refusals).
+    local: std::sync::OnceLock<Arc<ironbucket_store::LocalStore>>,
+    /// Peers' clock offsets as their RPC credentials showed them.
+    peer_clocks: std::sync::OnceLock<ironbucket_rpc::PeerClocks>,
 }
 
 /// The admin API as a hyper service.
@@ -61,7 +73,12 @@ pub struct AdminService {
 
 impl AdminService {
     /// `registry` holds the other layers' metrics; the storage gauges are added to it here.
-    pub fn new(store: Arc<dyn ObjectStore>, registry: Registry, cfg: AdminConfig) -> Result<Self, Error> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        registry: Registry,
+        cfg: AdminConfig,
+        workers: ironbucket_runtime::Registry,
+    ) -> Result<Self, Error> {
         let g = |name: &str, help: &str| -> Result<IntGauge, Error> {
             let x = IntGauge::new(name, help)?;
             registry.register(Box::new(x.clone()))?;
@@ -84,10 +101,63 @@ impl AdminService {
                 registry.register(Box::new(v.clone()))?;
                 v
             },
+            worker_restarts: {
+                let v = prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "ironbucket_worker_restarts",
+                        "Times each background worker was restarted after a panic or an error",
+                    ),
+                    &["worker"],
+                )?;
+                registry.register(Box::new(v.clone()))?;
+                v
+            },
+            worker_failed: {
+                let v = prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "ironbucket_worker_failed",
+                        "1 when a background worker has failed and is not running (dead or backing off)",
+                    ),
+                    &["worker"],
+                )?;
+                registry.register(Box::new(v.clone()))?;
+                v
+            },
+            node_failed: g(
+                "ironbucket_node_failed",
+                "1 when a fatal worker (the metadata committer) died: the node refuses writes",
+            )?,
+            stamps_refused: g(
+                "ironbucket_clock_stamps_refused_total",
+                "Writes refused because their timestamp was further ahead of this node's clock than the bound",
+            )?,
+            peer_offset: {
+                let v = prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "ironbucket_peer_clock_offset_ms",
+                        "Each peer's clock minus this node's, as its last RPC call showed (about 1 s resolution)",
+                    ),
+                    &["node"],
+                )?;
+                registry.register(Box::new(v.clone()))?;
+                v
+            },
+            peer_refused: {
+                let v = prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "ironbucket_rpc_refused_clock_total",
+                        "RPC calls refused because the calling node's clock was more than 300 s off",
+                    ),
+                    &["node"],
+                )?;
+                registry.register(Box::new(v.clone()))?;
+                v
+            },
         };
         Ok(Self {
             state: Arc::new(State {
                 store,
+                workers,
                 registry,
                 cfg,
                 started: Instant::now(),
@@ -95,6 +165,8 @@ impl AdminService {
                 cluster: std::sync::OnceLock::new(),
                 gossip: std::sync::OnceLock::new(),
                 cluster_store: std::sync::OnceLock::new(),
+                local: std::sync::OnceLock::new(),
+                peer_clocks: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -113,6 +185,20 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
 impl State {
     async fn health(&self) -> Response<Full<Bytes>> {
         let uptime = self.started.elapsed().as_secs();
+        if let Some(f) = self.workers.fatal() {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({
+                    "status": "failed",
+                    "node_id": self.cfg.node_id,
+                    "version": self.cfg.version,
+                    "uptime_seconds": uptime,
+                    "error": format!("worker {} failed: {}", f.worker, f.reason),
+                    "failed_worker": f.worker,
+                    "failed_at_ms": f.at_ms,
+                }),
+            );
+        }
         match self.store.usage().await {
             Ok(u) => json(
                 StatusCode::OK,
@@ -175,6 +261,31 @@ impl State {
             }
         }
         self.gauges.uptime.set(self.started.elapsed().as_secs() as i64);
+        for w in self.workers.list() {
+            let failed = matches!(
+                w.state,
+                ironbucket_runtime::WorkerState::Dead | ironbucket_runtime::WorkerState::Backoff
+            );
+            self.gauges
+                .worker_restarts
+                .with_label_values(&[&w.name])
+                .set(w.restarts as i64);
+            self.gauges
+                .worker_failed
+                .with_label_values(&[&w.name])
+                .set(i64::from(failed));
+        }
+        self.gauges.node_failed.set(i64::from(self.workers.fatal().is_some()));
+        if let Some(l) = self.local.get() {
+            self.gauges.stamps_refused.set(l.clock().refused() as i64);
+        }
+        for (node, c) in self.peer_clocks.get().map(|p| p.snapshot()).unwrap_or_default() {
+            self.gauges.peer_offset.with_label_values(&[&node]).set(c.offset_ms);
+            self.gauges
+                .peer_refused
+                .with_label_values(&[&node])
+                .set(c.refused_calls as i64);
+        }
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
@@ -216,6 +327,147 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl State {
+    /// `GET /cluster/health`: `/health` plus the clocks: this node's bound on remote stamps and
+    /// how many it refused, each peer's offset as its RPC credentials showed it, and a warning
+    /// for every peer whose clock is off by more than the bound.
+    async fn cluster_health(&self) -> Response<Full<Bytes>> {
+        let resp = self.health().await;
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let bound = self
+            .local
+            .get()
+            .map_or(ironbucket_types::DEFAULT_MAX_AHEAD_MS, |l| l.clock().max_ahead_ms());
+        let now = ironbucket_types::now_millis();
+        let peers = self.peer_clocks.get().map(|p| p.snapshot()).unwrap_or_default();
+        let mut warnings = Vec::new();
+        let mut skewed = Vec::new();
+        let list: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|(node, c)| {
+                let off = c.offset_ms.unsigned_abs() > bound;
+                if off {
+                    skewed.push(node.clone());
+                    warnings.push(format!(
+                        "node {node}'s clock is {:.1} s {} this node's (bound {:.1} s){}",
+                        c.offset_ms.unsigned_abs() as f64 / 1000.0,
+                        if c.offset_ms > 0 { "ahead of" } else { "behind" },
+                        bound as f64 / 1000.0,
+                        if c.refused_calls > 0 {
+                            format!(": {} of its RPC calls were refused", c.refused_calls)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+                serde_json::json!({
+                    "node": node,
+                    "offset_ms": c.offset_ms,
+                    "seen_ms_ago": now.saturating_sub(c.seen_ms),
+                    "refused_calls": c.refused_calls,
+                    "beyond_bound": off,
+                })
+            })
+            .collect();
+        v["clock"] = serde_json::json!({
+            "max_ahead_ms": bound,
+            "stamps_refused": self.local.get().map_or(0, |l| l.clock().refused()),
+            "peers": list,
+            "skewed_nodes": skewed,
+        });
+        v["warnings"] = serde_json::json!(warnings);
+        json(status, v)
+    }
+
+    /// `GET /health/ready`: 200 only when this node can serve a write now: no fatal worker has
+    /// died, the store answers, and in a cluster the control plane has a leader and a placement
+    /// layout exists. Load balancers and compose health checks use it.
+    async fn ready(&self) -> Response<Full<Bytes>> {
+        let mut reasons = Vec::new();
+        if let Some(f) = self.workers.fatal() {
+            reasons.push(format!("worker {} failed: {}", f.worker, f.reason));
+        }
+        if let Err(e) = self.store.usage().await {
+            reasons.push(format!("the store does not answer: {e}"));
+        }
+        if let Some(cs) = self.cluster_store.get()
+            && let Err(e) = cs.ready()
+        {
+            reasons.push(e);
+        }
+        let ready = reasons.is_empty();
+        json(
+            if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            serde_json::json!({"ready": ready, "node_id": self.cfg.node_id, "reasons": reasons}),
+        )
+    }
+
+    /// `GET /workers`, `PUT /workers/{name}` (`{"tranquility": n}`), `POST /workers/{name}/wake`:
+    /// need the admin token.
+    fn workers(
+        &self,
+        method: &Method,
+        parts: &[&str],
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
+        if !self.authorized(headers) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "a valid admin token is required (Authorization: Bearer ...)"}),
+            );
+        }
+        let one = |name: &str| self.workers.list().into_iter().find(|w| w.name == name);
+        let missing = |name: &str| {
+            json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("no worker named {name:?} (GET /workers lists them)")}),
+            )
+        };
+        match (method, parts) {
+            (&Method::GET, []) => json(StatusCode::OK, serde_json::json!(self.workers.list())),
+            (&Method::GET, [name]) => match one(name) {
+                Some(w) => json(StatusCode::OK, serde_json::json!(w)),
+                None => missing(name),
+            },
+            (&Method::PUT, [name]) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let Some(t) = v["tranquility"]
+                    .as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .filter(|t| *t <= 1000)
+                else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "give {\"tranquility\": n} with n from 0 to 1000"}),
+                    );
+                };
+                if !self.workers.set_tranquility(name, t) {
+                    return missing(name);
+                }
+                json(StatusCode::OK, serde_json::json!(one(name)))
+            }
+            (&Method::POST, [name, "wake"]) => {
+                if !self.workers.wake(name) {
+                    return missing(name);
+                }
+                json(StatusCode::OK, serde_json::json!(one(name)))
+            }
+            _ => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no such workers endpoint"}),
+            ),
+        }
+    }
+
     fn authorized(&self, headers: &hyper::HeaderMap) -> bool {
         let presented = headers
             .get(hyper::header::AUTHORIZATION)
@@ -378,6 +630,16 @@ impl AdminService {
     /// `/cluster/status`.
     pub fn set_gossip(&self, g: Arc<ironbucket_cluster::Gossip>) {
         let _ = self.state.gossip.set(g);
+    }
+
+    /// Reports this node's clock (bound, refused stamps) in `/cluster/health` and `/metrics`.
+    pub fn set_local(&self, l: Arc<ironbucket_store::LocalStore>) {
+        let _ = self.state.local.set(l);
+    }
+
+    /// Reports the peers' clock offsets in `/cluster/health` and `/metrics`.
+    pub fn set_peer_clocks(&self, c: ironbucket_rpc::PeerClocks) {
+        let _ = self.state.peer_clocks.set(c);
     }
 
     /// Serves `GET /cluster/locate/{bucket}/{key}` from this cluster store.
@@ -633,6 +895,11 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
                 return Ok(state.cluster_change(&parts.method, &segs, &parts.headers, body).await);
             }
+            if path == "/workers" || path.starts_with("/workers/") {
+                let (parts, segs, body) = split(req, "/workers").await;
+                let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+                return Ok(state.workers(&parts.method, &segs, &parts.headers, body));
+            }
             if path == "/keys" || path.starts_with("/keys/") {
                 let (parts, segs, body) = split(req, "/keys").await;
                 let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -640,9 +907,9 @@ impl hyper::service::Service<Request<Incoming>> for AdminService {
             }
             let path = path.as_str();
             let resp = match (req.method(), path) {
-                (&Method::GET | &Method::HEAD, "/health") | (&Method::GET | &Method::HEAD, "/cluster/health") => {
-                    state.health().await
-                }
+                (&Method::GET | &Method::HEAD, "/health") => state.health().await,
+                (&Method::GET | &Method::HEAD, "/cluster/health") => state.cluster_health().await,
+                (&Method::GET | &Method::HEAD, "/health/ready" | "/ready") => state.ready().await,
                 (&Method::GET, "/metrics") => state.metrics().await,
                 (&Method::GET, "/cluster/status") => state.cluster("status"),
                 (&Method::GET, "/cluster/nodes") => state.cluster("nodes"),

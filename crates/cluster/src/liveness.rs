@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use foca::{AccumulatingRuntime, BroadcastHandler, Config, Foca, Invalidates, OwnedNotification, PostcardCodec, Timer};
+use ironbucket_runtime::{OnFailure, Registry};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -317,8 +318,7 @@ pub struct Gossip {
 const PURPOSE: &str = "gossip";
 
 impl Gossip {
-    /// Binds `bind` (UDP), announces to `seeds` while some are missing, and keeps gossiping for
-    /// as long as the returned value lives (its tasks hold only weak references).
+    /// [`Gossip::start_in`] with a worker registry of its own (tests).
     pub async fn start(
         me: GossipId,
         bind: SocketAddr,
@@ -327,6 +327,23 @@ impl Gossip {
         resolver: ironbucket_rpc::Resolver,
         cfg: GossipConfig,
         load: LoadFn,
+    ) -> std::io::Result<Arc<Self>> {
+        Self::start_in(me, bind, seeds, auth, resolver, cfg, load, &Registry::new()).await
+    }
+
+    /// Binds `bind` (UDP), announces to `seeds` while some are missing, and keeps gossiping for
+    /// as long as the returned value lives. Its loops (timers, packets in, announcements) run as
+    /// workers in `workers` and hold only weak references.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_in(
+        me: GossipId,
+        bind: SocketAddr,
+        seeds: Vec<String>,
+        auth: ironbucket_rpc::Auth,
+        resolver: ironbucket_rpc::Resolver,
+        cfg: GossipConfig,
+        load: LoadFn,
+        workers: &Registry,
     ) -> std::io::Result<Arc<Self>> {
         let socket = Arc::new(tokio::net::UdpSocket::bind(bind).await?);
         let name = me.name.clone();
@@ -338,7 +355,9 @@ impl Gossip {
             name,
             _stop: stop_tx,
         });
-        let (timer_tx, mut timer_rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, Timer<GossipId>)>();
+        let (timer_tx, timer_rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, Timer<GossipId>)>();
+        // Shared so that a restarted timer worker takes over the same queue.
+        let timer_rx = Arc::new(tokio::sync::Mutex::new(timer_rx));
         let weak = Arc::downgrade(&detector);
         // Applies effects: sends packets and schedules timers.
         let flush = {
@@ -364,26 +383,30 @@ impl Gossip {
         {
             let weak = weak.clone();
             let flush = flush.clone();
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let next = tokio::select! {
-                        t = timer_rx.recv() => t,
-                        _ = stop.changed() => None,
-                    };
-                    let Some((after, t)) = next else { return };
-                    let weak = weak.clone();
-                    let flush = flush.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        let Some(d) = weak.upgrade() else { return };
-                        let fx = {
-                            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
-                            d.handle_timer(t);
-                            d.drain()
+            let stop = stop_rx.clone();
+            workers.spawn("gossip.timers", OnFailure::Restart, move |_| {
+                let (weak, flush, mut stop, timer_rx) = (weak.clone(), flush.clone(), stop.clone(), timer_rx.clone());
+                async move {
+                    let mut timer_rx = timer_rx.lock().await;
+                    loop {
+                        let next = tokio::select! {
+                            t = timer_rx.recv() => t,
+                            _ = stop.changed() => None,
                         };
-                        flush(fx);
-                    });
+                        let Some((after, t)) = next else { return Ok(()) };
+                        let weak = weak.clone();
+                        let flush = flush.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            let Some(d) = weak.upgrade() else { return };
+                            let fx = {
+                                let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+                                d.handle_timer(t);
+                                d.drain()
+                            };
+                            flush(fx);
+                        });
+                    }
                 }
             });
         }
@@ -392,70 +415,84 @@ impl Gossip {
             let weak = weak.clone();
             let flush = flush.clone();
             let socket = socket.clone();
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                // Strangers are logged at most every 10 s (anyone can send datagrams).
-                let mut last_warn: Option<std::time::Instant> = None;
-                loop {
-                    let got = tokio::select! {
-                        r = socket.recv_from(&mut buf) => r,
-                        _ = stop.changed() => return,
-                    };
-                    let Ok((n, from)) = got else {
-                        continue;
-                    };
-                    let Some(d) = weak.upgrade() else { return };
-                    let Some(data) = auth.open(PURPOSE, &buf[..n]) else {
-                        if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                            tracing::warn!(%from, "gossip packet without this cluster's credentials dropped");
-                            last_warn = Some(std::time::Instant::now());
-                        } else {
-                            tracing::debug!(%from, "gossip packet without this cluster's credentials dropped");
-                        }
-                        continue;
-                    };
-                    let fx = {
-                        let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
-                        d.handle_data(data);
-                        d.drain()
-                    };
-                    flush(fx);
+            let stop = stop_rx.clone();
+            workers.spawn("gossip.receive", OnFailure::Restart, move |_| {
+                let (weak, flush, socket, mut stop, auth) =
+                    (weak.clone(), flush.clone(), socket.clone(), stop.clone(), auth.clone());
+                async move {
+                    let mut buf = vec![0u8; 65_536];
+                    // Strangers are logged at most every 10 s (anyone can send datagrams).
+                    let mut last_warn: Option<std::time::Instant> = None;
+                    loop {
+                        let got = tokio::select! {
+                            r = socket.recv_from(&mut buf) => r,
+                            _ = stop.changed() => return Ok(()),
+                        };
+                        let Ok((n, from)) = got else {
+                            continue;
+                        };
+                        let Some(d) = weak.upgrade() else { return Ok(()) };
+                        let Some(data) = auth.open(PURPOSE, &buf[..n]) else {
+                            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                                tracing::warn!(%from, "gossip packet without this cluster's credentials dropped");
+                                last_warn = Some(std::time::Instant::now());
+                            } else {
+                                tracing::debug!(%from, "gossip packet without this cluster's credentials dropped");
+                            }
+                            continue;
+                        };
+                        let fx = {
+                            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+                            d.handle_data(data);
+                            d.drain()
+                        };
+                        flush(fx);
+                    }
                 }
             });
         }
         // Announce to the seeds (resolved afresh each time) and report the load, every period.
         {
             let period = cfg.probe_period * 5;
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Some(d) = weak.upgrade() else { return };
-                    let mut addrs = Vec::new();
-                    for s in &seeds {
-                        if let Ok(found) = resolver.resolve(s).await {
-                            addrs.extend(found);
-                        }
-                    }
-                    let figures = load().await;
-                    let fx = {
-                        let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
-                        let me = d.identity().addr;
-                        let known = d.members();
-                        // Announce while alone or missing someone; gossip does the rest.
-                        if known.values().filter(|l| **l != Liveness::Down).count() + 1 < seeds.len() {
-                            for a in addrs.iter().filter(|a| **a != me) {
-                                d.announce(*a);
+            let stop = stop_rx.clone();
+            workers.spawn("gossip.announce", OnFailure::Restart, move |_| {
+                let (weak, flush, mut stop, seeds, resolver, load) = (
+                    weak.clone(),
+                    flush.clone(),
+                    stop.clone(),
+                    seeds.clone(),
+                    resolver.clone(),
+                    load.clone(),
+                );
+                async move {
+                    loop {
+                        let Some(d) = weak.upgrade() else { return Ok(()) };
+                        let mut addrs = Vec::new();
+                        for s in &seeds {
+                            if let Ok(found) = resolver.resolve(s).await {
+                                addrs.extend(found);
                             }
                         }
-                        d.report_load(figures);
-                        d.drain()
-                    };
-                    flush(fx);
-                    drop(d);
-                    tokio::select! {
-                        _ = tokio::time::sleep(period) => {}
-                        _ = stop.changed() => return,
+                        let figures = load().await;
+                        let fx = {
+                            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+                            let me = d.identity().addr;
+                            let known = d.members();
+                            // Announce while alone or missing someone; gossip does the rest.
+                            if known.values().filter(|l| **l != Liveness::Down).count() + 1 < seeds.len() {
+                                for a in addrs.iter().filter(|a| **a != me) {
+                                    d.announce(*a);
+                                }
+                            }
+                            d.report_load(figures);
+                            d.drain()
+                        };
+                        flush(fx);
+                        drop(d);
+                        tokio::select! {
+                            _ = tokio::time::sleep(period) => {}
+                            _ = stop.changed() => return Ok(()),
+                        }
                     }
                 }
             });

@@ -24,6 +24,7 @@ pub use store::Applied;
 
 use ironbucket_meta::RaftDb;
 use ironbucket_rpc::{Handler, Peers, pb};
+use ironbucket_runtime::{OnFailure, Registry};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
@@ -244,6 +245,8 @@ pub struct ControlPlane {
     /// Highest applied index whose effects the node has put in force locally (see
     /// [`ControlPlane::set_materialized`]); `None` until something materializes state.
     materialized: tokio::sync::watch::Sender<Option<u64>>,
+    /// Where this node's background loops run (and are restarted if they fail).
+    workers: Registry,
 }
 
 fn job_leaders_of(s: &ControlState) -> BTreeMap<String, String> {
@@ -259,9 +262,14 @@ fn raft_err<E: std::fmt::Display>(e: E) -> Error {
 }
 
 impl ControlPlane {
-    /// Opens the Raft state in `cfg.data_dir`, starts the Raft node and the background tasks
-    /// that form or join the cluster and keep the member list current.
+    /// [`ControlPlane::start_in`] with a worker registry of its own (tests).
     pub async fn start(cfg: ControlConfig, peers: Peers) -> Result<Arc<Self>, Error> {
+        Self::start_in(cfg, peers, &Registry::new()).await
+    }
+
+    /// Opens the Raft state in `cfg.data_dir`, starts the Raft node and the background workers
+    /// (in `workers`) that form or join the cluster and keep the member list current.
+    pub async fn start_in(cfg: ControlConfig, peers: Peers, workers: &Registry) -> Result<Arc<Self>, Error> {
         if cfg.seeds.is_empty() {
             return Err(Error::Config("CLUSTER_SEEDS names no node".into()));
         }
@@ -313,11 +321,28 @@ impl ControlPlane {
             incarnation: std::sync::RwLock::new(incarnation),
             unresponsive: Default::default(),
             materialized: tokio::sync::watch::channel(None).0,
+            workers: workers.clone(),
         });
-        tokio::spawn(Self::bootstrap(Arc::downgrade(&cp)));
-        tokio::spawn(Self::leader_duties(Arc::downgrade(&cp)));
-        tokio::spawn(Self::rediscover(Arc::downgrade(&cp)));
+        cp.run_loop("raft.bootstrap", Self::bootstrap);
+        cp.run_loop("raft.leader-duties", Self::leader_duties);
+        cp.run_loop("raft.rediscover", Self::rediscover);
         Ok(cp)
+    }
+
+    /// Runs `body` as a supervised worker: restarted if it panics, finished when it returns
+    /// (the control plane is gone, or its job is done).
+    fn run_loop<Fut>(self: &Arc<Self>, name: &str, body: fn(std::sync::Weak<Self>) -> Fut)
+    where
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let me = Arc::downgrade(self);
+        self.workers.spawn(name, OnFailure::Restart, move |_| {
+            let run = body(me.clone());
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
     }
 
     /// The pooled connections to the other nodes.
@@ -452,6 +477,14 @@ impl ControlPlane {
         &self.cfg.node_name
     }
 
+    /// The Raft leader this node knows of now (`None` while an election runs, or when this node
+    /// is cut off from a majority long enough to have started one).
+    pub fn leader(&self) -> Option<String> {
+        let m = self.raft().metrics().borrow().clone();
+        let id = m.current_leader?;
+        m.membership_config.membership().get_node(&id).map(|n| n.name.clone())
+    }
+
     /// A copy of the applied control state.
     pub fn state(&self) -> ControlState {
         self.sm.shared.read().unwrap_or_else(|p| p.into_inner()).state.clone()
@@ -475,16 +508,24 @@ impl ControlPlane {
 
     pub fn status(&self) -> Status {
         let m = self.raft().metrics().borrow().clone();
-        let (state, members) = {
+        // Only the small parts: the state also holds every bucket and lock.
+        let (cluster_id, layout_version, replication, members, job_leaders) = {
             let a = self.sm.shared.read().unwrap_or_else(|p| p.into_inner());
-            (a.state.clone(), a.membership.clone())
+            let st = &a.state;
+            (
+                st.cluster_id.clone(),
+                st.layout_version,
+                st.replication.clone(),
+                st.members.clone(),
+                job_leaders_of(st),
+            )
         };
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let name_of = |id: u64| membership.get_node(&id).map(|n| n.name.clone());
         let mut list = Vec::new();
         for (id, node) in membership.nodes() {
-            let member = state.members.get(&node.name);
+            let member = members.get(&node.name);
             list.push(MemberStatus {
                 name: node.name.clone(),
                 raft_id: *id,
@@ -501,11 +542,10 @@ impl ControlPlane {
                 weight: member.map_or(100, |m| m.weight),
             });
         }
-        drop(members);
         Status {
             node: self.cfg.node_name.clone(),
             cluster_name: self.cfg.cluster_name.clone(),
-            cluster_id: state.cluster_id.clone(),
+            cluster_id,
             raft_state: match m.state {
                 ServerState::Leader => "leader",
                 ServerState::Follower => "follower",
@@ -520,10 +560,10 @@ impl ControlPlane {
             last_applied: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
-            layout_version: state.layout_version,
-            replication: state.replication.clone(),
+            layout_version,
+            replication,
             members: list,
-            job_leaders: job_leaders_of(&state),
+            job_leaders,
         }
     }
 
@@ -803,14 +843,30 @@ impl ControlPlane {
     /// renews) the lease `job:<name>` while it can, and reports whether it leads now. When the
     /// holder dies, another node takes the lease after `ttl`.
     pub fn elect_job_leader(self: &Arc<Self>, name: &str, ttl: Duration) -> Arc<std::sync::atomic::AtomicBool> {
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::AtomicBool;
         let leading = Arc::new(AtomicBool::new(false));
         let (me, flag, lock) = (Arc::downgrade(self), leading.clone(), format!("job:{name}"));
-        tokio::spawn(async move {
+        self.workers
+            .spawn(format!("job-leader.{name}"), OnFailure::Restart, move |_| {
+                Self::hold_job_lease(me.clone(), flag.clone(), lock.clone(), ttl)
+            });
+        leading
+    }
+
+    /// Holds and renews the lease `lock` while it can; `flag` says whether this node holds it.
+    async fn hold_job_lease(
+        me: std::sync::Weak<Self>,
+        flag: Arc<std::sync::atomic::AtomicBool>,
+        lock: String,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        {
+            flag.store(false, Ordering::SeqCst);
             let ttl_ms = ttl.as_millis() as u64;
             let mut token = None;
             loop {
-                let Some(cp) = me.upgrade() else { return };
+                let Some(cp) = me.upgrade() else { return Ok(()) };
                 let holder = cp.cfg.node_name.clone();
                 let now = ironbucket_types::now_millis();
                 // Someone else holds a live lease: nothing to try this round.
@@ -856,8 +912,7 @@ impl ControlPlane {
                 drop(cp);
                 tokio::time::sleep(ttl / 3).await;
             }
-        });
-        leading
+        }
     }
 
     /// Which node holds each job lease (`job:<name>`), from the applied state.
@@ -1013,15 +1068,19 @@ impl ControlPlane {
             if cp.raft().metrics().borrow().state != ServerState::Leader {
                 continue;
             }
-            let state = cp.state();
-            // Leases expire and waiters move up even when nobody else touches the lock.
+            // Read only what the duties need: cloning the whole state every round would cost in
+            // proportion to the number of buckets and locks.
             let now = ironbucket_types::now_millis();
-            if state
-                .locks
-                .locks
-                .values()
-                .any(|l| l.holders.iter().any(|h| h.expires_at <= now))
-            {
+            let (lease_expired, uninitialized, members) = cp.with_state(|s| {
+                let expired = s
+                    .locks
+                    .locks
+                    .values()
+                    .any(|l| l.holders.iter().any(|h| h.expires_at <= now));
+                (expired, s.cluster_id.is_empty(), s.members.clone())
+            });
+            // Leases expire and waiters move up even when nobody else touches the lock.
+            if lease_expired {
                 let tick = Command::Lock {
                     cmd: LockCmd::Tick {
                         now: ironbucket_types::now_millis(),
@@ -1031,7 +1090,7 @@ impl ControlPlane {
                     tracing::debug!(error = %e, "lock tick not committed");
                 }
             }
-            if state.cluster_id.is_empty() {
+            if uninitialized {
                 let cmd = Command::Init {
                     cluster_id: uuid::Uuid::new_v4().to_string(),
                     name: cp.cfg.cluster_name.clone(),
@@ -1052,7 +1111,7 @@ impl ControlPlane {
                 .map(|(id, n)| (*id, n.clone()))
                 .collect();
             for (id, node) in nodes {
-                let known = state.members.get(&node.name);
+                let known = members.get(&node.name);
                 if known.is_some_and(|m| m.rpc_addr == node.rpc_addr && m.raft_id == id) {
                     continue;
                 }

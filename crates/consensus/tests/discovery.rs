@@ -64,7 +64,7 @@ async fn start(i: usize, dir: &Path, table: &Table) -> Node {
     .unwrap();
     let handler = cp.handler();
     let server = tokio::spawn(async move {
-        let _ = ironbucket_rpc::serve(listener, &rpc, handler, std::future::pending()).await;
+        let _ = ironbucket_rpc::serve(listener, &rpc, handler, Default::default(), std::future::pending()).await;
     });
     Node { cp, server }
 }

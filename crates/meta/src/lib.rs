@@ -58,6 +58,9 @@ pub enum Error {
     Corrupt(String),
     #[error("metadata store is shut down")]
     Closed,
+    /// The committer thread died: no write can commit until the node is restarted.
+    #[error("the metadata store has failed: {0}")]
+    Failed(String),
 }
 
 macro_rules! from_redb {
@@ -99,6 +102,8 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
 pub struct MetaStore {
     db: Arc<Database>,
     jobs: mpsc::SyncSender<Job>,
+    /// Set once, when the committer thread dies: why.
+    failed: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Default redb page cache: enough for the hot part of millions of keys, small enough that the
@@ -134,11 +139,24 @@ impl MetaStore {
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
         let db2 = db.clone();
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let failed2 = failed.clone();
         std::thread::Builder::new()
             .name("meta-commit".into())
-            .spawn(move || committer(db2, rx, durable))
+            .spawn(move || committer(db2, rx, durable, &failed2))
             .map_err(|e| Error::Db(format!("cannot start committer thread: {e}")))?;
-        Ok(Self { db, jobs })
+        Ok(Self { db, jobs, failed })
+    }
+
+    /// Why the committer thread died, if it has (the node can no longer commit writes).
+    pub fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    /// [`MetaStore::failure`] as a closure that does not keep the database open.
+    pub fn failure_probe(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
+        let failed = self.failed.clone();
+        move || failed.get().cloned()
     }
 
     /// Runs `f` inside a shared write transaction and returns its result once the
@@ -149,6 +167,9 @@ impl MetaStore {
         E: From<Error> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
     {
+        if let Some(why) = self.failed.get() {
+            return Err(E::from(Error::Failed(why.clone())));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
         let job: Job = Box::new(move |t: &mut Tx<'_>| {
             let r = f(t);
@@ -171,9 +192,14 @@ impl MetaStore {
                     .map_err(|_| E::from(Error::Closed))?
                     .map_err(|_| E::from(Error::Closed))?;
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(E::from(Error::Closed)),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(E::from(self.failure().map_or(Error::Closed, Error::Failed)));
+            }
         }
-        rx.await.map_err(|_| E::from(Error::Closed))?
+        rx.await.map_err(|_| match self.failed.get() {
+            Some(why) => E::from(Error::Failed(why.clone())),
+            None => E::from(Error::Closed),
+        })?
     }
 
     pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
@@ -472,7 +498,7 @@ impl MetaStore {
     }
 }
 
-fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool) {
+fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: &std::sync::OnceLock<String>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -482,30 +508,54 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool) {
             }
         }
         let mut completions = Vec::with_capacity(batch.len());
-        let result = (|| -> Result<()> {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(if durable {
-                Durability::Immediate
-            } else {
-                Durability::None
-            })?;
-            {
-                let mut t = Tx::new(&txn);
-                for job in batch.drain(..) {
-                    completions.push(job(&mut t));
-                }
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_batch(&db, &mut batch, &mut completions, durable)
+        }));
+        if let Err(p) = run {
+            // A panic would otherwise end this thread silently, and every later write would
+            // wait for a commit that never comes. Record why before the waiting writers are
+            // released (dropping their completions), so that they and every later writer get
+            // the reason at once and the node reports itself failed.
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %why, "the metadata commit thread died: writes are refused until restart");
+            let _ = failed.set(format!("the metadata commit thread panicked: {why}"));
+            return;
+        }
+    }
+}
+
+/// Runs `batch` in one write transaction and tells each writer the outcome.
+fn commit_batch(db: &Database, batch: &mut Vec<Job>, completions: &mut Vec<Completion>, durable: bool) {
+    // Fault injection for tests (`FAILPOINTS=meta-commit=...`, builds with the `failpoints`
+    // feature only): `panic` kills this thread as a bug would.
+    fail::fail_point!("meta-commit");
+    let result = (|| -> Result<()> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        {
+            let mut t = Tx::new(&txn);
+            for job in batch.drain(..) {
+                completions.push(job(&mut t));
             }
-            txn.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, writers = completions.len(), "metadata commit failed");
         }
-        // Jobs that never ran (begin_write failed) are dropped: their senders close and the
-        // waiting writers see `Closed`.
-        for c in completions {
-            c(result.clone().map_err(|e| Error::Commit(e.to_string())));
-        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = &result {
+        tracing::error!(error = %e, writers = completions.len(), "metadata commit failed");
+    }
+    // Jobs that never ran (begin_write failed) are dropped: their senders close and the
+    // waiting writers see `Closed`.
+    for c in completions.drain(..) {
+        c(result.clone().map_err(|e| Error::Commit(e.to_string())));
     }
 }
 

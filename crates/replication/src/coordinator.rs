@@ -40,6 +40,27 @@ fn unavailable(u: Unavailable) -> Error {
     Error::Unavailable(u.to_string())
 }
 
+/// Why replicas failed a write, named in the 503 when the level cannot be met (a refused stamp
+/// says which clock is wrong; a full disk says which node).
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn note(&mut self, node: &str, e: &Error) {
+        if self.0.len() < 5 {
+            self.0.push(format!("{node}: {e}"));
+        }
+    }
+
+    fn error(&self, u: Unavailable) -> Error {
+        if self.0.is_empty() {
+            unavailable(u)
+        } else {
+            Error::Unavailable(format!("{u}. Replica failures: {}", self.0.join("; ")))
+        }
+    }
+}
+
 /// Errors that mean "this replica could not do it" (count against the level) rather than an
 /// answer about the request itself.
 fn replica_failure(e: &Error) -> bool {
@@ -181,6 +202,7 @@ impl ClusterStore {
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut first_ok: Option<T> = None;
         let mut first_err: Option<Error> = None;
+        let mut failures = Failures::default();
         let me = self.strong()?;
         // Replicas known down fail first: a write that cannot reach its level starts nowhere.
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
@@ -214,7 +236,9 @@ impl ClusterStore {
                             // upload, say) counts as its failure; it is the answer only when
                             // the level cannot be met.
                             tracing::debug!(node = %node, error = %e, "replica failed");
-                            if !replica_failure(&e) {
+                            if replica_failure(&e) {
+                                failures.note(&node, &e);
+                            } else {
                                 first_err.get_or_insert(e);
                             }
                             q.fail(&node)
@@ -225,7 +249,7 @@ impl ClusterStore {
                             // The others' answers are not awaited (their requests still run on the replicas).
                             return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
                         }
-                        Some(Err(u)) => return Err(first_err.unwrap_or_else(|| unavailable(u))),
+                        Some(Err(u)) => return Err(first_err.unwrap_or_else(|| failures.error(u))),
                         None => {}
                     }
                 }
@@ -836,6 +860,7 @@ impl ClusterStore {
         let mut fed = false;
         let mut closed = false;
         let mut first_err: Option<Error> = None;
+        let mut failures = Failures::default();
         let mut first_ok: Option<T> = None;
         let deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(deadline);
@@ -865,6 +890,7 @@ impl ClusterStore {
                         }
                         Err(e) if replica_failure(&e) => {
                             tracing::debug!(node = %node, error = %e, "replica write failed");
+                            failures.note(&node, &e);
                             q.fail(&node)
                         }
                         Err(e) => {
@@ -878,7 +904,7 @@ impl ClusterStore {
                             return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
                         }
                         Some(Err(u)) => {
-                            return Err(first_err.unwrap_or_else(|| unavailable(u)));
+                            return Err(first_err.unwrap_or_else(|| failures.error(u)));
                         }
                         None => {}
                     }

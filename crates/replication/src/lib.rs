@@ -23,6 +23,7 @@ pub use locate::{Location, NodeCopy};
 use async_trait::async_trait;
 use ironbucket_consensus::{Command, ControlPlane, Outcome};
 use ironbucket_meta::{BucketRecord, KeyRecord, ObjectLockConfig, Quota, Retention};
+use ironbucket_runtime::{OnFailure, Registry, WorkerCtx};
 use ironbucket_store::*;
 use ironbucket_types::{now_millis, validate_bucket_name};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -53,9 +54,14 @@ fn unavailable(e: ironbucket_consensus::Error) -> Error {
 }
 
 impl ClusterStore {
-    /// Wraps the node's local store and starts keeping its bucket table in line with the
-    /// control plane.
+    /// [`ClusterStore::new_in`] with a worker registry of its own (tests).
     pub fn new(local: Arc<LocalStore>, cp: Arc<ControlPlane>) -> Arc<Self> {
+        Self::new_in(local, cp, &Registry::new())
+    }
+
+    /// Wraps the node's local store and starts keeping its bucket table in line with the
+    /// control plane (the worker `cluster.materialize` in `workers`).
+    pub fn new_in(local: Arc<LocalStore>, cp: Arc<ControlPlane>, workers: &Registry) -> Arc<Self> {
         let s = Arc::new(Self {
             local,
             cp,
@@ -64,8 +70,27 @@ impl ClusterStore {
             me: OnceLock::new(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
-        tokio::spawn(Self::materialize(Arc::downgrade(&s)));
+        let me = Arc::downgrade(&s);
+        workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
+            Self::materialize(me.clone(), ctx)
+        });
         s
+    }
+
+    /// Whether this node can serve a write now, or why not: the cluster is formed, a Raft
+    /// leader is known (the control plane is reachable) and a placement layout exists.
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        let (formed, layout) = self
+            .cp
+            .with_state(|s| (!s.cluster_id.is_empty(), ironbucket_cluster::layout_of(s)));
+        let layout = layout.and_then(ironbucket_cluster::Ring::new).map(|_| ());
+        if !formed {
+            return Err("the cluster is not formed yet (waiting for the seeds to answer)".into());
+        }
+        if self.cp.leader().is_none() {
+            return Err("no Raft leader is known: a majority of the voting nodes is not reachable".into());
+        }
+        layout.map_err(|e| format!("no placement layout yet: {e}"))
     }
 
     /// Lets the coordinator skip replicas the failure detector reports down instead of waiting
@@ -75,13 +100,14 @@ impl ClusterStore {
     }
 
     /// Applies the agreed bucket list to the local metadata after every change.
-    async fn materialize(me: std::sync::Weak<Self>) {
-        let Some(s) = me.upgrade() else { return };
+    async fn materialize(me: std::sync::Weak<Self>, ctx: WorkerCtx) -> std::result::Result<(), String> {
+        let Some(s) = me.upgrade() else { return Ok(()) };
         let mut applied = s.cp.applied_watch();
         drop(s);
         loop {
             let index = *applied.borrow_and_update();
-            let Some(s) = me.upgrade() else { return };
+            let Some(s) = me.upgrade() else { return Ok(()) };
+            ctx.busy();
             let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = s.cp.with_state(|st| {
                 (
                     st.buckets.values().cloned().collect(),
@@ -99,12 +125,18 @@ impl ClusterStore {
                         tracing::warn!(bucket = %b, "bucket was deleted in the cluster but still holds data on this node; kept locally");
                     }
                     s.cp.set_materialized(index);
+                    ctx.unit_done();
+                    ctx.progress(format!("applied up to log index {index}"));
                 }
-                Err(e) => tracing::error!(error = %e, "cannot apply the cluster's buckets and keys to local metadata"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot apply the cluster's buckets and keys to local metadata");
+                    ctx.note_error(format!("cannot apply the cluster's buckets and keys: {e}"));
+                }
             }
             drop(s);
+            ctx.idle();
             if applied.changed().await.is_err() {
-                return;
+                return Ok(());
             }
         }
     }

@@ -1,32 +1,48 @@
 //! Peer authentication: every call carries `<cluster>:<node>:<unix-secs>:<mac>` with
 //! mac = HMAC-SHA256(secret, "<cluster>:<node>:<unix-secs>"). The secret itself never crosses
-//! the network; a token is accepted for 300 s either side of the receiver's clock.
+//! the network; a token is accepted for 300 s either side of the receiver's clock. The token's
+//! time also tells the receiver how far the caller's clock is from its own ([`Checked`]).
 
-use sha2::{Digest, Sha256};
-use std::time::{SystemTime, UNIX_EPOCH};
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
 
 pub(crate) const HEADER: &str = "x-ironbucket-auth";
 const TAG_LEN: usize = 16;
 
-/// HMAC-SHA256 with a key already padded to the block size.
-fn hmac(key: &[u8; 64], parts: &[&[u8]]) -> [u8; 32] {
-    let mut inner = Sha256::new();
-    inner.update(key.map(|b| b ^ 0x36));
+/// HMAC-SHA256 of the concatenated `parts`.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes keys of any length.
+    let Ok(mut m) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+        return [0; 32];
+    };
     for p in parts {
-        inner.update(p);
+        m.update(p);
     }
-    let mut outer = Sha256::new();
-    outer.update(key.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    m.finalize().into_bytes().into()
 }
 const MAX_SKEW_SECS: i64 = 300;
+
+/// A token that checked out: who called, and how far its clock is ahead of ours (negative:
+/// behind), to within about a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub node: String,
+    pub offset_ms: i64,
+}
+
+/// A token that did not: why, and when the caller proved it knows the secret but its clock is
+/// too far off, who it is and by how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub why: String,
+    pub skewed: Option<Checked>,
+}
 
 /// Makes and checks tokens for one cluster.
 #[derive(Clone)]
 pub struct Auth {
     cluster: String,
-    key: [u8; 64],
+    key: Vec<u8>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -35,25 +51,20 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// This node's wall clock (with any test offset, see `ironbucket_types::set_clock_offset_ms`).
+fn now_ms() -> i64 {
+    ironbucket_types::now_millis() as i64
+}
+
 fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    now_ms() / 1000
 }
 
 impl Auth {
     pub fn new(cluster: &str, secret: &str) -> Self {
-        // HMAC key block: keys longer than the block are hashed first.
-        let mut key = [0u8; 64];
-        if secret.len() > 64 {
-            key[..32].copy_from_slice(&Sha256::digest(secret.as_bytes()));
-        } else {
-            key[..secret.len()].copy_from_slice(secret.as_bytes());
-        }
         Self {
             cluster: cluster.to_string(),
-            key,
+            key: secret.as_bytes().to_vec(),
         }
     }
 
@@ -84,19 +95,13 @@ impl Auth {
     }
 
     fn tag(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
-        let mut key = [0u8; 64];
-        key[..32].copy_from_slice(&self.derive_key(purpose));
-        hmac(&key, &[self.cluster.as_bytes(), &[0], data])
+        hmac(&self.derive_key(purpose), &[self.cluster.as_bytes(), &[0], data])
     }
 
     /// A 32-byte key derived from the cluster secret for `purpose` (HMAC-SHA256), the same on
     /// every node of the cluster.
     pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        if let Ok(b) = hex::decode(self.mac(purpose)) {
-            out.copy_from_slice(&b[..32]);
-        }
-        out
+        hmac(&self.key, &[purpose.as_bytes()])
     }
 
     /// A token for `node`, valid now.
@@ -110,33 +115,44 @@ impl Auth {
         format!("{msg}:{mac}")
     }
 
-    /// Checks a token; returns the calling node's id or why it is refused.
-    pub fn check(&self, token: Option<&str>) -> Result<String, String> {
-        let t = token.ok_or("no cluster credentials")?;
-        let (msg, mac) = t.rsplit_once(':').ok_or("malformed cluster credentials")?;
+    /// Checks a token; returns the calling node's id and clock offset, or why it is refused.
+    pub fn check(&self, token: Option<&str>) -> Result<Checked, Refused> {
+        let refuse = |why: String| Refused { why, skewed: None };
+        let malformed = || refuse("malformed cluster credentials".into());
+        let t = token.ok_or_else(|| refuse("no cluster credentials".into()))?;
+        let (msg, mac) = t.rsplit_once(':').ok_or_else(malformed)?;
         let mut parts = msg.splitn(3, ':');
         let (cluster, node, secs) = match (parts.next(), parts.next(), parts.next()) {
             (Some(c), Some(n), Some(s)) => (c, n, s),
-            _ => return Err("malformed cluster credentials".into()),
+            _ => return Err(malformed()),
         };
         if cluster != self.cluster {
-            return Err(format!(
+            return Err(refuse(format!(
                 "node {node} belongs to cluster {cluster:?}, not {:?}",
                 self.cluster
-            ));
+            )));
         }
-        let secs: i64 = secs.parse().map_err(|_| "malformed cluster credentials")?;
+        let secs: i64 = secs.parse().map_err(|_| malformed())?;
         let want = self.mac(msg);
         let same = want.len() == mac.len() && want.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
         if !same {
-            return Err(format!("node {node} does not know the cluster secret"));
+            return Err(refuse(format!("node {node} does not know the cluster secret")));
         }
+        // The token was made at `secs` on the caller's clock (rounded down, hence + 500 ms).
+        let checked = Checked {
+            node: node.to_string(),
+            offset_ms: secs * 1000 + 500 - now_ms(),
+        };
         if (now_secs() - secs).abs() > MAX_SKEW_SECS {
-            return Err(format!(
-                "node {node}'s clock is more than {MAX_SKEW_SECS} s off (or the token was replayed)"
-            ));
+            return Err(Refused {
+                why: format!(
+                    "node {node}'s clock is {} s off this node's (at most {MAX_SKEW_SECS} s is accepted), or the token was replayed",
+                    checked.offset_ms / 1000
+                ),
+                skewed: Some(checked),
+            });
         }
-        Ok(node.to_string())
+        Ok(checked)
     }
 }
 
@@ -161,13 +177,25 @@ mod tests {
     #[test]
     fn tokens() {
         let a = Auth::new("c", "secret-1");
-        assert_eq!(a.check(Some(&a.token("n1"))), Ok("n1".into()));
+        let ok = a.check(Some(&a.token("n1"))).unwrap();
+        assert_eq!(ok.node, "n1");
+        assert!(ok.offset_ms.abs() <= 1000, "{ok:?}");
         assert!(a.check(None).is_err());
         assert!(a.check(Some("garbage")).is_err());
         assert!(Auth::new("c", "secret-2").check(Some(&a.token("n1"))).is_err());
         assert!(Auth::new("d", "secret-1").check(Some(&a.token("n1"))).is_err());
         let old = a.token_at("n1", now_secs() - 1000);
-        assert!(a.check(Some(&old)).unwrap_err().contains("clock"));
+        let r = a.check(Some(&old)).unwrap_err();
+        assert!(r.why.contains("clock"), "{r:?}");
+        let skew = r.skewed.unwrap();
+        assert_eq!(skew.node, "n1");
+        assert!((-1_001_000..=-999_000).contains(&skew.offset_ms), "{skew:?}");
+        // A caller an hour ahead that knows the secret is refused, and identified.
+        let ahead = a.token_at("n9", now_secs() + 3600);
+        assert_eq!(a.check(Some(&ahead)).unwrap_err().skewed.unwrap().node, "n9");
+        // Without the secret, nothing is believed about the caller.
+        let forged = Auth::new("c", "other").token_at("n9", now_secs() + 3600);
+        assert_eq!(a.check(Some(&forged)).unwrap_err().skewed, None);
         let tampered = a.token("n1").replace(":n1:", ":n2:");
         assert!(a.check(Some(&tampered)).is_err());
         // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?").

@@ -7,7 +7,7 @@ mod auth;
 mod resolve;
 mod tls;
 
-pub use auth::Auth;
+pub use auth::{Auth, Checked, Refused};
 pub use resolve::Resolver;
 pub use tls::{TlsFiles, generate as generate_certificates};
 
@@ -471,12 +471,63 @@ impl pb::node_server::Node for Service {
     }
 }
 
+/// What this node has seen of its peers' clocks: the offset each caller's RPC credentials
+/// showed (its clock minus ours, to within about a second), and calls refused because the
+/// caller's clock was too far off. Cheap to clone; clones share the record.
+#[derive(Clone, Default)]
+pub struct PeerClocks {
+    seen: Arc<Mutex<HashMap<String, PeerClock>>>,
+}
+
+/// One peer's clock as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerClock {
+    /// The peer's clock minus this node's, in milliseconds.
+    pub offset_ms: i64,
+    /// When this node last heard from it (this node's clock).
+    pub seen_ms: u64,
+    /// Calls refused because its clock was more than 300 s off.
+    pub refused_calls: u64,
+}
+
+impl PeerClocks {
+    fn record(&self, c: &Checked, refused: bool) {
+        let now = ironbucket_types::now_millis();
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(&c.node) {
+            Some(e) => {
+                e.offset_ms = c.offset_ms;
+                e.seen_ms = now;
+                e.refused_calls += u64::from(refused);
+            }
+            None => {
+                m.insert(
+                    c.node.clone(),
+                    PeerClock {
+                        offset_ms: c.offset_ms,
+                        seen_ms: now,
+                        refused_calls: u64::from(refused),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every peer heard from, by node id.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, PeerClock> {
+        let m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
 /// Serves the node protocol on `listener` until `shutdown` resolves. Every call must carry a
-/// valid token for this cluster; others are refused and logged.
+/// valid token for this cluster; others are refused and logged. The callers' clock offsets go
+/// to `clocks`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cfg: &RpcConfig,
     handler: Arc<dyn Handler>,
+    clocks: PeerClocks,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
     let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
@@ -485,11 +536,17 @@ pub async fn serve(
     let interceptor = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
         let token = req.metadata().get(auth::HEADER).and_then(|v| v.to_str().ok());
         match auth.check(token) {
-            Ok(_) => Ok(req),
-            Err(why) => {
+            Ok(c) => {
+                clocks.record(&c, false);
+                Ok(req)
+            }
+            Err(r) => {
+                if let Some(c) = &r.skewed {
+                    clocks.record(c, true);
+                }
                 let peer = req.remote_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_default();
-                tracing::warn!(%peer, reason = %why, "refused a node RPC call");
-                Err(tonic::Status::unauthenticated(why))
+                tracing::warn!(%peer, reason = %r.why, "refused a node RPC call");
+                Err(tonic::Status::unauthenticated(r.why))
             }
         }
     };
@@ -585,7 +642,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server_cfg = cfg("s3cret-s3cret", "c1");
         let task = tokio::spawn(async move {
-            serve(l, &server_cfg, Arc::new(Echo), async {
+            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
                 let _ = rx.await;
             })
             .await
@@ -666,7 +723,7 @@ mod tests {
         server_cfg.tls = Some(files("good", "server"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            serve(l, &server_cfg, Arc::new(Echo), async {
+            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
                 let _ = rx.await;
             })
             .await

@@ -38,6 +38,23 @@ pub struct ServerArgs {
     #[arg(long = "node-id", env = "NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
 
+    /// Writes from other nodes stamped further ahead of this node's clock than this are refused
+    /// (503), and peers whose clocks are off by more are reported in /cluster/health
+    /// [default: 5000].
+    #[arg(long = "max-clock-ahead-ms", env = "MAX_CLOCK_AHEAD_MS", value_name = "MS")]
+    pub max_clock_ahead_ms: Option<u64>,
+
+    /// TESTING ONLY: shift this node's clock by this many milliseconds (negative: behind), to
+    /// test clock skew without touching the machine's clock.
+    #[arg(
+        long = "clock-offset-ms",
+        env = "IRONBUCKET_CLOCK_OFFSET_MS",
+        value_name = "MS",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub clock_offset_ms: Option<i64>,
+
     /// Region reported by GetBucketLocation and accepted by CreateBucket [default: us-east-1].
     #[arg(long, env = "IRONBUCKET_REGION", value_name = "REGION")]
     pub region: Option<String>,
@@ -532,6 +549,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     pub id: Option<String>,
+    pub max_clock_ahead_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -671,6 +689,18 @@ impl Settings {
                 .or(f.storage.multipart_max_age_secs)
                 .unwrap_or(7 * 24 * 3600),
         );
+        let ahead = a
+            .max_clock_ahead_ms
+            .or(f.node.max_clock_ahead_ms)
+            .unwrap_or(ironbucket_types::DEFAULT_MAX_AHEAD_MS);
+        if !(100..=3_600_000).contains(&ahead) {
+            bail!("MAX_CLOCK_AHEAD_MS must be between 100 and 3600000 (got {ahead})");
+        }
+        local.max_clock_ahead = Duration::from_millis(ahead);
+        if let Some(off) = a.clock_offset_ms {
+            ironbucket_types::set_clock_offset_ms(off);
+            eprintln!("WARNING: this node's clock is shifted by {off} ms (IRONBUCKET_CLOCK_OFFSET_MS, for tests only)");
+        }
         local.tombstone_grace = Duration::from_secs(
             a.tombstone_grace
                 .or(f.storage.tombstone_grace_secs)

@@ -89,6 +89,7 @@ async fn start_gossip(
     rpc: ironbucket_rpc::RpcConfig,
     heartbeat: std::time::Duration,
     store: Arc<dyn ObjectStore>,
+    workers: &ironbucket_runtime::Registry,
 ) -> Result<Arc<ironbucket_cluster::Gossip>> {
     let me = cp.node_name().to_string();
     let resolver = ironbucket_rpc::Resolver::system();
@@ -125,7 +126,7 @@ async fn start_gossip(
         })
     });
     let auth = ironbucket_rpc::Auth::new(&rpc.cluster_name, &rpc.secret);
-    let g = ironbucket_cluster::Gossip::start(
+    let g = ironbucket_cluster::Gossip::start_in(
         id,
         bind,
         seeds,
@@ -133,6 +134,7 @@ async fn start_gossip(
         resolver,
         ironbucket_cluster::GossipConfig::from_heartbeat(heartbeat),
         load,
+        workers,
     )
     .await
     .with_context(|| format!("cannot listen for gossip on udp {bind}"))?;
@@ -158,9 +160,42 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Fault injection for tests: `FAILPOINTS="name=actions;..."` in the `fail` crate's syntax
+/// (e.g. `meta-commit=20*off->panic`). Only in builds with the `failpoints` feature (on by
+/// default); see docs/operations.md.
+#[cfg(feature = "failpoints")]
+fn install_failpoints() -> Result<()> {
+    let Ok(spec) = std::env::var("FAILPOINTS") else {
+        return Ok(());
+    };
+    for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, actions) = item
+            .split_once('=')
+            .with_context(|| format!("FAILPOINTS: {item:?} is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("FAILPOINTS: bad actions for {name:?}"))?;
+        tracing::warn!(
+            failpoint = name.trim(),
+            actions = actions.trim(),
+            "fault injection point armed"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn install_failpoints() -> Result<()> {
+    if std::env::var_os("FAILPOINTS").is_some() {
+        anyhow::bail!("FAILPOINTS is set, but this build has no fault injection (feature `failpoints`)");
+    }
+    Ok(())
+}
+
 fn run_server(args: config::ServerArgs) -> Result<()> {
     let cfg = config::Settings::resolve(args)?;
     init_logging(&cfg.log_format);
+    install_failpoints()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ironbucket")
@@ -170,7 +205,9 @@ fn run_server(args: config::ServerArgs) -> Result<()> {
 }
 
 async fn serve_all(cfg: config::Settings) -> Result<()> {
-    let local = LocalStore::open(cfg.local.clone(), cfg.keyring.clone())
+    // Every background job of this node runs supervised in this registry (`GET /workers`).
+    let workers = ironbucket_runtime::Registry::new();
+    let local = LocalStore::open_in(cfg.local.clone(), cfg.keyring.clone(), &workers)
         .with_context(|| format!("cannot open the data directory {}", cfg.local.data_dir.display()))?;
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     // The control plane, when clustered: RPC server first (peers must reach us to form the
@@ -179,24 +216,27 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let mut control = None;
     let mut gossip_cfg = None;
     let mut cluster_store = None;
+    // The clock offsets peers' RPC credentials show (`/cluster/health`).
+    let peer_clocks = ironbucket_rpc::PeerClocks::default();
     if let Some(c) = cfg.cluster {
         let rpc_listener = tokio::net::TcpListener::bind(c.rpc_addr)
             .await
             .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
         let rpc_local = rpc_listener.local_addr()?;
         let peers = ironbucket_rpc::Peers::new(c.rpc.clone()).map_err(anyhow::Error::msg)?;
-        let cp = ironbucket_consensus::ControlPlane::start(c.control.clone(), peers)
+        let cp = ironbucket_consensus::ControlPlane::start_in(c.control.clone(), peers, &workers)
             .await
             .context("cannot start the control plane")?;
         // Buckets and their settings go through the control plane; the node's RPC handler serves
         // object requests from peers and hands the rest to the control plane.
-        let cs = ironbucket_replication::ClusterStore::new(local.clone(), cp.clone());
+        let cs = ironbucket_replication::ClusterStore::new_in(local.clone(), cp.clone(), &workers);
         let handler = cs.handler();
         cluster_store = Some(cs);
         let mut stop = tx.subscribe();
         let rpc_cfg = c.rpc.clone();
+        let clocks = peer_clocks.clone();
         cluster_tasks.push(tokio::spawn(async move {
-            if let Err(e) = ironbucket_rpc::serve(rpc_listener, &rpc_cfg, handler, async move {
+            if let Err(e) = ironbucket_rpc::serve(rpc_listener, &rpc_cfg, handler, clocks, async move {
                 let _ = stop.recv().await;
             })
             .await
@@ -215,6 +255,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         control = Some(cp);
     }
 
+    let local_store = local.clone();
     let store: Arc<dyn ObjectStore> = match &cluster_store {
         Some(cs) => cs.clone(),
         None => local,
@@ -222,19 +263,22 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let registry = prometheus::Registry::new();
     let s3_metrics = Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
     let s3 = ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
-    let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone())
+    let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone(), workers.clone())
         .context("cannot start the admin API")?;
+    admin.set_local(local_store);
     if let Some(cp) = &control {
         admin.set_cluster(cp.clone());
     }
     if let Some(cs) = &cluster_store {
         admin.set_cluster_store(cs.clone());
+        admin.set_peer_clocks(peer_clocks);
     }
     if let (Some(cp), Some((bind, seeds, rpc, heartbeat))) = (&control, gossip_cfg) {
         let (cp, admin, store) = (cp.clone(), admin.clone(), store.clone());
         let cs = cluster_store.clone();
+        let workers = workers.clone();
         tokio::spawn(async move {
-            match start_gossip(&cp, bind, seeds, rpc, heartbeat, store).await {
+            match start_gossip(&cp, bind, seeds, rpc, heartbeat, store, &workers).await {
                 Ok(g) => {
                     if let Some(cs) = cs {
                         // The coordinator skips replicas the failure detector reports down.

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 fn rank(name: &str) -> Option<u32> {
     Some(match name {
         "ironbucket-types" => 0,
-        "ironbucket-storage" | "ironbucket-meta" | "ironbucket-rpc" => 1,
-        "ironbucket-store" => 2,
-        "ironbucket-consensus" => 3,
-        "ironbucket-cluster" => 4,
-        "ironbucket-replication" => 5,
-        "ironbucket-s3" | "ironbucket-admin" => 6,
-        "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" => 7,
+        "ironbucket-runtime" => 1,
+        "ironbucket-storage" | "ironbucket-meta" | "ironbucket-rpc" => 2,
+        "ironbucket-store" => 3,
+        "ironbucket-consensus" => 4,
+        "ironbucket-cluster" => 5,
+        "ironbucket-replication" => 6,
+        "ironbucket-s3" | "ironbucket-admin" => 7,
+        "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" => 8,
         _ => return None,
     })
 }
@@ -36,6 +37,8 @@ fn dependencies_point_down_and_libraries_stay_contained() {
         ("prost", &["ironbucket-rpc"][..]),
         ("tonic-build", &["ironbucket-rpc"][..]),
         ("protox", &["ironbucket-rpc"][..]),
+        // Fault injection points: armed only by the server binary.
+        ("fail", &["ironbucket-meta", "ironbucket-server"][..]),
         (
             "anyhow",
             &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],

@@ -8,82 +8,9 @@
 
 mod common;
 
+use common::cluster::*;
 use common::*;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "cluster-secret-0123456789";
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String> {
-    [
-        "--cluster-enabled",
-        "true",
-        "--cluster-name",
-        "test-cluster",
-        "--node-id",
-        name,
-        "--cluster-seeds",
-        seeds,
-        "--rpc-port",
-        &port.to_string(),
-        "--cluster-secret",
-        secret,
-        "--sync-interval-ms",
-        "100",
-        "--request-timeout-ms",
-        "3000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn status_of<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
-    common::status(e)
-}
-
-async fn status(srv: &Server) -> Option<serde_json::Value> {
-    let (st, _, body) = raw("GET", &format!("{}/cluster/status", srv.admin), &[], vec![]).await;
-    (st == 200).then(|| serde_json::from_str(&body).unwrap())
-}
-
-/// Waits until every node in `nodes` sees the same leader, cluster id and `members` voters.
-async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut all = Vec::new();
-        for n in nodes {
-            all.push(status(n).await);
-        }
-        let ok = all.iter().all(|s| {
-            s.as_ref().is_some_and(|s| {
-                !s["cluster_id"].as_str().unwrap_or("").is_empty()
-                    && s["leader"].is_string()
-                    && s["members"].as_array().is_some_and(|m| {
-                        m.iter().filter(|x| x["raft_role"] == "voter").count() == members
-                            && m.iter().all(|x| x["state"] != "joining")
-                    })
-            })
-        });
-        if ok {
-            let first = all[0].clone().unwrap();
-            if all.iter().all(|s| {
-                let s = s.as_ref().unwrap();
-                s["leader"] == first["leader"] && s["cluster_id"] == first["cluster_id"]
-            }) {
-                return first;
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreement within {timeout:?}: {all:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn three_nodes_form_one_cluster_and_survive_the_leader() {
@@ -112,7 +39,7 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     assert_eq!(st["replication"]["factor"], 3);
     let mut leaders = 0;
     for n in &nodes {
-        let s = status(n).await.unwrap();
+        let s = cluster_status(n).await.unwrap();
         if s["raft_state"] == "leader" {
             leaders += 1;
         }
@@ -254,8 +181,8 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     let t = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     let new_leader = loop {
-        let a = status(&nodes[0]).await.unwrap();
-        let b = status(&nodes[1]).await.unwrap();
+        let a = cluster_status(&nodes[0]).await.unwrap();
+        let b = cluster_status(&nodes[1]).await.unwrap();
         if a["leader"].is_string() && a["leader"] != old_leader.as_str() && a["leader"] == b["leader"] {
             break a["leader"].as_str().unwrap().to_string();
         }
@@ -298,7 +225,7 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     // Cluster-wide jobs: exactly one runner each, on a live node, whatever happened to the old one.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = status(&nodes[0]).await.unwrap();
+        let s = cluster_status(&nodes[0]).await.unwrap();
         let jobs = s["job_leaders"].as_object().cloned().unwrap_or_default();
         let live: Vec<String> = s["members"]
             .as_array()
@@ -335,9 +262,9 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let intruder = Server::start_with(&a, &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let s = status(&intruder).await.unwrap();
+    let s = cluster_status(&intruder).await.unwrap();
     assert_eq!(s["cluster_id"], "", "the intruder joined nothing: {s}");
-    let s = status(&nodes[0]).await.unwrap();
+    let s = cluster_status(&nodes[0]).await.unwrap();
     assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s}");
     // The restarted node has the buckets created while it was down... and before.
     nodes[2]
@@ -448,29 +375,6 @@ async fn bad_cluster_settings_are_refused_at_start() {
 }
 
 /// Starts `n` nodes that form one cluster; returns them with the seed list and their ports.
-async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
-    cluster_with(n, &[]).await
-}
-
-async fn cluster_with(n: usize, extra: &[&str]) -> (Vec<Server>, String, Vec<u16>) {
-    let ports = free_ports(n);
-    let seeds = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes: Vec<Server> = (0..n)
-        .map(|i| {
-            let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
-            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
-            a.extend_from_slice(extra);
-            Server::start_with(&a, &[])
-        })
-        .collect();
-    converged(&nodes.iter().collect::<Vec<_>>(), n, Duration::from_secs(30)).await;
-    (nodes, seeds, ports)
-}
-
 #[tokio::test]
 async fn join_reconfigure_remove_and_replace() {
     let (mut nodes, seeds, ports) = cluster_of(3).await;
@@ -514,7 +418,7 @@ async fn join_reconfigure_remove_and_replace() {
     );
     assert_eq!(c, 0, "{err}");
     for n in &nodes {
-        let s = status(n).await.unwrap();
+        let s = cluster_status(n).await.unwrap();
         assert_eq!(s["replication"]["factor"], 2, "{s}");
         assert_eq!(s["replication"]["write_consistency"], "ONE");
         let m = s["members"]
@@ -537,7 +441,7 @@ async fn join_reconfigure_remove_and_replace() {
     // Decommission then remove node-4.
     let (c, _, err) = cli(&nodes[0], &["cluster", "decommission", "node-4"]);
     assert_eq!(c, 0, "{err}");
-    let s = status(&nodes[2]).await.unwrap();
+    let s = cluster_status(&nodes[2]).await.unwrap();
     let m = s["members"]
         .as_array()
         .unwrap()
@@ -559,7 +463,7 @@ async fn join_reconfigure_remove_and_replace() {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let wiped = Server::start_with(&a, &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let s = status(&wiped).await.unwrap();
+    let s = cluster_status(&wiped).await.unwrap();
     assert_eq!(s["cluster_id"], "", "a wiped node must not rejoin by itself: {s}");
     let (c, _, err) = cli(&nodes[0], &["cluster", "replace", "node-3"]);
     assert_eq!(c, 0, "{err}");
@@ -660,7 +564,9 @@ async fn leases_fencing_tokens_and_barriers() {
 async fn a_lagging_node_catches_up_from_a_snapshot() {
     let (mut nodes, seeds, ports) = cluster_with(3, &["--raft-snapshot-every", "10"]).await;
     let mut lagging = nodes.pop().unwrap();
-    let behind = status(&lagging).await.unwrap()["last_applied"].as_u64().unwrap();
+    let behind = cluster_status(&lagging).await.unwrap()["last_applied"]
+        .as_u64()
+        .unwrap();
     let dir = lagging.take_tmp().unwrap();
     lagging.kill9();
     let c = nodes[0].client();
@@ -676,7 +582,7 @@ async fn a_lagging_node_catches_up_from_a_snapshot() {
     loop {
         let mut purged = 0;
         for n in &nodes {
-            purged = purged.max(status(n).await.unwrap()["purged_index"].as_u64().unwrap_or(0));
+            purged = purged.max(cluster_status(n).await.unwrap()["purged_index"].as_u64().unwrap_or(0));
         }
         if purged > behind {
             break;
@@ -698,7 +604,7 @@ async fn a_lagging_node_catches_up_from_a_snapshot() {
         assert!(Instant::now() < deadline, "the lagging node has {n} of 40 buckets");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let s = status(&nodes[2]).await.unwrap();
+    let s = cluster_status(&nodes[2]).await.unwrap();
     assert!(
         s["snapshot_index"].as_u64().unwrap_or(0) > behind,
         "installed a snapshot: {s}"
@@ -741,7 +647,7 @@ async fn two_nodes_read_only_then_force_recover() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let e = back.client().create_bucket().bucket("pair-3").send().await.unwrap_err();
     assert_eq!(status_of(&e), 503, "{e:?}");
-    let s = status(&nodes[0]).await.unwrap();
+    let s = cluster_status(&nodes[0]).await.unwrap();
     assert_eq!(s["members"].as_array().unwrap().len(), 1, "{s}");
     assert!(nodes[0].client().head_bucket().bucket("pair-3").send().await.is_err());
     drop(partner_dir);
@@ -807,8 +713,14 @@ async fn mutual_tls_between_nodes() {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let stranger = Server::start_with(&a, &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(status(&stranger).await.unwrap()["cluster_id"], "");
-    assert_eq!(status(&nodes[0]).await.unwrap()["members"].as_array().unwrap().len(), 3);
+    assert_eq!(cluster_status(&stranger).await.unwrap()["cluster_id"], "");
+    assert_eq!(
+        cluster_status(&nodes[0]).await.unwrap()["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // Missing certificate files are refused at start.
     let mut args = node_args("node-5", free_ports(1)[0], &seeds, SECRET);

@@ -87,6 +87,10 @@ impl From<ironbucket_meta::Error> for Error {
     fn from(e: ironbucket_meta::Error) -> Self {
         match e {
             ironbucket_meta::Error::Corrupt(s) => Error::Corrupt(s),
+            // The node can no longer commit: a client should retry elsewhere (503).
+            e @ (ironbucket_meta::Error::Failed(_) | ironbucket_meta::Error::Closed) => {
+                Error::Unavailable(e.to_string())
+            }
             other => Error::Internal(other.to_string()),
         }
     }

@@ -2,7 +2,8 @@
 //! Runs the shared conformance suite against `LocalStore`, plain and encrypted, plus
 //! LocalStore-specific durability checks.
 
-use ironbucket_store::{EncryptionKey, Keyring, LocalConfig, LocalStore, ObjectStore, conformance};
+use ironbucket_store::{EncryptionKey, Error, Keyring, LocalConfig, LocalStore, ObjectStore, conformance};
+use ironbucket_types::now_millis;
 use std::sync::Arc;
 
 fn cfg(dir: &std::path::Path) -> LocalConfig {
@@ -164,7 +165,8 @@ async fn stamped_writes_last_writer_wins() {
     let dir = tempfile::tempdir().unwrap();
     let s = LocalStore::open(cfg(dir.path()), None).unwrap();
     s.create_bucket("lww").await.unwrap();
-    let base = ironbucket_types::now_millis();
+    // Stamps an hour in the past, so that the later ones stay behind this node's clock.
+    let base = ironbucket_types::now_millis() - 3_600_000;
     let (_, stored) = s
         .put_object_at(put_req("lww", "k"), one_chunk(b"two"), at(base + 2), 7)
         .await
@@ -187,8 +189,18 @@ async fn stamped_writes_last_writer_wins() {
     // The superseded write left nothing behind: one object counted.
     assert_eq!(s.usage().await.unwrap().objects, 1);
 
-    // A stamp from a clock a minute ahead: this node's next own write still comes after it.
-    s.put_object_at(put_req("lww", "k"), one_chunk(b"ahead"), at(base + 60_000), 7)
+    // A stamp from a clock a minute ahead is refused (the bound is 5 s), and changes nothing.
+    let e = s
+        .put_object_at(put_req("lww", "k"), one_chunk(b"far"), at(now_millis() + 60_000), 7)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Unavailable(m) if m.contains("ahead of this node's clock")),
+        "{e:?}"
+    );
+    assert_eq!(s.clock().refused(), 1);
+    // One 4 s ahead is taken in: this node's next own write still comes after it.
+    s.put_object_at(put_req("lww", "k"), one_chunk(b"ahead"), at(now_millis() + 4_000), 7)
         .await
         .unwrap();
     s.put_object(put_req("lww", "k"), one_chunk(b"local")).await.unwrap();

@@ -21,7 +21,7 @@ pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
 pub use conditions::{ConditionFailure, Conditions};
 pub use consistency::{BadConsistency, Consistency};
 pub use cors::CorsRule;
-pub use hlc::{Hlc, HlcClock};
+pub use hlc::{DEFAULT_MAX_AHEAD_MS, Hlc, HlcClock, StampAhead};
 pub use lifecycle::LifecycleRule;
 pub use name::{NameError, validate_bucket_name, validate_object_key};
 pub use range::{ByteRange, RangeError, RangeSpec};
@@ -34,10 +34,19 @@ pub const NULL_VERSION: &str = "null";
 
 /// Current wall-clock time in milliseconds since the Unix epoch.
 pub fn now_millis() -> UnixMillis {
-    std::time::SystemTime::now()
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    wall.saturating_add_signed(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Shifts this process's wall clock ([`now_millis`]) by `ms`: fault injection for tests of
+/// clock skew (`--clock-offset-ms`), never set in production.
+pub fn set_clock_offset_ms(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// ETag of a multipart object: MD5 of the concatenated binary part MD5s, then `-N`.

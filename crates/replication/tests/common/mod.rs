@@ -74,7 +74,9 @@ pub async fn node_with(
     let local = LocalStore::open(cfg, None).unwrap();
     let cs = ClusterStore::new(local, cp.clone());
     let handler = wrap(cs.handler());
-    tokio::spawn(async move { ironbucket_rpc::serve(listener, &rpc, handler, std::future::pending()).await });
+    tokio::spawn(async move {
+        ironbucket_rpc::serve(listener, &rpc, handler, Default::default(), std::future::pending()).await
+    });
     (cp, cs)
 }
 

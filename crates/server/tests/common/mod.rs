@@ -1,6 +1,8 @@
 //! Test harness: starts the real `ironbucket` binary on ephemeral ports and builds clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;

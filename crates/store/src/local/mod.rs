@@ -4,6 +4,8 @@
 //! a partial object. Blobs an object no longer uses are listed in the metadata garbage table in
 //! the same commit and removed afterwards by the garbage worker.
 
+mod workers;
+
 use crate::model::*;
 use crate::{
     Acl, BucketChange, ByteStream, CorsRule, CustomerKey, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result,
@@ -15,6 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use ironbucket_meta::{
     BucketRecord, MetaStore, ObjectLockConfig, ObjectRecord, PartRecord, Retention, Segment, Tx, UploadRecord,
 };
+use ironbucket_runtime::{Registry, WorkerCtx};
 use ironbucket_storage::{BlobRef, BlobStore, Keyring, StorageConfig};
 use ironbucket_types::{
     ChecksumSet, Checksums, Conditions, Hlc, HlcClock, NULL_VERSION, RangeSpec, multipart_etag, now_millis,
@@ -25,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Largest single PUT (S3's limit).
 pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -82,6 +84,9 @@ pub struct LocalConfig {
     /// Key that seals access key secrets; `None`: `<data dir>/keys.kek` (made on first start).
     /// A cluster gives every node the same one, so key records can be shared.
     pub key_sealing_key: Option<ironbucket_storage::EncryptionKey>,
+    /// Stamps from other nodes more than this far ahead of this node's clock are refused
+    /// (a node whose clock runs ahead cannot drag the others' clocks into the future).
+    pub max_clock_ahead: Duration,
 }
 
 impl LocalConfig {
@@ -98,6 +103,7 @@ impl LocalConfig {
             lifecycle_interval: Duration::from_secs(3600),
             lifecycle_day: Duration::from_secs(86_400),
             key_sealing_key: None,
+            max_clock_ahead: Duration::from_millis(ironbucket_types::DEFAULT_MAX_AHEAD_MS),
         }
     }
 }
@@ -109,7 +115,8 @@ pub struct LocalStore {
     clock: HlcClock,
     cfg: LocalConfig,
     key_id: Option<String>,
-    garbage_tx: mpsc::UnboundedSender<()>,
+    /// The garbage worker, woken when blobs are put on the garbage list.
+    garbage: std::sync::OnceLock<WorkerCtx>,
     lifecycle_counts: [AtomicU64; 4],
     /// Seals access key secrets at rest (`<data dir>/keys.kek`, created on first start).
     kek: ironbucket_storage::EncryptionKey,
@@ -118,9 +125,16 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens the store under `cfg.data_dir` and starts its background workers (garbage
-    /// removal and abandoned-upload cleanup). Must be called inside a Tokio runtime.
+    /// Opens the store under `cfg.data_dir` and starts its background workers in a registry of
+    /// their own. Must be called inside a Tokio runtime.
     pub fn open(cfg: LocalConfig, keys: Option<Keyring>) -> Result<Arc<Self>> {
+        Self::open_in(cfg, keys, &Registry::new())
+    }
+
+    /// Opens the store under `cfg.data_dir` and starts its background workers (garbage removal,
+    /// abandoned uploads, tombstones, lifecycle, request counts) in `workers`, with a probe that
+    /// reports the metadata commit thread's death. Must be called inside a Tokio runtime.
+    pub fn open_in(cfg: LocalConfig, keys: Option<Keyring>, workers: &Registry) -> Result<Arc<Self>> {
         cfg.storage.validate().map_err(Error::InvalidArgument)?;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
@@ -132,25 +146,19 @@ impl LocalStore {
             Some(k) => k.clone(),
             None => load_or_create_kek(&cfg.data_dir.join("keys.kek"))?,
         };
-        let (garbage_tx, garbage_rx) = mpsc::unbounded_channel();
         let store = Arc::new(Self {
             meta,
             blobs,
-            clock: HlcClock::new(),
+            clock: HlcClock::with_max_ahead(cfg.max_clock_ahead.as_millis() as u64),
             cfg,
             key_id,
-            garbage_tx,
+            garbage: std::sync::OnceLock::new(),
             lifecycle_counts: Default::default(),
             kek,
             requests: Default::default(),
         });
-        tokio::spawn(garbage_worker(Arc::downgrade(&store), garbage_rx));
-        tokio::spawn(multipart_worker(Arc::downgrade(&store)));
-        tokio::spawn(tombstone_worker(Arc::downgrade(&store)));
-        tokio::spawn(lifecycle_worker(Arc::downgrade(&store)));
-        tokio::spawn(request_count_worker(Arc::downgrade(&store)));
-        // Remove whatever a previous run left on the garbage list.
-        let _ = store.garbage_tx.send(());
+        // The garbage worker's first pass removes whatever a previous run left on the list.
+        store.start_workers(workers);
         Ok(store)
     }
 
@@ -162,6 +170,20 @@ impl LocalStore {
     /// writes with it).
     pub fn now_hlc(&self) -> Hlc {
         self.clock.now()
+    }
+
+    /// This node's hybrid logical clock (its bound on remote stamps, and how many it refused).
+    pub fn clock(&self) -> &HlcClock {
+        &self.clock
+    }
+
+    /// Takes a coordinator's stamp into account, or refuses the write when the stamp is further
+    /// ahead of this node's clock than the bound (503: the client may retry elsewhere).
+    fn observe(&self, hlc: Hlc) -> Result<()> {
+        self.clock.observe(hlc).map_err(|e| {
+            tracing::warn!(error = %e, "refused a stamped write from a node whose clock runs ahead");
+            Error::Unavailable(format!("a replica refused the write: {e}"))
+        })
     }
 
     fn bucket_must_exist(&self, bucket: &str) -> Result<BucketRecord> {
@@ -191,7 +213,7 @@ impl LocalStore {
         hlc: Hlc,
         origin: u64,
     ) -> Result<(ObjectInfo, bool)> {
-        self.clock.observe(hlc);
+        self.observe(hlc)?;
         self.put_inner(req, body, Some((hlc, origin.max(1))), None).await
     }
 
@@ -208,7 +230,7 @@ impl LocalStore {
         origin: u64,
         repair: Repair,
     ) -> Result<(ObjectInfo, bool)> {
-        self.clock.observe(hlc);
+        self.observe(hlc)?;
         self.put_inner(req, body, Some((hlc, origin.max(1))), Some(repair))
             .await
     }
@@ -311,7 +333,7 @@ impl LocalStore {
         hlc: Hlc,
         origin: u64,
     ) -> Result<ObjectInfo> {
-        self.clock.observe(hlc);
+        self.observe(hlc)?;
         self.complete_inner(req, Some((hlc, origin.max(1)))).await
     }
 
@@ -476,7 +498,7 @@ impl LocalStore {
         origin: u64,
     ) -> Result<DeleteResult> {
         validate_object_key(key)?;
-        self.clock.observe(hlc);
+        self.observe(hlc)?;
         let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
         let origin = origin.max(1);
         self.commit(vec![], move |t| match &version_id {
@@ -627,7 +649,7 @@ impl LocalStore {
         if let MetaChange::Tags(t) = &change {
             validate_tags(&tags_of(t), 10)?;
         }
-        self.clock.observe(at.0);
+        self.observe(at.0)?;
         let lock = matches!(change, MetaChange::Retention { .. } | MetaChange::LegalHold(_));
         let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.to_string());
         self.commit(vec![], move |t| {
@@ -958,7 +980,7 @@ impl LocalStore {
         let r = self.meta.write(f).await;
         match &r {
             Ok(_) => {
-                let _ = self.garbage_tx.send(());
+                self.wake_garbage();
             }
             Err(_) => {
                 for id in new_blobs {
@@ -2505,99 +2527,6 @@ impl ObjectStore for LocalStore {
     }
 }
 
-/// Deletes blobs on the garbage list, then removes them from the list in one commit.
-async fn garbage_worker(store: std::sync::Weak<LocalStore>, mut wake: mpsc::UnboundedReceiver<()>) {
-    loop {
-        let Some(s) = store.upgrade() else { return };
-        loop {
-            let ids = match s.meta.garbage(1000) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the garbage list");
-                    break;
-                }
-            };
-            if ids.is_empty() {
-                break;
-            }
-            let mut done = Vec::with_capacity(ids.len());
-            for id in ids {
-                match s.blobs.delete(&id).await {
-                    Ok(()) => done.push(id),
-                    Err(e) => tracing::warn!(blob = %id, error = %e, "cannot delete blob"),
-                }
-            }
-            let n = done.len();
-            if n == 0 {
-                break;
-            }
-            let r = s
-                .meta
-                .write(move |t| -> Result<()> {
-                    for id in &done {
-                        t.remove_garbage(id)?;
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot clear the garbage list");
-                break;
-            }
-            tracing::debug!(blobs = n, "garbage collected");
-        }
-        let interval = s.cfg.worker_interval;
-        drop(s);
-        tokio::select! {
-            w = wake.recv() => if w.is_none() { return },
-            _ = tokio::time::sleep(interval) => {}
-        }
-        // Coalesce a burst of wake-ups into one pass.
-        while wake.try_recv().is_ok() {}
-    }
-}
-
-/// Aborts multipart uploads older than the configured age.
-async fn multipart_worker(store: std::sync::Weak<LocalStore>) {
-    loop {
-        let Some(s) = store.upgrade() else { return };
-        let interval = s.cfg.worker_interval;
-        let cutoff = now_millis().saturating_sub(s.cfg.multipart_max_age.as_millis() as u64);
-        match s.meta.uploads_older_than(cutoff, 1000) {
-            Ok(list) => {
-                for (bucket, u) in list {
-                    match s.abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone()).await {
-                        Ok(()) | Err(Error::NoSuchUpload) => {
-                            tracing::info!(bucket = %bucket, key = %u.key, upload_id = %u.upload_id, "aborted abandoned multipart upload")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot abort abandoned upload"),
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list multipart uploads"),
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-    }
-}
-
-/// Removes tombstones older than the grace period, once per worker interval (the first pass
-/// one interval after start).
-async fn tombstone_worker(store: std::sync::Weak<LocalStore>) {
-    loop {
-        let Some(s) = store.upgrade() else { return };
-        let interval = s.cfg.worker_interval;
-        drop(s);
-        tokio::time::sleep(interval).await;
-        let Some(s) = store.upgrade() else { return };
-        match s.collect_tombstones().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tombstones = n, "tombstones past their grace period removed"),
-            Err(e) => tracing::warn!(error = %e, "cannot remove old tombstones"),
-        }
-    }
-}
-
 /// Refuses growth beyond a bucket's quota.
 fn quota_check(q: &crate::Quota, used: ironbucket_meta::Stats, add_objects: i64, add_bytes: i64) -> Result<()> {
     if add_objects > 0
@@ -2630,33 +2559,6 @@ fn month_of(ms: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}")
-}
-
-/// Adds the in-memory request counts to the stored monthly counters every couple of seconds.
-async fn request_count_worker(store: std::sync::Weak<LocalStore>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let Some(s) = store.upgrade() else { return };
-        let pending: Vec<(String, u64)> = match s.requests.lock() {
-            Ok(mut m) => m.drain().collect(),
-            Err(_) => continue,
-        };
-        if pending.is_empty() {
-            continue;
-        }
-        let month = month_of(now_millis());
-        let counts: Vec<(String, u64)> = pending
-            .into_iter()
-            .map(|(b, n)| (format!("r/{b}/{month}"), n))
-            .collect();
-        if let Err(e) = s
-            .meta
-            .write(move |t| -> Result<()> { Ok(t.add_counters(&counts)?) })
-            .await
-        {
-            tracing::warn!(error = %e, "cannot store request counts");
-        }
-    }
 }
 
 /// Reads the key-encryption key file, or creates it (32 random bytes, mode 600).
@@ -2705,21 +2607,6 @@ enum LifecycleAction {
     ExpireCurrent,
     /// Remove this version for good (noncurrent version or expired delete marker).
     Remove { version_id: String, marker: bool },
-}
-
-/// Applies every bucket's lifecycle rules: expires current versions, removes noncurrent
-/// versions and lone delete markers, aborts old multipart uploads. A full scan of each bucket
-/// with rules per run; locked versions are skipped.
-async fn lifecycle_worker(store: std::sync::Weak<LocalStore>) {
-    loop {
-        let Some(s) = store.upgrade() else { return };
-        let interval = s.cfg.lifecycle_interval;
-        if let Err(e) = s.apply_lifecycle().await {
-            tracing::warn!(error = %e, "lifecycle run failed");
-        }
-        drop(s);
-        tokio::time::sleep(interval).await;
-    }
 }
 
 impl LocalStore {

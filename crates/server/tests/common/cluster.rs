@@ -1,0 +1,103 @@
+//! The multi-node test kit: N real `ironbucket` processes on 127.0.0.1 with free ports,
+//! formed into one cluster, and polling helpers with deadlines (no fixed sleeps).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "cluster-secret-0123456789";
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+pub fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "true",
+        "--cluster-name",
+        "test-cluster",
+        "--node-id",
+        name,
+        "--cluster-seeds",
+        seeds,
+        "--rpc-port",
+        &port.to_string(),
+        "--cluster-secret",
+        secret,
+        "--sync-interval-ms",
+        "100",
+        "--request-timeout-ms",
+        "3000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+pub fn status_of<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
+    super::status(e)
+}
+
+pub async fn cluster_status(srv: &Server) -> Option<serde_json::Value> {
+    let (st, _, body) = raw("GET", &format!("{}/cluster/status", srv.admin), &[], vec![]).await;
+    (st == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// Waits until every node in `nodes` sees the same leader, cluster id and `members` voters.
+pub async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut all = Vec::new();
+        for n in nodes {
+            all.push(cluster_status(n).await);
+        }
+        let ok = all.iter().all(|s| {
+            s.as_ref().is_some_and(|s| {
+                !s["cluster_id"].as_str().unwrap_or("").is_empty()
+                    && s["leader"].is_string()
+                    && s["members"].as_array().is_some_and(|m| {
+                        m.iter().filter(|x| x["raft_role"] == "voter").count() == members
+                            && m.iter().all(|x| x["state"] != "joining")
+                    })
+            })
+        });
+        if ok {
+            let first = all[0].clone().unwrap();
+            if all.iter().all(|s| {
+                let s = s.as_ref().unwrap();
+                s["leader"] == first["leader"] && s["cluster_id"] == first["cluster_id"]
+            }) {
+                return first;
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreement within {timeout:?}: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
+    cluster_with(n, &[]).await
+}
+
+pub async fn cluster_with(n: usize, extra: &[&str]) -> (Vec<Server>, String, Vec<u16>) {
+    let ports = free_ports(n);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Server> = (0..n)
+        .map(|i| {
+            let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
+            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.extend_from_slice(extra);
+            Server::start_with(&a, &[])
+        })
+        .collect();
+    converged(&nodes.iter().collect::<Vec<_>>(), n, Duration::from_secs(30)).await;
+    (nodes, seeds, ports)
+}
