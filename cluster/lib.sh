@@ -151,6 +151,7 @@ wait_healthy() {
     ok=1
     for i in $(seq 1 "$n"); do
       node_health "$i" | grep -Eq '"status": *"ok"' || ok=0
+      docker exec "ironbucket-node$i" ironbucket-cli ready >/dev/null 2>&1 || ok=0
     done
     if [ $ok = 1 ]; then
       status=$(docker exec ironbucket-node1 ironbucket-cli cluster status --json 2>/dev/null || true)

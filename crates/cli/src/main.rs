@@ -50,6 +50,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Whether the node can serve writes now (GET /health/ready): no fatal worker died, the store
+    /// answers, and in a cluster a Raft leader and a placement layout are known. Exits 0 when
+    /// ready, 1 (with the reasons) when not. Compose health checks use it.
+    Ready {
+        /// Print the raw JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the node's Prometheus metrics.
     Metrics,
     /// Manage access keys (needs --admin-token).
@@ -393,6 +401,23 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
+        }
+        Command::Ready { json } => {
+            let (status, body) = get(&cli.admin_url, "/health/ready", cli.timeout).await?;
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("unexpected /health/ready answer (HTTP {status}): {body}"))?;
+            let ready = status == 200 && v["ready"] == true;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if ready {
+                println!("ready");
+            } else {
+                println!("not ready:");
+                for r in v["reasons"].as_array().into_iter().flatten() {
+                    println!("  - {}", r.as_str().unwrap_or_default());
+                }
+            }
+            Ok(if ready { 0 } else { 1 })
         }
         Command::Locate { target, json } => {
             let Some((bucket, key)) = target.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty()) else {

@@ -1719,3 +1719,58 @@ async fn two_nodes_rf2_write_all_read_one_and_survivor_reads() {
     let text = format!("{e:?}");
     assert!(text.contains("QUORUM"), "{text}");
 }
+
+/// Ready means ready: a node reports `/health/ready` only once it can serve a write, so a
+/// write sent the moment it turns ready succeeds (on a fresh cluster `/health` is green well
+/// before that).
+#[tokio::test]
+async fn a_node_reports_ready_only_when_it_can_serve_a_write() {
+    let ports = free_ports(3);
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start_with(&a, &[])
+        })
+        .collect();
+    let mut made_bucket = false;
+    for (i, n) in nodes.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (st, _, body) = raw("GET", &format!("{}/health/ready", n.admin), &[], vec![]).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if st == 200 {
+                assert_eq!(v["ready"], true);
+                break;
+            }
+            assert_eq!(st, 503);
+            assert!(!v["reasons"].as_array().unwrap().is_empty(), "{v}");
+            assert!(Instant::now() < deadline, "node-{} never became ready: {v}", i + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // No SDK retries: the first attempt must succeed.
+        let c = aws_sdk_s3::Client::from_conf(
+            n.client()
+                .config()
+                .to_builder()
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        if !made_bucket {
+            c.create_bucket().bucket("ready").send().await.unwrap();
+            made_bucket = true;
+        }
+        c.put_object()
+            .bucket("ready")
+            .key(format!("first-write-via-{i}"))
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"ok"))
+            .send()
+            .await
+            .unwrap();
+    }
+}

@@ -20,6 +20,8 @@ async fn workers_are_listed_throttled_and_woken_and_the_node_is_ready() {
     assert_eq!(st, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ready"], true);
+    let (code, _, err) = cli(&srv, &["ready"]);
+    assert_eq!(code, 0, "{err}");
 
     // The list needs the admin token.
     let (st, _, _) = raw("GET", &format!("{}/workers", srv.admin), &[], vec![]).await;
@@ -161,6 +163,9 @@ async fn a_dead_commit_thread_turns_health_red_and_writes_get_503_at_once() {
     assert!(v["error"].as_str().unwrap().contains("panicked"), "{body}");
     let (st, _, body) = raw("GET", &format!("{}/health/ready", srv.admin), &[], vec![]).await;
     assert_eq!(st, 503, "{body}");
+    let (code, v, _) = cli(&srv, &["ready", "--json"]);
+    assert_eq!(code, 1);
+    assert!(v["reasons"][0].as_str().unwrap().contains("meta.commit"), "{v}");
 
     // Every later write is refused quickly, with the reason in the error message.
     for i in 0..5 {
