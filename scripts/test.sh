@@ -13,6 +13,11 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+echo "== unused dependencies (cargo machete)"
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  cargo install --locked --quiet cargo-machete --version 0.9.2
+fi
+cargo machete
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build"
