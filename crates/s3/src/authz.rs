@@ -5,26 +5,14 @@
 //! gives to everyone, minus what the bucket's public access block takes away.
 
 use crate::convert::s3_err;
+use crate::request::{ClientInfo, OpSlot, static_op_name};
 use ironbucket_store::{Acl, AclPermission, BucketAccess, Error as StoreError, KeyInfo, ObjectStore, Permission};
 use ironbucket_types::policy::{self, Decision, Identity, Policy};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// The client as the S3 service saw it: the socket peer, or the address a trusted proxy
-/// forwarded; `secure` when the request reached us (or the trusted proxy) over TLS.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientInfo {
-    pub(crate) ip: IpAddr,
-    pub(crate) secure: bool,
-}
-
-/// Where the access hook records the resolved operation name for the metrics.
-#[derive(Clone, Default)]
-pub(crate) struct OpSlot(pub(crate) Arc<OnceLock<&'static str>>);
+use std::sync::{Arc, Mutex};
 
 /// Parsed policies by bucket, with the text each was parsed from.
 type PolicyCache = Arc<Mutex<HashMap<String, (String, Arc<Policy>)>>>;
@@ -396,7 +384,7 @@ fn copy_source(cx: &S3AccessContext<'_>) -> Option<(String, String, Option<Strin
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let op = crate::http_service::static_op_name(cx.s3_op().name());
+        let op = static_op_name(cx.s3_op().name());
         if let Some(slot) = cx.extensions_mut().get::<OpSlot>() {
             let _ = slot.0.set(op);
         }

@@ -1,6 +1,6 @@
 //! The hyper service in front of `s3s`: request ids, header-size limit, metrics.
 
-use crate::authz::{ClientInfo, OpSlot};
+use crate::request::{ClientInfo, OpSlot};
 use crate::{S3Metrics, VirtualHosts};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
@@ -9,22 +9,9 @@ use ironbucket_store::ObjectStore;
 use s3s::service::S3Service;
 use s3s::{Body, HttpError};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-
-/// Interns operation names so metric labels need no allocation per request.
-pub(crate) fn static_op_name(name: &str) -> &'static str {
-    static NAMES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
-    let set = NAMES.get_or_init(Default::default);
-    let mut g = set.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = g.get(name) {
-        return s;
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    g.insert(leaked);
-    leaked
-}
 
 /// The S3 API as a hyper service.
 #[derive(Clone)]

@@ -11,6 +11,7 @@ mod cors;
 mod front;
 mod http_service;
 mod metrics;
+mod request;
 
 pub use http_service::S3HttpService;
 pub use metrics::S3Metrics;
