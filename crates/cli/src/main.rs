@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use ironbucket_api as api;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -150,48 +151,38 @@ enum ClusterCommand {
 }
 
 /// Prints a `/cluster/locate` answer as a table: one line per node, its newest version.
-fn print_location(v: &serde_json::Value) {
-    let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+fn print_location(v: &api::Location) {
     println!(
         "{}/{}: layout version {}, {} with {} replica(s): {}",
-        s(&v["bucket"]),
-        s(&v["key"]),
-        v["layout_version"],
-        s(&v["strategy"]),
-        v["replication_factor"],
-        v["replicas"]
-            .as_array()
-            .map(|r| r.iter().map(s).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default()
+        v.bucket,
+        v.key,
+        v.layout_version,
+        v.strategy,
+        v.replication_factor,
+        v.replicas.join(", ")
     );
     println!(
         "{:<16} {:<8} {:>8} {:<34} {:<34} {:>12} HLC",
         "NODE", "REPLICA", "VERSIONS", "NEWEST VERSION", "ETAG", "SIZE"
     );
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let versions = n["versions"].as_array().cloned().unwrap_or_default();
-        let newest = versions.first();
-        let field = |k: &str| {
-            newest.map_or("-".to_string(), |x| match &x[k] {
-                serde_json::Value::String(t) => t.clone(),
-                other => other.to_string(),
-            })
-        };
+    for n in &v.nodes {
+        let newest = n.versions.first();
         let version = match newest {
-            Some(x) if x["delete_marker"] == true => format!("{} (delete marker)", s(&x["version_id"])),
-            _ => field("version_id"),
+            Some(x) if x.delete_marker => format!("{} (delete marker)", x.version_id),
+            Some(x) => x.version_id.clone(),
+            None => "-".into(),
         };
         println!(
             "{:<16} {:<8} {:>8} {:<34} {:<34} {:>12} {}{}",
-            s(&n["node"]),
-            if n["replica"] == true { "yes" } else { "no" },
-            versions.len(),
+            n.node,
+            if n.replica { "yes" } else { "no" },
+            n.versions.len(),
             version,
-            field("etag"),
-            field("size"),
-            field("hlc"),
-            n["error"]
-                .as_str()
+            newest.map_or("-".to_string(), |x| x.etag.clone()),
+            newest.map_or("-".to_string(), |x| x.size.to_string()),
+            newest.map_or("-".to_string(), |x| x.hlc.clone()),
+            n.error
+                .as_ref()
                 .map(|e| format!("  (could not ask: {e})"))
                 .unwrap_or_default()
         );
@@ -199,31 +190,25 @@ fn print_location(v: &serde_json::Value) {
 }
 
 /// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
-fn print_members(members: &serde_json::Value, leader: Option<&str>) {
-    let s = |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let gib = |m: &serde_json::Value, k: &str| {
-        m["load"][k]
-            .as_u64()
-            .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
-    };
+fn print_members(members: &[api::MemberView], leader: Option<&str>) {
+    let gib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64));
     println!(
         "{:<16} {:<8} {:<9} {:<8} {:<24} {:<10} {:<10} {:>10} {:>9} LEADER",
         "NODE", "RAFT", "STATE", "LIVENESS", "RPC ADDRESS", "ZONE", "RACK", "OBJECTS", "FREE GiB"
     );
-    for m in members.as_array().into_iter().flatten() {
-        let name = s(m, "name");
+    for m in members {
         println!(
             "{:<16} {:<8} {:<9} {:<8} {:<24} {:<10} {:<10} {:>10} {:>9} {}",
-            name,
-            s(m, "raft_role"),
-            s(m, "state"),
-            s(m, "liveness"),
-            s(m, "rpc_addr"),
-            s(m, "zone"),
-            s(m, "rack"),
-            m["load"]["objects"].as_u64().map_or("-".to_string(), |o| o.to_string()),
-            gib(m, "free_bytes"),
-            if leader == Some(name.as_str()) { "*" } else { "" }
+            m.name,
+            m.raft_role,
+            m.state,
+            m.liveness,
+            m.rpc_addr,
+            m.zone,
+            m.rack,
+            m.load.map_or("-".to_string(), |l| l.objects.to_string()),
+            gib(m.load.map(|l| l.free_bytes)),
+            if leader == Some(m.name.as_str()) { "*" } else { "" }
         );
     }
 }
@@ -242,7 +227,7 @@ enum WorkerCommand {
 }
 
 /// Prints workers as a table.
-fn print_workers(list: &[ironbucket_runtime::WorkerStatus]) {
+fn print_workers(list: &[api::WorkerStatus]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -378,43 +363,39 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Health { json } => {
             let (status, body) = get(&cli.admin_url, "/health", cli.timeout).await?;
-            let v: serde_json::Value = serde_json::from_str(&body)
+            let h: api::Health = serde_json::from_str(&body)
                 .with_context(|| format!("unexpected /health answer (HTTP {status}): {body}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&h)?);
             } else {
-                let s = &v["storage"];
-                println!("status:   {}", v["status"].as_str().unwrap_or("?"));
-                println!("node:     {}", v["node_id"].as_str().unwrap_or("?"));
-                println!("version:  {}", v["version"].as_str().unwrap_or("?"));
-                println!("uptime:   {} s", v["uptime_seconds"]);
-                if s.is_object() {
-                    println!("objects:  {}", s["objects"]);
-                    println!("used:     {} bytes", s["used_bytes"]);
-                    println!(
-                        "disk:     {} free of {} bytes",
-                        s["disk_free_bytes"], s["disk_total_bytes"]
-                    );
+                println!("status:   {}", h.status);
+                println!("node:     {}", h.node_id);
+                println!("version:  {}", h.version);
+                println!("uptime:   {} s", h.uptime_seconds);
+                if let Some(s) = &h.storage {
+                    println!("objects:  {}", s.objects);
+                    println!("used:     {} bytes", s.used_bytes);
+                    println!("disk:     {} free of {} bytes", s.disk_free_bytes, s.disk_total_bytes);
                 }
-                if let Some(e) = v["error"].as_str() {
+                if let Some(e) = &h.error {
                     println!("error:    {e}");
                 }
             }
-            Ok(if status == 200 && v["status"] == "ok" { 0 } else { 1 })
+            Ok(if status == 200 && h.status == "ok" { 0 } else { 1 })
         }
         Command::Ready { json } => {
             let (status, body) = get(&cli.admin_url, "/health/ready", cli.timeout).await?;
-            let v: serde_json::Value = serde_json::from_str(&body)
+            let r: api::Ready = serde_json::from_str(&body)
                 .with_context(|| format!("unexpected /health/ready answer (HTTP {status}): {body}"))?;
-            let ready = status == 200 && v["ready"] == true;
+            let ready = status == 200 && r.ready;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&r)?);
             } else if ready {
                 println!("ready");
             } else {
                 println!("not ready:");
-                for r in v["reasons"].as_array().into_iter().flatten() {
-                    println!("  - {}", r.as_str().unwrap_or_default());
+                for why in &r.reasons {
+                    println!("  - {why}");
                 }
             }
             Ok(if ready { 0 } else { 1 })
@@ -427,15 +408,12 @@ async fn run(cli: Cli) -> Result<i32> {
             let key_path: Vec<String> = key.split('/').map(pct).collect();
             let path = format!("/cluster/locate/{}/{}", pct(bucket), key_path.join("/"));
             let (status, body) = get(&cli.admin_url, &path, cli.timeout).await?;
-            let v: serde_json::Value = serde_json::from_str(&body)
-                .with_context(|| format!("unexpected /cluster/locate answer (HTTP {status}): {body}"))?;
             if status != 200 {
-                eprintln!(
-                    "ironbucket-cli: the node answered HTTP {status}: {}",
-                    v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
-                );
+                eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));
                 return Ok(1);
             }
+            let v: api::Location = serde_json::from_str(&body)
+                .with_context(|| format!("unexpected /cluster/locate answer (HTTP {status}): {body}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -453,7 +431,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 } => Some((
                     "PUT",
                     "/cluster/replication".to_string(),
-                    serde_json::json!({"factor": factor, "strategy": strategy, "read_consistency": read, "write_consistency": write}),
+                    serde_json::to_value(api::ReplicationChange {
+                        factor: *factor,
+                        strategy: strategy.clone(),
+                        read_consistency: read.clone(),
+                        write_consistency: write.clone(),
+                    })?,
                 )),
                 ClusterCommand::SetNode {
                     name,
@@ -464,7 +447,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 } => Some((
                     "PUT",
                     format!("/cluster/nodes/{}", pct(name)),
-                    serde_json::json!({"zone": zone, "rack": rack, "weight": weight, "role": role}),
+                    serde_json::to_value(api::MemberChange {
+                        role: role.clone(),
+                        zone: zone.clone(),
+                        rack: rack.clone(),
+                        weight: *weight,
+                    })?,
                 )),
                 ClusterCommand::Decommission { name } => Some((
                     "POST",
@@ -481,7 +469,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     Some((
                         "POST",
                         "/cluster/force-recover".to_string(),
-                        serde_json::json!({ "node": node }),
+                        serde_json::to_value(api::ForceRecover { node: node.clone() })?,
                     ))
                 }
                 ClusterCommand::Replace { name } => Some((
@@ -507,45 +495,45 @@ async fn run(cli: Cli) -> Result<i32> {
                 _ => unreachable!("changes were handled above"),
             };
             let (status, body) = get(&cli.admin_url, path, cli.timeout).await?;
-            let v: serde_json::Value = serde_json::from_str(&body)
-                .with_context(|| format!("unexpected {path} answer (HTTP {status}): {body}"))?;
             if status != 200 {
-                eprintln!(
-                    "ironbucket-cli: the node answered HTTP {status}: {}",
-                    v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
-                );
+                eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));
                 return Ok(1);
             }
+            let bad = || format!("unexpected {path} answer (HTTP {status}): {body}");
+            if path == "/cluster/nodes" {
+                let members: Vec<api::MemberView> = serde_json::from_str(&body).with_context(bad)?;
+                if raw {
+                    println!("{}", serde_json::to_string_pretty(&members)?);
+                } else {
+                    print_members(&members, None);
+                }
+                return Ok(0);
+            }
+            let v: api::ClusterStatus = serde_json::from_str(&body).with_context(bad)?;
             if raw {
                 println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if path == "/cluster/status" {
-                let s = |k: &str| match v.get(k) {
-                    Some(serde_json::Value::String(x)) => x.clone(),
-                    Some(serde_json::Value::Null) | None => "-".into(),
-                    Some(other) => other.to_string(),
-                };
-                println!("cluster:        {} ({})", s("cluster_name"), s("cluster_id"));
-                println!("this node:      {} ({})", s("node"), s("raft_state"));
-                println!("leader:         {} (term {})", s("leader"), s("term"));
+            } else {
+                let opt = |x: Option<u64>| x.map_or("-".to_string(), |x| x.to_string());
+                println!("cluster:        {} ({})", v.cluster_name, v.cluster_id);
+                println!("this node:      {} ({})", v.node, v.raft_state);
+                println!(
+                    "leader:         {} (term {})",
+                    v.leader.as_deref().unwrap_or("-"),
+                    v.term
+                );
                 println!(
                     "log:            last index {}, applied {}",
-                    s("last_log_index"),
-                    s("last_applied")
+                    opt(v.last_log_index),
+                    opt(v.last_applied)
                 );
-                println!("layout version: {}", s("layout_version"));
-                if let Some(r) = v.get("replication") {
-                    println!(
-                        "replication:    RF {} {} read {} write {}",
-                        r["factor"],
-                        r["strategy"].as_str().unwrap_or(""),
-                        r["read_consistency"].as_str().unwrap_or(""),
-                        r["write_consistency"].as_str().unwrap_or("")
-                    );
-                }
+                println!("layout version: {}", v.layout_version);
+                let r = &v.replication;
+                println!(
+                    "replication:    RF {} {} read {} write {}",
+                    r.factor, r.strategy, r.read_consistency, r.write_consistency
+                );
                 println!();
-                print_members(&v["members"], v.get("leader").and_then(|l| l.as_str()));
-            } else {
-                print_members(&v, None);
+                print_members(&v.members, v.leader.as_deref());
             }
             Ok(0)
         }
@@ -571,7 +559,10 @@ async fn run(cli: Cli) -> Result<i32> {
                     (
                         "PUT",
                         format!("/buckets/{}/quota", pct(bucket)),
-                        Some(serde_json::json!({"max_bytes": max_bytes, "max_objects": max_objects})),
+                        Some(serde_json::to_value(api::Quota {
+                            max_bytes: *max_bytes,
+                            max_objects: *max_objects,
+                        })?),
                     )
                 }
             };
@@ -583,7 +574,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 .as_deref()
                 .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for key commands")?;
             let (method, path, body) = match &k {
-                KeyCommand::Create { name } => ("POST", "/keys".to_string(), Some(serde_json::json!({"name": name}))),
+                KeyCommand::Create { name } => (
+                    "POST",
+                    "/keys".to_string(),
+                    Some(serde_json::to_value(api::CreateKey { name: name.clone() })?),
+                ),
                 KeyCommand::List => ("GET", "/keys".to_string(), None),
                 KeyCommand::Enable { access_key } => ("POST", format!("/keys/{}/enable", pct(access_key)), None),
                 KeyCommand::Disable { access_key } => ("POST", format!("/keys/{}/disable", pct(access_key)), None),
@@ -595,7 +590,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 } => (
                     "PUT",
                     format!("/keys/{}/buckets/{}", pct(access_key), pct(bucket)),
-                    Some(serde_json::json!({"permission": permission})),
+                    Some(serde_json::to_value(api::SetPermission {
+                        permission: permission.clone(),
+                    })?),
                 ),
                 KeyCommand::Deny { access_key, bucket } => (
                     "DELETE",
@@ -612,7 +609,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for worker commands")?;
             match action {
                 Some(WorkerCommand::Set { name, tranquility }) => {
-                    let body = serde_json::json!({ "tranquility": tranquility });
+                    let body = serde_json::to_value(api::SetTranquility { tranquility })?;
                     let path = format!("/workers/{}", pct(&name));
                     return admin_call(&cli.admin_url, "PUT", &path, token, Some(body), cli.timeout).await;
                 }
@@ -624,17 +621,17 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             let (status, body) = request(&cli.admin_url, "GET", "/workers", Some(token), None, cli.timeout).await?;
             if status != 200 {
-                eprintln!("ironbucket-cli: the node answered HTTP {status}: {body}");
+                eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));
                 return Ok(1);
             }
-            let list: Vec<ironbucket_runtime::WorkerStatus> =
+            let list: Vec<api::WorkerStatus> =
                 serde_json::from_str(&body).with_context(|| format!("unexpected /workers answer: {body}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print_workers(&list);
             }
-            let dead = list.iter().any(|w| w.state == ironbucket_runtime::WorkerState::Dead);
+            let dead = list.iter().any(|w| w.state == api::WorkerState::Dead);
             Ok(if dead { 1 } else { 0 })
         }
         Command::Metrics => {
@@ -667,15 +664,17 @@ async fn admin_call(
     timeout: u64,
 ) -> Result<i32> {
     let (status, body) = request(base, method, path, Some(token), body, timeout).await?;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
     if (200..300).contains(&status) {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
         println!("{}", serde_json::to_string_pretty(&v)?);
         Ok(0)
     } else {
-        eprintln!(
-            "ironbucket-cli: the node answered HTTP {status}: {}",
-            v.get("error").and_then(|e| e.as_str()).unwrap_or(&body)
-        );
+        eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));
         Ok(1)
     }
+}
+
+/// The message of an admin API error answer (`{"error": "..."}`), or the raw body.
+fn error_of(body: &str) -> String {
+    serde_json::from_str::<api::ErrorBody>(body).map_or_else(|_| body.to_string(), |e| e.error)
 }

@@ -21,32 +21,8 @@ struct VersionsRequest {
     key: String,
 }
 
-/// What one node holds of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeCopy {
-    pub node: String,
-    /// Named by the ring as a replica of the key.
-    pub replica: bool,
-    /// Newest first; empty when the node holds nothing (or could not be asked).
-    pub versions: Vec<StoredVersion>,
-    /// Why the node could not answer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The answer of `/cluster/locate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Location {
-    pub bucket: String,
-    pub key: String,
-    pub layout_version: u64,
-    pub strategy: String,
-    pub replication_factor: usize,
-    /// The ring's replica set, primary first.
-    pub replicas: Vec<String>,
-    /// Every active member: the replicas first (in ring order), then the others by name.
-    pub nodes: Vec<NodeCopy>,
-}
+/// `/cluster/locate`'s answer and its parts: the admin API's types.
+pub use ironbucket_api::{Location, NodeCopy};
 
 impl ClusterStore {
     /// Where `bucket/key` should live and where it does.

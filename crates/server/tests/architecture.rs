@@ -8,6 +8,7 @@ fn rank(name: &str) -> Option<u32> {
     Some(match name {
         "ironbucket-types" => 0,
         "ironbucket-runtime" => 1,
+        "ironbucket-api" => 2,
         "ironbucket-storage" | "ironbucket-meta" | "ironbucket-rpc" => 2,
         "ironbucket-store" => 3,
         "ironbucket-consensus" => 4,

@@ -451,18 +451,8 @@ pub fn check_retention_change(
     Ok(())
 }
 
-/// One version of a key as this node stores it (for `/cluster/locate`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredVersion {
-    pub version_id: String,
-    pub etag: String,
-    pub size: u64,
-    pub last_modified: UnixMillis,
-    /// Hybrid-logical-clock time of the write: `<ms>.<counter>`, then `@<origin>` when a cluster
-    /// coordinator stamped it.
-    pub hlc: String,
-    pub delete_marker: bool,
-}
+/// One version of a key as this node stores it (for `/cluster/locate`): the admin API's type.
+pub use ironbucket_api::StoredVersion;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -1,0 +1,326 @@
+//! The admin HTTP API's contract: every request body and response body of `/health`,
+//! `/workers`, `/keys`, `/buckets` and `/cluster/*`, in one place. `ironbucket-admin` serializes
+//! these and `ironbucket-cli` deserializes the same types, so the two cannot drift apart.
+//!
+//! These are wire types: the server's internal types (control state, store records) convert
+//! into them, and may change without changing the API. Depends only on serde and the worker
+//! status of `ironbucket-runtime`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use ironbucket_runtime::{OnFailure, WorkerState, WorkerStatus};
+
+/// Every error answer of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `GET /health` and `GET /cluster/health`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, `unavailable` (the store does not answer) or `failed` (a fatal worker died).
+    pub status: String,
+    pub node_id: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<HealthCluster>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The fatal worker that died, when `status` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at_ms: Option<u64>,
+    /// `/cluster/health` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockReport>,
+    /// `/cluster/health` only: what an operator should look at (a peer's clock, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCluster {
+    pub name: String,
+    pub id: String,
+    pub raft_state: String,
+    pub leader: Option<String>,
+    pub members: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageFigures {
+    pub objects: u64,
+    pub used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+}
+
+/// This node's clock bound and what it has seen of its peers' clocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReport {
+    /// Remote stamps further ahead of this node's clock are refused.
+    pub max_ahead_ms: u64,
+    /// Stamped writes refused since start.
+    pub stamps_refused: u64,
+    pub peers: Vec<PeerClockView>,
+    /// Peers whose clock is off by more than `max_ahead_ms`.
+    pub skewed_nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerClockView {
+    pub node: String,
+    /// The peer's clock minus this node's, as its last RPC call showed (about 1 s resolution).
+    pub offset_ms: i64,
+    pub seen_ms_ago: u64,
+    /// RPC calls refused because its clock was more than 300 s off.
+    pub refused_calls: u64,
+    pub beyond_bound: bool,
+}
+
+/// `GET /health/ready`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    pub ready: bool,
+    pub node_id: String,
+    /// Why not, when not.
+    pub reasons: Vec<String>,
+}
+
+/// `PUT /workers/{name}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTranquility {
+    pub tranquility: u32,
+}
+
+/// An access key as `GET /keys` lists it (never its secret), or as `POST /keys` creates it
+/// (with the secret, shown only then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub access_key: String,
+    pub name: String,
+    pub created_ms: u64,
+    pub enabled: bool,
+    /// Bucket name to `read`, `write` or `owner`.
+    pub buckets: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+}
+
+/// `POST /keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateKey {
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `PUT /keys/{ak}/buckets/{bucket}`: `read`, `write` or `owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPermission {
+    pub permission: String,
+}
+
+/// The answer of a key change: which key, bucket and permission (null: revoked), or which
+/// key was deleted, or its new state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChanged {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Present (null when revoked) for permission changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<Option<String>>,
+}
+
+/// A bucket's quota: either limit may be absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub max_bytes: Option<u64>,
+    pub max_objects: Option<u64>,
+}
+
+/// `GET /buckets/{bucket}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketUsage {
+    pub bucket: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub quota: Option<Quota>,
+    /// Requests per month (`YYYY-MM`).
+    pub requests_by_month: BTreeMap<String, u64>,
+}
+
+/// The answer of `PUT` and `DELETE /buckets/{bucket}/quota`: the quota now in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaSet {
+    pub bucket: String,
+    pub quota: Option<Quota>,
+}
+
+/// `GET /cluster/status`: the control plane as this node sees it, with each member's liveness
+/// and load as the failure detector reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    pub cluster_name: String,
+    pub cluster_id: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub raft_state: String,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub layout_version: u64,
+    pub replication: ReplicationView,
+    pub members: Vec<MemberView>,
+    /// Cluster-wide jobs and the node that runs each.
+    pub job_leaders: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationView {
+    pub factor: u32,
+    pub strategy: String,
+    pub read_consistency: String,
+    pub write_consistency: String,
+    pub vnodes: u32,
+}
+
+/// One member of the cluster (`GET /cluster/nodes` lists them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub name: String,
+    pub raft_id: u64,
+    pub rpc_addr: String,
+    /// `voter` or `learner`.
+    pub raft_role: String,
+    /// `active`, `draining` or `removed`; `joining` before it is recorded.
+    pub state: String,
+    pub zone: String,
+    pub rack: String,
+    pub weight: u32,
+    /// `alive`, `suspect`, `down`, or `unknown` before the failure detector saw it.
+    pub liveness: String,
+    pub load: Option<LoadView>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadView {
+    pub objects: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// `PUT /cluster/replication`: what to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationChange {
+    #[serde(default)]
+    pub factor: Option<u32>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub read_consistency: Option<String>,
+    #[serde(default)]
+    pub write_consistency: Option<String>,
+}
+
+/// `PUT /cluster/nodes/{name}`: what to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub rack: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// `POST /cluster/force-recover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceRecover {
+    #[serde(default)]
+    pub node: String,
+}
+
+/// `POST /cluster/locks/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    /// `acquire`, `renew` or `release`.
+    #[serde(default)]
+    pub op: String,
+    #[serde(default)]
+    pub holder: String,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub permits: Option<u32>,
+    #[serde(default)]
+    pub wait: bool,
+    #[serde(default)]
+    pub token: u64,
+}
+
+/// `POST /cluster/barriers/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BarrierRequest {
+    #[serde(default)]
+    pub participant: String,
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// One version of a key as one node stores it (`/cluster/locate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    pub version_id: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: u64,
+    /// Hybrid-logical-clock time of the write: `<ms>.<counter>`, then `@<origin>` when a cluster
+    /// coordinator stamped it.
+    pub hlc: String,
+    pub delete_marker: bool,
+}
+
+/// What one node holds of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCopy {
+    pub node: String,
+    /// Named by the ring as a replica of the key.
+    pub replica: bool,
+    /// Newest first; empty when the node holds nothing (or could not be asked).
+    pub versions: Vec<StoredVersion>,
+    /// Why the node could not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /cluster/locate/{bucket}/{key}`: where a key should live and where it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub bucket: String,
+    pub key: String,
+    pub layout_version: u64,
+    pub strategy: String,
+    pub replication_factor: usize,
+    /// The ring's replica set, primary first.
+    pub replicas: Vec<String>,
+    /// Every active member: the replicas first (in ring order), then the others by name.
+    pub nodes: Vec<NodeCopy>,
+}
