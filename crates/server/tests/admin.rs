@@ -128,3 +128,51 @@ fn help_documents_every_flag() {
         assert!(help.contains(env), "{env} missing from --help");
     }
 }
+
+/// Every admin route: the token is checked before any body is read, bodies are limited, and
+/// every error is one JSON shape.
+#[tokio::test]
+async fn admin_auth_limits_and_errors_are_uniform() {
+    use std::io::{Read, Write};
+    let srv = Server::start();
+    let addr = srv.admin.trim_start_matches("http://").to_string();
+    // A request that announces 100 MB and sends none of it is refused at once: the body was
+    // never waited for.
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(
+        sock,
+        "POST /keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.contains("admin token"), "{head}");
+
+    let bearer = format!("Bearer {SK}");
+    let auth = [("authorization", bearer.as_str())];
+    // Too large a body, with the token: 413, as JSON.
+    let big = vec![b' '; 70 * 1024];
+    let (st, _, body) = raw("POST", &format!("{}/keys", srv.admin), &auth, big).await;
+    assert_eq!(st, 413, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("larger than"), "{body}");
+    // Not JSON: 400 naming the problem.
+    let (st, _, body) = raw("POST", &format!("{}/keys", srv.admin), &auth, b"{nope".to_vec()).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());
+    // Unknown route and wrong method: 404 and 405, as JSON.
+    let (st, _, body) = raw("GET", &format!("{}/nothing/here", srv.admin), &[], vec![]).await;
+    assert_eq!(st, 404);
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+    let (st, _, body) = raw("DELETE", &format!("{}/health", srv.admin), &[], vec![]).await;
+    assert_eq!(st, 405);
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+    // A wrong token gets the same 401 on every protected family.
+    for path in ["/keys", "/workers", "/buckets/x", "/cluster/replication"] {
+        let (st, _, body) = raw("PUT", &format!("{}{path}", srv.admin), &[("authorization", "Bearer wrong")], vec![]).await;
+        assert_eq!(st, 401, "{path}: {body}");
+    }
+}
