@@ -2,7 +2,8 @@
 //! (`GET /workers`): a panic or an error restarts it with backoff instead of ending it silently.
 //! Each holds only a weak reference to the store and finishes when the store is dropped.
 
-use super::{LocalStore, month_of};
+use super::LocalStore;
+use super::bucket::month_of;
 use crate::{Error, Result};
 use ironbucket_runtime::{OnFailure, Registry, WorkerCtx};
 use ironbucket_types::now_millis;
