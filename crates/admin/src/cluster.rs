@@ -115,6 +115,11 @@ pub(crate) async fn locate(State(s): State<Shared>, Path((bucket, key)): Path<(S
     }
 }
 
+/// `GET /cluster/locate` without a key: how to ask.
+pub(crate) async fn locate_usage() -> ApiError {
+    ApiError::bad_request("use /cluster/locate/{bucket}/{key}")
+}
+
 /// `PUT /cluster/replication`: factor, strategy, default consistency levels.
 pub(crate) async fn set_replication(State(s): State<Shared>, JsonBody(c): JsonBody<ReplicationChange>) -> ApiResult {
     let cp = control(&s)?;

@@ -195,7 +195,9 @@ fn router(state: Shared) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
-        .route("/cluster/locate/:bucket/*key", get(cluster::locate));
+        .route("/cluster/locate/:bucket/*key", get(cluster::locate))
+        .route("/cluster/locate/:bucket", get(cluster::locate_usage))
+        .route("/cluster/locate", get(cluster::locate_usage));
     let protected = Router::new()
         .route("/workers", get(manage::workers))
         .route("/workers/:name", get(manage::worker).put(manage::set_tranquility))

@@ -292,6 +292,7 @@ async fn run(seed: u64, dir: &std::path::Path) -> String {
                         created: u64::from(step),
                         ..Default::default()
                     },
+                    owner: None,
                 };
                 // Like a client behind a load balancer: follow "forward to leader" once.
                 let mut target = via;
@@ -342,6 +343,7 @@ async fn run(seed: u64, dir: &std::path::Path) -> String {
                     name: format!("final-{seed}"),
                     ..Default::default()
                 },
+                owner: None,
             };
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), n.raft.client_write(cmd)).await {
                 acked.push(format!("final-{seed}"));

@@ -109,9 +109,12 @@ pub enum Command {
     SetReplication {
         replication: Replication,
     },
-    /// Creates a bucket; fails if it exists.
+    /// Creates a bucket; fails if it exists. With `owner`, that access key gets `owner`
+    /// permission on it in the same step.
     CreateBucket {
         record: BucketRecord,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Changes one setting of a bucket (validated against its current settings on apply).
     ChangeBucket {
@@ -269,9 +272,15 @@ impl ControlState {
                 self.replication = replication;
                 Outcome::Done
             }
-            Command::CreateBucket { record } => {
+            Command::CreateBucket { record, owner } => {
                 if self.buckets.contains_key(&record.name) {
                     return Outcome::BucketExists { name: record.name };
+                }
+                if let Some(ak) = owner {
+                    let Some(k) = self.keys.get_mut(&ak) else {
+                        return Outcome::NoSuchAccessKey { access_key: ak };
+                    };
+                    k.buckets.insert(record.name.clone(), "owner".into());
                 }
                 self.buckets.insert(record.name.clone(), record);
                 Outcome::Done
@@ -329,6 +338,43 @@ mod tests {
     }
 
     #[test]
+    fn create_bucket_with_an_owner_is_one_step() {
+        let mut s = ControlState::default();
+        let owner = Some("AK1".to_string());
+        // The owner key must exist, or nothing changes.
+        assert_eq!(
+            s.apply(Command::CreateBucket {
+                record: bucket("b"),
+                owner: owner.clone()
+            }),
+            Outcome::NoSuchAccessKey {
+                access_key: "AK1".into()
+            }
+        );
+        assert!(s.buckets.is_empty());
+        s.keys.insert(
+            "AK1".into(),
+            KeyRecord {
+                access_key: "AK1".into(),
+                name: "k".into(),
+                secret_sealed: String::new(),
+                created: 0,
+                enabled: true,
+                buckets: Default::default(),
+            },
+        );
+        assert_eq!(
+            s.apply(Command::CreateBucket {
+                record: bucket("b"),
+                owner
+            }),
+            Outcome::Done
+        );
+        assert!(s.buckets.contains_key("b"));
+        assert_eq!(s.keys["AK1"].buckets.get("b").map(String::as_str), Some("owner"));
+    }
+
+    #[test]
     fn init_only_once() {
         let mut s = ControlState::default();
         let init = |id: &str| Command::Init {
@@ -350,9 +396,18 @@ mod tests {
     #[test]
     fn buckets_exactly_once() {
         let mut s = ControlState::default();
-        assert_eq!(s.apply(Command::CreateBucket { record: bucket("b") }), Outcome::Done);
         assert_eq!(
-            s.apply(Command::CreateBucket { record: bucket("b") }),
+            s.apply(Command::CreateBucket {
+                record: bucket("b"),
+                owner: None
+            }),
+            Outcome::Done
+        );
+        assert_eq!(
+            s.apply(Command::CreateBucket {
+                record: bucket("b"),
+                owner: None
+            }),
             Outcome::BucketExists { name: "b".into() }
         );
         let policy = |p: &str| Command::ChangeBucket {
@@ -416,11 +471,17 @@ mod tests {
     #[test]
     fn same_commands_same_state() {
         let cmds = vec![
-            Command::CreateBucket { record: bucket("a") },
+            Command::CreateBucket {
+                record: bucket("a"),
+                owner: None,
+            },
             Command::UpsertMember {
                 member: member("n", "z"),
             },
-            Command::CreateBucket { record: bucket("b") },
+            Command::CreateBucket {
+                record: bucket("b"),
+                owner: None,
+            },
             Command::DeleteBucket { name: "a".into() },
         ];
         let mut x = ControlState::default();

@@ -86,6 +86,7 @@ async fn create(nodes: &[Node], bucket: &str) {
                     name: bucket.into(),
                     ..Default::default()
                 },
+                owner: None,
             };
             if n.cp.propose(cmd).await.is_ok() {
                 return;

@@ -10,6 +10,7 @@
 //! ([`coordinator`]); listings gather every member's keys ([`scatter`]).
 
 mod coordinator;
+mod lifecycle;
 pub mod listing;
 mod locate;
 pub mod quorum;
@@ -18,6 +19,7 @@ mod scatter;
 mod sim;
 mod wire;
 
+pub use lifecycle::LifecyclePass;
 pub use locate::{Location, NodeCopy};
 
 use async_trait::async_trait;
@@ -74,7 +76,34 @@ impl ClusterStore {
         workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
             Self::materialize(me.clone(), ctx)
         });
+        if s.local.config().local_lifecycle {
+            tracing::warn!(
+                "the local store applies lifecycle rules itself: the cluster's lifecycle worker is not started"
+            );
+        } else {
+            let me = Arc::downgrade(&s);
+            workers.spawn("cluster.lifecycle", OnFailure::Restart, move |ctx| {
+                Self::lifecycle_loop(me.clone(), ctx)
+            });
+        }
         s
+    }
+
+    /// Applies the buckets' lifecycle rules to the keys this node is the primary replica of,
+    /// every `LIFECYCLE_INTERVAL_SECS`.
+    async fn lifecycle_loop(me: Weak<Self>, ctx: WorkerCtx) -> std::result::Result<(), String> {
+        loop {
+            let Some(s) = me.upgrade() else { return Ok(()) };
+            let interval = s.local.config().lifecycle_interval;
+            ctx.busy();
+            match s.run_lifecycle(&ctx).await {
+                Ok(p) => tracing::debug!(?p, "lifecycle pass done"),
+                Err(e) => ctx.note_error(format!("lifecycle pass failed: {e}")),
+            }
+            ctx.unit_done();
+            drop(s);
+            ctx.sleep(interval).await;
+        }
     }
 
     /// Whether this node can serve a write now, or why not: the cluster is formed, a Raft
@@ -164,35 +193,21 @@ impl ClusterStore {
         .await
     }
 
-    async fn create(&self, record: BucketRecord) -> Result<()> {
+    async fn create(&self, record: BucketRecord, owner: Option<String>) -> Result<()> {
         validate_bucket_name(&record.name)?;
         if self.cp.with_state(|s| s.buckets.contains_key(&record.name)) {
             return Err(Error::BucketAlreadyOwnedByYou);
         }
-        self.propose(Command::CreateBucket { record }).await
+        self.propose(Command::CreateBucket { record, owner }).await
     }
 }
 
 #[async_trait]
 impl ObjectStore for ClusterStore {
-    async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        self.create(BucketRecord {
-            name: bucket.to_string(),
-            created: now_millis(),
-            ..Default::default()
-        })
-        .await
-    }
-
-    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()> {
-        self.create(BucketRecord {
-            name: bucket.to_string(),
-            created: now_millis(),
-            versioning: Some("Enabled".into()),
-            object_lock: Some(ObjectLockConfig::default()),
-            ..Default::default()
-        })
-        .await
+    async fn create_bucket_as(&self, spec: NewBucket) -> Result<()> {
+        // One proposal: the bucket, its ACL and its owner's permission.
+        let record = spec.record(now_millis());
+        self.create(record, spec.owner_key).await
     }
 
     async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()> {

@@ -773,6 +773,9 @@ impl Settings {
             // secret, so key records agreed through Raft open on every node.
             let auth = ironbucket_rpc::Auth::new(&c.rpc.cluster_name, &c.rpc.secret);
             local.key_sealing_key = Some(EncryptionKey::from_bytes(auth.derive_key("ironbucket-key-sealing")));
+            // Lifecycle rules are decided once per key by its primary replica and applied as
+            // replicated deletes (the cluster's lifecycle worker), not by every replica.
+            local.local_lifecycle = false;
         }
         Ok(Settings {
             cluster,

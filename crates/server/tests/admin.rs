@@ -166,13 +166,25 @@ async fn admin_auth_limits_and_errors_are_uniform() {
     // Unknown route and wrong method: 404 and 405, as JSON.
     let (st, _, body) = raw("GET", &format!("{}/nothing/here", srv.admin), &[], vec![]).await;
     assert_eq!(st, 404);
-    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(),
+        "{body}"
+    );
     let (st, _, body) = raw("DELETE", &format!("{}/health", srv.admin), &[], vec![]).await;
     assert_eq!(st, 405);
-    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(),
+        "{body}"
+    );
     // A wrong token gets the same 401 on every protected family.
     for path in ["/keys", "/workers", "/buckets/x", "/cluster/replication"] {
-        let (st, _, body) = raw("PUT", &format!("{}{path}", srv.admin), &[("authorization", "Bearer wrong")], vec![]).await;
+        let (st, _, body) = raw(
+            "PUT",
+            &format!("{}{path}", srv.admin),
+            &[("authorization", "Bearer wrong")],
+            vec![],
+        )
+        .await;
         assert_eq!(st, 401, "{path}: {body}");
     }
 }

@@ -24,7 +24,7 @@ pub use ironbucket_types::{
     Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, Consistency, CorsRule, Hlc, LifecycleRule,
     PublicAccessBlock, RangeSpec, cors,
 };
-pub use local::{LocalConfig, LocalStore};
+pub use local::{LifecycleAction, LifecyclePage, LocalConfig, LocalStore};
 pub use model::*;
 pub use tags::validate_tags;
 
@@ -33,9 +33,21 @@ use async_trait::async_trait;
 /// Object storage as the S3 layer sees it.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
-    async fn create_bucket(&self, bucket: &str) -> Result<()>;
+    /// Creates a bucket with its object lock setting, ACL and owning key in one step (one
+    /// metadata commit on a node, one Raft proposal in a cluster): a crash never leaves a bucket
+    /// without its ACL or owner.
+    async fn create_bucket_as(&self, spec: NewBucket) -> Result<()>;
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.create_bucket_as(NewBucket::named(bucket)).await
+    }
     /// Creates a bucket with object lock enabled (and therefore versioning enabled).
-    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()>;
+    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()> {
+        self.create_bucket_as(NewBucket {
+            object_lock: true,
+            ..NewBucket::named(bucket)
+        })
+        .await
+    }
     async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()>;
     /// `ObjectLockNotEnabled` unless the bucket has object lock.
     async fn get_object_lock_configuration(&self, bucket: &str) -> Result<ObjectLockConfig>;

@@ -13,6 +13,42 @@ pub struct Tag {
     pub value: String,
 }
 
+/// A bucket to create ([`crate::ObjectStore::create_bucket_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBucket {
+    pub name: String,
+    /// Object lock (and therefore versioning) enabled from the start.
+    pub object_lock: bool,
+    /// The bucket's ACL; `None`: none stored (private to its owner).
+    pub acl: Option<Acl>,
+    /// An access key (not root) that owns the bucket: it gets `owner` permission on it.
+    pub owner_key: Option<String>,
+}
+
+impl NewBucket {
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            object_lock: false,
+            acl: None,
+            owner_key: None,
+        }
+    }
+
+    /// The record a new bucket starts with, created at `now`.
+    pub fn record(&self, now: UnixMillis) -> ironbucket_meta::BucketRecord {
+        ironbucket_meta::BucketRecord {
+            name: self.name.clone(),
+            created: now,
+            // Object lock needs versioning, so a bucket with it starts with versioning enabled.
+            versioning: self.object_lock.then(|| "Enabled".into()),
+            object_lock: self.object_lock.then(ironbucket_meta::ObjectLockConfig::default),
+            acl: self.acl.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketInfo {
     pub name: String,

@@ -49,24 +49,18 @@ pub(super) async fn create_bucket(
         ],
     )?
     .unwrap_or_else(|| Acl::private(&owner));
-    if input.object_lock_enabled_for_bucket == Some(true) {
-        front
-            .store
-            .create_bucket_with_lock(&input.bucket)
-            .await
-            .map_err(s3_err)?;
-    } else {
-        front.store.create_bucket(&input.bucket).await.map_err(s3_err)?;
-    }
-    front.store.put_bucket_acl(&input.bucket, acl).await.map_err(s3_err)?;
-    // A key that is not root owns the buckets it creates.
-    if let Some(ak) = creator {
-        front
-            .store
-            .set_key_permission(&ak, &input.bucket, Some(ironbucket_store::Permission::Owner))
-            .await
-            .map_err(s3_err)?;
-    }
+    // One step: the bucket, its ACL and (for a key that is not root) its owner, so that a
+    // failure never leaves a bucket without its ACL or owner.
+    front
+        .store
+        .create_bucket_as(ironbucket_store::NewBucket {
+            name: input.bucket.clone(),
+            object_lock: input.object_lock_enabled_for_bucket == Some(true),
+            acl: Some(acl),
+            owner_key: creator,
+        })
+        .await
+        .map_err(s3_err)?;
     s3r(CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
     })

@@ -5,28 +5,34 @@
 use super::LocalStore;
 use crate::model::*;
 use crate::{BucketChange, Error, Result};
-use ironbucket_meta::{BucketRecord, ObjectLockConfig};
+use ironbucket_meta::BucketRecord;
 use ironbucket_types::{now_millis, validate_bucket_name};
 use std::sync::atomic::Ordering;
 
 impl LocalStore {
-    /// [`ObjectStore::create_bucket`](crate::ObjectStore::create_bucket), or with `object_lock`
-    /// [`ObjectStore::create_bucket_with_lock`](crate::ObjectStore::create_bucket_with_lock).
-    pub(super) async fn add_bucket(&self, bucket: &str, object_lock: bool) -> Result<()> {
-        validate_bucket_name(bucket)?;
-        let rec = BucketRecord {
-            name: bucket.to_string(),
-            created: now_millis(),
-            // Object lock needs versioning, so a bucket with it starts with versioning enabled.
-            versioning: object_lock.then(|| "Enabled".into()),
-            object_lock: object_lock.then(ObjectLockConfig::default),
-            ..Default::default()
-        };
+    /// [`ObjectStore::create_bucket_as`](crate::ObjectStore::create_bucket_as) on this node: the
+    /// bucket, its ACL and its owning key's permission in one commit.
+    pub(super) async fn add_bucket(&self, spec: crate::NewBucket) -> Result<()> {
+        validate_bucket_name(&spec.name)?;
+        let rec = spec.record(now_millis());
+        let owner = spec.owner_key;
         self.commit(vec![], move |t| {
             if t.get_bucket(&rec.name)?.is_some() {
                 return Err(Error::BucketAlreadyOwnedByYou);
             }
+            let key = match &owner {
+                Some(ak) => {
+                    let mut k = t.get_key(ak)?.ok_or_else(|| Error::NoSuchAccessKey(ak.clone()))?;
+                    k.buckets
+                        .insert(rec.name.clone(), crate::Permission::Owner.as_str().to_string());
+                    Some(k)
+                }
+                None => None,
+            };
             t.put_bucket(&rec)?;
+            if let Some(k) = key {
+                t.put_key(&k)?;
+            }
             Ok(())
         })
         .await

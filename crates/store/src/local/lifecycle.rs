@@ -1,5 +1,7 @@
-//! Lifecycle rules: the pure decision of which actions apply to one key's versions, and the pass
-//! over every bucket with rules that carries them out (run by the lifecycle worker).
+//! Lifecycle rules: the pure decision of which actions apply to one key's versions, a page of
+//! those decisions over the keys this node stores ([`LocalStore::lifecycle_page`]), and the pass
+//! that carries them out on this node alone (a single node; a cluster decides once and applies
+//! the decisions as replicated deletes instead, see `ironbucket_replication`).
 
 use super::LocalStore;
 use crate::{Error, LifecycleRule, Result};
@@ -7,19 +9,81 @@ use ironbucket_meta::ObjectRecord;
 use ironbucket_types::now_millis;
 use std::sync::atomic::Ordering;
 
-/// What the lifecycle worker decided for one version.
-enum LifecycleAction {
-    /// Expire the current version (delete, or a delete marker in a versioned bucket).
-    ExpireCurrent,
+/// What lifecycle rules decided for one version of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleAction {
+    /// Expire the current version `version_id` (delete it, or add a delete marker in a
+    /// versioned bucket). Carry it out only while that version is still current.
+    ExpireCurrent { version_id: String },
     /// Remove this version for good (noncurrent version or expired delete marker).
     Remove { version_id: String, marker: bool },
 }
 
+/// The decisions for the keys of one page, and the key to continue after (`None`: done).
+pub type LifecyclePage = (Vec<(String, Vec<LifecycleAction>)>, Option<String>);
+
 impl LocalStore {
-    /// One pass over every bucket with lifecycle rules; a version under object lock is kept,
-    /// and a failed action is logged and left for the next pass.
-    pub(super) async fn apply_lifecycle(&self) -> Result<()> {
+    /// Decides lifecycle actions for up to `limit` keys of `bucket` this node stores, after
+    /// `after`, keeping only keys for which `mine(key)` holds. Reads local metadata only.
+    pub fn lifecycle_page(
+        &self,
+        bucket: &str,
+        rules: &[LifecycleRule],
+        after: Option<&str>,
+        limit: usize,
+        mine: &dyn Fn(&str) -> bool,
+    ) -> Result<LifecyclePage> {
         let day_ms = (self.cfg.lifecycle_day.as_millis() as u64).max(1);
+        let keys = self.meta.version_keys(bucket, after, limit)?;
+        let next = (keys.len() == limit).then(|| keys.last().cloned()).flatten();
+        let mut out = Vec::new();
+        for key in keys.into_iter().filter(|k| mine(k)) {
+            let versions = self.meta.versions_of(bucket, &key)?;
+            let actions = lifecycle_actions(rules, &key, &versions, now_millis(), day_ms);
+            if !actions.is_empty() {
+                out.push((key, actions));
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// Incomplete multipart uploads of `bucket` that `rules` abort now: (key, upload id).
+    pub fn lifecycle_expired_uploads(&self, bucket: &str, rules: &[LifecycleRule]) -> Result<Vec<(String, String)>> {
+        let day_ms = (self.cfg.lifecycle_day.as_millis() as u64).max(1);
+        let mut out = Vec::new();
+        for rule in rules.iter().filter(|r| r.enabled) {
+            let Some(days) = rule.abort_incomplete_multipart_days else {
+                continue;
+            };
+            let cutoff = now_millis().saturating_sub(days as u64 * day_ms);
+            for (b, u) in self.meta.uploads_older_than(cutoff, 1000)? {
+                if b == bucket && u.key.starts_with(&rule.prefix) && !out.iter().any(|(_, id)| *id == u.upload_id) {
+                    out.push((u.key, u.upload_id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts a lifecycle action carried out (`GET /metrics`: `ironbucket_lifecycle_removed`).
+    pub fn count_lifecycle(&self, action: &LifecycleAction) {
+        let i = match action {
+            LifecycleAction::ExpireCurrent { .. } => 0,
+            LifecycleAction::Remove { marker: false, .. } => 1,
+            LifecycleAction::Remove { marker: true, .. } => 2,
+        };
+        self.lifecycle_counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an incomplete multipart upload aborted by a lifecycle rule.
+    pub fn count_lifecycle_abort(&self) {
+        self.lifecycle_counts[3].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One pass over every bucket with lifecycle rules, applied to this node's data alone; a
+    /// version under object lock is kept, and a failed action is logged and left for the next
+    /// pass.
+    pub(super) async fn apply_lifecycle(&self) -> Result<()> {
         for bucket in self.meta.list_buckets()? {
             let Some(rules) = bucket.lifecycle.filter(|r| !r.is_empty()) else {
                 continue;
@@ -27,53 +91,32 @@ impl LocalStore {
             let name = bucket.name;
             let mut after: Option<String> = None;
             loop {
-                let keys = self.meta.version_keys(&name, after.as_deref(), 500)?;
-                let Some(last) = keys.last().cloned() else { break };
-                for key in keys {
-                    let now = now_millis();
-                    let versions = self.meta.versions_of(&name, &key)?;
-                    for action in lifecycle_actions(&rules, &key, &versions, now, day_ms) {
-                        let r = match &action {
-                            LifecycleAction::ExpireCurrent => self.remove_object(&name, &key, None, false).await,
-                            LifecycleAction::Remove { version_id, .. } => {
-                                self.remove_object(&name, &key, Some(version_id), false).await
-                            }
+                let (page, next) = self.lifecycle_page(&name, &rules, after.as_deref(), 500, &|_| true)?;
+                for (key, actions) in page {
+                    for action in actions {
+                        let version = match &action {
+                            LifecycleAction::ExpireCurrent { .. } => None,
+                            LifecycleAction::Remove { version_id, .. } => Some(version_id.as_str()),
                         };
-                        match (r, &action) {
-                            (Ok(_), LifecycleAction::ExpireCurrent) => {
-                                self.lifecycle_counts[0].fetch_add(1, Ordering::Relaxed);
-                            }
-                            (Ok(_), LifecycleAction::Remove { marker: false, .. }) => {
-                                self.lifecycle_counts[1].fetch_add(1, Ordering::Relaxed);
-                            }
-                            (Ok(_), LifecycleAction::Remove { marker: true, .. }) => {
-                                self.lifecycle_counts[2].fetch_add(1, Ordering::Relaxed);
-                            }
-                            (Err(Error::AccessDenied(_)), _) => {} // under object lock: kept
-                            (Err(e), _) => {
+                        match self.remove_object(&name, &key, version, false).await {
+                            Ok(_) => self.count_lifecycle(&action),
+                            Err(Error::AccessDenied(_)) => {} // under object lock: kept
+                            Err(e) => {
                                 tracing::warn!(bucket = %name, key = %key, error = %e, "lifecycle action failed")
                             }
                         }
                     }
                 }
-                after = Some(last);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
             }
-            // Incomplete multipart uploads.
-            for rule in rules.iter().filter(|r| r.enabled) {
-                let Some(days) = rule.abort_incomplete_multipart_days else {
-                    continue;
-                };
-                let cutoff = now_millis().saturating_sub(days as u64 * day_ms);
-                for (b, u) in self.meta.uploads_older_than(cutoff, 1000)? {
-                    if b == name && u.key.starts_with(&rule.prefix) {
-                        match self.abort_upload(b, u.key.clone(), u.upload_id.clone()).await {
-                            Ok(()) => {
-                                self.lifecycle_counts[3].fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(Error::NoSuchUpload) => {}
-                            Err(e) => tracing::warn!(error = %e, "lifecycle abort failed"),
-                        }
-                    }
+            for (key, upload_id) in self.lifecycle_expired_uploads(&name, &rules)? {
+                match self.abort_upload(name.clone(), key, upload_id).await {
+                    Ok(()) => self.count_lifecycle_abort(),
+                    Err(Error::NoSuchUpload) => {}
+                    Err(e) => tracing::warn!(error = %e, "lifecycle abort failed"),
                 }
             }
         }
@@ -107,7 +150,9 @@ fn lifecycle_actions(
         .iter()
         .any(|r| r.matches(key, newest.size, &newest.tags) && r.current_expired(newest.last_modified, now, day_ms))
     {
-        out.push(LifecycleAction::ExpireCurrent);
+        out.push(LifecycleAction::ExpireCurrent {
+            version_id: newest.version_id.clone(),
+        });
     }
     for (noncurrent_seen, w) in versions.windows(2).enumerate() {
         let noncurrent_seen = noncurrent_seen as u32;

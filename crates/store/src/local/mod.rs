@@ -16,6 +16,7 @@ mod bucket;
 mod index;
 mod keys;
 mod lifecycle;
+pub use lifecycle::{LifecycleAction, LifecyclePage};
 mod multipart;
 mod object;
 mod sse;
@@ -70,6 +71,9 @@ pub struct LocalConfig {
     pub lifecycle_interval: Duration,
     /// The length of a lifecycle "day" (shorten it to test rules quickly).
     pub lifecycle_day: Duration,
+    /// Apply lifecycle rules to this node's own data (a single node). A cluster turns this off:
+    /// its rules are decided once per key and applied as replicated deletes.
+    pub local_lifecycle: bool,
     /// Key that seals access key secrets; `None`: `<data dir>/keys.kek` (made on first start).
     /// A cluster gives every node the same one, so key records can be shared.
     pub key_sealing_key: Option<ironbucket_storage::EncryptionKey>,
@@ -91,6 +95,7 @@ impl LocalConfig {
             meta_cache_bytes: ironbucket_meta::DEFAULT_CACHE_BYTES,
             lifecycle_interval: Duration::from_secs(3600),
             lifecycle_day: Duration::from_secs(86_400),
+            local_lifecycle: true,
             key_sealing_key: None,
             max_clock_ahead: Duration::from_millis(ironbucket_types::DEFAULT_MAX_AHEAD_MS),
         }
@@ -242,8 +247,8 @@ fn tags_of(v: &[(String, String)]) -> Vec<Tag> {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
-    async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        self.add_bucket(bucket, false).await
+    async fn create_bucket_as(&self, spec: crate::NewBucket) -> Result<()> {
+        self.add_bucket(spec).await
     }
 
     async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo> {
@@ -304,10 +309,6 @@ impl ObjectStore for LocalStore {
         bypass: bool,
     ) -> Result<Vec<Result<DeleteResult>>> {
         self.remove_objects(bucket, keys, bypass).await
-    }
-
-    async fn create_bucket_with_lock(&self, bucket: &str) -> Result<()> {
-        self.add_bucket(bucket, true).await
     }
 
     async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()> {

@@ -23,10 +23,12 @@ impl LocalStore {
         reg.spawn("store.tombstones", OnFailure::Restart, move |ctx| {
             tombstones(w.clone(), ctx)
         });
-        let w = Arc::downgrade(self);
-        reg.spawn("store.lifecycle", OnFailure::Restart, move |ctx| {
-            lifecycle(w.clone(), ctx)
-        });
+        if self.cfg.local_lifecycle {
+            let w = Arc::downgrade(self);
+            reg.spawn("store.lifecycle", OnFailure::Restart, move |ctx| {
+                lifecycle(w.clone(), ctx)
+            });
+        }
         let w = Arc::downgrade(self);
         reg.spawn("store.request-counts", OnFailure::Restart, move |ctx| {
             request_counts(w.clone(), ctx)

@@ -1,0 +1,52 @@
+//! Deletes: a stamped tombstone (by version id) or delete marker written like any version, after
+//! object lock is checked against the metadata the version's holders agree on.
+
+use super::validate_key;
+use crate::ClusterStore;
+use crate::wire::Op;
+use ironbucket_store::*;
+use ironbucket_types::now_millis;
+
+impl ClusterStore {
+    pub(crate) async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+    ) -> Result<DeleteResult> {
+        validate_key(key)?;
+        let targets = self.targets(bucket, key)?;
+        if let Some(v) = version_id {
+            self.check_unlocked(bucket, key, v, bypass).await?;
+        }
+        let (hlc, origin) = self.stamp();
+        let op = Op::Delete {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_id.map(str::to_string),
+            bypass,
+            hlc,
+            origin,
+        };
+        self.write_all(&targets, self.level(true), op).await
+    }
+
+    /// In a bucket with object lock, refuses to delete version `version_id` when the metadata its
+    /// holders agree on (merged) locks it: a replica that missed a legal hold or a retention
+    /// must not decide alone.
+    async fn check_unlocked(&self, bucket: &str, key: &str, version_id: &str, bypass: bool) -> Result<()> {
+        if self.local.get_object_lock_configuration(bucket).await.is_err() {
+            return Ok(());
+        }
+        let Some(meta) = self.lock_meta(bucket, key, version_id).await? else {
+            return Ok(());
+        };
+        if meta.locked(now_millis(), bypass) {
+            return Err(Error::AccessDenied(
+                "Access Denied because object protected by object lock.".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! The coordinator of the replicated data path: whichever node receives an S3 request finds the
+//! key's replicas on the placement ring, sends the request to all of them that are not known
+//! down, and answers once its consistency level is met ([`crate::quorum`] decides).
+//!
+//! - Writes are stamped here (HLC time + this node's id) and streamed to the whole replica set at
+//!   once through bounded channels: the body is never held whole, and the slowest live replica
+//!   paces the client. A replica that fails drops out; when too few remain, or the level is not
+//!   met within `REQUEST_TIMEOUT_MS` after the body ended, the client gets a 503 naming the level.
+//! - Reads ask every live replica, decide at R answers, take the newest version (preferring this
+//!   node's copy to stream the body), fall back to another holder if a transfer fails, and repair
+//!   replicas that answered with something older in the background.
+//! - Deletes are stamped tombstones / delete markers written like any version.
+//!
+//! This file owns what every path shares: a key's replicas ([`Target`]), the request's level,
+//! stamps, asking one replica or every member, and how replica failures are told apart from
+//! answers. The paths themselves live in [`write`](mod@write) (quorum writes, streamed bodies),
+//! [`read`] (GET/HEAD), [`repair`] (read repair), [`meta`] (per-version metadata and object
+//! lock), [`delete`], [`multipart`] and [`copy`].
+
+mod copy;
+mod delete;
+mod meta;
+mod multipart;
+mod read;
+mod repair;
+mod write;
+
+use crate::ClusterStore;
+use crate::quorum::{Consistency, Stamp, Unavailable};
+use crate::wire::{self, Op};
+use ironbucket_store::*;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One replica of a key.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub name: String,
+    pub addr: String,
+    pub local: bool,
+}
+
+fn unavailable(u: Unavailable) -> Error {
+    Error::Unavailable(u.to_string())
+}
+
+/// Why replicas failed a write, named in the 503 when the level cannot be met (a refused stamp
+/// says which clock is wrong; a full disk says which node).
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn note(&mut self, node: &str, e: &Error) {
+        if self.0.len() < 5 {
+            self.0.push(format!("{node}: {e}"));
+        }
+    }
+
+    fn error(&self, u: Unavailable) -> Error {
+        if self.0.is_empty() {
+            unavailable(u)
+        } else {
+            Error::Unavailable(format!("{u}. Replica failures: {}", self.0.join("; ")))
+        }
+    }
+}
+
+/// Errors that mean "this replica could not do it" (count against the level) rather than an
+/// answer about the request itself.
+fn replica_failure(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(_) | Error::Internal(_) | Error::Corrupt(_))
+}
+
+fn stamp_of(v: &VersionStamp) -> Stamp {
+    Stamp {
+        hlc: v.hlc,
+        node: v.origin,
+    }
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    ironbucket_types::validate_object_key(key).map_err(Error::from)
+}
+
+/// An MD5 ETag (hex) as a Content-MD5 value (base64); `None` for multipart ETags.
+fn hex_to_b64(etag: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = hex::decode(etag).ok().filter(|r| r.len() == 16)?;
+    Some(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+impl ClusterStore {
+    /// The replicas of `bucket/key`, primary first.
+    pub(crate) fn targets(&self, bucket: &str, key: &str) -> Result<Vec<Target>> {
+        let (layout, members) = self.cp.with_state(|s| {
+            if !s.buckets.contains_key(bucket) {
+                return (Err(Error::NoSuchBucket), Vec::new());
+            }
+            let layout =
+                ironbucket_cluster::layout_of(s).map_err(|e| Error::Unavailable(format!("no placement layout: {e}")));
+            let members: Vec<(String, String)> = s
+                .active_members()
+                .map(|m| (m.name.clone(), m.rpc_addr.clone()))
+                .collect();
+            (layout, members)
+        });
+        let layout = layout?;
+        let ring = {
+            let mut cached = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.as_ref() {
+                Some(r) if *r.layout() == layout => r.clone(),
+                _ => {
+                    let r = Arc::new(
+                        ironbucket_cluster::Ring::new(layout)
+                            .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?,
+                    );
+                    *cached = Some(r.clone());
+                    r
+                }
+            }
+        };
+        let me = self.cp.node_name();
+        let targets: Vec<Target> = ring
+            .replica_names(bucket, key)
+            .into_iter()
+            .filter_map(|n| {
+                members.iter().find(|(m, _)| m == n).map(|(name, addr)| Target {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                    local: name == me,
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(Error::Unavailable(
+                "the placement ring names no replica for this key".into(),
+            ));
+        }
+        Ok(targets)
+    }
+
+    /// Every member (for listings and cluster-wide questions).
+    pub(crate) fn all_targets(&self) -> Vec<Target> {
+        let me = self.cp.node_name().to_string();
+        self.cp.with_state(|s| {
+            s.active_members()
+                .map(|m| Target {
+                    name: m.name.clone(),
+                    addr: m.rpc_addr.clone(),
+                    local: m.name == me,
+                })
+                .collect()
+        })
+    }
+
+    pub(crate) fn is_down(&self, t: &Target) -> bool {
+        !t.local && self.down.get().is_some_and(|f| f(&t.name))
+    }
+
+    /// The request's level: the `x-ironbucket-consistency` header, else the cluster default.
+    pub(crate) fn level(&self, write: bool) -> Consistency {
+        if let Some(l) = hints::requested_consistency() {
+            return l;
+        }
+        self.cp
+            .with_state(|s| {
+                let r = &s.replication;
+                if write {
+                    &r.write_consistency
+                } else {
+                    &r.read_consistency
+                }
+                .parse()
+                .ok()
+            })
+            .unwrap_or(Consistency::Quorum)
+    }
+
+    /// The cluster's default write level (what listings can rely on).
+    pub(crate) fn default_write_level(&self) -> Consistency {
+        self.cp
+            .with_state(|s| s.replication.write_consistency.parse().ok())
+            .unwrap_or(Consistency::Quorum)
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.cp.peers().config().request_timeout
+    }
+
+    /// A body transfer's deadline: the request timeout, plus time for the bytes at a floor of
+    /// 1 MB/s (a 5 GiB part must not be cut at 30 s). A replica that stops taking data for a
+    /// whole request timeout is dropped sooner (see `replicate_body`).
+    fn timeout_for(&self, len: Option<u64>) -> Duration {
+        self.timeout() + Duration::from_millis(len.unwrap_or(0) / 1_000)
+    }
+
+    fn stamp(&self) -> (Hlc, u64) {
+        (self.local.now_hlc(), self.cp.id())
+    }
+
+    pub(crate) fn strong(&self) -> Result<Arc<ClusterStore>> {
+        self.me
+            .get()
+            .and_then(|w| w.upgrade())
+            .ok_or_else(|| Error::Internal("the cluster store is shutting down".into()))
+    }
+
+    /// Runs `op` on one replica (this node's store directly, a peer over RPC).
+    pub(crate) async fn ask<T: DeserializeOwned>(&self, t: &Target, op: &Op) -> Result<T> {
+        let bytes = if t.local {
+            wire::serve(&self.local, op.clone()).await
+        } else {
+            let payload = serde_json::to_vec(op).map_err(|e| Error::Internal(e.to_string()))?;
+            self.cp
+                .peers()
+                .control(&t.addr, wire::OP, payload, Some(self.timeout()))
+                .await
+                .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
+        };
+        wire::decode(&bytes)
+    }
+
+    /// Asks every member (in parallel): the answers of those that could answer, and the
+    /// failures (members known down included).
+    pub(crate) async fn ask_all<T: DeserializeOwned>(&self, op: &Op) -> (Vec<(Target, T)>, Vec<(String, Error)>) {
+        let targets = self.all_targets();
+        let mut failed: Vec<(String, Error)> = targets
+            .iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| (t.name.clone(), Error::Unavailable(format!("node {} is down", t.name))))
+            .collect();
+        let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| async move {
+            let r = self.ask::<T>(t, op).await;
+            (t.clone(), r)
+        });
+        let mut ok = Vec::new();
+        for (t, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(v) => ok.push((t, v)),
+                Err(e) => failed.push((t.name, e)),
+            }
+        }
+        (ok, failed)
+    }
+
+    /// The replication factor in force (at most the number of members holding data).
+    pub(crate) fn factor(&self) -> usize {
+        self.cp.with_state(|s| {
+            let data = s
+                .members
+                .values()
+                .filter(|m| m.state == ironbucket_consensus::MemberState::Active && m.weight > 0)
+                .count();
+            (s.replication.factor as usize).min(data).max(1)
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! Multipart uploads across nodes: the upload is opened on every replica of the key under one id,
+//! each part is streamed to the replica set like a body, and each replica assembles the object
+//! from the parts it holds under one stamp.
+
+use super::validate_key;
+use crate::ClusterStore;
+use crate::wire::{Checks, Op, PartHeader};
+use ironbucket_store::*;
+use std::sync::Arc;
+
+impl ClusterStore {
+    /// Opens the upload on every replica of the key under one id.
+    pub(crate) async fn create_upload(&self, req: CreateMultipart) -> Result<String> {
+        validate_key(&req.key)?;
+        validate_tags(&req.meta.tags, 10)?;
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let op = Op::CreateUpload {
+            bucket: req.bucket,
+            key: req.key,
+            meta: req.meta,
+            checksum_algorithm: req.checksum_algorithm,
+            sse_c: req.sse_c.as_ref().map(|k| *k.as_bytes()),
+            upload_id: new_upload_id(),
+        };
+        self.write_all(&targets, self.level(true), op).await
+    }
+
+    pub(crate) async fn part(&self, mut req: UploadPart, body: ByteStream) -> Result<PartInfo> {
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let level = self.level(true);
+        let (checks, trailer) = Checks::split(&mut req.checks);
+        let header = Arc::new(PartHeader::new(&req, checks));
+        let me = self.strong()?;
+        self.replicate_body(&targets, level, body, trailer, move |t, data| {
+            me.clone().push(t, header.clone(), data)
+        })
+        .await
+    }
+
+    /// Each replica assembles the object from the parts it holds, under one stamp.
+    pub(crate) async fn complete(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let (hlc, origin) = self.stamp();
+        let op = Op::Complete { req, hlc, origin };
+        self.write_all(&targets, self.level(true), op).await
+    }
+}
+
+fn new_upload_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

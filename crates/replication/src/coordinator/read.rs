@@ -1,0 +1,249 @@
+//! Quorum reads: every live replica is asked for the version, the newest wins at the read level
+//! (with "not found" believed only once every live replica said so), and GET streams the body
+//! from a holder of that version, falling back to the next holder if a transfer fails.
+
+use super::{Target, replica_failure, stamp_of, unavailable};
+use crate::ClusterStore;
+use crate::quorum::{Consistency, ReadQuorum};
+use crate::wire::{self, GetWire, HeadReply, Op};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use ironbucket_store::*;
+
+impl ClusterStore {
+    /// Asks the replicas for `g`'s version; decides at the read level.
+    pub(super) async fn read_versions(&self, g: &GetWire, level: Consistency) -> Result<Found> {
+        let targets = self.targets(&g.bucket, &g.key)?;
+        let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let mut answers: Vec<(Target, HeadReply)> = Vec::new();
+        let op = Op::Head(g.clone());
+        let mut asks = FuturesUnordered::new();
+        for t in &targets {
+            if self.is_down(t) {
+                if let Some(Err(u)) = q.fail(&t.name) {
+                    return Err(unavailable(u));
+                }
+                continue;
+            }
+            let op = &op;
+            asks.push(async move { (t.clone(), self.ask::<HeadReply>(t, op).await) });
+        }
+        let deadline = tokio::time::sleep(self.timeout());
+        tokio::pin!(deadline);
+        let decided = loop {
+            tokio::select! {
+                next = asks.next() => {
+                    let Some((t, r)) = next else {
+                        return Err(Error::Unavailable(format!("consistency level {level} was not met")));
+                    };
+                    let step = match r {
+                        Ok(reply) => {
+                            let v = reply.version.as_ref().map(|v| (stamp_of(v), reply.clone()));
+                            answers.push((t.clone(), reply));
+                            q.answer(&t.name, v)
+                        }
+                        Err(e) if replica_failure(&e) => q.fail(&t.name),
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(s) = step {
+                        break s.map_err(unavailable)?;
+                    }
+                }
+                _ = &mut deadline => {
+                    match q.timeout() {
+                        Some(Err(u)) => return Err(unavailable(u)),
+                        _ => return Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
+                    }
+                }
+            }
+        };
+        let mut decided = decided;
+        if decided.newest.is_none() && !asks.is_empty() {
+            // "Not found" is believed only once every live replica has said so (within the
+            // deadline): a replica that was away answers fastest and knows nothing of what was
+            // written meanwhile. A hit is returned at R answers.
+            loop {
+                tokio::select! {
+                    next = asks.next() => match next {
+                        None => break,
+                        Some((t, Ok(reply))) => answers.push((t, reply)),
+                        Some(_) => {}
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            let newest = answers
+                .iter()
+                .filter_map(|(_, a)| a.version.as_ref().map(|v| (stamp_of(v), a.clone())))
+                .max_by_key(|(s, _)| *s);
+            let stale = answers
+                .iter()
+                .filter(|(_, a)| a.version.as_ref().map(stamp_of) < newest.as_ref().map(|(s, _)| *s))
+                .map(|(t, _)| t.name.clone())
+                .collect();
+            decided = crate::quorum::ReadResult { newest, stale };
+        }
+        let stale: Vec<Target> = targets
+            .iter()
+            .filter(|t| decided.stale.contains(&t.name))
+            .cloned()
+            .collect();
+        match decided.newest {
+            Some((stamp, reply)) => {
+                let held: Vec<&(Target, HeadReply)> = answers
+                    .iter()
+                    .filter(|(_, a)| a.version.as_ref().map(stamp_of) == Some(stamp))
+                    .collect();
+                let mut metas = held.iter().filter_map(|(_, a)| a.version.as_ref().map(|v| v.meta));
+                let first = metas.next();
+                let meta_differs = metas.any(|m| Some(m) != first);
+                let mut holders: Vec<Target> = held.into_iter().map(|(t, _)| t.clone()).collect();
+                holders.sort_by_key(|t| !t.local);
+                Ok(Found {
+                    reply,
+                    holders,
+                    stale,
+                    meta_differs,
+                })
+            }
+            None => {
+                // No replica holds the key: every answer says why (NoSuchKey, NoSuchVersion...).
+                let reply = answers
+                    .into_iter()
+                    .map(|(_, a)| a)
+                    .next()
+                    .ok_or_else(|| Error::Unavailable(format!("consistency level {level} was not met")))?;
+                Ok(Found {
+                    reply,
+                    holders: Vec::new(),
+                    stale: Vec::new(),
+                    meta_differs: false,
+                })
+            }
+        }
+    }
+
+    /// The key's newest version (a delete marker included) as a read at `level` finds it;
+    /// `None` when no replica holds one. Needs no SSE-C key: only stamps are compared.
+    pub(crate) async fn current_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        level: Consistency,
+    ) -> Result<Option<VersionStamp>> {
+        let found = self.read_versions(&wire_for(bucket, key, None), level).await?;
+        Ok(found.reply.version)
+    }
+
+    pub(crate) async fn head(&self, req: GetObject) -> Result<ObjectInfo> {
+        let g = GetWire::new(&req);
+        let found = self.read_versions(&g, self.level(false)).await?;
+        self.repair(&g, &found.reply, &found.holders, found.stale.clone());
+        let meta = self.settled_meta(&g, &found).await;
+        let mut info = found.reply.result?;
+        if let Some(m) = &meta {
+            with_meta(&mut info, m);
+        }
+        Ok(info)
+    }
+
+    pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
+        let g = GetWire::new(&req);
+        let found = self.read_versions(&g, self.level(false)).await?;
+        self.repair(&g, &found.reply, &found.holders, found.stale.clone());
+        let meta = self.settled_meta(&g, &found).await;
+        let holders = found.holders;
+        let mut info = found.reply.result?;
+        if let Some(m) = &meta {
+            with_meta(&mut info, m);
+        }
+        let mut last = None;
+        for t in &holders {
+            match self.fetch(t, g.clone(), info.size).await {
+                Ok(mut out) if out.info.hlc == info.hlc && out.info.origin == info.origin => {
+                    if let Some(m) = &meta {
+                        with_meta(&mut out.info, m);
+                    }
+                    return Ok(out);
+                }
+                // The holder moved on since it answered (a newer write landed): serve the newer.
+                Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => return Ok(out),
+                Ok(_) => {
+                    last = Some(Error::Unavailable(
+                        "a replica no longer holds the version it reported".into(),
+                    ))
+                }
+                Err(e) if replica_failure(&e) => {
+                    tracing::debug!(node = %t.name, error = %e, "reading from a replica failed; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("no replica could send the object".into())))
+    }
+
+    /// The metadata of the version `found` names, merged across its holders, when they
+    /// disagree on it (holders that lag are repaired in the background); `None` when they agree
+    /// or nobody could say.
+    async fn settled_meta(&self, g: &GetWire, found: &Found) -> Option<VersionMeta> {
+        let v = found.reply.version.as_ref()?;
+        if !found.meta_differs || v.delete_marker {
+            return None;
+        }
+        self.merged_meta(&g.bucket, &g.key, &v.version_id, &found.holders)
+            .await
+            .ok()
+    }
+
+    /// The object (or the range asked for) from one replica; `size` (the object's) sets how
+    /// long the transfer may take.
+    pub(super) async fn fetch(&self, t: &Target, g: GetWire, size: u64) -> Result<GetObjectOutput> {
+        if t.local {
+            return self.local.get_object(g.request()).await;
+        }
+        let payload = serde_json::to_vec(&g).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut stream = self
+            .cp
+            .peers()
+            .pull(&t.addr, wire::GET, payload, Some(self.timeout_for(Some(size))))
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
+        let head = match stream.next().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Err(Error::Unavailable(format!("node {}: {e}", t.name))),
+            None => return Err(Error::Unavailable(format!("node {} sent nothing", t.name))),
+        };
+        let (info, range): (ObjectInfo, Option<ByteRange>) = wire::decode(&head)?;
+        let body: ByteStream = Box::pin(stream.map(|r| r.map_err(std::io::Error::other)));
+        Ok(GetObjectOutput { info, range, body })
+    }
+}
+
+/// What a cluster read found: the winning answer, the replicas holding that version (this node
+/// first), the stale ones, and whether the holders disagree on the version's metadata.
+pub(super) struct Found {
+    pub(super) reply: HeadReply,
+    pub(super) holders: Vec<Target>,
+    pub(super) stale: Vec<Target>,
+    meta_differs: bool,
+}
+
+/// A read of `bucket/key` (version `version_id`, or the newest) with nothing else asked.
+pub(super) fn wire_for(bucket: &str, key: &str, version_id: Option<&str>) -> GetWire {
+    GetWire {
+        sse_c: None,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version_id: version_id.map(str::to_string),
+        range: None,
+        conditions: Conditions::default(),
+    }
+}
+
+/// An object's info with its metadata as the replicas agree on it.
+fn with_meta(info: &mut ObjectInfo, m: &VersionMeta) {
+    info.tag_count = m.tags.value.len();
+    info.retention = m.retention.value.clone();
+    info.legal_hold = m.legal_hold.value;
+}

@@ -1,0 +1,337 @@
+//! Quorum writes: a request sent to every live replica ([`ClusterStore::write_all`]), and a body
+//! streamed to the whole replica set at once through bounded channels, so that it is never held
+//! whole and the slowest live replica paces the client (`replicate_body`). PutObject, with its
+//! conditional writes decided once here, is the streamed write's main user.
+
+use super::read::wire_for;
+use super::{Failures, Target, replica_failure, unavailable, validate_key};
+use crate::ClusterStore;
+use crate::quorum::{Consistency, Unavailable, WriteQuorum};
+use crate::wire::{self, Checks, Op, PutHeader};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use ironbucket_rpc::DataStream;
+use ironbucket_store::*;
+use ironbucket_types::ChecksumSet;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Chunks buffered per replica while a body streams to the replica set.
+const CHANNEL_DEPTH: usize = 8;
+
+impl ClusterStore {
+    /// Sends `op` to every replica and waits until `level` of them did it. The first answer
+    /// that is about the request itself (not a replica failure) is returned as is.
+    pub(crate) async fn write_all<T: DeserializeOwned + Send + 'static>(
+        &self,
+        targets: &[Target],
+        level: Consistency,
+        op: Op,
+    ) -> Result<T> {
+        let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let mut first_ok: Option<T> = None;
+        let mut first_err: Option<Error> = None;
+        let mut failures = Failures::default();
+        let me = self.strong()?;
+        // Replicas known down fail first: a write that cannot reach its level starts nowhere.
+        let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
+        let mut asks = FuturesUnordered::new();
+        for t in live {
+            // Each replica's request runs as its own task: replicas beyond the level still
+            // apply the write after the client has its answer (a dropped request would be
+            // cancelled on the replica).
+            let (me, t, op) = (me.clone(), t.clone(), op.clone());
+            let task = tokio::spawn(async move {
+                let r = me.ask::<T>(&t, &op).await;
+                (t.name, r)
+            });
+            asks.push(task.map(|j| j.unwrap_or_else(|e| (String::new(), Err(Error::Internal(e.to_string()))))));
+        }
+        let deadline = tokio::time::sleep(self.timeout());
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = asks.next() => {
+                    let Some((node, r)) = next else {
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
+                    };
+                    let decided = match r {
+                        Ok(v) => {
+                            first_ok.get_or_insert(v);
+                            q.ack(&node)
+                        }
+                        Err(e) => {
+                            // A replica's own refusal (NoSuchUpload on one that missed the
+                            // upload, say) counts as its failure; it is the answer only when
+                            // the level cannot be met.
+                            tracing::debug!(node = %node, error = %e, "replica failed");
+                            if replica_failure(&e) {
+                                failures.note(&node, &e);
+                            } else {
+                                first_err.get_or_insert(e);
+                            }
+                            q.fail(&node)
+                        }
+                    };
+                    match decided {
+                        Some(Ok(_)) => {
+                            // The others' answers are not awaited (their requests still run on the replicas).
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
+                        Some(Err(u)) => return Err(first_err.unwrap_or_else(|| failures.error(u))),
+                        None => {}
+                    }
+                }
+                _ = &mut deadline => {
+                    return match q.timeout() {
+                        Some(Err(u)) => Err(unavailable(u)),
+                        _ => Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The replicas not known down; each known-down one is reported to `fail`, which says when
+    /// the level can no longer be met.
+    fn live<'a>(
+        &self,
+        targets: &'a [Target],
+        fail: &mut dyn FnMut(&str) -> Option<Unavailable>,
+    ) -> Result<Vec<&'a Target>> {
+        let mut live = Vec::with_capacity(targets.len());
+        let down: Vec<&str> = targets
+            .iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| t.name.as_str())
+            .collect();
+        for t in targets {
+            if self.is_down(t) {
+                if let Some(u) = fail(&t.name) {
+                    return Err(Error::Unavailable(format!(
+                        "consistency level {} needs {} of {} replicas and {} of them {} down ({}); the request was not sent",
+                        u.level,
+                        u.needed,
+                        u.replicas,
+                        down.len(),
+                        if down.len() == 1 { "is" } else { "are" },
+                        down.join(", ")
+                    )));
+                }
+            } else {
+                live.push(t);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Streams a body to one replica (this node's store directly, a peer as a push).
+    pub(super) fn push<H: wire::Pushed>(
+        self: Arc<Self>,
+        t: Target,
+        header: Arc<H>,
+        body: DataStream,
+    ) -> futures::future::BoxFuture<'static, Result<H::Answer>> {
+        async move { self.push_inner(t, header, body).await }.boxed()
+    }
+
+    pub(super) async fn push_inner<H: wire::Pushed>(
+        &self,
+        t: Target,
+        header: Arc<H>,
+        body: DataStream,
+    ) -> Result<H::Answer> {
+        if t.local {
+            return H::clone(&header).store(&self.local, wire::terminated(body)).await;
+        }
+        let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = self
+            .cp
+            .peers()
+            .push(
+                &t.addr,
+                H::KIND,
+                h,
+                body,
+                Some(self.timeout_for(header.content_length())),
+            )
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
+        wire::decode(&bytes)
+    }
+
+    /// Streams `body` to every replica at once and waits for the write level. `send` starts one
+    /// replica's transfer from its channel.
+    pub(super) async fn replicate_body<T, F, Fut>(
+        &self,
+        targets: &[Target],
+        level: Consistency,
+        mut body: ByteStream,
+        trailer: Option<wire::Trailer>,
+        send: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(Target, DataStream) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
+        let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
+        let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
+        for t in live {
+            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            senders.push((t.name.clone(), tx));
+            let mut rx = rx;
+            let data: DataStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+            let fut = send(t.clone(), data);
+            let (name, done) = (t.name.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let r = fut.await;
+                let _ = done.send((name, r));
+            });
+        }
+        drop(done_tx);
+        let mut hasher = trailer.as_ref().map(|(algs, _)| ChecksumSet::new(algs.iter().copied()));
+        let idle = self.timeout();
+        let feed = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => return Err(Error::from_body(e)),
+                };
+                if chunk.is_empty() {
+                    continue;
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                let mut i = 0;
+                while i < senders.len() {
+                    match tokio::time::timeout(idle, senders[i].1.send(Ok(chunk.clone()))).await {
+                        Ok(Ok(())) => i += 1,
+                        // That replica failed (its answer says why) or stopped taking data:
+                        // without the end marker it stores nothing.
+                        _ => {
+                            tracing::debug!(node = %senders[i].0, "replica dropped from a transfer");
+                            senders.swap_remove(i);
+                        }
+                    }
+                }
+                if senders.is_empty() {
+                    break;
+                }
+            }
+            if let (Some((_, trailer)), Some(h)) = (trailer, hasher) {
+                verify_checksums(&h.finish(), &trailer())?;
+            }
+            // The end marker: only now may the replicas commit.
+            for (_, tx) in &senders {
+                let _ = tx.send(Ok(Bytes::new())).await;
+            }
+            Ok(())
+        };
+        // Feed the replicas while collecting early failures; a failed feed drops the senders
+        // without the end marker, so no replica stores a partial body.
+        let mut feed = std::pin::pin!(feed.fuse());
+        let mut fed = false;
+        let mut closed = false;
+        let mut first_err: Option<Error> = None;
+        let mut failures = Failures::default();
+        let mut first_ok: Option<T> = None;
+        let deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = &mut feed, if !fed => {
+                    fed = true;
+                    r?;
+                    if closed {
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
+                    }
+                    deadline.as_mut().reset(tokio::time::Instant::now() + self.timeout());
+                }
+                next = done_rx.recv(), if !closed => {
+                    let Some((node, r)) = next else {
+                        if !fed {
+                            // Every transfer ended before the body did: finish reading it.
+                            closed = true;
+                            continue;
+                        }
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
+                    };
+                    let step = match r {
+                        Ok(v) => {
+                            first_ok.get_or_insert(v);
+                            q.ack(&node)
+                        }
+                        Err(e) if replica_failure(&e) => {
+                            tracing::debug!(node = %node, error = %e, "replica write failed");
+                            failures.note(&node, &e);
+                            q.fail(&node)
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %node, error = %e, "replica refused the write");
+                            first_err.get_or_insert(e);
+                            q.fail(&node)
+                        }
+                    };
+                    match step {
+                        Some(Ok(_)) => {
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
+                        Some(Err(u)) => {
+                            return Err(first_err.unwrap_or_else(|| failures.error(u)));
+                        }
+                        None => {}
+                    }
+                }
+                _ = &mut deadline => {
+                    return match q.timeout() {
+                        Some(Err(u)) => Err(unavailable(u)),
+                        _ => Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
+                    };
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn put(&self, mut req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
+        validate_key(&req.key)?;
+        let targets = self.targets(&req.bucket, &req.key)?;
+        let level = self.level(true);
+        if req.conditions.if_match.is_some() || req.conditions.if_none_match.is_some() {
+            // A conditional write is decided here, once, against the newest version a read at
+            // the write's level finds; the replicas then get an unconditional stamped write (a
+            // replica holding an older copy must not decide differently).
+            let current = self.current_etag(&req.bucket, &req.key, level).await?;
+            req.conditions.check_write(current.as_deref())?;
+            req.conditions = Conditions::default();
+        }
+        let (hlc, origin) = self.stamp();
+        let (checks, trailer) = Checks::split(&mut req.checks);
+        let header = Arc::new(PutHeader::new(&req, checks, hlc, origin));
+        let me = self.strong()?;
+        self.replicate_body(&targets, level, body, trailer, move |t, data| {
+            me.clone().push(t, header.clone(), data)
+        })
+        .await
+    }
+
+    /// The ETag of the key's current version as a read at `level` finds it (`None`: no object;
+    /// an object this request may not read, such as an SSE-C one, counts as present with an
+    /// unknown ETag).
+    async fn current_etag(&self, bucket: &str, key: &str, level: Consistency) -> Result<Option<String>> {
+        let g = wire_for(bucket, key, None);
+        match self.read_versions(&g, level).await?.reply.result {
+            Ok(info) => Ok(Some(info.etag)),
+            Err(Error::NoSuchKey) | Err(Error::DeleteMarker { .. }) => Ok(None),
+            Err(Error::NoSuchBucket) => Err(Error::NoSuchBucket),
+            Err(e) if replica_failure(&e) => Err(e),
+            Err(_) => Ok(Some(String::new())),
+        }
+    }
+}
