@@ -169,6 +169,29 @@ impl Locks {
         false
     }
 
+    /// The locks and barriers `cmd` may change (`l/<lock>`, `r/<barrier>`): the one it names,
+    /// and every lock with a lease that has expired at the command's time (applying any lock
+    /// command expires them first).
+    pub fn touched_by(&self, cmd: &LockCmd) -> Vec<String> {
+        let (named, now) = match cmd {
+            LockCmd::Acquire { name, now, .. }
+            | LockCmd::Renew { name, now, .. }
+            | LockCmd::Release { name, now, .. } => (Some(format!("l/{name}")), Some(*now)),
+            LockCmd::Arrive { barrier, .. } => (Some(format!("r/{barrier}")), None),
+            LockCmd::Tick { now } => (None, Some(*now)),
+        };
+        let mut out: Vec<String> = named.into_iter().collect();
+        if let Some(now) = now {
+            out.extend(
+                self.locks
+                    .iter()
+                    .filter(|(_, l)| l.holders.iter().any(|h| h.expires_at <= now))
+                    .map(|(n, _)| format!("l/{n}")),
+            );
+        }
+        out
+    }
+
     pub fn apply(&mut self, cmd: LockCmd) -> LockOutcome {
         match cmd {
             LockCmd::Tick { now } => {

@@ -1,5 +1,7 @@
 //! openraft's log storage and state machine, persisted in redb through `ironbucket_meta::RaftDb`.
-//! Log entries, the vote and the state machine are JSON-encoded.
+//! Log entries, the vote and the state machine are JSON-encoded. The state machine is stored as
+//! rows (`crate::rows`): applying an entry rewrites only the rows it changed, so its cost does
+//! not grow with the number of buckets, keys or locks.
 
 #![allow(clippy::result_large_err)] // openraft's traits fix the (large) error types.
 
@@ -160,6 +162,15 @@ pub struct Applied {
     pub state: ControlState,
 }
 
+/// The state machine row `a`: Raft's bookkeeping of what is applied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedMeta {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, NodeInfo>,
+}
+
+const APPLIED_ROW: &str = "a";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<u64, NodeInfo>,
@@ -175,16 +186,50 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// Loads the stored rows; a store written by an older version (the whole state under one
+    /// named value `sm`) is migrated to rows on the way.
     pub fn open(db: RaftDb) -> Result<Self, SErr> {
         let applied: Applied = match db.get("sm").map_err(io_read)? {
-            Some(b) => dec(&b)?,
-            None => Applied::default(),
+            Some(b) => {
+                let applied: Applied = dec(&b)?;
+                let rows = Self::rows_of(&applied)?;
+                db.state_replace(&rows, &["sm"]).map_err(io_write)?;
+                applied
+            }
+            None => {
+                let rows = db.state_rows().map_err(io_read)?;
+                let meta: AppliedMeta = match rows.iter().find(|(k, _)| k == APPLIED_ROW) {
+                    Some((_, v)) => dec(v)?,
+                    None => AppliedMeta::default(),
+                };
+                let state =
+                    crate::rows::decode(rows.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(io_read)?;
+                Applied {
+                    last_applied: meta.last_applied,
+                    membership: meta.membership,
+                    state,
+                }
+            }
         };
         let (tx, _) = tokio::sync::watch::channel(applied.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             db,
             shared: Arc::new(RwLock::new(applied)),
             changed: Arc::new(tx),
+        })
+    }
+
+    /// Every row of `a` (the bookkeeping row included).
+    fn rows_of(a: &Applied) -> Result<Vec<(String, Vec<u8>)>, SErr> {
+        let mut rows = crate::rows::all(&a.state).map_err(io_write)?;
+        rows.push((APPLIED_ROW.into(), Self::meta_row(a)?));
+        Ok(rows)
+    }
+
+    fn meta_row(a: &Applied) -> Result<Vec<u8>, SErr> {
+        enc(&AppliedMeta {
+            last_applied: a.last_applied,
+            membership: a.membership.clone(),
         })
     }
 
@@ -195,12 +240,6 @@ impl StateMachine {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.shared.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn persist(&self) -> Result<(), SErr> {
-        let b = enc(&*self.read())?;
-        let db = self.db.clone();
-        blocking(move || db.put(&[("sm", &b)]).map_err(io_write)).await
     }
 }
 
@@ -247,22 +286,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut out = Vec::new();
-        let last = {
+        let (last, puts, dels) = {
             let mut a = self.shared.write().unwrap_or_else(|p| p.into_inner());
+            let mut touched = std::collections::BTreeSet::new();
             for e in entries {
                 a.last_applied = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Outcome::Done),
-                    EntryPayload::Normal(cmd) => out.push(a.state.apply(cmd)),
+                    EntryPayload::Normal(cmd) => {
+                        touched.extend(crate::rows::touched(&a.state, &cmd));
+                        out.push(a.state.apply(cmd));
+                    }
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(e.log_id), m);
                         out.push(Outcome::Done);
                     }
                 }
             }
-            a.last_applied.map_or(0, |l| l.index)
+            // Only the rows these entries changed, and the bookkeeping row.
+            let mut puts = vec![(APPLIED_ROW.to_string(), Self::meta_row(&a)?)];
+            let mut dels = Vec::new();
+            for id in touched {
+                match crate::rows::encode(&a.state, &id).map_err(io_write)? {
+                    Some(v) => puts.push((id, v)),
+                    None => dels.push(id),
+                }
+            }
+            (a.last_applied.map_or(0, |l| l.index), puts, dels)
         };
-        self.persist().await?;
+        let db = self.db.clone();
+        blocking(move || db.state_apply(&puts, &dels).map_err(io_write)).await?;
         self.changed.send_replace(last);
         Ok(out)
     }
@@ -285,14 +338,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         let last = applied.last_applied.map_or(0, |l| l.index);
+        let rows = Self::rows_of(&applied)?;
         *self.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
         let stored = enc(&StoredSnapshot {
             meta: meta.clone(),
             data,
         })?;
         let db = self.db.clone();
-        blocking(move || db.put(&[("snapshot", &stored)]).map_err(io_write)).await?;
-        self.persist().await?;
+        blocking(move || {
+            db.put(&[("snapshot", &stored)]).map_err(io_write)?;
+            db.state_replace(&rows, &[]).map_err(io_write)
+        })
+        .await?;
         self.changed.send_replace(last);
         Ok(())
     }
@@ -308,5 +365,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A store written by an older version (the whole state under `sm`) opens with the same
+    /// state, migrated to rows, and reopens from the rows alone.
+    #[test]
+    fn the_whole_state_form_is_migrated_to_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let mut old = Applied::default();
+        old.state.cluster_id = "c1".into();
+        for name in ["a", "b"] {
+            old.state.buckets.insert(
+                name.into(),
+                ironbucket_meta::BucketRecord {
+                    name: name.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        old.last_applied = Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 42));
+        {
+            let db = RaftDb::open(&path).unwrap();
+            db.put(&[("sm", &serde_json::to_vec(&old).unwrap())]).unwrap();
+            let sm = StateMachine::open(db.clone()).unwrap();
+            assert_eq!(sm.read().state, old.state);
+            assert_eq!(db.get("sm").unwrap(), None, "the old form is gone");
+            assert!(db.state_rows().unwrap().iter().any(|(k, _)| k == "b/a"));
+        }
+        let db = RaftDb::open(&path).unwrap();
+        let sm = StateMachine::open(db).unwrap();
+        let a = sm.read();
+        assert_eq!(a.state, old.state);
+        assert_eq!(a.last_applied, old.last_applied);
     }
 }

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+/// The state machine, one row per stored part (a bucket, a key, a lock, ...), so that applying a
+/// command rewrites only what it changed.
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 
 /// The Raft log and small named values (vote, last purged log id, state machine, snapshot).
 #[derive(Clone)]
@@ -23,6 +26,7 @@ impl RaftDb {
         {
             tx.open_table(LOG)?;
             tx.open_table(META)?;
+            tx.open_table(STATE)?;
         }
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
@@ -105,6 +109,54 @@ impl RaftDb {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(META)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every state machine row, in key order.
+    pub fn state_rows(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(STATE)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes `puts` and removes `dels` from the state machine rows, in one durable commit.
+    pub fn state_apply(&self, puts: &[(String, Vec<u8>)], dels: &[String]) -> Result<(), Error> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(STATE)?;
+            for (k, v) in puts {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+            for k in dels {
+                t.remove(k.as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces every state machine row with `rows` and removes the named values `drop_meta`
+    /// (a snapshot installed, or the whole-state value of an older version migrated), in one
+    /// durable commit.
+    pub fn state_replace(&self, rows: &[(String, Vec<u8>)], drop_meta: &[&str]) -> Result<(), Error> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(STATE)?;
+            t.retain(|_, _| false)?;
+            for (k, v) in rows {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut m = tx.open_table(META)?;
+            for k in drop_meta {
+                m.remove(*k)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Sets several named values in one durable commit.

@@ -1,0 +1,147 @@
+//! Forming or joining the cluster from the seed list, and keeping peer connections pointed at
+//! the current addresses of the seeds' and members' host names.
+
+use crate::wire::JoinRequest;
+use crate::{ControlPlane, NodeInfo, raft_id};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How often host names of seeds and members are resolved again.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
+
+impl ControlPlane {
+    /// Forms the cluster on first start, or joins an existing one. Static bootstrap: when every
+    /// seed answers and none belongs to a cluster yet, the node with the smallest name
+    /// initializes the cluster with all of them as voters; the others wait for it. Exactly one
+    /// cluster forms even when all nodes start at once.
+    pub(crate) async fn bootstrap(me: std::sync::Weak<Self>) {
+        loop {
+            let Some(cp) = me.upgrade() else { return };
+            if cp.initialized() || cp.raft().is_initialized().await.unwrap_or(false) {
+                return;
+            }
+            if let Err(e) = cp.bootstrap_round().await {
+                tracing::info!(error = %e, "waiting to form or join the cluster");
+            }
+            drop(cp);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn bootstrap_round(&self) -> Result<(), String> {
+        let me = &self.cfg.node_name;
+        let mut answered: BTreeMap<String, String> = BTreeMap::new();
+        let mut incarnations: BTreeMap<String, String> = BTreeMap::new();
+        let mut existing = None;
+        for seed in &self.cfg.seeds {
+            match self.peers.ping(seed, Some(Duration::from_secs(2))).await {
+                Ok(r) => {
+                    if !r.cluster_id.is_empty() && &r.node_id != me {
+                        existing = Some(seed.clone());
+                    }
+                    incarnations.insert(r.node_id.clone(), r.incarnation.clone());
+                    answered.insert(r.node_id, seed.clone());
+                }
+                Err(e) => tracing::debug!(%seed, error = %e, "seed did not answer"),
+            }
+        }
+        let my_addr = self.cfg.advertise.clone().or_else(|| answered.get(me).cloned());
+        if let Some(addr) = existing {
+            let rpc_addr = my_addr.ok_or("this node's RPC address is unknown: set NODE_RPC_ADDRESS")?;
+            let req = serde_json::to_vec(&JoinRequest {
+                name: me.clone(),
+                rpc_addr,
+                incarnation: self.incarnation(),
+                has_state: self.raft().is_initialized().await.unwrap_or(false),
+            })
+            .map_err(|e| e.to_string())?;
+            let raw = self
+                .peers
+                .control(&addr, "join", req, Some(Duration::from_secs(60)))
+                .await
+                .map_err(|e| format!("join through {addr} failed: {e}"))?;
+            return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
+        }
+        if !answered.contains_key(me) && self.cfg.advertise.is_some() {
+            // This node is not among the seeds: it can only join.
+            return Err("no seed belongs to a cluster yet".into());
+        }
+        let all = self.cfg.seeds.iter().all(|s| answered.values().any(|a| a == s));
+        if !all {
+            return Err(format!(
+                "{} of {} seeds answer; the cluster forms when all do",
+                answered.len(),
+                self.cfg.seeds.len()
+            ));
+        }
+        if answered.keys().next() != Some(me) {
+            return Err("waiting for the first node to initialize the cluster".into());
+        }
+        let members: BTreeMap<u64, NodeInfo> = answered
+            .iter()
+            .map(|(name, addr)| {
+                (
+                    raft_id(name),
+                    NodeInfo {
+                        name: name.clone(),
+                        rpc_addr: if name == me {
+                            my_addr.clone().unwrap_or_else(|| addr.clone())
+                        } else {
+                            addr.clone()
+                        },
+                        incarnation: incarnations.get(name).cloned().unwrap_or_default(),
+                    },
+                )
+            })
+            .collect();
+        tracing::info!(members = ?members.values().map(|n| n.name.as_str()).collect::<Vec<_>>(), "initializing the cluster");
+        match self.raft().initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("initialize: {e}")),
+        }
+    }
+
+    /// Resolves the seeds' and members' host names again every [`REDISCOVER_EVERY`]: when a name
+    /// now points elsewhere (a container restarted with a new address), the pooled connections
+    /// to it are dropped so the next call connects to the new address at once (a broken
+    /// connection also resolves the name again when it reconnects).
+    pub(crate) async fn rediscover(me: std::sync::Weak<Self>) {
+        let mut known: BTreeMap<String, BTreeSet<std::net::SocketAddr>> = BTreeMap::new();
+        loop {
+            tokio::time::sleep(REDISCOVER_EVERY).await;
+            let Some(cp) = me.upgrade() else { return };
+            let mut addrs: BTreeSet<String> = cp.cfg.seeds.iter().cloned().collect();
+            addrs.extend(
+                cp.raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(_, n)| n.rpc_addr.clone()),
+            );
+            let peers = cp.peers.clone();
+            drop(cp);
+            for addr in addrs {
+                // Literal IP addresses never move.
+                if addr.parse::<std::net::SocketAddr>().is_ok() {
+                    continue;
+                }
+                let Ok(Ok(found)) = tokio::time::timeout(Duration::from_secs(5), peers.resolve(&addr)).await else {
+                    continue;
+                };
+                let found: BTreeSet<std::net::SocketAddr> = found.into_iter().collect();
+                if found.is_empty() {
+                    continue;
+                }
+                if let Some(before) = known.get(&addr)
+                    && *before != found
+                {
+                    tracing::info!(%addr, old = ?before, new = ?found, "peer address changed; reconnecting");
+                    peers.forget(&addr);
+                }
+                known.insert(addr, found);
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Changes of who is in the cluster and how it places data: joins (run on the leader), removal,
+//! replacement of a wiped node, decommission, forced recovery of a lone survivor, and changes of
+//! a member's placement attributes or of the replication settings.
+
+use crate::plane::raft_err;
+use crate::store;
+use crate::wire::{Forwarded, JoinRequest, MembershipOp};
+use crate::{
+    Command, ControlPlane, Error, MAX_WEIGHT, MemberPatch, MemberState, NodeInfo, Outcome, Replication, network,
+    raft_id, validate_replication,
+};
+use openraft::{Raft, ServerState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+impl ControlPlane {
+    /// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter.
+    pub(crate) async fn join(&self, req: JoinRequest) -> Result<(), String> {
+        let m = self.raft().metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            let leader = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+                .ok_or("no leader is elected")?;
+            let raw = self
+                .peers
+                .control(
+                    &leader.rpc_addr,
+                    "join",
+                    serde_json::to_vec(&req).map_err(|e| e.to_string())?,
+                    Some(Duration::from_secs(60)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
+        }
+        if req.has_state {
+            tracing::warn!(node = %req.name, "refused a join from a node that holds Raft state from an earlier membership");
+            return Err(format!(
+                "node {} still holds Raft state from an earlier membership (it was removed or fenced out); wipe its data directory to let it join again",
+                req.name
+            ));
+        }
+        let id = raft_id(&req.name);
+        let mut membership = m.membership_config.membership().clone();
+        if membership
+            .get_node(&id)
+            .is_some_and(|n| n.incarnation != req.incarnation || n.incarnation.is_empty())
+        {
+            // A member with this name but another Raft state: the node lost its data. It may
+            // take the old place only once an operator confirmed the replacement.
+            if !self.with_state(|s| s.replacements.contains(&req.name)) {
+                tracing::warn!(node = %req.name, addr = %req.rpc_addr, "refused a wiped node reusing a member's id");
+                return Err(format!(
+                    "node {} is already a member of this cluster; a node that lost its data may take its place only after an operator confirms it with POST /cluster/nodes/{}/replace (ironbucket-cli cluster replace {})",
+                    req.name, req.name, req.name
+                ));
+            }
+            tracing::warn!(node = %req.name, "replacing a member by a wiped node, as confirmed");
+            self.membership_op(MembershipOp::Remove { name: req.name.clone() })
+                .await?;
+            membership = self.raft().metrics().borrow().membership_config.membership().clone();
+            let _ = self
+                .propose_inner(Command::ReplaceDone { name: req.name.clone() }, false)
+                .await;
+        }
+        let node = NodeInfo {
+            name: req.name.clone(),
+            rpc_addr: req.rpc_addr.clone(),
+            incarnation: req.incarnation.clone(),
+        };
+        self.raft()
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| format!("add learner {}: {e}", req.name))?;
+        let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.insert(id) {
+            self.raft()
+                .change_membership(voters, false)
+                .await
+                .map_err(|e| format!("promote {}: {e}", req.name))?;
+        }
+        tracing::info!(node = %req.name, "node joined the cluster as a voter");
+        Ok(())
+    }
+
+    /// Removes a member from the Raft group and marks it removed (graceful leave, or the end of
+    /// a decommission).
+    pub async fn remove_member(&self, name: &str) -> Result<(), Error> {
+        if !self.with_state(|s| s.members.contains_key(name)) {
+            return Err(Error::Invalid(format!("no member named {name}")));
+        }
+        self.on_leader(MembershipOp::Remove { name: name.to_string() }).await?;
+        self.propose(Command::SetMemberState {
+            name: name.to_string(),
+            state: MemberState::Removed,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Lets a wiped node that reuses `name` take that member's place on its next join.
+    pub async fn allow_replace(&self, name: &str) -> Result<(), Error> {
+        match self.propose(Command::AllowReplace { name: name.to_string() }).await? {
+            Outcome::NoSuchMember { name } => Err(Error::Invalid(format!("no member named {name}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Marks a member as draining (decommission): it stays a voter until it is removed.
+    pub async fn decommission(&self, name: &str) -> Result<(), Error> {
+        match self
+            .propose(Command::SetMemberState {
+                name: name.to_string(),
+                state: MemberState::Draining,
+            })
+            .await?
+        {
+            Outcome::NoSuchMember { name } => Err(Error::Invalid(format!("no member named {name}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes this node the only voter of the cluster, on purpose, when the others are lost (the
+    /// lone survivor of a 2-node cluster). Refused while a quorum can still commit. The control
+    /// state is kept; the lost members are marked removed, and this node takes a new incarnation
+    /// so that they cannot act on their stale view when they return: their Raft messages to it
+    /// are refused, and alone they never have a majority. To bring one back, wipe its data
+    /// directory and let it join.
+    pub async fn force_recover(&self, node: &str) -> Result<(), Error> {
+        if node != self.cfg.node_name {
+            return Err(Error::Invalid(format!(
+                "this is node {}; run force-recover against the admin API of {node}, the node that is to stay",
+                self.cfg.node_name
+            )));
+        }
+        let raft = self.raft();
+        let probe = Command::SetReplication {
+            replication: self.with_state(|s| s.replication.clone()),
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), self.propose_inner(probe, true)).await {
+            return Err(Error::Invalid(
+                "the cluster still has a quorum: remove lost members with `cluster remove` instead of forcing".into(),
+            ));
+        }
+        tracing::warn!(node = %node, "FORCED RECOVERY: this node becomes the only voter; the other members are fenced out");
+        let _ = raft.shutdown().await;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        // Keep the control state; restart the log with this node alone.
+        let mut applied = self.sm.shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for m in applied.state.members.values_mut() {
+            if m.name != node {
+                m.state = MemberState::Removed;
+            }
+        }
+        applied.state.layout_version += 1;
+        applied.last_applied = None;
+        applied.membership = Default::default();
+        let sm_bytes = serde_json::to_vec(&applied).map_err(raft_err)?;
+        let db = self.db.clone();
+        let fresh2 = fresh.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ironbucket_meta::Error> {
+            db.truncate_from(0)?;
+            db.reset(&["vote", "committed", "last_purged", "snapshot"])?;
+            db.put(&[("sm", &sm_bytes), ("incarnation", fresh2.as_bytes())])
+        })
+        .await
+        .map_err(raft_err)?
+        .map_err(|e| Error::Storage(e.to_string()))?;
+        *self.sm.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        *self.incarnation.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        let new = Raft::new(
+            self.id,
+            self.raft_config.clone(),
+            network::Network {
+                peers: self.peers.clone(),
+            },
+            store::LogStore::new(self.db.clone()),
+            self.sm.clone(),
+        )
+        .await
+        .map_err(raft_err)?;
+        let me = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .cloned()
+            .unwrap_or_default();
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.id,
+            NodeInfo {
+                name: node.to_string(),
+                rpc_addr: me.rpc_addr,
+                incarnation: fresh,
+            },
+        );
+        new.initialize(members).await.map_err(raft_err)?;
+        *self.raft.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        new.wait(Some(Duration::from_secs(10)))
+            .state(ServerState::Leader, "forced recovery")
+            .await
+            .map_err(raft_err)?;
+        Ok(())
+    }
+
+    /// Changes a member's role, zone, rack or weight.
+    pub async fn update_member(&self, name: &str, patch: MemberPatch) -> Result<(), Error> {
+        let Some(mut m) = self.with_state(|s| s.members.get(name).cloned()) else {
+            return Err(Error::Invalid(format!("no member named {name}")));
+        };
+        if let Some(r) = patch.role {
+            if r != "primary" && r != "secondary" {
+                return Err(Error::Invalid(format!("role must be primary or secondary, not {r:?}")));
+            }
+            m.role = r;
+        }
+        if let Some(z) = patch.zone {
+            m.zone = z;
+        }
+        if let Some(r) = patch.rack {
+            m.rack = r;
+        }
+        if let Some(w) = patch.weight {
+            if !(1..=MAX_WEIGHT).contains(&w) {
+                return Err(Error::Invalid(format!(
+                    "weight must be between 1 and {MAX_WEIGHT}, not {w}"
+                )));
+            }
+            m.weight = w;
+        }
+        self.propose(Command::UpsertMember { member: m }).await.map(|_| ())
+    }
+
+    /// Changes the replication factor, strategy or default consistency for new writes; every
+    /// node applies it without a restart.
+    pub async fn set_replication(&self, r: Replication) -> Result<(), Error> {
+        // Members that can hold replicas: Raft members not removed or draining.
+        let nodes: Vec<String> = self
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.name.clone())
+            .collect();
+        let active = self.with_state(|s| {
+            nodes
+                .iter()
+                .filter(|n| s.members.get(*n).is_none_or(|m| m.state == MemberState::Active))
+                .count()
+        });
+        validate_replication(&r, active)?;
+        self.propose(Command::SetReplication { replication: r })
+            .await
+            .map(|_| ())
+    }
+
+    async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
+        let payload = serde_json::to_vec(&Forwarded {
+            from: self.cfg.node_name.clone(),
+            incarnation: self.incarnation(),
+            body: op.clone(),
+        })
+        .map_err(raft_err)?;
+        let m = self.raft().metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return self.membership_op(op).await.map_err(Error::Invalid);
+        }
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            .ok_or_else(|| Error::NoQuorum("no leader is elected".into()))?;
+        let raw = self
+            .peers
+            .control(&leader.rpc_addr, "membership", payload, Some(self.cfg.commit_timeout))
+            .await
+            .map_err(|e| Error::NoQuorum(format!("the leader {} did not answer: {e}", leader.name)))?;
+        serde_json::from_slice::<Result<(), String>>(&raw)
+            .map_err(raft_err)?
+            .map_err(Error::Invalid)
+    }
+
+    pub(crate) async fn membership_op(&self, op: MembershipOp) -> Result<(), String> {
+        match op {
+            MembershipOp::Remove { name } => {
+                let id = raft_id(&name);
+                let membership = self.raft().metrics().borrow().membership_config.membership().clone();
+                let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
+                if voters.remove(&id) {
+                    if voters.is_empty() {
+                        return Err("the last voter cannot be removed".into());
+                    }
+                    self.raft()
+                        .change_membership(voters, false)
+                        .await
+                        .map_err(|e| format!("remove {name}: {e}"))?;
+                } else if membership.get_node(&id).is_some() {
+                    // A learner: drop it from the node list.
+                    self.raft()
+                        .change_membership(openraft::ChangeMembers::RemoveNodes([id].into()), false)
+                        .await
+                        .map_err(|e| format!("remove {name}: {e}"))?;
+                }
+                tracing::info!(node = %name, "member removed from the cluster");
+                Ok(())
+            }
+        }
+    }
+}
