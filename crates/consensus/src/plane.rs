@@ -268,6 +268,12 @@ impl ControlPlane {
         self.sm.watch()
     }
 
+    /// The state rows changed after log index `index` (`b/<bucket>`, `k/<access key>`, ...),
+    /// or `None` when they are no longer known: compare the whole state then.
+    pub fn changes_since(&self, index: u64) -> Option<std::collections::BTreeSet<String>> {
+        self.sm.changes_since(index)
+    }
+
     /// Records that everything up to `index` is in force on this node (called by whoever
     /// materializes the control state, such as the local bucket table).
     pub fn set_materialized(&self, index: u64) {

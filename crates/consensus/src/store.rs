@@ -183,7 +183,21 @@ pub struct StateMachine {
     db: RaftDb,
     pub(crate) shared: Arc<RwLock<Applied>>,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    recent: Arc<std::sync::Mutex<Recent>>,
 }
+
+/// The rows the last applies changed, so that whoever mirrors the state (the node's bucket and
+/// key tables) can follow it change by change instead of comparing everything.
+#[derive(Default)]
+struct Recent {
+    /// Changes after this index are all in `log` (0 before the first apply of this process:
+    /// nothing is known, callers resync fully).
+    known_after: u64,
+    log: std::collections::VecDeque<(u64, Vec<String>)>,
+}
+
+/// Applies remembered by [`StateMachine::changes_since`].
+const RECENT_APPLIES: usize = 4096;
 
 impl StateMachine {
     /// Loads the stored rows; a store written by an older version (the whole state under one
@@ -214,9 +228,45 @@ impl StateMachine {
         let (tx, _) = tokio::sync::watch::channel(applied.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             db,
+            recent: Arc::new(std::sync::Mutex::new(Recent {
+                known_after: applied.last_applied.map_or(0, |l| l.index),
+                log: Default::default(),
+            })),
             shared: Arc::new(RwLock::new(applied)),
             changed: Arc::new(tx),
         })
+    }
+
+    /// The rows changed by the entries applied after `index`, or `None` when they are no
+    /// longer known (too old, or a snapshot replaced the state): then compare everything.
+    pub fn changes_since(&self, index: u64) -> Option<std::collections::BTreeSet<String>> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if index < r.known_after {
+            return None;
+        }
+        Some(
+            r.log
+                .iter()
+                .filter(|(i, _)| *i > index)
+                .flat_map(|(_, ids)| ids.iter().cloned())
+                .collect(),
+        )
+    }
+
+    fn remember(&self, index: u64, ids: Vec<String>) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.log.push_back((index, ids));
+        while r.log.len() > RECENT_APPLIES {
+            if let Some((i, _)) = r.log.pop_front() {
+                r.known_after = i;
+            }
+        }
+    }
+
+    fn forget_changes(&self, index: u64) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.log.clear();
+        r.known_after = index;
     }
 
     /// Every row of `a` (the bookkeeping row included).
@@ -306,13 +356,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Only the rows these entries changed, and the bookkeeping row.
             let mut puts = vec![(APPLIED_ROW.to_string(), Self::meta_row(&a)?)];
             let mut dels = Vec::new();
-            for id in touched {
-                match crate::rows::encode(&a.state, &id).map_err(io_write)? {
-                    Some(v) => puts.push((id, v)),
-                    None => dels.push(id),
+            for id in &touched {
+                match crate::rows::encode(&a.state, id).map_err(io_write)? {
+                    Some(v) => puts.push((id.clone(), v)),
+                    None => dels.push(id.clone()),
                 }
             }
-            (a.last_applied.map_or(0, |l| l.index), puts, dels)
+            let last = a.last_applied.map_or(0, |l| l.index);
+            self.remember(last, touched.into_iter().collect());
+            (last, puts, dels)
         };
         let db = self.db.clone();
         blocking(move || db.state_apply(&puts, &dels).map_err(io_write)).await?;
@@ -339,6 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied.membership = meta.last_membership.clone();
         let last = applied.last_applied.map_or(0, |l| l.index);
         let rows = Self::rows_of(&applied)?;
+        self.forget_changes(last);
         *self.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
         let stored = enc(&StoredSnapshot {
             meta: meta.clone(),

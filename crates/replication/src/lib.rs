@@ -133,26 +133,51 @@ impl ClusterStore {
         let Some(s) = me.upgrade() else { return Ok(()) };
         let mut applied = s.cp.applied_watch();
         drop(s);
+        // The index this node's tables are known to match; the first round compares everything,
+        // later ones apply only the buckets and keys the log changed since.
+        let mut synced: Option<u64> = None;
         loop {
             let index = *applied.borrow_and_update();
             let Some(s) = me.upgrade() else { return Ok(()) };
             ctx.busy();
-            let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = s.cp.with_state(|st| {
-                (
-                    st.buckets.values().cloned().collect(),
-                    st.keys.values().cloned().collect(),
-                )
-            });
-            let synced = async {
-                let kept = s.local.sync_buckets(buckets).await?;
-                s.local.sync_keys(keys).await?;
-                Ok::<_, Error>(kept)
+            let result = match synced.and_then(|i| s.cp.changes_since(i)) {
+                Some(ids) => {
+                    let (buckets, keys) = s.cp.with_state(|st| {
+                        let buckets: Vec<(String, Option<BucketRecord>)> = ids
+                            .iter()
+                            .filter_map(|id| id.strip_prefix("b/"))
+                            .map(|n| (n.to_string(), st.buckets.get(n).cloned()))
+                            .collect();
+                        let keys: Vec<(String, Option<KeyRecord>)> = ids
+                            .iter()
+                            .filter_map(|id| id.strip_prefix("k/"))
+                            .map(|k| (k.to_string(), st.keys.get(k).cloned()))
+                            .collect();
+                        (buckets, keys)
+                    });
+                    s.local.sync_changed(buckets, keys).await
+                }
+                None => {
+                    let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = s.cp.with_state(|st| {
+                        (
+                            st.buckets.values().cloned().collect(),
+                            st.keys.values().cloned().collect(),
+                        )
+                    });
+                    async {
+                        let kept = s.local.sync_buckets(buckets).await?;
+                        s.local.sync_keys(keys).await?;
+                        Ok::<_, Error>(kept)
+                    }
+                    .await
+                }
             };
-            match synced.await {
+            match result {
                 Ok(kept) => {
                     for b in kept {
                         tracing::warn!(bucket = %b, "bucket was deleted in the cluster but still holds data on this node; kept locally");
                     }
+                    synced = Some(index);
                     s.cp.set_materialized(index);
                     ctx.unit_done();
                     ctx.progress(format!("applied up to log index {index}"));

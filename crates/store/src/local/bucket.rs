@@ -126,6 +126,38 @@ impl LocalStore {
         .await
     }
 
+    /// Applies the cluster's changes to some buckets and keys (`None`: deleted) in one commit,
+    /// the incremental form of [`LocalStore::sync_buckets`] and `sync_keys`. Returns the deleted
+    /// buckets kept because they still hold data here.
+    pub async fn sync_changed(
+        &self,
+        buckets: Vec<(String, Option<BucketRecord>)>,
+        keys: Vec<(String, Option<ironbucket_meta::KeyRecord>)>,
+    ) -> Result<Vec<String>> {
+        if buckets.is_empty() && keys.is_empty() {
+            return Ok(vec![]);
+        }
+        self.commit(vec![], move |t| {
+            let mut kept = Vec::new();
+            for (name, rec) in &buckets {
+                match rec {
+                    Some(b) => t.put_bucket(b)?,
+                    None if t.get_bucket(name)?.is_none() => {}
+                    None if t.bucket_in_use(name)? => kept.push(name.clone()),
+                    None => t.delete_bucket(name)?,
+                }
+            }
+            for (ak, rec) in &keys {
+                match rec {
+                    Some(k) => t.put_key(k)?,
+                    None => t.delete_key(ak)?,
+                }
+            }
+            Ok(kept)
+        })
+        .await
+    }
+
     /// Whether a bucket holds any object version, delete marker or multipart upload here.
     pub async fn bucket_in_use(&self, bucket: &str) -> Result<bool> {
         let name = bucket.to_string();
