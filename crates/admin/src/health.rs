@@ -23,6 +23,7 @@ pub(crate) struct Gauges {
     stamps_refused: IntGauge,
     peer_offset: IntGaugeVec,
     peer_refused: IntGaugeVec,
+    peer_refused_protocol: IntGaugeVec,
 }
 
 impl Gauges {
@@ -74,6 +75,11 @@ impl Gauges {
             peer_refused: v(
                 "ironbucket_rpc_refused_clock_total",
                 "RPC calls refused because the calling node's clock was more than 300 s off",
+                "node",
+            )?,
+            peer_refused_protocol: v(
+                "ironbucket_rpc_refused_protocol_total",
+                "RPC calls refused because this node cannot speak the calling node's protocol version",
                 "node",
             )?,
         })
@@ -141,7 +147,12 @@ pub(crate) async fn cluster_health(State(s): State<Shared>) -> Response {
         .get()
         .map_or(ironbucket_types::DEFAULT_MAX_AHEAD_MS, |l| l.clock().max_ahead_ms());
     let now = ironbucket_types::now_millis();
+    let ours = s.cluster.get().map_or(ironbucket_rpc::ProtocolRange::CURRENT, |cp| {
+        cp.peers().config().protocol
+    });
     let mut report = ClockReport {
+        protocol_version: ours.max,
+        min_protocol_version: ours.min,
         max_ahead_ms: bound,
         stamps_refused: s.local.get().map_or(0, |l| l.clock().refused()),
         ..ClockReport::default()
@@ -162,12 +173,28 @@ pub(crate) async fn cluster_health(State(s): State<Shared>) -> Response {
             ));
             report.skewed_nodes.push(node.clone());
         }
+        if c.refused_protocol_calls > 0 {
+            let why = match c.protocol {
+                Some(t) => ours
+                    .agree(t)
+                    .err()
+                    .unwrap_or_else(|| "its protocol version changed since".into()),
+                None => "its protocol version statement is malformed".into(),
+            };
+            h.warnings.push(format!(
+                "node {node}'s RPC calls are refused ({} so far): {why}",
+                c.refused_protocol_calls
+            ));
+        }
         report.peers.push(PeerClockView {
             node,
             offset_ms: c.offset_ms,
             seen_ms_ago: now.saturating_sub(c.seen_ms),
             refused_calls: c.refused_calls,
             beyond_bound: beyond,
+            protocol_version: c.protocol.map_or(0, |p| p.max),
+            min_protocol_version: c.protocol.map_or(0, |p| p.min),
+            refused_protocol_calls: c.refused_protocol_calls,
         });
     }
     h.clock = Some(report);
@@ -241,6 +268,9 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> ApiResult {
     for (node, c) in s.peer_clocks.get().map(|p| p.snapshot()).unwrap_or_default() {
         g.peer_offset.with_label_values(&[&node]).set(c.offset_ms);
         g.peer_refused.with_label_values(&[&node]).set(c.refused_calls as i64);
+        g.peer_refused_protocol
+            .with_label_values(&[&node])
+            .set(c.refused_protocol_calls as i64);
     }
     let mut buf = Vec::new();
     let enc = TextEncoder::new();

@@ -61,9 +61,14 @@ pub struct StorageFigures {
     pub disk_free_bytes: u64,
 }
 
-/// This node's clock bound and what it has seen of its peers' clocks.
+/// This node's clock bound and what it has seen of its peers' clocks and protocol versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockReport {
+    /// The node protocol version this node speaks, and the oldest it still speaks.
+    #[serde(default)]
+    pub protocol_version: u32,
+    #[serde(default)]
+    pub min_protocol_version: u32,
     /// Remote stamps further ahead of this node's clock are refused.
     pub max_ahead_ms: u64,
     /// Stamped writes refused since start.
@@ -82,6 +87,14 @@ pub struct PeerClockView {
     /// RPC calls refused because its clock was more than 300 s off.
     pub refused_calls: u64,
     pub beyond_bound: bool,
+    /// The newest and oldest node protocol versions its last call stated.
+    #[serde(default)]
+    pub protocol_version: u32,
+    #[serde(default)]
+    pub min_protocol_version: u32,
+    /// RPC calls refused because this node cannot speak its protocol version.
+    #[serde(default)]
+    pub refused_protocol_calls: u64,
 }
 
 /// `GET /health/ready`.

@@ -53,6 +53,7 @@ impl ControlPlane {
                 rpc_addr,
                 incarnation: self.incarnation(),
                 has_state: self.raft().is_initialized().await.unwrap_or(false),
+                protocol: self.peers.config().protocol,
             })
             .map_err(|e| e.to_string())?;
             let raw = self

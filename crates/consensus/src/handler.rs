@@ -62,6 +62,8 @@ impl Handler for RpcHandler {
             cluster_id,
             advertise: cp.cfg.advertise.clone().unwrap_or_default(),
             incarnation: cp.incarnation(),
+            protocol_version: cp.peers.config().protocol.max,
+            protocol_min: cp.peers.config().protocol.min,
         }
     }
 

@@ -34,6 +34,13 @@ impl ControlPlane {
                 .map_err(|e| e.to_string())?;
             return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
         }
+        // The leader decides for the cluster: a joiner it cannot talk to, or that could not talk
+        // to it, stays out (the member that forwarded the request may be of another version).
+        let ours = self.peers.config().protocol;
+        if let Err(why) = ours.agree(req.protocol) {
+            tracing::warn!(node = %req.name, theirs = %req.protocol, %ours, "refused a join: {why}");
+            return Err(format!("node {} cannot join: {why}", req.name));
+        }
         if req.has_state {
             tracing::warn!(node = %req.name, "refused a join from a node that holds Raft state from an earlier membership");
             return Err(format!(

@@ -13,6 +13,13 @@ pub(crate) struct JoinRequest {
     /// stale log and term must not meet the cluster's.
     #[serde(default)]
     pub(crate) has_state: bool,
+    /// The node protocol versions the joiner speaks (1 when absent: it predates versions).
+    #[serde(default = "version_one")]
+    pub(crate) protocol: ironbucket_rpc::ProtocolRange,
+}
+
+fn version_one() -> ironbucket_rpc::ProtocolRange {
+    ironbucket_rpc::ProtocolRange { min: 1, max: 1 }
 }
 
 /// A change of Raft membership, run on the leader.

@@ -35,6 +35,7 @@ async fn start(i: usize, dir: &Path, table: &Table) -> Node {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(2),
         tls: None,
+        protocol: ironbucket_rpc::ProtocolRange::CURRENT,
     };
     let t = table.clone();
     let resolver = Resolver::custom(move |addr| {

@@ -20,6 +20,70 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// The newest node protocol version this build speaks. Version 1 is the protocol before
+/// versions were exchanged; 2 adds the exchange itself (every call states the caller's range,
+/// Ping answers it, a join states it). See docs/protocol.md for what each version changed and
+/// the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";
+
+/// The node protocol versions a node speaks, oldest to newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProtocolRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl ProtocolRange {
+    /// What this build speaks.
+    pub const CURRENT: ProtocolRange = ProtocolRange {
+        min: MIN_PROTOCOL_VERSION,
+        max: PROTOCOL_VERSION,
+    };
+
+    /// `N` or `MIN-MAX`, as the `x-ironbucket-protocol` header and `--protocol-version` state it.
+    pub fn parse(s: &str) -> Option<ProtocolRange> {
+        let (min, max) = match s.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let v = s.trim().parse().ok()?;
+                (v, v)
+            }
+        };
+        (1 <= min && min <= max).then_some(ProtocolRange { min, max })
+    }
+
+    /// The version two nodes use with each other (the newest both speak), or why they cannot
+    /// talk at all. Pure.
+    pub fn agree(self, theirs: ProtocolRange) -> Result<u32, String> {
+        if theirs.min > self.max {
+            Err(format!(
+                "it speaks node protocol versions {}-{}, all newer than this node's {}-{}: upgrade this node first",
+                theirs.min, theirs.max, self.min, self.max
+            ))
+        } else if theirs.max < self.min {
+            Err(format!(
+                "it speaks node protocol versions {}-{}, all older than this node's {}-{}: upgrade it",
+                theirs.min, theirs.max, self.min, self.max
+            ))
+        } else {
+            Ok(theirs.max.min(self.max))
+        }
+    }
+}
+
+impl std::fmt::Display for ProtocolRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.max)
+        } else {
+            write!(f, "{}-{}", self.min, self.max)
+        }
+    }
+}
+
 /// A stream of bulk data chunks; errors are messages for the other side.
 pub type DataStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, String>> + Send>>;
 
@@ -64,6 +128,8 @@ pub struct RpcConfig {
     pub request_timeout: Duration,
     /// Mutual TLS: this node's certificate and key, and the cluster CA.
     pub tls: Option<TlsFiles>,
+    /// The node protocol versions this node speaks ([`ProtocolRange::CURRENT`]; tests set others).
+    pub protocol: ProtocolRange,
 }
 
 /// Pooled, authenticated connections to the other nodes, by address (`host:port`).
@@ -164,6 +230,9 @@ impl Peers {
         req.set_timeout(timeout.unwrap_or(self.cfg.request_timeout));
         if let Ok(v) = self.auth.token(&self.cfg.node_id).parse() {
             req.metadata_mut().insert(auth::HEADER, v);
+        }
+        if let Ok(v) = self.cfg.protocol.to_string().parse() {
+            req.metadata_mut().insert(PROTOCOL_HEADER, v);
         }
         req
     }
@@ -488,29 +557,40 @@ pub struct PeerClock {
     pub seen_ms: u64,
     /// Calls refused because its clock was more than 300 s off.
     pub refused_calls: u64,
+    /// The node protocol versions its last call stated (1: it states none; `None` for a
+    /// statement that could not be read).
+    #[serde(default)]
+    pub protocol: Option<ProtocolRange>,
+    /// Calls refused because this node cannot speak its protocol version.
+    #[serde(default)]
+    pub refused_protocol_calls: u64,
 }
 
 impl PeerClocks {
-    fn record(&self, c: &Checked, refused: bool) {
+    /// Records a call from `c.node` stating `protocol`; `refused` says why it was refused (if
+    /// it was). Returns how many of its calls were refused for their protocol so far.
+    fn record(&self, c: &Checked, protocol: Option<ProtocolRange>, refused: Refusal) -> u64 {
         let now = ironbucket_types::now_millis();
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get_mut(&c.node) {
-            Some(e) => {
-                e.offset_ms = c.offset_ms;
-                e.seen_ms = now;
-                e.refused_calls += u64::from(refused);
-            }
-            None => {
-                m.insert(
-                    c.node.clone(),
-                    PeerClock {
-                        offset_ms: c.offset_ms,
-                        seen_ms: now,
-                        refused_calls: u64::from(refused),
-                    },
-                );
-            }
+        let e = match m.get_mut(&c.node) {
+            Some(e) => e,
+            None => m.entry(c.node.clone()).or_insert(PeerClock {
+                offset_ms: 0,
+                seen_ms: 0,
+                refused_calls: 0,
+                protocol: None,
+                refused_protocol_calls: 0,
+            }),
+        };
+        e.offset_ms = c.offset_ms;
+        e.seen_ms = now;
+        e.protocol = protocol;
+        match refused {
+            Refusal::None => {}
+            Refusal::Clock => e.refused_calls += 1,
+            Refusal::Protocol => e.refused_protocol_calls += 1,
         }
+        e.refused_protocol_calls
     }
 
     /// Every peer heard from, by node id.
@@ -518,6 +598,14 @@ impl PeerClocks {
         let m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
+}
+
+/// Why a call was refused, for the record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    None,
+    Clock,
+    Protocol,
 }
 
 /// Serves the node protocol on `listener` until `shutdown` resolves. Every call must carry a
@@ -531,18 +619,38 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
     let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
+    let ours = cfg.protocol;
     // tonic's interceptor signature fixes the error type.
     #[allow(clippy::result_large_err)]
     let interceptor = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
         let token = req.metadata().get(auth::HEADER).and_then(|v| v.to_str().ok());
+        // A caller that states no version speaks version 1 (before versions were exchanged).
+        let theirs = match req.metadata().get(PROTOCOL_HEADER) {
+            None => Some(ProtocolRange { min: 1, max: 1 }),
+            Some(v) => v.to_str().ok().and_then(ProtocolRange::parse),
+        };
         match auth.check(token) {
             Ok(c) => {
-                clocks.record(&c, false);
+                let agreed = theirs
+                    .ok_or_else(|| "its protocol version statement is malformed".to_string())
+                    .and_then(|t| ours.agree(t));
+                if let Err(why) = agreed {
+                    let refused = clocks.record(&c, theirs, Refusal::Protocol);
+                    // A refused peer retries; log its first refusal and then every hundredth.
+                    if refused % 100 == 1 {
+                        tracing::warn!(node = %c.node, %ours, refused, "refused node RPC calls: {why}");
+                    }
+                    return Err(tonic::Status::failed_precondition(format!(
+                        "node {} refused by this node: {why}",
+                        c.node
+                    )));
+                }
+                clocks.record(&c, theirs, Refusal::None);
                 Ok(req)
             }
             Err(r) => {
                 if let Some(c) = &r.skewed {
-                    clocks.record(c, true);
+                    clocks.record(c, theirs, Refusal::Clock);
                 }
                 let peer = req.remote_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_default();
                 tracing::warn!(%peer, reason = %r.why, "refused a node RPC call");
@@ -576,6 +684,27 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    #[test]
+    fn protocol_ranges_agree_on_the_newest_shared_version() {
+        let r = |min, max| ProtocolRange { min, max };
+        assert_eq!(ProtocolRange::parse("2"), Some(r(2, 2)));
+        assert_eq!(ProtocolRange::parse("1-3"), Some(r(1, 3)));
+        for bad in ["", "0", "3-2", "x", "1-", "-1"] {
+            assert_eq!(ProtocolRange::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(r(1, 2).to_string(), "1-2");
+        assert_eq!(r(2, 2).to_string(), "2");
+        let ours = r(1, 2);
+        assert_eq!(ours.agree(r(1, 1)), Ok(1), "an older node is spoken to in its version");
+        assert_eq!(ours.agree(r(2, 3)), Ok(2), "a newer node that still speaks ours");
+        assert!(ours.agree(r(3, 4)).unwrap_err().contains("all newer"));
+        assert!(r(3, 4).agree(ours).unwrap_err().contains("all older"));
+        assert_eq!(
+            ProtocolRange::CURRENT.agree(ProtocolRange::CURRENT),
+            Ok(PROTOCOL_VERSION)
+        );
+    }
+
     struct Echo;
 
     #[tonic::async_trait]
@@ -587,6 +716,8 @@ mod tests {
                 cluster_id: String::new(),
                 advertise: String::new(),
                 incarnation: String::new(),
+                protocol_version: PROTOCOL_VERSION,
+                protocol_min: MIN_PROTOCOL_VERSION,
             }
         }
         async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -632,6 +763,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
             tls: None,
+            protocol: ProtocolRange::CURRENT,
         }
     }
 

@@ -295,6 +295,16 @@ pub struct ClusterArgs {
     #[arg(long = "raft-snapshot-every", env = "RAFT_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub raft_snapshot_every: Option<u64>,
 
+    /// TESTING ONLY: state these node protocol versions (`N` or `MIN-MAX`) instead of the
+    /// build's own, to test how nodes of other versions are treated.
+    #[arg(
+        long = "protocol-version",
+        env = "IRONBUCKET_PROTOCOL_VERSION",
+        value_name = "N|MIN-MAX",
+        hide = true
+    )]
+    pub protocol_version: Option<String>,
+
     /// Mutual TLS between nodes (true|false): every node presents a certificate signed by the
     /// cluster CA (`ironbucket cert generate`) and accepts only such peers [default: false].
     #[arg(long = "enable-tls", env = "ENABLE_TLS", value_name = "BOOL")]
@@ -377,6 +387,17 @@ fn resolve_cluster(
     if !a.cluster_enabled.or(f.enabled).unwrap_or(false) {
         return Ok(None);
     }
+    let protocol = match &a.protocol_version {
+        None => ironbucket_rpc::ProtocolRange::CURRENT,
+        Some(v) => {
+            let r = ironbucket_rpc::ProtocolRange::parse(v)
+                .with_context(|| format!("--protocol-version must be N or MIN-MAX with 1 <= MIN <= MAX, not {v:?}"))?;
+            eprintln!(
+                "WARNING: this node states node protocol versions {r} (IRONBUCKET_PROTOCOL_VERSION, for tests only)"
+            );
+            r
+        }
+    };
     let tls = if a.enable_tls.or(f.enable_tls).unwrap_or(false) {
         let (Some(cert), Some(key), Some(ca)) = (
             a.tls_cert.or(f.tls_cert),
@@ -518,6 +539,7 @@ fn resolve_cluster(
             connect_timeout: connect,
             request_timeout: request,
             tls,
+            protocol,
         },
         rpc_addr: SocketAddr::new(bind, rpc_port),
     }))

@@ -18,6 +18,7 @@ pub fn rpc_config(name: &str, timeout: Duration) -> RpcConfig {
         connect_timeout: Duration::from_secs(2),
         request_timeout: timeout,
         tls: None,
+        protocol: ironbucket_rpc::ProtocolRange::CURRENT,
     }
 }
 

@@ -1,0 +1,116 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Mixed protocol versions with real processes: a node speaking a newer node protocol than the
+//! cluster is refused cleanly (its calls get a clear error, it never joins, every node reports
+//! it with a warning and a metric), while a node speaking an older but supported version joins
+//! and serves.
+
+mod common;
+
+use common::cluster::*;
+use common::*;
+use std::time::{Duration, Instant};
+
+const CURRENT: u32 = 2;
+
+async fn peer_entry(srv: &Server, node: &str) -> Option<serde_json::Value> {
+    let (st, _, body) = raw("GET", &format!("{}/cluster/health", srv.admin), &[], vec![]).await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["clock"]["protocol_version"], CURRENT);
+    assert_eq!(v["clock"]["min_protocol_version"], 1);
+    v["clock"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node"] == node)
+        .cloned()
+        .map(|mut p| {
+            p["warnings"] = v["warnings"].clone();
+            p
+        })
+}
+
+fn node(name: &str, port: u16, seeds: &str, version: Option<&str>) -> Server {
+    let mut args = node_args(name, port, seeds, SECRET);
+    // A joiner is not among the seeds: it states the address the others reach it at.
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{port}")]);
+    if let Some(v) = version {
+        args.extend(["--protocol-version".to_string(), v.to_string()]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with(&a, &[])
+}
+
+#[tokio::test]
+async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() {
+    let ports = free_ports(5);
+    let seeds = ports[..3]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| node(&format!("node-{}", i + 1), ports[i], &seeds, None))
+        .collect();
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+
+    // A node from a future release that no longer speaks this cluster's versions: every call it
+    // makes is refused, and it stays out.
+    let newer = node("node-4", ports[3], &seeds, Some(&(CURRENT + 1).to_string()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let entry = loop {
+        if let Some(p) = peer_entry(&nodes[0], "node-4").await
+            && p["refused_protocol_calls"].as_u64().unwrap_or(0) > 0
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "node-4's calls were never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(entry["protocol_version"], CURRENT + 1, "{entry}");
+    let warnings = entry["warnings"].to_string();
+    assert!(
+        warnings.contains("node-4") && warnings.contains("newer than this node's"),
+        "{warnings}"
+    );
+    let (_, _, m) = raw("GET", &format!("{}/metrics", nodes[0].admin), &[], vec![]).await;
+    assert!(
+        m.contains("ironbucket_rpc_refused_protocol_total{node=\"node-4\"}"),
+        "{m}"
+    );
+    let (st, _, body) = raw("GET", &format!("{}/health/ready", newer.admin), &[], vec![]).await;
+    assert_eq!(st, 503, "{body}");
+    let members = cluster_status(&nodes[0]).await.unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(members, 3, "a node of an unsupported version never joins");
+
+    // A node that speaks only the oldest supported version (like one that states no version at
+    // all): the others talk to it in that version; it joins and serves like any other.
+    let older = node("node-5", ports[4], &seeds, Some("1"));
+    let all = [&nodes[0], &nodes[1], &nodes[2], &older];
+    converged(&all, 4, Duration::from_secs(60)).await;
+    let entry = peer_entry(&nodes[0], "node-5").await.unwrap();
+    assert_eq!(entry["protocol_version"], 1, "{entry}");
+    assert_eq!(entry["refused_protocol_calls"], 0, "{entry}");
+    let c = older.client();
+    c.create_bucket().bucket("mixed-versions").send().await.unwrap();
+    c.put_object()
+        .bucket("mixed-versions")
+        .key("k")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"v1 node"))
+        .send()
+        .await
+        .unwrap();
+    let got = nodes[1]
+        .client()
+        .get_object()
+        .bucket("mixed-versions")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(got).await, b"v1 node");
+    drop(newer);
+}
