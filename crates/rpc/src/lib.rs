@@ -4,10 +4,16 @@
 //! the layers above see [`Peers`], [`Handler`] and plain bytes.
 
 mod auth;
+mod peer_record;
+mod protocol;
 mod resolve;
 mod tls;
 
 pub use auth::{Auth, Checked, Refused};
+use peer_record::Refusal;
+pub use peer_record::{PeerClock, PeerClocks};
+use protocol::PROTOCOL_HEADER;
+pub use protocol::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolRange};
 pub use resolve::Resolver;
 pub use tls::{TlsFiles, generate as generate_certificates};
 
@@ -19,70 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
-
-/// The newest node protocol version this build speaks. Version 1 is the protocol before
-/// versions were exchanged; 2 adds the exchange itself (every call states the caller's range,
-/// Ping answers it, a join states it). See docs/protocol.md for what each version changed and
-/// the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
-pub const MIN_PROTOCOL_VERSION: u32 = 1;
-const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";
-
-/// The node protocol versions a node speaks, oldest to newest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProtocolRange {
-    pub min: u32,
-    pub max: u32,
-}
-
-impl ProtocolRange {
-    /// What this build speaks.
-    pub const CURRENT: ProtocolRange = ProtocolRange {
-        min: MIN_PROTOCOL_VERSION,
-        max: PROTOCOL_VERSION,
-    };
-
-    /// `N` or `MIN-MAX`, as the `x-ironbucket-protocol` header and `--protocol-version` state it.
-    pub fn parse(s: &str) -> Option<ProtocolRange> {
-        let (min, max) = match s.split_once('-') {
-            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-            None => {
-                let v = s.trim().parse().ok()?;
-                (v, v)
-            }
-        };
-        (1 <= min && min <= max).then_some(ProtocolRange { min, max })
-    }
-
-    /// The version two nodes use with each other (the newest both speak), or why they cannot
-    /// talk at all. Pure.
-    pub fn agree(self, theirs: ProtocolRange) -> Result<u32, String> {
-        if theirs.min > self.max {
-            Err(format!(
-                "it speaks node protocol versions {}-{}, all newer than this node's {}-{}: upgrade this node first",
-                theirs.min, theirs.max, self.min, self.max
-            ))
-        } else if theirs.max < self.min {
-            Err(format!(
-                "it speaks node protocol versions {}-{}, all older than this node's {}-{}: upgrade it",
-                theirs.min, theirs.max, self.min, self.max
-            ))
-        } else {
-            Ok(theirs.max.min(self.max))
-        }
-    }
-}
-
-impl std::fmt::Display for ProtocolRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.min == self.max {
-            write!(f, "{}", self.max)
-        } else {
-            write!(f, "{}-{}", self.min, self.max)
-        }
-    }
-}
 
 /// A stream of bulk data chunks; errors are messages for the other side.
 pub type DataStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, String>> + Send>>;
@@ -538,74 +480,6 @@ impl pb::node_server::Node for Service {
             Err(why) => Err(tonic::Status::failed_precondition(why)),
         }
     }
-}
-
-/// What this node has seen of its peers' clocks: the offset each caller's RPC credentials
-/// showed (its clock minus ours, to within about a second), and calls refused because the
-/// caller's clock was too far off. Cheap to clone; clones share the record.
-#[derive(Clone, Default)]
-pub struct PeerClocks {
-    seen: Arc<Mutex<HashMap<String, PeerClock>>>,
-}
-
-/// One peer's clock as last seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PeerClock {
-    /// The peer's clock minus this node's, in milliseconds.
-    pub offset_ms: i64,
-    /// When this node last heard from it (this node's clock).
-    pub seen_ms: u64,
-    /// Calls refused because its clock was more than 300 s off.
-    pub refused_calls: u64,
-    /// The node protocol versions its last call stated (1: it states none; `None` for a
-    /// statement that could not be read).
-    #[serde(default)]
-    pub protocol: Option<ProtocolRange>,
-    /// Calls refused because this node cannot speak its protocol version.
-    #[serde(default)]
-    pub refused_protocol_calls: u64,
-}
-
-impl PeerClocks {
-    /// Records a call from `c.node` stating `protocol`; `refused` says why it was refused (if
-    /// it was). Returns how many of its calls were refused for their protocol so far.
-    fn record(&self, c: &Checked, protocol: Option<ProtocolRange>, refused: Refusal) -> u64 {
-        let now = ironbucket_types::now_millis();
-        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let e = match m.get_mut(&c.node) {
-            Some(e) => e,
-            None => m.entry(c.node.clone()).or_insert(PeerClock {
-                offset_ms: 0,
-                seen_ms: 0,
-                refused_calls: 0,
-                protocol: None,
-                refused_protocol_calls: 0,
-            }),
-        };
-        e.offset_ms = c.offset_ms;
-        e.seen_ms = now;
-        e.protocol = protocol;
-        match refused {
-            Refusal::None => {}
-            Refusal::Clock => e.refused_calls += 1,
-            Refusal::Protocol => e.refused_protocol_calls += 1,
-        }
-        e.refused_protocol_calls
-    }
-
-    /// Every peer heard from, by node id.
-    pub fn snapshot(&self) -> std::collections::BTreeMap<String, PeerClock> {
-        let m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-}
-
-/// Why a call was refused, for the record.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    None,
-    Clock,
-    Protocol,
 }
 
 /// Serves the node protocol on `listener` until `shutdown` resolves. Every call must carry a
