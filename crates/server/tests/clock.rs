@@ -44,11 +44,7 @@ fn now_secs() -> i64 {
 #[tokio::test]
 async fn a_node_whose_clock_runs_ahead_is_refused_and_reported() {
     let ports = free_ports(4);
-    let seeds = ports[..3]
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let seeds = seeds_of(&ports[..3]);
     // node-3's clock is 200 s ahead: inside the RPC credentials' window, so it joins, but far
     // beyond the 5 s bound on stamps.
     let nodes: Vec<Server> = (0..3)

@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     let ports = free_ports(3);
-    let seeds = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let seeds = seeds_of(&ports);
     // Start all three at once.
     let handles: Vec<_> = (0..3)
         .map(|i| {
@@ -681,11 +677,7 @@ async fn mutual_tls_between_nodes() {
         ]
     };
     let ports = free_ports(3);
-    let seeds = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let seeds = seeds_of(&ports);
     let nodes: Vec<Server> = (0..3)
         .map(|i| {
             let name = format!("node-{}", i + 1);
@@ -1726,11 +1718,7 @@ async fn two_nodes_rf2_write_all_read_one_and_survivor_reads() {
 #[tokio::test]
 async fn a_node_reports_ready_only_when_it_can_serve_a_write() {
     let ports = free_ports(3);
-    let seeds = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let seeds = seeds_of(&ports);
     let nodes: Vec<Server> = (0..3)
         .map(|i| {
             let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);

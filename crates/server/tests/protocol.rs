@@ -44,11 +44,7 @@ fn node(name: &str, port: u16, seeds: &str, version: Option<&str>) -> Server {
 #[tokio::test]
 async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() {
     let ports = free_ports(5);
-    let seeds = ports[..3]
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let seeds = seeds_of(&ports[..3]);
     let nodes: Vec<Server> = (0..3)
         .map(|i| node(&format!("node-{}", i + 1), ports[i], &seeds, None))
         .collect();

@@ -14,6 +14,15 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
+/// The `--cluster-seeds` value for nodes on `ports` of 127.0.0.1.
+pub fn seeds_of(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String> {
     [
         "--cluster-enabled",
@@ -85,11 +94,7 @@ pub async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
 
 pub async fn cluster_with(n: usize, extra: &[&str]) -> (Vec<Server>, String, Vec<u16>) {
     let ports = free_ports(n);
-    let seeds = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let seeds = seeds_of(&ports);
     let nodes: Vec<Server> = (0..n)
         .map(|i| {
             let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
