@@ -163,18 +163,22 @@ impl ControlPlane {
         applied.state.layout_version += 1;
         applied.last_applied = None;
         applied.membership = Default::default();
-        let sm_bytes = serde_json::to_vec(&applied).map_err(raft_err)?;
+        let rows = store::StateMachine::rows_of(&applied).map_err(raft_err)?;
         let db = self.db.clone();
         let fresh2 = fresh.clone();
         tokio::task::spawn_blocking(move || -> Result<(), ironbucket_meta::Error> {
             db.truncate_from(0)?;
             db.reset(&["vote", "committed", "last_purged", "snapshot"])?;
-            db.put(&[("sm", &sm_bytes), ("incarnation", fresh2.as_bytes())])
+            // The state as rows (a leftover whole-state value would win at the next start).
+            db.state_replace(&rows, &["sm"])?;
+            db.put(&[("incarnation", fresh2.as_bytes())])
         })
         .await
         .map_err(raft_err)?
         .map_err(|e| Error::Storage(e.to_string()))?;
         *self.sm.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        // The log starts over: changes remembered by index no longer line up.
+        self.sm.forget_changes(0);
         *self.incarnation.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         let new = Raft::new(
             self.id,

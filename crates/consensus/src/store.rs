@@ -193,6 +193,8 @@ struct Recent {
     /// Changes after this index are all in `log` (0 before the first apply of this process:
     /// nothing is known, callers resync fully).
     known_after: u64,
+    /// The newest index applied (a caller past it saw a log that was since replaced).
+    last: u64,
     log: std::collections::VecDeque<(u64, Vec<String>)>,
 }
 
@@ -230,6 +232,7 @@ impl StateMachine {
             db,
             recent: Arc::new(std::sync::Mutex::new(Recent {
                 known_after: applied.last_applied.map_or(0, |l| l.index),
+                last: applied.last_applied.map_or(0, |l| l.index),
                 log: Default::default(),
             })),
             shared: Arc::new(RwLock::new(applied)),
@@ -241,7 +244,8 @@ impl StateMachine {
     /// longer known (too old, or a snapshot replaced the state): then compare everything.
     pub fn changes_since(&self, index: u64) -> Option<std::collections::BTreeSet<String>> {
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if index < r.known_after {
+        // Too old, or from a log that was replaced (a forced recovery restarts the indices).
+        if index < r.known_after || index > r.last {
             return None;
         }
         Some(
@@ -255,6 +259,7 @@ impl StateMachine {
 
     fn remember(&self, index: u64, ids: Vec<String>) {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.last = index;
         r.log.push_back((index, ids));
         while r.log.len() > RECENT_APPLIES {
             if let Some((i, _)) = r.log.pop_front() {
@@ -263,14 +268,15 @@ impl StateMachine {
         }
     }
 
-    fn forget_changes(&self, index: u64) {
+    pub(crate) fn forget_changes(&self, index: u64) {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         r.log.clear();
         r.known_after = index;
+        r.last = index;
     }
 
     /// Every row of `a` (the bookkeeping row included).
-    fn rows_of(a: &Applied) -> Result<Vec<(String, Vec<u8>)>, SErr> {
+    pub(crate) fn rows_of(a: &Applied) -> Result<Vec<(String, Vec<u8>)>, SErr> {
         let mut rows = crate::rows::all(&a.state).map_err(io_write)?;
         rows.push((APPLIED_ROW.into(), Self::meta_row(a)?));
         Ok(rows)

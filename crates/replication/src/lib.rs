@@ -106,6 +106,26 @@ impl ClusterStore {
         }
     }
 
+    /// Whether every other active member answers a ping stating node protocol `version` or
+    /// newer.
+    async fn every_member_speaks(&self, version: u32) -> bool {
+        let me = self.cp.node_name().to_string();
+        let addrs: Vec<String> = self.cp.with_state(|s| {
+            s.active_members()
+                .filter(|m| m.name != me)
+                .map(|m| m.rpc_addr.clone())
+                .collect()
+        });
+        let peers = self.cp.peers();
+        let asks = addrs
+            .iter()
+            .map(|a| peers.ping(a, Some(std::time::Duration::from_secs(2))));
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .all(|r| r.is_ok_and(|p| p.protocol_version >= version))
+    }
+
     /// Whether this node can serve a write now, or why not: the cluster is formed, a Raft
     /// leader is known (the control plane is reachable) and a placement layout exists.
     pub fn ready(&self) -> std::result::Result<(), String> {
@@ -136,12 +156,16 @@ impl ClusterStore {
         // The index this node's tables are known to match; the first round compares everything,
         // later ones apply only the buckets and keys the log changed since.
         let mut synced: Option<u64> = None;
+        // Buckets deleted in the cluster but kept here because they still held data: looked at
+        // again every round, so they go once they are empty.
+        let mut kept_here: std::collections::BTreeSet<String> = Default::default();
         loop {
             let index = *applied.borrow_and_update();
             let Some(s) = me.upgrade() else { return Ok(()) };
             ctx.busy();
             let result = match synced.and_then(|i| s.cp.changes_since(i)) {
-                Some(ids) => {
+                Some(mut ids) => {
+                    ids.extend(kept_here.iter().map(|b| format!("b/{b}")));
                     let (buckets, keys) = s.cp.with_state(|st| {
                         let buckets: Vec<(String, Option<BucketRecord>)> = ids
                             .iter()
@@ -174,9 +198,12 @@ impl ClusterStore {
             };
             match result {
                 Ok(kept) => {
-                    for b in kept {
-                        tracing::warn!(bucket = %b, "bucket was deleted in the cluster but still holds data on this node; kept locally");
+                    for b in &kept {
+                        if !kept_here.contains(b) {
+                            tracing::warn!(bucket = %b, "bucket was deleted in the cluster but still holds data on this node; kept locally");
+                        }
                     }
+                    kept_here = kept.into_iter().collect();
                     synced = Some(index);
                     s.cp.set_materialized(index);
                     ctx.unit_done();
@@ -230,9 +257,24 @@ impl ClusterStore {
 #[async_trait]
 impl ObjectStore for ClusterStore {
     async fn create_bucket_as(&self, spec: NewBucket) -> Result<()> {
-        // One proposal: the bucket, its ACL and its owner's permission.
         let record = spec.record(now_millis());
-        self.create(record, spec.owner_key).await
+        let Some(owner) = spec.owner_key else {
+            return self.create(record, None).await;
+        };
+        // One proposal (the bucket, its ACL and its owner's permission) needs every member to
+        // apply the owner part: nodes of protocol version 1 do not know it. With any of them
+        // (or a member that does not answer) the bucket and the permission take two proposals.
+        if self.every_member_speaks(2).await {
+            return self.create(record, Some(owner)).await;
+        }
+        let name = record.name.clone();
+        self.create(record, None).await?;
+        self.propose(Command::SetKeyPermission {
+            access_key: owner,
+            bucket: name,
+            permission: Some("owner".into()),
+        })
+        .await
     }
 
     async fn put_object_lock_configuration(&self, bucket: &str, cfg: ObjectLockConfig) -> Result<()> {

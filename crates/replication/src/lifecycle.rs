@@ -9,7 +9,9 @@
 
 use crate::ClusterStore;
 use ironbucket_runtime::WorkerCtx;
-use ironbucket_store::{Consistency, Error, LifecycleAction, LifecycleRule, ObjectStore, Result};
+use ironbucket_store::{
+    Consistency, Error, LifecycleAction, LifecycleRule, ObjectStore, Result, VersionEntry, VersionListQuery,
+};
 use std::time::Instant;
 
 /// What one lifecycle pass did.
@@ -100,14 +102,38 @@ impl ClusterStore {
     /// Carries out one decision; false when it was not (locked, superseded, or failed).
     async fn apply_lifecycle_action(&self, bucket: &str, key: &str, action: &LifecycleAction) -> bool {
         let version = match action {
-            LifecycleAction::ExpireCurrent { version_id } => {
+            LifecycleAction::ExpireCurrent {
+                version_id,
+                hlc,
+                origin,
+            } => {
                 // Decided on this node's copy, which may have missed a newer write: expire only
-                // what a quorum still holds as current.
+                // the exact version (its stamp) a quorum still holds as current.
                 match self.current_version(bucket, key, Consistency::Quorum).await {
-                    Ok(Some(v)) if !v.delete_marker && v.version_id == *version_id => None,
+                    Ok(Some(v))
+                        if !v.delete_marker && v.version_id == *version_id && v.hlc == *hlc && v.origin == *origin =>
+                    {
+                        None
+                    }
                     Ok(_) => return false,
                     Err(e) => {
                         tracing::debug!(%bucket, %key, error = %e, "lifecycle: current version unknown; retried next pass");
+                        return false;
+                    }
+                }
+            }
+            LifecycleAction::Remove {
+                version_id,
+                marker: true,
+            } => {
+                // An expired delete marker is one with nothing behind it. This node's copy may
+                // have missed an older version: removing the marker would bring it back, so
+                // the whole cluster's listing of the key must show the marker alone.
+                match self.only_version(bucket, key).await {
+                    Ok(Some(only)) if only == *version_id => Some(version_id.as_str()),
+                    Ok(_) => return false,
+                    Err(e) => {
+                        tracing::debug!(%bucket, %key, error = %e, "lifecycle: versions unknown; retried next pass");
                         return false;
                     }
                 }
@@ -122,5 +148,28 @@ impl ClusterStore {
                 false
             }
         }
+    }
+
+    /// The version id of `key`'s only version as the cluster lists it, or `None` when it has
+    /// none or several.
+    async fn only_version(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        let page = self
+            .list_object_versions(
+                bucket,
+                VersionListQuery {
+                    prefix: key.to_string(),
+                    delimiter: None,
+                    key_marker: None,
+                    version_id_marker: None,
+                    max_keys: 3,
+                    lenient_marker: false,
+                },
+            )
+            .await?;
+        let mine: Vec<&VersionEntry> = page.versions.iter().filter(|v| v.info.key == key).collect();
+        Ok(match mine.as_slice() {
+            [one] => Some(one.info.version_id.clone()),
+            _ => None,
+        })
     }
 }

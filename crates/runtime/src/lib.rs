@@ -18,7 +18,7 @@ use ironbucket_types::now_millis;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -126,6 +126,8 @@ enum Entry {
         name: String,
         started_ms: u64,
         check: Check,
+        /// When the probe first reported a failure.
+        failed_ms: OnceLock<u64>,
     },
 }
 
@@ -212,6 +214,8 @@ impl Registry {
             let mut backoff = Duration::ZERO;
             loop {
                 let began = Instant::now();
+                // A restarted body is running again, whether or not it reports.
+                slot.update(|s| s.state = WorkerState::Starting);
                 let outcome = match tokio::spawn(body(ctx2.clone())).await {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e),
@@ -260,6 +264,7 @@ impl Registry {
             name,
             started_ms: now_millis(),
             check: Box::new(check),
+            failed_ms: OnceLock::new(),
         });
     }
 
@@ -274,8 +279,10 @@ impl Registry {
                     name,
                     started_ms,
                     check,
+                    failed_ms,
                 } => {
                     let failed = check();
+                    let failed_at = failed.as_ref().map(|_| *failed_ms.get_or_init(now_millis));
                     WorkerStatus {
                         name: name.clone(),
                         state: if failed.is_some() {
@@ -286,7 +293,7 @@ impl Registry {
                         on_failure: OnFailure::Fatal,
                         progress: None,
                         last_error: failed,
-                        last_error_ms: None,
+                        last_error_ms: failed_at,
                         restarts: 0,
                         units: 0,
                         tranquility: 0,
@@ -306,10 +313,12 @@ impl Registry {
         }
         let entries = self.inner.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.iter().find_map(|e| match e {
-            Entry::Probe { name, check, .. } => check().map(|reason| Fatal {
+            Entry::Probe {
+                name, check, failed_ms, ..
+            } => check().map(|reason| Fatal {
                 worker: name.clone(),
                 reason,
-                at_ms: now_millis(),
+                at_ms: *failed_ms.get_or_init(now_millis),
             }),
             Entry::Task(_) => None,
         })

@@ -98,7 +98,10 @@ async fn probes_report_failed_threads() {
     assert!(r.fatal().is_none());
     assert_eq!(status(&r, "meta-commit").state, WorkerState::Busy);
     *broken.lock().unwrap() = Some("thread panicked".into());
-    assert_eq!(r.fatal().unwrap().worker, "meta-commit");
+    let first = r.fatal().unwrap();
+    assert_eq!(first.worker, "meta-commit");
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(r.fatal().unwrap().at_ms, first.at_ms, "the failure time stays put");
     let s = status(&r, "meta-commit");
     assert_eq!(
         (s.state, s.last_error.as_deref()),
@@ -134,6 +137,26 @@ async fn names_are_unique_and_workers_can_be_woken_and_throttled() {
     assert!(!r.wake("nope") && !r.set_tranquility("nope", 1));
     // Setting the tranquility wakes the worker, so the new setting applies at once.
     assert!(until(5, || woke.load(Ordering::SeqCst) == 2).await);
+}
+
+#[tokio::test]
+async fn a_restarted_worker_that_never_reports_is_not_left_in_backoff() {
+    let r = Registry::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let runs2 = runs.clone();
+    r.spawn("quiet", OnFailure::Restart, move |_ctx| {
+        let n = runs2.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                return Err("first run fails".to_string());
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    assert!(until(5, || runs.load(Ordering::SeqCst) == 2).await);
+    assert!(until(5, || status(&r, "quiet").state == WorkerState::Starting).await);
+    assert_eq!(status(&r, "quiet").restarts, 1);
 }
 
 #[test]

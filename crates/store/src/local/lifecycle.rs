@@ -12,9 +12,15 @@ use std::sync::atomic::Ordering;
 /// What lifecycle rules decided for one version of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LifecycleAction {
-    /// Expire the current version `version_id` (delete it, or add a delete marker in a
-    /// versioned bucket). Carry it out only while that version is still current.
-    ExpireCurrent { version_id: String },
+    /// Expire the current version `version_id`, written at `hlc` by `origin` (delete it, or
+    /// add a delete marker in a versioned bucket). Carry it out only while that exact version
+    /// (the stamp, not only the id: every version of an unversioned bucket is `null`) is still
+    /// current.
+    ExpireCurrent {
+        version_id: String,
+        hlc: ironbucket_types::Hlc,
+        origin: u64,
+    },
     /// Remove this version for good (noncurrent version or expired delete marker).
     Remove { version_id: String, marker: bool },
 }
@@ -152,6 +158,8 @@ fn lifecycle_actions(
     {
         out.push(LifecycleAction::ExpireCurrent {
             version_id: newest.version_id.clone(),
+            hlc: newest.hlc,
+            origin: newest.origin,
         });
     }
     for (noncurrent_seen, w) in versions.windows(2).enumerate() {
