@@ -34,6 +34,9 @@ use wire::Op;
 /// Says whether the failure detector reports a node down (by name).
 pub type DownCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Says why this node must not stamp writes now (its clock runs ahead of its peers'), if so.
+pub type ClockCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// The object store of a cluster node.
 pub struct ClusterStore {
     local: Arc<LocalStore>,
@@ -42,6 +45,9 @@ pub struct ClusterStore {
     ring: Mutex<Option<Arc<ironbucket_cluster::Ring>>>,
     /// The failure detector, once it runs: replicas it reports down are skipped at once.
     down: OnceLock<DownCheck>,
+    /// Whether this node's clock is fit to stamp writes (set by the server from what its peers'
+    /// RPC credentials show).
+    clock_check: OnceLock<ClockCheck>,
     /// This store itself, for background work (read repair, replica transfers).
     me: OnceLock<Weak<ClusterStore>>,
 }
@@ -69,6 +75,7 @@ impl ClusterStore {
             cp,
             ring: Mutex::new(None),
             down: OnceLock::new(),
+            clock_check: OnceLock::new(),
             me: OnceLock::new(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
@@ -146,6 +153,13 @@ impl ClusterStore {
     /// for their timeouts. Set once.
     pub fn set_down_check(&self, down: DownCheck) {
         let _ = self.down.set(down);
+    }
+
+    /// Lets the coordinator refuse to stamp writes while this node's clock runs ahead of its
+    /// peers' (its stamps would be refused by them, and its own copy would win over later
+    /// writes). Set once.
+    pub fn set_clock_check(&self, check: ClockCheck) {
+        let _ = self.clock_check.set(check);
     }
 
     /// Applies the agreed bucket list to the local metadata after every change.

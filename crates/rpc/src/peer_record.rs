@@ -58,6 +58,22 @@ impl PeerClocks {
         e.refused_protocol_calls
     }
 
+    /// Why this node (`me`) has a clock unfit to stamp writes, if it has: most other peers
+    /// heard from in the last `window_ms` run more than `bound_ms` behind it (so this node runs
+    /// ahead). `None` with no recent peer: nothing is known.
+    pub fn ahead_of_peers(&self, me: &str, bound_ms: u64, window_ms: u64) -> Option<String> {
+        let now = ironbucket_types::now_millis();
+        let m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        verdict(
+            m.iter()
+                .filter(|(name, c)| {
+                    name.as_str() != me && now.saturating_sub(c.seen_ms) <= window_ms && c.refused_protocol_calls == 0
+                })
+                .map(|(_, c)| c.offset_ms),
+            bound_ms,
+        )
+    }
+
     /// Every peer heard from, by node id.
     pub fn snapshot(&self) -> std::collections::BTreeMap<String, PeerClock> {
         let m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -71,4 +87,45 @@ pub(crate) enum Refusal {
     None,
     Clock,
     Protocol,
+}
+
+/// The pure part of [`PeerClocks::ahead_of_peers`]: `offsets` are the recent peers' clocks minus
+/// this node's.
+fn verdict(offsets: impl Iterator<Item = i64>, bound_ms: u64) -> Option<String> {
+    let (mut behind, mut all, mut worst) = (0usize, 0usize, 0i64);
+    for o in offsets {
+        all += 1;
+        if o < -(bound_ms as i64) {
+            behind += 1;
+            worst = worst.min(o);
+        }
+    }
+    (behind * 2 > all).then(|| {
+        format!(
+            "this node's clock runs ahead of {behind} of its {all} peers by more than {bound_ms} ms (up to {:.1} s): it stamps no writes until its clock is fixed (NTP); send requests to another node",
+            worst.unsigned_abs() as f64 / 1000.0
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn a_node_ahead_of_most_peers_stamps_nothing() {
+        assert!(verdict([-200_000, -199_000].into_iter(), 5_000).is_some());
+        assert!(
+            verdict([-200_000].into_iter(), 5_000).is_some(),
+            "two nodes: the one ahead stops"
+        );
+        assert_eq!(verdict([200_000].into_iter(), 5_000), None, "the peer is the one ahead");
+        assert_eq!(
+            verdict([-200_000, 0, 100].into_iter(), 5_000),
+            None,
+            "only one peer of three disagrees"
+        );
+        assert_eq!(verdict([-4_000, -3_000].into_iter(), 5_000), None, "within the bound");
+        assert_eq!(verdict(std::iter::empty(), 5_000), None);
+    }
 }

@@ -271,6 +271,11 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     }
     if let Some(cs) = &cluster_store {
         admin.set_cluster_store(cs.clone());
+        // A node whose clock runs ahead of most peers' (as their RPC credentials show) stamps
+        // no writes: its stamps would be refused by them, and its own copy would win later.
+        let (clocks, bound) = (peer_clocks.clone(), cfg.local.max_clock_ahead.as_millis() as u64);
+        let me = cfg.admin.node_id.clone();
+        cs.set_clock_check(Arc::new(move || clocks.ahead_of_peers(&me, bound, 30_000)));
         admin.set_peer_clocks(peer_clocks);
     }
     if let (Some(cp), Some((bind, seeds, rpc, heartbeat))) = (&control, gossip_cfg) {

@@ -20,7 +20,7 @@ impl ClusterStore {
         if let Some(v) = version_id {
             self.check_unlocked(bucket, key, v, bypass).await?;
         }
-        let (hlc, origin) = self.stamp();
+        let (hlc, origin) = self.stamp()?;
         let op = Op::Delete {
             bucket: bucket.to_string(),
             key: key.to_string(),

@@ -107,7 +107,7 @@ impl ClusterStore {
             op: MetaOp::Change {
                 version_id,
                 change,
-                at: self.stamp(),
+                at: self.stamp()?,
             },
         };
         let level = self.level(true);

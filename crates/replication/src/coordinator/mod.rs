@@ -195,8 +195,14 @@ impl ClusterStore {
         self.timeout() + Duration::from_millis(len.unwrap_or(0) / 1_000)
     }
 
-    fn stamp(&self) -> (Hlc, u64) {
-        (self.local.now_hlc(), self.cp.id())
+    /// A new write's stamp, unless this node's clock runs ahead of its peers' (then 503: a
+    /// stamp from the future would be refused by the other replicas and, kept here, would win
+    /// over later writes).
+    fn stamp(&self) -> Result<(Hlc, u64)> {
+        if let Some(why) = self.clock_check.get().and_then(|c| c()) {
+            return Err(Error::Unavailable(why));
+        }
+        Ok((self.local.now_hlc(), self.cp.id()))
     }
 
     pub(crate) fn strong(&self) -> Result<Arc<ClusterStore>> {

@@ -40,7 +40,7 @@ impl ClusterStore {
     /// Each replica assembles the object from the parts it holds, under one stamp.
     pub(crate) async fn complete(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
         let targets = self.targets(&req.bucket, &req.key)?;
-        let (hlc, origin) = self.stamp();
+        let (hlc, origin) = self.stamp()?;
         let op = Op::Complete { req, hlc, origin };
         self.write_all(&targets, self.level(true), op).await
     }

@@ -311,7 +311,7 @@ impl ClusterStore {
             req.conditions.check_write(current.as_deref())?;
             req.conditions = Conditions::default();
         }
-        let (hlc, origin) = self.stamp();
+        let (hlc, origin) = self.stamp()?;
         let (checks, trailer) = Checks::split(&mut req.checks);
         let header = Arc::new(PutHeader::new(&req, checks, hlc, origin));
         let me = self.strong()?;
