@@ -975,19 +975,6 @@ async fn put_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8])
         .unwrap();
 }
 
-async fn enable_versioning(c: &aws_sdk_s3::Client, bucket: &str) {
-    c.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 /// Uploads `whole` as parts of `part` bytes, part i through `clients[i % len]`.
 async fn upload_parts(
     clients: &[&aws_sdk_s3::Client],

@@ -5,8 +5,8 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, VersioningConfiguration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration,
 };
 use common::*;
 use std::time::{Duration, Instant};
@@ -106,16 +106,7 @@ async fn lifecycle_rules_are_enforced() {
 
     // Noncurrent versions and then the lone delete marker go away in a versioned bucket.
     c.create_bucket().bucket("lcvb").send().await.unwrap();
-    c.put_bucket_versioning()
-        .bucket("lcvb")
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_versioning(&c, "lcvb").await;
     let rule = LifecycleRule::builder()
         .status(ExpirationStatus::Enabled)
         .filter(LifecycleRuleFilter::builder().prefix("").build())
@@ -225,16 +216,7 @@ async fn a_cluster_expires_each_object_exactly_once() {
     .await;
     let c = nodes[0].client();
     c.create_bucket().bucket("lc-cluster").send().await.unwrap();
-    c.put_bucket_versioning()
-        .bucket("lc-cluster")
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_versioning(&c, "lc-cluster").await;
     const N: usize = 24;
     for i in 0..N {
         nodes[i % 3]

@@ -332,3 +332,17 @@ pub fn in_secs(s: u64) -> aws_smithy_types::DateTime {
         .as_secs();
     aws_smithy_types::DateTime::from_secs((now + s) as i64)
 }
+
+/// Turns versioning on for `bucket`.
+pub async fn enable_versioning(c: &aws_sdk_s3::Client, bucket: &str) {
+    c.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
