@@ -73,9 +73,9 @@ fn status_of(s: &Shared, cp: &ControlPlane) -> ClusterStatus {
         layout_version: st.layout_version,
         replication: ReplicationView {
             factor: st.replication.factor,
-            strategy: st.replication.strategy,
-            read_consistency: st.replication.read_consistency,
-            write_consistency: st.replication.write_consistency,
+            strategy: st.replication.strategy.to_string(),
+            read_consistency: st.replication.read_consistency.to_string(),
+            write_consistency: st.replication.write_consistency.to_string(),
             vnodes: st.replication.vnodes,
         },
         members,
@@ -128,13 +128,19 @@ pub(crate) async fn set_replication(State(s): State<Shared>, JsonBody(c): JsonBo
         r.factor = f;
     }
     if let Some(v) = c.strategy {
-        r.strategy = v;
+        r.strategy = v
+            .parse()
+            .map_err(|e: ironbucket_types::BadStrategy| ApiError::bad_request(e.to_string()))?;
     }
+    let level = |v: String| {
+        v.parse()
+            .map_err(|e: ironbucket_types::BadConsistency| ApiError::bad_request(e.to_string()))
+    };
     if let Some(v) = c.read_consistency {
-        r.read_consistency = v.to_ascii_uppercase();
+        r.read_consistency = level(v)?;
     }
     if let Some(v) = c.write_consistency {
-        r.write_consistency = v.to_ascii_uppercase();
+        r.write_consistency = level(v)?;
     }
     let res = cp.set_replication(r).await;
     changed(&s, &cp, res)

@@ -29,7 +29,7 @@ pub fn layout_of(state: &ControlState) -> Result<Layout, Error> {
                 weight: m.weight,
             })
             .collect(),
-        strategy: state.replication.strategy.parse()?,
+        strategy: state.replication.strategy,
         factor: state.replication.factor as usize,
         vnodes: state.replication.vnodes,
     })
@@ -59,7 +59,7 @@ mod tests {
             layout_version: 9,
             replication: Replication {
                 factor: 2,
-                strategy: "ConsistentHash".into(),
+                strategy: Strategy::ConsistentHash,
                 vnodes: 64,
                 ..Default::default()
             },
@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         let r = Ring::new(l).unwrap();
         assert_eq!(r.replicas("bucket", "key").len(), 2);
-        s.replication.strategy = "Hashing".into();
-        assert!(layout_of(&s).is_err());
+        s.replication.factor = 0;
+        assert!(Ring::new(layout_of(&s).unwrap()).is_err(), "a ring needs a factor");
     }
 }

@@ -6,9 +6,9 @@
 //! Each node owns `vnodes * weight / 100` tokens on the ring (at least one; weight 0: none).
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64_with_seed};
+
+pub use ironbucket_types::Strategy;
 
 /// The most tokens a ring may hold (about 64 MiB of memory).
 pub const MAX_TOKENS: u64 = 4_000_000;
@@ -18,8 +18,6 @@ pub const DEFAULT_VNODES: u32 = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("unknown replication strategy {0:?}: use SimpleStrategy, ConsistentHash, RackAware or ZoneAware")]
-    UnknownStrategy(String),
     #[error("the layout has no node that can hold data (no active member with a weight above 0)")]
     NoNodes,
     #[error("replication factor must be at least 1")]
@@ -30,58 +28,6 @@ pub enum Error {
     DuplicateNode(String),
     #[error("the ring would need {0} tokens (more than {MAX_TOKENS}): lower VNODES or the node weights")]
     TooManyTokens(u64),
-}
-
-/// How replicas are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Strategy {
-    /// Modulo placement over the nodes sorted by name: RF consecutive nodes from
-    /// `hash(key) mod N`. Meant for a fixed small cluster with RF = N (every node holds every
-    /// object); on a membership change most keys move, and weights are ignored.
-    Simple,
-    /// The first RF distinct nodes clockwise from the key's position on the ring of virtual nodes.
-    ConsistentHash,
-    /// Like `ConsistentHash`, but replicas go to distinct racks (zone and rack) while there are
-    /// racks not yet used; then to the next nodes clockwise.
-    RackAware,
-    /// Like `RackAware` with zones instead of racks.
-    ZoneAware,
-}
-
-impl Strategy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Simple => "SimpleStrategy",
-            Strategy::ConsistentHash => "ConsistentHash",
-            Strategy::RackAware => "RackAware",
-            Strategy::ZoneAware => "ZoneAware",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let norm: String = s
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        Ok(match norm.as_str() {
-            "simplestrategy" | "simple" => Strategy::Simple,
-            "consistenthash" | "consistenthashing" => Strategy::ConsistentHash,
-            "rackaware" => Strategy::RackAware,
-            "zoneaware" => Strategy::ZoneAware,
-            _ => return Err(Error::UnknownStrategy(s.to_string())),
-        })
-    }
 }
 
 /// A node as placement sees it.
@@ -335,16 +281,6 @@ mod tests {
 
     fn keys(count: usize) -> impl Iterator<Item = String> {
         (0..count).map(|i| format!("photos/2026/{i:07}.jpg"))
-    }
-
-    #[test]
-    fn strategy_names_parse_and_unknown_is_refused() {
-        assert_eq!("SimpleStrategy".parse::<Strategy>().unwrap(), Strategy::Simple);
-        assert_eq!("consistent-hash".parse::<Strategy>().unwrap(), Strategy::ConsistentHash);
-        assert_eq!("RackAware".parse::<Strategy>().unwrap(), Strategy::RackAware);
-        assert_eq!("zone_aware".parse::<Strategy>().unwrap(), Strategy::ZoneAware);
-        let e = "NetworkTopology".parse::<Strategy>().unwrap_err();
-        assert!(e.to_string().contains("NetworkTopology"), "{e}");
     }
 
     #[test]

@@ -48,20 +48,18 @@ impl ControlPlane {
         let my_addr = self.cfg.advertise.clone().or_else(|| answered.get(me).cloned());
         if let Some(addr) = existing {
             let rpc_addr = my_addr.ok_or("this node's RPC address is unknown: set NODE_RPC_ADDRESS")?;
-            let req = serde_json::to_vec(&JoinRequest {
+            let req = JoinRequest {
                 name: me.clone(),
                 rpc_addr,
                 incarnation: self.incarnation(),
                 has_state: self.raft().is_initialized().await.unwrap_or(false),
                 protocol: self.peers.config().protocol,
-            })
-            .map_err(|e| e.to_string())?;
-            let raw = self
+            };
+            return self
                 .peers
-                .control(&addr, "join", req, Some(Duration::from_secs(60)))
+                .call(&addr, &req, Some(Duration::from_secs(60)))
                 .await
                 .map_err(|e| format!("join through {addr} failed: {e}"))?;
-            return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
         }
         if !answered.contains_key(me) && self.cfg.advertise.is_some() {
             // This node is not among the seeds: it can only join.

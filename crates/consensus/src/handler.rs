@@ -3,10 +3,9 @@
 //! (forwarded proposals and membership changes, joins, in-force confirmations).
 
 use crate::plane::IN_FORCE_WAIT;
-use crate::wire::{Forwarded, JoinRequest, MembershipOp};
-use crate::{Command, ControlPlane, raft_id};
-use ironbucket_rpc::{Handler, pb};
-use serde::{Deserialize, Serialize};
+use crate::wire::{Append, Failure, Forwarded, InForce, JoinRequest, MembershipOp, Snapshot, Vote};
+use crate::{Command, ControlPlane, Error, raft_id};
+use ironbucket_rpc::{Handler, Incoming, Kind, Method, encode, pb};
 use std::sync::Arc;
 
 impl ControlPlane {
@@ -38,14 +37,6 @@ impl ControlPlane {
 
 struct RpcHandler(Arc<ControlPlane>);
 
-fn reply<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(v).map_err(|e| e.to_string())
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(b).map_err(|e| format!("bad message: {e}"))
-}
-
 #[async_trait::async_trait]
 impl Handler for RpcHandler {
     async fn ping(&self, _from: &str) -> pb::PingReply {
@@ -67,49 +58,44 @@ impl Handler for RpcHandler {
         }
     }
 
-    async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let raft = self.0.raft();
-        let (kind, meant_for) = kind.split_once(':').unwrap_or((kind, ""));
-        if !meant_for.is_empty() && meant_for != self.0.incarnation() {
+    async fn call(&self, call: Incoming, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let cp = &self.0;
+        if call.kind.method() == Method::Raft && !call.incarnation.is_empty() && call.incarnation != cp.incarnation() {
             tracing::warn!(
-                expected = %meant_for,
-                mine = %self.0.incarnation(),
+                expected = %call.incarnation,
+                mine = %cp.incarnation(),
                 "refused a Raft message meant for another incarnation of this node (its data was lost or replaced)"
             );
             return Err("this node's Raft state is not the one the cluster knows; it must be replaced (POST /cluster/nodes/{id}/replace)".into());
         }
-        match kind {
-            "append" => reply(&raft.append_entries(decode(&payload)?).await),
-            "vote" => reply(&raft.vote(decode(&payload)?).await),
-            "snapshot" => reply(&raft.install_snapshot(decode(&payload)?).await),
-            other => Err(format!("unknown raft message {other:?}")),
-        }
-    }
-
-    async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        match kind {
-            "propose" => {
-                let f: Forwarded<Command> = decode(&payload)?;
-                self.0.check_member(&f.from, &f.incarnation)?;
-                let r = self.0.propose_inner(f.body, false).await.map_err(|e| e.to_string());
-                reply(&r)
+        let raft = cp.raft();
+        let failure = |e: Error| Failure::for_version(e, call.version);
+        match call.kind {
+            Kind::RaftAppend => encode(&raft.append_entries(call.decode::<Append>(&payload)?.0).await),
+            Kind::RaftVote => encode(&raft.vote(call.decode::<Vote>(&payload)?.0).await),
+            Kind::RaftSnapshot => encode(&raft.install_snapshot(call.decode::<Snapshot>(&payload)?.0).await),
+            Kind::Propose => {
+                let f: Forwarded<Command> = call.decode(&payload)?;
+                cp.check_member(&f.from, &f.incarnation)?;
+                encode(&cp.propose_inner(f.body, false).await.map_err(failure))
             }
-            "join" => {
-                let req: JoinRequest = decode(&payload)?;
-                reply(&self.0.join(req).await)
+            Kind::Join => {
+                let req: JoinRequest = call.decode(&payload)?;
+                encode(&cp.join(req).await)
             }
-            "membership" => {
-                let f: Forwarded<MembershipOp> = decode(&payload)?;
-                self.0.check_member(&f.from, &f.incarnation)?;
-                reply(&self.0.membership_op(f.body).await)
+            Kind::Membership => {
+                let f: Forwarded<MembershipOp> = call.decode(&payload)?;
+                cp.check_member(&f.from, &f.incarnation)?;
+                let r = cp.membership_op(f.body).await.map_err(|e| failure(Error::Invalid(e)));
+                encode(&r)
             }
-            "in_force" => {
-                let index: u64 = String::from_utf8_lossy(&payload)
-                    .parse()
-                    .map_err(|_| "bad index".to_string())?;
-                reply(&self.0.wait_in_force(index, IN_FORCE_WAIT).await)
+            Kind::InForce => {
+                let InForce(index) = call.decode(&payload)?;
+                encode(&cp.wait_in_force(index, IN_FORCE_WAIT).await)
             }
-            other => Err(format!("unknown control request {other:?}")),
+            Kind::ObjectOp | Kind::ObjectVersions | Kind::ObjectPut | Kind::ObjectPart | Kind::ObjectGet => {
+                Err(format!("the control plane does not serve {} messages", call.kind))
+            }
         }
     }
 }

@@ -79,7 +79,7 @@ pub fn raft_id(name: &str) -> u64 {
     h.max(1)
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Error {
     /// No leader could commit the change in time (no quorum of voters reachable).
     #[error("cluster metadata is read-only: {0}")]
@@ -174,24 +174,11 @@ pub fn validate_replication(r: &Replication, members: usize) -> Result<(), Error
             r.factor
         )));
     }
-    if !["SimpleStrategy", "ConsistentHash", "RackAware", "ZoneAware"].contains(&r.strategy.as_str()) {
-        return Err(Error::Invalid(format!(
-            "replication strategy must be SimpleStrategy, ConsistentHash, RackAware or ZoneAware, not {:?}",
-            r.strategy
-        )));
-    }
     if r.vnodes == 0 || r.vnodes > 65_536 {
         return Err(Error::Invalid(format!(
             "virtual nodes per node must be between 1 and 65536, not {}",
             r.vnodes
         )));
-    }
-    for l in [&r.read_consistency, &r.write_consistency] {
-        if !["ONE", "QUORUM", "ALL"].contains(&l.as_str()) {
-            return Err(Error::Invalid(format!(
-                "consistency must be ONE, QUORUM or ALL, not {l:?}"
-            )));
-        }
     }
     Ok(())
 }

@@ -22,17 +22,11 @@ impl ControlPlane {
                 .current_leader
                 .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
                 .ok_or("no leader is elected")?;
-            let raw = self
+            return self
                 .peers
-                .control(
-                    &leader.rpc_addr,
-                    "join",
-                    serde_json::to_vec(&req).map_err(|e| e.to_string())?,
-                    Some(Duration::from_secs(60)),
-                )
+                .call(&leader.rpc_addr, &req, Some(Duration::from_secs(60)))
                 .await
                 .map_err(|e| e.to_string())?;
-            return serde_json::from_slice::<Result<(), String>>(&raw).map_err(|e| e.to_string())?;
         }
         // The leader decides for the cluster: a joiner it cannot talk to, or that could not talk
         // to it, stays out (the member that forwarded the request may be of another version).
@@ -271,12 +265,11 @@ impl ControlPlane {
     }
 
     async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
-        let payload = serde_json::to_vec(&Forwarded {
+        let msg = Forwarded {
             from: self.cfg.node_name.clone(),
             incarnation: self.incarnation(),
             body: op.clone(),
-        })
-        .map_err(raft_err)?;
+        };
         let m = self.raft().metrics().borrow().clone();
         if m.state == ServerState::Leader {
             return self.membership_op(op).await.map_err(Error::Invalid);
@@ -285,14 +278,11 @@ impl ControlPlane {
             .current_leader
             .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
             .ok_or_else(|| Error::NoQuorum("no leader is elected".into()))?;
-        let raw = self
-            .peers
-            .control(&leader.rpc_addr, "membership", payload, Some(self.cfg.commit_timeout))
+        self.peers
+            .call(&leader.rpc_addr, &msg, Some(self.cfg.commit_timeout))
             .await
-            .map_err(|e| Error::NoQuorum(format!("the leader {} did not answer: {e}", leader.name)))?;
-        serde_json::from_slice::<Result<(), String>>(&raw)
-            .map_err(raft_err)?
-            .map_err(Error::Invalid)
+            .map_err(|e| Error::NoQuorum(format!("the leader {} did not answer: {e}", leader.name)))?
+            .map_err(|f| f.into_error(Error::Invalid))
     }
 
     pub(crate) async fn membership_op(&self, op: MembershipOp) -> Result<(), String> {

@@ -1,18 +1,18 @@
-//! Raft traffic over the project's RPC (`ironbucket_rpc`): each openraft message is JSON in an
-//! envelope; the answer is the JSON of `Result<reply, RaftError>`.
+//! Raft traffic over the project's RPC (`ironbucket_rpc`): each openraft message is one typed
+//! message of the node protocol (`wire::{Append, Vote, Snapshot}`), JSON on the wire; the
+//! answer is `Result<reply, RaftError>`.
 
 #![allow(clippy::result_large_err)] // openraft's traits fix the (large) error types.
 
+use crate::wire::{Append, Snapshot, Vote};
 use crate::{NodeInfo, TypeConfig};
-use ironbucket_rpc::Peers;
+use ironbucket_rpc::{Message, Peers};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub struct Network {
     pub(crate) peers: Peers,
@@ -37,24 +37,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 impl Connection {
-    async fn call<Req, Resp, E>(
+    async fn call<M, Resp, E>(
         &self,
-        kind: &str,
-        req: &Req,
+        req: M,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<u64, NodeInfo, RaftError<u64, E>>>
     where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        M: Message<Reply = Result<Resp, RaftError<u64, E>>>,
+        E: std::error::Error,
     {
-        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let raw = self
+        let res = self
             .peers
-            .raft(
+            .raft_call(
                 &self.node.rpc_addr,
-                &format!("{kind}:{}", self.node.incarnation),
-                payload,
+                &self.node.incarnation,
+                &req,
                 Some(option.hard_ttl()),
             )
             .await
@@ -65,8 +62,6 @@ impl Connection {
                     RPCError::Network(NetworkError::new(&e))
                 }
             })?;
-        let res: Result<Resp, RaftError<u64, E>> =
-            serde_json::from_slice(&raw).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
@@ -77,7 +72,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call("append", &rpc, &option).await
+        self.call(Append(rpc), &option).await
     }
 
     async fn install_snapshot(
@@ -85,7 +80,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>> {
-        self.call("snapshot", &rpc, &option).await
+        self.call(Snapshot(rpc), &option).await
     }
 
     async fn vote(
@@ -93,6 +88,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call("vote", &rpc, &option).await
+        self.call(Vote(rpc), &option).await
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::duties::job_leaders_of;
 use crate::store;
-use crate::wire::Forwarded;
+use crate::wire::{Forwarded, InForce};
 use crate::{
     Command, ControlConfig, ControlState, Error, LockCmd, LockOutcome, MemberStatus, NodeInfo, Outcome, Status,
     TypeConfig, network, raft_id,
@@ -314,17 +314,13 @@ impl ControlPlane {
             u.keys().cloned().collect()
         };
         let others: Vec<NodeInfo> = others.into_iter().filter(|n| !skip.contains(&n.name)).collect();
-        let calls = others.iter().map(|n| {
-            self.peers.control(
-                &n.rpc_addr,
-                "in_force",
-                index.to_string().into_bytes(),
-                Some(IN_FORCE_WAIT),
-            )
-        });
+        let msg = InForce(index);
+        let calls = others
+            .iter()
+            .map(|n| self.peers.call(&n.rpc_addr, &msg, Some(IN_FORCE_WAIT)));
         for (n, r) in others.iter().zip(futures::future::join_all(calls).await) {
             let confirmed = match r {
-                Ok(raw) => serde_json::from_slice::<bool>(&raw).unwrap_or(false),
+                Ok(applied) => applied,
                 Err(e) => {
                     tracing::debug!(node = %n.name, error = %e, "member did not confirm a control change");
                     false
@@ -352,22 +348,16 @@ impl ControlPlane {
                 let Some(leader) = f.leader_node else {
                     return Err(Error::NoQuorum("no leader is elected".into()));
                 };
-                let payload = serde_json::to_vec(&Forwarded {
+                let msg = Forwarded {
                     from: self.cfg.node_name.clone(),
                     incarnation: self.incarnation(),
                     body: cmd,
-                })
-                .map_err(raft_err)?;
-                let raw = self
-                    .peers
-                    .control(&leader.rpc_addr, "propose", payload, Some(self.cfg.commit_timeout))
+                };
+                self.peers
+                    .call(&leader.rpc_addr, &msg, Some(self.cfg.commit_timeout))
                     .await
-                    .map_err(|e| {
-                        Error::NoQuorum(format!("the leader {} did not commit the change: {e}", leader.name))
-                    })?;
-                serde_json::from_slice::<Result<(Outcome, u64), String>>(&raw)
-                    .map_err(raft_err)?
-                    .map_err(Error::NoQuorum)
+                    .map_err(|e| Error::NoQuorum(format!("the leader {} did not commit the change: {e}", leader.name)))?
+                    .map_err(|f| f.into_error(Error::NoQuorum))
             }
             Err(e) => Err(raft_err(e)),
         }

@@ -5,6 +5,7 @@
 use crate::locks::{LockCmd, LockOutcome, Locks};
 use ironbucket_meta::{BucketRecord, KeyRecord};
 use ironbucket_store::BucketChange;
+use ironbucket_types::{Consistency, Strategy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -37,9 +38,9 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replication {
     pub factor: u32,
-    pub strategy: String,
-    pub read_consistency: String,
-    pub write_consistency: String,
+    pub strategy: Strategy,
+    pub read_consistency: Consistency,
+    pub write_consistency: Consistency,
     /// Virtual nodes per node of weight 100 on the placement ring (set when the cluster forms;
     /// changing it later moves most objects).
     #[serde(default = "default_vnodes")]
@@ -57,9 +58,9 @@ impl Default for Replication {
     fn default() -> Self {
         Self {
             factor: 1,
-            strategy: "SimpleStrategy".into(),
-            read_consistency: "QUORUM".into(),
-            write_consistency: "QUORUM".into(),
+            strategy: Strategy::Simple,
+            read_consistency: Consistency::Quorum,
+            write_consistency: Consistency::Quorum,
             vnodes: DEFAULT_VNODES,
         }
     }

@@ -29,7 +29,6 @@ use ironbucket_runtime::{OnFailure, Registry, WorkerCtx};
 use ironbucket_store::*;
 use ironbucket_types::{now_millis, validate_bucket_name};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use wire::Op;
 
 /// Says whether the failure detector reports a node down (by name).
 pub type DownCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -338,7 +337,7 @@ impl ObjectStore for ClusterStore {
         }
         // Empty on every member (a member that cannot answer might hold objects).
         let (answers, failed) = self
-            .ask_all::<bool>(&Op::InUse {
+            .ask_all(&wire::InUse {
                 bucket: bucket.to_string(),
             })
             .await;
@@ -506,12 +505,12 @@ impl ObjectStore for ClusterStore {
 
     async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
         let targets = self.targets(bucket, key)?;
-        let op = Op::Abort {
+        let op = wire::Abort {
             bucket: bucket.to_string(),
             key: key.to_string(),
             upload_id: upload_id.to_string(),
         };
-        self.write_all::<()>(&targets, self.level(true), op).await
+        self.write_all(&targets, self.level(true), op).await
     }
 
     async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage> {

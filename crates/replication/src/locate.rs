@@ -5,20 +5,24 @@
 
 use crate::{ClusterStore, wire};
 use async_trait::async_trait;
-use ironbucket_rpc::{DataStream, Handler, pb};
+use ironbucket_rpc::{DataStream, Handler, Incoming, Kind, Message, pb};
 use ironbucket_store::{Error, LocalStore, Result, StoredVersion};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// RPC kind: the versions a node holds of one key.
-const VERSIONS: &str = "object.versions";
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The versions a node holds of one key.
 #[derive(Serialize, Deserialize)]
 struct VersionsRequest {
     bucket: String,
     key: String,
+}
+
+impl Message for VersionsRequest {
+    const KIND: Kind = Kind::ObjectVersions;
+    type Reply = Vec<StoredVersion>;
 }
 
 /// `/cluster/locate`'s answer and its parts: the admin API's types.
@@ -45,22 +49,19 @@ impl ClusterStore {
         let asks = state.active_members().map(|m| {
             let (name, addr) = (m.name.clone(), m.rpc_addr.clone());
             let (me, local) = (me.clone(), self.local.clone());
-            let payload = serde_json::to_vec(&VersionsRequest {
+            let req = VersionsRequest {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
-            });
+            };
             let replica = replicas.contains(&name);
             async move {
                 let got: std::result::Result<Vec<StoredVersion>, String> = if name == me {
                     local.stored_versions(bucket, key).map_err(|e| e.to_string())
                 } else {
-                    match payload {
-                        Ok(p) => match peers.control(&addr, VERSIONS, p, Some(ASK_TIMEOUT)).await {
-                            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("bad answer: {e}")),
-                            Err(e) => Err(e.to_string()),
-                        },
-                        Err(e) => Err(e.to_string()),
-                    }
+                    peers
+                        .call(&addr, &req, Some(ASK_TIMEOUT))
+                        .await
+                        .map_err(|e| e.to_string())
                 };
                 let (versions, error) = match got {
                     Ok(v) => (v, None),
@@ -108,37 +109,41 @@ impl Handler for NodeHandler {
         self.control.ping(from).await
     }
 
-    async fn raft(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-        self.control.raft(kind, payload).await
+    async fn call(&self, call: Incoming, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        match call.kind {
+            Kind::ObjectOp => {
+                let op: wire::Op = serde_json::from_slice(&payload).map_err(|e| format!("bad object request: {e}"))?;
+                Ok(wire::serve(&self.local, op).await)
+            }
+            Kind::ObjectVersions => {
+                let req: VersionsRequest = call.decode(&payload)?;
+                let versions = self
+                    .local
+                    .stored_versions(&req.bucket, &req.key)
+                    .map_err(|e| e.to_string())?;
+                ironbucket_rpc::encode(&versions)
+            }
+            Kind::RaftAppend
+            | Kind::RaftVote
+            | Kind::RaftSnapshot
+            | Kind::Propose
+            | Kind::Join
+            | Kind::Membership
+            | Kind::InForce => self.control.call(call, payload).await,
+            Kind::ObjectPut | Kind::ObjectPart | Kind::ObjectGet => {
+                Err(format!("{} messages carry bulk data (push or pull)", call.kind))
+            }
+        }
     }
 
-    async fn control(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-        if kind == wire::OP {
-            let op: wire::Op = serde_json::from_slice(&payload).map_err(|e| format!("bad object request: {e}"))?;
-            return Ok(wire::serve(&self.local, op).await);
-        }
-        if kind != VERSIONS {
-            return self.control.control(kind, payload).await;
-        }
-        let req: VersionsRequest = serde_json::from_slice(&payload).map_err(|e| format!("bad message: {e}"))?;
-        let versions = self
-            .local
-            .stored_versions(&req.bucket, &req.key)
-            .map_err(|e| e.to_string())?;
-        serde_json::to_vec(&versions).map_err(|e| e.to_string())
+    async fn push(&self, call: Incoming, header: Vec<u8>, data: DataStream) -> std::result::Result<Vec<u8>, String> {
+        wire::serve_push(&self.local, call.kind, header, data).await
     }
 
-    async fn push(&self, kind: &str, header: Vec<u8>, data: DataStream) -> std::result::Result<Vec<u8>, String> {
-        match kind {
-            wire::PUT | wire::PART => wire::serve_push(&self.local, kind, header, data).await,
-            _ => self.control.push(kind, header, data).await,
-        }
-    }
-
-    async fn pull(&self, kind: &str, payload: Vec<u8>) -> std::result::Result<DataStream, String> {
-        match kind {
-            wire::GET => wire::serve_get(&self.local, &payload).await,
-            _ => self.control.pull(kind, payload).await,
+    async fn pull(&self, call: Incoming, payload: Vec<u8>) -> std::result::Result<DataStream, String> {
+        match call.kind {
+            Kind::ObjectGet => wire::serve_get(&self.local, &payload).await,
+            other => Err(format!("this node serves no bulk data of kind {other}")),
         }
     }
 }

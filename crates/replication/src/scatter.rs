@@ -9,7 +9,7 @@
 use crate::ClusterStore;
 use crate::listing::{Entry, Item, Merger, NodePage, Step};
 use crate::quorum::Stamp;
-use crate::wire::Op;
+use crate::wire::{Ask, ListNewest, Parts, Uploads, Versions};
 use ironbucket_store::*;
 use std::collections::BTreeMap;
 
@@ -20,8 +20,8 @@ impl ClusterStore {
     /// Members' answers, when they are sure to include every acknowledged write: each was
     /// acknowledged by W replicas (the default write level), so with fewer than W members
     /// missing one of them answered. Otherwise refused (never a silently partial listing).
-    async fn gather<T: serde::de::DeserializeOwned>(&self, op: &Op) -> Result<Vec<T>> {
-        let (ok, failed) = self.ask_all::<T>(op).await;
+    async fn gather<A: Ask>(&self, op: &A) -> Result<Vec<A::Answer>> {
+        let (ok, failed) = self.ask_all(op).await;
         let rf = self.factor();
         // An acknowledged write is on at least W replicas (the default write level): with fewer
         // than W members missing, one of them answered.
@@ -50,7 +50,7 @@ impl ClusterStore {
         let mut after = merger.start_after();
         let limit = (max + 1).clamp(1, 1000);
         for _ in 0..MAX_ROUNDS {
-            let op = Op::ListNewest {
+            let op = ListNewest {
                 bucket: bucket.to_string(),
                 prefix: q.prefix.clone(),
                 after: after.clone(),
@@ -110,7 +110,7 @@ impl ClusterStore {
         // A round whose items were all superseded or hidden moves on, so that a page is empty
         // only at the end.
         for _ in 0..MAX_ROUNDS {
-            let op = Op::Versions {
+            let op = Versions {
                 bucket: bucket.to_string(),
                 query: q.clone(),
             };
@@ -139,7 +139,7 @@ impl ClusterStore {
             return Err(Error::NoSuchBucket);
         }
         let max = q.max_uploads.min(1000);
-        let op = Op::Uploads {
+        let op = Uploads {
             bucket: bucket.to_string(),
             query: q,
         };
@@ -149,7 +149,7 @@ impl ClusterStore {
 
     pub(crate) async fn parts(&self, req: ListParts) -> Result<ListPartsPage> {
         let targets = self.targets(&req.bucket, &req.key)?;
-        let op = Op::Parts {
+        let op = Parts {
             bucket: req.bucket.clone(),
             key: req.key.clone(),
             upload_id: req.upload_id.clone(),
@@ -158,7 +158,7 @@ impl ClusterStore {
         };
         let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| {
             let op = &op;
-            async move { self.ask::<ListPartsPage>(t, op).await }
+            async move { self.ask(t, op).await }
         });
         let mut pages = Vec::new();
         let mut first_err = None;

@@ -1,27 +1,21 @@
 //! What replicas exchange with a coordinator over the node RPC, and how a replica serves it
-//! from its `LocalStore`. Small requests travel as one [`Op`] (control kind `object.op`);
-//! object bodies are pushed (`object.put`, `object.part`) or pulled (`object.get`) as streams.
+//! from its `LocalStore`. Small requests travel as one [`Op`] (kind `Kind::ObjectOp`), each
+//! variant with the answer its [`Ask`] type names; object bodies are pushed ([`PutHeader`],
+//! [`PartHeader`]) or pulled ([`GetWire`]) as streams. These are wire types: the store's
+//! records never travel as such.
 //!
 //! A pushed body ends with one empty chunk: a stream that stops without it was cut short (the
 //! client's body failed, or the coordinator gave up) and the replica stores nothing.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use ironbucket_rpc::DataStream;
+use ironbucket_rpc::{DataStream, Kind, Message};
 use ironbucket_store::*;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-/// Control kind of [`Op`].
-pub(crate) const OP: &str = "object.op";
-/// Push kind: a stamped object write ([`PutHeader`]).
-pub(crate) const PUT: &str = "object.put";
-/// Push kind: one part of a multipart upload ([`PartHeader`]).
-pub(crate) const PART: &str = "object.part";
-/// Pull kind: an object's body ([`GetWire`]); the first chunk is the JSON answer.
-pub(crate) const GET: &str = "object.get";
 
 /// The body checks a replica repeats (the trailer, if any, was verified by the coordinator).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -32,19 +26,22 @@ pub(crate) struct Checks {
     pub compute: Vec<ChecksumAlgorithm>,
 }
 
-/// A pushed body's header: what the replica does with the body, and what it answers.
-pub(crate) trait Pushed: Serialize + Clone + Send + Sync + 'static {
-    type Answer: DeserializeOwned + Send + 'static;
-    /// The push kind.
-    const KIND: &'static str;
+/// A pushed body's header: what the replica does with the body, and what it answers (the
+/// message's reply is `Result<Answer>`).
+pub(crate) trait Pushed: Message<Reply = Result<Self::Answer>> + Clone {
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
     fn content_length(&self) -> Option<u64>;
     /// Stores the body on this node.
     fn store(self, local: &LocalStore, body: ByteStream) -> futures::future::BoxFuture<'_, Result<Self::Answer>>;
 }
 
+impl Message for PutHeader {
+    const KIND: Kind = Kind::ObjectPut;
+    type Reply = Result<ObjectInfo>;
+}
+
 impl Pushed for PutHeader {
     type Answer = ObjectInfo;
-    const KIND: &'static str = PUT;
     fn content_length(&self) -> Option<u64> {
         self.checks.content_length
     }
@@ -53,9 +50,13 @@ impl Pushed for PutHeader {
     }
 }
 
+impl Message for PartHeader {
+    const KIND: Kind = Kind::ObjectPart;
+    type Reply = Result<PartInfo>;
+}
+
 impl Pushed for PartHeader {
     type Answer = PartInfo;
-    const KIND: &'static str = PART;
     fn content_length(&self) -> Option<u64> {
         self.checks.content_length
     }
@@ -184,7 +185,7 @@ impl PartHeader {
     }
 }
 
-/// A GetObject / HeadObject.
+/// A GetObject / HeadObject. Pulled (an object's body), its reply is the stream's first chunk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct GetWire {
     pub sse_c: Option<[u8; 32]>,
@@ -193,6 +194,11 @@ pub(crate) struct GetWire {
     pub version_id: Option<String>,
     pub range: Option<RangeSpec>,
     pub conditions: Conditions,
+}
+
+impl Message for GetWire {
+    const KIND: Kind = Kind::ObjectGet;
+    type Reply = Result<(ObjectInfo, Option<ByteRange>)>;
 }
 
 impl GetWire {
@@ -243,67 +249,188 @@ pub(crate) enum MetaOp {
     Merge { version_id: String, meta: VersionMeta },
 }
 
-/// One small request to a replica.
+/// A stamped delete: of one version, or (no version id) a new delete marker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeleteAt {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub bypass: bool,
+    pub hlc: Hlc,
+    pub origin: u64,
+}
+
+/// Newest version per key after `after` (tombstones included), and whether there is more.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ListNewest {
+    pub bucket: String,
+    pub prefix: String,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// A raw page of versions (merged by the coordinator).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Versions {
+    pub bucket: String,
+    pub query: VersionListQuery,
+}
+
+/// Opens a multipart upload under the coordinator's id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CreateUpload {
+    pub bucket: String,
+    pub key: String,
+    pub meta: ObjectMeta,
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    pub sse_c: Option<[u8; 32]>,
+    pub upload_id: String,
+}
+
+/// Completes a multipart upload under the coordinator's stamp.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Complete {
+    pub req: CompleteMultipart,
+    pub hlc: Hlc,
+    pub origin: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Abort {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Parts {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub part_number_marker: Option<u32>,
+    pub max_parts: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Uploads {
+    pub bucket: String,
+    pub query: UploadListQuery,
+}
+
+/// A per-version metadata operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MetaAt {
+    pub bucket: String,
+    pub key: String,
+    pub op: MetaOp,
+}
+
+/// Whether the bucket holds anything on this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InUse {
+    pub bucket: String,
+}
+
+/// One small request to a replica (the wire form of every [`Ask`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Op {
     Head(GetWire),
-    Delete {
-        bucket: String,
-        key: String,
-        version_id: Option<String>,
-        bypass: bool,
-        hlc: Hlc,
-        origin: u64,
-    },
-    /// Newest version per key after `after` (tombstones included).
-    ListNewest {
-        bucket: String,
-        prefix: String,
-        after: Option<String>,
-        limit: usize,
-    },
-    Versions {
-        bucket: String,
-        query: VersionListQuery,
-    },
-    CreateUpload {
-        bucket: String,
-        key: String,
-        meta: ObjectMeta,
-        checksum_algorithm: Option<ChecksumAlgorithm>,
-        sse_c: Option<[u8; 32]>,
-        upload_id: String,
-    },
-    Complete {
-        req: CompleteMultipart,
-        hlc: Hlc,
-        origin: u64,
-    },
-    Abort {
-        bucket: String,
-        key: String,
-        upload_id: String,
-    },
-    Parts {
-        bucket: String,
-        key: String,
-        upload_id: String,
-        part_number_marker: Option<u32>,
-        max_parts: usize,
-    },
-    Uploads {
-        bucket: String,
-        query: UploadListQuery,
-    },
-    Meta {
-        bucket: String,
-        key: String,
-        op: MetaOp,
-    },
-    /// Whether the bucket holds anything on this node.
-    InUse {
-        bucket: String,
-    },
+    Delete(DeleteAt),
+    ListNewest(ListNewest),
+    Versions(Versions),
+    CreateUpload(CreateUpload),
+    Complete(Complete),
+    Abort(Abort),
+    Parts(Parts),
+    Uploads(Uploads),
+    Meta(MetaAt),
+    InUse(InUse),
+}
+
+/// A request to a replica and the answer it gets: it travels as an [`Op`] (kind
+/// `Kind::ObjectOp`), the answer as `Result<Answer>`. Each request type names its answer, so a
+/// coordinator cannot read one request's answer as another's.
+pub(crate) trait Ask: Clone + Send + Sync + 'static {
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+    fn into_op(self) -> Op;
+}
+
+macro_rules! ask {
+    ($($ty:ident => $variant:ident, $answer:ty;)*) => {$(
+        impl Ask for $ty {
+            type Answer = $answer;
+            fn into_op(self) -> Op {
+                Op::$variant(self)
+            }
+        }
+    )*};
+}
+
+ask! {
+    GetWire => Head, HeadReply;
+    DeleteAt => Delete, DeleteResult;
+    ListNewest => ListNewest, (Vec<(ObjectInfo, bool)>, bool);
+    Versions => Versions, RawVersionPage;
+    CreateUpload => CreateUpload, String;
+    Complete => Complete, ObjectInfo;
+    Abort => Abort, ();
+    Parts => Parts, ListPartsPage;
+    Uploads => Uploads, UploadListPage;
+    InUse => InUse, bool;
+}
+
+/// The metadata a replica holds of one version ([`MetaOp::State`]).
+#[derive(Debug, Clone)]
+pub(crate) struct MetaState {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: String,
+}
+
+impl Ask for MetaState {
+    type Answer = VersionMeta;
+    fn into_op(self) -> Op {
+        Op::Meta(MetaAt {
+            bucket: self.bucket,
+            key: self.key,
+            op: MetaOp::State(self.version_id),
+        })
+    }
+}
+
+/// A stamped change to one metadata field ([`MetaOp::Change`]) or a read repair's merge
+/// ([`MetaOp::Merge`]): both answer nothing but success.
+#[derive(Debug, Clone)]
+pub(crate) struct MetaWrite(pub MetaAt);
+
+impl Ask for MetaWrite {
+    type Answer = ();
+    fn into_op(self) -> Op {
+        Op::Meta(self.0)
+    }
+}
+
+/// An [`Ask`] on the wire: the [`Op`], with the answer its type names.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct OpMessage<A> {
+    op: Op,
+    #[serde(skip)]
+    answer: PhantomData<fn() -> A>,
+}
+
+impl<A: Ask> OpMessage<A> {
+    pub fn new(a: A) -> Self {
+        Self {
+            op: a.into_op(),
+            answer: PhantomData,
+        }
+    }
+}
+
+impl<A: Ask> Message for OpMessage<A> {
+    const KIND: Kind = Kind::ObjectOp;
+    type Reply = Result<A::Answer>;
 }
 
 fn encode<T: Serialize>(r: Result<T>) -> Vec<u8> {
@@ -319,85 +446,69 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         .map_err(|e| Error::Internal(format!("bad answer from a replica: {e}")))?
 }
 
-/// Runs one [`Op`] against this node's store; the answer is a JSON `Result`.
+/// The answer to request type `A`, encoded (the type checks that a replica answers what the
+/// request names).
+fn answer<A: Ask>(r: Result<A::Answer>) -> Vec<u8> {
+    encode(r)
+}
+
+/// Runs one [`Op`] against this node's store; the answer is a JSON `Result` of the answer its
+/// [`Ask`] type names.
 pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
     match op {
         Op::Head(g) => {
             let version = match local.newest_version(&g.bucket, &g.key, g.version_id.as_deref()) {
                 Ok(v) => v,
-                Err(e) => return encode::<HeadReply>(Err(e)),
+                Err(e) => return answer::<GetWire>(Err(e)),
             };
             let result = local.head_object(g.request()).await;
-            encode(Ok(HeadReply { version, result }))
+            answer::<GetWire>(Ok(HeadReply { version, result }))
         }
-        Op::Delete {
-            bucket,
-            key,
-            version_id,
-            bypass,
-            hlc,
-            origin,
-        } => encode(
+        Op::Delete(d) => answer::<DeleteAt>(
             local
-                .delete_object_at(&bucket, &key, version_id.as_deref(), bypass, hlc, origin)
+                .delete_object_at(&d.bucket, &d.key, d.version_id.as_deref(), d.bypass, d.hlc, d.origin)
                 .await,
         ),
-        Op::ListNewest {
-            bucket,
-            prefix,
-            after,
-            limit,
-        } => encode(local.list_newest(&bucket, &prefix, after, limit).await),
-        Op::Versions { bucket, query } => encode(local.list_versions_raw(&bucket, query).await),
-        Op::CreateUpload {
-            bucket,
-            key,
-            meta,
-            checksum_algorithm,
-            sse_c,
-            upload_id,
-        } => {
+        Op::ListNewest(l) => answer::<ListNewest>(local.list_newest(&l.bucket, &l.prefix, l.after, l.limit).await),
+        Op::Versions(v) => answer::<Versions>(local.list_versions_raw(&v.bucket, v.query).await),
+        Op::CreateUpload(c) => {
             let req = CreateMultipart {
-                sse_c: customer(sse_c),
-                bucket,
-                key,
-                meta,
-                checksum_algorithm,
+                sse_c: customer(c.sse_c),
+                bucket: c.bucket,
+                key: c.key,
+                meta: c.meta,
+                checksum_algorithm: c.checksum_algorithm,
             };
-            encode(local.create_multipart_upload_with_id(req, upload_id).await)
+            answer::<CreateUpload>(local.create_multipart_upload_with_id(req, c.upload_id).await)
         }
-        Op::Complete { req, hlc, origin } => encode(local.complete_multipart_upload_at(req, hlc, origin).await),
-        Op::Abort { bucket, key, upload_id } => encode(local.abort_multipart_upload(&bucket, &key, &upload_id).await),
-        Op::Parts {
-            bucket,
-            key,
-            upload_id,
-            part_number_marker,
-            max_parts,
-        } => encode(
+        Op::Complete(c) => answer::<Complete>(local.complete_multipart_upload_at(c.req, c.hlc, c.origin).await),
+        Op::Abort(a) => answer::<Abort>(local.abort_multipart_upload(&a.bucket, &a.key, &a.upload_id).await),
+        Op::Parts(p) => answer::<Parts>(
             local
                 .list_parts(ListParts {
-                    bucket,
-                    key,
-                    upload_id,
-                    part_number_marker,
-                    max_parts,
+                    bucket: p.bucket,
+                    key: p.key,
+                    upload_id: p.upload_id,
+                    part_number_marker: p.part_number_marker,
+                    max_parts: p.max_parts,
                 })
                 .await,
         ),
-        Op::Uploads { bucket, query } => encode(local.list_multipart_uploads(&bucket, query).await),
-        Op::Meta { bucket, key, op } => meta_op(local, &bucket, &key, op).await,
-        Op::InUse { bucket } => encode(local.bucket_in_use(&bucket).await),
+        Op::Uploads(u) => answer::<Uploads>(local.list_multipart_uploads(&u.bucket, u.query).await),
+        Op::Meta(m) => meta_op(local, &m.bucket, &m.key, m.op).await,
+        Op::InUse(b) => answer::<InUse>(local.bucket_in_use(&b.bucket).await),
     }
 }
 
 async fn meta_op(local: &LocalStore, bucket: &str, key: &str, op: MetaOp) -> Vec<u8> {
     match op {
-        MetaOp::State(v) => encode(local.version_meta(bucket, key, &v)),
+        MetaOp::State(v) => answer::<MetaState>(local.version_meta(bucket, key, &v)),
         MetaOp::Change { version_id, change, at } => {
-            encode(local.change_meta_at(bucket, key, &version_id, change, at).await)
+            answer::<MetaWrite>(local.change_meta_at(bucket, key, &version_id, change, at).await)
         }
-        MetaOp::Merge { version_id, meta } => encode(local.merge_meta(bucket, key, &version_id, meta).await),
+        MetaOp::Merge { version_id, meta } => {
+            answer::<MetaWrite>(local.merge_meta(bucket, key, &version_id, meta).await)
+        }
     }
 }
 
@@ -455,38 +566,39 @@ pub(crate) async fn put_stamped(local: &LocalStore, mut h: PutHeader, body: Byte
     r.map(|(info, _)| info)
 }
 
-/// Serves a pushed body.
+/// Serves a pushed body of kind `kind`.
 pub(crate) async fn serve_push(
     local: &LocalStore,
-    kind: &str,
+    kind: Kind,
     header: Vec<u8>,
     data: DataStream,
 ) -> std::result::Result<Vec<u8>, String> {
     match kind {
-        PUT => {
+        Kind::ObjectPut => {
             let h: PutHeader = serde_json::from_slice(&header).map_err(|e| format!("bad put header: {e}"))?;
             Ok(encode(put_stamped(local, h, terminated(data)).await))
         }
-        PART => {
+        Kind::ObjectPart => {
             let h: PartHeader = serde_json::from_slice(&header).map_err(|e| format!("bad part header: {e}"))?;
             Ok(encode(local.upload_part(h.into_request(), terminated(data)).await))
         }
-        other => Err(format!("this node takes no bulk data of kind {other:?}")),
+        other => Err(format!("this node takes no bulk data of kind {other}")),
     }
 }
 
-/// Serves an object body: the first chunk is the JSON answer (`Result<(ObjectInfo,
-/// Option<ByteRange>)>`), the body follows.
+/// Serves an object body: the first chunk is the JSON answer (`GetWire`'s reply), the body
+/// follows.
 pub(crate) async fn serve_get(local: &Arc<LocalStore>, payload: &[u8]) -> std::result::Result<DataStream, String> {
     let g: GetWire = serde_json::from_slice(payload).map_err(|e| format!("bad get request: {e}"))?;
+    let reply = |r: <GetWire as Message>::Reply| Bytes::from(encode(r));
     match local.get_object(g.request()).await {
         Ok(out) => {
-            let head = Bytes::from(encode(Ok((out.info, out.range))));
+            let head = reply(Ok((out.info, out.range)));
             let body = out.body.map(|r| r.map_err(|e| e.to_string()));
             Ok(Box::pin(futures::stream::once(async move { Ok(head) }).chain(body)))
         }
         Err(e) => {
-            let head = Bytes::from(encode::<(ObjectInfo, Option<ByteRange>)>(Err(e)));
+            let head = reply(Err(e));
             Ok(Box::pin(futures::stream::once(async move { Ok(head) })))
         }
     }
@@ -527,6 +639,51 @@ mod tests {
         assert!(!ok, "a cut-short transfer must not look complete");
         let (_, ok) = collect(terminated(stream(vec![Ok("ab"), Err("boom"), Ok("")]))).await;
         assert!(!ok);
+    }
+
+    /// Protocol 1 and 2 sent `Op`'s variants as struct variants; the typed requests that
+    /// replaced them must keep those bytes (older peers read them).
+    #[test]
+    fn typed_requests_keep_the_bytes_older_peers_read() {
+        #[derive(Serialize)]
+        enum Old {
+            Delete {
+                bucket: String,
+                key: String,
+                version_id: Option<String>,
+                bypass: bool,
+                hlc: Hlc,
+                origin: u64,
+            },
+            InUse {
+                bucket: String,
+            },
+        }
+        let hlc = Hlc {
+            physical: 1_700_000_000_000,
+            logical: 3,
+        };
+        let old = Old::Delete {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: Some("v".into()),
+            bypass: true,
+            hlc,
+            origin: 7,
+        };
+        let new = DeleteAt {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: Some("v".into()),
+            bypass: true,
+            hlc,
+            origin: 7,
+        };
+        let sent = serde_json::to_vec(&OpMessage::new(new)).unwrap();
+        assert_eq!(sent, serde_json::to_vec(&old).unwrap());
+        let sent = serde_json::to_vec(&OpMessage::new(InUse { bucket: "b".into() })).unwrap();
+        assert_eq!(sent, serde_json::to_vec(&Old::InUse { bucket: "b".into() }).unwrap());
+        assert!(matches!(serde_json::from_slice::<Op>(&sent).unwrap(), Op::InUse(_)));
     }
 
     #[test]

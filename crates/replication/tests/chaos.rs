@@ -24,7 +24,7 @@ mod common;
 
 use async_trait::async_trait;
 use common::{node_with, placed};
-use ironbucket_rpc::{DataStream, Handler, pb};
+use ironbucket_rpc::{DataStream, Handler, Incoming, Kind, pb};
 use ironbucket_store::{ByteStream, Consistency, Error, GetObject, ObjectStore, PutObject, hints::with_consistency};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -77,25 +77,21 @@ impl Handler for Faulty {
         self.inner.ping(from).await
     }
 
-    async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.inner.raft(kind, payload).await
-    }
-
-    async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        if kind.starts_with("object.") {
+    async fn call(&self, call: Incoming, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        if matches!(call.kind, Kind::ObjectOp | Kind::ObjectVersions) {
             self.fault().await?;
         }
-        self.inner.control(kind, payload).await
+        self.inner.call(call, payload).await
     }
 
-    async fn push(&self, kind: &str, header: Vec<u8>, data: DataStream) -> Result<Vec<u8>, String> {
+    async fn push(&self, call: Incoming, header: Vec<u8>, data: DataStream) -> Result<Vec<u8>, String> {
         self.fault().await?;
-        self.inner.push(kind, header, data).await
+        self.inner.push(call, header, data).await
     }
 
-    async fn pull(&self, kind: &str, payload: Vec<u8>) -> Result<DataStream, String> {
+    async fn pull(&self, call: Incoming, payload: Vec<u8>) -> Result<DataStream, String> {
         self.fault().await?;
-        self.inner.pull(kind, payload).await
+        self.inner.pull(call, payload).await
     }
 }
 

@@ -4,12 +4,14 @@
 //! the layers above see [`Peers`], [`Handler`] and plain bytes.
 
 mod auth;
+mod message;
 mod peer_record;
 mod protocol;
 mod resolve;
 mod tls;
 
 pub use auth::{Auth, Checked, Refused};
+pub use message::{Incoming, Kind, Message, Method, decode_reply, encode};
 use peer_record::Refusal;
 pub use peer_record::{PeerClock, PeerClocks};
 use protocol::PROTOCOL_HEADER;
@@ -47,6 +49,9 @@ pub enum Error {
     Remote { addr: String, why: String },
     #[error("invalid peer address {0:?}")]
     BadAddress(String),
+    /// The peer does not know the message (it speaks an older protocol version).
+    #[error("peer {addr} does not support the request: {why}")]
+    Unsupported { addr: String, why: String },
 }
 
 impl Error {
@@ -197,27 +202,7 @@ impl Peers {
             .map_err(|s| self.map_status(addr, s, timeout))
     }
 
-    pub async fn raft(
-        &self,
-        addr: &str,
-        kind: &str,
-        payload: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, Error> {
-        self.envelope(Route::Raft, addr, kind, payload, timeout).await
-    }
-
-    pub async fn control(
-        &self,
-        addr: &str,
-        kind: &str,
-        payload: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, Error> {
-        self.envelope(Route::Control, addr, kind, payload, timeout).await
-    }
-
-    async fn envelope(
+    pub(crate) async fn envelope(
         &self,
         route: Route,
         addr: &str,
@@ -247,7 +232,7 @@ impl Peers {
     /// deadline covers the whole transfer.
     ///
     /// The future owns everything it needs (it can be spawned).
-    pub fn push(
+    pub(crate) fn push_raw(
         &self,
         addr: &str,
         kind: &str,
@@ -285,7 +270,7 @@ impl Peers {
     }
 
     /// Asks the peer for bulk data and returns it as a stream of chunks.
-    pub async fn pull(
+    pub(crate) async fn pull_raw(
         &self,
         addr: &str,
         kind: &str,
@@ -319,6 +304,10 @@ fn status_error(addr: &str, s: tonic::Status, ms: u64) -> Error {
     let why = s.message().to_string();
     match s.code() {
         Code::Unauthenticated | Code::PermissionDenied => Error::Refused {
+            addr: addr.to_string(),
+            why,
+        },
+        Code::Unimplemented => Error::Unsupported {
             addr: addr.to_string(),
             why,
         },
@@ -377,30 +366,79 @@ impl Stream for PushChunks {
 }
 
 /// Which envelope method a call goes to.
-enum Route {
+pub(crate) enum Route {
     Raft,
     Control,
 }
 
-/// What a node serves to its peers.
+/// What a node serves to its peers. The kind of every call is known and allowed by the agreed
+/// protocol version before the handler sees it.
 #[tonic::async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn ping(&self, from: &str) -> pb::PingReply;
-    /// A Raft message; the error text goes back to the caller.
-    async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
-    async fn control(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
+    /// A Raft or control message; the error text goes back to the caller.
+    async fn call(&self, call: Incoming, payload: Vec<u8>) -> Result<Vec<u8>, String>;
     /// Bulk data pushed by a peer.
-    async fn push(&self, kind: &str, _header: Vec<u8>, _data: DataStream) -> Result<Vec<u8>, String> {
-        Err(format!("this node takes no bulk data of kind {kind:?}"))
+    async fn push(&self, call: Incoming, _header: Vec<u8>, _data: DataStream) -> Result<Vec<u8>, String> {
+        Err(format!("this node takes no bulk data of kind {}", call.kind))
     }
     /// Bulk data a peer asks for.
-    async fn pull(&self, kind: &str, _payload: Vec<u8>) -> Result<DataStream, String> {
-        Err(format!("this node serves no bulk data of kind {kind:?}"))
+    async fn pull(&self, call: Incoming, _payload: Vec<u8>) -> Result<DataStream, String> {
+        Err(format!("this node serves no bulk data of kind {}", call.kind))
     }
+}
+
+/// What the interceptor learned of a call: who sent it and the version the two agreed.
+#[derive(Clone)]
+struct Agreed {
+    node: String,
+    version: u32,
 }
 
 struct Service {
     handler: Arc<dyn Handler>,
+    clocks: PeerClocks,
+    ours: ProtocolRange,
+}
+
+impl Service {
+    /// The call's kind, if this node knows it on `method` and the agreed version has it.
+    /// Anything else is refused (UNIMPLEMENTED), logged and counted as a protocol refusal.
+    #[allow(clippy::result_large_err)] // tonic's handlers answer with a Status.
+    fn incoming(&self, method: Method, name: &str, ext: &http::Extensions) -> Result<Incoming, tonic::Status> {
+        let agreed = ext.get::<Agreed>().cloned().unwrap_or(Agreed {
+            node: String::new(),
+            version: MIN_PROTOCOL_VERSION,
+        });
+        let (name, incarnation) = match method {
+            Method::Raft => name.split_once(':').unwrap_or((name, "")),
+            _ => (name, ""),
+        };
+        let why = match Kind::parse(method, name) {
+            Some(kind) if kind.since() <= agreed.version => {
+                return Ok(Incoming {
+                    kind,
+                    version: agreed.version,
+                    from: agreed.node,
+                    incarnation: incarnation.to_string(),
+                });
+            }
+            Some(kind) => format!(
+                "message kind {kind} needs node protocol {} but the two nodes agreed on {}",
+                kind.since(),
+                agreed.version
+            ),
+            None => format!(
+                "unknown message kind {name:?} on {method:?}: this node speaks node protocol {}",
+                self.ours
+            ),
+        };
+        let refused = self.clocks.refused_kind(&agreed.node);
+        if refused % 100 == 1 {
+            tracing::warn!(node = %agreed.node, refused, "refused a node RPC call: {why}");
+        }
+        Err(tonic::Status::unimplemented(why))
+    }
 }
 
 #[tonic::async_trait]
@@ -413,8 +451,9 @@ impl pb::node_server::Node for Service {
     }
 
     async fn raft(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
+        let call = self.incoming(Method::Raft, &req.get_ref().kind, req.extensions())?;
         let e = req.into_inner();
-        match self.handler.raft(&e.kind, e.payload).await {
+        match self.handler.call(call, e.payload).await {
             Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
             Err(why) => Err(tonic::Status::internal(why)),
         }
@@ -424,11 +463,13 @@ impl pb::node_server::Node for Service {
         &self,
         req: tonic::Request<tonic::Streaming<pb::Chunk>>,
     ) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
+        let ext = req.extensions().clone();
         let mut stream = req.into_inner();
         let first = stream
             .message()
             .await?
             .ok_or_else(|| tonic::Status::invalid_argument("an empty push"))?;
+        let call = self.incoming(Method::Push, &first.kind, &ext)?;
         let kind = first.kind.clone();
         let head_data = bytes::Bytes::from(first.data);
         let rest = stream.map(|r| {
@@ -442,7 +483,7 @@ impl pb::node_server::Node for Service {
         } else {
             Box::pin(futures::stream::once(std::future::ready(Ok(head_data))).chain(rest))
         };
-        match self.handler.push(&kind, first.header, data).await {
+        match self.handler.push(call, first.header, data).await {
             Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind, payload })),
             Err(why) => Err(tonic::Status::failed_precondition(why)),
         }
@@ -454,10 +495,11 @@ impl pb::node_server::Node for Service {
         &self,
         req: tonic::Request<pb::Envelope>,
     ) -> Result<tonic::Response<Self::PullStream>, tonic::Status> {
+        let call = self.incoming(Method::Pull, &req.get_ref().kind, req.extensions())?;
         let e = req.into_inner();
         let data = self
             .handler
-            .pull(&e.kind, e.payload)
+            .pull(call, e.payload)
             .await
             .map_err(tonic::Status::failed_precondition)?;
         // tonic's streaming signature fixes the error type.
@@ -474,8 +516,9 @@ impl pb::node_server::Node for Service {
     }
 
     async fn control(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
+        let call = self.incoming(Method::Control, &req.get_ref().kind, req.extensions())?;
         let e = req.into_inner();
-        match self.handler.control(&e.kind, e.payload).await {
+        match self.handler.call(call, e.payload).await {
             Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
             Err(why) => Err(tonic::Status::failed_precondition(why)),
         }
@@ -494,9 +537,10 @@ pub async fn serve(
 ) -> Result<(), String> {
     let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
     let ours = cfg.protocol;
+    let svc_clocks = clocks.clone();
     // tonic's interceptor signature fixes the error type.
     #[allow(clippy::result_large_err)]
-    let interceptor = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+    let interceptor = move |mut req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
         let token = req.metadata().get(auth::HEADER).and_then(|v| v.to_str().ok());
         // A caller that states no version speaks version 1 (before versions were exchanged).
         let theirs = match req.metadata().get(PROTOCOL_HEADER) {
@@ -508,7 +552,7 @@ pub async fn serve(
                 let agreed = theirs
                     .ok_or_else(|| "its protocol version statement is malformed".to_string())
                     .and_then(|t| ours.agree(t));
-                if let Err(why) = agreed {
+                if let Err(why) = &agreed {
                     let refused = clocks.record(&c, theirs, Refusal::Protocol);
                     // A refused peer retries; log its first refusal and then every hundredth.
                     if refused % 100 == 1 {
@@ -520,6 +564,8 @@ pub async fn serve(
                     )));
                 }
                 clocks.record(&c, theirs, Refusal::None);
+                let version = agreed.unwrap_or(MIN_PROTOCOL_VERSION);
+                req.extensions_mut().insert(Agreed { node: c.node, version });
                 Ok(req)
             }
             Err(r) => {
@@ -532,7 +578,14 @@ pub async fn serve(
             }
         }
     };
-    let svc = pb::node_server::NodeServer::with_interceptor(Service { handler }, interceptor);
+    let svc = pb::node_server::NodeServer::with_interceptor(
+        Service {
+            handler,
+            clocks: svc_clocks,
+            ours,
+        },
+        interceptor,
+    );
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| format!("cannot serve RPC: {e}"))?;
     let mut builder = tonic::transport::Server::builder();
@@ -594,20 +647,24 @@ mod tests {
                 protocol_min: MIN_PROTOCOL_VERSION,
             }
         }
-        async fn raft(&self, kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-            if kind == "fail" {
+        /// Vote: the payload reversed (or a failure, or a slow answer, as asked).
+        async fn call(&self, call: Incoming, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+            assert_eq!(call.from, "client");
+            assert_eq!(call.version, PROTOCOL_VERSION);
+            if payload == b"fail" {
                 return Err("no".into());
             }
-            if kind == "slow" {
+            if payload == b"slow" {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            Ok(payload.into_iter().rev().collect())
-        }
-        async fn control(&self, _kind: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-            Ok(payload)
+            Ok(format!("{}:{}:", call.kind, call.incarnation)
+                .into_bytes()
+                .into_iter()
+                .chain(payload.into_iter().rev())
+                .collect())
         }
         /// Counts the bytes and sums them, so the caller can check what arrived.
-        async fn push(&self, kind: &str, header: Vec<u8>, mut data: DataStream) -> Result<Vec<u8>, String> {
+        async fn push(&self, call: Incoming, header: Vec<u8>, mut data: DataStream) -> Result<Vec<u8>, String> {
             let (mut n, mut sum) = (0u64, 0u64);
             while let Some(b) = data.next().await {
                 let b = b?;
@@ -616,9 +673,9 @@ mod tests {
                     .iter()
                     .fold(sum, |s, x| s.wrapping_mul(31).wrapping_add(u64::from(*x)));
             }
-            Ok(format!("{kind}:{}:{n}:{sum}", String::from_utf8_lossy(&header)).into_bytes())
+            Ok(format!("{}:{}:{n}:{sum}", call.kind, String::from_utf8_lossy(&header)).into_bytes())
         }
-        async fn pull(&self, _kind: &str, payload: Vec<u8>) -> Result<DataStream, String> {
+        async fn pull(&self, _call: Incoming, payload: Vec<u8>) -> Result<DataStream, String> {
             let chunks: u64 = String::from_utf8_lossy(&payload)
                 .parse()
                 .map_err(|_| "bad count".to_string())?;
@@ -626,6 +683,12 @@ mod tests {
                 (0..chunks).map(|i| Ok(bytes::Bytes::from(vec![(i % 251) as u8; 1 << 20]))),
             )))
         }
+    }
+
+    /// A raw Raft call (the typed ones are `raft_call`).
+    async fn vote(p: &Peers, addr: &str, payload: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+        p.envelope(Route::Raft, addr, "vote:inc-1", payload.to_vec(), timeout)
+            .await
     }
 
     fn cfg(secret: &str, cluster: &str) -> RpcConfig {
@@ -647,8 +710,10 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server_cfg = cfg("s3cret-s3cret", "c1");
+        let clocks = PeerClocks::default();
+        let server_clocks = clocks.clone();
         let task = tokio::spawn(async move {
-            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
+            serve(l, &server_cfg, Arc::new(Echo), server_clocks, async {
                 let _ = rx.await;
             })
             .await
@@ -656,13 +721,13 @@ mod tests {
         let good = Peers::new(cfg("s3cret-s3cret", "c1")).unwrap();
         assert_eq!(good.ping(&addr, None).await.unwrap().cluster_name, "hello client");
         for _ in 0..3 {
-            assert_eq!(good.raft(&addr, "x", vec![1, 2, 3], None).await.unwrap(), vec![3, 2, 1]);
+            assert_eq!(vote(&good, &addr, b"abc", None).await.unwrap(), b"vote:inc-1:cba");
         }
         assert!(matches!(
-            good.raft(&addr, "fail", vec![], None).await,
+            vote(&good, &addr, b"fail", None).await,
             Err(Error::Remote { .. })
         ));
-        let slow = good.raft(&addr, "slow", vec![], Some(Duration::from_millis(200))).await;
+        let slow = vote(&good, &addr, b"slow", Some(Duration::from_millis(200))).await;
         assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
 
         let wrong_secret = Peers::new(cfg("other-secret", "c1")).unwrap();
@@ -686,12 +751,15 @@ mod tests {
         let want_sum = sent.iter().fold(0u64, |s, i| {
             (0..1 << 20).fold(s, |s, _| s.wrapping_mul(31).wrapping_add(*i % 251))
         });
-        let answer = good.push(&addr, "blob", b"h".to_vec(), body, None).await.unwrap();
+        let answer = good
+            .push_raw(&addr, "object.put", b"h".to_vec(), body, None)
+            .await
+            .unwrap();
         assert_eq!(
             String::from_utf8(answer).unwrap(),
-            format!("blob:h:{}:{want_sum}", 64u64 << 20)
+            format!("object.put:h:{}:{want_sum}", 64u64 << 20)
         );
-        let mut pulled = good.pull(&addr, "blob", b"64".to_vec(), None).await.unwrap();
+        let mut pulled = good.pull_raw(&addr, "object.get", b"64".to_vec(), None).await.unwrap();
         let mut n = 0u64;
         let mut idx = 0u64;
         while let Some(chunk) = pulled.next().await {
@@ -702,9 +770,16 @@ mod tests {
         }
         assert_eq!(n, 64 << 20);
         assert!(
-            good.pull(&addr, "blob", b"x".to_vec(), None).await.is_err(),
+            good.pull_raw(&addr, "object.get", b"x".to_vec(), None).await.is_err(),
             "a refusal is an error"
         );
+        // A kind this node does not know, or one on the wrong method, is refused as unsupported
+        // and counted against the caller.
+        let unknown = good.envelope(Route::Control, &addr, "object.scrub", vec![], None).await;
+        assert!(matches!(unknown, Err(Error::Unsupported { .. })), "{unknown:?}");
+        let misrouted = good.envelope(Route::Raft, &addr, "object.op:x", vec![], None).await;
+        assert!(matches!(misrouted, Err(Error::Unsupported { .. })), "{misrouted:?}");
+        assert_eq!(clocks.snapshot()["client"].refused_protocol_calls, 2);
 
         let _ = tx.send(());
         task.await.unwrap().unwrap();
@@ -737,7 +812,7 @@ mod tests {
         let mut c = cfg("s3cret-s3cret", "c1");
         c.tls = Some(files("good", "client"));
         let good = Peers::new(c).unwrap();
-        assert_eq!(good.raft(&addr, "x", vec![1, 2], None).await.unwrap(), vec![2, 1]);
+        assert_eq!(vote(&good, &addr, b"ab", None).await.unwrap(), b"vote:inc-1:ba");
         // A certificate from another CA (right secret and all) cannot connect.
         let mut c = cfg("s3cret-s3cret", "c1");
         c.tls = Some(files("evil", "client"));

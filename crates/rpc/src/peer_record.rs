@@ -58,6 +58,21 @@ impl PeerClocks {
         e.refused_protocol_calls
     }
 
+    /// Counts a call from `node` refused because its kind is unknown here or newer than the
+    /// version the two agreed (a protocol refusal); returns the count so far.
+    pub(crate) fn refused_kind(&self, node: &str) -> u64 {
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(node.to_string()).or_insert(PeerClock {
+            offset_ms: 0,
+            seen_ms: ironbucket_types::now_millis(),
+            refused_calls: 0,
+            protocol: None,
+            refused_protocol_calls: 0,
+        });
+        e.refused_protocol_calls += 1;
+        e.refused_protocol_calls
+    }
+
     /// Why this node (`me`) has a clock unfit to stamp writes, if it has: most other peers
     /// heard from in the last `window_ms` run more than `bound_ms` behind it (so this node runs
     /// ahead). `None` with no recent peer: nothing is known.

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ironbucket_store::{EncryptionKey, Keyring, LocalConfig, StorageConfig};
+use ironbucket_types::{Consistency, Strategy};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -450,23 +451,21 @@ fn resolve_cluster(
             "REPLICATION_FACTOR is {rf} but the cluster has {node_count} node(s): it must be between 1 and {node_count}"
         );
     }
-    let strategy = a
-        .replication_strategy
-        .or(f.replication_strategy)
-        .unwrap_or_else(|| "SimpleStrategy".into());
-    if !["SimpleStrategy", "ConsistentHash", "RackAware", "ZoneAware"].contains(&strategy.as_str()) {
-        bail!("REPLICATION_STRATEGY must be SimpleStrategy, ConsistentHash, RackAware or ZoneAware, not {strategy:?}");
-    }
+    let strategy = match a.replication_strategy.or(f.replication_strategy) {
+        None => Strategy::Simple,
+        Some(s) => s
+            .parse::<Strategy>()
+            .map_err(|e| anyhow::anyhow!("REPLICATION_STRATEGY: {e}"))?,
+    };
     let vnodes = a.vnodes.or(f.vnodes).unwrap_or(ironbucket_consensus::DEFAULT_VNODES);
     if vnodes == 0 || vnodes > 65_536 {
         bail!("VNODES must be between 1 and 65536, not {vnodes}");
     }
-    let level = |v: Option<String>, var: &str| -> Result<String> {
-        let v = v.unwrap_or_else(|| "QUORUM".into()).to_ascii_uppercase();
-        if !["ONE", "QUORUM", "ALL"].contains(&v.as_str()) {
-            bail!("{var} must be ONE, QUORUM or ALL, not {v:?}");
+    let level = |v: Option<String>, var: &str| -> Result<Consistency> {
+        match v {
+            None => Ok(Consistency::Quorum),
+            Some(v) => v.parse::<Consistency>().map_err(|e| anyhow::anyhow!("{var}: {e}")),
         }
-        Ok(v)
     };
     let read = level(a.read_consistency.or(f.read_consistency), "DEFAULT_READ_CONSISTENCY")?;
     let write = level(a.write_consistency.or(f.write_consistency), "DEFAULT_WRITE_CONSISTENCY")?;

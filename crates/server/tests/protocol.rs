@@ -10,7 +10,7 @@ use common::cluster::*;
 use common::*;
 use std::time::{Duration, Instant};
 
-const CURRENT: u32 = 2;
+const CURRENT: u32 = ironbucket_rpc::PROTOCOL_VERSION;
 
 async fn peer_entry(srv: &Server, node: &str) -> Option<serde_json::Value> {
     let (st, _, body) = raw("GET", &format!("{}/cluster/health", srv.admin), &[], vec![]).await;

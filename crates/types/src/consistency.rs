@@ -7,7 +7,10 @@ use std::str::FromStr;
 
 /// How many replicas must answer (the `x-ironbucket-consistency` header and the cluster's
 /// default read and write levels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized as its name (`ONE`, `QUORUM`, `ALL`), the form the control state stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Consistency {
     One,
     Quorum,

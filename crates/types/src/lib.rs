@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod name;
 pub mod policy;
 pub mod range;
+pub mod strategy;
 
 pub use acl::{Acl, AclPermission, PublicAccessBlock};
 pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
@@ -25,6 +26,7 @@ pub use hlc::{DEFAULT_MAX_AHEAD_MS, Hlc, HlcClock, StampAhead};
 pub use lifecycle::LifecycleRule;
 pub use name::{NameError, validate_bucket_name, validate_object_key};
 pub use range::{ByteRange, RangeError, RangeSpec};
+pub use strategy::{BadStrategy, Strategy};
 
 /// Milliseconds since the Unix epoch, the one wall-clock unit stored in metadata.
 pub type UnixMillis = u64;

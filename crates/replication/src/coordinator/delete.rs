@@ -3,7 +3,7 @@
 
 use super::validate_key;
 use crate::ClusterStore;
-use crate::wire::Op;
+use crate::wire::DeleteAt;
 use ironbucket_store::*;
 use ironbucket_types::now_millis;
 
@@ -21,7 +21,7 @@ impl ClusterStore {
             self.check_unlocked(bucket, key, v, bypass).await?;
         }
         let (hlc, origin) = self.stamp()?;
-        let op = Op::Delete {
+        let op = DeleteAt {
             bucket: bucket.to_string(),
             key: key.to_string(),
             version_id: version_id.map(str::to_string),

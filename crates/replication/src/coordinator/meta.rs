@@ -7,7 +7,7 @@ use super::read::wire_for;
 use super::{Target, replica_failure};
 use crate::ClusterStore;
 use crate::quorum::Consistency;
-use crate::wire::{MetaOp, Op};
+use crate::wire::{MetaAt, MetaOp, MetaState, MetaWrite};
 use ironbucket_store::*;
 use ironbucket_types::now_millis;
 
@@ -101,7 +101,7 @@ impl ClusterStore {
         {
             current.check(&change, now_millis())?;
         }
-        let op = Op::Meta {
+        let op = MetaWrite(MetaAt {
             bucket: bucket.to_string(),
             key: key.to_string(),
             op: MetaOp::Change {
@@ -109,9 +109,9 @@ impl ClusterStore {
                 change,
                 at: self.stamp()?,
             },
-        };
+        });
         let level = self.level(true);
-        self.write_all::<()>(&targets, level, op).await.map_err(|e| match e {
+        self.write_all(&targets, level, op).await.map_err(|e| match e {
             // Replicas that still lack the version (not repaired yet) count as failed ones.
             Error::NoSuchVersion => Error::Unavailable(format!(
                 "consistency level {level} was not met: too few replicas hold the version yet"
@@ -182,14 +182,14 @@ impl ClusterStore {
         version_id: &str,
         targets: &[Target],
     ) -> (Option<VersionMeta>, usize, Option<Error>) {
-        let op = Op::Meta {
+        let op = MetaState {
             bucket: bucket.to_string(),
             key: key.to_string(),
-            op: MetaOp::State(version_id.to_string()),
+            version_id: version_id.to_string(),
         };
         let answers = futures::future::join_all(targets.iter().map(|t| {
             let op = &op;
-            async move { (t.clone(), self.ask::<VersionMeta>(t, op).await) }
+            async move { (t.clone(), self.ask(t, op).await) }
         }))
         .await;
         let mut merged: Option<VersionMeta> = None;
@@ -224,17 +224,17 @@ impl ClusterStore {
         if !behind.is_empty()
             && let Ok(me) = self.strong()
         {
-            let op = Op::Meta {
+            let op = MetaWrite(MetaAt {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 op: MetaOp::Merge {
                     version_id: version_id.to_string(),
                     meta: merged.clone(),
                 },
-            };
+            });
             tokio::spawn(async move {
                 for t in behind {
-                    match me.ask::<()>(&t, &op).await {
+                    match me.ask(&t, &op).await {
                         Ok(()) => tracing::info!(node = %t.name, "metadata read repair"),
                         Err(e) => tracing::warn!(node = %t.name, error = %e, "metadata read repair failed"),
                     }

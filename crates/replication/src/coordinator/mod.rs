@@ -27,9 +27,8 @@ mod write;
 
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Stamp, Unavailable};
-use crate::wire::{self, Op};
+use crate::wire::{self, Ask, OpMessage};
 use ironbucket_store::*;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,25 +162,15 @@ impl ClusterStore {
         if let Some(l) = hints::requested_consistency() {
             return l;
         }
-        self.cp
-            .with_state(|s| {
-                let r = &s.replication;
-                if write {
-                    &r.write_consistency
-                } else {
-                    &r.read_consistency
-                }
-                .parse()
-                .ok()
-            })
-            .unwrap_or(Consistency::Quorum)
+        self.cp.with_state(|s| {
+            let r = &s.replication;
+            if write { r.write_consistency } else { r.read_consistency }
+        })
     }
 
     /// The cluster's default write level (what listings can rely on).
     pub(crate) fn default_write_level(&self) -> Consistency {
-        self.cp
-            .with_state(|s| s.replication.write_consistency.parse().ok())
-            .unwrap_or(Consistency::Quorum)
+        self.cp.with_state(|s| s.replication.write_consistency)
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -212,24 +201,21 @@ impl ClusterStore {
             .ok_or_else(|| Error::Internal("the cluster store is shutting down".into()))
     }
 
-    /// Runs `op` on one replica (this node's store directly, a peer over RPC).
-    pub(crate) async fn ask<T: DeserializeOwned>(&self, t: &Target, op: &Op) -> Result<T> {
-        let bytes = if t.local {
-            wire::serve(&self.local, op.clone()).await
-        } else {
-            let payload = serde_json::to_vec(op).map_err(|e| Error::Internal(e.to_string()))?;
-            self.cp
-                .peers()
-                .control(&t.addr, wire::OP, payload, Some(self.timeout()))
-                .await
-                .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
-        };
-        wire::decode(&bytes)
+    /// Runs `a` on one replica (this node's store directly, a peer over RPC).
+    pub(crate) async fn ask<A: Ask>(&self, t: &Target, a: &A) -> Result<A::Answer> {
+        if t.local {
+            return wire::decode(&wire::serve(&self.local, a.clone().into_op()).await);
+        }
+        self.cp
+            .peers()
+            .call(&t.addr, &OpMessage::new(a.clone()), Some(self.timeout()))
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
     }
 
     /// Asks every member (in parallel): the answers of those that could answer, and the
     /// failures (members known down included).
-    pub(crate) async fn ask_all<T: DeserializeOwned>(&self, op: &Op) -> (Vec<(Target, T)>, Vec<(String, Error)>) {
+    pub(crate) async fn ask_all<A: Ask>(&self, a: &A) -> (Vec<(Target, A::Answer)>, Vec<(String, Error)>) {
         let targets = self.all_targets();
         let mut failed: Vec<(String, Error)> = targets
             .iter()
@@ -237,7 +223,7 @@ impl ClusterStore {
             .map(|t| (t.name.clone(), Error::Unavailable(format!("node {} is down", t.name))))
             .collect();
         let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| async move {
-            let r = self.ask::<T>(t, op).await;
+            let r = self.ask(t, a).await;
             (t.clone(), r)
         });
         let mut ok = Vec::new();

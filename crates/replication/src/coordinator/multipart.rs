@@ -4,7 +4,7 @@
 
 use super::validate_key;
 use crate::ClusterStore;
-use crate::wire::{Checks, Op, PartHeader};
+use crate::wire::{Checks, Complete, CreateUpload, PartHeader};
 use ironbucket_store::*;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ impl ClusterStore {
         validate_key(&req.key)?;
         validate_tags(&req.meta.tags, 10)?;
         let targets = self.targets(&req.bucket, &req.key)?;
-        let op = Op::CreateUpload {
+        let op = CreateUpload {
             bucket: req.bucket,
             key: req.key,
             meta: req.meta,
@@ -41,7 +41,7 @@ impl ClusterStore {
     pub(crate) async fn complete(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
         let targets = self.targets(&req.bucket, &req.key)?;
         let (hlc, origin) = self.stamp()?;
-        let op = Op::Complete { req, hlc, origin };
+        let op = Complete { req, hlc, origin };
         self.write_all(&targets, self.level(true), op).await
     }
 }

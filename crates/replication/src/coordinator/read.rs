@@ -5,7 +5,7 @@
 use super::{Target, replica_failure, stamp_of, unavailable};
 use crate::ClusterStore;
 use crate::quorum::{Consistency, ReadQuorum};
-use crate::wire::{self, GetWire, HeadReply, Op};
+use crate::wire::{GetWire, HeadReply};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ironbucket_store::*;
@@ -16,7 +16,7 @@ impl ClusterStore {
         let targets = self.targets(&g.bucket, &g.key)?;
         let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut answers: Vec<(Target, HeadReply)> = Vec::new();
-        let op = Op::Head(g.clone());
+        let op = g.clone();
         let mut asks = FuturesUnordered::new();
         for t in &targets {
             if self.is_down(t) {
@@ -26,7 +26,7 @@ impl ClusterStore {
                 continue;
             }
             let op = &op;
-            asks.push(async move { (t.clone(), self.ask::<HeadReply>(t, op).await) });
+            asks.push(async move { (t.clone(), self.ask(t, op).await) });
         }
         let deadline = tokio::time::sleep(self.timeout());
         tokio::pin!(deadline);
@@ -202,11 +202,10 @@ impl ClusterStore {
         if t.local {
             return self.local.get_object(g.request()).await;
         }
-        let payload = serde_json::to_vec(&g).map_err(|e| Error::Internal(e.to_string()))?;
         let mut stream = self
             .cp
             .peers()
-            .pull(&t.addr, wire::GET, payload, Some(self.timeout_for(Some(size))))
+            .pull_call(&t.addr, &g, Some(self.timeout_for(Some(size))))
             .await
             .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
         let head = match stream.next().await {
@@ -214,7 +213,8 @@ impl ClusterStore {
             Some(Err(e)) => return Err(Error::Unavailable(format!("node {}: {e}", t.name))),
             None => return Err(Error::Unavailable(format!("node {} sent nothing", t.name))),
         };
-        let (info, range): (ObjectInfo, Option<ByteRange>) = wire::decode(&head)?;
+        let (info, range) =
+            ironbucket_rpc::decode_reply::<GetWire>(&t.addr, &head).map_err(|e| Error::Internal(e.to_string()))??;
         let body: ByteStream = Box::pin(stream.map(|r| r.map_err(std::io::Error::other)));
         Ok(GetObjectOutput { info, range, body })
     }

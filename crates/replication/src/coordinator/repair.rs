@@ -4,7 +4,7 @@
 
 use super::{Target, hex_to_b64};
 use crate::ClusterStore;
-use crate::wire::{Checks, GetWire, HeadReply, Op, PutHeader};
+use crate::wire::{Checks, DeleteAt, GetWire, HeadReply, PutHeader};
 use bytes::Bytes;
 use futures::StreamExt;
 use ironbucket_rpc::DataStream;
@@ -75,7 +75,7 @@ impl ClusterStore {
             // The version was deleted by id: delete it there too (with the same stamp). Object
             // lock still applies there: a version that replica keeps locked is not deleted by a
             // repair (the repair fails and is logged).
-            let op = Op::Delete {
+            let op = DeleteAt {
                 bucket: g.bucket.clone(),
                 key: g.key.clone(),
                 version_id: Some(v.version_id.clone()),
@@ -83,10 +83,10 @@ impl ClusterStore {
                 hlc: v.hlc,
                 origin: v.origin,
             };
-            return self.ask::<DeleteResult>(to, &op).await.map(|_| ());
+            return self.ask(to, &op).await.map(|_| ());
         }
         if v.delete_marker {
-            let op = Op::Delete {
+            let op = DeleteAt {
                 bucket: g.bucket.clone(),
                 key: g.key.clone(),
                 version_id: None,
@@ -94,7 +94,7 @@ impl ClusterStore {
                 hlc: v.hlc,
                 origin: v.origin,
             };
-            return self.ask::<DeleteResult>(to, &op).await.map(|_| ());
+            return self.ask(to, &op).await.map(|_| ());
         }
         let want = GetWire {
             version_id: Some(v.version_id.clone()),

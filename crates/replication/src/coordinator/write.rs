@@ -7,14 +7,13 @@ use super::read::wire_for;
 use super::{Failures, Target, replica_failure, unavailable, validate_key};
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Unavailable, WriteQuorum};
-use crate::wire::{self, Checks, Op, PutHeader};
+use crate::wire::{self, Ask, Checks, PutHeader};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use ironbucket_rpc::DataStream;
 use ironbucket_store::*;
 use ironbucket_types::ChecksumSet;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,14 +24,9 @@ const CHANNEL_DEPTH: usize = 8;
 impl ClusterStore {
     /// Sends `op` to every replica and waits until `level` of them did it. The first answer
     /// that is about the request itself (not a replica failure) is returned as is.
-    pub(crate) async fn write_all<T: DeserializeOwned + Send + 'static>(
-        &self,
-        targets: &[Target],
-        level: Consistency,
-        op: Op,
-    ) -> Result<T> {
+    pub(crate) async fn write_all<A: Ask>(&self, targets: &[Target], level: Consistency, op: A) -> Result<A::Answer> {
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
-        let mut first_ok: Option<T> = None;
+        let mut first_ok: Option<A::Answer> = None;
         let mut first_err: Option<Error> = None;
         let mut failures = Failures::default();
         let me = self.strong()?;
@@ -45,7 +39,7 @@ impl ClusterStore {
             // cancelled on the replica).
             let (me, t, op) = (me.clone(), t.clone(), op.clone());
             let task = tokio::spawn(async move {
-                let r = me.ask::<T>(&t, &op).await;
+                let r = me.ask(&t, &op).await;
                 (t.name, r)
             });
             asks.push(task.map(|j| j.unwrap_or_else(|e| (String::new(), Err(Error::Internal(e.to_string()))))));
@@ -147,20 +141,11 @@ impl ClusterStore {
         if t.local {
             return H::clone(&header).store(&self.local, wire::terminated(body)).await;
         }
-        let h = serde_json::to_vec(&*header).map_err(|e| Error::Internal(e.to_string()))?;
-        let bytes = self
-            .cp
+        self.cp
             .peers()
-            .push(
-                &t.addr,
-                H::KIND,
-                h,
-                body,
-                Some(self.timeout_for(header.content_length())),
-            )
+            .push_call(&t.addr, &*header, body, Some(self.timeout_for(header.content_length())))
             .await
-            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?;
-        wire::decode(&bytes)
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
     }
 
     /// Streams `body` to every replica at once and waits for the write level. `send` starts one
