@@ -107,6 +107,7 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("meta list 1000 keys from mid-bucket ({n} keys)"), |b| {
             b.iter(|| {
                 let p = m
+                    .blocking_scanner()
                     .list_objects(
                         "b",
                         &ListQuery {
@@ -123,6 +124,7 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("meta list with delimiter, 100 prefixes ({n} keys)"), |b| {
             b.iter(|| {
                 let p = m
+                    .blocking_scanner()
                     .list_objects(
                         "b",
                         &ListQuery {

@@ -214,28 +214,6 @@ impl MetaStore {
         t.get(access_key)?.map(|g| records::decode(g.value())).transpose()
     }
 
-    pub fn list_keys(&self) -> Result<Vec<KeyRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(KEYS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(records::decode(v.value())?);
-        }
-        Ok(out)
-    }
-
-    pub fn list_buckets(&self) -> Result<Vec<BucketRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(BUCKETS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(records::decode(v.value())?);
-        }
-        Ok(out)
-    }
-
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
@@ -291,33 +269,6 @@ impl MetaStore {
         Ok(Some((rec, blobs)))
     }
 
-    /// Distinct keys that have versions in a bucket, after `after`, at most `limit`.
-    pub fn version_keys(&self, bucket: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(VERSIONS)?;
-        let mut out: Vec<String> = Vec::new();
-        let start: Vec<u8> = match after {
-            // Past every version of `after`: the key followed by a zero byte.
-            Some(a) => a.bytes().chain(std::iter::once(0)).collect(),
-            None => Vec::new(),
-        };
-        for item in t.range((bucket, start.as_slice(), "")..)? {
-            let (k, _) = item?;
-            let (b, key, _) = k.value();
-            if b != bucket {
-                break;
-            }
-            if out.last().is_some_and(|l| l.as_bytes() == key) {
-                continue;
-            }
-            out.push(String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     /// The versions of one key deleted by id in a cluster (version id, purge).
     pub fn purges_of(&self, bucket: &str, key: &str) -> Result<Vec<(String, PurgeRecord)>> {
         let txn = self.db.begin_read()?;
@@ -334,63 +285,9 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// The purges (key, version id, record) of keys under `prefix`, after `after` and up to
-    /// `until` (inclusive), in key order.
-    pub fn purges_in(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        until: Option<&str>,
-    ) -> Result<Vec<(String, String, PurgeRecord)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(PURGED)?;
-        let mut out = Vec::new();
-        let start = match after {
-            Some(a) if a > prefix => a,
-            _ => prefix,
-        };
-        for item in t.range((bucket, start.as_bytes(), "")..)? {
-            let (k, v) = item?;
-            let (b, key, vid) = k.value();
-            if b != bucket || !key.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            if after.is_some_and(|a| key <= a.as_bytes()) {
-                continue;
-            }
-            if until.is_some_and(|u| key > u.as_bytes()) {
-                break;
-            }
-            let key = String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?;
-            out.push((key, vid.to_string(), records::decode(v.value())?));
-        }
-        Ok(out)
-    }
-
-    pub fn purges_older_than(&self, cutoff: u64, limit: usize) -> Result<Vec<(String, Vec<u8>, String)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(PURGED)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            let p: PurgeRecord = records::decode(v.value())?;
-            if p.hlc.physical < cutoff {
-                let (b, key, vid) = k.value();
-                out.push((b.to_string(), key.to_vec(), vid.to_string()));
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// All versions of one key, newest first.
     pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(VERSIONS)?;
-        Ok(tx::versions_of(&t, bucket, key)?.into_iter().map(|(_, r)| r).collect())
+        versions_in(&self.db, bucket, key)
     }
 
     /// The newest version of a key (a delete marker included), if any.
@@ -400,54 +297,12 @@ impl MetaStore {
         Ok(tx::versions_of(&t, bucket, key)?.into_iter().next().map(|(_, r)| r))
     }
 
-    pub fn list_versions(&self, bucket: &str, q: &VersionListQuery) -> Result<VersionListPage> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(VERSIONS)?;
-        list::list_versions(&t, bucket, q)
-    }
-
-    pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(OBJECTS)?;
-        list::list_objects(&t, bucket, q)
-    }
-
     pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
         t.get((bucket, key.as_bytes(), upload_id))?
             .map(|g| records::decode(g.value()))
             .transpose()
-    }
-
-    pub fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(PARTS)?;
-        tx::parts_of(&t, upload_id)
-    }
-
-    pub fn list_uploads(&self, bucket: &str, q: &UploadListQuery) -> Result<UploadListPage> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(UPLOADS)?;
-        list::list_uploads(&t, bucket, q)
-    }
-
-    /// Every upload in every bucket started before `before` (for the abandoned-upload worker).
-    pub fn uploads_older_than(&self, before: u64, limit: usize) -> Result<Vec<(String, UploadRecord)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(UPLOADS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            let rec: UploadRecord = records::decode(v.value())?;
-            if rec.initiated < before {
-                out.push((k.value().0.to_string(), rec));
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
     }
 
     pub fn stats(&self) -> Result<Stats> {
@@ -469,32 +324,6 @@ impl MetaStore {
             objects: get(format!("b/{bucket}/objects"))?,
             bytes: get(format!("b/{bucket}/bytes"))?,
         })
-    }
-
-    /// Counters whose names start with `prefix`, with the prefix removed.
-    pub fn counters(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(STATS)?;
-        let mut out = Vec::new();
-        for item in t.range(prefix..)? {
-            let (k, v) = item?;
-            let k = k.value();
-            let Some(rest) = k.strip_prefix(prefix) else { break };
-            out.push((rest.to_string(), v.value()));
-        }
-        Ok(out)
-    }
-
-    /// Blob ids waiting to be deleted.
-    pub fn garbage(&self, limit: usize) -> Result<Vec<String>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(GARBAGE)?;
-        let mut out = Vec::new();
-        for item in t.iter()?.take(limit) {
-            let (k, _) = item?;
-            out.push(k.value().to_string());
-        }
-        Ok(out)
     }
 }
 
@@ -561,3 +390,201 @@ fn commit_batch(db: &Database, batch: &mut Vec<Job>, completions: &mut Vec<Compl
 
 #[cfg(test)]
 mod tests;
+
+/// Reads that scan many rows (listings, whole-table walks). Only [`MetaStore::scan`] hands one
+/// out, and it runs the closure on tokio's blocking pool: a scan can never hold an async worker
+/// thread (point reads stay on [`MetaStore`]; writes go through the commit thread).
+pub struct Scanner {
+    db: Arc<Database>,
+}
+
+impl MetaStore {
+    /// Runs `f` (the reads of a scan) on the blocking pool and returns its result.
+    pub async fn scan<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Scanner) -> Result<R> + Send + 'static,
+    {
+        let scanner = Scanner { db: self.db.clone() };
+        tokio::task::spawn_blocking(move || f(&scanner))
+            .await
+            .map_err(|e| Error::Db(format!("a metadata scan failed: {e}")))?
+    }
+
+    /// A scanner for code that already runs on a thread of its own (benchmarks, tools, tests):
+    /// async code uses [`MetaStore::scan`].
+    pub fn blocking_scanner(&self) -> Scanner {
+        Scanner { db: self.db.clone() }
+    }
+}
+
+impl Scanner {
+    /// All versions of one key, newest first (as [`MetaStore::versions_of`], within a scan).
+    pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>> {
+        versions_in(&self.db, bucket, key)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KEYS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(records::decode(v.value())?);
+        }
+        Ok(out)
+    }
+    pub fn list_buckets(&self) -> Result<Vec<BucketRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BUCKETS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(records::decode(v.value())?);
+        }
+        Ok(out)
+    }
+    /// Distinct keys that have versions in a bucket, after `after`, at most `limit`.
+    pub fn version_keys(&self, bucket: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        let mut out: Vec<String> = Vec::new();
+        let start: Vec<u8> = match after {
+            // Past every version of `after`: the key followed by a zero byte.
+            Some(a) => a.bytes().chain(std::iter::once(0)).collect(),
+            None => Vec::new(),
+        };
+        for item in t.range((bucket, start.as_slice(), "")..)? {
+            let (k, _) = item?;
+            let (b, key, _) = k.value();
+            if b != bucket {
+                break;
+            }
+            if out.last().is_some_and(|l| l.as_bytes() == key) {
+                continue;
+            }
+            out.push(String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+    /// The purges (key, version id, record) of keys under `prefix`, after `after` and up to
+    /// `until` (inclusive), in key order.
+    pub fn purges_in(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Vec<(String, String, PurgeRecord)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PURGED)?;
+        let mut out = Vec::new();
+        let start = match after {
+            Some(a) if a > prefix => a,
+            _ => prefix,
+        };
+        for item in t.range((bucket, start.as_bytes(), "")..)? {
+            let (k, v) = item?;
+            let (b, key, vid) = k.value();
+            if b != bucket || !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if after.is_some_and(|a| key <= a.as_bytes()) {
+                continue;
+            }
+            if until.is_some_and(|u| key > u.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?;
+            out.push((key, vid.to_string(), records::decode(v.value())?));
+        }
+        Ok(out)
+    }
+    pub fn purges_older_than(&self, cutoff: u64, limit: usize) -> Result<Vec<(String, Vec<u8>, String)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PURGED)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let p: PurgeRecord = records::decode(v.value())?;
+            if p.hlc.physical < cutoff {
+                let (b, key, vid) = k.value();
+                out.push((b.to_string(), key.to_vec(), vid.to_string()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+    pub fn list_versions(&self, bucket: &str, q: &VersionListQuery) -> Result<VersionListPage> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        list::list_versions(&t, bucket, q)
+    }
+    pub fn list_objects(&self, bucket: &str, q: &ListQuery) -> Result<ListPage> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        list::list_objects(&t, bucket, q)
+    }
+    pub fn list_parts(&self, upload_id: &str) -> Result<Vec<PartRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PARTS)?;
+        tx::parts_of(&t, upload_id)
+    }
+    pub fn list_uploads(&self, bucket: &str, q: &UploadListQuery) -> Result<UploadListPage> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        list::list_uploads(&t, bucket, q)
+    }
+    /// Every upload in every bucket started before `before` (for the abandoned-upload worker).
+    pub fn uploads_older_than(&self, before: u64, limit: usize) -> Result<Vec<(String, UploadRecord)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let rec: UploadRecord = records::decode(v.value())?;
+            if rec.initiated < before {
+                out.push((k.value().0.to_string(), rec));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+    /// Counters whose names start with `prefix`, with the prefix removed.
+    pub fn counters(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATS)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            let k = k.value();
+            let Some(rest) = k.strip_prefix(prefix) else { break };
+            out.push((rest.to_string(), v.value()));
+        }
+        Ok(out)
+    }
+    /// Blob ids waiting to be deleted.
+    pub fn garbage(&self, limit: usize) -> Result<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(GARBAGE)?;
+        let mut out = Vec::new();
+        for item in t.iter()?.take(limit) {
+            let (k, _) = item?;
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+}
+
+fn versions_in(db: &Database, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(VERSIONS)?;
+    Ok(tx::versions_of(&t, bucket, key)?.into_iter().map(|(_, r)| r).collect())
+}

@@ -87,43 +87,70 @@ fn names(p: &ListPage) -> (Vec<&str>, Vec<&str>) {
 #[tokio::test]
 async fn list_with_prefix_delimiter_and_markers() {
     let (_d, m) = store_with(&["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]).await;
-    let p = m.list_objects("b", &q("", None, None, 1000)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", None, None, 1000))
+        .unwrap();
     assert_eq!(
         names(&p).0,
         ["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]
     );
     assert!(!p.truncated);
 
-    let p = m.list_objects("b", &q("", Some("/"), None, 1000)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", Some("/"), None, 1000))
+        .unwrap();
     assert_eq!(names(&p), (vec!["b", "d", "é", "\u{1F600}"], vec!["a/", "c/"]));
 
-    let p = m.list_objects("b", &q("a/", Some("/"), None, 1000)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("a/", Some("/"), None, 1000))
+        .unwrap();
     assert_eq!(names(&p), (vec!["a/1", "a/2"], vec!["a/b/"]));
 
     // Paging with delimiter: each common prefix counts as one entry.
-    let p = m.list_objects("b", &q("", Some("/"), None, 2)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", Some("/"), None, 2))
+        .unwrap();
     assert_eq!(names(&p), (vec!["b"], vec!["a/"]));
     assert!(p.truncated);
     assert_eq!(p.next_marker.as_deref(), Some("b"));
-    let p = m.list_objects("b", &q("", Some("/"), Some("b"), 2)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", Some("/"), Some("b"), 2))
+        .unwrap();
     assert_eq!(names(&p), (vec!["d"], vec!["c/"]));
     assert!(p.truncated);
-    let p = m.list_objects("b", &q("", Some("/"), Some("d"), 2)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", Some("/"), Some("d"), 2))
+        .unwrap();
     assert_eq!(names(&p), (vec!["é", "\u{1F600}"], vec![]));
     assert!(!p.truncated, "exactly max keys left: not truncated");
 
     // A marker equal to a common prefix skips that prefix.
-    let p = m.list_objects("b", &q("", Some("/"), Some("a/"), 1)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", Some("/"), Some("a/"), 1))
+        .unwrap();
     assert_eq!(names(&p), (vec!["b"], vec![]));
 
     // Marker before the prefix, and max-keys 0.
-    let p = m.list_objects("b", &q("c/", None, Some("a"), 1000)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("c/", None, Some("a"), 1000))
+        .unwrap();
     assert_eq!(names(&p).0, ["c/1", "c/2"]);
-    let p = m.list_objects("b", &q("", None, None, 0)).unwrap();
+    let p = m.blocking_scanner().list_objects("b", &q("", None, None, 0)).unwrap();
     assert!(p.objects.is_empty() && !p.truncated);
 
     // Other buckets never leak in.
-    let p = m.list_objects("b", &q("", None, Some("\u{1F600}"), 1000)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", None, Some("\u{1F600}"), 1000))
+        .unwrap();
     assert!(p.objects.is_empty());
 }
 
@@ -151,7 +178,10 @@ async fn concurrent_writers_share_commits_and_errors_stay_private() {
         }
     }
     assert_eq!(ok, 180);
-    let p = m.list_objects("b", &q("", None, None, 1000)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .list_objects("b", &q("", None, None, 1000))
+        .unwrap();
     assert_eq!(p.objects.len(), 180);
     assert_eq!(m.stats().unwrap().objects, 180);
 }
@@ -193,10 +223,11 @@ async fn uploads_and_parts() {
     })
     .await
     .unwrap();
-    let parts = m.list_parts("u1").unwrap();
+    let parts = m.blocking_scanner().list_parts("u1").unwrap();
     assert_eq!(parts.iter().map(|p| p.part_number).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(m.list_parts("u2").unwrap().is_empty());
+    assert!(m.blocking_scanner().list_parts("u2").unwrap().is_empty());
     let page = m
+        .blocking_scanner()
         .list_uploads(
             "b",
             &UploadListQuery {
@@ -210,6 +241,7 @@ async fn uploads_and_parts() {
         ["u1", "u2", "u3"]
     );
     let page = m
+        .blocking_scanner()
         .list_uploads(
             "b",
             &UploadListQuery {
@@ -223,6 +255,7 @@ async fn uploads_and_parts() {
     assert_eq!(page.uploads[0].upload_id, "u2");
     assert!(page.truncated);
     let page = m
+        .blocking_scanner()
         .list_uploads(
             "b",
             &UploadListQuery {
@@ -233,9 +266,9 @@ async fn uploads_and_parts() {
         )
         .unwrap();
     assert_eq!(page.common_prefixes, ["y/"]);
-    assert_eq!(m.uploads_older_than(6, 10).unwrap().len(), 3);
+    assert_eq!(m.blocking_scanner().uploads_older_than(6, 10).unwrap().len(), 3);
     m.write(|t| -> Result<()> { t.delete_parts("u1") }).await.unwrap();
-    assert!(m.list_parts("u1").unwrap().is_empty());
+    assert!(m.blocking_scanner().list_parts("u1").unwrap().is_empty());
 }
 
 #[test]
@@ -281,4 +314,18 @@ fn meta_stamp_digests_tell_stamps_apart() {
     for m in moved {
         assert_ne!(m.digest(), a.digest(), "{m:?}");
     }
+}
+
+/// A scan runs on the blocking pool: it works from a single-threaded runtime without holding
+/// its only worker, and sees what was committed.
+#[tokio::test(flavor = "current_thread")]
+async fn scans_run_off_the_async_worker() {
+    let (_dir, m) = store_with(&["a/1", "a/2", "b"]).await;
+    let worker = std::thread::current().id();
+    let (thread, page) = m
+        .scan(|s| Ok((std::thread::current().id(), s.list_objects("b", &q("a/", None, None, 1000))?)))
+        .await
+        .unwrap();
+    assert_ne!(thread, worker, "the scan ran on the async worker");
+    assert_eq!(names(&page).0, ["a/1", "a/2"]);
 }

@@ -57,7 +57,8 @@ impl ClusterStore {
                 let mine = |k: &str| self.is_primary(&bucket, k);
                 let (page, next) = self
                     .local
-                    .lifecycle_page(&bucket, &rules, after.as_deref(), 200, &mine)?;
+                    .lifecycle_page(&bucket, &rules, after.as_deref(), 200, &mine)
+                    .await?;
                 for (key, actions) in page {
                     pass.keys += 1;
                     for action in actions {
@@ -79,7 +80,7 @@ impl ClusterStore {
                     None => break,
                 }
             }
-            for (key, upload_id) in self.local.lifecycle_expired_uploads(&bucket, &rules)? {
+            for (key, upload_id) in self.local.lifecycle_expired_uploads(&bucket, &rules).await? {
                 if !self.is_primary(&bucket, &key) {
                     continue;
                 }

@@ -57,8 +57,8 @@ impl LocalStore {
     /// [`ObjectStore::list_buckets`](crate::ObjectStore::list_buckets) on this node.
     pub(super) async fn bucket_infos(&self) -> Result<Vec<BucketInfo>> {
         Ok(self
-            .meta
-            .list_buckets()?
+            .scan(|m| m.list_buckets())
+            .await?
             .into_iter()
             .map(|b| BucketInfo {
                 name: b.name,
@@ -93,7 +93,7 @@ impl LocalStore {
     /// updates records; removes buckets that are gone unless they still hold data here.
     /// Returns the names that could not be removed.
     pub async fn sync_buckets(&self, buckets: Vec<BucketRecord>) -> Result<Vec<String>> {
-        let local = self.meta.list_buckets()?;
+        let local = self.scan(|m| m.list_buckets()).await?;
         let wanted: std::collections::BTreeMap<String, BucketRecord> =
             buckets.into_iter().map(|b| (b.name.clone(), b)).collect();
         let changed: Vec<BucketRecord> = wanted
@@ -183,8 +183,9 @@ impl LocalStore {
     pub(super) async fn usage_of(&self, bucket: &str) -> Result<BucketUsage> {
         let b = self.bucket_must_exist(bucket)?;
         let s = self.meta.bucket_stats(bucket)?;
+        let prefix = format!("r/{bucket}/");
         let mut requests: std::collections::BTreeMap<String, u64> =
-            self.meta.counters(&format!("r/{bucket}/"))?.into_iter().collect();
+            self.scan(move |m| m.counters(&prefix)).await?.into_iter().collect();
         // Include what has not been flushed yet.
         if let Ok(m) = self.requests.lock()
             && let Some(n) = m.get(bucket)

@@ -18,11 +18,8 @@ impl LocalStore {
             max_keys: q.max_keys.min(1000),
             ..q
         };
-        let meta = self.meta.clone();
         let b = bucket.to_string();
-        let page = tokio::task::spawn_blocking(move || meta.list_objects(&b, &mq))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let page = self.scan(move |m| m.list_objects(&b, &mq)).await?;
         Ok(ListPage {
             objects: page.objects.iter().map(|(k, r)| Self::info(k, r)).collect(),
             common_prefixes: page.common_prefixes,
@@ -128,9 +125,10 @@ impl LocalStore {
         } else {
             None
         };
+        let (b, p) = (bucket.to_string(), prefix.clone());
         let purged = self
-            .meta
-            .purges_in(bucket, &prefix, start.as_deref(), until.as_deref())?
+            .scan(move |m| m.purges_in(&b, &p, start.as_deref(), until.as_deref()))
+            .await?
             .into_iter()
             .map(|(k, v, p)| (k, v, (p.hlc, p.origin)))
             .collect();
@@ -154,11 +152,11 @@ impl LocalStore {
     ) -> Result<(ironbucket_meta::VersionListPage, bool)> {
         let never_versioned = self.bucket_must_exist(bucket)?.versioning.is_none();
         q.max_keys = q.max_keys.min(1000);
-        let meta = self.meta.clone();
         let b = bucket.to_string();
-        let page = tokio::task::spawn_blocking(move || meta.list_versions(&b, &q))
+        let page = self
+            .meta
+            .scan(move |m| m.list_versions(&b, &q))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| match e {
                 ironbucket_meta::Error::Corrupt(m) if m.starts_with("no version") => {
                     Error::InvalidArgument("the version-id-marker does not name a version of the key-marker".into())
@@ -186,9 +184,10 @@ impl LocalStore {
         } else {
             None
         };
+        let (b, p) = (bucket.to_string(), prefix.to_string());
         let purges = self
-            .meta
-            .purges_in(bucket, prefix, after.as_deref(), until.as_deref())?;
+            .scan(move |m| m.purges_in(&b, &p, after.as_deref(), until.as_deref()))
+            .await?;
         for (key, _, p) in purges {
             match out.binary_search_by(|(i, _)| i.key.as_str().cmp(key.as_str())) {
                 Ok(i) => {
@@ -219,7 +218,6 @@ impl LocalStore {
     ) -> Result<(Vec<(ObjectInfo, bool)>, bool)> {
         self.bucket_must_exist(bucket)?;
         let limit = limit.clamp(1, 1000);
-        let meta = self.meta.clone();
         let b = bucket.to_string();
         let mut q = VersionListQuery {
             prefix: prefix.to_string(),
@@ -231,10 +229,8 @@ impl LocalStore {
         };
         let mut out: Vec<(ObjectInfo, bool)> = Vec::new();
         loop {
-            let (m, b2, q2) = (meta.clone(), b.clone(), q.clone());
-            let page = tokio::task::spawn_blocking(move || m.list_versions(&b2, &q2))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+            let (b2, q2) = (b.clone(), q.clone());
+            let page = self.scan(move |m| m.list_versions(&b2, &q2)).await?;
             for (k, r, _) in &page.versions {
                 match out.last_mut() {
                     Some((last, dm)) if last.key == *k => {
@@ -264,7 +260,7 @@ impl LocalStore {
     pub async fn collect_tombstones(&self) -> Result<usize> {
         let cutoff = now_millis().saturating_sub(self.cfg.tombstone_grace.as_millis() as u64);
         let mut removed = 0;
-        for b in self.meta.list_buckets()? {
+        for b in self.scan(|m| m.list_buckets()).await? {
             if b.versioning.is_some() {
                 continue;
             }
@@ -274,10 +270,8 @@ impl LocalStore {
             };
             let mut old: Vec<(String, String)> = Vec::new();
             loop {
-                let (meta, name, q2) = (self.meta.clone(), b.name.clone(), q.clone());
-                let page = tokio::task::spawn_blocking(move || meta.list_versions(&name, &q2))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))??;
+                let (name, q2) = (b.name.clone(), q.clone());
+                let page = self.scan(move |m| m.list_versions(&name, &q2)).await?;
                 old.extend(
                     page.versions
                         .iter()
@@ -306,7 +300,7 @@ impl LocalStore {
                 break;
             }
         }
-        let purges = self.meta.purges_older_than(cutoff, 10_000)?;
+        let purges = self.scan(move |m| m.purges_older_than(cutoff, 10_000)).await?;
         if !purges.is_empty() {
             removed += purges.len();
             self.commit(vec![], move |t| {

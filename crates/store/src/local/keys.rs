@@ -41,7 +41,7 @@ impl LocalStore {
 
     /// Makes the local access key table match `keys` (the cluster's agreed list).
     pub async fn sync_keys(&self, keys: Vec<ironbucket_meta::KeyRecord>) -> Result<()> {
-        let local = self.meta.list_keys()?;
+        let local = self.scan(|m| m.list_keys()).await?;
         let changed: Vec<_> = keys.iter().filter(|k| !local.contains(k)).cloned().collect();
         let gone: Vec<String> = local
             .iter()
@@ -80,7 +80,7 @@ impl LocalStore {
 
     /// [`ObjectStore::list_keys`](crate::ObjectStore::list_keys) on this node.
     pub(super) async fn key_infos(&self) -> Result<Vec<KeyInfo>> {
-        Ok(self.meta.list_keys()?.iter().map(key_info).collect())
+        Ok(self.scan(|m| m.list_keys()).await?.iter().map(key_info).collect())
     }
 
     /// [`ObjectStore::set_key_enabled`](crate::ObjectStore::set_key_enabled) on this node.

@@ -30,21 +30,31 @@ pub type LifecyclePage = (Vec<(String, Vec<LifecycleAction>)>, Option<String>);
 
 impl LocalStore {
     /// Decides lifecycle actions for up to `limit` keys of `bucket` this node stores, after
-    /// `after`, keeping only keys for which `mine(key)` holds. Reads local metadata only.
-    pub fn lifecycle_page(
+    /// `after`, keeping only keys for which `mine(key)` holds. Reads local metadata only (on
+    /// the blocking pool).
+    pub async fn lifecycle_page(
         &self,
         bucket: &str,
         rules: &[LifecycleRule],
         after: Option<&str>,
         limit: usize,
-        mine: &dyn Fn(&str) -> bool,
+        mine: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<LifecyclePage> {
         let day_ms = (self.cfg.lifecycle_day.as_millis() as u64).max(1);
-        let keys = self.meta.version_keys(bucket, after, limit)?;
+        let (b, a) = (bucket.to_string(), after.map(str::to_string));
+        let keys = self.scan(move |m| m.version_keys(&b, a.as_deref(), limit)).await?;
         let next = (keys.len() == limit).then(|| keys.last().cloned()).flatten();
+        let mine: Vec<String> = keys.into_iter().filter(|k| mine(k)).collect();
+        let b = bucket.to_string();
+        let keys = self
+            .scan(move |m| {
+                mine.into_iter()
+                    .map(|k| m.versions_of(&b, &k).map(|v| (k, v)))
+                    .collect::<ironbucket_meta::Result<Vec<_>>>()
+            })
+            .await?;
         let mut out = Vec::new();
-        for key in keys.into_iter().filter(|k| mine(k)) {
-            let versions = self.meta.versions_of(bucket, &key)?;
+        for (key, versions) in keys {
             let actions = lifecycle_actions(rules, &key, &versions, now_millis(), day_ms);
             if !actions.is_empty() {
                 out.push((key, actions));
@@ -54,7 +64,11 @@ impl LocalStore {
     }
 
     /// Incomplete multipart uploads of `bucket` that `rules` abort now: (key, upload id).
-    pub fn lifecycle_expired_uploads(&self, bucket: &str, rules: &[LifecycleRule]) -> Result<Vec<(String, String)>> {
+    pub async fn lifecycle_expired_uploads(
+        &self,
+        bucket: &str,
+        rules: &[LifecycleRule],
+    ) -> Result<Vec<(String, String)>> {
         let day_ms = (self.cfg.lifecycle_day.as_millis() as u64).max(1);
         let mut out = Vec::new();
         for rule in rules.iter().filter(|r| r.enabled) {
@@ -62,7 +76,7 @@ impl LocalStore {
                 continue;
             };
             let cutoff = now_millis().saturating_sub(days as u64 * day_ms);
-            for (b, u) in self.meta.uploads_older_than(cutoff, 1000)? {
+            for (b, u) in self.scan(move |m| m.uploads_older_than(cutoff, 1000)).await? {
                 if b == bucket && u.key.starts_with(&rule.prefix) && !out.iter().any(|(_, id)| *id == u.upload_id) {
                     out.push((u.key, u.upload_id));
                 }
@@ -90,14 +104,16 @@ impl LocalStore {
     /// version under object lock is kept, and a failed action is logged and left for the next
     /// pass.
     pub(super) async fn apply_lifecycle(&self) -> Result<()> {
-        for bucket in self.meta.list_buckets()? {
+        for bucket in self.scan(|m| m.list_buckets()).await? {
             let Some(rules) = bucket.lifecycle.filter(|r| !r.is_empty()) else {
                 continue;
             };
             let name = bucket.name;
             let mut after: Option<String> = None;
             loop {
-                let (page, next) = self.lifecycle_page(&name, &rules, after.as_deref(), 500, &|_| true)?;
+                let (page, next) = self
+                    .lifecycle_page(&name, &rules, after.as_deref(), 500, &|_| true)
+                    .await?;
                 for (key, actions) in page {
                     for action in actions {
                         let version = match &action {
@@ -118,7 +134,7 @@ impl LocalStore {
                     None => break,
                 }
             }
-            for (key, upload_id) in self.lifecycle_expired_uploads(&name, &rules)? {
+            for (key, upload_id) in self.lifecycle_expired_uploads(&name, &rules).await? {
                 match self.abort_upload(name.clone(), key, upload_id).await {
                     Ok(()) => self.count_lifecycle_abort(),
                     Err(Error::NoSuchUpload) => {}

@@ -28,7 +28,7 @@ use crate::model::*;
 use crate::{Acl, BucketChange, ByteStream, CorsRule, Error, LifecycleRule, ObjectStore, PublicAccessBlock, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
-use ironbucket_meta::{BucketRecord, MetaStore, ObjectLockConfig, ObjectRecord, Retention, Tx};
+use ironbucket_meta::{BucketRecord, MetaStore, ObjectLockConfig, ObjectRecord, Retention, Scanner, Tx};
 use ironbucket_runtime::{Registry, WorkerCtx};
 use ironbucket_storage::{BlobStore, Keyring, StorageConfig};
 use ironbucket_types::{Hlc, HlcClock};
@@ -178,6 +178,18 @@ impl LocalStore {
             tracing::warn!(error = %e, "refused a stamped write from a node whose clock runs ahead");
             Error::Unavailable(format!("a replica refused the write: {e}"))
         })
+    }
+
+    /// Runs a metadata read that may scan many rows on the blocking pool, so that it never
+    /// holds an async worker thread. Point reads (one key: a few B-tree pages, mostly cached)
+    /// stay inline, where a thread hop would cost more than the read; writes go through the
+    /// commit thread.
+    pub(crate) async fn scan<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Scanner) -> ironbucket_meta::Result<R> + Send + 'static,
+    {
+        Ok(self.meta.scan(f).await?)
     }
 
     fn bucket_must_exist(&self, bucket: &str) -> Result<BucketRecord> {

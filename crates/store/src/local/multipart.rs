@@ -287,9 +287,10 @@ impl LocalStore {
         let upload = self.require_upload(&req.bucket, &req.key, &req.upload_id)?;
         let marker = req.part_number_marker.unwrap_or(0);
         let max = req.max_parts.clamp(1, 1000);
+        let upload_id = req.upload_id.clone();
         let all: Vec<PartRecord> = self
-            .meta
-            .list_parts(&req.upload_id)?
+            .scan(move |m| m.list_parts(&upload_id))
+            .await?
             .into_iter()
             .filter(|p| p.part_number > marker)
             .collect();
@@ -322,7 +323,8 @@ impl LocalStore {
     pub(super) async fn upload_page(&self, bucket: &str, mut q: UploadListQuery) -> Result<UploadListPage> {
         self.bucket_must_exist(bucket)?;
         q.max_uploads = q.max_uploads.min(1000);
-        Ok(self.meta.list_uploads(bucket, &q)?)
+        let b = bucket.to_string();
+        self.scan(move |m| m.list_uploads(&b, &q)).await
     }
 
     fn check_part_number(n: u32) -> Result<()> {

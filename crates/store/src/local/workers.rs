@@ -53,7 +53,7 @@ async fn garbage(store: Weak<LocalStore>, ctx: WorkerCtx) -> Result<(), String> 
         let began = Instant::now();
         let mut removed = 0usize;
         loop {
-            let ids = match s.meta.garbage(1000) {
+            let ids = match s.scan(|m| m.garbage(1000)).await {
                 Ok(ids) => ids,
                 Err(e) => {
                     ctx.note_error(format!("cannot read the garbage list: {e}"));
@@ -108,7 +108,7 @@ async fn multipart(store: Weak<LocalStore>, ctx: WorkerCtx) -> Result<(), String
         ctx.busy();
         let interval = s.cfg.worker_interval;
         let cutoff = now_millis().saturating_sub(s.cfg.multipart_max_age.as_millis() as u64);
-        match s.meta.uploads_older_than(cutoff, 1000) {
+        match s.scan(move |m| m.uploads_older_than(cutoff, 1000)).await {
             Ok(list) => {
                 for (bucket, u) in list {
                     match s.abort_upload(bucket.clone(), u.key.clone(), u.upload_id.clone()).await {
