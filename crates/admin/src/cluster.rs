@@ -80,6 +80,7 @@ fn status_of(s: &Shared, cp: &ControlPlane) -> ClusterStatus {
         },
         members,
         job_leaders: st.job_leaders,
+        leader_leases: st.leader_leases,
     }
 }
 
@@ -195,7 +196,7 @@ pub(crate) async fn force_recover(State(s): State<Shared>, JsonBody(b): JsonBody
 /// `GET /cluster/locks`: the lock table as the control plane holds it.
 pub(crate) async fn locks(State(s): State<Shared>) -> ApiResult {
     let cp = control(&s)?;
-    ok(&cp.with_state(|st| st.locks.clone()))
+    ok(&cp.lock_table())
 }
 
 /// `POST /cluster/locks/{name}`: acquire, renew or release a lease.
@@ -218,6 +219,7 @@ pub(crate) async fn lock(
             permits: b.permits.unwrap_or(1),
             wait: b.wait,
             now,
+            leader_renewed: false,
         },
         "renew" => LockCmd::Renew {
             name,
@@ -225,6 +227,7 @@ pub(crate) async fn lock(
             token: b.token,
             ttl_ms,
             now,
+            leader_renewed: false,
         },
         "release" => LockCmd::Release {
             name,

@@ -201,6 +201,10 @@ pub struct ClusterStatus {
     pub members: Vec<MemberView>,
     /// Cluster-wide jobs and the node that runs each.
     pub job_leaders: BTreeMap<String, String>,
+    /// Lease renewals are answered by the Raft leader without a log entry (every member speaks
+    /// node protocol 4).
+    #[serde(default)]
+    pub leader_leases: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

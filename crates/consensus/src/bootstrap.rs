@@ -20,12 +20,19 @@ impl ControlPlane {
             if cp.initialized() || cp.raft().is_initialized().await.unwrap_or(false) {
                 return;
             }
-            if let Err(e) = cp.bootstrap_round().await {
+            let r = cp.bootstrap_round().await;
+            if let Err(e) = &r {
                 tracing::info!(error = %e, "waiting to form or join the cluster");
             }
+            *cp.bootstrap_error.lock().unwrap_or_else(|p| p.into_inner()) = r.err();
             drop(cp);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Why this node is not in a cluster yet, when its last attempt to form or join one failed.
+    pub fn waiting_reason(&self) -> Option<String> {
+        self.bootstrap_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn bootstrap_round(&self) -> Result<(), String> {

@@ -19,6 +19,7 @@ pub(crate) fn job_leaders_of(s: &ControlState) -> BTreeMap<String, String> {
 impl ControlPlane {
     /// While leader: names the cluster once and records every Raft member in the control state.
     pub(crate) async fn leader_duties(me: std::sync::Weak<Self>) {
+        let mut version_check = None;
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let Some(cp) = me.upgrade() else { return };
@@ -29,13 +30,10 @@ impl ControlPlane {
             // proportion to the number of buckets and locks.
             let now = ironbucket_types::now_millis();
             let (lease_expired, uninitialized, members) = cp.with_state(|s| {
-                let expired = s
-                    .locks
-                    .locks
-                    .values()
-                    .any(|l| l.holders.iter().any(|h| h.expires_at <= now));
+                let expired = s.locks.expired_at(now).next().is_some();
                 (expired, s.cluster_id.is_empty(), s.members.clone())
             });
+            cp.lease_duties(&mut version_check).await;
             // Leases expire and waiters move up even when nobody else touches the lock.
             if lease_expired {
                 let tick = Command::Lock {
@@ -125,7 +123,7 @@ impl ControlPlane {
                         .locks
                         .get(&lock)
                         .and_then(|l| l.holders.first())
-                        .is_some_and(|h| h.holder != holder && h.expires_at > now)
+                        .is_some_and(|h| h.holder != holder && (h.leader_renewed || h.expires_at > now))
                 });
                 if token.is_none() && taken {
                     drop(cp);
@@ -139,6 +137,7 @@ impl ControlPlane {
                         token: t,
                         ttl_ms,
                         now,
+                        leader_renewed: false,
                     },
                     None => LockCmd::Acquire {
                         name: lock.clone(),
@@ -147,6 +146,7 @@ impl ControlPlane {
                         permits: 1,
                         wait: false,
                         now,
+                        leader_renewed: false,
                     },
                 };
                 token = match cp.lock(cmd).await {

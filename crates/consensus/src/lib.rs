@@ -12,6 +12,7 @@
 mod bootstrap;
 mod duties;
 mod handler;
+mod leases;
 pub mod locks;
 mod membership;
 mod network;
@@ -155,6 +156,8 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     /// Cluster-wide jobs and the node that runs each.
     pub job_leaders: BTreeMap<String, String>,
+    /// Lease renewals are answered by the leader, off the log.
+    pub leader_leases: bool,
 }
 
 /// Changes to one member's placement attributes (`None`: unchanged).

@@ -2,6 +2,11 @@
 //! with TTL and renewal, strictly increasing fencing tokens, FIFO waiters, deadlock detection
 //! over the wait-for graph, and barriers. Pure: time comes in the command (the proposer's clock),
 //! so every node applies the same result.
+//!
+//! Leases granted once every member speaks protocol 4 are *leader-renewed*: a renewal is answered
+//! by the Raft leader from memory (`leases.rs`), with no log entry, and such a lease ends only by
+//! an explicit [`LockCmd::Expire`] the leader proposes (or its release). Older leases keep being
+//! renewed through the log and expire by their stored time.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -12,7 +17,24 @@ pub struct Lease {
     pub holder: String,
     /// Fencing token: larger than every token granted before, on any lock.
     pub token: u64,
+    /// When the lease ends; for a leader-renewed lease, when it ended as granted (the leader
+    /// holds later renewals).
     pub expires_at: u64,
+    /// Renewed by the leader without a log entry; ends by [`LockCmd::Expire`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub leader_renewed: bool,
+    /// A leader-renewed lease's time to live: a new leader extends it by that much from the
+    /// moment it took over (it does not know the old leader's renewals).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ttl_ms: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +42,9 @@ pub struct Waiter {
     pub holder: String,
     pub ttl_ms: u64,
     pub since: u64,
+    /// The lease it gets will be leader-renewed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub leader_renewed: bool,
 }
 
 /// One lock: `permits` = 1 is a mutex, more is a counting semaphore.
@@ -55,6 +80,9 @@ pub enum LockCmd {
         permits: u32,
         wait: bool,
         now: u64,
+        /// The lease is leader-renewed (set by the leader once every member speaks protocol 4).
+        #[serde(default, skip_serializing_if = "is_false")]
+        leader_renewed: bool,
     },
     Renew {
         name: String,
@@ -62,6 +90,10 @@ pub enum LockCmd {
         token: u64,
         ttl_ms: u64,
         now: u64,
+        /// Through the log on a cluster with leader-renewed leases: the lease (granted before)
+        /// becomes leader-renewed, so that its later renewals stay off the log.
+        #[serde(default, skip_serializing_if = "is_false")]
+        leader_renewed: bool,
     },
     /// Gives a lease back, or leaves the queue.
     Release { name: String, holder: String, now: u64 },
@@ -73,6 +105,9 @@ pub enum LockCmd {
     },
     /// Expires leases and hands permits to waiters (the leader proposes it regularly).
     Tick { now: u64 },
+    /// Ends the leader-renewed leases (lock name, token) whose time the leader saw run out,
+    /// then expires and hands over like [`LockCmd::Tick`]. Protocol 4.
+    Expire { leases: Vec<(String, u64)>, now: u64 },
 }
 
 impl LockCmd {
@@ -83,7 +118,8 @@ impl LockCmd {
             LockCmd::Acquire { now, .. }
             | LockCmd::Renew { now, .. }
             | LockCmd::Release { now, .. }
-            | LockCmd::Tick { now } => *now = t,
+            | LockCmd::Tick { now }
+            | LockCmd::Expire { now, .. } => *now = t,
             LockCmd::Arrive { .. } => {}
         }
     }
@@ -128,7 +164,7 @@ impl Locks {
     /// Expires leases at `now` and grants freed permits to waiters, oldest first.
     fn expire(&mut self, now: u64) {
         for l in self.locks.values_mut() {
-            l.holders.retain(|h| h.expires_at > now);
+            l.holders.retain(|h| h.leader_renewed || h.expires_at > now);
             while (l.holders.len() as u32) < l.permits {
                 let Some(w) = l.waiters.pop_front() else { break };
                 self.last_token += 1;
@@ -136,6 +172,8 @@ impl Locks {
                     holder: w.holder,
                     token: self.last_token,
                     expires_at: now + w.ttl_ms,
+                    leader_renewed: w.leader_renewed,
+                    ttl_ms: if w.leader_renewed { w.ttl_ms } else { 0 },
                 });
             }
         }
@@ -179,22 +217,39 @@ impl Locks {
             | LockCmd::Release { name, now, .. } => (Some(format!("l/{name}")), Some(*now)),
             LockCmd::Arrive { barrier, .. } => (Some(format!("r/{barrier}")), None),
             LockCmd::Tick { now } => (None, Some(*now)),
+            LockCmd::Expire { leases, now } => {
+                let mut out: Vec<String> = leases.iter().map(|(n, _)| format!("l/{n}")).collect();
+                out.extend(self.expired_at(*now).map(|n| format!("l/{n}")));
+                return out;
+            }
         };
         let mut out: Vec<String> = named.into_iter().collect();
         if let Some(now) = now {
-            out.extend(
-                self.locks
-                    .iter()
-                    .filter(|(_, l)| l.holders.iter().any(|h| h.expires_at <= now))
-                    .map(|(n, _)| format!("l/{n}")),
-            );
+            out.extend(self.expired_at(now).map(|n| format!("l/{n}")));
         }
         out
+    }
+
+    /// The locks with a lease that expires by its stored time at `now` (not leader-renewed).
+    pub fn expired_at(&self, now: u64) -> impl Iterator<Item = &String> {
+        self.locks
+            .iter()
+            .filter(move |(_, l)| l.holders.iter().any(|h| !h.leader_renewed && h.expires_at <= now))
+            .map(|(n, _)| n)
     }
 
     pub fn apply(&mut self, cmd: LockCmd) -> LockOutcome {
         match cmd {
             LockCmd::Tick { now } => {
+                self.expire(now);
+                LockOutcome::Ticked
+            }
+            LockCmd::Expire { leases, now } => {
+                for (name, token) in &leases {
+                    if let Some(l) = self.locks.get_mut(name) {
+                        l.holders.retain(|h| h.token != *token);
+                    }
+                }
                 self.expire(now);
                 LockOutcome::Ticked
             }
@@ -205,6 +260,7 @@ impl Locks {
                 permits,
                 wait,
                 now,
+                leader_renewed,
             } => {
                 self.expire(now);
                 let permits = permits.max(1);
@@ -239,6 +295,8 @@ impl Locks {
                         holder,
                         token,
                         expires_at: now + ttl_ms,
+                        leader_renewed,
+                        ttl_ms: if leader_renewed { ttl_ms } else { 0 },
                     });
                     return LockOutcome::Granted {
                         token,
@@ -270,6 +328,7 @@ impl Locks {
                     holder,
                     ttl_ms,
                     since: now,
+                    leader_renewed,
                 });
                 LockOutcome::Queued {
                     position: l.waiters.len(),
@@ -281,6 +340,7 @@ impl Locks {
                 token,
                 ttl_ms,
                 now,
+                leader_renewed,
             } => {
                 self.expire(now);
                 match self
@@ -290,6 +350,10 @@ impl Locks {
                 {
                     Some(h) => {
                         h.expires_at = now + ttl_ms;
+                        if leader_renewed {
+                            h.leader_renewed = true;
+                            h.ttl_ms = ttl_ms;
+                        }
                         LockOutcome::Renewed {
                             expires_at: h.expires_at,
                         }
@@ -354,6 +418,7 @@ mod tests {
             permits: 1,
             wait,
             now,
+            leader_renewed: false,
         }
     }
 
@@ -374,6 +439,7 @@ mod tests {
                 permits: 1,
                 wait: false,
                 now: 1,
+                leader_renewed: false,
             },
             LockCmd::Renew {
                 name: "l".into(),
@@ -381,6 +447,7 @@ mod tests {
                 token: 1,
                 ttl_ms: 1,
                 now: 1,
+                leader_renewed: false,
             },
             LockCmd::Release {
                 name: "l".into(),
@@ -404,6 +471,52 @@ mod tests {
     }
 
     #[test]
+    fn leader_renewed_leases_end_only_by_expire_and_hand_over_with_a_larger_token() {
+        let mut l = Locks::default();
+        let managed = |holder: &str, now| LockCmd::Acquire {
+            name: "m".into(),
+            holder: holder.into(),
+            ttl_ms: 1000,
+            permits: 1,
+            wait: true,
+            now,
+            leader_renewed: true,
+        };
+        let ta = token(l.apply(managed("a", 0)));
+        assert_eq!(l.apply(managed("b", 10)), LockOutcome::Queued { position: 1 });
+        // Long past its stored end, a tick does not end it: the leader holds its renewals.
+        assert!(l.expired_at(50_000).next().is_none());
+        l.apply(LockCmd::Tick { now: 50_000 });
+        assert_eq!(l.locks["m"].holders[0].holder, "a");
+        assert_eq!(l.locks["m"].holders[0].ttl_ms, 1000);
+        // An Expire for another token (a lease since replaced) changes nothing.
+        l.apply(LockCmd::Expire {
+            leases: vec![("m".into(), ta + 100)],
+            now: 50_001,
+        });
+        assert_eq!(l.locks["m"].holders[0].holder, "a");
+        let cmd = LockCmd::Expire {
+            leases: vec![("m".into(), ta)],
+            now: 50_002,
+        };
+        assert_eq!(l.touched_by(&cmd), ["l/m"]);
+        assert_eq!(l.apply(cmd), LockOutcome::Ticked);
+        let h = &l.locks["m"].holders[0];
+        assert_eq!(h.holder, "b", "the waiter gets the lease");
+        assert!(h.token > ta && h.leader_renewed && h.expires_at == 51_002);
+        // Stored as older releases stored unmanaged leases: the flags only when set.
+        let plain = serde_json::to_value(Lease {
+            holder: "x".into(),
+            token: 1,
+            expires_at: 2,
+            leader_renewed: false,
+            ttl_ms: 0,
+        })
+        .unwrap();
+        assert_eq!(plain, serde_json::json!({"holder": "x", "token": 1, "expires_at": 2}));
+    }
+
+    #[test]
     fn mutex_ttl_renewal_and_fencing() {
         let mut l = Locks::default();
         let t1 = token(l.apply(acquire("m", "a", true, 0)));
@@ -423,7 +536,8 @@ mod tests {
                 holder: "a".into(),
                 token: t1,
                 ttl_ms: 1000,
-                now: 900
+                now: 900,
+                leader_renewed: false,
             }),
             LockOutcome::Renewed { expires_at: 1900 }
         );
@@ -442,7 +556,8 @@ mod tests {
                 holder: "a".into(),
                 token: t1,
                 ttl_ms: 1000,
-                now: 1902
+                now: 1902,
+                leader_renewed: false,
             }),
             LockOutcome::NotHolder
         );
@@ -470,6 +585,7 @@ mod tests {
             permits: 2,
             wait: false,
             now: 0,
+            leader_renewed: false,
         };
         token(l.apply(sem("a")));
         token(l.apply(sem("b")));

@@ -28,9 +28,20 @@ impl ControlPlane {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        // One join at a time, and never while a feature every member must speak is turned on.
+        let _guard = self.membership_lock.lock().await;
         // The leader decides for the cluster: a joiner it cannot talk to, or that could not talk
         // to it, stays out (the member that forwarded the request may be of another version).
         let ours = self.peers.config().protocol;
+        if self.with_state(|s| s.leader_leases) && req.protocol.max < crate::leases::LEADER_LEASES {
+            tracing::warn!(node = %req.name, theirs = %req.protocol, "refused a join: the cluster's log holds leader-renewed leases (protocol 4)");
+            return Err(format!(
+                "node {} cannot join: it speaks node protocol {} but this cluster's leases are renewed by the leader, which needs protocol {} on every member: upgrade it",
+                req.name,
+                req.protocol,
+                crate::leases::LEADER_LEASES
+            ));
+        }
         if let Err(why) = ours.agree(req.protocol) {
             tracing::warn!(node = %req.name, theirs = %req.protocol, %ours, "refused a join: {why}");
             return Err(format!("node {} cannot join: {why}", req.name));

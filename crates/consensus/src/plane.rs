@@ -44,6 +44,13 @@ pub struct ControlPlane {
     materialized: tokio::sync::watch::Sender<Option<u64>>,
     /// Where this node's background loops run (and are restarted if they fail).
     pub(crate) workers: Registry,
+    /// The lease renewals this node answered as leader (`leases.rs`).
+    pub(crate) renewals: std::sync::Mutex<crate::leases::Renewals>,
+    /// Held by the leader while it adds a member or turns on a feature every member must
+    /// speak, so that the two never race.
+    pub(crate) membership_lock: tokio::sync::Mutex<()>,
+    /// Why the last attempt to form or join the cluster failed (cleared once in one).
+    pub(crate) bootstrap_error: std::sync::Mutex<Option<String>>,
 }
 
 pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> Error {
@@ -111,6 +118,9 @@ impl ControlPlane {
             unresponsive: Default::default(),
             materialized: tokio::sync::watch::channel(None).0,
             workers: workers.clone(),
+            renewals: Default::default(),
+            membership_lock: Default::default(),
+            bootstrap_error: Default::default(),
         });
         cp.run_loop("raft.bootstrap", Self::bootstrap);
         cp.run_loop("raft.leader-duties", Self::leader_duties);
@@ -188,7 +198,7 @@ impl ControlPlane {
     pub fn status(&self) -> Status {
         let m = self.raft().metrics().borrow().clone();
         // Only the small parts: the state also holds every bucket and lock.
-        let (cluster_id, layout_version, replication, members, job_leaders) = {
+        let (cluster_id, layout_version, replication, members, job_leaders, leader_leases) = {
             let a = self.sm.shared.read().unwrap_or_else(|p| p.into_inner());
             let st = &a.state;
             (
@@ -197,6 +207,7 @@ impl ControlPlane {
                 st.replication.clone(),
                 st.members.clone(),
                 job_leaders_of(st),
+                st.leader_leases,
             )
         };
         let membership = m.membership_config.membership();
@@ -243,6 +254,7 @@ impl ControlPlane {
             replication,
             members: list,
             job_leaders,
+            leader_leases,
         }
     }
 
@@ -250,6 +262,14 @@ impl ControlPlane {
     /// once this node and every reachable member have applied it and put it in force, so a
     /// request to any of them sees the change.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
+        // A renewal changes nothing another member serves (off the log it changes nothing at
+        // all): no member needs to confirm it.
+        let renewal = matches!(
+            &cmd,
+            Command::Lock {
+                cmd: LockCmd::Renew { .. }
+            }
+        );
         let (outcome, index) = tokio::time::timeout(self.cfg.commit_timeout, self.propose_inner(cmd, true))
             .await
             .map_err(|_| {
@@ -259,7 +279,9 @@ impl ControlPlane {
                 ))
             })??;
         self.wait_in_force(index, self.cfg.commit_timeout).await;
-        self.broadcast_in_force(index).await;
+        if !renewal {
+            self.broadcast_in_force(index).await;
+        }
         Ok(outcome)
     }
 
@@ -338,9 +360,19 @@ impl ControlPlane {
     pub(crate) async fn propose_inner(&self, cmd: Command, may_forward: bool) -> Result<(Outcome, u64), Error> {
         // Lease times come from the clock of the node that appends the entry: the leader (a
         // follower's attempt fails below and the leader stamps the forwarded command again).
+        if let Command::Lock { cmd: lock } = &cmd
+            && let Some(r) = self.renew_off_log(lock).await
+        {
+            return r;
+        }
         let mut stamped = cmd.clone();
         if let Command::Lock { cmd: lock } = &mut stamped {
             lock.set_now(ironbucket_types::now_millis());
+            // Whether the lease will be renewed by the leader comes from the proposer's state
+            // (the leader's, when it is forwarded).
+            if let LockCmd::Acquire { leader_renewed, .. } | LockCmd::Renew { leader_renewed, .. } = lock {
+                *leader_renewed = self.with_state(|s| s.leader_leases);
+            }
         }
         match self.raft().client_write(stamped).await {
             Ok(r) => Ok((r.data, r.log_id.index)),

@@ -26,6 +26,8 @@ struct Header {
     replication: Replication,
     replacements: BTreeSet<String>,
     last_token: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    leader_leases: bool,
 }
 
 /// The rows `cmd` may change when applied to `state` (computed before applying it).
@@ -36,7 +38,8 @@ pub fn touched(state: &ControlState, cmd: &Command) -> Vec<String> {
         | Command::SetMemberState { .. }
         | Command::SetReplication { .. }
         | Command::AllowReplace { .. }
-        | Command::ReplaceDone { .. } => vec![HEADER.into()],
+        | Command::ReplaceDone { .. }
+        | Command::EnableLeaderLeases => vec![HEADER.into()],
         Command::CreateBucket { record, owner } => {
             let mut v = vec![format!("b/{}", record.name)];
             v.extend(owner.iter().map(|ak| format!("k/{ak}")));
@@ -68,6 +71,7 @@ pub fn encode(state: &ControlState, id: &str) -> Result<Option<Vec<u8>>, serde_j
             replication: state.replication.clone(),
             replacements: state.replacements.clone(),
             last_token: state.locks.last_token,
+            leader_leases: state.leader_leases,
         };
         return serde_json::to_vec(&h).map(Some);
     }
@@ -114,6 +118,7 @@ pub fn decode<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result
             s.replication = h.replication;
             s.replacements = h.replacements;
             s.locks.last_token = h.last_token;
+            s.leader_leases = h.leader_leases;
             continue;
         }
         let Some((kind, name)) = id.split_once('/') else {
@@ -181,6 +186,7 @@ mod tests {
                 permits: 1,
                 wait: true,
                 now,
+                leader_renewed: false,
             },
         };
         let cmds = vec![

@@ -87,6 +87,10 @@ pub struct ControlState {
     /// Members whose replacement by a wiped node an operator confirmed.
     #[serde(default)]
     pub replacements: std::collections::BTreeSet<String>,
+    /// New leases are leader-renewed (renewals answered by the leader, no log entry): set once
+    /// every member spoke protocol 4; from then on a node that speaks less cannot join.
+    #[serde(default)]
+    pub leader_leases: bool,
 }
 
 /// A change to the control state, proposed through Raft.
@@ -151,6 +155,8 @@ pub enum Command {
     ReplaceDone {
         name: String,
     },
+    /// From now on new leases are leader-renewed (every member speaks protocol 4). Never undone.
+    EnableLeaderLeases,
     /// Removes a bucket (its emptiness is checked by the caller).
     DeleteBucket {
         name: String,
@@ -267,6 +273,10 @@ impl ControlState {
             }
             Command::ReplaceDone { name } => {
                 self.replacements.remove(&name);
+                Outcome::Done
+            }
+            Command::EnableLeaderLeases => {
+                self.leader_leases = true;
                 Outcome::Done
             }
             Command::SetReplication { replication } => {

@@ -323,7 +323,12 @@ async fn scans_run_off_the_async_worker() {
     let (_dir, m) = store_with(&["a/1", "a/2", "b"]).await;
     let worker = std::thread::current().id();
     let (thread, page) = m
-        .scan(|s| Ok((std::thread::current().id(), s.list_objects("b", &q("a/", None, None, 1000))?)))
+        .scan(|s| {
+            Ok((
+                std::thread::current().id(),
+                s.list_objects("b", &q("a/", None, None, 1000))?,
+            ))
+        })
         .await
         .unwrap();
     assert_ne!(thread, worker, "the scan ran on the async worker");

@@ -140,7 +140,10 @@ impl ClusterStore {
             .with_state(|s| (!s.cluster_id.is_empty(), ironbucket_cluster::layout_of(s)));
         let layout = layout.and_then(ironbucket_cluster::Ring::new).map(|_| ());
         if !formed {
-            return Err("the cluster is not formed yet (waiting for the seeds to answer)".into());
+            return Err(match self.cp.waiting_reason() {
+                Some(why) => format!("not in a cluster yet: {why}"),
+                None => "the cluster is not formed yet (waiting for the seeds to answer)".into(),
+            });
         }
         if self.cp.leader().is_none() {
             return Err("no Raft leader is known: a majority of the voting nodes is not reachable".into());

@@ -4,9 +4,10 @@
 /// The newest node protocol version this build speaks. Version 1 is the protocol before
 /// versions were exchanged; 2 adds the exchange itself (every call states the caller's range,
 /// Ping answers it, a join states it); 3 sends the control plane's errors typed in the replies
-/// to forwarded proposals and membership changes. See docs/protocol.md for what each version
-/// changed and the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// to forwarded proposals and membership changes; 4 adds leader-renewed leases (renewals answered
+/// by the leader without a log entry, `Expire` entries), used once every member speaks it. See
+/// docs/protocol.md for what each version changed and the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub(crate) const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";

@@ -474,19 +474,6 @@ async fn join_reconfigure_remove_and_replace() {
         .unwrap();
 }
 
-async fn lock_call(srv: &Server, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let auth = format!("Bearer {SK}");
-    let (st, _, text) = raw(
-        "POST",
-        &format!("{}/cluster/{path}", srv.admin),
-        &[("authorization", auth.as_str()), ("content-type", "application/json")],
-        body.to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(st, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn leases_fencing_tokens_and_barriers() {
     let (nodes, _, _) = cluster_of(3).await;

@@ -2,7 +2,7 @@
 //! Mixed protocol versions with real processes: a node speaking a newer node protocol than the
 //! cluster is refused cleanly (its calls get a clear error, it never joins, every node reports
 //! it with a warning and a metric), while a node speaking an older but supported version joins
-//! and serves.
+//! and serves, and features that need every member's protocol (leader-renewed leases) stay off.
 
 mod common;
 
@@ -45,8 +45,13 @@ fn node(name: &str, port: u16, seeds: &str, version: Option<&str>) -> Server {
 async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() {
     let ports = free_ports(5);
     let seeds = seeds_of(&ports[..3]);
+    // A rolling upgrade in progress: node-3 still runs the previous release (protocol 1-3).
+    let previous = format!("1-{}", CURRENT - 1);
     let nodes: Vec<Server> = (0..3)
-        .map(|i| node(&format!("node-{}", i + 1), ports[i], &seeds, None))
+        .map(|i| {
+            let v = (i == 2).then_some(previous.as_str());
+            node(&format!("node-{}", i + 1), ports[i], &seeds, v)
+        })
         .collect();
     converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
 
@@ -108,5 +113,28 @@ async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() 
         .await
         .unwrap();
     assert_eq!(body_bytes(got).await, b"v1 node");
+    // Not every member speaks protocol 4: leases stay renewed through the log, as the older
+    // nodes expect.
+    let st = cluster_status(&nodes[0]).await.unwrap();
+    assert_eq!(st["leader_leases"], false, "{st}");
+    let auth = format!("Bearer {SK}");
+    let (code, _, text) = raw(
+        "POST",
+        &format!("{}/cluster/locks/mixed", older.admin),
+        &[("authorization", auth.as_str()), ("content-type", "application/json")],
+        br#"{"op": "acquire", "holder": "h", "ttl_ms": 5000}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = lock_call(
+        &nodes[0],
+        "locks/mixed",
+        serde_json::json!({"op": "renew", "holder": "h", "token": v["token"]}),
+    )
+    .await;
+    assert_eq!(r["lock"], "renewed", "{r}");
+    let lease = lock_table(&nodes[2]).await["locks"]["mixed"]["holders"][0].clone();
+    assert!(lease.get("leader_renewed").is_none(), "{lease}");
     drop(newer);
 }

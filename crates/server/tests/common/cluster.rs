@@ -106,3 +106,56 @@ pub async fn cluster_with(n: usize, extra: &[&str]) -> (Vec<Server>, String, Vec
     converged(&nodes.iter().collect::<Vec<_>>(), n, Duration::from_secs(30)).await;
     (nodes, seeds, ports)
 }
+
+/// `POST /cluster/{path}` (a lock or barrier call) with the admin token; the answer, or the
+/// status and body of a refusal.
+pub async fn try_lock_call(srv: &Server, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+    let auth = format!("Bearer {SK}");
+    let (st, _, text) = raw(
+        "POST",
+        &format!("{}/cluster/{path}", srv.admin),
+        &[("authorization", auth.as_str()), ("content-type", "application/json")],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    if st != 200 {
+        return Err(format!("{st}: {text}"));
+    }
+    Ok(serde_json::from_str(&text).unwrap())
+}
+
+/// [`try_lock_call`] that must succeed.
+pub async fn lock_call(srv: &Server, path: &str, body: serde_json::Value) -> serde_json::Value {
+    try_lock_call(srv, path, body).await.unwrap()
+}
+
+/// `GET /cluster/locks` with the admin token.
+pub async fn lock_table(srv: &Server) -> serde_json::Value {
+    let auth = format!("Bearer {SK}");
+    let (st, _, text) = raw(
+        "GET",
+        &format!("{}/cluster/locks", srv.admin),
+        &[("authorization", auth.as_str())],
+        vec![],
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Polls `check` every 100 ms until it gives a value; fails the test after `timeout`, naming
+/// `what`.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
