@@ -10,7 +10,6 @@ use ironbucket_consensus::{Applied, Command, StateMachine, TypeConfig};
 use ironbucket_meta::{BucketRecord, RaftDb};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, SnapshotMeta};
-use std::io::Cursor;
 use std::time::Duration;
 
 fn bucket(name: String) -> BucketRecord {
@@ -45,7 +44,7 @@ fn control_plane(c: &mut Criterion) {
     for n in [1_000u64, 10_000, 100_000] {
         let dir = tempfile::tempdir().unwrap();
         let db = RaftDb::open(&dir.path().join("raft.redb")).unwrap();
-        let mut sm = StateMachine::open(db).unwrap();
+        let mut sm = StateMachine::open(db, &dir.path().join("snapshots")).unwrap();
         // Start from a snapshot holding `n` buckets (the fast way to get there).
         let mut applied = Applied::default();
         for i in 0..n {
@@ -59,8 +58,13 @@ fn control_plane(c: &mut Criterion) {
         };
         let data = serde_json::to_vec(&applied).unwrap();
         drop(applied);
-        rt.block_on(sm.install_snapshot(&meta, Box::new(Cursor::new(data))))
-            .unwrap();
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let mut f = sm.begin_receiving_snapshot().await.unwrap();
+            f.write_all(&data).await.unwrap();
+            drop(data);
+            sm.install_snapshot(&meta, f).await.unwrap();
+        });
         eprintln!(
             "control_plane: {n} buckets loaded, resident memory {:.1} MiB",
             rss_mib()

@@ -19,6 +19,7 @@ mod network;
 mod plane;
 mod rows;
 pub mod runtime;
+pub mod snapshot;
 pub mod state;
 mod store;
 mod wire;
@@ -33,8 +34,6 @@ pub use store::{Applied, StateMachine};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-// `declare_raft_types!` names the snapshot type `Cursor` unqualified.
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,6 +66,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = u64,
         Node = NodeInfo,
+        SnapshotData = snapshot::SnapshotFile,
         AsyncRuntime = runtime::Runtime,
 );
 
@@ -209,7 +209,11 @@ mod tests {
             let dir = tempfile::tempdir_in(self.0.path()).map_err(|e| err(e.to_string()))?;
             let path = dir.keep();
             let db = RaftDb::open(&path.join("raft.redb")).map_err(|e| err(e.to_string()))?;
-            Ok(((), store::LogStore::new(db.clone()), store::StateMachine::open(db)?))
+            Ok((
+                (),
+                store::LogStore::new(db.clone()),
+                store::StateMachine::open(db, &path.join("snapshots"))?,
+            ))
         }
     }
 

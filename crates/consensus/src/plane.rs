@@ -80,7 +80,8 @@ impl ControlPlane {
             }
         };
         let log = store::LogStore::new(db.clone());
-        let sm = store::StateMachine::open(db.clone()).map_err(|e| Error::Storage(e.to_string()))?;
+        let sm = store::StateMachine::open(db.clone(), &cfg.data_dir.join("raft-snapshots"))
+            .map_err(|e| Error::Storage(e.to_string()))?;
         let hb = cfg.heartbeat.as_millis() as u64;
         let el = cfg.election_timeout.as_millis() as u64;
         let config = openraft::Config {

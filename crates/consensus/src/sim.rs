@@ -188,7 +188,7 @@ async fn run(seed: u64, dir: &std::path::Path) -> String {
     let mut nodes = BTreeMap::new();
     for id in 1..=N {
         let db = RaftDb::open(&dir.join(format!("n{id}.redb"))).unwrap();
-        let sm = StateMachine::open(db.clone()).unwrap();
+        let sm = StateMachine::open(db.clone(), &dir.join(format!("n{id}-snapshots"))).unwrap();
         let raft = Raft::new(
             id,
             config.clone(),

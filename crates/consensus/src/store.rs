@@ -1,10 +1,12 @@
 //! openraft's log storage and state machine, persisted in redb through `ironbucket_meta::RaftDb`.
 //! Log entries, the vote and the state machine are JSON-encoded. The state machine is stored as
 //! rows (`crate::rows`): applying an entry rewrites only the rows it changed, so its cost does
-//! not grow with the number of buckets, keys or locks.
+//! not grow with the number of buckets, keys or locks. Snapshots are files streamed in and out
+//! (`crate::snapshot`).
 
 #![allow(clippy::result_large_err)] // openraft's traits fix the (large) error types.
 
+use crate::snapshot::SnapshotFile;
 use crate::state::{ControlState, Outcome};
 use crate::{NodeInfo, TypeConfig};
 use ironbucket_meta::RaftDb;
@@ -15,8 +17,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 type SErr = StorageError<u64>;
@@ -171,6 +173,15 @@ struct AppliedMeta {
 
 const APPLIED_ROW: &str = "a";
 
+/// The current snapshot as recorded in `raft.redb` (`snapshot`): its meta and file name in the
+/// snapshot directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta<u64, NodeInfo>,
+    file: String,
+}
+
+/// What releases before streamed snapshots recorded: the snapshot's bytes themselves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<u64, NodeInfo>,
@@ -181,6 +192,10 @@ struct StoredSnapshot {
 #[derive(Clone)]
 pub struct StateMachine {
     db: RaftDb,
+    /// Where snapshot files live.
+    snapshots: Arc<PathBuf>,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Arc<std::sync::Mutex<Option<PathBuf>>>,
     pub(crate) shared: Arc<RwLock<Applied>>,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
     recent: Arc<std::sync::Mutex<Recent>>,
@@ -203,8 +218,17 @@ const RECENT_APPLIES: usize = 4096;
 
 impl StateMachine {
     /// Loads the stored rows; a store written by an older version (the whole state under one
-    /// named value `sm`) is migrated to rows on the way.
-    pub fn open(db: RaftDb) -> Result<Self, SErr> {
+    /// named value `sm`) is migrated to rows on the way. Snapshot files go to `snapshots`.
+    pub fn open(db: RaftDb, snapshots: &Path) -> Result<Self, SErr> {
+        std::fs::create_dir_all(snapshots).map_err(io_write)?;
+        // Snapshots a crash interrupted while they were built or received.
+        for e in std::fs::read_dir(snapshots).map_err(io_read)?.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("receiving-") || name.starts_with("building-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let applied: Applied = match db.get("sm").map_err(io_read)? {
             Some(b) => {
                 let applied: Applied = dec(&b)?;
@@ -230,6 +254,8 @@ impl StateMachine {
         let (tx, _) = tokio::sync::watch::channel(applied.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             db,
+            snapshots: Arc::new(snapshots.to_path_buf()),
+            receiving: Default::default(),
             recent: Arc::new(std::sync::Mutex::new(Recent {
                 known_after: applied.last_applied.map_or(0, |l| l.index),
                 last: applied.last_applied.map_or(0, |l| l.index),
@@ -299,31 +325,75 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    fn snapshot_path(&self, file: &str) -> PathBuf {
+        self.snapshots.join(file)
+    }
+
+    /// Records `meta` and `file` as the current snapshot and removes every other snapshot file
+    /// (a follower still reading one keeps its open handle).
+    fn record_snapshot(db: &RaftDb, dir: &Path, meta: &SnapshotMeta<u64, NodeInfo>, file: &str) -> Result<(), SErr> {
+        let rec = enc(&SnapshotRecord {
+            meta: meta.clone(),
+            file: file.to_string(),
+        })?;
+        db.put(&[("snapshot", &rec)]).map_err(io_write)?;
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let in_the_making = name.starts_with("receiving-") || name.starts_with("building-");
+                if name.ends_with(".snap") && name != file && !in_the_making {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file name unique to this process for a snapshot in the making.
+fn fresh(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}.snap", std::process::id())
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Serializes the state straight into a new file (under the state's read lock, so that it
+    /// is the state at one index), syncs it and records it as the current snapshot.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let (data, meta) = {
-            let a = self.read();
-            let data = enc(&*a)?;
-            let id = match a.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
-                None => format!("0-0-{}", data.len()),
+        let (shared, db, dir) = (self.shared.clone(), self.db.clone(), self.snapshots.clone());
+        let building = dir.join(fresh("building"));
+        let (meta, file) = blocking(move || {
+            let out = std::fs::File::create(&building).map_err(io_write)?;
+            let mut w = std::io::BufWriter::new(out);
+            let (last, membership) = {
+                let a = shared.read().unwrap_or_else(|p| p.into_inner());
+                serde_json::to_writer(&mut w, &*a).map_err(io_write)?;
+                (a.last_applied, a.membership.clone())
             };
+            let out = w.into_inner().map_err(|e| io_write(e.error()))?;
+            out.sync_all().map_err(io_write)?;
+            let size = out.metadata().map_err(io_read)?.len();
+            let id = match last {
+                Some(l) => format!("{}-{}-{size}", l.leader_id.term, l.index),
+                None => format!("0-0-{size}"),
+            };
+            let file = format!("{id}.snap");
+            std::fs::rename(&building, dir.join(&file)).map_err(io_write)?;
             let meta = SnapshotMeta {
-                last_log_id: a.last_applied,
-                last_membership: a.membership.clone(),
+                last_log_id: last,
+                last_membership: membership,
                 snapshot_id: id,
             };
-            (data, meta)
-        };
-        let stored = enc(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
-        let db = self.db.clone();
-        blocking(move || db.put(&[("snapshot", &stored)]).map_err(io_write)).await?;
+            Self::record_snapshot(&db, &dir, &meta, &file)?;
+            Ok((meta, file))
+        })
+        .await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotFile::open(&self.snapshot_path(&file)).map_err(io_read)?),
         })
     }
 }
@@ -382,47 +452,78 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, SErr> {
+        let path = self.snapshots.join(fresh("receiving"));
+        let f = SnapshotFile::create(&path).map_err(io_write)?;
+        if let Some(old) = self.receiving.lock().unwrap_or_else(|p| p.into_inner()).replace(path) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(Box::new(f))
     }
 
+    /// Installs a snapshot received into a file: deserialized from the file as it is read, its
+    /// rows written in one commit, the file kept as this node's current snapshot.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), SErr> {
-        let data = snapshot.into_inner();
-        let mut applied: Applied = dec(&data)?;
-        applied.last_applied = meta.last_log_id;
-        applied.membership = meta.last_membership.clone();
-        let last = applied.last_applied.map_or(0, |l| l.index);
-        let rows = Self::rows_of(&applied)?;
-        self.forget_changes(last);
-        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
-        let stored = enc(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })?;
-        let db = self.db.clone();
-        blocking(move || {
-            db.put(&[("snapshot", &stored)]).map_err(io_write)?;
-            db.state_replace(&rows, &[]).map_err(io_write)
+        snapshot.sync().map_err(io_write)?;
+        let received = snapshot.path().to_path_buf();
+        let ours = self.receiving.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (db, dir, meta2) = (self.db.clone(), self.snapshots.clone(), meta.clone());
+        let applied = blocking(move || {
+            let input = snapshot.into_file().map_err(io_read)?;
+            let mut applied: Applied = serde_json::from_reader(std::io::BufReader::new(input)).map_err(io_read)?;
+            applied.last_applied = meta2.last_log_id;
+            applied.membership = meta2.last_membership.clone();
+            let rows = Self::rows_of(&applied)?;
+            db.state_replace(&rows, &[]).map_err(io_write)?;
+            // Kept as this node's current snapshot: the received file moves into place; a
+            // snapshot handed over otherwise (openraft's tests) is copied.
+            let file = format!("{}.snap", meta2.snapshot_id);
+            if ours.as_deref() == Some(received.as_path()) {
+                std::fs::rename(&received, dir.join(&file)).map_err(io_write)?;
+            } else {
+                std::fs::copy(&received, dir.join(&file)).map_err(io_write)?;
+                if let Some(o) = ours {
+                    let _ = std::fs::remove_file(o);
+                }
+            }
+            Self::record_snapshot(&db, &dir, &meta2, &file)?;
+            Ok(applied)
         })
         .await?;
+        let last = applied.last_applied.map_or(0, |l| l.index);
+        self.forget_changes(last);
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = applied;
         self.changed.send_replace(last);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        match self.db.get("snapshot").map_err(io_read)? {
-            Some(b) => {
-                let s: StoredSnapshot = dec(&b)?;
-                Ok(Some(Snapshot {
-                    meta: s.meta,
-                    snapshot: Box::new(Cursor::new(s.data)),
-                }))
+        let Some(b) = self.db.get("snapshot").map_err(io_read)? else {
+            return Ok(None);
+        };
+        let rec: SnapshotRecord = match serde_json::from_slice(&b) {
+            Ok(r) => r,
+            Err(_) => {
+                // Recorded by a release that kept the bytes themselves: move them to a file.
+                let old: StoredSnapshot = dec(&b)?;
+                let file = format!("{}.snap", old.meta.snapshot_id);
+                std::fs::write(self.snapshot_path(&file), &old.data).map_err(io_write)?;
+                Self::record_snapshot(&self.db, &self.snapshots, &old.meta, &file)?;
+                SnapshotRecord { meta: old.meta, file }
             }
-            None => Ok(None),
+        };
+        match SnapshotFile::open(&self.snapshot_path(&rec.file)) {
+            Ok(f) => Ok(Some(Snapshot {
+                meta: rec.meta,
+                snapshot: Box::new(f),
+            })),
+            // The file is gone (removed by hand): none; openraft builds a new one when needed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_read(e)),
         }
     }
 }
@@ -453,15 +554,96 @@ mod tests {
         {
             let db = RaftDb::open(&path).unwrap();
             db.put(&[("sm", &serde_json::to_vec(&old).unwrap())]).unwrap();
-            let sm = StateMachine::open(db.clone()).unwrap();
+            let sm = StateMachine::open(db.clone(), &path.with_extension("snapshots")).unwrap();
             assert_eq!(sm.read().state, old.state);
             assert_eq!(db.get("sm").unwrap(), None, "the old form is gone");
             assert!(db.state_rows().unwrap().iter().any(|(k, _)| k == "b/a"));
         }
         let db = RaftDb::open(&path).unwrap();
-        let sm = StateMachine::open(db).unwrap();
+        let sm = StateMachine::open(db, &path.with_extension("snapshots")).unwrap();
         let a = sm.read();
         assert_eq!(a.state, old.state);
         assert_eq!(a.last_applied, old.last_applied);
+    }
+
+    /// A snapshot is a file: built into the snapshot directory, received chunk by chunk into a
+    /// file that becomes the receiver's current snapshot, and a snapshot recorded by an older
+    /// release (its bytes in the database) moves to a file when first asked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_are_files_streamed_in_and_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let open = |n: &str| {
+            let db = RaftDb::open(&dir.path().join(format!("{n}.redb"))).unwrap();
+            (
+                db.clone(),
+                StateMachine::open(db, &dir.path().join(format!("{n}-snapshots"))).unwrap(),
+            )
+        };
+        let (_, mut a) = open("a");
+        {
+            let mut w = a.shared.write().unwrap();
+            for i in 0..500 {
+                let name = format!("bucket-{i:04}");
+                w.state.buckets.insert(
+                    name.clone(),
+                    ironbucket_meta::BucketRecord {
+                        name,
+                        ..Default::default()
+                    },
+                );
+            }
+            w.last_applied = Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 600));
+        }
+        let mut snap = a.build_snapshot().await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("a-snapshots"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(files.len(), 1, "one file, the current snapshot");
+        assert_eq!(snap.meta.last_log_id.unwrap().index, 600);
+
+        // The receiver gets it in 4 KiB chunks, as openraft sends it.
+        let (db_b, mut b) = open("b");
+        let mut into = b.begin_receiving_snapshot().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = snap.snapshot.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            into.write_all(&buf[..n]).await.unwrap();
+        }
+        b.install_snapshot(&snap.meta, into).await.unwrap();
+        assert_eq!(b.read().state, a.read().state);
+        assert!(db_b.state_rows().unwrap().iter().any(|(k, _)| k == "b/bucket-0499"));
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("b-snapshots"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [format!("{}.snap", snap.meta.snapshot_id)],
+            "the received file is kept"
+        );
+        let current = b.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+
+        // An older release's record: the bytes themselves.
+        let (db_c, mut c) = open("c");
+        let data = serde_json::to_vec(&*a.read()).unwrap();
+        let old = enc(&StoredSnapshot {
+            meta: snap.meta.clone(),
+            data: data.clone(),
+        })
+        .unwrap();
+        db_c.put(&[("snapshot", &old)]).unwrap();
+        let mut got = c.get_current_snapshot().await.unwrap().unwrap();
+        let mut bytes = Vec::new();
+        got.snapshot.read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(bytes, data);
+        let rec: SnapshotRecord = dec(&db_c.get("snapshot").unwrap().unwrap()).unwrap();
+        assert_eq!(rec.file, format!("{}.snap", snap.meta.snapshot_id));
     }
 }

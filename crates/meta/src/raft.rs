@@ -123,6 +123,36 @@ impl RaftDb {
         Ok(out)
     }
 
+    /// Calls `each` with every state machine row, in key order, from one consistent read (a
+    /// snapshot streamed to a file without holding the rows in memory).
+    pub fn state_scan<E: From<Error>>(&self, mut each: impl FnMut(&str, &[u8]) -> Result<(), E>) -> Result<(), E> {
+        let tx = self.db.begin_read().map_err(Error::from)?;
+        let t = tx.open_table(STATE).map_err(Error::from)?;
+        for item in t.iter().map_err(Error::from)? {
+            let (k, v) = item.map_err(Error::from)?;
+            each(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// Replaces every state machine row with the rows `next` yields until `None` (read from a
+    /// snapshot file as they are written), in one durable commit.
+    pub fn state_replace_from<E: From<Error>>(
+        &self,
+        mut next: impl FnMut() -> Result<Option<(String, Vec<u8>)>, E>,
+    ) -> Result<(), E> {
+        let tx = self.db.begin_write().map_err(Error::from)?;
+        {
+            let mut t = tx.open_table(STATE).map_err(Error::from)?;
+            t.retain(|_, _| false).map_err(Error::from)?;
+            while let Some((k, v)) = next()? {
+                t.insert(k.as_str(), v.as_slice()).map_err(Error::from)?;
+            }
+        }
+        tx.commit().map_err(Error::from)?;
+        Ok(())
+    }
+
     /// Writes `puts` and removes `dels` from the state machine rows, in one durable commit.
     pub fn state_apply(&self, puts: &[(String, Vec<u8>)], dels: &[String]) -> Result<(), Error> {
         let tx = self.db.begin_write()?;
