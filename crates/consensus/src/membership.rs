@@ -46,6 +46,12 @@ impl ControlPlane {
             tracing::warn!(node = %req.name, theirs = %req.protocol, %ours, "refused a join: {why}");
             return Err(format!("node {} cannot join: {why}", req.name));
         }
+        // Every member must be able to talk to it, not only the leader (a cluster in the middle
+        // of an upgrade may hold three releases).
+        if let Err(why) = self.every_member_agrees(&req).await {
+            tracing::warn!(node = %req.name, theirs = %req.protocol, "refused a join: {why}");
+            return Err(format!("node {} cannot join: {why}", req.name));
+        }
         if req.has_state {
             tracing::warn!(node = %req.name, "refused a join from a node that holds Raft state from an earlier membership");
             return Err(format!(
@@ -93,6 +99,35 @@ impl ControlPlane {
                 .map_err(|e| format!("promote {}: {e}", req.name))?;
         }
         tracing::info!(node = %req.name, "node joined the cluster as a voter");
+        Ok(())
+    }
+
+    /// Whether every other member that answers a ping shares a protocol version with the
+    /// joiner (a member that does not answer cannot be asked; it is checked when it calls).
+    async fn every_member_agrees(&self, req: &JoinRequest) -> Result<(), String> {
+        let others: Vec<NodeInfo> = self
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, n)| **id != self.id && n.name != req.name)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let pings = others
+            .iter()
+            .map(|n| self.peers.ping(&n.rpc_addr, Some(Duration::from_secs(2))));
+        for (n, r) in others.iter().zip(futures::future::join_all(pings).await) {
+            let Ok(p) = r else { continue };
+            let theirs = ironbucket_rpc::ProtocolRange {
+                min: p.protocol_min.max(1),
+                max: p.protocol_version.max(1),
+            };
+            theirs
+                .agree(req.protocol)
+                .map_err(|why| format!("member {} (protocol {theirs}) cannot talk to it: {why}", n.name))?;
+        }
         Ok(())
     }
 

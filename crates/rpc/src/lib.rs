@@ -87,6 +87,8 @@ pub struct Peers {
     tls: Option<tls::Tls>,
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     resolver: Resolver,
+    /// The protocol versions each peer (by address) stated in its last ping reply.
+    ranges: Arc<Mutex<HashMap<String, ProtocolRange>>>,
 }
 
 struct Pool {
@@ -105,6 +107,7 @@ impl Peers {
             tls,
             pools: Default::default(),
             resolver: Resolver::system(),
+            ranges: Default::default(),
         })
     }
 
@@ -196,10 +199,26 @@ impl Peers {
             },
             timeout,
         );
-        c.ping(req)
+        let reply = c
+            .ping(req)
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| self.map_status(addr, s, timeout))
+            .map_err(|s| self.map_status(addr, s, timeout))?;
+        // Nodes before version 2 state nothing: they speak 1.
+        let range = ProtocolRange {
+            min: reply.protocol_min.max(1),
+            max: reply.protocol_version.max(1),
+        };
+        self.ranges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), range);
+        Ok(reply)
+    }
+
+    /// The protocol versions `addr` stated in its last ping reply, if it answered one.
+    pub fn known_range(&self, addr: &str) -> Option<ProtocolRange> {
+        self.ranges.lock().unwrap_or_else(|p| p.into_inner()).get(addr).copied()
     }
 
     pub(crate) async fn envelope(

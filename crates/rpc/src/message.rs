@@ -179,6 +179,17 @@ pub fn decode_reply<M: Message>(addr: &str, raw: &[u8]) -> Result<M::Reply, Erro
     })
 }
 
+/// Whether a message of `kind` may go to a peer known to speak `known`: not when every version
+/// it speaks predates the kind (it would refuse it). Pure.
+fn sendable(kind: Kind, since: u32, known: Option<crate::ProtocolRange>) -> Result<(), String> {
+    match known {
+        Some(r) if r.max < since => Err(format!(
+            "it speaks node protocol {r}, and {kind} messages need version {since}: upgrade it"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn bad_request<M: Message>(addr: &str, why: String) -> Error {
     Error::Remote {
         addr: addr.to_string(),
@@ -187,6 +198,14 @@ fn bad_request<M: Message>(addr: &str, why: String) -> Error {
 }
 
 impl Peers {
+    /// Refuses, without sending, a message the peer is known not to speak.
+    fn check_sendable<M: Message>(&self, addr: &str) -> Result<(), Error> {
+        sendable(M::KIND, M::KIND.since(), self.known_range(addr)).map_err(|why| Error::Unsupported {
+            addr: addr.to_string(),
+            why,
+        })
+    }
+
     /// Sends a control message and returns its reply.
     pub async fn call<M: Message>(&self, addr: &str, msg: &M, timeout: Option<Duration>) -> Result<M::Reply, Error> {
         if M::KIND.method() != Method::Control {
@@ -195,6 +214,7 @@ impl Peers {
                 "it does not travel on the Control method".into(),
             ));
         }
+        self.check_sendable::<M>(addr)?;
         let payload = encode(msg).map_err(|e| bad_request::<M>(addr, e))?;
         let raw = self
             .envelope(Route::Control, addr, M::KIND.name(), payload, timeout)
@@ -213,6 +233,7 @@ impl Peers {
         if M::KIND.method() != Method::Raft {
             return Err(bad_request::<M>(addr, "it does not travel on the Raft method".into()));
         }
+        self.check_sendable::<M>(addr)?;
         let payload = encode(msg).map_err(|e| bad_request::<M>(addr, e))?;
         let kind = format!("{}:{incarnation}", M::KIND.name());
         let raw = self.envelope(Route::Raft, addr, &kind, payload, timeout).await?;
@@ -230,6 +251,9 @@ impl Peers {
         timeout: Option<Duration>,
     ) -> futures::future::BoxFuture<'static, Result<M::Reply, Error>> {
         use futures::FutureExt;
+        if let Err(e) = self.check_sendable::<M>(addr) {
+            return futures::future::ready(Err(e)).boxed();
+        }
         let header = match encode(msg) {
             Ok(h) if M::KIND.method() == Method::Push => h,
             Ok(_) => {
@@ -254,6 +278,7 @@ impl Peers {
         if M::KIND.method() != Method::Pull {
             return Err(bad_request::<M>(addr, "it does not travel on the Pull method".into()));
         }
+        self.check_sendable::<M>(addr)?;
         let payload = encode(msg).map_err(|e| bad_request::<M>(addr, e))?;
         self.pull_raw(addr, M::KIND.name(), payload, timeout).await
     }
@@ -277,5 +302,18 @@ mod tests {
             "a kind only on its method"
         );
         assert_eq!(Kind::parse(Method::Control, "object.scrub"), None);
+    }
+
+    #[test]
+    fn a_kind_newer_than_the_peer_is_not_sent() {
+        let r = |min, max| Some(crate::ProtocolRange { min, max });
+        assert!(sendable(Kind::ObjectOp, 1, r(1, 1)).is_ok());
+        assert!(
+            sendable(Kind::ObjectOp, 5, None).is_ok(),
+            "unknown peer: try, it refuses cleanly"
+        );
+        assert!(sendable(Kind::ObjectOp, 5, r(1, 5)).is_ok());
+        let e = sendable(Kind::ObjectOp, 5, r(1, 4)).unwrap_err();
+        assert!(e.contains("1-4") && e.contains("version 5"), "{e}");
     }
 }

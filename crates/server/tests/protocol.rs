@@ -136,5 +136,20 @@ async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() 
     assert_eq!(r["lock"], "renewed", "{r}");
     let lease = lock_table(&nodes[2]).await["locks"]["mixed"]["holders"][0].clone();
     assert!(lease.get("leader_renewed").is_none(), "{lease}");
+    // A node of the newest release only (no older version) shares a version with the leader
+    // but not with node-3 and node-5: every member is asked, and it stays out.
+    let port = free_ports(1)[0];
+    let only_newest = node("node-6", port, &seeds, Some(&CURRENT.to_string()));
+    let why = poll_until("node-6's refusal", Duration::from_secs(30), || async {
+        let (st, _, body) = raw("GET", &format!("{}/health/ready", only_newest.admin), &[], vec![]).await;
+        (st == 503 && body.contains("cannot talk to it")).then_some(body)
+    })
+    .await;
+    assert!(why.contains("node-3") || why.contains("node-5"), "{why}");
+    let members = cluster_status(&nodes[0]).await.unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(members, 4, "{why}");
     drop(newer);
 }
