@@ -8,6 +8,7 @@ use std::time::Duration;
 
 /// How often host names of seeds and members are resolved again.
 const REDISCOVER_EVERY: Duration = Duration::from_secs(10);
+const CLOCK_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 impl ControlPlane {
     /// Forms the cluster on first start, or joins an existing one. Static bootstrap: when every
@@ -111,6 +112,45 @@ impl ControlPlane {
     /// now points elsewhere (a container restarted with a new address), the pooled connections
     /// to it are dropped so the next call connects to the new address at once (a broken
     /// connection also resolves the name again when it reconnects).
+    /// Pings every other member now and then (every second until the first round, then every
+    /// five): the replies carry the members' clocks (recorded by `Peers`), so this node knows
+    /// whether its clock runs ahead before it stamps its first write, not only once the others
+    /// have called it.
+    pub(crate) async fn clock_probe(me: std::sync::Weak<Self>) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let Some(cp) = me.upgrade() else { return };
+            let pause = if cp.clock_compared.load(Ordering::Relaxed) {
+                CLOCK_PROBE_EVERY
+            } else {
+                Duration::from_secs(1)
+            };
+            let others: Option<Vec<String>> = cp.initialized().then(|| {
+                cp.raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != cp.id)
+                    .map(|(_, n)| n.rpc_addr.clone())
+                    .collect()
+            });
+            if let Some(others) = others {
+                let pings = others.iter().map(|a| cp.peers.ping(a, Some(Duration::from_secs(2))));
+                futures::future::join_all(pings).await;
+                cp.clock_compared.store(true, Ordering::Relaxed);
+            }
+            drop(cp);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Whether this node has compared its clock with its members' (see `clock_probe`).
+    pub fn clock_compared(&self) -> bool {
+        self.clock_compared.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) async fn rediscover(me: std::sync::Weak<Self>) {
         let mut known: BTreeMap<String, BTreeSet<std::net::SocketAddr>> = BTreeMap::new();
         loop {

@@ -55,6 +55,7 @@ impl Handler for RpcHandler {
             incarnation: cp.incarnation(),
             protocol_version: cp.peers.config().protocol.max,
             protocol_min: cp.peers.config().protocol.min,
+            now_ms: ironbucket_types::now_millis(),
         }
     }
 

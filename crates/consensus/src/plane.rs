@@ -51,6 +51,9 @@ pub struct ControlPlane {
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
     /// Why the last attempt to form or join the cluster failed (cleared once in one).
     pub(crate) bootstrap_error: std::sync::Mutex<Option<String>>,
+    /// Set once this node, a member of a formed cluster, has pinged its members (and so knows
+    /// how its clock compares with theirs, as far as they answered).
+    pub(crate) clock_compared: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> Error {
@@ -122,10 +125,12 @@ impl ControlPlane {
             renewals: Default::default(),
             membership_lock: Default::default(),
             bootstrap_error: Default::default(),
+            clock_compared: Default::default(),
         });
         cp.run_loop("raft.bootstrap", Self::bootstrap);
         cp.run_loop("raft.leader-duties", Self::leader_duties);
         cp.run_loop("raft.rediscover", Self::rediscover);
+        cp.run_loop("cluster.clock-probe", Self::clock_probe);
         Ok(cp)
     }
 

@@ -148,6 +148,9 @@ impl ClusterStore {
         if self.cp.leader().is_none() {
             return Err("no Raft leader is known: a majority of the voting nodes is not reachable".into());
         }
+        if !self.cp.clock_compared() {
+            return Err("this node has not compared its clock with its peers' yet".into());
+        }
         layout.map_err(|e| format!("no placement layout yet: {e}"))
     }
 

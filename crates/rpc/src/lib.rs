@@ -89,6 +89,8 @@ pub struct Peers {
     resolver: Resolver,
     /// The protocol versions each peer (by address) stated in its last ping reply.
     ranges: Arc<Mutex<HashMap<String, ProtocolRange>>>,
+    /// Where the clock offsets that ping replies show are recorded.
+    clocks: Option<PeerClocks>,
 }
 
 struct Pool {
@@ -108,7 +110,15 @@ impl Peers {
             pools: Default::default(),
             resolver: Resolver::system(),
             ranges: Default::default(),
+            clocks: None,
         })
+    }
+
+    /// Records the clock offset every ping reply shows in `clocks` (the record incoming calls
+    /// also go to), so a node learns how its clock compares from its own calls too.
+    pub fn with_clocks(mut self, clocks: PeerClocks) -> Self {
+        self.clocks = Some(clocks);
+        self
     }
 
     /// Resolves peer names with `resolver` instead of the system's (tests).
@@ -199,6 +209,7 @@ impl Peers {
             },
             timeout,
         );
+        let sent = ironbucket_types::now_millis();
         let reply = c
             .ping(req)
             .await
@@ -209,6 +220,13 @@ impl Peers {
             min: reply.protocol_min.max(1),
             max: reply.protocol_version.max(1),
         };
+        // Its clock against the middle of the round trip (nodes before version 4 send none).
+        if let Some(clocks) = &self.clocks
+            && reply.now_ms > 0
+        {
+            let mid = sent + ironbucket_types::now_millis().saturating_sub(sent) / 2;
+            clocks.record_offset(&reply.node_id, reply.now_ms as i64 - mid as i64, range);
+        }
         self.ranges
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -664,6 +682,7 @@ mod tests {
                 incarnation: String::new(),
                 protocol_version: PROTOCOL_VERSION,
                 protocol_min: MIN_PROTOCOL_VERSION,
+                now_ms: 0,
             }
         }
         /// Vote: the payload reversed (or a failure, or a slow answer, as asked).

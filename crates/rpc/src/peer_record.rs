@@ -58,6 +58,22 @@ impl PeerClocks {
         e.refused_protocol_calls
     }
 
+    /// Records `node`'s clock offset as a ping reply showed it (this node's own call).
+    pub(crate) fn record_offset(&self, node: &str, offset_ms: i64, protocol: ProtocolRange) {
+        let now = ironbucket_types::now_millis();
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(node.to_string()).or_insert(PeerClock {
+            offset_ms,
+            seen_ms: now,
+            refused_calls: 0,
+            protocol: Some(protocol),
+            refused_protocol_calls: 0,
+        });
+        e.offset_ms = offset_ms;
+        e.seen_ms = now;
+        e.protocol = Some(protocol);
+    }
+
     /// Counts a call from `node` refused because its kind is unknown here or newer than the
     /// version the two agreed (a protocol refusal); returns the count so far.
     pub(crate) fn refused_kind(&self, node: &str) -> u64 {

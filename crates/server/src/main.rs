@@ -223,7 +223,9 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
         let rpc_local = rpc_listener.local_addr()?;
-        let peers = ironbucket_rpc::Peers::new(c.rpc.clone()).map_err(anyhow::Error::msg)?;
+        let peers = ironbucket_rpc::Peers::new(c.rpc.clone())
+            .map_err(anyhow::Error::msg)?
+            .with_clocks(peer_clocks.clone());
         let cp = ironbucket_consensus::ControlPlane::start_in(c.control.clone(), peers, &workers)
             .await
             .context("cannot start the control plane")?;

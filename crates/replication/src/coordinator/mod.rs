@@ -188,6 +188,11 @@ impl ClusterStore {
     /// stamp from the future would be refused by the other replicas and, kept here, would win
     /// over later writes).
     fn stamp(&self) -> Result<(Hlc, u64)> {
+        if !self.cp.clock_compared() {
+            return Err(Error::Unavailable(
+                "this node has not compared its clock with its peers' yet (it stamps no write before); retry in a moment".into(),
+            ));
+        }
         if let Some(why) = self.clock_check.get().and_then(|c| c()) {
             return Err(Error::Unavailable(why));
         }

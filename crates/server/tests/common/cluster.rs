@@ -56,7 +56,13 @@ pub async fn cluster_status(srv: &Server) -> Option<serde_json::Value> {
     (st == 200).then(|| serde_json::from_str(&body).unwrap())
 }
 
-/// Waits until every node in `nodes` sees the same leader, cluster id and `members` voters.
+/// Whether `srv` answers `/health/ready` with 200 (it can serve a write).
+pub async fn is_ready(srv: &Server) -> bool {
+    raw("GET", &format!("{}/health/ready", srv.admin), &[], vec![]).await.0 == 200
+}
+
+/// Waits until every node in `nodes` sees the same leader, cluster id and `members` voters, and
+/// reports itself ready.
 pub async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     loop {
@@ -76,10 +82,15 @@ pub async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> 
         });
         if ok {
             let first = all[0].clone().unwrap();
-            if all.iter().all(|s| {
+            let agreed = all.iter().all(|s| {
                 let s = s.as_ref().unwrap();
                 s["leader"] == first["leader"] && s["cluster_id"] == first["cluster_id"]
-            }) {
+            });
+            let mut ready = agreed;
+            for n in nodes.iter().take_while(|_| agreed) {
+                ready = ready && is_ready(n).await;
+            }
+            if ready {
                 return first;
             }
         }
