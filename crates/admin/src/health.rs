@@ -24,6 +24,7 @@ pub(crate) struct Gauges {
     peer_offset: IntGaugeVec,
     peer_refused: IntGaugeVec,
     peer_refused_protocol: IntGaugeVec,
+    read_repairs: IntGaugeVec,
 }
 
 impl Gauges {
@@ -81,6 +82,11 @@ impl Gauges {
                 "ironbucket_rpc_refused_protocol_total",
                 "RPC calls refused because this node cannot speak the calling node's protocol version",
                 "node",
+            )?,
+            read_repairs: v(
+                "ironbucket_read_repairs_total",
+                "Read repairs this node coordinated: object versions copied to a stale replica, metadata merged into one, and repairs that failed",
+                "kind",
             )?,
         })
     }
@@ -275,6 +281,13 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> ApiResult {
         g.peer_refused_protocol
             .with_label_values(&[&node])
             .set(c.refused_protocol_calls as i64);
+    }
+    if let Some(cs) = s.cluster_store.get() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = cs.repairs();
+        for (kind, n) in [("object", &r.objects), ("metadata", &r.metadata), ("failed", &r.failed)] {
+            g.read_repairs.with_label_values(&[kind]).set(n.load(Relaxed) as i64);
+        }
     }
     let mut buf = Vec::new();
     let enc = TextEncoder::new();

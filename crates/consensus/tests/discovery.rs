@@ -137,11 +137,12 @@ async fn a_restarted_node_is_found_again_under_its_name() {
     assert_ne!(stale, fresh);
     table.lock().unwrap().insert(name(3), stale);
     create(&nodes, "while-stale").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !moved.cp.state().buckets.contains_key("while-stale"),
-        "node3 was reached although its name pointed at its old address"
-    );
+    ironbucket_testkit::holds_for(
+        "node3 not reached while its name points at its old address",
+        Duration::from_millis(1500),
+        || async { !moved.cp.state().buckets.contains_key("while-stale") },
+    )
+    .await;
 
     // The name now points to the new address: node 3 is found and catches up by itself.
     table.lock().unwrap().insert(name(3), fresh);

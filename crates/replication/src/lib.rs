@@ -49,6 +49,23 @@ pub struct ClusterStore {
     clock_check: OnceLock<ClockCheck>,
     /// This store itself, for background work (read repair, replica transfers).
     me: OnceLock<Weak<ClusterStore>>,
+    /// Read repairs done and failed since the node started.
+    repairs: Repairs,
+}
+
+/// Counts of read repairs: object versions copied to a stale replica, metadata merged into
+/// one, and repairs that failed.
+#[derive(Debug, Default)]
+pub struct Repairs {
+    pub objects: std::sync::atomic::AtomicU64,
+    pub metadata: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+impl Repairs {
+    pub(crate) fn count(&self, which: &std::sync::atomic::AtomicU64) {
+        which.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn unavailable(e: ironbucket_consensus::Error) -> Error {
@@ -76,6 +93,7 @@ impl ClusterStore {
             down: OnceLock::new(),
             clock_check: OnceLock::new(),
             me: OnceLock::new(),
+            repairs: Repairs::default(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
         let me = Arc::downgrade(&s);
@@ -152,6 +170,11 @@ impl ClusterStore {
             return Err("this node has not compared its clock with its peers' yet".into());
         }
         layout.map_err(|e| format!("no placement layout yet: {e}"))
+    }
+
+    /// Read repairs done and failed since the node started (`/metrics`).
+    pub fn repairs(&self) -> &Repairs {
+        &self.repairs
     }
 
     /// Lets the coordinator skip replicas the failure detector reports down instead of waiting

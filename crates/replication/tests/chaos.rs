@@ -20,16 +20,14 @@
 //!   write (or a later attempt), and read repair leaves every replica holding the same newest
 //!   version.
 
-mod common;
-
 use async_trait::async_trait;
-use common::{node_with, placed};
 use ironbucket_rpc::{DataStream, Handler, Incoming, Kind, pb};
 use ironbucket_store::{ByteStream, Consistency, Error, GetObject, ObjectStore, PutObject, hints::with_consistency};
+use ironbucket_testkit::inproc::{node_with, placed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const RF: usize = 3;
@@ -47,6 +45,24 @@ const LATE: u8 = 4;
 struct Faulty {
     inner: Arc<dyn Handler>,
     mode: Arc<AtomicU8>,
+    /// Requests on the data path not finished yet (late ones included).
+    busy: Arc<AtomicUsize>,
+}
+
+/// Counts a request as busy while it lives.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn start(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Faulty {
@@ -78,6 +94,7 @@ impl Handler for Faulty {
     }
 
     async fn call(&self, call: Incoming, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let _busy = Busy::start(&self.busy);
         if matches!(call.kind, Kind::ObjectOp | Kind::ObjectVersions) {
             self.fault().await?;
         }
@@ -85,6 +102,7 @@ impl Handler for Faulty {
     }
 
     async fn push(&self, call: Incoming, header: Vec<u8>, data: DataStream) -> Result<Vec<u8>, String> {
+        let _busy = Busy::start(&self.busy);
         self.fault().await?;
         self.inner.push(call, header, data).await
     }
@@ -197,11 +215,13 @@ async fn run(seed: u64) {
     }
     let seeds: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
     let modes: Vec<Arc<AtomicU8>> = (0..RF).map(|_| Arc::new(AtomicU8::new(UP))).collect();
+    let busy = Arc::new(AtomicUsize::new(0));
     let mut cps = Vec::new();
     let mut stores: Vec<Arc<dyn ObjectStore>> = Vec::new();
     let mut cluster = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let mode = modes[i].clone();
+        let busy = busy.clone();
         let (cp, cs) = node_with(
             &format!("n{}", i + 1),
             l,
@@ -209,7 +229,7 @@ async fn run(seed: u64) {
             dirs[i].path(),
             RF as u32,
             TIMEOUT,
-            move |inner| Arc::new(Faulty { inner, mode }),
+            move |inner| Arc::new(Faulty { inner, mode, busy }),
         )
         .await;
         cps.push(cp);
@@ -304,7 +324,10 @@ async fn run(seed: u64) {
     for m in &modes {
         m.store(UP, Ordering::SeqCst);
     }
-    tokio::time::sleep(TIMEOUT * 4).await;
+    ironbucket_testkit::poll_until("the requests in flight to land", TIMEOUT * 10, || async {
+        (busy.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
     for key in 0..KEYS {
         for (n, s) in stores.iter().enumerate() {
             match read(s, key, Consistency::All).await {

@@ -2,10 +2,8 @@
 //! The shared `ObjectStore` conformance suite against a one-node `ClusterStore`: real node RPC
 //! and Raft in this process, buckets and their settings going through the control plane.
 
-mod common;
-
-use common::{node, placed};
 use ironbucket_store::{ObjectStore, conformance};
+use ironbucket_testkit::inproc::{node, placed};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

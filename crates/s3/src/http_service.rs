@@ -191,7 +191,9 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             req.extensions_mut().insert(c);
         }
         let fut = hyper::service::Service::call(&self.inner, req);
+        let in_flight = crate::metrics::InFlight::start(&metrics.in_flight);
         Box::pin(async move {
+            let _in_flight = in_flight;
             let mut resp = ironbucket_store::hints::with_consistency(level, fut).await?;
             add_ids(&mut resp, &rid);
             // Monthly request counts, for authenticated requests to buckets that exist.

@@ -1,12 +1,30 @@
 //! Prometheus metrics of the S3 front end.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct S3Metrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// Requests being served now (from their headers until their response headers).
+    pub in_flight: IntGauge,
+}
+
+/// Counts one request in flight while it lives.
+pub(crate) struct InFlight(IntGauge);
+
+impl InFlight {
+    pub(crate) fn start(g: &IntGauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl S3Metrics {
@@ -37,6 +55,11 @@ impl S3Metrics {
             "ironbucket_s3_sent_bytes_total",
             "Response body bytes announced by Content-Length",
         )?;
+        let in_flight = IntGauge::new(
+            "ironbucket_s3_requests_in_flight",
+            "S3 requests being served now (until their response headers)",
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(bytes_in.clone()))?;
@@ -46,6 +69,7 @@ impl S3Metrics {
             duration,
             bytes_in,
             bytes_out,
+            in_flight,
         })
     }
 }

@@ -14,7 +14,7 @@ fn rank(name: &str) -> Option<u32> {
         "ironbucket-consensus" => 4,
         "ironbucket-cluster" => 5,
         "ironbucket-replication" => 6,
-        "ironbucket-s3" | "ironbucket-admin" => 7,
+        "ironbucket-s3" | "ironbucket-admin" | "ironbucket-testkit" => 7,
         "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" => 8,
         _ => return None,
     })

@@ -257,7 +257,7 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
     args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let intruder = Server::start_with(&a, &[]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    not_ready_because(&intruder, "not in a cluster yet").await;
     let s = cluster_status(&intruder).await.unwrap();
     assert_eq!(s["cluster_id"], "", "the intruder joined nothing: {s}");
     let s = cluster_status(&nodes[0]).await.unwrap();
@@ -458,7 +458,7 @@ async fn join_reconfigure_remove_and_replace() {
     let args = node_args("node-3", ports[2], &seeds, SECRET);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let wiped = Server::start_with(&a, &[]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    not_ready_because(&wiped, "already a member of this cluster").await;
     let s = cluster_status(&wiped).await.unwrap();
     assert_eq!(s["cluster_id"], "", "a wiped node must not rejoin by itself: {s}");
     let (c, _, err) = cli(&nodes[0], &["cluster", "replace", "node-3"]);
@@ -627,7 +627,10 @@ async fn two_nodes_read_only_then_force_recover() {
     let args = node_args("node-2", ports[1], &seeds, SECRET);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let back = Server::start_in(partner_dir.path(), &a, &[]).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    holds_for("the fenced node never leads", Duration::from_secs(3), || async {
+        cluster_status(&back).await.is_some_and(|s| s["raft_state"] != "leader")
+    })
+    .await;
     let e = back.client().create_bucket().bucket("pair-3").send().await.unwrap_err();
     assert_eq!(status_of(&e), 503, "{e:?}");
     let s = cluster_status(&nodes[0]).await.unwrap();
@@ -691,7 +694,7 @@ async fn mutual_tls_between_nodes() {
     args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let stranger = Server::start_with(&a, &[]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    not_ready_because(&stranger, "not in a cluster yet").await;
     assert_eq!(cluster_status(&stranger).await.unwrap()["cluster_id"], "");
     assert_eq!(
         cluster_status(&nodes[0]).await.unwrap()["members"]
@@ -1467,9 +1470,18 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
         "{acl:?}"
     );
 
-    // Those reads repaired node-3's own copy: with the other two gone, node-3 alone (ONE)
-    // answers the same.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Those reads repaired node-3's own copy (node-3 counts the metadata it merged into stale
+    // replicas): with the other two gone, node-3 alone (ONE) answers the same.
+    poll_until("node-3's metadata read repair", Duration::from_secs(10), || async {
+        let (_, _, m) = raw("GET", &format!("{}/metrics", nodes[2].admin), &[], vec![]).await;
+        m.lines()
+            .any(|l| {
+                l.starts_with("ironbucket_read_repairs_total{kind=\"metadata\"}")
+                    && l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= 1
+            })
+            .then_some(())
+    })
+    .await;
     all_alive(&nodes).await;
     for n in nodes.iter_mut().take(2) {
         n.kill9();

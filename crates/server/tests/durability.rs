@@ -335,10 +335,23 @@ async fn sigterm_lets_in_flight_uploads_finish() {
     );
     sock.write_all(head.as_bytes()).await.unwrap();
     sock.write_all(&[1u8; 5000]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // SIGTERM while the body is half sent; the stop runs in the background.
+    // The server is serving it (waiting for the rest of the body).
+    let metrics = format!("{}/metrics", srv.admin);
+    common::cluster::poll_until("the upload in flight", Duration::from_secs(10), || async {
+        let (_, _, m) = raw("GET", &metrics, &[], vec![]).await;
+        m.lines()
+            .any(|l| l.starts_with("ironbucket_s3_requests_in_flight ") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+    // SIGTERM while the body is half sent; the stop runs in the background. Once the node stops
+    // accepting connections, the stop is under way.
+    let s3_addr = srv.s3_addr.clone();
     let stopper = std::thread::spawn(move || srv.stop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::cluster::poll_until("the S3 listener closed", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(&s3_addr).await.is_err().then_some(())
+    })
+    .await;
     sock.write_all(&[2u8; 5000]).await.unwrap();
     let mut resp = vec![0u8; 512];
     let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut resp))

@@ -264,27 +264,35 @@ async fn a_cluster_expires_each_object_exactly_once() {
         markers(&nodes[0]).await.len() >= N
     })
     .await;
-    // Later passes find nothing more to do: the figures stay put while passes run.
-    let mut expired = 0;
-    for _ in 0..3 {
-        // A window of about one pass (LIFECYCLE_INTERVAL_SECS=1): a second decider, or a pass
-        // that expired a key again, would show up as another marker or a higher count.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        expired = 0;
+    // Each expiration is counted once across the cluster, and later passes find nothing more to
+    // do: through three passes (LIFECYCLE_INTERVAL_SECS=1) a second decider, or a pass that
+    // expired a key again, would show up as another marker or a higher count.
+    let expired_total = || async {
+        let mut total = 0;
         for n in &nodes {
-            expired += expired_on(n).await;
+            total += expired_on(n).await;
         }
-        for n in &nodes {
-            let mut m = markers(n).await;
-            m.sort();
-            let want: Vec<String> = (0..N).map(|i| format!("exp/{i:02}")).collect();
-            assert_eq!(
-                m, want,
-                "one delete marker per expired key, seen the same through every node"
-            );
-        }
-    }
-    assert_eq!(expired, N as u64, "each expiration counted once across the cluster");
+        total
+    };
+    common::cluster::poll_until("every expiration counted", Duration::from_secs(20), || async {
+        (expired_total().await >= N as u64).then_some(())
+    })
+    .await;
+    let want: Vec<String> = (0..N).map(|i| format!("exp/{i:02}")).collect();
+    common::cluster::holds_for(
+        "one delete marker per expired key, seen the same through every node, each counted once",
+        Duration::from_millis(3600),
+        || async {
+            let mut same = expired_total().await == N as u64;
+            for n in &nodes {
+                let mut m = markers(n).await;
+                m.sort();
+                same = same && m == want;
+            }
+            same
+        },
+    )
+    .await;
     let kept = c.get_object().bucket("lc-cluster").key("keep/me").send().await.unwrap();
     assert_eq!(body_bytes(kept).await, b"kept");
     let gone = c

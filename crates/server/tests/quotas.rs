@@ -67,10 +67,17 @@ async fn quotas_and_usage() {
         .await
         .unwrap();
 
-    // Usage: objects, bytes, quota and this month's requests.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (code_, info, err) = cli(&srv, &["bucket", "info", "quota"]);
-    assert_eq!(code_, 0, "{err}");
+    // Usage: objects, bytes, quota and this month's requests (counted in the background).
+    let info = common::cluster::poll_until("the requests counted", Duration::from_secs(10), || async {
+        let (code_, info, err) = cli(&srv, &["bucket", "info", "quota"]);
+        assert_eq!(code_, 0, "{err}");
+        let counted: u64 = info["requests_by_month"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        (counted >= 6).then_some(info)
+    })
+    .await;
     assert_eq!(info["objects"], 2);
     assert_eq!(info["bytes"], 60);
     assert_eq!(info["quota"]["max_objects"], 2);

@@ -235,8 +235,14 @@ impl ClusterStore {
             tokio::spawn(async move {
                 for t in behind {
                     match me.ask(&t, &op).await {
-                        Ok(()) => tracing::info!(node = %t.name, "metadata read repair"),
-                        Err(e) => tracing::warn!(node = %t.name, error = %e, "metadata read repair failed"),
+                        Ok(()) => {
+                            me.repairs.count(&me.repairs.metadata);
+                            tracing::info!(node = %t.name, "metadata read repair")
+                        }
+                        Err(e) => {
+                            me.repairs.count(&me.repairs.failed);
+                            tracing::warn!(node = %t.name, error = %e, "metadata read repair failed")
+                        }
                     }
                 }
             });

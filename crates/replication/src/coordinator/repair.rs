@@ -54,8 +54,12 @@ impl ClusterStore {
         for t in stale {
             let r = self.repair_one(g, v, meta.as_ref(), size, source, &t).await;
             match r {
-                Ok(()) => tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair"),
+                Ok(()) => {
+                    self.repairs.count(&self.repairs.objects);
+                    tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair")
+                }
                 Err(e) => {
+                    self.repairs.count(&self.repairs.failed);
                     tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed")
                 }
             }

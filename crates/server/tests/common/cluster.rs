@@ -7,21 +7,8 @@ use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "cluster-secret-0123456789";
 
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-/// The `--cluster-seeds` value for nodes on `ports` of 127.0.0.1.
-pub fn seeds_of(ports: &[u16]) -> String {
-    ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
+#[allow(unused_imports)] // each test uses some
+pub use ironbucket_testkit::{free_ports, holds_for, poll_until, seeds_of};
 
 pub fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String> {
     [
@@ -154,19 +141,16 @@ pub async fn lock_table(srv: &Server) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Polls `check` every 100 ms until it gives a value; fails the test after `timeout`, naming
-/// `what`.
-pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Polls `srv`'s `/health/ready` until it is 503 for a reason that contains `needle` (a node
+/// refused by the cluster says why there); returns the answer.
+pub async fn not_ready_because(srv: &Server, needle: &str) -> String {
+    poll_until(
+        &format!("not ready because {needle:?}"),
+        Duration::from_secs(30),
+        || async {
+            let (st, _, body) = raw("GET", &format!("{}/health/ready", srv.admin), &[], vec![]).await;
+            (st == 503 && body.contains(needle)).then_some(body)
+        },
+    )
+    .await
 }

@@ -1,6 +1,5 @@
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-//! In-process cluster nodes for the replication crate's tests: control plane, `ClusterStore`
-//! and RPC server per node, on 127.0.0.1.
+//! In-process cluster nodes: control plane, `ClusterStore` and RPC server per node, on
+//! 127.0.0.1 (the replication crate's tests, and any test below the server that needs a cluster).
 
 use ironbucket_consensus::{ControlConfig, ControlPlane, Replication};
 use ironbucket_replication::ClusterStore;
@@ -81,22 +80,25 @@ pub async fn node_with(
     (cp, cs)
 }
 
-/// Waits until every node sees `members` active members that can hold data.
+/// Waits until every node sees `members` active members that can hold data and has compared
+/// its clock with its peers' (it stamps no write before).
 pub async fn placed(cps: &[Arc<ControlPlane>], members: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = cps.iter().all(|cp| {
-            let st = cp.state();
-            !st.cluster_id.is_empty()
-                && ironbucket_cluster::layout_of(&st)
-                    .ok()
-                    .and_then(|l| ironbucket_cluster::Ring::new(l).ok())
-                    .is_some_and(|r| r.layout().nodes.len() == members)
-        });
-        if ready {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{:?}", cps[0].status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::poll_until(
+        &format!("{members} members placed (status: {:?})", cps[0].status()),
+        Duration::from_secs(30),
+        || async {
+            cps.iter()
+                .all(|cp| {
+                    let st = cp.state();
+                    cp.clock_compared()
+                        && !st.cluster_id.is_empty()
+                        && ironbucket_cluster::layout_of(&st)
+                            .ok()
+                            .and_then(|l| ironbucket_cluster::Ring::new(l).ok())
+                            .is_some_and(|r| r.layout().nodes.len() == members)
+                })
+                .then_some(())
+        },
+    )
+    .await
 }
