@@ -11,6 +11,8 @@
 
 mod bootstrap;
 mod duties;
+#[cfg(test)]
+mod golden;
 mod handler;
 mod leases;
 pub mod locks;
