@@ -42,7 +42,8 @@ fn commands_read_and_write_the_pinned_form() {
 /// still read, with the defaults.
 #[test]
 fn older_entries_still_read() {
-    let old = r#"{"op":"lock","cmd":{"op":"acquire","name":"l","holder":"h","ttl_ms":5,"permits":1,"wait":true,"now":9}}"#;
+    let old =
+        r#"{"op":"lock","cmd":{"op":"acquire","name":"l","holder":"h","ttl_ms":5,"permits":1,"wait":true,"now":9}}"#;
     match serde_json::from_str::<Command>(old).unwrap() {
         Command::Lock {
             cmd: crate::LockCmd::Acquire { leader_renewed, .. },
