@@ -253,3 +253,28 @@ pub(crate) async fn barrier(
     };
     ok(&cp.lock(cmd).await.map_err(cluster_error)?)
 }
+
+/// `GET /cluster/metrics/replication`: hinted handoff per replica node, and read repairs.
+pub(crate) async fn replication_metrics(State(s): State<Shared>) -> ApiResult {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(cs) = s.cluster_store.get() else {
+        return Err(ApiError::not_found(
+            "this node is not part of a cluster (CLUSTER_ENABLED=false)",
+        ));
+    };
+    let h = cs.handoff();
+    let r = cs.repairs();
+    let pending = h.pending.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    ok(&ironbucket_api::ReplicationMetrics {
+        hints_pending: pending.into_iter().collect(),
+        hints_kept: h.kept.load(Relaxed),
+        hints_replayed: h.replayed.load(Relaxed),
+        hints_dropped: h.dropped.load(Relaxed),
+        hints_refused: h.refused.load(Relaxed),
+        read_repairs: ironbucket_api::ReadRepairs {
+            objects: r.objects.load(Relaxed),
+            metadata: r.metadata.load(Relaxed),
+            failed: r.failed.load(Relaxed),
+        },
+    })
+}

@@ -25,6 +25,8 @@ pub(crate) struct Gauges {
     peer_refused: IntGaugeVec,
     peer_refused_protocol: IntGaugeVec,
     read_repairs: IntGaugeVec,
+    hints_pending: IntGaugeVec,
+    hints: IntGaugeVec,
 }
 
 impl Gauges {
@@ -82,6 +84,16 @@ impl Gauges {
                 "ironbucket_rpc_refused_protocol_total",
                 "RPC calls refused because this node cannot speak the calling node's protocol version",
                 "node",
+            )?,
+            hints_pending: v(
+                "ironbucket_hints_pending",
+                "Hints this node keeps per replica node: writes it missed, replayed once it is back",
+                "node",
+            )?,
+            hints: v(
+                "ironbucket_hints_total",
+                "Hints since the node started: kept, replayed, dropped (past their age) and refused (the replica had the maximum)",
+                "outcome",
             )?,
             read_repairs: v(
                 "ironbucket_read_repairs_total",
@@ -287,6 +299,19 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> ApiResult {
         let r = cs.repairs();
         for (kind, n) in [("object", &r.objects), ("metadata", &r.metadata), ("failed", &r.failed)] {
             g.read_repairs.with_label_values(&[kind]).set(n.load(Relaxed) as i64);
+        }
+        let h = cs.handoff();
+        g.hints_pending.reset();
+        for (node, n) in h.pending.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            g.hints_pending.with_label_values(&[node]).set(*n as i64);
+        }
+        for (outcome, n) in [
+            ("kept", &h.kept),
+            ("replayed", &h.replayed),
+            ("dropped", &h.dropped),
+            ("refused", &h.refused),
+        ] {
+            g.hints.with_label_values(&[outcome]).set(n.load(Relaxed) as i64);
         }
     }
     let mut buf = Vec::new();

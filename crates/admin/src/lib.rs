@@ -197,7 +197,8 @@ fn router(state: Shared) -> Router {
         .route("/cluster/nodes", get(cluster::nodes))
         .route("/cluster/locate/:bucket/*key", get(cluster::locate))
         .route("/cluster/locate/:bucket", get(cluster::locate_usage))
-        .route("/cluster/locate", get(cluster::locate_usage));
+        .route("/cluster/locate", get(cluster::locate_usage))
+        .route("/cluster/metrics/replication", get(cluster::replication_metrics));
     let protected = Router::new()
         .route("/workers", get(manage::workers))
         .route("/workers/:name", get(manage::worker).put(manage::set_tranquility))

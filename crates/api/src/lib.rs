@@ -341,3 +341,26 @@ pub struct Location {
     /// Every active member: the replicas first (in ring order), then the others by name.
     pub nodes: Vec<NodeCopy>,
 }
+
+/// `GET /cluster/metrics/replication`: how this node's replicas are kept up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationMetrics {
+    /// Hints this node keeps per replica node (writes it missed, to replay once it is back).
+    pub hints_pending: BTreeMap<String, u64>,
+    /// Since the node started: hints kept, replayed, dropped for their age, and not kept
+    /// because the replica had the maximum.
+    pub hints_kept: u64,
+    pub hints_replayed: u64,
+    pub hints_dropped: u64,
+    pub hints_refused: u64,
+    /// Read repairs this node coordinated since it started.
+    pub read_repairs: ReadRepairs,
+}
+
+/// Read repairs: object versions copied to a stale replica, metadata merged into one, failures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRepairs {
+    pub objects: u64,
+    pub metadata: u64,
+    pub failed: u64,
+}

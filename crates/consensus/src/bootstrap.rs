@@ -112,18 +112,17 @@ impl ControlPlane {
     /// now points elsewhere (a container restarted with a new address), the pooled connections
     /// to it are dropped so the next call connects to the new address at once (a broken
     /// connection also resolves the name again when it reconnects).
-    /// Pings every other member now and then (every second until the first round, then every
-    /// five): the replies carry the members' clocks (recorded by `Peers`), so this node knows
-    /// whether its clock runs ahead before it stamps its first write, not only once the others
-    /// have called it.
+    /// Pings every other member now and then (every 100 ms until the first round, then every
+    /// five seconds): the replies carry the members' clocks (recorded by `Peers`), so this node
+    /// knows whether its clock runs ahead before it stamps its first write, not only once the
+    /// others have called it.
     pub(crate) async fn clock_probe(me: std::sync::Weak<Self>) {
-        use std::sync::atomic::Ordering;
         loop {
             let Some(cp) = me.upgrade() else { return };
-            let pause = if cp.clock_compared.load(Ordering::Relaxed) {
+            let pause = if *cp.clock_compared.borrow() {
                 CLOCK_PROBE_EVERY
             } else {
-                Duration::from_secs(1)
+                Duration::from_millis(100)
             };
             let others: Option<Vec<String>> = cp.initialized().then(|| {
                 cp.raft()
@@ -139,7 +138,7 @@ impl ControlPlane {
             if let Some(others) = others {
                 let pings = others.iter().map(|a| cp.peers.ping(a, Some(Duration::from_secs(2))));
                 futures::future::join_all(pings).await;
-                cp.clock_compared.store(true, Ordering::Relaxed);
+                cp.clock_compared.send_replace(true);
             }
             drop(cp);
             tokio::time::sleep(pause).await;
@@ -148,7 +147,16 @@ impl ControlPlane {
 
     /// Whether this node has compared its clock with its members' (see `clock_probe`).
     pub fn clock_compared(&self) -> bool {
-        self.clock_compared.load(std::sync::atomic::Ordering::Relaxed)
+        *self.clock_compared.borrow()
+    }
+
+    /// Waits (at most `limit`) until this node has compared its clock with its members'; a
+    /// write arriving while a restarted node does so waits a moment instead of failing.
+    pub async fn wait_clock_compared(&self, limit: Duration) -> bool {
+        let mut rx = self.clock_compared.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub(crate) async fn rediscover(me: std::sync::Weak<Self>) {

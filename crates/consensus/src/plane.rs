@@ -53,7 +53,7 @@ pub struct ControlPlane {
     pub(crate) bootstrap_error: std::sync::Mutex<Option<String>>,
     /// Set once this node, a member of a formed cluster, has pinged its members (and so knows
     /// how its clock compares with theirs, as far as they answered).
-    pub(crate) clock_compared: std::sync::atomic::AtomicBool,
+    pub(crate) clock_compared: tokio::sync::watch::Sender<bool>,
 }
 
 pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> Error {
@@ -125,7 +125,7 @@ impl ControlPlane {
             renewals: Default::default(),
             membership_lock: Default::default(),
             bootstrap_error: Default::default(),
-            clock_compared: Default::default(),
+            clock_compared: tokio::sync::watch::channel(false).0,
         });
         cp.run_loop("raft.bootstrap", Self::bootstrap);
         cp.run_loop("raft.leader-duties", Self::leader_duties);

@@ -11,16 +11,18 @@
 //!
 //! Depends only on `ironbucket-types`; knows nothing about HTTP, S3 or blob files.
 
+mod hints;
 mod list;
 mod raft;
 mod records;
 mod tx;
 
+pub use hints::{Hint, HintRecord};
 pub use list::{ListPage, ListQuery, UploadListPage, UploadListQuery, VersionListPage, VersionListQuery};
 pub use raft::RaftDb;
 pub use records::{
     BucketRecord, ContentHeaders, KeyRecord, MetaStamps, ObjectLockConfig, ObjectRecord, PartRecord, PurgeRecord,
-    Quota, Retention, Segment, Stamp, UploadRecord,
+    Quota, Retention, Segment, Stamp, UploadRecord, stamped_version_id,
 };
 pub use tx::Tx;
 
@@ -135,6 +137,7 @@ impl MetaStore {
             txn.open_table(VERSIONS)?;
             txn.open_table(KEYS)?;
             txn.open_table(PURGED)?;
+            txn.open_table(hints::HINTS)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
@@ -395,7 +398,7 @@ mod tests;
 /// out, and it runs the closure on tokio's blocking pool: a scan can never hold an async worker
 /// thread (point reads stay on [`MetaStore`]; writes go through the commit thread).
 pub struct Scanner {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
 }
 
 impl MetaStore {

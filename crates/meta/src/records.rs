@@ -230,17 +230,7 @@ impl ObjectRecord {
     /// The key under which this version sorts among the versions of its object: newest first
     /// (inverted HLC), so a range scan lists versions in S3 order.
     pub fn sort_key(&self) -> String {
-        let time = format!(
-            "{:016x}{:08x}",
-            u64::MAX - self.hlc.physical,
-            u32::MAX - self.hlc.logical
-        );
-        // Single-node versions keep the short form; stamped ones add the origin (newest first).
-        if self.origin == 0 {
-            time
-        } else {
-            format!("{time}{:016x}", u64::MAX - self.origin)
-        }
+        stamped_version_id(self.hlc, self.origin)
     }
 
     /// The order of versions of one key: HLC time, then origin.
@@ -297,4 +287,16 @@ pub struct KeyRecord {
     /// the bucket's settings and deletion).
     #[serde(default)]
     pub buckets: BTreeMap<String, String>,
+}
+
+/// The version id (and sort key) of a version written with stamp (`hlc`, `origin`) in a bucket
+/// with versioning enabled: newest first; single-node versions (`origin` 0) keep the short form,
+/// stamped ones add the origin. Every replica computes the same.
+pub fn stamped_version_id(hlc: ironbucket_types::Hlc, origin: u64) -> String {
+    let time = format!("{:016x}{:08x}", u64::MAX - hlc.physical, u32::MAX - hlc.logical);
+    if origin == 0 {
+        time
+    } else {
+        format!("{time}{:016x}", u64::MAX - origin)
+    }
 }

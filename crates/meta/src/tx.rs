@@ -6,7 +6,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 /// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
 pub struct Tx<'a> {
-    txn: &'a WriteTransaction,
+    pub(crate) txn: &'a WriteTransaction,
 }
 
 pub(crate) fn parts_of(

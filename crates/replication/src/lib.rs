@@ -19,6 +19,7 @@ mod scatter;
 mod sim;
 mod wire;
 
+pub use coordinator::{HandoffConfig, HandoffStats};
 pub use lifecycle::LifecyclePass;
 pub use locate::{Location, NodeCopy};
 
@@ -51,6 +52,9 @@ pub struct ClusterStore {
     me: OnceLock<Weak<ClusterStore>>,
     /// Read repairs done and failed since the node started.
     repairs: Repairs,
+    /// Hinted handoff: its bounds (set once by the server) and its figures.
+    handoff_cfg: OnceLock<coordinator::HandoffConfig>,
+    handoff: coordinator::HandoffStats,
 }
 
 /// Counts of read repairs: object versions copied to a stale replica, metadata merged into
@@ -94,11 +98,17 @@ impl ClusterStore {
             clock_check: OnceLock::new(),
             me: OnceLock::new(),
             repairs: Repairs::default(),
+            handoff_cfg: OnceLock::new(),
+            handoff: Default::default(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
             Self::materialize(me.clone(), ctx)
+        });
+        let me = Arc::downgrade(&s);
+        workers.spawn("cluster.handoff", OnFailure::Restart, move |ctx| {
+            Self::handoff_loop(me.clone(), ctx)
         });
         if s.local.config().local_lifecycle {
             tracing::warn!(
@@ -170,6 +180,16 @@ impl ClusterStore {
             return Err("this node has not compared its clock with its peers' yet".into());
         }
         layout.map_err(|e| format!("no placement layout yet: {e}"))
+    }
+
+    /// Sets the bounds of the hints this node keeps (once, at start).
+    pub fn set_handoff(&self, cfg: HandoffConfig) {
+        let _ = self.handoff_cfg.set(cfg);
+    }
+
+    /// Hinted handoff's figures (`/metrics`, `/cluster/metrics/replication`).
+    pub fn handoff(&self) -> &HandoffStats {
+        &self.handoff
     }
 
     /// Read repairs done and failed since the node started (`/metrics`).
@@ -539,7 +559,7 @@ impl ObjectStore for ClusterStore {
             key: key.to_string(),
             upload_id: upload_id.to_string(),
         };
-        self.write_all(&targets, self.level(true), op).await
+        self.write_all(&targets, self.level(true), op, None).await
     }
 
     async fn list_parts(&self, req: ListParts) -> Result<ListPartsPage> {

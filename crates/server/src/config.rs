@@ -296,6 +296,15 @@ pub struct ClusterArgs {
     #[arg(long = "raft-snapshot-every", env = "RAFT_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub raft_snapshot_every: Option<u64>,
 
+    /// Hints (writes a replica missed while it was unreachable) this node keeps per replica;
+    /// further missed writes are left to anti-entropy [default: 100000].
+    #[arg(long = "hint-max-per-node", env = "HINT_MAX_PER_NODE", value_name = "N")]
+    pub hint_max_per_node: Option<u64>,
+
+    /// A hint older than this is dropped instead of replayed, in seconds [default: 10800].
+    #[arg(long = "hint-max-age-secs", env = "HINT_MAX_AGE_SECS", value_name = "SECS")]
+    pub hint_max_age_secs: Option<u64>,
+
     /// TESTING ONLY: state these node protocol versions (`N` or `MIN-MAX`) instead of the
     /// build's own, to test how nodes of other versions are treated.
     #[arg(
@@ -360,6 +369,7 @@ pub struct ClusterSettings {
     pub control: ironbucket_consensus::ControlConfig,
     pub rpc: ironbucket_rpc::RpcConfig,
     pub rpc_addr: SocketAddr,
+    pub handoff: ironbucket_replication::HandoffConfig,
 }
 
 fn nonempty(v: Vec<String>) -> Option<Vec<String>> {
@@ -503,6 +513,15 @@ fn resolve_cluster(
         "REQUEST_TIMEOUT_MS",
     )?;
     let heartbeat = ms(a.sync_interval_ms.or(f.sync_interval_ms), 250, "SYNC_INTERVAL_MS")?;
+    let defaults = ironbucket_replication::HandoffConfig::default();
+    let handoff = ironbucket_replication::HandoffConfig {
+        max_per_node: a.hint_max_per_node.unwrap_or(defaults.max_per_node),
+        max_age: match a.hint_max_age_secs {
+            Some(0) => bail!("HINT_MAX_AGE_SECS must be at least 1"),
+            Some(s) => Duration::from_secs(s),
+            None => defaults.max_age,
+        },
+    };
     let max_conn = a.max_connections_per_node.or(f.max_connections_per_node).unwrap_or(4);
     if max_conn == 0 || max_conn > 1024 {
         bail!("MAX_CONNECTIONS_PER_NODE must be between 1 and 1024");
@@ -541,6 +560,7 @@ fn resolve_cluster(
             protocol,
         },
         rpc_addr: SocketAddr::new(bind, rpc_port),
+        handoff,
     }))
 }
 

@@ -232,6 +232,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         // Buckets and their settings go through the control plane; the node's RPC handler serves
         // object requests from peers and hands the rest to the control plane.
         let cs = ironbucket_replication::ClusterStore::new_in(local.clone(), cp.clone(), &workers);
+        cs.set_handoff(c.handoff);
         let handler = cs.handler();
         cluster_store = Some(cs);
         let mut stop = tx.subscribe();

@@ -1,6 +1,7 @@
 //! Deletes: a stamped tombstone (by version id) or delete marker written like any version, after
 //! object lock is checked against the metadata the version's holders agree on.
 
+use super::handoff::HintOf;
 use super::validate_key;
 use crate::ClusterStore;
 use crate::wire::DeleteAt;
@@ -20,7 +21,14 @@ impl ClusterStore {
         if let Some(v) = version_id {
             self.check_unlocked(bucket, key, v, bypass).await?;
         }
-        let (hlc, origin) = self.stamp()?;
+        let (hlc, origin) = self.stamp().await?;
+        let hint = HintOf {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_id.map(str::to_string),
+            hlc,
+            origin,
+        };
         let op = DeleteAt {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -29,7 +37,7 @@ impl ClusterStore {
             hlc,
             origin,
         };
-        self.write_all(&targets, self.level(true), op).await
+        self.write_all(&targets, self.level(true), op, Some(hint)).await
     }
 
     /// In a bucket with object lock, refuses to delete version `version_id` when the metadata its

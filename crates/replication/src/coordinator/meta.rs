@@ -3,6 +3,7 @@
 //! of what its holders say (last writer wins per field). Object lock is decided on that merge,
 //! from enough replicas to include one that acknowledged any lock.
 
+use super::handoff::HintOf;
 use super::read::wire_for;
 use super::{Target, replica_failure};
 use crate::ClusterStore;
@@ -60,7 +61,7 @@ impl ClusterStore {
             match (write, found.holders.first()) {
                 (true, Some(source)) => {
                     self.repair_all(&g, &v, size, source, &found.holders, found.stale.clone())
-                        .await
+                        .await;
                 }
                 _ => self.repair(&g, &found.reply, &found.holders, found.stale.clone()),
             }
@@ -101,23 +102,29 @@ impl ClusterStore {
         {
             current.check(&change, now_millis())?;
         }
+        let at = self.stamp().await?;
+        let hint = HintOf {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: Some(version_id.clone()),
+            hlc: at.0,
+            origin: at.1,
+        };
         let op = MetaWrite(MetaAt {
             bucket: bucket.to_string(),
             key: key.to_string(),
-            op: MetaOp::Change {
-                version_id,
-                change,
-                at: self.stamp()?,
-            },
+            op: MetaOp::Change { version_id, change, at },
         });
         let level = self.level(true);
-        self.write_all(&targets, level, op).await.map_err(|e| match e {
-            // Replicas that still lack the version (not repaired yet) count as failed ones.
-            Error::NoSuchVersion => Error::Unavailable(format!(
-                "consistency level {level} was not met: too few replicas hold the version yet"
-            )),
-            other => other,
-        })
+        self.write_all(&targets, level, op, Some(hint))
+            .await
+            .map_err(|e| match e {
+                // Replicas that still lack the version (not repaired yet) count as failed ones.
+                Error::NoSuchVersion => Error::Unavailable(format!(
+                    "consistency level {level} was not met: too few replicas hold the version yet"
+                )),
+                other => other,
+            })
     }
 
     /// A version's metadata as its holders (read at the read level) agree on it once merged.

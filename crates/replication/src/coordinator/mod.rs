@@ -19,11 +19,14 @@
 
 mod copy;
 mod delete;
+mod handoff;
 mod meta;
 mod multipart;
 mod read;
 mod repair;
 mod write;
+
+pub use handoff::{HandoffConfig, HandoffStats};
 
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Stamp, Unavailable};
@@ -187,8 +190,8 @@ impl ClusterStore {
     /// A new write's stamp, unless this node's clock runs ahead of its peers' (then 503: a
     /// stamp from the future would be refused by the other replicas and, kept here, would win
     /// over later writes).
-    fn stamp(&self) -> Result<(Hlc, u64)> {
-        if !self.cp.clock_compared() {
+    async fn stamp(&self) -> Result<(Hlc, u64)> {
+        if !self.cp.wait_clock_compared(Duration::from_secs(3)).await {
             return Err(Error::Unavailable(
                 "this node has not compared its clock with its peers' yet (it stamps no write before); retry in a moment".into(),
             ));

@@ -22,7 +22,7 @@ impl ClusterStore {
             sse_c: req.sse_c.as_ref().map(|k| *k.as_bytes()),
             upload_id: new_upload_id(),
         };
-        self.write_all(&targets, self.level(true), op).await
+        self.write_all(&targets, self.level(true), op, None).await
     }
 
     pub(crate) async fn part(&self, mut req: UploadPart, body: ByteStream) -> Result<PartInfo> {
@@ -31,18 +31,24 @@ impl ClusterStore {
         let (checks, trailer) = Checks::split(&mut req.checks);
         let header = Arc::new(PartHeader::new(&req, checks));
         let me = self.strong()?;
-        self.replicate_body(&targets, level, body, trailer, move |t, data| {
-            me.clone().push(t, header.clone(), data)
-        })
+        self.replicate_body(
+            &targets,
+            level,
+            body,
+            trailer,
+            move |t, data| me.clone().push(t, header.clone(), data),
+            None,
+        )
         .await
     }
 
     /// Each replica assembles the object from the parts it holds, under one stamp.
     pub(crate) async fn complete(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
         let targets = self.targets(&req.bucket, &req.key)?;
-        let (hlc, origin) = self.stamp()?;
+        let (hlc, origin) = self.stamp().await?;
+        let hint = self.hint_for_new_version(&req.bucket, &req.key, hlc, origin);
         let op = Complete { req, hlc, origin };
-        self.write_all(&targets, self.level(true), op).await
+        self.write_all(&targets, self.level(true), op, Some(hint)).await
     }
 }
 

@@ -26,11 +26,13 @@ impl ClusterStore {
             return;
         };
         let (g, holders) = (g.clone(), holders.to_vec());
-        tokio::spawn(async move { me.repair_all(&g, &v, size, &source, &holders, stale).await });
+        tokio::spawn(async move {
+            me.repair_all(&g, &v, size, &source, &holders, stale).await;
+        });
     }
 
     /// Brings each of `stale` up to version `v`, copied from `source` with the metadata the
-    /// holders agree on once merged.
+    /// holders agree on once merged. Returns how many could not be brought up.
     pub(super) async fn repair_all(
         &self,
         g: &GetWire,
@@ -39,7 +41,7 @@ impl ClusterStore {
         source: &Target,
         holders: &[Target],
         stale: Vec<Target>,
-    ) {
+    ) -> usize {
         let meta = if v.delete_marker {
             None
         } else {
@@ -47,10 +49,11 @@ impl ClusterStore {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(bucket = %g.bucket, key = %g.key, error = %e, "read repair skipped: no holder sent the version's metadata");
-                    return;
+                    return stale.len();
                 }
             }
         };
+        let mut failed = 0;
         for t in stale {
             let r = self.repair_one(g, v, meta.as_ref(), size, source, &t).await;
             match r {
@@ -59,11 +62,13 @@ impl ClusterStore {
                     tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair")
                 }
                 Err(e) => {
+                    failed += 1;
                     self.repairs.count(&self.repairs.failed);
                     tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed")
                 }
             }
         }
+        failed
     }
 
     async fn repair_one(

@@ -3,6 +3,7 @@
 //! whole and the slowest live replica paces the client (`replicate_body`). PutObject, with its
 //! conditional writes decided once here, is the streamed write's main user.
 
+use super::handoff::HintOf;
 use super::read::wire_for;
 use super::{Failures, Target, replica_failure, unavailable, validate_key};
 use crate::ClusterStore;
@@ -24,7 +25,16 @@ const CHANNEL_DEPTH: usize = 8;
 impl ClusterStore {
     /// Sends `op` to every replica and waits until `level` of them did it. The first answer
     /// that is about the request itself (not a replica failure) is returned as is.
-    pub(crate) async fn write_all<A: Ask>(&self, targets: &[Target], level: Consistency, op: A) -> Result<A::Answer> {
+    /// A replica that misses the write (known down, unreachable, timed out) gets a hint when
+    /// `hint` names the write (hinted handoff).
+    pub(crate) async fn write_all<A: Ask>(
+        &self,
+        targets: &[Target],
+        level: Consistency,
+        op: A,
+        hint: Option<HintOf>,
+    ) -> Result<A::Answer> {
+        let hint = hint.map(Arc::new);
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut first_ok: Option<A::Answer> = None;
         let mut first_err: Option<Error> = None;
@@ -32,14 +42,20 @@ impl ClusterStore {
         let me = self.strong()?;
         // Replicas known down fail first: a write that cannot reach its level starts nowhere.
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
+        self.hint_skipped(targets, &hint);
         let mut asks = FuturesUnordered::new();
         for t in live {
             // Each replica's request runs as its own task: replicas beyond the level still
             // apply the write after the client has its answer (a dropped request would be
             // cancelled on the replica).
-            let (me, t, op) = (me.clone(), t.clone(), op.clone());
+            let (me, t, op, hint) = (me.clone(), t.clone(), op.clone(), hint.clone());
             let task = tokio::spawn(async move {
                 let r = me.ask(&t, &op).await;
+                if let (Err(e), Some(h)) = (&r, &hint)
+                    && replica_failure(e)
+                {
+                    me.keep_hint(&t.name, h).await;
+                }
                 (t.name, r)
             });
             asks.push(task.map(|j| j.unwrap_or_else(|e| (String::new(), Err(Error::Internal(e.to_string()))))));
@@ -87,6 +103,27 @@ impl ClusterStore {
                 }
             }
         }
+    }
+
+    /// Keeps a hint for each replica of `targets` known down (the write goes on without it).
+    fn hint_skipped(&self, targets: &[Target], hint: &Option<Arc<HintOf>>) {
+        let (Some(h), Ok(me)) = (hint, self.strong()) else {
+            return;
+        };
+        let down: Vec<String> = targets
+            .iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| t.name.clone())
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        let h = h.clone();
+        tokio::spawn(async move {
+            for node in down {
+                me.keep_hint(&node, &h).await;
+            }
+        });
     }
 
     /// The replicas not known down; each known-down one is reported to `fail`, which says when
@@ -157,16 +194,20 @@ impl ClusterStore {
         mut body: ByteStream,
         trailer: Option<wire::Trailer>,
         send: F,
+        hint: Option<HintOf>,
     ) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(Target, DataStream) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
+        let hint = hint.map(Arc::new);
+        let me = self.strong()?;
         let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
         let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
+        self.hint_skipped(targets, &hint);
         for t in live {
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
             senders.push((t.name.clone(), tx));
@@ -174,8 +215,14 @@ impl ClusterStore {
             let data: DataStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
             let fut = send(t.clone(), data);
             let (name, done) = (t.name.clone(), done_tx.clone());
+            let (me, hint) = (me.clone(), hint.clone());
             tokio::spawn(async move {
                 let r = fut.await;
+                if let (Err(e), Some(h)) = (&r, &hint)
+                    && replica_failure(e)
+                {
+                    me.keep_hint(&name, h).await;
+                }
                 let _ = done.send((name, r));
             });
         }
@@ -296,13 +343,19 @@ impl ClusterStore {
             req.conditions.check_write(current.as_deref())?;
             req.conditions = Conditions::default();
         }
-        let (hlc, origin) = self.stamp()?;
+        let (hlc, origin) = self.stamp().await?;
         let (checks, trailer) = Checks::split(&mut req.checks);
+        let hint = self.hint_for_new_version(&req.bucket, &req.key, hlc, origin);
         let header = Arc::new(PutHeader::new(&req, checks, hlc, origin));
         let me = self.strong()?;
-        self.replicate_body(&targets, level, body, trailer, move |t, data| {
-            me.clone().push(t, header.clone(), data)
-        })
+        self.replicate_body(
+            &targets,
+            level,
+            body,
+            trailer,
+            move |t, data| me.clone().push(t, header.clone(), data),
+            Some(hint),
+        )
         .await
     }
 

@@ -13,6 +13,7 @@
 
 mod body;
 mod bucket;
+mod handoff;
 mod index;
 mod keys;
 mod lifecycle;

@@ -1,0 +1,244 @@
+//! Hinted handoff: when a replica cannot take a write (it is known down, unreachable, or timed
+//! out) the coordinator keeps a durable hint in its own metadata (bounded per replica) and, once
+//! the replica is back, brings it up to date: the replicas' versions of the object are compared
+//! (a read at ALL) and the replica, where it lags, gets the version copied from a holder with
+//! the metadata the holders agree on, as read repair does, with the write's own stamp. Replays
+//! go in stamp order, are idempotent (a replica that already holds the version, or a newer one,
+//! is left alone) and throttled by the worker's tranquility. A hint older than its maximum age
+//! is dropped (anti-entropy's job then).
+
+use super::read::wire_for;
+use crate::ClusterStore;
+use crate::quorum::Consistency;
+use crate::wire::{MetaAt, MetaOp, MetaWrite};
+use ironbucket_runtime::WorkerCtx;
+use ironbucket_store::{Error, Hint, HintRecord, Result};
+use ironbucket_types::Hlc;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Hints replayed per replica per round.
+const BATCH: usize = 64;
+/// How often the worker looks for replicas it holds hints for.
+const ROUND: Duration = Duration::from_secs(1);
+
+/// Bounds of the hints a node keeps (`HINT_MAX_PER_NODE`, `HINT_MAX_AGE_SECS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoffConfig {
+    /// Hints kept per replica; further writes it misses are left to anti-entropy.
+    pub max_per_node: u64,
+    /// A hint older than this is dropped instead of replayed.
+    pub max_age: Duration,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            max_per_node: 100_000,
+            max_age: Duration::from_secs(3 * 3600),
+        }
+    }
+}
+
+/// What the hints of this node amount to (`/cluster/metrics/replication`, `/metrics`).
+#[derive(Debug, Default)]
+pub struct HandoffStats {
+    /// Hints pending per replica, as of the worker's last round.
+    pub pending: std::sync::Mutex<Vec<(String, u64)>>,
+    pub kept: AtomicU64,
+    pub replayed: AtomicU64,
+    /// Dropped for their age.
+    pub dropped: AtomicU64,
+    /// Not kept: the replica already had the maximum.
+    pub refused: AtomicU64,
+}
+
+/// The write a hint is about.
+#[derive(Debug, Clone)]
+pub(crate) struct HintOf {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub hlc: Hlc,
+    pub origin: u64,
+}
+
+impl ClusterStore {
+    /// The hint for a new version of `bucket/key` stamped (`hlc`, `origin`): in a bucket with
+    /// versioning enabled it names the version (its id follows from the stamp), so that an
+    /// older version written while a replica was away reaches it too.
+    pub(crate) fn hint_for_new_version(&self, bucket: &str, key: &str, hlc: Hlc, origin: u64) -> HintOf {
+        let versioned = self.cp.with_state(|s| {
+            s.buckets
+                .get(bucket)
+                .is_some_and(|b| b.versioning.as_deref() == Some("Enabled"))
+        });
+        HintOf {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: versioned.then(|| ironbucket_meta::stamped_version_id(hlc, origin)),
+            hlc,
+            origin,
+        }
+    }
+
+    /// Keeps a hint that `node` missed the write `h` (logged, never failing the write).
+    pub(crate) async fn keep_hint(&self, node: &str, h: &HintOf) {
+        let hint = Hint {
+            node: node.to_string(),
+            hlc: h.hlc,
+            origin: h.origin,
+            record: HintRecord {
+                bucket: h.bucket.clone(),
+                key: h.key.clone(),
+                version_id: h.version_id.clone(),
+                created: ironbucket_types::now_millis(),
+            },
+        };
+        let stats = &self.handoff;
+        match self.local.keep_hint(hint, self.handoff_config().max_per_node).await {
+            Ok(true) => {
+                stats.kept.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node, bucket = %h.bucket, key = %h.key, "kept a hint for a replica that missed a write");
+            }
+            Ok(false) => {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    node,
+                    "hints for the replica are full: a missed write is left to anti-entropy"
+                );
+            }
+            Err(e) => tracing::warn!(node, error = %e, "could not keep a hint for a replica that missed a write"),
+        }
+    }
+
+    pub(crate) fn handoff_config(&self) -> HandoffConfig {
+        self.handoff_cfg.get().copied().unwrap_or_default()
+    }
+
+    /// Brings `h.node` up to date with the write `h` names. `Ok(true)`: nothing left to do
+    /// (copied, already there, or nothing to copy any more); `Ok(false)`: try again later.
+    pub(crate) async fn replay_hint(&self, h: &Hint) -> Result<bool> {
+        let r = &h.record;
+        let g = wire_for(&r.bucket, &r.key, r.version_id.as_deref());
+        let found = match self.read_versions(&g, Consistency::All).await {
+            Ok(f) => f,
+            // Gone with its bucket, or a version since deleted: nothing to bring.
+            Err(Error::NoSuchBucket) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let Some(v) = found.reply.version.clone() else {
+            return Ok(true);
+        };
+        let Some(target) = found.stale.iter().find(|t| t.name == h.node).cloned() else {
+            // It holds the version (or a newer one) already; its metadata may still lag (a tag,
+            // retention or legal hold change it missed): it gets the holders' merge.
+            if let Some(t) = found.holders.iter().find(|t| t.name == h.node)
+                && !v.delete_marker
+            {
+                let meta = self
+                    .merged_meta(&r.bucket, &r.key, &v.version_id, &found.holders)
+                    .await?;
+                let merge = MetaWrite(MetaAt {
+                    bucket: r.bucket.clone(),
+                    key: r.key.clone(),
+                    op: MetaOp::Merge {
+                        version_id: v.version_id.clone(),
+                        meta,
+                    },
+                });
+                self.ask(t, &merge).await?;
+            }
+            return Ok(true);
+        };
+        let Some(source) = found.holders.first().cloned() else {
+            return Ok(true);
+        };
+        let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
+        let failed = self
+            .repair_all(&g, &v, size, &source, &found.holders, vec![target])
+            .await;
+        Ok(failed == 0)
+    }
+
+    /// The worker `cluster.handoff`: replays the hints of every replica that is up, in stamp
+    /// order, and drops those past their age.
+    pub(crate) async fn handoff_loop(me: Weak<Self>, ctx: WorkerCtx) -> std::result::Result<(), String> {
+        loop {
+            let Some(s) = me.upgrade() else { return Ok(()) };
+            ctx.busy();
+            let counts = s.local.hint_counts().await.map_err(|e| e.to_string())?;
+            *s.handoff.pending.lock().unwrap_or_else(|p| p.into_inner()) = counts.clone();
+            for (node, _) in counts {
+                if s.node_down(&node) {
+                    continue;
+                }
+                s.replay_batch(&node, &ctx).await;
+            }
+            let pending: u64 = s
+                .local
+                .hint_counts()
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|(_, n)| n)
+                .sum();
+            ctx.progress(format!(
+                "{pending} hints pending, {} replayed, {} dropped",
+                s.handoff.replayed.load(Ordering::Relaxed),
+                s.handoff.dropped.load(Ordering::Relaxed)
+            ));
+            ctx.unit_done();
+            drop(s);
+            ctx.sleep(ROUND).await;
+        }
+    }
+
+    /// Replays up to [`BATCH`] of `node`'s hints; stops at the first that cannot be replayed
+    /// yet (the replica is still not ready), so the order of its writes is kept.
+    async fn replay_batch(&self, node: &str, ctx: &WorkerCtx) {
+        let hints = match self.local.hints_for(node, BATCH).await {
+            Ok(h) => h,
+            Err(e) => {
+                ctx.note_error(format!("cannot read the hints for {node}: {e}"));
+                return;
+            }
+        };
+        let max_age = self.handoff_config().max_age.as_millis() as u64;
+        for h in hints {
+            let began = Instant::now();
+            let old = ironbucket_types::now_millis().saturating_sub(h.record.created) > max_age;
+            let done = if old {
+                self.handoff.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node, bucket = %h.record.bucket, key = %h.record.key, "dropped a hint past its age: the write is left to anti-entropy");
+                true
+            } else {
+                match self.replay_hint(&h).await {
+                    Ok(true) => {
+                        self.handoff.replayed.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(e) => {
+                        ctx.note_error(format!("replaying a hint for {node} failed: {e}"));
+                        false
+                    }
+                }
+            };
+            if !done {
+                return;
+            }
+            if let Err(e) = self.local.forget_hint(node, h.hlc, h.origin).await {
+                ctx.note_error(format!("cannot forget a replayed hint: {e}"));
+                return;
+            }
+            ctx.throttle(began.elapsed()).await;
+        }
+    }
+
+    /// Whether the failure detector reports `node` down.
+    fn node_down(&self, node: &str) -> bool {
+        self.down.get().is_some_and(|f| f(node))
+    }
+}
