@@ -124,17 +124,9 @@ impl ControlPlane {
             } else {
                 Duration::from_millis(100)
             };
-            let others: Option<Vec<String>> = cp.initialized().then(|| {
-                cp.raft()
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .filter(|(id, _)| **id != cp.id)
-                    .map(|(_, n)| n.rpc_addr.clone())
-                    .collect()
-            });
+            let others: Option<Vec<String>> = cp
+                .initialized()
+                .then(|| cp.other_members().into_iter().map(|n| n.rpc_addr).collect());
             if let Some(others) = others {
                 let pings = others.iter().map(|a| cp.peers.ping(a, Some(Duration::from_secs(2))));
                 futures::future::join_all(pings).await;
@@ -165,15 +157,7 @@ impl ControlPlane {
             tokio::time::sleep(REDISCOVER_EVERY).await;
             let Some(cp) = me.upgrade() else { return };
             let mut addrs: BTreeSet<String> = cp.cfg.seeds.iter().cloned().collect();
-            addrs.extend(
-                cp.raft()
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .map(|(_, n)| n.rpc_addr.clone()),
-            );
+            addrs.extend(cp.raft_nodes().into_iter().map(|(_, n)| n.rpc_addr));
             let peers = cp.peers.clone();
             drop(cp);
             for addr in addrs {

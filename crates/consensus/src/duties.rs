@@ -1,7 +1,7 @@
 //! What the leader does on its own (names the cluster, records Raft members in the control
 //! state, expires leases), and cluster-wide jobs that one node runs at a time under a lease.
 
-use crate::{Command, ControlPlane, ControlState, LockCmd, LockOutcome, Member, MemberState, NodeInfo};
+use crate::{Command, ControlPlane, ControlState, LockCmd, LockOutcome, Member, MemberState};
 use ironbucket_runtime::OnFailure;
 use openraft::ServerState;
 use std::collections::BTreeMap;
@@ -56,15 +56,7 @@ impl ControlPlane {
                 }
                 continue;
             }
-            let nodes: Vec<(u64, NodeInfo)> = cp
-                .raft()
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(id, n)| (*id, n.clone()))
-                .collect();
+            let nodes = cp.raft_nodes();
             for (id, node) in nodes {
                 let known = members.get(&node.name);
                 if known.is_some_and(|m| m.rpc_addr == node.rpc_addr && m.raft_id == id) {

@@ -190,16 +190,7 @@ impl ControlPlane {
         if self.peers.config().protocol.max < version {
             return false;
         }
-        let others: Vec<String> = self
-            .raft()
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(_, n)| n.rpc_addr.clone())
-            .collect();
+        let others: Vec<String> = self.other_members().into_iter().map(|n| n.rpc_addr).collect();
         let asks = others.iter().map(|a| self.peers.ping(a, Some(Duration::from_secs(2))));
         futures::future::join_all(asks)
             .await

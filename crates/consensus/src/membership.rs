@@ -106,14 +106,9 @@ impl ControlPlane {
     /// joiner (a member that does not answer cannot be asked; it is checked when it calls).
     async fn every_member_agrees(&self, req: &JoinRequest) -> Result<(), String> {
         let others: Vec<NodeInfo> = self
-            .raft()
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, n)| **id != self.id && n.name != req.name)
-            .map(|(_, n)| n.clone())
+            .other_members()
+            .into_iter()
+            .filter(|n| n.name != req.name)
             .collect();
         let pings = others
             .iter()
@@ -289,15 +284,7 @@ impl ControlPlane {
     /// node applies it without a restart.
     pub async fn set_replication(&self, r: Replication) -> Result<(), Error> {
         // Members that can hold replicas: Raft members not removed or draining.
-        let nodes: Vec<String> = self
-            .raft()
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(_, n)| n.name.clone())
-            .collect();
+        let nodes: Vec<String> = self.raft_nodes().into_iter().map(|(_, n)| n.name).collect();
         let active = self.with_state(|s| {
             nodes
                 .iter()

@@ -323,19 +323,32 @@ impl ControlPlane {
         tokio::time::timeout(timeout, applied).await.is_ok()
     }
 
-    /// Asks every other member to confirm that `index` is in force there; members that do not
-    /// answer within a short time (down, partitioned) catch up on their own.
-    async fn broadcast_in_force(&self, index: u64) {
-        let others: Vec<NodeInfo> = self
-            .raft()
+    /// Every Raft member (voters and learners: every node that applies the log) with its Raft
+    /// id, this node included.
+    pub(crate) fn raft_nodes(&self) -> Vec<(u64, NodeInfo)> {
+        self.raft()
             .metrics()
             .borrow()
             .membership_config
             .membership()
             .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(_, n)| n.clone())
-            .collect();
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    /// Every Raft member but this node.
+    pub(crate) fn other_members(&self) -> Vec<NodeInfo> {
+        self.raft_nodes()
+            .into_iter()
+            .filter(|(id, _)| *id != self.id)
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    /// Asks every other member to confirm that `index` is in force there; members that do not
+    /// answer within a short time (down, partitioned) catch up on their own.
+    async fn broadcast_in_force(&self, index: u64) {
+        let others = self.other_members();
         let skip: BTreeSet<String> = {
             let mut u = self.unresponsive.lock().unwrap_or_else(|p| p.into_inner());
             u.retain(|_, since| since.elapsed() < UNRESPONSIVE_FOR);
