@@ -8,6 +8,7 @@
 //! is dropped (anti-entropy's job then).
 
 use super::read::wire_for;
+use super::{Target, stamp_of};
 use crate::ClusterStore;
 use crate::quorum::Consistency;
 use crate::wire::{MetaAt, MetaOp, MetaWrite};
@@ -119,27 +120,47 @@ impl ClusterStore {
 
     /// Brings `h.node` up to date with the write `h` names. `Ok(true)`: nothing left to do
     /// (copied, already there, or nothing to copy any more); `Ok(false)`: try again later.
+    /// The newest version is found by a read at QUORUM (another replica being down does not
+    /// hold the replay up); the hinted replica is asked directly what it holds.
     pub(crate) async fn replay_hint(&self, h: &Hint) -> Result<bool> {
         let r = &h.record;
         let g = wire_for(&r.bucket, &r.key, r.version_id.as_deref());
-        let found = match self.read_versions(&g, Consistency::All).await {
-            Ok(f) => f,
-            // Gone with its bucket, or a version since deleted: nothing to bring.
+        let target = match self.targets(&r.bucket, &r.key) {
+            Ok(ts) => ts.into_iter().find(|t| t.name == h.node),
             Err(Error::NoSuchBucket) => return Ok(true),
             Err(e) => return Err(e),
         };
+        // No longer a replica of the key (the layout changed): not its to hold.
+        let Some(target) = target else { return Ok(true) };
+        let found = match self.read_versions(&g, Consistency::Quorum).await {
+            Ok(f) => f,
+            Err(Error::NoSuchBucket) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        // Nobody holds the version any more (deleted since, or the write never landed).
         let Some(v) = found.reply.version.clone() else {
             return Ok(true);
         };
-        let Some(target) = found.stale.iter().find(|t| t.name == h.node).cloned() else {
-            // It holds the version (or a newer one) already; its metadata may still lag (a tag,
-            // retention or legal hold change it missed): it gets the holders' merge.
-            if let Some(t) = found.holders.iter().find(|t| t.name == h.node)
-                && !v.delete_marker
-            {
-                let meta = self
-                    .merged_meta(&r.bucket, &r.key, &v.version_id, &found.holders)
-                    .await?;
+        let theirs = self.ask(&target, &g).await?.version;
+        let holders: Vec<Target> = found
+            .holders
+            .iter()
+            .filter(|t| t.name != target.name)
+            .cloned()
+            .collect();
+        let Some(source) = holders.first().cloned() else {
+            return Ok(theirs.is_some());
+        };
+        match theirs.as_ref().map(stamp_of).cmp(&Some(stamp_of(&v))) {
+            std::cmp::Ordering::Less => {
+                let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
+                let failed = self.repair_all(&g, &v, size, &source, &holders, vec![target]).await;
+                Ok(failed == 0)
+            }
+            // It holds the version; its metadata may still lag (a tag, retention or legal hold
+            // change it missed): it gets the holders' merge.
+            std::cmp::Ordering::Equal if !v.delete_marker => {
+                let meta = self.merged_meta(&r.bucket, &r.key, &v.version_id, &holders).await?;
                 let merge = MetaWrite(MetaAt {
                     bucket: r.bucket.clone(),
                     key: r.key.clone(),
@@ -148,18 +169,12 @@ impl ClusterStore {
                         meta,
                     },
                 });
-                self.ask(t, &merge).await?;
+                self.ask(&target, &merge).await?;
+                Ok(true)
             }
-            return Ok(true);
-        };
-        let Some(source) = found.holders.first().cloned() else {
-            return Ok(true);
-        };
-        let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
-        let failed = self
-            .repair_all(&g, &v, size, &source, &found.holders, vec![target])
-            .await;
-        Ok(failed == 0)
+            // The same tombstone, or a newer version than the holders answered.
+            _ => Ok(true),
+        }
     }
 
     /// The worker `cluster.handoff`: replays the hints of every replica that is up, in stamp
