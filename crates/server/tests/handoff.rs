@@ -189,3 +189,59 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
         .unwrap();
     assert_eq!(tags.tag_set().len(), 1, "{tags:?}");
 }
+
+/// Hints replay while another replica is down: the replay needs the hinted replica and a
+/// quorum, not every replica.
+#[tokio::test]
+async fn hints_replay_while_another_replica_is_down() {
+    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let a = nodes[0].client();
+    a.create_bucket().bucket("handoff-2").send().await.unwrap();
+    let mut away = nodes.pop().unwrap();
+    let dir = away.take_tmp().unwrap();
+    away.kill9();
+    for i in 0..5 {
+        a.put_object()
+            .bucket("handoff-2")
+            .key(format!("k{i}"))
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    poll_until("hints kept for node-3", Duration::from_secs(20), || async {
+        let m = replication(&nodes[0]).await;
+        (m["hints_pending"]["node-3"].as_u64().unwrap_or(0) >= 5).then_some(())
+    })
+    .await;
+    // node-2 goes down for good; node-3 comes back.
+    nodes[1].kill9();
+    let args = node_args("node-3", ports[2], &seeds, SECRET);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(&["--replication-factor", "3"]);
+    nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
+    poll_until(
+        "node-3's hints replayed with node-2 down",
+        Duration::from_secs(40),
+        || async {
+            let m = replication(&nodes[0]).await;
+            let pending: u64 = m["hints_pending"]
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .filter(|(n, _)| *n == "node-3")
+                        .filter_map(|(_, v)| v.as_u64())
+                        .sum()
+                })
+                .unwrap_or(0);
+            (pending == 0 && m["hints_replayed"].as_u64().unwrap_or(0) >= 5).then_some(())
+        },
+    )
+    .await;
+    for i in 0..5 {
+        let c = copies(&nodes[0], "handoff-2", &format!("k{i}")).await;
+        let on3 = c.iter().find(|(n, _)| n == "node-3").unwrap();
+        let on1 = c.iter().find(|(n, _)| n == "node-1").unwrap();
+        assert!(on3.1.is_some() && on3.1 == on1.1, "k{i}: {c:?}");
+    }
+}
