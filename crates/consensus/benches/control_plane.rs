@@ -6,14 +6,15 @@
 //! to the state.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use ironbucket_consensus::records::Bucket;
 use ironbucket_consensus::{Applied, Command, StateMachine, TypeConfig};
-use ironbucket_meta::{BucketRecord, RaftDb};
+use ironbucket_meta::RaftDb;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, SnapshotMeta};
 use std::time::Duration;
 
-fn bucket(name: String) -> BucketRecord {
-    BucketRecord {
+fn bucket(name: String) -> Bucket {
+    Bucket {
         name,
         created: 1_700_000_000_000,
         ..Default::default()

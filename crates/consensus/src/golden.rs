@@ -1,11 +1,12 @@
 //! The control plane's log and wire format, pinned. A `Command` is at once a Raft log entry (on
-//! every member's disk, replayed by every release that may read the log), the body of a
-//! forwarded proposal, and made of records the local metadata store also keeps (`BucketRecord`,
-//! `KeyRecord`, `BucketChange`). These tests decode commands as this and earlier releases wrote
-//! them and encode them back: a change to any of those types that would alter or break the form
-//! (a renamed, removed or re-typed field, a new required one) fails here, and must come as a
-//! versioned change (docs/protocol.md, "The compatibility rule"). Adding an optional field that
-//! is skipped when empty keeps these passing, as older nodes read such entries unchanged.
+//! every member's disk, replayed by every release that may read the log) and the body of a
+//! forwarded proposal; it carries the control plane's own records (`records::{Bucket,
+//! AccessKey}`, separate from the local store's) and bucket changes (`BucketChange`). These tests
+//! decode commands as this and earlier releases wrote them and encode them back: a change that
+//! would alter or break the form (a renamed, removed or re-typed field, a new required one) fails
+//! here, and must come as a versioned change (docs/protocol.md, "The compatibility rule"). Adding
+//! an optional field that is skipped when empty keeps these passing, as older nodes read such
+//! entries unchanged.
 
 use crate::Command;
 

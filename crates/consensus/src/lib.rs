@@ -19,6 +19,7 @@ pub mod locks;
 mod membership;
 mod network;
 mod plane;
+pub mod records;
 mod rows;
 pub mod runtime;
 pub mod snapshot;

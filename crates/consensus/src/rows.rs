@@ -6,8 +6,8 @@
 //! `r/<barrier>`. A row whose part no longer exists is deleted.
 
 use crate::locks::{Barrier, LockState};
+use crate::records::{AccessKey, Bucket};
 use crate::state::{Command, ControlState, Member, Replication};
-use ironbucket_meta::{BucketRecord, KeyRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,11 +127,11 @@ pub fn decode<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result
         let name = name.to_string();
         match kind {
             "b" => {
-                let r: BucketRecord = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
+                let r: Bucket = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
                 s.buckets.insert(name, r);
             }
             "k" => {
-                let r: KeyRecord = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
+                let r: AccessKey = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
                 s.keys.insert(name, r);
             }
             "l" => {
@@ -155,16 +155,16 @@ mod tests {
     use crate::locks::LockCmd;
     use crate::state::MemberState;
 
-    fn bucket(name: &str) -> BucketRecord {
-        BucketRecord {
+    fn bucket(name: &str) -> Bucket {
+        Bucket {
             name: name.into(),
             created: 1,
             ..Default::default()
         }
     }
 
-    fn key(ak: &str) -> KeyRecord {
-        KeyRecord {
+    fn key(ak: &str) -> AccessKey {
+        AccessKey {
             access_key: ak.into(),
             name: "n".into(),
             secret_sealed: String::new(),

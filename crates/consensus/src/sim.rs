@@ -11,10 +11,11 @@
 //! seeded too. The test runs one seed twice and compares the traces. Reproduce a seed with
 //! `IRONBUCKET_SIM_SEEDS=<seed>[,<seed>...] cargo nextest run -p ironbucket-consensus sim`.
 
+use crate::records::Bucket;
 use crate::state::{Command, Outcome};
 use crate::store::{LogStore, StateMachine};
 use crate::{NodeInfo, TypeConfig};
-use ironbucket_meta::{BucketRecord, RaftDb};
+use ironbucket_meta::RaftDb;
 use openraft::Raft;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -287,7 +288,7 @@ async fn run(seed: u64, dir: &std::path::Path) -> String {
                 let via = plan.gen_range(1..=N);
                 let name = format!("b-{seed}-{step}");
                 let cmd = Command::CreateBucket {
-                    record: BucketRecord {
+                    record: Bucket {
                         name: name.clone(),
                         created: u64::from(step),
                         ..Default::default()
@@ -339,7 +340,7 @@ async fn run(seed: u64, dir: &std::path::Path) -> String {
     'fin: loop {
         for n in nodes.values() {
             let cmd = Command::CreateBucket {
-                record: BucketRecord {
+                record: Bucket {
                     name: format!("final-{seed}"),
                     ..Default::default()
                 },

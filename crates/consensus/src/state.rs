@@ -3,7 +3,8 @@
 //! the same commands in the same order and reaches the same state.
 
 use crate::locks::{LockCmd, LockOutcome, Locks};
-use ironbucket_meta::{BucketRecord, KeyRecord};
+use crate::records::{AccessKey, Bucket};
+use ironbucket_meta::BucketRecord;
 use ironbucket_store::BucketChange;
 use ironbucket_types::{Consistency, Strategy};
 use serde::{Deserialize, Serialize};
@@ -77,10 +78,10 @@ pub struct ControlState {
     /// Bumped by every change of members, their states, zones or weights.
     pub layout_version: u64,
     pub replication: Replication,
-    pub buckets: BTreeMap<String, BucketRecord>,
+    pub buckets: BTreeMap<String, Bucket>,
     /// Access keys (secrets sealed with the cluster's key-sealing key), by access key id.
     #[serde(default)]
-    pub keys: BTreeMap<String, KeyRecord>,
+    pub keys: BTreeMap<String, AccessKey>,
     /// Leases, waiters and barriers.
     #[serde(default)]
     pub locks: Locks,
@@ -117,7 +118,7 @@ pub enum Command {
     /// Creates a bucket; fails if it exists. With `owner`, that access key gets `owner`
     /// permission on it in the same step.
     CreateBucket {
-        record: BucketRecord,
+        record: Bucket,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
     },
@@ -132,7 +133,7 @@ pub enum Command {
     },
     /// Adds an access key.
     PutKey {
-        record: KeyRecord,
+        record: AccessKey,
     },
     SetKeyEnabled {
         access_key: String,
@@ -299,10 +300,10 @@ impl ControlState {
             Command::ChangeBucket { name, change } => match self.buckets.get_mut(&name) {
                 Some(b) => {
                     // Validate on a copy: a refused change leaves the record as it was.
-                    let mut next = b.clone();
+                    let mut next = BucketRecord::from(b.clone());
                     match change.apply(&mut next) {
                         Ok(()) => {
-                            *b = next;
+                            *b = Bucket::from(next);
                             Outcome::Done
                         }
                         Err(error) => Outcome::Failed { error },
@@ -327,8 +328,8 @@ impl ControlState {
 mod tests {
     use super::*;
 
-    fn bucket(name: &str) -> BucketRecord {
-        BucketRecord {
+    fn bucket(name: &str) -> Bucket {
+        Bucket {
             name: name.into(),
             created: 1,
             ..Default::default()
@@ -365,7 +366,7 @@ mod tests {
         assert!(s.buckets.is_empty());
         s.keys.insert(
             "AK1".into(),
-            KeyRecord {
+            AccessKey {
                 access_key: "AK1".into(),
                 name: "k".into(),
                 secret_sealed: String::new(),

@@ -544,7 +544,7 @@ mod tests {
         for name in ["a", "b"] {
             old.state.buckets.insert(
                 name.into(),
-                ironbucket_meta::BucketRecord {
+                crate::records::Bucket {
                     name: name.into(),
                     ..Default::default()
                 },
@@ -587,7 +587,7 @@ mod tests {
                 let name = format!("bucket-{i:04}");
                 w.state.buckets.insert(
                     name.clone(),
-                    ironbucket_meta::BucketRecord {
+                    crate::records::Bucket {
                         name,
                         ..Default::default()
                     },

@@ -4,8 +4,8 @@
 //! and the name is pointed there: until then the others cannot reach it; afterwards it catches up
 //! without anyone being told its new address.
 
+use ironbucket_consensus::records::Bucket;
 use ironbucket_consensus::{Command, ControlConfig, ControlPlane, Replication};
-use ironbucket_meta::BucketRecord;
 use ironbucket_rpc::{Peers, Resolver, RpcConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -83,7 +83,7 @@ async fn create(nodes: &[Node], bucket: &str) {
     loop {
         for n in nodes {
             let cmd = Command::CreateBucket {
-                record: BucketRecord {
+                record: Bucket {
                     name: bucket.into(),
                     ..Default::default()
                 },

@@ -232,12 +232,12 @@ impl ClusterStore {
                         let buckets: Vec<(String, Option<BucketRecord>)> = ids
                             .iter()
                             .filter_map(|id| id.strip_prefix("b/"))
-                            .map(|n| (n.to_string(), st.buckets.get(n).cloned()))
+                            .map(|n| (n.to_string(), st.buckets.get(n).cloned().map(BucketRecord::from)))
                             .collect();
                         let keys: Vec<(String, Option<KeyRecord>)> = ids
                             .iter()
                             .filter_map(|id| id.strip_prefix("k/"))
-                            .map(|k| (k.to_string(), st.keys.get(k).cloned()))
+                            .map(|k| (k.to_string(), st.keys.get(k).cloned().map(KeyRecord::from)))
                             .collect();
                         (buckets, keys)
                     });
@@ -246,8 +246,8 @@ impl ClusterStore {
                 None => {
                     let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = s.cp.with_state(|st| {
                         (
-                            st.buckets.values().cloned().collect(),
-                            st.keys.values().cloned().collect(),
+                            st.buckets.values().cloned().map(BucketRecord::from).collect(),
+                            st.keys.values().cloned().map(KeyRecord::from).collect(),
                         )
                     });
                     async {
@@ -312,7 +312,11 @@ impl ClusterStore {
         if self.cp.with_state(|s| s.buckets.contains_key(&record.name)) {
             return Err(Error::BucketAlreadyOwnedByYou);
         }
-        self.propose(Command::CreateBucket { record, owner }).await
+        self.propose(Command::CreateBucket {
+            record: record.into(),
+            owner,
+        })
+        .await
     }
 }
 
@@ -573,7 +577,7 @@ impl ObjectStore for ClusterStore {
     async fn create_key(&self, name: &str) -> Result<(KeyInfo, String)> {
         let (record, secret) = self.local.new_key_record(name)?;
         let access_key = record.access_key.clone();
-        self.propose(Command::PutKey { record }).await?;
+        self.propose(Command::PutKey { record: record.into() }).await?;
         let info = self
             .local
             .list_keys()
