@@ -5,8 +5,8 @@
 //! without anyone being told its new address.
 
 use ironbucket_consensus::records::Bucket;
-use ironbucket_consensus::{Command, ControlConfig, ControlPlane, Replication};
-use ironbucket_rpc::{Peers, Resolver, RpcConfig};
+use ironbucket_consensus::{Command, ControlPlane};
+use ironbucket_rpc::Resolver;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,46 +27,15 @@ fn name(i: usize) -> String {
 async fn start(i: usize, dir: &Path, table: &Table) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     table.lock().unwrap().insert(name(i), listener.local_addr().unwrap());
-    let rpc = RpcConfig {
-        node_id: format!("node{i}"),
-        cluster_name: "discovery".into(),
-        secret: "discovery-secret-123".into(),
-        max_connections_per_node: 1,
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_secs(2),
-        tls: None,
-        protocol: ironbucket_rpc::ProtocolRange::CURRENT,
-    };
     let t = table.clone();
     let resolver = Resolver::custom(move |addr| {
         let found = t.lock().unwrap().get(&addr).copied();
         Box::pin(async move { Ok(found.into_iter().collect()) })
     });
-    let cp = ControlPlane::start(
-        ControlConfig {
-            node_name: format!("node{i}"),
-            cluster_name: "discovery".into(),
-            seeds: (1..=3).map(name).collect(),
-            advertise: Some(name(i)),
-            role: "primary".into(),
-            zone: String::new(),
-            rack: String::new(),
-            weight: 100,
-            replication: Replication::default(),
-            data_dir: dir.to_path_buf(),
-            heartbeat: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(300),
-            commit_timeout: Duration::from_secs(3),
-            snapshot_every: 1000,
-        },
-        Peers::new(rpc.clone()).unwrap().with_resolver(resolver),
-    )
-    .await
-    .unwrap();
-    let handler = cp.handler();
-    let server = tokio::spawn(async move {
-        let _ = ironbucket_rpc::serve(listener, &rpc, handler, Default::default(), std::future::pending()).await;
-    });
+    let seeds = (1..=3).map(name).collect();
+    let (cp, server) =
+        ironbucket_testkit::inproc::control_node(&format!("node{i}"), listener, seeds, name(i), dir, Some(resolver))
+            .await;
     Node { cp, server }
 }
 

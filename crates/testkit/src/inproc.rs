@@ -80,6 +80,50 @@ pub async fn node_with(
     (cp, cs)
 }
 
+/// A control-plane-only node in this process (no object store): its control plane and the task
+/// serving its RPC. `advertise` is the address the others reach it at; `resolver`, when given,
+/// resolves peer names instead of the system (tests of discovery by name).
+pub async fn control_node(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    seeds: Vec<String>,
+    advertise: String,
+    dir: &std::path::Path,
+    resolver: Option<ironbucket_rpc::Resolver>,
+) -> (Arc<ControlPlane>, tokio::task::JoinHandle<()>) {
+    let rpc = rpc_config(name, Duration::from_secs(2));
+    let mut peers = Peers::new(rpc.clone()).unwrap();
+    if let Some(r) = resolver {
+        peers = peers.with_resolver(r);
+    }
+    let cp = ControlPlane::start(
+        ControlConfig {
+            node_name: name.into(),
+            cluster_name: "conformance".into(),
+            seeds,
+            advertise: Some(advertise),
+            role: "primary".into(),
+            zone: String::new(),
+            rack: String::new(),
+            weight: 100,
+            replication: Replication::default(),
+            data_dir: dir.to_path_buf(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            commit_timeout: Duration::from_secs(3),
+            snapshot_every: 1000,
+        },
+        peers,
+    )
+    .await
+    .unwrap();
+    let handler = cp.handler();
+    let server = tokio::spawn(async move {
+        let _ = ironbucket_rpc::serve(listener, &rpc, handler, Default::default(), std::future::pending()).await;
+    });
+    (cp, server)
+}
+
 /// Waits until every node sees `members` active members that can hold data and has compared
 /// its clock with its peers' (it stamps no write before).
 pub async fn placed(cps: &[Arc<ControlPlane>], members: usize) {
