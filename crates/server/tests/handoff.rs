@@ -80,7 +80,8 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
         put(format!("new/{i:02}"), b"fresh").await;
     }
     put("before".into(), b"new").await;
-    // Two versions of one key in a versioned bucket: both must reach node-3, not only the newest.
+    // In a versioned bucket, a version, a delete marker and a newer version of one key: all
+    // three must reach node-3, not only the newest.
     for body in [&b"v1"[..], &b"v2"[..]] {
         a.put_object()
             .bucket("handoff-v")
@@ -89,6 +90,9 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
             .send()
             .await
             .unwrap();
+        if body == b"v1" {
+            a.delete_object().bucket("handoff-v").key("doc").send().await.unwrap();
+        }
     }
     a.delete_object().bucket("handoff").key("new/00").send().await.unwrap();
     a.put_object_tagging()
@@ -106,10 +110,10 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
     let kept = poll_until("hints kept for node-3", Duration::from_secs(20), || async {
         let m = replication(&nodes[0]).await;
         let pending = m["hints_pending"]["node-3"].as_u64().unwrap_or(0);
-        (pending as usize >= N + 5).then_some(pending)
+        (pending as usize >= N + 6).then_some(pending)
     })
     .await;
-    assert!(kept as usize >= N + 5, "{kept}");
+    assert!(kept as usize >= N + 6, "{kept}");
 
     // node-3 comes back; nobody reads anything.
     let args = node_args("node-3", ports[2], &seeds, SECRET);
@@ -126,7 +130,7 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
         (pending == 0).then_some(m)
     })
     .await;
-    assert!(m["hints_replayed"].as_u64().unwrap() >= (N + 5) as u64, "{m}");
+    assert!(m["hints_replayed"].as_u64().unwrap() >= (N + 6) as u64, "{m}");
     assert_eq!(m["hints_dropped"], 0, "{m}");
 
     // Every replica holds the same newest version of every key, node-3 included.
@@ -149,8 +153,8 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
     for n in v["nodes"].as_array().unwrap() {
         assert_eq!(
             n["versions"].as_array().unwrap().len(),
-            2,
-            "both versions everywhere: {v:#}"
+            3,
+            "every version everywhere: {v:#}"
         );
     }
     let gone = copies(&nodes[0], "handoff", "new/00").await;

@@ -22,12 +22,17 @@ impl ClusterStore {
             self.check_unlocked(bucket, key, v, bypass).await?;
         }
         let (hlc, origin) = self.stamp().await?;
-        let hint = HintOf {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            version_id: version_id.map(str::to_string),
-            hlc,
-            origin,
+        // A delete by id names its version; a new delete marker is a new version (named by its
+        // stamp in a versioned bucket).
+        let hint = match version_id {
+            Some(v) => HintOf {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                version_id: Some(v.to_string()),
+                hlc,
+                origin,
+            },
+            None => self.hint_for_new_version(bucket, key, hlc, origin),
         };
         let op = DeleteAt {
             bucket: bucket.to_string(),

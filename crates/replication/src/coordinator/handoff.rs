@@ -1,14 +1,17 @@
 //! Hinted handoff: when a replica cannot take a write (it is known down, unreachable, or timed
 //! out) the coordinator keeps a durable hint in its own metadata (bounded per replica) and, once
-//! the replica is back, brings it up to date: the replicas' versions of the object are compared
-//! (a read at ALL) and the replica, where it lags, gets the version copied from a holder with
+//! the replica is back, brings it up to date: the newest version of the object is found (a read
+//! at ALL, or at QUORUM while a replica is down, never older than the hinted write), the hinted
+//! replica is asked what it holds and, where it lags, gets the version copied from a holder with
 //! the metadata the holders agree on, as read repair does, with the write's own stamp. Replays
-//! go in stamp order, are idempotent (a replica that already holds the version, or a newer one,
-//! is left alone) and throttled by the worker's tranquility. A hint older than its maximum age
-//! is dropped (anti-entropy's job then).
+//! go oldest stamp first, are idempotent (a replica that already holds the version, or a newer
+//! one, is left alone; replicas resolve by stamp, so order is not needed for correctness) and
+//! throttled by the worker's tranquility. A hint that cannot be replayed yet is skipped, not
+//! waited on; one the replica refuses is dropped; one older than its maximum age is dropped
+//! (anti-entropy's job then).
 
 use super::read::wire_for;
-use super::{Target, stamp_of};
+use super::{Target, replica_failure, stamp_of};
 use crate::ClusterStore;
 use crate::quorum::Consistency;
 use crate::wire::{MetaAt, MetaOp, MetaWrite};
@@ -132,15 +135,31 @@ impl ClusterStore {
         };
         // No longer a replica of the key (the layout changed): not its to hold.
         let Some(target) = target else { return Ok(true) };
-        let found = match self.read_versions(&g, Consistency::Quorum).await {
-            Ok(f) => f,
+        // Every live replica's answer when all are up; a quorum's while one is down.
+        // `complete`: every replica answered, so what none holds was never written.
+        let (found, complete) = match self.read_versions(&g, Consistency::All).await {
+            Ok(f) => (f, true),
             Err(Error::NoSuchBucket) => return Ok(true),
+            Err(Error::Unavailable(_)) => match self.read_versions(&g, Consistency::Quorum).await {
+                Ok(f) => (f, false),
+                Err(Error::NoSuchBucket) => return Ok(true),
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(e),
         };
-        // Nobody holds the version any more (deleted since, or the write never landed).
-        let Some(v) = found.reply.version.clone() else {
-            return Ok(true);
+        // Nobody holds the version (deleted since, or the write never landed), or only older
+        // ones than the hinted write: done when every replica said so, else the one that took it
+        // did not answer and the hint is tried again later.
+        let hinted = crate::quorum::Stamp {
+            hlc: h.hlc,
+            node: h.origin,
         };
+        let Some(v) = found.reply.version.clone() else {
+            return Ok(complete);
+        };
+        if r.version_id.is_none() && stamp_of(&v) < hinted {
+            return Ok(complete);
+        }
         let theirs = self.ask(&target, &g).await?.version;
         let holders: Vec<Target> = found
             .holders
@@ -159,7 +178,7 @@ impl ClusterStore {
             }
             // It holds the version; its metadata may still lag (a tag, retention or legal hold
             // change it missed): it gets the holders' merge.
-            std::cmp::Ordering::Equal if !v.delete_marker => {
+            std::cmp::Ordering::Equal if !v.delete_marker && !v.purged => {
                 let meta = self.merged_meta(&r.bucket, &r.key, &v.version_id, &holders).await?;
                 let merge = MetaWrite(MetaAt {
                     bucket: r.bucket.clone(),
@@ -187,6 +206,8 @@ impl ClusterStore {
             *s.handoff.pending.lock().unwrap_or_else(|p| p.into_inner()) = counts.clone();
             for (node, _) in counts {
                 if s.node_down(&node) {
+                    // Nothing to replay to it, but hints past their age go all the same.
+                    s.drop_old_hints(&node, &ctx).await;
                     continue;
                 }
                 s.replay_batch(&node, &ctx).await;
@@ -234,21 +255,46 @@ impl ClusterStore {
                         self.handoff.replayed.fetch_add(1, Ordering::Relaxed);
                         true
                     }
+                    // Not yet (the write's holder did not answer, or a copy failed): the next
+                    // hints go on, this one is tried again next round.
                     Ok(false) => false,
+                    // The replica (or another) cannot be reached: the rest waits too.
+                    Err(e) if replica_failure(&e) => {
+                        ctx.note_error(format!("replaying hints for {node}: {e}"));
+                        return;
+                    }
+                    // Refused for good (an SSE-C body without its key, an object lock): dropped.
                     Err(e) => {
-                        ctx.note_error(format!("replaying a hint for {node} failed: {e}"));
-                        false
+                        self.handoff.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(node, bucket = %h.record.bucket, key = %h.record.key, error = %e, "dropped a hint that cannot be replayed: the write is left to anti-entropy");
+                        true
                     }
                 }
             };
             if !done {
-                return;
+                continue;
             }
             if let Err(e) = self.local.forget_hint(node, h.hlc, h.origin).await {
                 ctx.note_error(format!("cannot forget a replayed hint: {e}"));
                 return;
             }
             ctx.throttle(began.elapsed()).await;
+        }
+    }
+
+    /// Drops `node`'s oldest hints that are past their age.
+    async fn drop_old_hints(&self, node: &str, ctx: &WorkerCtx) {
+        let max_age = self.handoff_config().max_age.as_millis() as u64;
+        let Ok(hints) = self.local.hints_for(node, BATCH).await else {
+            return;
+        };
+        let now = ironbucket_types::now_millis();
+        for h in hints.iter().filter(|h| now.saturating_sub(h.record.created) > max_age) {
+            if let Err(e) = self.local.forget_hint(node, h.hlc, h.origin).await {
+                ctx.note_error(format!("cannot drop an old hint: {e}"));
+                return;
+            }
+            self.handoff.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 

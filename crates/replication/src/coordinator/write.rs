@@ -42,7 +42,7 @@ impl ClusterStore {
         let me = self.strong()?;
         // Replicas known down fail first: a write that cannot reach its level starts nowhere.
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
-        self.hint_skipped(targets, &hint);
+        self.hint_skipped(targets, &live, &hint);
         let mut asks = FuturesUnordered::new();
         for t in live {
             // Each replica's request runs as its own task: replicas beyond the level still
@@ -105,14 +105,15 @@ impl ClusterStore {
         }
     }
 
-    /// Keeps a hint for each replica of `targets` known down (the write goes on without it).
-    fn hint_skipped(&self, targets: &[Target], hint: &Option<Arc<HintOf>>) {
+    /// Keeps a hint for each replica of `targets` not among `live` (known down: the write goes
+    /// on without it).
+    fn hint_skipped(&self, targets: &[Target], live: &[&Target], hint: &Option<Arc<HintOf>>) {
         let (Some(h), Ok(me)) = (hint, self.strong()) else {
             return;
         };
         let down: Vec<String> = targets
             .iter()
-            .filter(|t| self.is_down(t))
+            .filter(|t| !live.iter().any(|l| l.name == t.name))
             .map(|t| t.name.clone())
             .collect();
         if down.is_empty() {
@@ -140,7 +141,7 @@ impl ClusterStore {
             .map(|t| t.name.as_str())
             .collect();
         for t in targets {
-            if self.is_down(t) {
+            if down.contains(&t.name.as_str()) {
                 if let Some(u) = fail(&t.name) {
                     return Err(Error::Unavailable(format!(
                         "consistency level {} needs {} of {} replicas and {} of them {} down ({}); the request was not sent",
@@ -207,7 +208,7 @@ impl ClusterStore {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
         let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
-        self.hint_skipped(targets, &hint);
+        self.hint_skipped(targets, &live, &hint);
         for t in live {
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
             senders.push((t.name.clone(), tx));
@@ -227,6 +228,9 @@ impl ClusterStore {
             });
         }
         drop(done_tx);
+        // Replicas dropped from the transfer (too slow to take the data): they get a hint once
+        // the body has been read whole.
+        let cut: std::sync::Mutex<Vec<String>> = Default::default();
         let mut hasher = trailer.as_ref().map(|(algs, _)| ChecksumSet::new(algs.iter().copied()));
         let idle = self.timeout();
         let feed = async {
@@ -249,7 +253,8 @@ impl ClusterStore {
                         // without the end marker it stores nothing.
                         _ => {
                             tracing::debug!(node = %senders[i].0, "replica dropped from a transfer");
-                            senders.swap_remove(i);
+                            let (name, _) = senders.swap_remove(i);
+                            cut.lock().unwrap_or_else(|p| p.into_inner()).push(name);
                         }
                     }
                 }
@@ -281,6 +286,15 @@ impl ClusterStore {
                 r = &mut feed, if !fed => {
                     fed = true;
                     r?;
+                    let dropped = std::mem::take(&mut *cut.lock().unwrap_or_else(|p| p.into_inner()));
+                    if let (Some(h), false) = (&hint, dropped.is_empty()) {
+                        let (me, h) = (me.clone(), h.clone());
+                        tokio::spawn(async move {
+                            for node in dropped {
+                                me.keep_hint(&node, &h).await;
+                            }
+                        });
+                    }
                     if closed {
                         return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
                     }
