@@ -27,6 +27,11 @@ pub(crate) struct Gauges {
     read_repairs: IntGaugeVec,
     hints_pending: IntGaugeVec,
     hints: IntGaugeVec,
+    sync_total: IntGaugeVec,
+    sync_behind_items: IntGaugeVec,
+    sync_behind_bytes: IntGaugeVec,
+    sync_out_of_sync: IntGaugeVec,
+    sync_last_complete: IntGaugeVec,
 }
 
 impl Gauges {
@@ -94,6 +99,31 @@ impl Gauges {
                 "ironbucket_hints_total",
                 "Hints since the node started: kept, replayed, dropped (past their age) and refused (the replica had the maximum)",
                 "outcome",
+            )?,
+            sync_total: v(
+                "ironbucket_anti_entropy_total",
+                "Anti-entropy since the node started: rounds, versions copied here, bytes copied, tombstones and markers applied, metadata merged, failures",
+                "kind",
+            )?,
+            sync_behind_items: v(
+                "ironbucket_anti_entropy_items_behind",
+                "Settled versions and tombstones a peer holds that this node lacked at the last comparison",
+                "node",
+            )?,
+            sync_behind_bytes: v(
+                "ironbucket_anti_entropy_bytes_behind",
+                "Bytes of the versions a peer holds that this node lacked at the last comparison",
+                "node",
+            )?,
+            sync_out_of_sync: v(
+                "ironbucket_anti_entropy_partitions_out_of_sync",
+                "Partitions (replica sets) shared with a peer whose trees differed at the last comparison",
+                "node",
+            )?,
+            sync_last_complete: v(
+                "ironbucket_anti_entropy_last_complete_sync_ms",
+                "When a round last found this node and the peer identical on every shared partition (ms since the epoch)",
+                "node",
             )?,
             read_repairs: v(
                 "ironbucket_read_repairs_total",
@@ -312,6 +342,34 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> ApiResult {
             ("refused", &h.refused),
         ] {
             g.hints.with_label_values(&[outcome]).set(n.load(Relaxed) as i64);
+        }
+        let r = cs.repair_status().await;
+        for (kind, n) in [
+            ("rounds", r.rounds),
+            ("copied", r.objects_copied),
+            ("bytes", r.bytes_copied),
+            ("deletes", r.deletes_applied),
+            ("merged", r.metadata_merged),
+            ("failed", r.failures),
+        ] {
+            g.sync_total.with_label_values(&[kind]).set(n as i64);
+        }
+        for v in [
+            &g.sync_behind_items,
+            &g.sync_behind_bytes,
+            &g.sync_out_of_sync,
+            &g.sync_last_complete,
+        ] {
+            v.reset();
+        }
+        for p in &r.peers {
+            let n = [p.node.as_str()];
+            g.sync_behind_items.with_label_values(&n).set(p.items_behind as i64);
+            g.sync_behind_bytes.with_label_values(&n).set(p.bytes_behind as i64);
+            g.sync_out_of_sync.with_label_values(&n).set(p.out_of_sync as i64);
+            g.sync_last_complete
+                .with_label_values(&n)
+                .set(p.last_complete_sync.unwrap_or(0) as i64);
         }
     }
     let mut buf = Vec::new();

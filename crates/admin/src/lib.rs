@@ -10,6 +10,7 @@
 mod cluster;
 mod health;
 mod manage;
+mod repair;
 
 use axum::Router;
 use axum::body::Body;
@@ -225,6 +226,9 @@ fn router(state: Shared) -> Router {
         .route("/cluster/locks/:name", post(cluster::lock))
         .route("/cluster/barriers/:name", post(cluster::barrier))
         .route("/cluster/force-recover", post(cluster::force_recover))
+        .route("/cluster/repair", post(repair::start))
+        .route("/cluster/repair/status", get(repair::status))
+        .route("/cluster/repair/rate", put(repair::set_rate))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     public
         .merge(protected)

@@ -364,3 +364,82 @@ pub struct ReadRepairs {
     pub metadata: u64,
     pub failed: u64,
 }
+
+/// `GET /cluster/repair/status`: every member's anti-entropy state, as each reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairStatusAll {
+    pub nodes: Vec<RepairStatus>,
+    /// Members that could not be asked, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreachable: BTreeMap<String, String>,
+}
+
+/// One node's anti-entropy: what it pulled from its peers, and how far behind each peer it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairStatus {
+    pub node: String,
+    /// Bandwidth limit of copies (MB/s, 10^6 bytes; 0: none).
+    pub rate_mb_per_sec: f64,
+    /// How often this node compares its tree with its peers'.
+    pub interval_ms: u64,
+    /// Comparison rounds since the node started.
+    pub rounds: u64,
+    /// A round is under way: (replica pairs compared, of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<(u64, u64)>,
+    /// Items (versions, delete markers, tombstones) in this node's tree.
+    pub tree_items: u64,
+    /// Since the node started: versions copied here with their bodies, bytes copied, tombstones
+    /// and markers applied, metadata merged, copies that failed.
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    pub deletes_applied: u64,
+    pub metadata_merged: u64,
+    pub failures: u64,
+    /// When the last round ended (ms since the epoch) and how long it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_round_at: Option<u64>,
+    pub last_round_ms: u64,
+    pub peers: Vec<PeerSync>,
+    /// The root of this node's tree for each partition it belongs to: partition id (hex) ->
+    /// `<items>:<digest hex>`. Replicas in sync report the same roots.
+    #[serde(default)]
+    pub roots: BTreeMap<String, String>,
+    /// Whether this node compares with its peers (`ANTI_ENTROPY`).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// How this node stands with one peer (over the replica sets both belong to).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSync {
+    pub node: String,
+    /// Replica sets (partitions) the two share, and how many differed at the last comparison.
+    pub partitions: u64,
+    pub out_of_sync: u64,
+    /// What the peer holds and this node lacks, as of the last comparison (settled writes only).
+    pub items_behind: u64,
+    pub bytes_behind: u64,
+    /// Hints this node keeps for the peer (writes it missed).
+    pub hints_pending: u64,
+    /// When a round last found the two identical on every shared partition (ms since epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_complete_sync: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `PUT /cluster/repair/rate`: the anti-entropy bandwidth limit, on every member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairRate {
+    /// MB/s (10^6 bytes); 0 lifts the limit.
+    pub mb_per_sec: f64,
+}
+
+/// `POST /cluster/repair` and `PUT /cluster/repair/rate`: which members took the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStarted {
+    pub nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreachable: BTreeMap<String, String>,
+}

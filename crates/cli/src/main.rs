@@ -9,6 +9,8 @@ use hyper_util::rt::TokioExecutor;
 use ironbucket_api as api;
 use std::time::Duration;
 
+mod repair;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ironbucket-cli",
@@ -140,6 +142,9 @@ enum ClusterCommand {
     /// Confirm that a wiped node reusing this member's id may take its place (needs
     /// --admin-token).
     Replace { name: String },
+    /// Anti-entropy: every node's sync state, a round started now, the bandwidth limit.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// DANGER: make the node at --admin-url the only voter because the others are lost (the
     /// lone survivor of a 2-node cluster). The lost nodes are fenced out; to bring one back,
     /// wipe its data directory and start it (needs --admin-token).
@@ -420,6 +425,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_location(&v);
             }
             Ok(0)
+        }
+        Command::Cluster(ClusterCommand::Repair(r)) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for repair commands")?;
+            repair::run(r, &cli.admin_url, token, cli.timeout).await
         }
         Command::Cluster(c) => {
             let change = match &c {

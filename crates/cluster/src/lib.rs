@@ -6,9 +6,11 @@
 
 pub mod liveness;
 pub mod placement;
+pub mod sets;
 
 pub use liveness::{Gossip, GossipConfig, GossipId, Liveness, LoadFigures, LoadFn, NodeLoad, NodeView};
 pub use placement::{Error, Layout, NodeSpec, Ring, Strategy};
+pub use sets::{ReplicaSets, set_id};
 
 use ironbucket_consensus::{ControlState, MemberState};
 

@@ -6,7 +6,7 @@
 //! Each node owns `vnodes * weight / 100` tokens on the ring (at least one; weight 0: none).
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::{Xxh3, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub use ironbucket_types::Strategy;
 
@@ -150,12 +150,7 @@ impl Ring {
 
     /// Where (bucket, key) sits on the ring.
     pub fn position(bucket: &str, key: &str) -> u64 {
-        let mut h = Xxh3::new();
-        h.update(bucket.as_bytes());
-        // The separator keeps ("ab", "c") and ("a", "bc") apart; bucket names never hold NUL.
-        h.update(&[0]);
-        h.update(key.as_bytes());
-        h.digest()
+        ironbucket_types::position(bucket, key)
     }
 
     /// The replica set of (bucket, key): indices into [`Ring::nodes`], distinct, the first being
@@ -228,6 +223,11 @@ impl Ring {
             }
         }
         chosen
+    }
+
+    /// The ring's token positions, sorted.
+    pub fn token_positions(&self) -> Vec<u64> {
+        self.tokens.iter().map(|(t, _)| *t).collect()
     }
 
     /// Node indices clockwise from `pos`, once around the ring.

@@ -94,9 +94,12 @@ impl Handler for RpcHandler {
                 let InForce(index) = call.decode(&payload)?;
                 encode(&cp.wait_in_force(index, IN_FORCE_WAIT).await)
             }
-            Kind::ObjectOp | Kind::ObjectVersions | Kind::ObjectPut | Kind::ObjectPart | Kind::ObjectGet => {
-                Err(format!("the control plane does not serve {} messages", call.kind))
-            }
+            Kind::ObjectOp
+            | Kind::ObjectVersions
+            | Kind::ObjectPut
+            | Kind::ObjectPart
+            | Kind::ObjectGet
+            | Kind::TreeOp => Err(format!("the control plane does not serve {} messages", call.kind)),
         }
     }
 }

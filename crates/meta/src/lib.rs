@@ -15,6 +15,7 @@ mod hints;
 mod list;
 mod raft;
 mod records;
+mod tree;
 mod tx;
 
 pub use hints::{Hint, HintRecord};
@@ -23,6 +24,10 @@ pub use raft::RaftDb;
 pub use records::{
     BucketRecord, ContentHeaders, KeyRecord, MetaStamps, ObjectLockConfig, ObjectRecord, PartRecord, PurgeRecord,
     Quota, Retention, Segment, Stamp, UploadRecord, stamped_version_id,
+};
+pub use tree::{
+    Classify, Digest, GROUPS, ItemKind, ItemSummary, LEAF_BITS, LEAVES_PER_GROUP, OneClass, TreeItem, leaf_of,
+    leaf_span,
 };
 pub use tx::Tx;
 
@@ -86,6 +91,9 @@ from_redb!(
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A version tombstone past a cutoff: (bucket, key, version id, stamp).
+pub type OldPurge = (String, Vec<u8>, String, ironbucket_types::Hlc);
+
 /// Encoded bytes of an object's inline blobs, by blob id.
 pub type InlineBlobs = Vec<(String, Vec<u8>)>;
 
@@ -106,6 +114,8 @@ pub struct MetaStore {
     jobs: mpsc::SyncSender<Job>,
     /// Set once, when the committer thread dies: why.
     failed: Arc<std::sync::OnceLock<String>>,
+    /// The fingerprint of the anti-entropy tree's installed classifier.
+    tree_fp: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 /// Default redb page cache: enough for the hot part of millions of keys, small enough that the
@@ -138,6 +148,10 @@ impl MetaStore {
             txn.open_table(KEYS)?;
             txn.open_table(PURGED)?;
             txn.open_table(hints::HINTS)?;
+            txn.open_table(tree::TREE_ITEMS)?;
+            txn.open_table(tree::TREE_CELLS)?;
+            txn.open_table(tree::TREE_STATE)?;
+            tree::build_items_once(&txn)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
@@ -148,7 +162,12 @@ impl MetaStore {
             .name("meta-commit".into())
             .spawn(move || committer(db2, rx, durable, &failed2))
             .map_err(|e| Error::Db(format!("cannot start committer thread: {e}")))?;
-        Ok(Self { db, jobs, failed })
+        Ok(Self {
+            db,
+            jobs,
+            failed,
+            tree_fp: Arc::new(std::sync::Mutex::new(None)),
+        })
     }
 
     /// Why the committer thread died, if it has (the node can no longer commit writes).
@@ -331,6 +350,8 @@ impl MetaStore {
 }
 
 fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: &std::sync::OnceLock<String>) {
+    // The anti-entropy tree's classifier, as the last committed batch left it.
+    let mut classes: Option<Arc<dyn tree::Classify>> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -341,7 +362,7 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: 
         }
         let mut completions = Vec::with_capacity(batch.len());
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_batch(&db, &mut batch, &mut completions, durable)
+            commit_batch(&db, &mut batch, &mut completions, durable, &mut classes)
         }));
         if let Err(p) = run {
             // A panic would otherwise end this thread silently, and every later write would
@@ -361,7 +382,13 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: 
 }
 
 /// Runs `batch` in one write transaction and tells each writer the outcome.
-fn commit_batch(db: &Database, batch: &mut Vec<Job>, completions: &mut Vec<Completion>, durable: bool) {
+fn commit_batch(
+    db: &Database,
+    batch: &mut Vec<Job>,
+    completions: &mut Vec<Completion>,
+    durable: bool,
+    classes: &mut Option<Arc<dyn tree::Classify>>,
+) {
     // Fault injection for tests (`FAILPOINTS=meta-commit=...`, builds with the `failpoints`
     // feature only): `panic` kills this thread as a bug would.
     fail::fail_point!("meta-commit");
@@ -372,13 +399,15 @@ fn commit_batch(db: &Database, batch: &mut Vec<Job>, completions: &mut Vec<Compl
         } else {
             Durability::None
         })?;
-        {
-            let mut t = Tx::new(&txn);
+        let installed = {
+            let mut t = Tx::new(&txn, classes.clone());
             for job in batch.drain(..) {
                 completions.push(job(&mut t));
             }
-        }
+            t.classes
+        };
         txn.commit()?;
+        *classes = installed;
         Ok(())
     })();
     if let Err(e) = &result {
@@ -506,7 +535,8 @@ impl Scanner {
         }
         Ok(out)
     }
-    pub fn purges_older_than(&self, cutoff: u64, limit: usize) -> Result<Vec<(String, Vec<u8>, String)>> {
+    /// Version tombstones stamped before `cutoff`: (bucket, key, version id, stamp).
+    pub fn purges_older_than(&self, cutoff: u64, limit: usize) -> Result<Vec<OldPurge>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(PURGED)?;
         let mut out = Vec::new();
@@ -515,7 +545,7 @@ impl Scanner {
             let p: PurgeRecord = records::decode(v.value())?;
             if p.hlc.physical < cutoff {
                 let (b, key, vid) = k.value();
-                out.push((b.to_string(), key.to_vec(), vid.to_string()));
+                out.push((b.to_string(), key.to_vec(), vid.to_string(), p.hlc));
                 if out.len() >= limit {
                     break;
                 }

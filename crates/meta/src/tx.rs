@@ -7,6 +7,8 @@ use redb::{ReadableTable, WriteTransaction};
 /// A view of the shared write transaction handed to [`crate::MetaStore::write`] closures.
 pub struct Tx<'a> {
     pub(crate) txn: &'a WriteTransaction,
+    /// The anti-entropy tree's classifier (`None` until one is installed).
+    pub(crate) classes: Option<std::sync::Arc<dyn crate::tree::Classify>>,
 }
 
 pub(crate) fn parts_of(
@@ -96,7 +98,7 @@ impl<'a> Tx<'a> {
         self.txn
             .open_table(PURGED)?
             .insert((bucket, key.as_bytes(), version_id), raw.as_slice())?;
-        Ok(())
+        self.tree_purge(bucket, key, version_id, Some(p))
     }
 
     pub fn get_purge(&self, bucket: &str, key: &str, version_id: &str) -> Result<Option<PurgeRecord>> {
@@ -107,7 +109,15 @@ impl<'a> Tx<'a> {
     }
 
     pub fn delete_purge(&mut self, bucket: &str, key: &[u8], version_id: &str) -> Result<()> {
-        self.txn.open_table(PURGED)?.remove((bucket, key, version_id))?;
+        let gone = self
+            .txn
+            .open_table(PURGED)?
+            .remove((bucket, key, version_id))?
+            .is_some();
+        if gone {
+            let key = std::str::from_utf8(key).map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))?;
+            self.tree_purge(bucket, key, version_id, None)?;
+        }
         Ok(())
     }
 
@@ -117,18 +127,23 @@ impl<'a> Tx<'a> {
         self.txn
             .open_table(VERSIONS)?
             .insert((bucket, key.as_bytes(), sk.as_str()), raw.as_slice())?;
-        Ok(())
+        self.tree_version(bucket, key, &sk, Some(rec))
     }
 
     pub fn delete_version(&mut self, bucket: &str, key: &str, sort_key: &str) -> Result<()> {
-        self.txn
+        let gone = self
+            .txn
             .open_table(VERSIONS)?
-            .remove((bucket, key.as_bytes(), sort_key))?;
+            .remove((bucket, key.as_bytes(), sort_key))?
+            .is_some();
+        if gone {
+            self.tree_version(bucket, key, sort_key, None)?;
+        }
         Ok(())
     }
 
-    pub(crate) fn new(txn: &'a WriteTransaction) -> Self {
-        Self { txn }
+    pub(crate) fn new(txn: &'a WriteTransaction, classes: Option<std::sync::Arc<dyn crate::tree::Classify>>) -> Self {
+        Self { txn, classes }
     }
 
     pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
@@ -144,8 +159,37 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Removes a bucket's record, and the tombstones it may still hold (a bucket is deleted
+    /// only when [`Tx::bucket_in_use`] says it holds nothing else): they mean nothing once the
+    /// bucket is gone, and a new bucket of the same name must not inherit them.
     pub fn delete_bucket(&mut self, name: &str) -> Result<()> {
         self.txn.open_table(BUCKETS)?.remove(name)?;
+        let empty: &[u8] = &[];
+        let mut left: Vec<(Vec<u8>, String)> = Vec::new();
+        for item in self.txn.open_table(VERSIONS)?.range((name, empty, "")..)? {
+            let (k, _) = item?;
+            let (b, key, sk) = k.value();
+            if b != name {
+                break;
+            }
+            left.push((key.to_vec(), sk.to_string()));
+        }
+        let mut purges: Vec<(Vec<u8>, String)> = Vec::new();
+        for item in self.txn.open_table(PURGED)?.range((name, empty, "")..)? {
+            let (k, _) = item?;
+            let (b, key, vid) = k.value();
+            if b != name {
+                break;
+            }
+            purges.push((key.to_vec(), vid.to_string()));
+        }
+        for (key, sk) in left {
+            let key = String::from_utf8(key).map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))?;
+            self.delete_version(name, &key, &sk)?;
+        }
+        for (key, vid) in purges {
+            self.delete_purge(name, &key, &vid)?;
+        }
         Ok(())
     }
 

@@ -17,11 +17,13 @@ pub mod quorum;
 mod scatter;
 #[cfg(test)]
 mod sim;
+mod sync;
 mod wire;
 
 pub use coordinator::{HandoffConfig, HandoffStats};
 pub use lifecycle::LifecyclePass;
 pub use locate::{Location, NodeCopy};
+pub use sync::SyncConfig;
 
 use async_trait::async_trait;
 use ironbucket_consensus::{Command, ControlPlane, Outcome};
@@ -55,6 +57,8 @@ pub struct ClusterStore {
     /// Hinted handoff: its bounds (set once by the server) and its figures.
     handoff_cfg: OnceLock<coordinator::HandoffConfig>,
     handoff: coordinator::HandoffStats,
+    /// Anti-entropy: its settings, the placement its tree follows, and its figures.
+    sync: sync::AntiEntropy,
 }
 
 /// Counts of read repairs: object versions copied to a stale replica, metadata merged into
@@ -100,8 +104,14 @@ impl ClusterStore {
             repairs: Repairs::default(),
             handoff_cfg: OnceLock::new(),
             handoff: Default::default(),
+            sync: Default::default(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
+        s.guard_tombstones();
+        let me = Arc::downgrade(&s);
+        workers.spawn("cluster.anti-entropy", OnFailure::Restart, move |ctx| {
+            Self::anti_entropy_loop(me.clone(), ctx)
+        });
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
             Self::materialize(me.clone(), ctx)

@@ -94,6 +94,7 @@ impl ClusterStore {
         Arc::new(NodeHandler {
             control: self.cp.handler(),
             local: self.local.clone(),
+            store: self.me.get().cloned().unwrap_or_default(),
         })
     }
 }
@@ -101,6 +102,7 @@ impl ClusterStore {
 struct NodeHandler {
     control: Arc<dyn Handler>,
     local: Arc<LocalStore>,
+    store: std::sync::Weak<ClusterStore>,
 }
 
 #[async_trait]
@@ -122,6 +124,13 @@ impl Handler for NodeHandler {
                     .stored_versions(&req.bucket, &req.key)
                     .map_err(|e| e.to_string())?;
                 ironbucket_rpc::encode(&versions)
+            }
+            Kind::TreeOp => {
+                let ask: crate::sync::TreeAsk = call.decode(&payload)?;
+                let Some(store) = self.store.upgrade() else {
+                    return Err("this node is shutting down".into());
+                };
+                ironbucket_rpc::encode(&store.serve_tree(ask).await)
             }
             Kind::RaftAppend
             | Kind::RaftVote

@@ -55,11 +55,13 @@ pub enum Kind {
     ObjectPart,
     /// An object's body from a replica.
     ObjectGet,
+    /// Anti-entropy: a replica's tree digests and leaf items, or "start a sync round now".
+    TreeOp,
 }
 
 impl Kind {
     /// Every kind, in protocol order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::RaftAppend,
         Kind::RaftVote,
         Kind::RaftSnapshot,
@@ -72,6 +74,7 @@ impl Kind {
         Kind::ObjectPut,
         Kind::ObjectPart,
         Kind::ObjectGet,
+        Kind::TreeOp,
     ];
 
     /// The name on the wire (the envelope's or the first chunk's `kind`).
@@ -89,15 +92,20 @@ impl Kind {
             Kind::ObjectPut => "object.put",
             Kind::ObjectPart => "object.part",
             Kind::ObjectGet => "object.get",
+            Kind::TreeOp => "tree.op",
         }
     }
 
     pub const fn method(self) -> Method {
         match self {
             Kind::RaftAppend | Kind::RaftVote | Kind::RaftSnapshot => Method::Raft,
-            Kind::Propose | Kind::Join | Kind::Membership | Kind::InForce | Kind::ObjectOp | Kind::ObjectVersions => {
-                Method::Control
-            }
+            Kind::Propose
+            | Kind::Join
+            | Kind::Membership
+            | Kind::InForce
+            | Kind::ObjectOp
+            | Kind::ObjectVersions
+            | Kind::TreeOp => Method::Control,
             Kind::ObjectPut | Kind::ObjectPart => Method::Push,
             Kind::ObjectGet => Method::Pull,
         }
@@ -119,6 +127,7 @@ impl Kind {
             | Kind::ObjectPut
             | Kind::ObjectPart
             | Kind::ObjectGet => 1,
+            Kind::TreeOp => 5,
         }
     }
 
@@ -179,9 +188,20 @@ pub fn decode_reply<M: Message>(addr: &str, raw: &[u8]) -> Result<M::Reply, Erro
     })
 }
 
-/// Whether a message of `kind` may go to a peer known to speak `known`: not when every version
-/// it speaks predates the kind (it would refuse it). Pure.
-fn sendable(kind: Kind, since: u32, known: Option<crate::ProtocolRange>) -> Result<(), String> {
+/// Whether a message of `kind` may go from a node speaking `own` to a peer known to speak
+/// `known`: not when every version either speaks predates the kind (the agreed version would,
+/// and the peer would refuse it). Pure.
+fn sendable(
+    kind: Kind,
+    since: u32,
+    own: crate::ProtocolRange,
+    known: Option<crate::ProtocolRange>,
+) -> Result<(), String> {
+    if own.max < since {
+        return Err(format!(
+            "this node speaks node protocol {own}, and {kind} messages need version {since}"
+        ));
+    }
     match known {
         Some(r) if r.max < since => Err(format!(
             "it speaks node protocol {r}, and {kind} messages need version {since}: upgrade it"
@@ -200,9 +220,11 @@ fn bad_request<M: Message>(addr: &str, why: String) -> Error {
 impl Peers {
     /// Refuses, without sending, a message the peer is known not to speak.
     fn check_sendable<M: Message>(&self, addr: &str) -> Result<(), Error> {
-        sendable(M::KIND, M::KIND.since(), self.known_range(addr)).map_err(|why| Error::Unsupported {
-            addr: addr.to_string(),
-            why,
+        sendable(M::KIND, M::KIND.since(), self.config().protocol, self.known_range(addr)).map_err(|why| {
+            Error::Unsupported {
+                addr: addr.to_string(),
+                why,
+            }
         })
     }
 
@@ -307,13 +329,18 @@ mod tests {
     #[test]
     fn a_kind_newer_than_the_peer_is_not_sent() {
         let r = |min, max| Some(crate::ProtocolRange { min, max });
-        assert!(sendable(Kind::ObjectOp, 1, r(1, 1)).is_ok());
+        let own = crate::ProtocolRange { min: 1, max: 5 };
+        assert!(sendable(Kind::ObjectOp, 1, own, r(1, 1)).is_ok());
         assert!(
-            sendable(Kind::ObjectOp, 5, None).is_ok(),
+            sendable(Kind::ObjectOp, 5, own, None).is_ok(),
             "unknown peer: try, it refuses cleanly"
         );
-        assert!(sendable(Kind::ObjectOp, 5, r(1, 5)).is_ok());
-        let e = sendable(Kind::ObjectOp, 5, r(1, 4)).unwrap_err();
+        assert!(sendable(Kind::ObjectOp, 5, own, r(1, 5)).is_ok());
+        let e = sendable(Kind::ObjectOp, 5, own, r(1, 4)).unwrap_err();
         assert!(e.contains("1-4") && e.contains("version 5"), "{e}");
+        // Nor a kind newer than this node speaks (a node told to speak an older version).
+        let old = crate::ProtocolRange { min: 1, max: 4 };
+        let e = sendable(Kind::TreeOp, 5, old, r(1, 5)).unwrap_err();
+        assert!(e.contains("this node speaks") && e.contains("version 5"), "{e}");
     }
 }

@@ -5,9 +5,10 @@
 /// versions were exchanged; 2 adds the exchange itself (every call states the caller's range,
 /// Ping answers it, a join states it); 3 sends the control plane's errors typed in the replies
 /// to forwarded proposals and membership changes; 4 adds leader-renewed leases (renewals answered
-/// by the leader without a log entry, `Expire` entries), used once every member speaks it. See
-/// docs/protocol.md for what each version changed and the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// by the leader without a log entry, `Expire` entries), used once every member speaks it; 5 adds
+/// anti-entropy's `tree.op` (replicas compare their hash trees). See docs/protocol.md for what
+/// each version changed and the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub(crate) const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";

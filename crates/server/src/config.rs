@@ -301,6 +301,18 @@ pub struct ClusterArgs {
     #[arg(long = "hint-max-per-node", env = "HINT_MAX_PER_NODE", value_name = "N")]
     pub hint_max_per_node: Option<u64>,
 
+    /// Compare this node's data with its replicas' in the background and take in what it lacks
+    /// (Merkle-tree anti-entropy). Off, replicas converge only through read repair and hints,
+    /// and tombstones are collected after their grace period even where a replica lacks them
+    /// [default: true].
+    #[arg(long = "anti-entropy", env = "ANTI_ENTROPY", value_name = "BOOL")]
+    pub anti_entropy: Option<bool>,
+
+    /// Anti-entropy's copy bandwidth limit in MB/s (10^6 bytes; 0: none); changeable at runtime
+    /// with `PUT /cluster/repair/rate` [default: 50].
+    #[arg(long = "repair-rate-mbps", env = "REPAIR_RATE_MBPS", value_name = "MB_PER_SEC")]
+    pub repair_rate_mbps: Option<f64>,
+
     /// A hint older than this is dropped instead of replayed, in seconds [default: 10800].
     #[arg(long = "hint-max-age-secs", env = "HINT_MAX_AGE_SECS", value_name = "SECS")]
     pub hint_max_age_secs: Option<u64>,
@@ -370,6 +382,7 @@ pub struct ClusterSettings {
     pub rpc: ironbucket_rpc::RpcConfig,
     pub rpc_addr: SocketAddr,
     pub handoff: ironbucket_replication::HandoffConfig,
+    pub sync: ironbucket_replication::SyncConfig,
 }
 
 fn nonempty(v: Vec<String>) -> Option<Vec<String>> {
@@ -522,6 +535,15 @@ fn resolve_cluster(
             None => defaults.max_age,
         },
     };
+    let rate = a.repair_rate_mbps.unwrap_or(50.0);
+    if !rate.is_finite() || !(0.0..=1e6).contains(&rate) {
+        bail!("REPAIR_RATE_MBPS must be between 0 (no limit) and 1000000 MB/s, not {rate}");
+    }
+    let sync = ironbucket_replication::SyncConfig {
+        enabled: a.anti_entropy.unwrap_or(true),
+        interval: heartbeat,
+        rate: (rate * 1e6) as u64,
+    };
     let max_conn = a.max_connections_per_node.or(f.max_connections_per_node).unwrap_or(4);
     if max_conn == 0 || max_conn > 1024 {
         bail!("MAX_CONNECTIONS_PER_NODE must be between 1 and 1024");
@@ -561,6 +583,7 @@ fn resolve_cluster(
         },
         rpc_addr: SocketAddr::new(bind, rpc_port),
         handoff,
+        sync,
     }))
 }
 

@@ -233,6 +233,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         // object requests from peers and hands the rest to the control plane.
         let cs = ironbucket_replication::ClusterStore::new_in(local.clone(), cp.clone(), &workers);
         cs.set_handoff(c.handoff);
+        cs.set_sync(c.sync);
         let handler = cs.handler();
         cluster_store = Some(cs);
         let mut stop = tx.subscribe();
@@ -259,6 +260,14 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     }
 
     let local_store = local.clone();
+    if cluster_store.is_none() {
+        // One node holds everything: its anti-entropy tree has one partition (a cluster node's
+        // follows the placement ring, installed by its anti-entropy worker).
+        local
+            .set_classifier(Arc::new(ironbucket_store::OneClass))
+            .await
+            .context("cannot prepare the metadata's anti-entropy tree")?;
+    }
     let store: Arc<dyn ObjectStore> = match &cluster_store {
         Some(cs) => cs.clone(),
         None => local,

@@ -1320,7 +1320,9 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
     use aws_sdk_s3::types::{
         ObjectCannedAcl, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
     };
-    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    // Anti-entropy off: this test is about read repair (with it on, node-3 would take in the
+    // changes before any read).
+    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3", "--anti-entropy", "false"]).await;
     let a = nodes[0].client();
     a.create_bucket()
         .bucket("vault")
@@ -1407,7 +1409,7 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
         .unwrap();
     let args = node_args("node-3", ports[2], &seeds, SECRET);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&["--replication-factor", "3"]);
+    args.extend_from_slice(&["--replication-factor", "3", "--anti-entropy", "false"]);
     nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
     converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
     let c = nodes[2].client();

@@ -45,8 +45,10 @@ fn node(name: &str, port: u16, seeds: &str, version: Option<&str>) -> Server {
 async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() {
     let ports = free_ports(5);
     let seeds = seeds_of(&ports[..3]);
-    // A rolling upgrade in progress: node-3 still runs the previous release (protocol 1-3).
-    let previous = format!("1-{}", CURRENT - 1);
+    // A rolling upgrade in progress: node-3 still runs a release from before leader-renewed
+    // leases (protocol 1-3). (Once every member speaks 4 the cluster turns those leases on and
+    // refuses joiners below 4 from then on: see tests/leases.rs.)
+    let previous = "1-3".to_string();
     let nodes: Vec<Server> = (0..3)
         .map(|i| {
             let v = (i == 2).then_some(previous.as_str());

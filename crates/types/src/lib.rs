@@ -14,6 +14,7 @@ pub mod hlc;
 pub mod lifecycle;
 pub mod name;
 pub mod policy;
+pub mod position;
 pub mod range;
 pub mod strategy;
 
@@ -25,6 +26,7 @@ pub use cors::CorsRule;
 pub use hlc::{DEFAULT_MAX_AHEAD_MS, Hlc, HlcClock, StampAhead};
 pub use lifecycle::LifecycleRule;
 pub use name::{NameError, validate_bucket_name, validate_object_key};
+pub use position::position;
 pub use range::{ByteRange, RangeError, RangeSpec};
 pub use strategy::{BadStrategy, Strategy};
 

@@ -150,7 +150,7 @@ impl ClusterStore {
 
     /// Asks every holder of version `version_id` for its metadata and merges the answers (last
     /// writer wins per field); holders whose copy differs get the merge in the background.
-    pub(super) async fn merged_meta(
+    pub(crate) async fn merged_meta(
         &self,
         bucket: &str,
         key: &str,

@@ -27,6 +27,7 @@ mod repair;
 mod write;
 
 pub use handoff::{HandoffConfig, HandoffStats};
+pub(crate) use read::wire_for;
 
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Stamp, Unavailable};
@@ -107,21 +108,7 @@ impl ClusterStore {
                 .collect();
             (layout, members)
         });
-        let layout = layout?;
-        let ring = {
-            let mut cached = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-            match cached.as_ref() {
-                Some(r) if *r.layout() == layout => r.clone(),
-                _ => {
-                    let r = Arc::new(
-                        ironbucket_cluster::Ring::new(layout)
-                            .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?,
-                    );
-                    *cached = Some(r.clone());
-                    r
-                }
-            }
-        };
+        let ring = self.ring_of(layout?)?;
         let me = self.cp.node_name();
         let targets: Vec<Target> = ring
             .replica_names(bucket, key)
@@ -140,6 +127,31 @@ impl ClusterStore {
             ));
         }
         Ok(targets)
+    }
+
+    /// The placement ring of `layout` (cached while the layout stays the same).
+    pub(crate) fn ring_of(&self, layout: ironbucket_cluster::Layout) -> Result<Arc<ironbucket_cluster::Ring>> {
+        let mut cached = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some(r) if *r.layout() == layout => Ok(r.clone()),
+            _ => {
+                let r = Arc::new(
+                    ironbucket_cluster::Ring::new(layout)
+                        .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?,
+                );
+                *cached = Some(r.clone());
+                Ok(r)
+            }
+        }
+    }
+
+    /// The placement ring of the layout in force.
+    pub(crate) fn current_ring(&self) -> Result<Arc<ironbucket_cluster::Ring>> {
+        let layout = self
+            .cp
+            .with_state(ironbucket_cluster::layout_of)
+            .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?;
+        self.ring_of(layout)
     }
 
     /// Every member (for listings and cluster-wide questions).

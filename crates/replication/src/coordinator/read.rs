@@ -230,7 +230,7 @@ pub(super) struct Found {
 }
 
 /// A read of `bucket/key` (version `version_id`, or the newest) with nothing else asked.
-pub(super) fn wire_for(bucket: &str, key: &str, version_id: Option<&str>) -> GetWire {
+pub(crate) fn wire_for(bucket: &str, key: &str, version_id: Option<&str>) -> GetWire {
     GetWire {
         sse_c: None,
         bucket: bucket.to_string(),

@@ -71,7 +71,7 @@ impl ClusterStore {
         failed
     }
 
-    async fn repair_one(
+    pub(crate) async fn repair_one(
         &self,
         g: &GetWire,
         v: &VersionStamp,

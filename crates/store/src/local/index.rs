@@ -8,7 +8,7 @@ use super::versioning::marker_record;
 use crate::model::*;
 use crate::{Error, Result};
 use ironbucket_meta::ObjectRecord;
-use ironbucket_types::now_millis;
+use ironbucket_types::{Hlc, now_millis};
 
 impl LocalStore {
     /// [`ObjectStore::list_objects`](crate::ObjectStore::list_objects) on this node.
@@ -255,10 +255,13 @@ impl LocalStore {
         }
     }
 
-    /// Removes the tombstones (`null` delete markers in buckets that never had versioning)
-    /// older than the grace period; returns how many. At most 10,000 per call.
+    /// Removes the tombstones (`null` delete markers in buckets that never had versioning, and
+    /// records of versions deleted by id) older than the grace period and, in a cluster, held
+    /// by every replica (the tombstone guard); returns how many. At most 10,000 per call.
     pub async fn collect_tombstones(&self) -> Result<usize> {
         let cutoff = now_millis().saturating_sub(self.cfg.tombstone_grace.as_millis() as u64);
+        let guard = self.tombstone_guard.get().cloned();
+        let safe = move |bucket: &str, key: &str, hlc: Hlc| guard.as_ref().is_none_or(|g| g(bucket, key, hlc));
         let mut removed = 0;
         for b in self.scan(|m| m.list_buckets()).await? {
             if b.versioning.is_some() {
@@ -275,7 +278,7 @@ impl LocalStore {
                 old.extend(
                     page.versions
                         .iter()
-                        .filter(|(_, r, _)| r.delete_marker && r.last_modified < cutoff)
+                        .filter(|(k, r, _)| r.delete_marker && r.last_modified < cutoff && safe(&b.name, k, r.hlc))
                         .map(|(k, r, _)| (k.clone(), r.sort_key())),
                 );
                 if !page.truncated || old.len() >= 10_000 {
@@ -300,11 +303,16 @@ impl LocalStore {
                 break;
             }
         }
-        let purges = self.scan(move |m| m.purges_older_than(cutoff, 10_000)).await?;
+        let purges: Vec<_> = self
+            .scan(move |m| m.purges_older_than(cutoff, 10_000))
+            .await?
+            .into_iter()
+            .filter(|(b, k, _, hlc)| safe(b, &String::from_utf8_lossy(k), *hlc))
+            .collect();
         if !purges.is_empty() {
             removed += purges.len();
             self.commit(vec![], move |t| {
-                for (b, k, v) in &purges {
+                for (b, k, v, _) in &purges {
                     t.delete_purge(b, k, v)?;
                 }
                 Ok(())

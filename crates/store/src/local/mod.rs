@@ -21,6 +21,7 @@ pub use lifecycle::{LifecycleAction, LifecyclePage};
 mod multipart;
 mod object;
 mod sse;
+mod tree;
 mod version_meta;
 mod versioning;
 mod workers;
@@ -117,7 +118,13 @@ pub struct LocalStore {
     kek: ironbucket_storage::EncryptionKey,
     /// Requests per bucket not yet added to the stored monthly counts.
     requests: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// In a cluster: whether every replica is known to hold a tombstone (bucket, key, stamp),
+    /// so that it may be collected (see [`LocalStore::set_tombstone_guard`]).
+    tombstone_guard: std::sync::OnceLock<TombstoneGuard>,
 }
+
+/// Says whether a tombstone of (bucket, key) with this stamp is held by every replica.
+pub type TombstoneGuard = Arc<dyn Fn(&str, &str, Hlc) -> bool + Send + Sync>;
 
 impl LocalStore {
     /// Opens the store under `cfg.data_dir` and starts its background workers in a registry of
@@ -151,10 +158,18 @@ impl LocalStore {
             lifecycle_counts: Default::default(),
             kek,
             requests: Default::default(),
+            tombstone_guard: std::sync::OnceLock::new(),
         });
         // The garbage worker's first pass removes whatever a previous run left on the list.
         store.start_workers(workers);
         Ok(store)
+    }
+
+    /// In a cluster, tombstones past their grace period are collected only where `guard` says
+    /// every replica holds them (a replica that missed a delete would otherwise bring the
+    /// object back). Set once; without it (one node) the grace period alone decides.
+    pub fn set_tombstone_guard(&self, guard: TombstoneGuard) {
+        let _ = self.tombstone_guard.set(guard);
     }
 
     pub fn config(&self) -> &LocalConfig {

@@ -1,0 +1,97 @@
+//! Anti-entropy's messages (kind `tree.op`, protocol 5): a replica's tree digests and leaf
+//! items for a peer comparing with it, its sync status, and the operator's "start a round now"
+//! and rate change, which `POST /cluster/repair` and `PUT /cluster/repair/rate` send to every
+//! member.
+
+use crate::ClusterStore;
+use ironbucket_api::RepairStatus;
+use ironbucket_rpc::{Kind, Message};
+use ironbucket_store::{Digest, Error, Result, TreeItem};
+use serde::{Deserialize, Serialize};
+
+/// A request to a peer's anti-entropy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum TreeAsk {
+    /// The non-empty digests of `class` at `level` with an index in `from..=to`. Refused unless
+    /// the peer's tree follows the placement with this fingerprint.
+    Cells {
+        fingerprint: u64,
+        class: u64,
+        level: u8,
+        from: u32,
+        to: u32,
+    },
+    /// The items of `class` in one leaf.
+    Leaf { fingerprint: u64, class: u64, leaf: u32 },
+    /// This node's sync status.
+    Status,
+    /// Start a round now.
+    Start,
+    /// Set the copy bandwidth limit (bytes per second, 0: none).
+    Rate(u64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum TreeAnswer {
+    Cells(Vec<(u32, Digest)>),
+    Items(Vec<TreeItem>),
+    Status(Box<RepairStatus>),
+    Done,
+}
+
+impl Message for TreeAsk {
+    const KIND: Kind = Kind::TreeOp;
+    type Reply = Result<TreeAnswer>;
+}
+
+impl ClusterStore {
+    /// Answers a peer's [`TreeAsk`].
+    pub(crate) async fn serve_tree(&self, ask: TreeAsk) -> Result<TreeAnswer> {
+        match ask {
+            TreeAsk::Cells {
+                fingerprint,
+                class,
+                level,
+                from,
+                to,
+            } => {
+                self.same_placement(fingerprint)?;
+                Ok(TreeAnswer::Cells(self.local.tree_cells(class, level, from, to).await?))
+            }
+            TreeAsk::Leaf {
+                fingerprint,
+                class,
+                leaf,
+            } => {
+                let sets = self.same_placement(fingerprint)?;
+                let mut items = self.local.tree_leaf(leaf).await?;
+                items.retain(|i| sets.class_of(i.pos) == class);
+                Ok(TreeAnswer::Items(items))
+            }
+            TreeAsk::Status => Ok(TreeAnswer::Status(Box::new(self.repair_status().await))),
+            TreeAsk::Start => {
+                self.sync.wake.notify_one();
+                Ok(TreeAnswer::Done)
+            }
+            TreeAsk::Rate(bytes) => {
+                self.sync.set_rate(bytes);
+                Ok(TreeAnswer::Done)
+            }
+        }
+    }
+
+    /// The installed replica sets, if this node's tree follows the placement `fingerprint`
+    /// names (else the two cannot compare: a layout change is being taken in).
+    fn same_placement(&self, fingerprint: u64) -> Result<std::sync::Arc<ironbucket_cluster::ReplicaSets>> {
+        match self.sync.installed() {
+            Some(s) if s.fingerprint() == fingerprint => Ok(s),
+            Some(_) => Err(Error::Unavailable(
+                "this node's anti-entropy tree follows another placement layout (a layout change is being taken in)"
+                    .into(),
+            )),
+            None => Err(Error::Unavailable(
+                "this node's anti-entropy tree is not ready yet".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The anti-entropy tree of this node's metadata (kept by the metadata layer on every write;
+//! the cluster layer installs the classifier and compares): reads for a replica comparing
+//! with this one.
+
+use super::LocalStore;
+use crate::Result;
+use ironbucket_meta::{Classify, Digest, TreeItem};
+use std::sync::Arc;
+
+impl LocalStore {
+    /// Installs the classifier the tree's digests follow (see `ironbucket_meta::Classify`);
+    /// `true` when the digests had to be rebuilt.
+    pub async fn set_classifier(&self, c: Arc<dyn Classify>) -> Result<bool> {
+        Ok(self.meta.set_classifier(c).await?)
+    }
+
+    /// The installed classifier's fingerprint (`None`: none yet).
+    pub fn tree_fingerprint(&self) -> Option<u64> {
+        self.meta.tree_fingerprint()
+    }
+
+    /// The non-empty digests of `class` at `level` (0 root, 1 groups, 2 leaves) in `from..=to`.
+    pub async fn tree_cells(&self, class: u64, level: u8, from: u32, to: u32) -> Result<Vec<(u32, Digest)>> {
+        self.scan(move |m| m.tree_cells(class, level, from, to)).await
+    }
+
+    /// The items of one leaf, every class.
+    pub async fn tree_leaf(&self, leaf: u32) -> Result<Vec<TreeItem>> {
+        self.scan(move |m| m.tree_leaf(leaf)).await
+    }
+
+    /// How many items the tree holds.
+    pub async fn tree_len(&self) -> Result<u64> {
+        self.scan(|m| m.tree_len()).await
+    }
+}
