@@ -27,6 +27,7 @@ pub(crate) struct Gauges {
     read_repairs: IntGaugeVec,
     hints_pending: IntGaugeVec,
     hints: IntGaugeVec,
+    scrub: IntGaugeVec,
     sync_total: IntGaugeVec,
     sync_behind_items: IntGaugeVec,
     sync_behind_bytes: IntGaugeVec,
@@ -99,6 +100,11 @@ impl Gauges {
                 "ironbucket_hints_total",
                 "Hints since the node started: kept, replayed, dropped (past their age) and refused (the replica had the maximum)",
                 "outcome",
+            )?,
+            scrub: v(
+                "ironbucket_scrub_total",
+                "The scrub since the node started: versions checked, bytes read, corrupt bodies found, repaired from a replica, unverifiable (SSE-C), full passes",
+                "kind",
             )?,
             sync_total: v(
                 "ironbucket_anti_entropy_total",
@@ -316,6 +322,18 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> ApiResult {
     g.node_failed.set(i64::from(s.workers.fatal().is_some()));
     if let Some(l) = s.local.get() {
         g.stamps_refused.set(l.clock().refused() as i64);
+        use std::sync::atomic::Ordering::Relaxed;
+        let sc = l.scrub_stats();
+        for (kind, n) in [
+            ("checked", &sc.checked),
+            ("bytes", &sc.bytes),
+            ("corrupt", &sc.corrupt),
+            ("repaired", &sc.repaired),
+            ("unverifiable", &sc.unverifiable),
+            ("passes", &sc.passes),
+        ] {
+            g.scrub.with_label_values(&[kind]).set(n.load(Relaxed) as i64);
+        }
     }
     for (node, c) in s.peer_clocks.get().map(|p| p.snapshot()).unwrap_or_default() {
         g.peer_offset.with_label_values(&[&node]).set(c.offset_ms);

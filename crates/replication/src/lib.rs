@@ -108,6 +108,7 @@ impl ClusterStore {
         });
         let _ = s.me.set(Arc::downgrade(&s));
         s.guard_tombstones();
+        s.heal_corruption();
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.anti-entropy", OnFailure::Restart, move |ctx| {
             Self::anti_entropy_loop(me.clone(), ctx)

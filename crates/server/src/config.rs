@@ -158,6 +158,15 @@ pub struct ServerArgs {
     #[arg(long = "worker-interval", env = "WORKER_INTERVAL_SECS", value_name = "SECS")]
     pub worker_interval: Option<u64>,
 
+    /// How often the scrub re-reads every stored body to verify its checksums, in seconds; 0
+    /// turns it off [default: 604800, a week].
+    #[arg(long = "scrub-interval-secs", env = "SCRUB_INTERVAL_SECS", value_name = "SECS")]
+    pub scrub_interval_secs: Option<u64>,
+
+    /// The scrub's read rate in MB/s (10^6 bytes) [default: 8].
+    #[arg(long = "scrub-rate-mbps", env = "SCRUB_RATE_MBPS", value_name = "MB_PER_SEC")]
+    pub scrub_rate_mbps: Option<f64>,
+
     /// How often the lifecycle worker applies bucket lifecycle rules, in seconds [default: 3600].
     #[arg(long = "lifecycle-interval", env = "LIFECYCLE_INTERVAL_SECS", value_name = "SECS")]
     pub lifecycle_interval: Option<u64>,
@@ -785,6 +794,15 @@ impl Settings {
         }
         local.lifecycle_interval = Duration::from_secs(li);
         local.lifecycle_day = Duration::from_secs(ld);
+        local.scrub_interval = match a.scrub_interval_secs.unwrap_or(7 * 24 * 3600) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        let scrub_rate = a.scrub_rate_mbps.unwrap_or(8.0);
+        if !scrub_rate.is_finite() || !(0.001..=1e6).contains(&scrub_rate) {
+            bail!("SCRUB_RATE_MBPS must be between 0.001 and 1000000 MB/s, not {scrub_rate}");
+        }
+        local.scrub_rate = (scrub_rate * 1e6) as u64;
 
         let enc_enabled = a.enable_encryption.or(f.encryption.enabled).unwrap_or(false);
         let enc_key = a.encryption_key.or(f.encryption.key).filter(|k| !k.trim().is_empty());

@@ -26,7 +26,9 @@ pub use ironbucket_types::{
     Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, Consistency, CorsRule, Hlc, LifecycleRule,
     PublicAccessBlock, RangeSpec, cors,
 };
-pub use local::{LifecycleAction, LifecyclePage, LocalConfig, LocalStore, TombstoneGuard};
+pub use local::{
+    CorruptionHandler, LifecycleAction, LifecyclePage, LocalConfig, LocalStore, ScrubStats, TombstoneGuard, Verdict,
+};
 pub use model::*;
 pub use tags::validate_tags;
 

@@ -17,6 +17,7 @@
 //! ([`ClusterStore::tombstone_held_everywhere`]); a replica that is down or behind holds
 //! collection back, so it can never bring a deleted object back.
 
+mod heal;
 mod messages;
 mod pull;
 mod round;

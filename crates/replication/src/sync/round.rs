@@ -56,7 +56,9 @@ impl Pace {
         }
     }
 
-    async fn spend(&mut self, bytes: u64, rate: u64) {
+    /// Waits until `bytes` more may be sent without going over `rate` (bytes/s, 0: no limit)
+    /// since the pace began: admission before each copy, so there is no burst.
+    async fn admit(&mut self, bytes: u64, rate: u64) {
         if rate != self.rate {
             *self = Pace::new(rate);
         }
@@ -198,12 +200,12 @@ impl ClusterStore {
         // This node lacks the most first.
         pairs.sort_by_key(|p| std::cmp::Reverse(p.theirs.count as i64 - p.mine.count as i64));
         let total = pairs.len() as u64;
-        let mut pace = Pace::new(self.sync.rate());
+        let pace = tokio::sync::Mutex::new(Pace::new(self.sync.rate()));
         for (done, pair) in pairs.into_iter().enumerate() {
             *self.sync.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some((done as u64, total));
             let st = status.entry(pair.peer.name.clone()).or_default();
             st.out_of_sync += 1;
-            match self.sync_pair(&sets, &pair, settled_before, &mut pace, ctx).await {
+            match self.sync_pair(&sets, &pair, settled_before, &pace, ctx).await {
                 Ok(r) => {
                     st.items_behind += r
                         .behind
@@ -259,7 +261,7 @@ impl ClusterStore {
         sets: &Arc<ReplicaSets>,
         pair: &Pair,
         settled_before: u64,
-        pace: &mut Pace,
+        pace: &tokio::sync::Mutex<Pace>,
         ctx: &WorkerCtx,
     ) -> Result<PairResult> {
         let fp = sets.fingerprint();
@@ -283,12 +285,11 @@ impl ClusterStore {
                 let mut work = Vec::new();
                 for ((bucket, key), (m, t)) in keys {
                     let settled = |i: &&(String, ItemSummary)| i.1.hlc.physical < settled_before;
-                    // What the peer lacks of this node's (its round takes them in).
-                    out.ahead += m
-                        .iter()
-                        .filter(settled)
-                        .filter(|(tag, s)| !t.iter().any(|(tt, ts)| tt == tag && ts.hash == s.hash))
-                        .count() as u64;
+                    // What the peer lacks of this node's and would take in (its round does):
+                    // the same decision seen from its side. An old tombstone it already
+                    // collected, with nothing left there to delete, is not lacking.
+                    let m_settled: Vec<(String, ItemSummary)> = m.iter().filter(settled).cloned().collect();
+                    out.ahead += plan(&t, &m_settled, &collectible).len() as u64;
                     let t_settled: Vec<(String, ItemSummary)> = t.iter().filter(settled).cloned().collect();
                     let steps = plan(&m, &t_settled, &collectible);
                     if steps.is_empty() {
@@ -315,16 +316,17 @@ impl ClusterStore {
                     .collect();
                 let mut done = futures::stream::iter(work.into_iter().zip(bytes))
                     .map(|((bucket, key, steps), size)| async move {
-                        (self.pull_key(peer, &bucket, &key, steps).await, size)
+                        // The lock is held while waiting: copies are admitted one at a time.
+                        pace.lock().await.admit(size, self.sync.rate()).await;
+                        self.pull_key(peer, &bucket, &key, steps).await
                     })
                     .buffer_unordered(PARALLEL);
-                while let Some((p, size)) = done.next().await {
+                while let Some(p) = done.next().await {
                     out.pulled.copied += p.copied;
                     out.pulled.bytes += p.bytes;
                     out.pulled.deletes += p.deletes;
                     out.pulled.merged += p.merged;
                     out.pulled.failed += p.failed;
-                    pace.spend(size, self.sync.rate()).await;
                 }
                 ctx.throttle(began.elapsed()).await;
             }

@@ -18,8 +18,10 @@ mod index;
 mod keys;
 mod lifecycle;
 pub use lifecycle::{LifecycleAction, LifecyclePage};
+pub use scrub::{CorruptionHandler, ScrubStats, Verdict};
 mod multipart;
 mod object;
+mod scrub;
 mod sse;
 mod tree;
 mod version_meta;
@@ -82,6 +84,10 @@ pub struct LocalConfig {
     /// Stamps from other nodes more than this far ahead of this node's clock are refused
     /// (a node whose clock runs ahead cannot drag the others' clocks into the future).
     pub max_clock_ahead: Duration,
+    /// How often the scrub re-reads every stored body (`None`: never).
+    pub scrub_interval: Option<Duration>,
+    /// The scrub's read rate in bytes per second.
+    pub scrub_rate: u64,
 }
 
 impl LocalConfig {
@@ -100,6 +106,8 @@ impl LocalConfig {
             local_lifecycle: true,
             key_sealing_key: None,
             max_clock_ahead: Duration::from_millis(ironbucket_types::DEFAULT_MAX_AHEAD_MS),
+            scrub_interval: Some(Duration::from_secs(7 * 24 * 3600)),
+            scrub_rate: 8_000_000,
         }
     }
 }
@@ -121,6 +129,9 @@ pub struct LocalStore {
     /// In a cluster: whether every replica is known to hold a tombstone (bucket, key, stamp),
     /// so that it may be collected (see [`LocalStore::set_tombstone_guard`]).
     tombstone_guard: std::sync::OnceLock<TombstoneGuard>,
+    /// In a cluster: arranges the repair of a corrupt body found by the scrub.
+    corruption: std::sync::OnceLock<scrub::CorruptionHandler>,
+    scrub: scrub::ScrubStats,
 }
 
 /// Says whether a tombstone of (bucket, key) with this stamp is held by every replica.
@@ -159,6 +170,8 @@ impl LocalStore {
             kek,
             requests: Default::default(),
             tombstone_guard: std::sync::OnceLock::new(),
+            corruption: std::sync::OnceLock::new(),
+            scrub: Default::default(),
         });
         // The garbage worker's first pass removes whatever a previous run left on the list.
         store.start_workers(workers);

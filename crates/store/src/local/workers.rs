@@ -30,6 +30,10 @@ impl LocalStore {
             });
         }
         let w = Arc::downgrade(self);
+        reg.spawn("store.scrub", OnFailure::Restart, move |ctx| {
+            super::scrub::scrub(w.clone(), ctx)
+        });
+        let w = Arc::downgrade(self);
         reg.spawn("store.request-counts", OnFailure::Restart, move |ctx| {
             request_counts(w.clone(), ctx)
         });
