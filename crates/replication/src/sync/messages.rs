@@ -21,8 +21,12 @@ pub(crate) enum TreeAsk {
         from: u32,
         to: u32,
     },
-    /// The items of `class` in one leaf.
-    Leaf { fingerprint: u64, class: u64, leaf: u32 },
+    /// The items of `class` in these leaves (at most [`MAX_LEAVES`]).
+    Leaves {
+        fingerprint: u64,
+        class: u64,
+        leaves: Vec<u32>,
+    },
     /// This node's sync status.
     Status,
     /// Start a round now.
@@ -38,6 +42,9 @@ pub(crate) enum TreeAnswer {
     Status(Box<RepairStatus>),
     Done,
 }
+
+/// Leaves asked for in one request (their items travel in one answer).
+pub(crate) const MAX_LEAVES: usize = 32;
 
 impl Message for TreeAsk {
     const KIND: Kind = Kind::TreeOp;
@@ -58,15 +65,19 @@ impl ClusterStore {
                 self.same_placement(fingerprint)?;
                 Ok(TreeAnswer::Cells(self.local.tree_cells(class, level, from, to).await?))
             }
-            TreeAsk::Leaf {
+            TreeAsk::Leaves {
                 fingerprint,
                 class,
-                leaf,
+                leaves,
             } => {
                 let sets = self.same_placement(fingerprint)?;
-                let mut items = self.local.tree_leaf(leaf).await?;
-                items.retain(|i| sets.class_of(i.pos) == class);
-                Ok(TreeAnswer::Items(items))
+                if leaves.len() > MAX_LEAVES {
+                    return Err(Error::InvalidArgument(format!(
+                        "at most {MAX_LEAVES} leaves per request, not {}",
+                        leaves.len()
+                    )));
+                }
+                Ok(TreeAnswer::Items(self.leaf_items(&sets, class, &leaves).await?))
             }
             TreeAsk::Status => Ok(TreeAnswer::Status(Box::new(self.repair_status().await))),
             TreeAsk::Start => {
@@ -78,6 +89,22 @@ impl ClusterStore {
                 Ok(TreeAnswer::Done)
             }
         }
+    }
+
+    /// This node's items of `class` in `leaves`.
+    pub(crate) async fn leaf_items(
+        &self,
+        sets: &ironbucket_cluster::ReplicaSets,
+        class: u64,
+        leaves: &[u32],
+    ) -> Result<Vec<TreeItem>> {
+        let mut out = Vec::new();
+        for leaf in leaves {
+            let mut items = self.local.tree_leaf(*leaf).await?;
+            items.retain(|i| sets.class_of(i.pos) == class);
+            out.extend(items);
+        }
+        Ok(out)
     }
 
     /// The installed replica sets, if this node's tree follows the placement `fingerprint`

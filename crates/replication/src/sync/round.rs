@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const GROUPS: u32 = ironbucket_meta::GROUPS;
 const PER_GROUP: u32 = ironbucket_meta::LEAVES_PER_GROUP;
 /// Keys taken in at once.
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 16;
 
 /// One (partition, peer) pair to compare.
 struct Pair {
@@ -126,18 +126,13 @@ impl ClusterStore {
         }
     }
 
-    async fn their_leaf(&self, peer: &Target, fp: u64, class: u64, leaf: u32) -> Result<Vec<TreeItem>> {
-        match self
-            .ask_tree(
-                peer,
-                TreeAsk::Leaf {
-                    fingerprint: fp,
-                    class,
-                    leaf,
-                },
-            )
-            .await?
-        {
+    async fn their_leaves(&self, peer: &Target, fp: u64, class: u64, leaves: Vec<u32>) -> Result<Vec<TreeItem>> {
+        let ask = TreeAsk::Leaves {
+            fingerprint: fp,
+            class,
+            leaves,
+        };
+        match self.ask_tree(peer, ask).await? {
             TreeAnswer::Items(i) => Ok(i),
             _ => Err(Error::Internal(format!(
                 "node {} answered a tree request with something else",
@@ -276,11 +271,12 @@ impl ClusterStore {
             let (from, to) = (g * PER_GROUP, g * PER_GROUP + PER_GROUP - 1);
             let ml = digest_map(self.local.tree_cells(class, 2, from, to).await?);
             let tl = digest_map(self.their_cells(peer, fp, class, 2, from, to).await?);
-            for leaf in differing(&ml, &tl) {
+            // The differing leaves of the group, a batch at a time: the keys of a whole batch
+            // are taken in concurrently.
+            for batch in differing(&ml, &tl).chunks(super::messages::MAX_LEAVES) {
                 let began = Instant::now();
-                let mut my_items = self.local.tree_leaf(leaf).await?;
-                my_items.retain(|i| sets.class_of(i.pos) == class);
-                let their_items = self.their_leaf(peer, fp, class, leaf).await?;
+                let my_items = self.leaf_items(sets, class, batch).await?;
+                let their_items = self.their_leaves(peer, fp, class, batch.to_vec()).await?;
                 let keys = by_key(&my_items, &their_items);
                 let mut work = Vec::new();
                 for ((bucket, key), (m, t)) in keys {
