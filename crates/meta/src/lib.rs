@@ -26,8 +26,7 @@ pub use records::{
     Quota, Retention, Segment, Stamp, UploadRecord, stamped_version_id,
 };
 pub use tree::{
-    Classify, Digest, GROUPS, ItemKind, ItemSummary, LEAF_BITS, LEAVES_PER_GROUP, OneClass, TreeItem, leaf_of,
-    leaf_span,
+    Classify, Digest, GROUPS, ItemKind, ItemSummary, LEAF_BITS, LEAVES_PER_GROUP, TreeItem, leaf_of, leaf_span,
 };
 pub use tx::Tx;
 
@@ -350,8 +349,10 @@ impl MetaStore {
 }
 
 fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: &std::sync::OnceLock<String>) {
-    // The anti-entropy tree's classifier, as the last committed batch left it.
+    // The anti-entropy tree's classifier (and whether the tree is kept at all), as the last
+    // committed batch left them.
     let mut classes: Option<Arc<dyn tree::Classify>> = None;
+    let mut tree_off = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -362,7 +363,13 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: 
         }
         let mut completions = Vec::with_capacity(batch.len());
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_batch(&db, &mut batch, &mut completions, durable, &mut classes)
+            commit_batch(
+                &db,
+                &mut batch,
+                &mut completions,
+                durable,
+                (&mut classes, &mut tree_off),
+            )
         }));
         if let Err(p) = run {
             // A panic would otherwise end this thread silently, and every later write would
@@ -387,7 +394,7 @@ fn commit_batch(
     batch: &mut Vec<Job>,
     completions: &mut Vec<Completion>,
     durable: bool,
-    classes: &mut Option<Arc<dyn tree::Classify>>,
+    (classes, tree_off): (&mut Option<Arc<dyn tree::Classify>>, &mut bool),
 ) {
     // Fault injection for tests (`FAILPOINTS=meta-commit=...`, builds with the `failpoints`
     // feature only): `panic` kills this thread as a bug would.
@@ -399,15 +406,17 @@ fn commit_batch(
         } else {
             Durability::None
         })?;
-        let installed = {
-            let mut t = Tx::new(&txn, classes.clone());
+        let (installed, off) = {
+            let mut t = Tx::new(&txn, classes.clone(), *tree_off);
             for job in batch.drain(..) {
                 completions.push(job(&mut t));
             }
-            t.classes
+            t.pending.flush(&txn)?;
+            (t.classes, t.tree_off)
         };
         txn.commit()?;
         *classes = installed;
+        *tree_off = off;
         Ok(())
     })();
     if let Err(e) = &result {
@@ -549,6 +558,35 @@ impl Scanner {
                 if out.len() >= limit {
                     break;
                 }
+            }
+        }
+        Ok(out)
+    }
+    /// Version records of every bucket in table order after `after` (bucket, key, sort key;
+    /// exclusive), at most `limit`: (bucket, key, sort key, record).
+    pub fn versions_after(
+        &self,
+        after: Option<&(String, String, String)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String, ObjectRecord)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VERSIONS)?;
+        let empty: &[u8] = &[];
+        let range = match after {
+            Some((b, k, sk)) => t.range((b.as_str(), k.as_bytes(), sk.as_str())..)?,
+            None => t.range(("", empty, "")..)?,
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (k, v) = item?;
+            let (b, key, sk) = k.value();
+            if after.is_some_and(|(ab, ak, ask)| (b, key, sk) == (ab.as_str(), ak.as_bytes(), ask.as_str())) {
+                continue;
+            }
+            let key = String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?;
+            out.push((b.to_string(), key, sk.to_string(), records::decode(v.value())?));
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)

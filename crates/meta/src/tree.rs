@@ -51,19 +51,6 @@ pub trait Classify: Send + Sync + 'static {
     fn fingerprint(&self) -> u64;
 }
 
-/// Every position in class 0: a single node (or a cluster where every node holds everything).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OneClass;
-
-impl Classify for OneClass {
-    fn class(&self, _pos: u64) -> u64 {
-        0
-    }
-    fn fingerprint(&self) -> u64 {
-        0
-    }
-}
-
 /// The XOR of some items' hashes and how many there are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
@@ -187,39 +174,109 @@ fn purge_item(bucket: &str, key: &str, version_id: &str, p: &PurgeRecord) -> (St
     (tag, s)
 }
 
+/// The stored form of an item: fixed-width fields, then the version id (cheaper than JSON on
+/// the write path, where every version change writes one).
 fn encode_item(s: &ItemSummary) -> Result<Vec<u8>> {
-    records::encode(s)
+    let mut out = Vec::with_capacity(45 + s.version_id.len());
+    out.extend_from_slice(&s.hash.to_le_bytes());
+    out.extend_from_slice(&s.hlc.physical.to_le_bytes());
+    out.extend_from_slice(&s.hlc.logical.to_le_bytes());
+    out.extend_from_slice(&s.origin.to_le_bytes());
+    out.push(match s.kind {
+        ItemKind::Version => 0,
+        ItemKind::DeleteMarker => 1,
+        ItemKind::Purge => 2,
+    });
+    out.extend_from_slice(&s.size.to_le_bytes());
+    out.extend_from_slice(s.version_id.as_bytes());
+    Ok(out)
 }
 
 fn decode_item(raw: &[u8]) -> Result<ItemSummary> {
-    records::decode(raw)
+    let bad = || crate::Error::Corrupt(format!("tree item of {} bytes", raw.len()));
+    if raw.len() < 45 {
+        return Err(bad());
+    }
+    let u64_at = |i: usize| -> Result<u64> { Ok(u64::from_le_bytes(raw[i..i + 8].try_into().map_err(|_| bad())?)) };
+    Ok(ItemSummary {
+        hash: u128::from_le_bytes(raw[..16].try_into().map_err(|_| bad())?),
+        hlc: Hlc {
+            physical: u64_at(16)?,
+            logical: u32::from_le_bytes(raw[24..28].try_into().map_err(|_| bad())?),
+        },
+        origin: u64_at(28)?,
+        kind: match raw[36] {
+            0 => ItemKind::Version,
+            1 => ItemKind::DeleteMarker,
+            2 => ItemKind::Purge,
+            _ => return Err(bad()),
+        },
+        size: u64_at(37)?,
+        version_id: String::from_utf8(raw[45..].to_vec()).map_err(|_| bad())?,
+    })
 }
 
-/// Adds `delta` (an XOR of hashes and a count change) to the three cells of `pos` in `class`.
-fn apply(txn: &WriteTransaction, class: u64, pos: u64, hash: u128, count: i64) -> Result<()> {
-    let mut cells = txn.open_table(TREE_CELLS)?;
-    let leaf = leaf_of(pos);
-    for (level, index) in [(0u8, 0u32), (1, leaf / LEAVES_PER_GROUP), (2, leaf)] {
-        let cur = match cells.get((class, level, index))? {
-            Some(g) => Digest::decode(g.value())?,
-            None => Digest::default(),
-        };
-        let next = Digest {
-            hash: cur.hash ^ hash,
-            count: cur.count.wrapping_add_signed(count),
-        };
-        if next.is_empty() {
-            cells.remove((class, level, index))?;
-        } else {
-            cells.insert((class, level, index), next.encode().as_slice())?;
+/// Cell changes of one commit, summed before they are written: every write of a batch changes
+/// its class's root, so the root (and the groups) are read and written once per commit rather
+/// than once per write.
+#[derive(Default)]
+pub(crate) struct PendingCells {
+    cells: HashMap<(u64, u8, u32), (u128, i64)>,
+    /// Items changed without a classifier: the cells must be rebuilt.
+    dirty: bool,
+}
+
+impl PendingCells {
+    fn add(&mut self, class: u64, pos: u64, hash: u128, count: i64) {
+        let leaf = leaf_of(pos);
+        for cell in [
+            (class, 0u8, 0u32),
+            (class, 1, leaf / LEAVES_PER_GROUP),
+            (class, 2, leaf),
+        ] {
+            let d = self.cells.entry(cell).or_default();
+            d.0 ^= hash;
+            d.1 += count;
         }
     }
-    Ok(())
+
+    /// Writes the summed changes (before the commit).
+    pub(crate) fn flush(&mut self, txn: &WriteTransaction) -> Result<()> {
+        if std::mem::take(&mut self.dirty) {
+            txn.open_table(TREE_STATE)?.insert("dirty", 1)?;
+        }
+        if self.cells.is_empty() {
+            return Ok(());
+        }
+        let mut cells = txn.open_table(TREE_CELLS)?;
+        for (cell, (hash, count)) in self.cells.drain() {
+            if hash == 0 && count == 0 {
+                continue;
+            }
+            let cur = match cells.get(cell)? {
+                Some(g) => Digest::decode(g.value())?,
+                None => Digest::default(),
+            };
+            let next = Digest {
+                hash: cur.hash ^ hash,
+                count: cur.count.wrapping_add_signed(count),
+            };
+            if next.is_empty() {
+                cells.remove(cell)?;
+            } else {
+                cells.insert(cell, next.encode().as_slice())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Tx<'_> {
     /// Sets (or with `None` removes) one item and updates its cells.
     fn tree_set(&mut self, bucket: &str, key: &str, tag: &str, new: Option<ItemSummary>) -> Result<()> {
+        if self.tree_off {
+            return Ok(());
+        }
         let pos = ironbucket_types::position(bucket, key);
         let old = {
             let mut items = self.txn.open_table(TREE_ITEMS)?;
@@ -235,12 +292,10 @@ impl Tx<'_> {
             return Ok(());
         }
         match &self.classes {
-            Some(c) => apply(self.txn, c.class(pos), pos, hash, count),
-            None => {
-                self.txn.open_table(TREE_STATE)?.insert("dirty", 1)?;
-                Ok(())
-            }
+            Some(c) => self.pending.add(c.class(pos), pos, hash, count),
+            None => self.pending.dirty = true,
         }
+        Ok(())
     }
 
     pub(crate) fn tree_version(
@@ -273,13 +328,20 @@ impl Tx<'_> {
     /// Installs `c`: the cells are rebuilt first unless they were made with an equal one and
     /// nothing changed since without one.
     pub(crate) fn install_classifier(&mut self, c: Arc<dyn Classify>) -> Result<bool> {
+        if self.tree_off {
+            // Turned off earlier in this run: the item index is rebuilt from the records.
+            self.tree_off = false;
+            build_items_once(self.txn)?;
+        }
         let (fp, dirty) = {
             let st = self.txn.open_table(TREE_STATE)?;
             let fp = st.get("fingerprint")?.map(|g| g.value());
             (fp, st.get("dirty")?.is_some_and(|g| g.value() != 0))
         };
-        let rebuild = dirty || fp != Some(c.fingerprint());
+        let rebuild = dirty || self.pending.dirty || fp != Some(c.fingerprint());
         if rebuild {
+            // The rebuild counts every item as it is now: pending changes are in it.
+            self.pending = PendingCells::default();
             rebuild_cells(self.txn, c.as_ref())?;
             let mut st = self.txn.open_table(TREE_STATE)?;
             st.insert("fingerprint", c.fingerprint())?;
@@ -287,6 +349,24 @@ impl Tx<'_> {
         }
         self.classes = Some(c);
         Ok(rebuild)
+    }
+}
+
+impl Tx<'_> {
+    /// Stops keeping the tree (a single node has no replica to compare with): the index and the
+    /// cells are dropped, and rebuilt from the records if a classifier is installed later (or
+    /// when the database is opened again).
+    pub(crate) fn turn_tree_off(&mut self) -> Result<()> {
+        self.tree_off = true;
+        self.pending = PendingCells::default();
+        self.classes = None;
+        self.txn.open_table(TREE_ITEMS)?.retain(|_, _| false)?;
+        self.txn.open_table(TREE_CELLS)?.retain(|_, _| false)?;
+        let mut st = self.txn.open_table(TREE_STATE)?;
+        for k in ["built", "fingerprint", "dirty"] {
+            st.remove(k)?;
+        }
+        Ok(())
     }
 }
 
@@ -370,6 +450,13 @@ impl MetaStore {
         let rebuilt = self.write(move |t| t.install_classifier(c)).await?;
         *self.tree_fp.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp);
         Ok(rebuilt)
+    }
+
+    /// Stops keeping the anti-entropy tree (a single node): writes no longer pay for it.
+    pub async fn turn_tree_off(&self) -> Result<()> {
+        self.write(|t| t.turn_tree_off()).await?;
+        *self.tree_fp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// The fingerprint of the installed classifier (`None` before one is installed: the cells
@@ -624,6 +711,27 @@ mod tests {
         let roots: u64 = cells(&m).iter().filter(|c| c.1 == 0).map(|c| c.3.count).sum();
         assert_eq!(roots, 2);
         assert_eq!(m.tree_fingerprint(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_tree_turned_off_costs_nothing_and_comes_back_from_the_records() {
+        let (_d, m) = open();
+        m.turn_tree_off().await.unwrap();
+        for i in 0..20u64 {
+            put(&m, &format!("k{i}"), version(10 + i, 1, false)).await;
+        }
+        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 0, "nothing kept while off");
+        assert!(cells(&m).is_empty());
+        assert!(
+            m.set_classifier(Arc::new(Parity)).await.unwrap(),
+            "rebuilt from the records"
+        );
+        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 20);
+        let roots: u64 = cells(&m).iter().filter(|c| c.1 == 0).map(|c| c.3.count).sum();
+        assert_eq!(roots, 20);
+        // And kept from then on.
+        put(&m, "k99", version(99, 1, false)).await;
+        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 21);
     }
 
     #[test]

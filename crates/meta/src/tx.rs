@@ -9,6 +9,10 @@ pub struct Tx<'a> {
     pub(crate) txn: &'a WriteTransaction,
     /// The anti-entropy tree's classifier (`None` until one is installed).
     pub(crate) classes: Option<std::sync::Arc<dyn crate::tree::Classify>>,
+    /// The tree's cell changes of this commit, written just before it.
+    pub(crate) pending: crate::tree::PendingCells,
+    /// The tree is not kept (a single node).
+    pub(crate) tree_off: bool,
 }
 
 pub(crate) fn parts_of(
@@ -142,8 +146,17 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    pub(crate) fn new(txn: &'a WriteTransaction, classes: Option<std::sync::Arc<dyn crate::tree::Classify>>) -> Self {
-        Self { txn, classes }
+    pub(crate) fn new(
+        txn: &'a WriteTransaction,
+        classes: Option<std::sync::Arc<dyn crate::tree::Classify>>,
+        tree_off: bool,
+    ) -> Self {
+        Self {
+            txn,
+            classes,
+            pending: Default::default(),
+            tree_off,
+        }
     }
 
     pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {

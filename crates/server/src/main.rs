@@ -261,12 +261,13 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
 
     let local_store = local.clone();
     if cluster_store.is_none() {
-        // One node holds everything: its anti-entropy tree has one partition (a cluster node's
-        // follows the placement ring, installed by its anti-entropy worker).
+        // A single node has no replica to compare with: its writes do not keep the anti-entropy
+        // tree (a cluster node's follows the placement ring, installed by its anti-entropy
+        // worker; the index is rebuilt from the records if this data directory joins one).
         local
-            .set_classifier(Arc::new(ironbucket_store::OneClass))
+            .turn_tree_off()
             .await
-            .context("cannot prepare the metadata's anti-entropy tree")?;
+            .context("cannot turn the metadata's anti-entropy tree off")?;
     }
     let store: Arc<dyn ObjectStore> = match &cluster_store {
         Some(cs) => cs.clone(),

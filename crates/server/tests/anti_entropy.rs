@@ -496,7 +496,14 @@ async fn a_single_node_scrub_reports_corruption_and_keeps_the_record() {
 async fn a_wiped_node_gets_all_its_data_back_at_the_throttled_rate() {
     // Hints off: the last write's copy to node-3 may have been cut by the kill and hinted, and
     // this test measures anti-entropy alone.
-    let extra = ["--replication-factor", "3", "--repair-rate-mbps", "2", "--hint-max-per-node", "0"];
+    let extra = [
+        "--replication-factor",
+        "3",
+        "--repair-rate-mbps",
+        "2",
+        "--hint-max-per-node",
+        "0",
+    ];
     let (mut nodes, seeds, ports) = cluster_with(3, &extra).await;
     let a = nodes[0].client();
     a.create_bucket().bucket("wiped").send().await.unwrap();

@@ -18,16 +18,15 @@ pub mod conformance;
 
 pub use bucket_change::BucketChange;
 pub use error::{Error, Result};
-pub use ironbucket_meta::{
-    Classify, ContentHeaders, Digest, Hint, HintRecord, ItemKind, ItemSummary, OneClass, TreeItem,
-};
+pub use ironbucket_meta::{Classify, ContentHeaders, Digest, Hint, HintRecord, ItemKind, ItemSummary, TreeItem};
 pub use ironbucket_storage::{ByteStream, CustomerKey, EncryptionKey, KeyError, Keyring, StorageConfig};
 pub use ironbucket_types::{
     Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, Consistency, CorsRule, Hlc, LifecycleRule,
     PublicAccessBlock, RangeSpec, cors,
 };
 pub use local::{
-    CorruptionHandler, LifecycleAction, LifecyclePage, LocalConfig, LocalStore, ScrubStats, TombstoneGuard, Verdict,
+    CorruptVersion, CorruptionHandler, LifecycleAction, LifecyclePage, LocalConfig, LocalStore, ScrubStats,
+    TombstoneGuard, Verdict,
 };
 pub use model::*;
 pub use tags::validate_tags;

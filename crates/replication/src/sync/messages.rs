@@ -81,6 +81,7 @@ impl ClusterStore {
             }
             TreeAsk::Status => Ok(TreeAnswer::Status(Box::new(self.repair_status().await))),
             TreeAsk::Start => {
+                self.sync.force.store(true, std::sync::atomic::Ordering::Relaxed);
                 self.sync.wake.notify_one();
                 Ok(TreeAnswer::Done)
             }

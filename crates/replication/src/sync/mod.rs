@@ -76,6 +76,10 @@ pub(crate) struct AntiEntropy {
     rate: AtomicU64,
     rate_set: std::sync::atomic::AtomicBool,
     pub(crate) wake: tokio::sync::Notify,
+    /// The next round descends every differing pair at once (`POST /cluster/repair`).
+    pub(crate) force: std::sync::atomic::AtomicBool,
+    /// (partition, peer) -> when this node last descended into it.
+    descended: Mutex<HashMap<(u64, String), std::time::Instant>>,
     /// The replica sets the local tree follows.
     installed: Mutex<Option<Arc<ReplicaSets>>>,
     /// (partition, peer) -> the time up to which the peer is known to hold every item of this
@@ -121,6 +125,20 @@ impl AntiEntropy {
         let mut c = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
         let e = c.entry((class, peer.to_string())).or_default();
         *e = (*e).max(until);
+    }
+
+    /// Whether the pair may be descended now (not within `every` of the last time); if so, the
+    /// time is recorded.
+    fn may_descend(&self, class: u64, peer: &str, every: Duration) -> bool {
+        let mut d = self.descended.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match d.get(&(class, peer.to_string())) {
+            Some(t) if now.duration_since(*t) < every => false,
+            _ => {
+                d.insert((class, peer.to_string()), now);
+                true
+            }
+        }
     }
 
     fn confirmed(&self, class: u64, peer: &str) -> u64 {

@@ -196,10 +196,25 @@ impl ClusterStore {
         pairs.sort_by_key(|p| std::cmp::Reverse(p.theirs.count as i64 - p.mine.count as i64));
         let total = pairs.len() as u64;
         let pace = tokio::sync::Mutex::new(Pace::new(self.sync.rate()));
+        // A pair whose roots differ is descended at most once per settle time (writes younger
+        // than that are not taken in anyway): under a steady write load the roots always
+        // differ, and descending every interval would cost the writes (measured: 12% of a
+        // 3-node cluster's PUT rate at 250 ms). `POST /cluster/repair` descends at once.
+        let force = self.sync.force.swap(false, Ordering::Relaxed);
+        let every = (self.timeout() + Duration::from_secs(1)).max(self.sync.config().interval);
+        let prev_status = self.sync.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for (done, pair) in pairs.into_iter().enumerate() {
             *self.sync.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some((done as u64, total));
             let st = status.entry(pair.peer.name.clone()).or_default();
             st.out_of_sync += 1;
+            if !force && !self.sync.may_descend(pair.class, &pair.peer.name, every) {
+                // Not yet: what the last descent found stands.
+                if let Some(p) = prev_status.get(&pair.peer.name) {
+                    st.items_behind = st.items_behind.max(p.items_behind);
+                    st.bytes_behind = st.bytes_behind.max(p.bytes_behind);
+                }
+                continue;
+            }
             match self.sync_pair(&sets, &pair, settled_before, &pace, ctx).await {
                 Ok(r) => {
                     st.items_behind += r
@@ -209,12 +224,6 @@ impl ClusterStore {
                     if r.ahead == 0 {
                         self.sync.confirm(pair.class, &pair.peer.name, settled_before);
                     }
-                    let a = &self.sync;
-                    a.copied.fetch_add(r.pulled.copied, Ordering::Relaxed);
-                    a.bytes.fetch_add(r.pulled.bytes, Ordering::Relaxed);
-                    a.deletes.fetch_add(r.pulled.deletes, Ordering::Relaxed);
-                    a.merged.fetch_add(r.pulled.merged, Ordering::Relaxed);
-                    a.failed.fetch_add(r.pulled.failed, Ordering::Relaxed);
                 }
                 Err(e) => st.error = Some(e.to_string()),
             }
@@ -323,6 +332,13 @@ impl ClusterStore {
                     out.pulled.deletes += p.deletes;
                     out.pulled.merged += p.merged;
                     out.pulled.failed += p.failed;
+                    // Counted as each key completes, so the status shows a long copy progress.
+                    let a = &self.sync;
+                    a.copied.fetch_add(p.copied, Ordering::Relaxed);
+                    a.bytes.fetch_add(p.bytes, Ordering::Relaxed);
+                    a.deletes.fetch_add(p.deletes, Ordering::Relaxed);
+                    a.merged.fetch_add(p.merged, Ordering::Relaxed);
+                    a.failed.fetch_add(p.failed, Ordering::Relaxed);
                 }
                 ctx.throttle(began.elapsed()).await;
             }

@@ -18,7 +18,7 @@ mod index;
 mod keys;
 mod lifecycle;
 pub use lifecycle::{LifecycleAction, LifecyclePage};
-pub use scrub::{CorruptionHandler, ScrubStats, Verdict};
+pub use scrub::{CorruptVersion, CorruptionHandler, ScrubStats, Verdict};
 mod multipart;
 mod object;
 mod scrub;

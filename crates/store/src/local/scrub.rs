@@ -11,8 +11,8 @@ use super::LocalStore;
 use crate::{Error, Result};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use ironbucket_meta::{ItemKind, TreeItem};
 use ironbucket_runtime::WorkerCtx;
+use ironbucket_types::Hlc;
 use md5::Digest;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -31,9 +31,20 @@ pub enum Verdict {
     Unverifiable,
 }
 
+/// A stored version whose body the scrub found corrupt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptVersion {
+    pub bucket: String,
+    pub key: String,
+    pub sort_key: String,
+    pub version_id: String,
+    pub hlc: Hlc,
+    pub origin: u64,
+}
+
 /// Asked, in a cluster, whether a corrupt local copy of a version may be dropped because a
 /// healthy replica holds it (anti-entropy then copies it back).
-pub type CorruptionHandler = Arc<dyn Fn(TreeItem) -> BoxFuture<'static, bool> + Send + Sync>;
+pub type CorruptionHandler = Arc<dyn Fn(CorruptVersion) -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// The scrub's figures since the node started.
 #[derive(Debug, Default)]
@@ -91,9 +102,9 @@ impl LocalStore {
     /// this stamp (a newer write replaced nothing here): its record and blobs go, without a
     /// tombstone, so that the version is copied back from a replica. Object lock does not hold
     /// a repair back.
-    pub async fn drop_corrupt_version(&self, item: &TreeItem) -> Result<bool> {
-        let (bucket, key, tag) = (item.bucket.clone(), item.key.clone(), item.tag.clone());
-        let (hlc, origin) = (item.summary.hlc, item.summary.origin);
+    pub async fn drop_corrupt_version(&self, item: &CorruptVersion) -> Result<bool> {
+        let (bucket, key, tag) = (item.bucket.clone(), item.key.clone(), item.sort_key.clone());
+        let (hlc, origin) = (item.hlc, item.origin);
         self.commit(vec![], move |t| {
             let Some((sk, old)) = t
                 .versions_of(&bucket, &key)?
@@ -132,36 +143,17 @@ impl LocalStore {
     async fn scrub_pass(&self, ctx: &WorkerCtx) -> Result<()> {
         let began = Instant::now();
         let mut spent = 0u64;
-        let mut cursor: Option<(u64, String, String, String)> = None;
+        let mut cursor: Option<(String, String, String)> = None;
         loop {
-            let lo = cursor.as_ref().map_or(0, |c| c.0);
-            let raw = self.scan(move |m| m.tree_range(lo, u64::MAX, PAGE + 64)).await?;
-            let full = raw.len() == PAGE + 64;
-            let page: Vec<TreeItem> = raw
-                .into_iter()
-                .filter(|i| {
-                    cursor
-                        .as_ref()
-                        .is_none_or(|c| (i.pos, &i.bucket, &i.key, &i.tag) > (c.0, &c.1, &c.2, &c.3))
-                })
-                .take(PAGE)
-                .collect();
-            let Some(last) = page.last() else {
-                // One position holding more items than a page: go past it.
-                if full && lo < u64::MAX {
-                    cursor = Some((lo + 1, String::new(), String::new(), String::new()));
+            let after = cursor.clone();
+            let page = self.scan(move |m| m.versions_after(after.as_ref(), PAGE)).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.0.clone(), last.1.clone(), last.2.clone()));
+            for (bucket, key, sort_key, rec) in page {
+                if rec.delete_marker {
                     continue;
                 }
-                break;
-            };
-            cursor = Some((last.pos, last.bucket.clone(), last.key.clone(), last.tag.clone()));
-            for item in page {
-                if item.summary.kind != ItemKind::Version {
-                    continue;
-                }
-                let verdict = self
-                    .verify_version(&item.bucket, &item.key, &item.summary.version_id)
-                    .await?;
+                let verdict = self.verify_version(&bucket, &key, &rec.version_id).await?;
                 let Some((verdict, read)) = verdict else { continue };
                 self.scrub.checked.fetch_add(1, Ordering::Relaxed);
                 self.scrub.bytes.fetch_add(read, Ordering::Relaxed);
@@ -170,7 +162,17 @@ impl LocalStore {
                     Verdict::Unverifiable => {
                         self.scrub.unverifiable.fetch_add(1, Ordering::Relaxed);
                     }
-                    Verdict::Corrupt(why) => self.corrupt_found(item, why, ctx).await,
+                    Verdict::Corrupt(why) => {
+                        let v = CorruptVersion {
+                            bucket,
+                            key,
+                            sort_key,
+                            version_id: rec.version_id.clone(),
+                            hlc: rec.hlc,
+                            origin: rec.origin,
+                        };
+                        self.corrupt_found(v, why, ctx).await
+                    }
                 }
                 // Pace: the bytes read so far may take this long at the rate.
                 spent += read;
@@ -193,12 +195,12 @@ impl LocalStore {
         Ok(())
     }
 
-    async fn corrupt_found(&self, item: TreeItem, why: String, ctx: &WorkerCtx) {
+    async fn corrupt_found(&self, item: CorruptVersion, why: String, ctx: &WorkerCtx) {
         self.scrub.corrupt.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(bucket = %item.bucket, key = %item.key, version = %item.summary.version_id, error = %why, "scrub found a corrupt body");
+        tracing::error!(bucket = %item.bucket, key = %item.key, version = %item.version_id, error = %why, "scrub found a corrupt body");
         ctx.note_error(format!(
             "corrupt body: {}/{} version {}: {why}",
-            item.bucket, item.key, item.summary.version_id
+            item.bucket, item.key, item.version_id
         ));
         let Some(handler) = self.corruption.get().cloned() else {
             return;

@@ -14,6 +14,11 @@ impl LocalStore {
         Ok(self.meta.set_classifier(c).await?)
     }
 
+    /// Stops keeping the anti-entropy tree (a single node has no replica to compare with).
+    pub async fn turn_tree_off(&self) -> Result<()> {
+        Ok(self.meta.turn_tree_off().await?)
+    }
+
     /// The installed classifier's fingerprint (`None`: none yet).
     pub fn tree_fingerprint(&self) -> Option<u64> {
         self.meta.tree_fingerprint()
