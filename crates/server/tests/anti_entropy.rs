@@ -90,6 +90,22 @@ async fn holdings(srv: &Server, bucket: &str, key: &str) -> Vec<(String, String)
         .collect()
 }
 
+/// `bucket/key`'s body read through `c` at consistency `level`.
+async fn body_at_level(c: &aws_sdk_s3::Client, bucket: &str, key: &str, level: &'static str) -> Vec<u8> {
+    let got = c
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .customize()
+        .mutate_request(move |r| {
+            r.headers_mut().insert("x-ironbucket-consistency", level);
+        })
+        .send()
+        .await
+        .unwrap();
+    body_bytes(got).await
+}
+
 const EXTRA: [&str; 4] = ["--replication-factor", "3", "--hint-max-per-node", "0"];
 
 #[tokio::test]
@@ -241,6 +257,17 @@ async fn a_node_killed_during_writes_converges_without_reads_or_hints() {
         assert_eq!(h.len(), 3, "{bucket}/{key}: {h:?}");
         assert!(h.iter().all(|(_, v)| *v == h[0].1 && v != "-"), "{bucket}/{key}: {h:?}");
     }
+    // The operator's view: every node in the CLI's JSON, the table, a round started
+    // everywhere, and `--watch` ends at once with everything in sync.
+    let (code, v, err) = cli(&nodes[1], &["cluster", "repair", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{v}");
+    let (code, _, err) = cli(&nodes[1], &["cluster", "repair", "start"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&nodes[1], &["cluster", "repair", "status", "--watch"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&nodes[1], &["cluster", "repair", "rate", "1e9"]);
+    assert_ne!(code, 0, "a rate beyond the bound is refused: {err}");
     // The metrics show it too.
     let (_, _, metrics) = raw("GET", &format!("{}/metrics", nodes[2].admin), &[], vec![]).await;
     assert!(
@@ -253,30 +280,11 @@ async fn a_node_killed_during_writes_converges_without_reads_or_hints() {
         n.kill9();
     }
     let c = nodes[2].client();
-    let got = c
-        .get_object()
-        .bucket("aent")
-        .key("w/0005")
-        .customize()
-        .mutate_request(|r| {
-            r.headers_mut().insert("x-ironbucket-consistency", "ONE");
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(body_bytes(got).await, b"overwritten");
-    let got = c
-        .get_object()
-        .bucket("aent")
-        .key("w/0200")
-        .customize()
-        .mutate_request(|r| {
-            r.headers_mut().insert("x-ironbucket-consistency", "ONE");
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(body_bytes(got).await, data(1000 + 200 * 37, 200));
+    assert_eq!(body_at_level(&c, "aent", "w/0005", "ONE").await, b"overwritten");
+    assert_eq!(
+        body_at_level(&c, "aent", "w/0200", "ONE").await,
+        data(1000 + 200 * 37, 200)
+    );
 }
 
 #[tokio::test]
@@ -440,19 +448,8 @@ async fn scrub_finds_a_corrupt_body_and_repairs_it_from_a_replica() {
         (h.iter().all(|(_, v)| *v == h[0].1 && v != "-")).then_some(())
     })
     .await;
-    let got = nodes[2]
-        .client()
-        .get_object()
-        .bucket("rot")
-        .key("k")
-        .customize()
-        .mutate_request(|r| {
-            r.headers_mut().insert("x-ironbucket-consistency", "ONE");
-        })
-        .send()
-        .await
-        .unwrap();
-    assert!(body_bytes(got).await == body, "node-3 serves the repaired bytes");
+    let got = body_at_level(&nodes[2].client(), "rot", "k", "ONE").await;
+    assert!(got == body, "node-3 serves the repaired bytes");
     // The other nodes' scrubs found nothing wrong.
     for n in &nodes[..2] {
         assert_eq!(metric(n, "ironbucket_scrub_total", "corrupt").await, 0);
@@ -569,6 +566,33 @@ async fn a_wiped_node_gets_all_its_data_back_at_the_throttled_rate() {
     }
 }
 
+/// Waits until the 3 nodes are in sync again and prints how long node-3 took since `since`,
+/// and what it copied; node-3's status.
+async fn report_refill(nodes: &[Server], since: Instant, what: &str) -> serde_json::Value {
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    let st = poll_until("in sync", Duration::from_secs(600), || async {
+        let st = repair_status(&nodes[0]).await;
+        in_sync(&st, 3).then_some(st)
+    })
+    .await;
+    let secs = since.elapsed().as_secs_f64();
+    let n3 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-3")
+        .unwrap()
+        .clone();
+    println!(
+        "{what} in {secs:.1} s: {} versions, {} bytes copied ({:.0} objects/s, {:.2} MB/s)",
+        n3["objects_copied"],
+        n3["bytes_copied"],
+        n3["objects_copied"].as_f64().unwrap() / secs,
+        n3["bytes_copied"].as_f64().unwrap() / secs / 1e6
+    );
+    n3
+}
+
 /// The figures docs/cluster.md reports (not a pass/fail test; run with
 /// `cargo nextest run -p ironbucket-server --test anti_entropy --run-ignored ignored-only --no-capture`):
 /// 10,000 objects of 4 KiB; a node that missed all of them (hints off) converges after its
@@ -617,27 +641,7 @@ async fn figures_for_10k_objects() {
     args.extend_from_slice(&extra);
     let restarted = Instant::now();
     nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
-    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
-    let st = poll_until("in sync after the restart", Duration::from_secs(600), || async {
-        let st = repair_status(&nodes[0]).await;
-        in_sync(&st, 3).then_some(st)
-    })
-    .await;
-    let secs = restarted.elapsed().as_secs_f64();
-    let n3 = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == "node-3")
-        .unwrap()
-        .clone();
-    println!(
-        "restarted node converged in {secs:.1} s: {} versions, {} bytes copied ({:.0} objects/s, {:.2} MB/s)",
-        n3["objects_copied"],
-        n3["bytes_copied"],
-        n3["objects_copied"].as_f64().unwrap() / secs,
-        n3["bytes_copied"].as_f64().unwrap() / secs / 1e6
-    );
+    report_refill(&nodes, restarted, "restarted node converged").await;
     // Wiped and replaced: everything again.
     let mut n3 = nodes.pop().unwrap();
     n3.kill9();
@@ -650,26 +654,6 @@ async fn figures_for_10k_objects() {
     assert_eq!(c, 0, "{err}");
     let replaced = Instant::now();
     nodes.push(wiped);
-    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
-    let st = poll_until("in sync after the replacement", Duration::from_secs(600), || async {
-        let st = repair_status(&nodes[0]).await;
-        in_sync(&st, 3).then_some(st)
-    })
-    .await;
-    let secs = replaced.elapsed().as_secs_f64();
-    let n3 = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == "node-3")
-        .unwrap()
-        .clone();
-    println!(
-        "wiped node refilled in {secs:.1} s: {} versions, {} bytes copied ({:.0} objects/s, {:.2} MB/s)",
-        n3["objects_copied"],
-        n3["bytes_copied"],
-        n3["objects_copied"].as_f64().unwrap() / secs,
-        n3["bytes_copied"].as_f64().unwrap() / secs / 1e6
-    );
+    let n3 = report_refill(&nodes, replaced, "wiped node refilled").await;
     assert_eq!(n3["objects_copied"].as_u64().unwrap(), OBJECTS as u64);
 }

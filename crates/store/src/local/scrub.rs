@@ -113,17 +113,7 @@ impl LocalStore {
             else {
                 return Ok(false);
             };
-            for b in old.blob_ids() {
-                t.release_blob(b)?;
-            }
-            t.delete_version(&bucket, &key, &sk)?;
-            if !old.delete_marker {
-                t.add_stats(&bucket, -1, -(old.size as i64))?;
-            }
-            match t.versions_of(&bucket, &key)?.into_iter().next() {
-                Some((_, newest)) if !newest.delete_marker => t.put_object(&bucket, &key, &newest)?,
-                _ => t.delete_object(&bucket, &key)?,
-            }
+            super::versioning::remove_version_in_tx(t, &bucket, &key, &sk, &old)?;
             Ok(true)
         })
         .await

@@ -264,6 +264,29 @@ pub(super) fn delete_stamped_in_tx(
 
 /// DeleteObject with a version id: removes that version for good; the newest remaining version
 /// becomes current (none if it is a delete marker).
+/// Removes one stored version (sort key `sk`, record `old`): its blobs, its record, its usage,
+/// and the key's current version is whatever is newest after it. No tombstone, no lock check.
+pub(super) fn remove_version_in_tx(
+    t: &mut Tx<'_>,
+    bucket: &str,
+    key: &str,
+    sk: &str,
+    old: &ObjectRecord,
+) -> Result<()> {
+    for b in old.blob_ids() {
+        t.release_blob(b)?;
+    }
+    t.delete_version(bucket, key, sk)?;
+    if !old.delete_marker {
+        t.add_stats(bucket, -1, -(old.size as i64))?;
+    }
+    match t.versions_of(bucket, key)?.into_iter().next() {
+        Some((_, newest)) if !newest.delete_marker => t.put_object(bucket, key, &newest)?,
+        _ => t.delete_object(bucket, key)?,
+    }
+    Ok(())
+}
+
 pub(super) fn delete_version_in_tx(
     t: &mut Tx<'_>,
     bucket: &str,
@@ -287,17 +310,7 @@ pub(super) fn delete_version_in_tx(
             "Access Denied because object protected by object lock.".into(),
         ));
     }
-    for b in old.blob_ids() {
-        t.release_blob(b)?;
-    }
-    t.delete_version(bucket, key, &sk)?;
-    if !old.delete_marker {
-        t.add_stats(bucket, -1, -(old.size as i64))?;
-    }
-    match t.versions_of(bucket, key)?.into_iter().next() {
-        Some((_, newest)) if !newest.delete_marker => t.put_object(bucket, key, &newest)?,
-        _ => t.delete_object(bucket, key)?,
-    }
+    remove_version_in_tx(t, bucket, key, &sk, &old)?;
     Ok(DeleteResult {
         key: key.to_string(),
         version_id: Some(old.version_id),
