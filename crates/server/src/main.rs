@@ -3,6 +3,7 @@
 //! them until SIGTERM/SIGINT.
 
 mod config;
+mod config_cluster;
 mod dev_cluster;
 mod serve;
 

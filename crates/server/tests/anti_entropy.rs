@@ -62,15 +62,7 @@ fn in_sync(all: &serde_json::Value, nodes: usize) -> bool {
 
 /// The newest version each node holds of `bucket/key`: (node, etag or "marker").
 async fn holdings(srv: &Server, bucket: &str, key: &str) -> Vec<(String, String)> {
-    let (st, _, body) = raw(
-        "GET",
-        &format!("{}/cluster/locate/{bucket}/{key}", srv.admin),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = located(srv, bucket, key).await;
     v["nodes"]
         .as_array()
         .unwrap()
@@ -200,10 +192,7 @@ async fn a_node_killed_during_writes_converges_without_reads_or_hints() {
         .unwrap();
 
     // node-3 comes back; nobody reads anything.
-    let args = node_args("node-3", ports[2], &seeds, SECRET);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&EXTRA);
-    nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
+    nodes.push(restart_node(dir.path(), "node-3", ports[2], &seeds, &EXTRA));
     let back = Instant::now();
     converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
     // The bound this test states: every replica identical within 60 s of the restart.
@@ -338,10 +327,7 @@ async fn a_tombstone_waits_for_every_replica_so_a_late_replica_cannot_resurrect(
     .await;
 
     // node-3 returns with the object it never saw deleted.
-    let args = node_args("node-3", ports[2], &seeds, SECRET);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&extra);
-    nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
+    nodes.push(restart_node(dir.path(), "node-3", ports[2], &seeds, &extra));
     converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
     // It takes the tombstone in; then, confirmed everywhere, the tombstone is collected on every
     // node and nothing of the key is left anywhere.
@@ -517,10 +503,7 @@ async fn a_wiped_node_gets_all_its_data_back_at_the_throttled_rate() {
     }
     let mut n3 = nodes.pop().unwrap();
     n3.kill9();
-    let args = node_args("node-3", ports[2], &seeds, SECRET);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&extra);
-    let wiped = Server::start_with(&args, &[]);
+    let wiped = wiped_node("node-3", ports[2], &seeds, &extra);
     not_ready_because(&wiped, "already a member of this cluster").await;
     let (c, _, err) = cli(&nodes[0], &["cluster", "replace", "node-3"]);
     assert_eq!(c, 0, "{err}");
@@ -593,12 +576,11 @@ async fn report_refill(nodes: &[Server], since: Instant, what: &str) -> serde_js
     n3
 }
 
-/// The figures docs/cluster.md reports (not a pass/fail test; run with
-/// `cargo nextest run -p ironbucket-server --test anti_entropy --run-ignored ignored-only --no-capture`):
-/// 10,000 objects of 4 KiB; a node that missed all of them (hints off) converges after its
-/// restart, and a wiped node refills, with no bandwidth limit.
+/// At scale: 10,000 objects of 4 KiB that a node missed (hints off) all reach it after its
+/// restart, and all of them again after it is wiped and replaced, with no bandwidth limit. It
+/// checks completeness, not speed; the times it prints are the figures docs/cluster.md reports
+/// (`cargo nextest run -p ironbucket-server --test anti_entropy figures --no-capture`).
 #[tokio::test]
-#[ignore]
 async fn figures_for_10k_objects() {
     let extra = [
         "--replication-factor",
@@ -636,19 +618,13 @@ async fn figures_for_10k_objects() {
         "wrote {OBJECTS} x 4 KiB with node-3 down in {:.1} s",
         began.elapsed().as_secs_f64()
     );
-    let args = node_args("node-3", ports[2], &seeds, SECRET);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&extra);
     let restarted = Instant::now();
-    nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
+    nodes.push(restart_node(dir.path(), "node-3", ports[2], &seeds, &extra));
     report_refill(&nodes, restarted, "restarted node converged").await;
     // Wiped and replaced: everything again.
     let mut n3 = nodes.pop().unwrap();
     n3.kill9();
-    let args = node_args("node-3", ports[2], &seeds, SECRET);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&extra);
-    let wiped = Server::start_with(&args, &[]);
+    let wiped = wiped_node("node-3", ports[2], &seeds, &extra);
     not_ready_because(&wiped, "already a member of this cluster").await;
     let (c, _, err) = cli(&nodes[0], &["cluster", "replace", "node-3"]);
     assert_eq!(c, 0, "{err}");

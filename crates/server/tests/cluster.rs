@@ -914,18 +914,6 @@ async fn keys_via(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     keys
 }
 
-async fn located(srv: &Server, bucket: &str, key: &str) -> serde_json::Value {
-    let (st, _, text) = raw(
-        "GET",
-        &format!("{}/cluster/locate/{bucket}/{key}", srv.admin),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(st, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 /// Polls `locate` through `srv` until `done` holds for what it shows (15 s at most).
 async fn until_located(srv: &Server, bucket: &str, key: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -24,15 +24,7 @@ async fn replication(srv: &Server) -> serde_json::Value {
 /// What each node holds of `bucket/key` (its newest version's stamp, and whether it is a
 /// delete marker), as `/cluster/locate` shows it, without reading through the data path.
 async fn copies(srv: &Server, bucket: &str, key: &str) -> Vec<(String, Option<(String, bool)>)> {
-    let (st, _, body) = raw(
-        "GET",
-        &format!("{}/cluster/locate/{bucket}/{key}", srv.admin),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = located(srv, bucket, key).await;
     v["nodes"]
         .as_array()
         .unwrap()
@@ -141,15 +133,7 @@ async fn a_replica_that_was_down_gets_the_writes_it_missed_without_reads() {
         assert_eq!(c.len(), 3, "{key}: {c:?}");
         assert!(c.iter().all(|(_, v)| v.is_some() && *v == c[0].1), "{key}: {c:?}");
     }
-    let (st, _, body) = raw(
-        "GET",
-        &format!("{}/cluster/locate/handoff-v/doc", nodes[0].admin),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = located(&nodes[0], "handoff-v", "doc").await;
     for n in v["nodes"].as_array().unwrap() {
         assert_eq!(
             n["versions"].as_array().unwrap().len(),

@@ -154,3 +154,33 @@ pub async fn not_ready_because(srv: &Server, needle: &str) -> String {
     )
     .await
 }
+
+/// `GET /cluster/locate/{bucket}/{key}` through `srv`: the replica set and what every node holds.
+pub async fn located(srv: &Server, bucket: &str, key: &str) -> serde_json::Value {
+    let (st, _, text) = raw(
+        "GET",
+        &format!("{}/cluster/locate/{bucket}/{key}", srv.admin),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Starts `name` again on its data directory `dir` (its RPC `port`, the cluster's `seeds`, and
+/// the test's `extra` flags).
+pub fn restart_node(dir: &std::path::Path, name: &str, port: u16, seeds: &str, extra: &[&str]) -> Server {
+    let args = node_args(name, port, seeds, SECRET);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    Server::start_in(dir, &args, &[]).unwrap()
+}
+
+/// Starts `name` on a new, empty data directory (a node whose disk was replaced).
+pub fn wiped_node(name: &str, port: u16, seeds: &str, extra: &[&str]) -> Server {
+    let args = node_args(name, port, seeds, SECRET);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    Server::start_with(&args, &[])
+}
