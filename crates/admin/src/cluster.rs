@@ -12,7 +12,7 @@ use ironbucket_api::{
 use ironbucket_consensus::{ControlPlane, LockCmd};
 use std::sync::Arc;
 
-fn cluster_error(e: ironbucket_consensus::Error) -> ApiError {
+pub(crate) fn cluster_error(e: ironbucket_consensus::Error) -> ApiError {
     use ironbucket_consensus::Error as E;
     let status = match &e {
         E::Invalid(m) if m.starts_with("no member named") => StatusCode::NOT_FOUND,
@@ -164,22 +164,34 @@ pub(crate) async fn update_member(
     changed(&s, &cp, res)
 }
 
-/// `DELETE /cluster/nodes/{name}`.
+/// `DELETE /cluster/nodes/{name}`: removes a dead node (its data is re-created on the others
+/// from the remaining replicas first; then it leaves the Raft group).
 pub(crate) async fn remove_member(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {
     let cp = control(&s)?;
-    let res = cp.remove_member(&name).await;
+    let alive = s
+        .gossip
+        .get()
+        .and_then(|g| g.view().get(&name).map(|n| n.liveness.as_str() == "alive"))
+        .unwrap_or(false);
+    if alive && name != cp.node_name() {
+        return Err(ApiError::bad_request(format!(
+            "node {name} is alive: removing it as dead would leave its copies unused; decommission it instead (POST /cluster/nodes/{name}/decommission)"
+        )));
+    }
+    let res = cp.remove_dead(&name).await;
     changed(&s, &cp, res)
 }
 
-/// `POST /cluster/nodes/{name}/decommission` and `/replace`.
+/// `POST /cluster/nodes/{name}/drain`, `/decommission` and `/replace`.
 pub(crate) async fn member_action(State(s): State<Shared>, Path((name, action)): Path<(String, String)>) -> ApiResult {
     let cp = control(&s)?;
     let res = match action.as_str() {
+        "drain" => cp.drain(&name).await,
         "decommission" => cp.decommission(&name).await,
         "replace" => cp.allow_replace(&name).await,
         other => {
             return Err(ApiError::not_found(format!(
-                "no node action {other:?} (decommission or replace)"
+                "no node action {other:?} (drain, decommission or replace)"
             )));
         }
     };

@@ -229,6 +229,9 @@ fn router(state: Shared) -> Router {
         .route("/cluster/repair", post(repair::start))
         .route("/cluster/repair/status", get(repair::status))
         .route("/cluster/repair/rate", put(repair::set_rate))
+        .route("/cluster/rebalance", post(repair::rebalance))
+        .route("/cluster/rebalance/status", get(repair::rebalance_status))
+        .route("/cluster/rebalance/cancel", post(repair::cancel_rebalance))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     public
         .merge(protected)

@@ -443,3 +443,58 @@ pub struct RepairStarted {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unreachable: BTreeMap<String, String>,
 }
+
+/// `GET /cluster/rebalance/status`: the layouts data is still placed by and each node's move.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RebalanceStatus {
+    /// The layout in force.
+    pub layout_version: u64,
+    /// The oldest layout reads still use (equal to `layout_version` when nothing moves).
+    pub read_version: u64,
+    /// Older layouts data may still be placed by (empty: nothing is moving).
+    pub moving_from: Vec<u64>,
+    /// Whether placement changes move data at all (every member speaks protocol 6).
+    pub moves_enabled: bool,
+    /// Nothing is moving and every node has dropped the copies it no longer holds.
+    pub done: bool,
+    /// Objects moved, bytes moved and the rate, summed over the nodes.
+    pub objects_moved: u64,
+    pub bytes_moved: u64,
+    pub bytes_per_sec: f64,
+    /// Fraction of the move done (0 to 1) and the time left at the current rate, when known.
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<u64>,
+    pub nodes: Vec<NodeMove>,
+    /// Members asked to leave (decommission, removal of a dead node), and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leaving: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreachable: BTreeMap<String, String>,
+}
+
+/// One node's part in a move.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeMove {
+    pub node: String,
+    /// Layout versions: the newest it writes with (older writes settled), the newest whose data
+    /// it took in, the oldest it still reads from (as the control plane records them).
+    pub acked: u64,
+    pub synced: u64,
+    pub reading: u64,
+    /// What its mover does now.
+    pub state: String,
+    /// The layout version it is taking data in for (0: none).
+    pub target_version: u64,
+    /// Nodes it takes data from, and how many it has finished.
+    pub sources: u64,
+    pub sources_done: u64,
+    /// Fraction of the ring scanned at its sources (0 to 1).
+    pub progress: f64,
+    pub objects_moved: u64,
+    pub bytes_moved: u64,
+    pub bytes_per_sec: f64,
+    /// Keys whose copies it dropped because their data moved to their new owners.
+    pub keys_dropped: u64,
+    pub failures: u64,
+}

@@ -9,6 +9,7 @@ use hyper_util::rt::TokioExecutor;
 use ironbucket_api as api;
 use std::time::Duration;
 
+mod rebalance;
 mod repair;
 
 #[derive(Parser, Debug)]
@@ -134,10 +135,14 @@ enum ClusterCommand {
         #[arg(long)]
         role: Option<String>,
     },
-    /// Mark a member as draining (needs --admin-token).
+    /// Drain a member: it holds no new data and its data moves to the others; it stays a member
+    /// (needs --admin-token).
+    Drain { name: String },
+    /// Decommission a member: drain it, then it leaves the cluster once its data has moved
+    /// (needs --admin-token).
     Decommission { name: String },
-    /// Remove a member from the cluster: graceful leave, or the end of a decommission (needs
-    /// --admin-token).
+    /// Remove a dead member: its data is re-created on the others from the remaining replicas,
+    /// then it leaves the cluster (needs --admin-token).
     Remove { name: String },
     /// Confirm that a wiped node reusing this member's id may take its place (needs
     /// --admin-token).
@@ -145,6 +150,15 @@ enum ClusterCommand {
     /// Anti-entropy: every node's sync state, a round started now, the bandwidth limit.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Data moving after a layout change: start the next step on every node now and show where
+    /// the move stands; `--watch` follows it with a progress bar (needs --admin-token).
+    Rebalance {
+        /// Follow the move with a progress bar (rate, time left) until it is done.
+        #[arg(long)]
+        watch: bool,
+        #[command(subcommand)]
+        command: Option<rebalance::RebalanceCommand>,
+    },
     /// DANGER: make the node at --admin-url the only voter because the others are lost (the
     /// lone survivor of a 2-node cluster). The lost nodes are fenced out; to bring one back,
     /// wipe its data directory and start it (needs --admin-token).
@@ -426,6 +440,13 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Cluster(ClusterCommand::Rebalance { watch, command }) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for rebalance commands")?;
+            rebalance::run(command, watch, &cli.admin_url, token, cli.timeout).await
+        }
         Command::Cluster(ClusterCommand::Repair(r)) => {
             let token = cli
                 .admin_token
@@ -465,6 +486,11 @@ async fn run(cli: Cli) -> Result<i32> {
                         rack: rack.clone(),
                         weight: *weight,
                     })?,
+                )),
+                ClusterCommand::Drain { name } => Some((
+                    "POST",
+                    format!("/cluster/nodes/{}/drain", pct(name)),
+                    serde_json::json!({}),
                 )),
                 ClusterCommand::Decommission { name } => Some((
                     "POST",

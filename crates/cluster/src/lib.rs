@@ -12,35 +12,19 @@ pub use liveness::{Gossip, GossipConfig, GossipId, Liveness, LoadFigures, LoadFn
 pub use placement::{Error, Layout, NodeSpec, Ring, Strategy};
 pub use sets::{ReplicaSets, set_id};
 
-use ironbucket_consensus::{ControlState, MemberState};
+use ironbucket_consensus::ControlState;
 
 /// The placement layout the control state describes: its active members (draining and removed
 /// members hold no new data), the replication factor, strategy and virtual nodes, versioned by
 /// the control state's layout version.
 pub fn layout_of(state: &ControlState) -> Result<Layout, Error> {
-    Ok(Layout {
-        version: state.layout_version,
-        nodes: state
-            .members
-            .values()
-            .filter(|m| m.state == MemberState::Active)
-            .map(|m| NodeSpec {
-                name: m.name.clone(),
-                zone: m.zone.clone(),
-                rack: m.rack.clone(),
-                weight: m.weight,
-            })
-            .collect(),
-        strategy: state.replication.strategy,
-        factor: state.replication.factor as usize,
-        vnodes: state.replication.vnodes,
-    })
+    Ok(state.placement())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ironbucket_consensus::{Member, Replication};
+    use ironbucket_consensus::{Member, MemberState, Replication};
 
     fn member(name: &str, state: MemberState) -> Member {
         Member {

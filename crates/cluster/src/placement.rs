@@ -5,10 +5,9 @@
 //! Positions come from XXH3 (a specified, stable 64-bit hash, so all nodes and versions agree).
 //! Each node owns `vnodes * weight / 100` tokens on the ring (at least one; weight 0: none).
 
-use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-pub use ironbucket_types::Strategy;
+pub use ironbucket_types::{Layout, NodeSpec, Strategy};
 
 /// The most tokens a ring may hold (about 64 MiB of memory).
 pub const MAX_TOKENS: u64 = 4_000_000;
@@ -28,37 +27,6 @@ pub enum Error {
     DuplicateNode(String),
     #[error("the ring would need {0} tokens (more than {MAX_TOKENS}): lower VNODES or the node weights")]
     TooManyTokens(u64),
-}
-
-/// A node as placement sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeSpec {
-    pub name: String,
-    pub zone: String,
-    pub rack: String,
-    /// Relative capacity; 100 is the norm, 0 holds nothing.
-    pub weight: u32,
-}
-
-impl NodeSpec {
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            zone: String::new(),
-            rack: String::new(),
-            weight: 100,
-        }
-    }
-}
-
-/// Everything placement depends on; a new version whenever any of it changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layout {
-    pub version: u64,
-    pub nodes: Vec<NodeSpec>,
-    pub strategy: Strategy,
-    pub factor: usize,
-    pub vnodes: u32,
 }
 
 /// A layout made ready for lookups.

@@ -34,6 +34,7 @@ impl ControlPlane {
                 (expired, s.cluster_id.is_empty(), s.members.clone())
             });
             cp.lease_duties(&mut version_check).await;
+            cp.layout_duties().await;
             // Leases expire and waiters move up even when nobody else touches the lock.
             if lease_expired {
                 let tick = Command::Lock {

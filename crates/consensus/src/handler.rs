@@ -99,7 +99,8 @@ impl Handler for RpcHandler {
             | Kind::ObjectPut
             | Kind::ObjectPart
             | Kind::ObjectGet
-            | Kind::TreeOp => Err(format!("the control plane does not serve {} messages", call.kind)),
+            | Kind::TreeOp
+            | Kind::LayoutMove => Err(format!("the control plane does not serve {} messages", call.kind)),
         }
     }
 }

@@ -97,7 +97,7 @@ impl Renewals {
 }
 
 impl ControlPlane {
-    fn leader_term(&self) -> Option<u64> {
+    pub(crate) fn leader_term(&self) -> Option<u64> {
         let m = self.raft().metrics();
         let m = m.borrow();
         (m.state == ServerState::Leader).then_some(m.current_term)
@@ -171,22 +171,33 @@ impl ControlPlane {
                 tracing::debug!(error = %e, "lease expiry not committed");
             }
         }
-        if self.with_state(|s| s.leader_leases) || last_check.is_some_and(|t| t.elapsed() < VERSION_CHECK_EVERY) {
+        let (leases_on, moves_on) = self.with_state(|s| (s.leader_leases, s.layout_moves));
+        if (leases_on && moves_on) || last_check.is_some_and(|t| t.elapsed() < VERSION_CHECK_EVERY) {
             return;
         }
         *last_check = Some(std::time::Instant::now());
         let _guard = self.membership_lock.lock().await;
-        if self.every_member_speaks(LEADER_LEASES).await {
+        if !leases_on && self.every_member_speaks(LEADER_LEASES).await {
             match self.propose_inner(Command::EnableLeaderLeases, false).await {
                 Ok(_) => tracing::info!("every member speaks protocol 4: lease renewals no longer go through the log"),
                 Err(e) => tracing::debug!(error = %e, "could not turn leader-renewed leases on yet"),
+            }
+        }
+        // Not while the cluster forms: its members are recorded one by one, and those layouts
+        // held no data worth moving.
+        let names: Vec<String> = self.raft_nodes().into_iter().map(|(_, n)| n.name).collect();
+        let recorded = self.with_state(|s| names.iter().all(|n| s.members.contains_key(n)));
+        if !moves_on && recorded && self.every_member_speaks(crate::layouts::LAYOUT_MOVES).await {
+            match self.propose_inner(Command::EnableLayoutMoves, false).await {
+                Ok(_) => tracing::info!("every member speaks protocol 6: placement changes now move data"),
+                Err(e) => tracing::debug!(error = %e, "could not turn layout moves on yet"),
             }
         }
     }
 
     /// Whether every Raft member (voters and learners: every node that applies the log) other
     /// than this one answers a ping stating protocol `version` or newer.
-    async fn every_member_speaks(&self, version: u32) -> bool {
+    pub(crate) async fn every_member_speaks(&self, version: u32) -> bool {
         if self.peers.config().protocol.max < version {
             return false;
         }

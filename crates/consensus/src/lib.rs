@@ -14,6 +14,7 @@ mod duties;
 #[cfg(test)]
 mod golden;
 mod handler;
+mod layouts;
 mod leases;
 pub mod locks;
 mod membership;
@@ -30,6 +31,7 @@ mod wire;
 #[cfg(test)]
 mod sim;
 
+pub use layouts::{LayoutProgress, Leave, MAX_HISTORY};
 pub use locks::{LockCmd, LockOutcome};
 pub use plane::ControlPlane;
 pub use state::{Command, ControlState, DEFAULT_VNODES, Member, MemberState, Outcome, Replication};

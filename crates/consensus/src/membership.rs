@@ -42,6 +42,15 @@ impl ControlPlane {
                 crate::leases::LEADER_LEASES
             ));
         }
+        if self.with_state(|s| s.layout_moves) && req.protocol.max < crate::layouts::LAYOUT_MOVES {
+            tracing::warn!(node = %req.name, theirs = %req.protocol, "refused a join: the cluster moves data on layout changes (protocol 6)");
+            return Err(format!(
+                "node {} cannot join: it speaks node protocol {} but this cluster moves data between layout versions, which needs protocol {} on every member: upgrade it",
+                req.name,
+                req.protocol,
+                crate::layouts::LAYOUT_MOVES
+            ));
+        }
         if let Err(why) = ours.agree(req.protocol) {
             tracing::warn!(node = %req.name, theirs = %req.protocol, %ours, "refused a join: {why}");
             return Err(format!("node {} cannot join: {why}", req.name));
@@ -149,17 +158,100 @@ impl ControlPlane {
         }
     }
 
-    /// Marks a member as draining (decommission): it stays a voter until it is removed.
-    pub async fn decommission(&self, name: &str) -> Result<(), Error> {
-        match self
-            .propose(Command::SetMemberState {
+    /// Drain: the member holds no new data and its data moves to the others; it stays a member
+    /// (and readable until the move is done).
+    pub async fn drain(&self, name: &str) -> Result<(), Error> {
+        self.enough_left_without(name)?;
+        checked(
+            self.propose(Command::SetMemberState {
                 name: name.to_string(),
                 state: MemberState::Draining,
             })
-            .await?
-        {
-            Outcome::NoSuchMember { name } => Err(Error::Invalid(format!("no member named {name}"))),
-            _ => Ok(()),
+            .await?,
+        )
+    }
+
+    /// Decommission: drain, then leave the Raft group once the data has moved (without layout
+    /// moves, an older cluster: only marked draining).
+    pub async fn decommission(&self, name: &str) -> Result<(), Error> {
+        self.enough_left_without(name)?;
+        if !self.with_state(|s| s.layout_moves) {
+            return self.drain(name).await;
+        }
+        checked(
+            self.propose(Command::Leave {
+                name: name.to_string(),
+                why: crate::Leave::Decommission,
+            })
+            .await?,
+        )
+    }
+
+    /// Removes a dead member: its data is re-created on the others from the remaining replicas,
+    /// then it leaves the Raft group. Without layout moves (an older cluster) it leaves at once.
+    pub async fn remove_dead(&self, name: &str) -> Result<(), Error> {
+        if !self.with_state(|s| s.members.contains_key(name)) {
+            return Err(Error::Invalid(format!("no member named {name}")));
+        }
+        if !self.with_state(|s| s.layout_moves) {
+            return self.remove_member(name).await;
+        }
+        self.enough_left_without(name)?;
+        checked(
+            self.propose(Command::Leave {
+                name: name.to_string(),
+                why: crate::Leave::Dead,
+            })
+            .await?,
+        )
+    }
+
+    /// Cancels the data moves in progress: back to the oldest layout data is still placed by.
+    pub async fn cancel_move(&self) -> Result<(), Error> {
+        checked(self.propose(Command::CancelMove).await?)
+    }
+
+    /// Refuses to take `name` out of the placement when fewer nodes than the replication
+    /// factor would hold data.
+    fn enough_left_without(&self, name: &str) -> Result<(), Error> {
+        self.with_state(|s| {
+            let Some(m) = s.members.get(name) else {
+                return Err(Error::Invalid(format!("no member named {name}")));
+            };
+            if m.state == MemberState::Removed {
+                return Err(Error::Invalid(format!("member {name} was removed already")));
+            }
+            let left = s
+                .members
+                .values()
+                .filter(|m| m.name != name && m.state == MemberState::Active && m.weight > 0)
+                .count();
+            if left < s.replication.factor as usize {
+                return Err(Error::Invalid(format!(
+                    "taking {name} out would leave {left} node(s) holding data, fewer than the replication factor {}: add a node or lower the factor first",
+                    s.replication.factor
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Leader duty: members asked to leave whose data has moved leave the Raft group.
+    pub(crate) async fn layout_duties(&self) {
+        if self.leader_term().is_none() {
+            return;
+        }
+        for name in self.with_state(|s| {
+            if s.layout_history.is_empty() {
+                s.departed()
+            } else {
+                Vec::new()
+            }
+        }) {
+            match self.remove_member(&name).await {
+                Ok(()) => tracing::info!(node = %name, "member left the cluster: its data has moved"),
+                Err(e) => tracing::warn!(node = %name, error = %e, "could not remove a member whose data has moved"),
+            }
         }
     }
 
@@ -277,7 +369,7 @@ impl ControlPlane {
             }
             m.weight = w;
         }
-        self.propose(Command::UpsertMember { member: m }).await.map(|_| ())
+        checked(self.propose(Command::UpsertMember { member: m }).await?)
     }
 
     /// Changes the replication factor, strategy or default consistency for new writes; every
@@ -292,12 +384,10 @@ impl ControlPlane {
                 .count()
         });
         validate_replication(&r, active)?;
-        self.propose(Command::SetReplication { replication: r })
-            .await
-            .map(|_| ())
+        checked(self.propose(Command::SetReplication { replication: r }).await?)
     }
 
-    async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
+    pub(crate) async fn on_leader(&self, op: MembershipOp) -> Result<(), Error> {
         let msg = Forwarded {
             from: self.cfg.node_name.clone(),
             incarnation: self.incarnation(),
@@ -343,5 +433,14 @@ impl ControlPlane {
                 Ok(())
             }
         }
+    }
+}
+
+/// A change's outcome as a result: refusals become errors naming why.
+fn checked(o: Outcome) -> Result<(), Error> {
+    match o {
+        Outcome::NoSuchMember { name } => Err(Error::Invalid(format!("no member named {name}"))),
+        Outcome::Refused { reason } => Err(Error::Invalid(reason)),
+        _ => Ok(()),
     }
 }

@@ -28,6 +28,14 @@ struct Header {
     last_token: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     leader_leases: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    layout_moves: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    layout_history: Vec<ironbucket_types::Layout>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    layout_progress: BTreeMap<String, crate::layouts::LayoutProgress>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    leaving: BTreeMap<String, crate::layouts::Leave>,
 }
 
 /// The rows `cmd` may change when applied to `state` (computed before applying it).
@@ -39,7 +47,11 @@ pub fn touched(state: &ControlState, cmd: &Command) -> Vec<String> {
         | Command::SetReplication { .. }
         | Command::AllowReplace { .. }
         | Command::ReplaceDone { .. }
-        | Command::EnableLeaderLeases => vec![HEADER.into()],
+        | Command::EnableLeaderLeases
+        | Command::EnableLayoutMoves
+        | Command::LayoutTrack { .. }
+        | Command::Leave { .. }
+        | Command::CancelMove => vec![HEADER.into()],
         Command::CreateBucket { record, owner } => {
             let mut v = vec![format!("b/{}", record.name)];
             v.extend(owner.iter().map(|ak| format!("k/{ak}")));
@@ -72,6 +84,10 @@ pub fn encode(state: &ControlState, id: &str) -> Result<Option<Vec<u8>>, serde_j
             replacements: state.replacements.clone(),
             last_token: state.locks.last_token,
             leader_leases: state.leader_leases,
+            layout_moves: state.layout_moves,
+            layout_history: state.layout_history.clone(),
+            layout_progress: state.layout_progress.clone(),
+            leaving: state.leaving.clone(),
         };
         return serde_json::to_vec(&h).map(Some);
     }
@@ -119,6 +135,10 @@ pub fn decode<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result
             s.replacements = h.replacements;
             s.locks.last_token = h.last_token;
             s.leader_leases = h.leader_leases;
+            s.layout_moves = h.layout_moves;
+            s.layout_history = h.layout_history;
+            s.layout_progress = h.layout_progress;
+            s.leaving = h.leaving;
             continue;
         }
         let Some((kind, name)) = id.split_once('/') else {

@@ -2,6 +2,7 @@
 //! function that applies one command to it. No IO, no clocks, no randomness: every node applies
 //! the same commands in the same order and reaches the same state.
 
+use crate::layouts::{LayoutProgress, Leave};
 use crate::locks::{LockCmd, LockOutcome, Locks};
 use crate::records::{AccessKey, Bucket};
 use ironbucket_meta::BucketRecord;
@@ -92,6 +93,19 @@ pub struct ControlState {
     /// every member spoke protocol 4; from then on a node that speaks less cannot join.
     #[serde(default)]
     pub leader_leases: bool,
+    /// Placement changes keep the layouts they replace until the data has moved (set once every
+    /// member spoke protocol 6; never undone). See [`crate::layouts`].
+    #[serde(default)]
+    pub layout_moves: bool,
+    /// Layouts data may still be placed by, oldest first (the current one is not in it).
+    #[serde(default)]
+    pub layout_history: Vec<ironbucket_types::Layout>,
+    /// Each member's progress through the layout versions.
+    #[serde(default)]
+    pub layout_progress: BTreeMap<String, LayoutProgress>,
+    /// Members on their way out, and why.
+    #[serde(default)]
+    pub leaving: BTreeMap<String, Leave>,
 }
 
 /// A change to the control state, proposed through Raft.
@@ -162,6 +176,21 @@ pub enum Command {
     DeleteBucket {
         name: String,
     },
+    /// From now on placement changes keep the layouts they replace until the data has moved
+    /// (every member speaks protocol 6). Never undone.
+    EnableLayoutMoves,
+    /// A member's progress through the layout versions.
+    LayoutTrack {
+        node: String,
+        progress: LayoutProgress,
+    },
+    /// A member is to leave once its data has moved (it holds no new data from now on).
+    Leave {
+        name: String,
+        why: Leave,
+    },
+    /// Back to the oldest layout data is still placed by.
+    CancelMove,
 }
 
 /// The outcome of applying a command; errors are part of the replicated result so that every
@@ -194,11 +223,23 @@ pub enum Outcome {
     Failed {
         error: ironbucket_store::Error,
     },
+    /// A cluster change was refused, and why.
+    Refused {
+        reason: String,
+    },
 }
 
 impl ControlState {
     /// Applies one command. Pure and deterministic.
     pub fn apply(&mut self, cmd: Command) -> Outcome {
+        if self.layout_moves && Self::moves_placement(&cmd) {
+            return self.apply_with_history(cmd);
+        }
+        self.apply_plain(cmd)
+    }
+
+    /// Applies one command without keeping layout history.
+    pub(crate) fn apply_plain(&mut self, cmd: Command) -> Outcome {
         match cmd {
             Command::Init {
                 cluster_id,
@@ -315,6 +356,13 @@ impl ControlState {
                 Some(_) => Outcome::Done,
                 None => Outcome::NoSuchBucket { name },
             },
+            Command::EnableLayoutMoves => {
+                self.layout_moves = true;
+                Outcome::Done
+            }
+            Command::LayoutTrack { node, progress } => self.track(node, progress),
+            Command::Leave { name, why } => self.leave(name, why),
+            Command::CancelMove => self.cancel_move(),
         }
     }
 

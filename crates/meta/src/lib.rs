@@ -26,7 +26,7 @@ pub use records::{
     Quota, Retention, Segment, Stamp, UploadRecord, stamped_version_id,
 };
 pub use tree::{
-    Classify, Digest, GROUPS, ItemKind, ItemSummary, LEAF_BITS, LEAVES_PER_GROUP, TreeItem, leaf_of, leaf_span,
+    Classify, Digest, GROUPS, ItemKey, ItemKind, ItemSummary, LEAF_BITS, LEAVES_PER_GROUP, TreeItem, leaf_of, leaf_span,
 };
 pub use tx::Tx;
 

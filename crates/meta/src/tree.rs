@@ -118,6 +118,27 @@ pub struct TreeItem {
     pub summary: ItemSummary,
 }
 
+impl TreeItem {
+    /// Where the item sits in the index (a cursor for `tree_after`).
+    pub fn item_key(&self) -> ItemKey {
+        (self.pos, self.bucket.clone(), self.key.clone(), self.tag.clone())
+    }
+}
+
+/// An item's place in the index: position, bucket, key, tag.
+pub type ItemKey = (u64, String, String, String);
+
+/// An item of the index from its key parts and stored summary.
+fn tree_item(pos: u64, bucket: &str, key: &[u8], tag: &str, summary: &[u8]) -> Result<TreeItem> {
+    Ok(TreeItem {
+        pos,
+        bucket: bucket.to_string(),
+        key: String::from_utf8(key.to_vec()).map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))?,
+        tag: tag.to_string(),
+        summary: decode_item(summary)?,
+    })
+}
+
 /// The leaf of a position.
 pub fn leaf_of(pos: u64) -> u32 {
     (pos >> (64 - LEAF_BITS)) as u32
@@ -497,14 +518,32 @@ impl Scanner {
             if pos > hi || out.len() >= limit {
                 break;
             }
-            out.push(TreeItem {
-                pos,
-                bucket: bucket.to_string(),
-                key: String::from_utf8(key.to_vec())
-                    .map_err(|_| crate::Error::Corrupt("object key is not UTF-8".into()))?,
-                tag: tag.to_string(),
-                summary: decode_item(v.value())?,
-            });
+            out.push(tree_item(pos, bucket, key, tag, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Items after `after` (a position, bucket, key and tag; `None`: from the start), in
+    /// position order, at most `limit`.
+    pub fn tree_after(&self, after: Option<&ItemKey>, limit: usize) -> Result<Vec<TreeItem>> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TREE_ITEMS)?;
+        let mut out = Vec::new();
+        let range = match after {
+            Some((pos, b, k, tag)) => t.range::<(u64, &str, &[u8], &str)>((
+                Bound::Excluded((*pos, b.as_str(), k.as_bytes(), tag.as_str())),
+                Bound::Unbounded,
+            ))?,
+            None => t.range::<(u64, &str, &[u8], &str)>(..)?,
+        };
+        for item in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let (pos, bucket, key, tag) = k.value();
+            out.push(tree_item(pos, bucket, key, tag, v.value())?);
         }
         Ok(out)
     }

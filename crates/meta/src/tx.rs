@@ -112,6 +112,21 @@ impl<'a> Tx<'a> {
             .transpose()
     }
 
+    /// The version ids of the key's version tombstones.
+    pub fn purges_of(&self, bucket: &str, key: &str) -> Result<Vec<String>> {
+        let t = self.txn.open_table(PURGED)?;
+        let mut out = Vec::new();
+        for item in t.range((bucket, key.as_bytes(), "")..)? {
+            let (k, _) = item?;
+            let (b, kk, vid) = k.value();
+            if b != bucket || kk != key.as_bytes() {
+                break;
+            }
+            out.push(vid.to_string());
+        }
+        Ok(out)
+    }
+
     pub fn delete_purge(&mut self, bucket: &str, key: &[u8], version_id: &str) -> Result<()> {
         let gone = self
             .txn

@@ -43,8 +43,8 @@ pub type ClockCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 pub struct ClusterStore {
     local: Arc<LocalStore>,
     cp: Arc<ControlPlane>,
-    /// The placement ring of the current layout, rebuilt when the layout changes.
-    ring: Mutex<Option<Arc<ironbucket_cluster::Ring>>>,
+    /// The placement rings of the layouts in force (and a few before), built once each.
+    ring: Mutex<Vec<Arc<ironbucket_cluster::Ring>>>,
     /// The failure detector, once it runs: replicas it reports down are skipped at once.
     down: OnceLock<DownCheck>,
     /// Whether this node's clock is fit to stamp writes (set by the server from what its peers'
@@ -59,6 +59,8 @@ pub struct ClusterStore {
     handoff: coordinator::HandoffStats,
     /// Anti-entropy: its settings, the placement its tree follows, and its figures.
     sync: sync::AntiEntropy,
+    /// Data moving between layout versions: this node's part.
+    moves: sync::Mover,
 }
 
 /// Counts of read repairs: object versions copied to a stale replica, metadata merged into
@@ -97,7 +99,7 @@ impl ClusterStore {
         let s = Arc::new(Self {
             local,
             cp,
-            ring: Mutex::new(None),
+            ring: Mutex::new(Vec::new()),
             down: OnceLock::new(),
             clock_check: OnceLock::new(),
             me: OnceLock::new(),
@@ -105,6 +107,7 @@ impl ClusterStore {
             handoff_cfg: OnceLock::new(),
             handoff: Default::default(),
             sync: Default::default(),
+            moves: Default::default(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
         s.guard_tombstones();
@@ -112,6 +115,10 @@ impl ClusterStore {
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.anti-entropy", OnFailure::Restart, move |ctx| {
             Self::anti_entropy_loop(me.clone(), ctx)
+        });
+        let me = Arc::downgrade(&s);
+        workers.spawn("cluster.rebalance", OnFailure::Restart, move |ctx| {
+            Self::rebalance_loop(me.clone(), ctx)
         });
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
@@ -303,6 +310,7 @@ impl ClusterStore {
             Outcome::NoSuchMember { name } => Err(Error::InvalidArgument(format!("no member named {name}"))),
             Outcome::NoSuchAccessKey { access_key } => Err(Error::NoSuchAccessKey(access_key)),
             Outcome::Failed { error } => Err(error),
+            Outcome::Refused { reason } => Err(Error::InvalidRequest(reason)),
         }
     }
 

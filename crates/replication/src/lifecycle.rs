@@ -29,10 +29,9 @@ pub struct LifecyclePass {
 impl ClusterStore {
     /// Whether this node is `bucket/key`'s primary replica in the current layout.
     fn is_primary(&self, bucket: &str, key: &str) -> bool {
-        self.targets(bucket, key)
+        self.current_ring()
             .ok()
-            .and_then(|t| t.into_iter().next())
-            .is_some_and(|t| t.local)
+            .is_some_and(|r| r.replica_names(bucket, key).first() == Some(&self.cp.node_name()))
     }
 
     /// One pass over every bucket with lifecycle rules, for the keys this node is the primary

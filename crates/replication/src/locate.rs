@@ -132,6 +132,13 @@ impl Handler for NodeHandler {
                 };
                 ironbucket_rpc::encode(&store.serve_tree(ask).await)
             }
+            Kind::LayoutMove => {
+                let ask: crate::sync::MoveAsk = call.decode(&payload)?;
+                let Some(store) = self.store.upgrade() else {
+                    return Err("this node is shutting down".into());
+                };
+                ironbucket_rpc::encode(&store.serve_move(ask).await)
+            }
             Kind::RaftAppend
             | Kind::RaftVote
             | Kind::RaftSnapshot

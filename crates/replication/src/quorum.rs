@@ -38,11 +38,14 @@ impl fmt::Display for Unavailable {
     }
 }
 
-/// Who answered and who failed, shared by reads and writes: decides exactly once.
+/// Who answered and who failed, shared by reads and writes: decides exactly once. While data
+/// moves between layouts a write's replicas form several sets (one per layout), and the level
+/// must be met in each.
 #[derive(Debug, Clone)]
 struct Tally {
     level: Consistency,
     replicas: BTreeSet<String>,
+    groups: Vec<BTreeSet<String>>,
     answered: BTreeSet<String>,
     failed: BTreeSet<String>,
     decided: bool,
@@ -50,25 +53,62 @@ struct Tally {
 
 impl Tally {
     fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
+        let set: BTreeSet<String> = replicas.into_iter().collect();
+        Self::grouped(vec![set], level)
+    }
+
+    fn grouped(groups: Vec<BTreeSet<String>>, level: Consistency) -> Self {
         Self {
             level,
-            replicas: replicas.into_iter().collect(),
+            replicas: groups.iter().flatten().cloned().collect(),
+            groups,
             answered: BTreeSet::new(),
             failed: BTreeSet::new(),
             decided: false,
         }
     }
 
-    fn needed(&self) -> usize {
-        self.level.required(self.replicas.len())
+    fn needed_in(&self, g: &BTreeSet<String>) -> usize {
+        self.level.required(g.len())
     }
 
+    fn met(&self) -> bool {
+        self.groups
+            .iter()
+            .all(|g| g.intersection(&self.answered).count() >= self.needed_in(g))
+    }
+
+    fn lost(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.len() - g.intersection(&self.failed).count() < self.needed_in(g))
+    }
+
+    /// The shortfall, told for the set that cannot (or did not) meet the level.
     fn unavailable(&self) -> Unavailable {
-        Unavailable {
-            level: self.level,
-            needed: self.needed(),
-            got: self.answered.len(),
-            replicas: self.replicas.len(),
+        let short = self
+            .groups
+            .iter()
+            .find(|g| g.len() - g.intersection(&self.failed).count() < self.needed_in(g))
+            .or_else(|| {
+                self.groups
+                    .iter()
+                    .find(|g| g.intersection(&self.answered).count() < self.needed_in(g))
+            })
+            .or(self.groups.first());
+        match short {
+            Some(g) => Unavailable {
+                level: self.level,
+                needed: self.needed_in(g),
+                got: g.intersection(&self.answered).count(),
+                replicas: g.len(),
+            },
+            None => Unavailable {
+                level: self.level,
+                needed: 1,
+                got: 0,
+                replicas: 0,
+            },
         }
     }
 
@@ -83,7 +123,7 @@ impl Tally {
             return false;
         }
         self.answered.insert(node.to_string());
-        self.decided = self.answered.len() >= self.needed();
+        self.decided = self.met();
         self.decided
     }
 
@@ -93,7 +133,7 @@ impl Tally {
             return None;
         }
         self.failed.insert(node.to_string());
-        self.decided = self.replicas.len() - self.failed.len() < self.needed();
+        self.decided = self.lost();
         self.decided.then(|| self.unavailable())
     }
 
@@ -114,6 +154,15 @@ pub struct WriteQuorum(Tally);
 impl WriteQuorum {
     pub fn new(replicas: impl IntoIterator<Item = String>, level: Consistency) -> Self {
         Self(Tally::new(replicas, level))
+    }
+
+    /// A write whose replicas form several sets (one per layout while data moves): the level
+    /// must be met in each.
+    pub fn sets(sets: &[Vec<String>], level: Consistency) -> Self {
+        Self(Tally::grouped(
+            sets.iter().map(|s| s.iter().cloned().collect()).collect(),
+            level,
+        ))
     }
 
     /// A replica holds the write durably. `Some(Ok(acks))` the first time the level is met.
@@ -267,6 +316,27 @@ mod tests {
         // Stamps order by HLC, then by node for equal HLC values.
         assert!(stamp(5, 2) > stamp(5, 1) && stamp(6, 1) > stamp(5, 2));
         assert!(newer(stamp(5, 1), None) && !newer(stamp(5, 1), Some(stamp(5, 1))));
+    }
+
+    #[test]
+    fn a_write_during_a_move_needs_its_level_in_each_set() {
+        let sets = vec![
+            vec!["a".to_string(), "b".to_string()],
+            vec!["b".to_string(), "c".to_string()],
+        ];
+        let mut w = WriteQuorum::sets(&sets, Consistency::Quorum);
+        assert_eq!(w.ack("a"), None);
+        assert_eq!(w.ack("b"), None, "the new set has only b");
+        assert_eq!(w.ack("c"), Some(Ok(3)));
+        let mut w = WriteQuorum::sets(&sets, Consistency::One);
+        assert_eq!(w.ack("a"), None, "the new set has none yet");
+        assert_eq!(w.ack("c"), Some(Ok(2)));
+        let mut w = WriteQuorum::sets(&sets, Consistency::One);
+        assert_eq!(w.ack("b"), Some(Ok(1)), "b is in both sets");
+        let mut w = WriteQuorum::sets(&sets, Consistency::Quorum);
+        assert_eq!(w.ack("a"), None);
+        let e = w.fail("c").unwrap().unwrap_err();
+        assert_eq!((e.needed, e.got, e.replicas), (2, 0, 2), "told for the new set");
     }
 
     proptest! {

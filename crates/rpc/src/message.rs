@@ -57,11 +57,13 @@ pub enum Kind {
     ObjectGet,
     /// Anti-entropy: a replica's tree digests and leaf items, or "start a sync round now".
     TreeOp,
+    /// Data moving between layout versions: the items a new owner takes over, a mover's status.
+    LayoutMove,
 }
 
 impl Kind {
     /// Every kind, in protocol order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::RaftAppend,
         Kind::RaftVote,
         Kind::RaftSnapshot,
@@ -75,6 +77,7 @@ impl Kind {
         Kind::ObjectPart,
         Kind::ObjectGet,
         Kind::TreeOp,
+        Kind::LayoutMove,
     ];
 
     /// The name on the wire (the envelope's or the first chunk's `kind`).
@@ -93,6 +96,7 @@ impl Kind {
             Kind::ObjectPart => "object.part",
             Kind::ObjectGet => "object.get",
             Kind::TreeOp => "tree.op",
+            Kind::LayoutMove => "layout.move",
         }
     }
 
@@ -105,7 +109,8 @@ impl Kind {
             | Kind::InForce
             | Kind::ObjectOp
             | Kind::ObjectVersions
-            | Kind::TreeOp => Method::Control,
+            | Kind::TreeOp
+            | Kind::LayoutMove => Method::Control,
             Kind::ObjectPut | Kind::ObjectPart => Method::Push,
             Kind::ObjectGet => Method::Pull,
         }
@@ -128,6 +133,7 @@ impl Kind {
             | Kind::ObjectPart
             | Kind::ObjectGet => 1,
             Kind::TreeOp => 5,
+            Kind::LayoutMove => 6,
         }
     }
 

@@ -6,9 +6,11 @@
 /// Ping answers it, a join states it); 3 sends the control plane's errors typed in the replies
 /// to forwarded proposals and membership changes; 4 adds leader-renewed leases (renewals answered
 /// by the leader without a log entry, `Expire` entries), used once every member speaks it; 5 adds
-/// anti-entropy's `tree.op` (replicas compare their hash trees). See docs/protocol.md for what
+/// anti-entropy's `tree.op` (replicas compare their hash trees); 6 adds `layout.move` (data moves
+/// to its new owners when the layout changes, layout versions tracked through Raft), used once
+/// every member speaks it. See docs/protocol.md for what
 /// each version changed and the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub(crate) const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";

@@ -18,7 +18,9 @@ pub mod conformance;
 
 pub use bucket_change::BucketChange;
 pub use error::{Error, Result};
-pub use ironbucket_meta::{Classify, ContentHeaders, Digest, Hint, HintRecord, ItemKind, ItemSummary, TreeItem};
+pub use ironbucket_meta::{
+    Classify, ContentHeaders, Digest, Hint, HintRecord, ItemKey, ItemKind, ItemSummary, TreeItem,
+};
 pub use ironbucket_storage::{ByteStream, CustomerKey, EncryptionKey, KeyError, Keyring, StorageConfig};
 pub use ironbucket_types::{
     Acl, AclPermission, ByteRange, ChecksumAlgorithm, Checksums, Conditions, Consistency, CorsRule, Hlc, LifecycleRule,

@@ -129,7 +129,7 @@ impl ClusterStore {
         let r = &h.record;
         let g = wire_for(&r.bucket, &r.key, r.version_id.as_deref());
         let target = match self.targets(&r.bucket, &r.key) {
-            Ok(ts) => ts.into_iter().find(|t| t.name == h.node),
+            Ok(ts) => ts.into_all().into_iter().find(|t| t.name == h.node),
             Err(Error::NoSuchBucket) => return Ok(true),
             Err(e) => return Err(e),
         };

@@ -5,7 +5,7 @@
 
 use super::handoff::HintOf;
 use super::read::wire_for;
-use super::{Target, replica_failure};
+use super::{Replicas, Target, replica_failure};
 use crate::ClusterStore;
 use crate::quorum::Consistency;
 use crate::wire::{MetaAt, MetaOp, MetaState, MetaWrite};
@@ -22,7 +22,7 @@ impl ClusterStore {
         key: &str,
         version_id: Option<&str>,
         write: bool,
-    ) -> Result<(String, Vec<Target>)> {
+    ) -> Result<(String, Replicas)> {
         let g = wire_for(bucket, key, version_id);
         let found = self.read_versions(&g, self.level(write)).await?;
         let v = match found.reply.version.clone() {
@@ -41,7 +41,7 @@ impl ClusterStore {
             let holders = if write {
                 targets
             } else {
-                targets.into_iter().filter(|t| !self.is_down(t)).collect()
+                Replicas::plain(targets.read().into_iter().filter(|t| !self.is_down(t)).collect())
             };
             return Ok((info.version_id, holders));
         }
@@ -69,7 +69,7 @@ impl ClusterStore {
         let holders = if write {
             self.targets(bucket, key)?
         } else {
-            found.holders
+            Replicas::plain(found.holders)
         };
         Ok((v.version_id, holders))
     }
@@ -166,7 +166,7 @@ impl ClusterStore {
     /// level the request asked for, so that the answers include a replica that acknowledged any
     /// lock set at QUORUM or above. `None`: no replica holds the version.
     pub(super) async fn lock_meta(&self, bucket: &str, key: &str, version_id: &str) -> Result<Option<VersionMeta>> {
-        let targets = self.targets(bucket, key)?;
+        let targets = self.targets(bucket, key)?.read();
         let rf = targets.len();
         let need = Consistency::Quorum.required(rf).max(self.level(true).required(rf));
         let live: Vec<Target> = targets.into_iter().filter(|t| !self.is_down(t)).collect();

@@ -44,6 +44,47 @@ pub(crate) struct Target {
     pub local: bool,
 }
 
+/// Rings kept built (the layouts in force and a few before them).
+const RINGS_CACHED: usize = 12;
+
+/// A key's replicas: every node that may hold it while data moves between layouts, and the
+/// replica set of each layout (oldest first).
+#[derive(Debug, Clone)]
+pub(crate) struct Replicas {
+    all: Vec<Target>,
+    sets: Vec<Vec<String>>,
+}
+
+impl Replicas {
+    /// Replicas outside any layout (the holders a read found): one set.
+    pub(crate) fn plain(targets: Vec<Target>) -> Self {
+        let sets = vec![targets.iter().map(|t| t.name.clone()).collect()];
+        Self { all: targets, sets }
+    }
+
+    /// The set reads use: the oldest layout's.
+    pub(crate) fn read(&self) -> Vec<Target> {
+        let set = &self.sets[0];
+        self.all.iter().filter(|t| set.contains(&t.name)).cloned().collect()
+    }
+
+    /// Each layout's set, for a write's level (met in each).
+    pub(crate) fn sets(&self) -> &[Vec<String>] {
+        &self.sets
+    }
+
+    pub(crate) fn into_all(self) -> Vec<Target> {
+        self.all
+    }
+}
+
+impl std::ops::Deref for Replicas {
+    type Target = [Target];
+    fn deref(&self) -> &[Target] {
+        &self.all
+    }
+}
+
 fn unavailable(u: Unavailable) -> Error {
     Error::Unavailable(u.to_string())
 }
@@ -94,55 +135,68 @@ fn hex_to_b64(etag: &str) -> Option<String> {
 }
 
 impl ClusterStore {
-    /// The replicas of `bucket/key`, primary first.
-    pub(crate) fn targets(&self, bucket: &str, key: &str) -> Result<Vec<Target>> {
-        let (layout, members) = self.cp.with_state(|s| {
+    /// The replicas of `bucket/key`: while data moves between layouts, the replica sets of
+    /// every layout data may still be placed by (the oldest one's nodes first; reads use that
+    /// set, writes need their level in each set).
+    pub(crate) fn targets(&self, bucket: &str, key: &str) -> Result<Replicas> {
+        let (layouts, members) = self.cp.with_state(|s| {
             if !s.buckets.contains_key(bucket) {
                 return (Err(Error::NoSuchBucket), Vec::new());
             }
-            let layout =
-                ironbucket_cluster::layout_of(s).map_err(|e| Error::Unavailable(format!("no placement layout: {e}")));
             let members: Vec<(String, String)> = s
                 .active_members()
                 .map(|m| (m.name.clone(), m.rpc_addr.clone()))
                 .collect();
-            (layout, members)
+            (Ok(s.layouts()), members)
         });
-        let ring = self.ring_of(layout?)?;
+        let pos = ironbucket_types::position(bucket, key);
         let me = self.cp.node_name();
-        let targets: Vec<Target> = ring
-            .replica_names(bucket, key)
-            .into_iter()
-            .filter_map(|n| {
-                members.iter().find(|(m, _)| m == n).map(|(name, addr)| Target {
-                    name: name.clone(),
-                    addr: addr.clone(),
-                    local: name == me,
-                })
-            })
-            .collect();
-        if targets.is_empty() {
+        let mut all: Vec<Target> = Vec::new();
+        let mut sets: Vec<Vec<String>> = Vec::new();
+        for layout in layouts? {
+            let ring = self.ring_of(layout)?;
+            let mut set = Vec::new();
+            for i in ring.replicas_at(pos) {
+                let n = &ring.nodes()[i].name;
+                let Some((name, addr)) = members.iter().find(|(m, _)| m == n) else {
+                    continue;
+                };
+                set.push(name.clone());
+                if !all.iter().any(|t| t.name == *name) {
+                    all.push(Target {
+                        name: name.clone(),
+                        addr: addr.clone(),
+                        local: name == me,
+                    });
+                }
+            }
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+        if sets.iter().any(Vec::is_empty) || all.is_empty() {
             return Err(Error::Unavailable(
                 "the placement ring names no replica for this key".into(),
             ));
         }
-        Ok(targets)
+        Ok(Replicas { all, sets })
     }
 
-    /// The placement ring of `layout` (cached while the layout stays the same).
+    /// The placement ring of `layout` (cached while the layouts stay the same).
     pub(crate) fn ring_of(&self, layout: ironbucket_cluster::Layout) -> Result<Arc<ironbucket_cluster::Ring>> {
         let mut cached = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        match cached.as_ref() {
-            Some(r) if *r.layout() == layout => Ok(r.clone()),
-            _ => {
-                let r = Arc::new(
-                    ironbucket_cluster::Ring::new(layout)
-                        .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?,
-                );
-                *cached = Some(r.clone());
-                Ok(r)
-            }
+        if let Some(r) = cached.iter().find(|r| *r.layout() == layout) {
+            return Ok(r.clone());
         }
+        let r = Arc::new(
+            ironbucket_cluster::Ring::new(layout)
+                .map_err(|e| Error::Unavailable(format!("no placement layout: {e}")))?,
+        );
+        if cached.len() >= RINGS_CACHED {
+            cached.remove(0);
+        }
+        cached.push(r.clone());
+        Ok(r)
     }
 
     /// The placement ring of the layout in force.

@@ -13,7 +13,7 @@ use ironbucket_store::*;
 impl ClusterStore {
     /// Asks the replicas for `g`'s version; decides at the read level.
     pub(super) async fn read_versions(&self, g: &GetWire, level: Consistency) -> Result<Found> {
-        let targets = self.targets(&g.bucket, &g.key)?;
+        let targets = self.targets(&g.bucket, &g.key)?.read();
         let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut answers: Vec<(Target, HeadReply)> = Vec::new();
         let op = g.clone();

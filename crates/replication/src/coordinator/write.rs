@@ -5,7 +5,7 @@
 
 use super::handoff::HintOf;
 use super::read::wire_for;
-use super::{Failures, Target, replica_failure, unavailable, validate_key};
+use super::{Failures, Replicas, Target, replica_failure, unavailable, validate_key};
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Unavailable, WriteQuorum};
 use crate::wire::{self, Ask, Checks, PutHeader};
@@ -29,13 +29,13 @@ impl ClusterStore {
     /// `hint` names the write (hinted handoff).
     pub(crate) async fn write_all<A: Ask>(
         &self,
-        targets: &[Target],
+        targets: &Replicas,
         level: Consistency,
         op: A,
         hint: Option<HintOf>,
     ) -> Result<A::Answer> {
         let hint = hint.map(Arc::new);
-        let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let mut q = WriteQuorum::sets(targets.sets(), level);
         let mut first_ok: Option<A::Answer> = None;
         let mut first_err: Option<Error> = None;
         let mut failures = Failures::default();
@@ -190,7 +190,7 @@ impl ClusterStore {
     /// replica's transfer from its channel.
     pub(super) async fn replicate_body<T, F, Fut>(
         &self,
-        targets: &[Target],
+        targets: &Replicas,
         level: Consistency,
         mut body: ByteStream,
         trailer: Option<wire::Trailer>,
@@ -204,7 +204,7 @@ impl ClusterStore {
     {
         let hint = hint.map(Arc::new);
         let me = self.strong()?;
-        let mut q = WriteQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+        let mut q = WriteQuorum::sets(targets.sets(), level);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
         let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;

@@ -19,10 +19,13 @@
 
 mod heal;
 mod messages;
+mod moves;
 mod pull;
+mod rebalance;
 mod round;
 
 pub(crate) use messages::{TreeAnswer, TreeAsk};
+pub(crate) use moves::{MoveAsk, Mover};
 
 use crate::ClusterStore;
 use ironbucket_api::{PeerSync, RepairStatus};
@@ -165,6 +168,10 @@ impl ClusterStore {
     /// Whether every other replica of `bucket/key` is known to hold a tombstone stamped at
     /// `physical` ms (confirmed by a comparison round that began after it settled).
     pub(crate) fn tombstone_held_everywhere(&self, bucket: &str, key: &str, physical: u64) -> bool {
+        // While data moves between layouts no tombstone goes: a new owner may not have it yet.
+        if self.cp.with_state(|s| !s.layout_history.is_empty()) {
+            return false;
+        }
         if !self.sync.config().enabled {
             return true;
         }
@@ -315,28 +322,37 @@ impl ClusterStore {
 
     /// Sends `ask` to every other active member (and does it here): who took it, who could not.
     async fn repair_everywhere(&self, ask: TreeAsk) -> ironbucket_api::RepairStarted {
-        let mut out = ironbucket_api::RepairStarted::default();
         let _ = self.serve_tree(ask.clone()).await;
-        out.nodes.push(self.cp.node_name().to_string());
+        started(self.cp.node_name(), self.ask_others(&ask, self.timeout()).await)
+    }
+
+    /// Sends `ask` to every other active member at once: each one's answer, or why it gave none.
+    pub(crate) async fn ask_others<M, A>(
+        &self,
+        ask: &M,
+        timeout: Duration,
+    ) -> Vec<(String, std::result::Result<A, String>)>
+    where
+        M: ironbucket_rpc::Message<Reply = ironbucket_store::Result<A>>,
+    {
         let others: Vec<_> = self.all_targets().into_iter().filter(|t| !t.local).collect();
         let peers = self.cp.peers();
         let answers = futures::future::join_all(others.iter().map(|t| {
-            let (peers, ask) = (&peers, &ask);
-            async move { (t, peers.call(&t.addr, ask, Some(self.timeout())).await) }
+            let peers = &peers;
+            async move { (t, peers.call(&t.addr, ask, Some(timeout)).await) }
         }))
         .await;
-        for (t, r) in answers {
-            match r {
-                Ok(Ok(_)) => out.nodes.push(t.name.clone()),
-                Ok(Err(e)) => {
-                    out.unreachable.insert(t.name.clone(), e.to_string());
-                }
-                Err(e) => {
-                    out.unreachable.insert(t.name.clone(), e.to_string());
-                }
-            }
-        }
-        out
+        answers
+            .into_iter()
+            .map(|(t, r)| {
+                let r = match r {
+                    Ok(Ok(a)) => Ok(a),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (t.name.clone(), r)
+            })
+            .collect()
     }
 
     /// Every member's anti-entropy status.
@@ -345,35 +361,36 @@ impl ClusterStore {
             nodes: vec![self.repair_status().await],
             ..Default::default()
         };
-        let others: Vec<_> = self.all_targets().into_iter().filter(|t| !t.local).collect();
-        let peers = self.cp.peers();
-        let answers = futures::future::join_all(others.iter().map(|t| {
-            let peers = &peers;
-            async move {
-                (
-                    t,
-                    peers
-                        .call(&t.addr, &TreeAsk::Status, Some(Duration::from_secs(3)))
-                        .await,
-                )
-            }
-        }))
-        .await;
-        for (t, r) in answers {
+        for (node, r) in self.ask_others(&TreeAsk::Status, Duration::from_secs(3)).await {
             match r {
-                Ok(Ok(TreeAnswer::Status(s))) => out.nodes.push(*s),
-                Ok(Ok(_)) => {
-                    out.unreachable.insert(t.name.clone(), "unexpected answer".into());
-                }
-                Ok(Err(e)) => {
-                    out.unreachable.insert(t.name.clone(), e.to_string());
+                Ok(TreeAnswer::Status(s)) => out.nodes.push(*s),
+                Ok(_) => {
+                    out.unreachable.insert(node, "unexpected answer".into());
                 }
                 Err(e) => {
-                    out.unreachable.insert(t.name.clone(), e.to_string());
+                    out.unreachable.insert(node, e);
                 }
             }
         }
         out.nodes.sort_by(|a, b| a.node.cmp(&b.node));
         out
     }
+}
+
+/// Who took an operator's request (this node first), and who could not be asked.
+pub(crate) fn started<A>(
+    me: &str,
+    answers: Vec<(String, std::result::Result<A, String>)>,
+) -> ironbucket_api::RepairStarted {
+    let mut out = ironbucket_api::RepairStarted::default();
+    out.nodes.push(me.to_string());
+    for (node, r) in answers {
+        match r {
+            Ok(_) => out.nodes.push(node),
+            Err(e) => {
+                out.unreachable.insert(node, e);
+            }
+        }
+    }
+    out
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const GROUPS: u32 = ironbucket_meta::GROUPS;
 const PER_GROUP: u32 = ironbucket_meta::LEAVES_PER_GROUP;
 /// Keys taken in at once.
-const PARALLEL: usize = 16;
+pub(super) const PARALLEL: usize = 16;
 
 /// One (partition, peer) pair to compare.
 struct Pair {
@@ -41,14 +41,14 @@ struct PairResult {
 }
 
 /// Paces copies to the bandwidth limit.
-struct Pace {
+pub(super) struct Pace {
     began: Instant,
     bytes: u64,
     rate: u64,
 }
 
 impl Pace {
-    fn new(rate: u64) -> Self {
+    pub(super) fn new(rate: u64) -> Self {
         Self {
             began: Instant::now(),
             bytes: 0,
@@ -58,7 +58,7 @@ impl Pace {
 
     /// Waits until `bytes` more may be sent without going over `rate` (bytes/s, 0: no limit)
     /// since the pace began: admission before each copy, so there is no burst.
-    async fn admit(&mut self, bytes: u64, rate: u64) {
+    pub(super) async fn admit(&mut self, bytes: u64, rate: u64) {
         if rate != self.rate {
             *self = Pace::new(rate);
         }
@@ -347,10 +347,10 @@ impl ClusterStore {
     }
 }
 
-type KeyItems = (Vec<(String, ItemSummary)>, Vec<(String, ItemSummary)>);
+pub(super) type KeyItems = (Vec<(String, ItemSummary)>, Vec<(String, ItemSummary)>);
 
 /// The items of both sides grouped by key: (mine, theirs) as (tag, summary).
-fn by_key(mine: &[TreeItem], theirs: &[TreeItem]) -> BTreeMap<(String, String), KeyItems> {
+pub(super) fn by_key(mine: &[TreeItem], theirs: &[TreeItem]) -> BTreeMap<(String, String), KeyItems> {
     let mut out: BTreeMap<(String, String), KeyItems> = BTreeMap::new();
     for i in mine {
         out.entry((i.bucket.clone(), i.key.clone()))

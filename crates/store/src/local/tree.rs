@@ -4,7 +4,7 @@
 
 use super::LocalStore;
 use crate::Result;
-use ironbucket_meta::{Classify, Digest, TreeItem};
+use ironbucket_meta::{Classify, Digest, ItemKey, TreeItem};
 use std::sync::Arc;
 
 impl LocalStore {
@@ -32,6 +32,36 @@ impl LocalStore {
     /// The items of one leaf, every class.
     pub async fn tree_leaf(&self, leaf: u32) -> Result<Vec<TreeItem>> {
         self.scan(move |m| m.tree_leaf(leaf)).await
+    }
+
+    /// Items with a position in `lo..=hi`, at most `limit`.
+    pub async fn tree_range(&self, lo: u64, hi: u64, limit: usize) -> Result<Vec<TreeItem>> {
+        self.scan(move |m| m.tree_range(lo, hi, limit)).await
+    }
+
+    /// Items after `after` in position order (`None`: from the start), at most `limit`.
+    pub async fn tree_after(&self, after: Option<ItemKey>, limit: usize) -> Result<Vec<TreeItem>> {
+        self.scan(move |m| m.tree_after(after.as_ref(), limit)).await
+    }
+
+    /// Forgets keys this node no longer holds a replica of (their data moved to other nodes):
+    /// every version, delete marker and version tombstone of each goes, with the bodies, in one
+    /// commit and without leaving a tombstone. Returns how many versions went.
+    pub async fn forget_keys(&self, keys: Vec<(String, String)>) -> Result<u64> {
+        self.commit(vec![], move |t| {
+            let mut gone = 0;
+            for (bucket, key) in &keys {
+                for (sk, old) in t.versions_of(bucket, key)? {
+                    super::versioning::remove_version_in_tx(t, bucket, key, &sk, &old)?;
+                    gone += 1;
+                }
+                for vid in t.purges_of(bucket, key)? {
+                    t.delete_purge(bucket, key.as_bytes(), &vid)?;
+                }
+            }
+            Ok(gone)
+        })
+        .await
     }
 
     /// How many items the tree holds.

@@ -1,0 +1,546 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A cluster that changes shape while a client works: layout versions with the old and new
+//! replica sets in force together, data moved to its new owners, old copies dropped after the
+//! new owners hold them. Real processes on 127.0.0.1; a client writes and reads throughout and
+//! counts failed and wrong answers (the target is zero of each).
+
+mod common;
+
+use common::cluster::*;
+use common::*;
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+const EXTRA: [&str; 4] = ["--replication-factor", "2", "--replication-strategy", "ConsistentHash"];
+/// The same with anti-entropy off, so that the mover alone moves the data (anti-entropy compares
+/// the new partitions too and would copy part of it).
+const MOVER_ONLY: [&str; 6] = [
+    "--replication-factor",
+    "2",
+    "--replication-strategy",
+    "ConsistentHash",
+    "--anti-entropy",
+    "false",
+];
+
+async fn admin_json(srv: &Server, method: &str, path: &str) -> (u16, serde_json::Value, String) {
+    let auth = format!("Bearer {SK}");
+    let (st, _, body) = raw(
+        method,
+        &format!("{}{path}", srv.admin),
+        &[("authorization", auth.as_str())],
+        vec![],
+    )
+    .await;
+    let v = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    (st, v, body)
+}
+
+async fn rebalance_status(srv: &Server) -> serde_json::Value {
+    let (st, v, body) = admin_json(srv, "GET", "/cluster/rebalance/status").await;
+    assert_eq!(st, 200, "{body}");
+    v
+}
+
+/// Waits until placement changes move data (every member speaks protocol 6).
+async fn moves_enabled(srv: &Server) {
+    poll_until("layout moves on", Duration::from_secs(30), || async {
+        rebalance_status(srv).await["moves_enabled"]
+            .as_bool()
+            .unwrap_or(false)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until the move to a layout newer than `after` is done everywhere; returns the status.
+async fn rebalanced(srv: &Server, after: u64, timeout: Duration) -> serde_json::Value {
+    poll_until("rebalance done", timeout, || async {
+        let s = rebalance_status(srv).await;
+        (s["layout_version"].as_u64().unwrap_or(0) > after && s["done"] == true).then_some(s)
+    })
+    .await
+}
+
+/// Runs ironbucket-cli against `srv` with the admin token, killed after `deadline`: its exit code
+/// and its stdout and stderr.
+async fn cli_with_deadline(srv: &Server, args: &[&str], deadline: Duration) -> (i32, String) {
+    let bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    if !bin.exists() {
+        let _ = cli(srv, &["--help"]);
+    }
+    let child = std::process::Command::new(bin)
+        .args(["--admin-url", &srv.admin, "--admin-token", SK])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let out = match tokio::time::timeout(deadline, waited).await {
+        Ok(r) => r.unwrap().unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("ironbucket-cli {args:?} did not finish within {deadline:?}");
+        }
+    };
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn layout_version(s: &serde_json::Value) -> u64 {
+    s["layout_version"].as_u64().unwrap()
+}
+
+/// A client writing new keys and reading known ones through every node it is given, counting
+/// failures and wrong bodies, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Arc<RwLock<Vec<aws_sdk_s3::Client>>>,
+    ops: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    wrong: Arc<AtomicU64>,
+    written: Arc<std::sync::Mutex<Vec<String>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(bucket: &'static str, clients: Vec<aws_sdk_s3::Client>, known: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = Arc::new(RwLock::new(clients));
+        let (ops, failed, wrong): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
+        let written: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (s, c, o, f, w, wr) = (
+            stop.clone(),
+            clients.clone(),
+            Arc::clone(&ops),
+            Arc::clone(&failed),
+            Arc::clone(&wrong),
+            written.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut i: u64 = 0;
+            // Bounded: it stops when told, or after 10 minutes whatever happens.
+            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                let list = c.read().unwrap().clone();
+                let client = list[(i as usize) % list.len()].clone();
+                let ok = if i.is_multiple_of(3) {
+                    let key = format!("load/{i:07}");
+                    let r = client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .body(data(2048, 1_000_000 + i).into())
+                        .send()
+                        .await;
+                    if r.is_ok() {
+                        wr.lock().unwrap().push(key);
+                    } else {
+                        eprintln!("load: put failed: {r:?}");
+                    }
+                    r.is_ok()
+                } else {
+                    let k = (i * 7919) as usize % known;
+                    match client.get_object().bucket(bucket).key(format!("o/{k:05}")).send().await {
+                        Ok(out) => {
+                            if body_bytes(out).await != data(4096, k as u64) {
+                                w.fetch_add(1, Ordering::Relaxed);
+                            }
+                            true
+                        }
+                        Err(e) => {
+                            eprintln!("load: get o/{k:05} failed: {e:?}");
+                            false
+                        }
+                    }
+                };
+                if !ok {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                o.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        });
+        Load {
+            stop,
+            clients,
+            ops,
+            failed,
+            wrong,
+            written,
+            task: Some(task),
+        }
+    }
+
+    async fn finish(mut self) -> (u64, u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        let written = self.written.lock().unwrap().clone();
+        (
+            self.ops.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+            written,
+        )
+    }
+}
+
+async fn preload(c: &aws_sdk_s3::Client, bucket: &str, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let c = c.clone();
+            async move {
+                c.put_object()
+                    .bucket(bucket)
+                    .key(format!("o/{i:05}"))
+                    .body(data(4096, i as u64).into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Every key reads back at consistency ONE through every node; returns how many reads failed or
+/// were wrong.
+async fn read_all_at_one(nodes: &[&Server], bucket: &str, keys: &[(String, Vec<u8>)]) -> usize {
+    let mut bad = 0;
+    for n in nodes {
+        let c = n.client();
+        let results: Vec<bool> = futures::stream::iter(keys.iter())
+            .map(|(k, want)| {
+                let c = c.clone();
+                async move {
+                    let r = c
+                        .get_object()
+                        .bucket(bucket)
+                        .key(k)
+                        .customize()
+                        .mutate_request(|r| {
+                            r.headers_mut().insert("x-ironbucket-consistency", "ONE");
+                        })
+                        .send()
+                        .await;
+                    match r {
+                        Ok(out) => body_bytes(out).await == *want,
+                        Err(e) => {
+                            eprintln!("read of {k} at ONE failed: {e:?}");
+                            false
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        bad += results.iter().filter(|ok| !**ok).count();
+    }
+    bad
+}
+
+/// For each key: the nodes holding any version of it, and the replica set the ring names.
+async fn holders(srv: &Server, bucket: &str, key: &str) -> (Vec<String>, Vec<String>) {
+    let v = located(srv, bucket, key).await;
+    let mut held: Vec<String> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["versions"].as_array().is_some_and(|a| !a.is_empty()))
+        .map(|n| n["node"].as_str().unwrap().to_string())
+        .collect();
+    let mut set: Vec<String> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    held.sort();
+    set.sort();
+    (held, set)
+}
+
+async fn copies_match_the_layout(srv: &Server, bucket: &str, keys: impl Iterator<Item = String>) {
+    for k in keys {
+        let (held, set) = holders(srv, bucket, &k).await;
+        assert_eq!(held, set, "{k}: held by {held:?}, the layout names {set:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
+    let (mut nodes, seeds, _ports) = cluster_with(3, &MOVER_ONLY).await;
+    moves_enabled(&nodes[0]).await;
+    let a = nodes[0].client();
+    a.create_bucket().bucket("grow").send().await.unwrap();
+    const OBJECTS: usize = 3_000;
+    let began = Instant::now();
+    preload(&a, "grow", OBJECTS).await;
+    println!("wrote {OBJECTS} x 4 KiB in {:.1} s", began.elapsed().as_secs_f64());
+    let before = layout_version(&rebalance_status(&nodes[0]).await);
+    let load = Load::start("grow", nodes.iter().map(Server::client).collect(), OBJECTS);
+
+    // node-4 joins while the client works.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p4 = free_ports(1)[0];
+    let mut args = node_args("node-4", p4, &seeds, SECRET);
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
+    args.extend(MOVER_ONLY.iter().map(|s| s.to_string()));
+    let a4: Vec<&str> = args.iter().map(String::as_str).collect();
+    let joined = Instant::now();
+    nodes.push(Server::start_with(&a4, &[]));
+    converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
+    load.clients.write().unwrap().push(nodes[3].client());
+    // The CLI follows the move with a progress bar until it is done.
+    let (code, out) = cli_with_deadline(
+        &nodes[1],
+        &["cluster", "rebalance", "--watch"],
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("layout version"), "{out}");
+    let status = rebalanced(&nodes[0], before, Duration::from_secs(180)).await;
+    let took = joined.elapsed();
+    let (ops, failed, wrong, written) = load.finish().await;
+    let moved = status["objects_moved"].as_u64().unwrap();
+    let bytes = status["bytes_moved"].as_u64().unwrap();
+    println!(
+        "node-4 joined; rebalance done {:.1} s later: {moved} objects, {:.1} MB moved ({:.2} MB/s over the whole change); client: {ops} requests, {failed} failed, {wrong} wrong",
+        took.as_secs_f64(),
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / took.as_secs_f64()
+    );
+    assert_eq!((failed, wrong), (0, 0), "the client saw failures during the move");
+    assert!(moved > 0, "nothing moved: {status}");
+    let n4 = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-4")
+        .unwrap()
+        .clone();
+    assert!(n4["objects_moved"].as_u64().unwrap() > 0, "{n4}");
+
+    // Every object, preloaded or written during the move, reads at ONE through every node.
+    let mut keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
+        .map(|i| (format!("o/{i:05}"), data(4096, i as u64)))
+        .collect();
+    for k in &written {
+        let i: u64 = k.trim_start_matches("load/").parse().unwrap();
+        keys.push((k.clone(), data(2048, 1_000_000 + i)));
+    }
+    let bad = read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "grow", &keys).await;
+    assert_eq!(bad, 0, "reads at ONE failed after the move");
+    // Ownership matches the layout and the extra copies are gone.
+    copies_match_the_layout(&nodes[0], "grow", (0..OBJECTS).step_by(10).map(|i| format!("o/{i:05}"))).await;
+    copies_match_the_layout(&nodes[0], "grow", written.iter().take(100).cloned()).await;
+    // Listing still shows everything once.
+    let mut listed = 0;
+    let mut token = None;
+    loop {
+        let page = nodes[3]
+            .client()
+            .list_objects_v2()
+            .bucket("grow")
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        listed += page.contents().len();
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(listed, keys.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_decommission_and_removal_of_a_dead_node_keep_every_object() {
+    let (mut nodes, _seeds, _ports) = cluster_with(4, &EXTRA).await;
+    moves_enabled(&nodes[0]).await;
+    let a = nodes[0].client();
+    a.create_bucket().bucket("shrink").send().await.unwrap();
+    const OBJECTS: usize = 600;
+    preload(&a, "shrink", OBJECTS).await;
+    let keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
+        .map(|i| (format!("o/{i:05}"), data(4096, i as u64)))
+        .collect();
+
+    // Decommission node-4 under load: its data moves off, then it leaves the cluster.
+    let v = layout_version(&rebalance_status(&nodes[0]).await);
+    let load = Load::start("shrink", nodes[..3].iter().map(Server::client).collect(), OBJECTS);
+    let (code, out) = cli_with_deadline(
+        &nodes[0],
+        &["cluster", "decommission", "node-4"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    rebalanced(&nodes[0], v, Duration::from_secs(120)).await;
+    poll_until("node-4 left", Duration::from_secs(30), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        let gone = !s["members"].as_array()?.iter().any(|m| m["name"] == "node-4");
+        gone.then_some(())
+    })
+    .await;
+    let (ops, failed, wrong, _) = load.finish().await;
+    println!("decommission of node-4: client {ops} requests, {failed} failed, {wrong} wrong");
+    assert_eq!((failed, wrong), (0, 0));
+    let mut n4 = nodes.pop().unwrap();
+    n4.stop();
+    let three: Vec<&Server> = nodes.iter().collect();
+    assert_eq!(read_all_at_one(&three, "shrink", &keys).await, 0);
+    copies_match_the_layout(
+        &nodes[0],
+        "shrink",
+        (0..OBJECTS).step_by(5).map(|i| format!("o/{i:05}")),
+    )
+    .await;
+
+    // A drain that would leave fewer nodes than RF... is fine with 3 nodes at RF 2; with two
+    // left it is refused.
+    let (st, _, body) = admin_json(&nodes[0], "POST", "/cluster/nodes/node-9/drain").await;
+    assert_eq!(st, 404, "{body}");
+    // node-3 dies and is removed as dead: its objects are re-created from the other replicas.
+    let v = layout_version(&rebalance_status(&nodes[0]).await);
+    let mut n3 = nodes.pop().unwrap();
+    n3.kill9();
+    poll_until("node-3 seen down", Duration::from_secs(30), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        let down = s["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "node-3" && m["liveness"] == "down");
+        down.then_some(())
+    })
+    .await;
+    let (st, _, body) = admin_json(&nodes[0], "DELETE", "/cluster/nodes/node-3").await;
+    assert_eq!(st, 200, "{body}");
+    let status = rebalanced(&nodes[0], v, Duration::from_secs(120)).await;
+    println!("removal of dead node-3: {status}");
+    let two: Vec<&Server> = nodes.iter().collect();
+    assert_eq!(read_all_at_one(&two, "shrink", &keys).await, 0);
+    copies_match_the_layout(
+        &nodes[0],
+        "shrink",
+        (0..OBJECTS).step_by(5).map(|i| format!("o/{i:05}")),
+    )
+    .await;
+    // Two nodes at RF 2: taking one more out is refused, naming why.
+    let (st, _, body) = admin_json(&nodes[0], "POST", "/cluster/nodes/node-2/drain").await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("fewer than the replication factor"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_resumes_after_the_receiving_node_restarts() {
+    let (mut nodes, seeds, _ports) = cluster_with(3, &MOVER_ONLY).await;
+    moves_enabled(&nodes[0]).await;
+    let a = nodes[0].client();
+    a.create_bucket().bucket("resume").send().await.unwrap();
+    const OBJECTS: usize = 400;
+    // Bodies of 64 KiB moved at 2 MB/s: the move takes several seconds, long enough to kill
+    // the receiver in the middle.
+    futures::stream::iter(0..OBJECTS)
+        .map(|i| {
+            let a = a.clone();
+            async move {
+                a.put_object()
+                    .bucket("resume")
+                    .key(format!("o/{i:05}"))
+                    .body(data(65_536, i as u64).into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let before = layout_version(&rebalance_status(&nodes[0]).await);
+    let p4 = free_ports(1)[0];
+    let mut args = node_args("node-4", p4, &seeds, SECRET);
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
+    args.extend(MOVER_ONLY.iter().map(|s| s.to_string()));
+    args.extend(["--repair-rate-mbps".to_string(), "2".to_string()]);
+    let a4: Vec<&str> = args.iter().map(String::as_str).collect();
+    nodes.push(Server::start_with(&a4, &[]));
+    converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
+    // Wait until node-4 has taken part of its share in, then kill it.
+    let moved_before = poll_until("node-4 moving", Duration::from_secs(60), || async {
+        let s = rebalance_status(&nodes[0]).await;
+        let n4 = s["nodes"].as_array()?.iter().find(|n| n["node"] == "node-4")?.clone();
+        let moved = n4["objects_moved"].as_u64()?;
+        (moved >= 20).then_some(moved)
+    })
+    .await;
+    let mut n4 = nodes.pop().unwrap();
+    let dir = n4.take_tmp().unwrap();
+    n4.kill9();
+    let saved = std::fs::read_to_string(dir.path().join("layout-moves.json")).unwrap();
+    assert!(saved.contains("cursors"), "{saved}");
+    // Restarted on its data directory (no rate limit now): the move resumes from its cursor.
+    nodes.push(restart_node(
+        dir.path(),
+        "node-4",
+        p4,
+        &seeds,
+        &[
+            "--rpc-address",
+            &format!("127.0.0.1:{p4}"),
+            "--replication-factor",
+            "2",
+            "--anti-entropy",
+            "false",
+        ],
+    ));
+    rebalanced(&nodes[0], before, Duration::from_secs(180)).await;
+    let after = rebalance_status(&nodes[3]).await;
+    let n4 = after["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-4")
+        .unwrap()
+        .clone();
+    let moved_after = n4["objects_moved"].as_u64().unwrap();
+    println!("node-4 moved {moved_before} objects before it was killed, {moved_after} after its restart");
+    // It went on where it stopped: what it took in before stays and its cursor skips it, so
+    // it moved only the rest after its restart.
+    let mut gained = 0u64;
+    for i in 0..OBJECTS {
+        let (held, _) = holders(&nodes[0], "resume", &format!("o/{i:05}")).await;
+        gained += u64::from(held.iter().any(|n| n == "node-4"));
+    }
+    assert!(
+        moved_after > 0 && moved_after < gained && moved_before + moved_after >= gained,
+        "node-4 holds {gained} keys: {moved_before} moved before the restart, {moved_after} after"
+    );
+    let keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
+        .map(|i| (format!("o/{i:05}"), data(65_536, i as u64)))
+        .collect();
+    assert_eq!(
+        read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "resume", &keys).await,
+        0
+    );
+    copies_match_the_layout(&nodes[0], "resume", (0..OBJECTS).map(|i| format!("o/{i:05}"))).await;
+    drop(dir);
+}
