@@ -56,6 +56,7 @@ fn status_of(s: &Shared, cp: &ControlPlane) -> ClusterStatus {
                 zone: m.zone,
                 rack: m.rack,
                 weight: m.weight,
+                role: m.role,
             }
         })
         .collect();

@@ -229,6 +229,9 @@ pub struct MemberView {
     pub zone: String,
     pub rack: String,
     pub weight: u32,
+    /// `storage` or `gateway` (earlier releases recorded `primary` or `secondary`: storage).
+    #[serde(default)]
+    pub role: String,
     /// `alive`, `suspect`, `down`, or `unknown` before the failure detector saw it.
     pub liveness: String,
     pub load: Option<LoadView>,

@@ -131,7 +131,7 @@ enum ClusterCommand {
         rack: Option<String>,
         #[arg(long)]
         weight: Option<u32>,
-        /// primary or secondary.
+        /// storage or gateway (a gateway stores nothing and only coordinates).
         #[arg(long)]
         role: Option<String>,
     },

@@ -51,15 +51,15 @@ pub enum Leave {
 }
 
 impl ControlState {
-    /// The placement layout in force: active members (draining and removed members hold no new
-    /// data) with their zone, rack and weight, the replication settings, and the layout version.
+    /// The placement layout in force: active storage members (draining and removed members, and
+    /// gateways, hold no data) with their zone, rack and weight, the replication settings, and the layout version.
     pub fn placement(&self) -> Layout {
         Layout {
             version: self.layout_version,
             nodes: self
                 .members
                 .values()
-                .filter(|m| m.state == MemberState::Active)
+                .filter(|m| m.state == MemberState::Active && m.role != "gateway")
                 .map(|m| NodeSpec {
                     name: m.name.clone(),
                     zone: m.zone.clone(),

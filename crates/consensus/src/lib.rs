@@ -46,6 +46,10 @@ use std::time::Duration;
 /// (virtual nodes x weight / 100 tokens per member).
 pub const MAX_WEIGHT: u32 = 10_000;
 
+/// Member roles: `storage` holds data and coordinates, `gateway` stores nothing and only
+/// coordinates; `primary` and `secondary` (earlier releases) are storage.
+pub const ROLES: [&str; 4] = ["storage", "gateway", "primary", "secondary"];
+
 /// A cluster member as Raft knows it: its name (`NODE_ID`) and RPC address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -139,6 +143,9 @@ pub struct MemberStatus {
     pub zone: String,
     pub rack: String,
     pub weight: u32,
+    /// `storage` or `gateway` (earlier releases recorded `primary` or `secondary`: storage).
+    #[serde(default)]
+    pub role: String,
 }
 
 /// What `GET /cluster/status` shows.

@@ -224,7 +224,7 @@ impl ControlPlane {
             let left = s
                 .members
                 .values()
-                .filter(|m| m.name != name && m.state == MemberState::Active && m.weight > 0)
+                .filter(|m| m.name != name && m.state == MemberState::Active && m.weight > 0 && m.role != "gateway")
                 .count();
             if left < s.replication.factor as usize {
                 return Err(Error::Invalid(format!(
@@ -234,6 +234,34 @@ impl ControlPlane {
             }
             Ok(())
         })
+    }
+
+    /// Applies this node's own placement settings (`NODE_ROLE`, `NODE_ZONE`, `NODE_RACK`,
+    /// `NODE_WEIGHT`) to its member record once, when it first finds itself a member; later
+    /// changes go through the admin API. `true` once done (a marker in the data directory
+    /// remembers it).
+    pub async fn apply_own_settings(&self) -> Result<bool, Error> {
+        let marker = self.cfg.data_dir.join("member-settings-applied");
+        if marker.exists() {
+            return Ok(true);
+        }
+        let me = self.cfg.node_name.clone();
+        let Some(m) = self.with_state(|s| s.members.get(&me).cloned()) else {
+            return Ok(false);
+        };
+        let storage = |r: &str| if r == "gateway" { "gateway" } else { "storage" };
+        let patch = MemberPatch {
+            role: (storage(&m.role) != storage(&self.cfg.role)).then(|| self.cfg.role.clone()),
+            zone: (m.zone != self.cfg.zone).then(|| self.cfg.zone.clone()),
+            rack: (m.rack != self.cfg.rack).then(|| self.cfg.rack.clone()),
+            weight: (m.weight != self.cfg.weight).then_some(self.cfg.weight),
+        };
+        if patch.role.is_some() || patch.zone.is_some() || patch.rack.is_some() || patch.weight.is_some() {
+            self.update_member(&me, patch).await?;
+            tracing::info!(zone = %self.cfg.zone, rack = %self.cfg.rack, weight = self.cfg.weight, role = %self.cfg.role, "this node's placement settings applied to its member record");
+        }
+        std::fs::write(&marker, b"applied\n").map_err(|e| Error::Storage(format!("{}: {e}", marker.display())))?;
+        Ok(true)
     }
 
     /// Leader duty: members asked to leave whose data has moved leave the Raft group.
@@ -350,8 +378,13 @@ impl ControlPlane {
             return Err(Error::Invalid(format!("no member named {name}")));
         };
         if let Some(r) = patch.role {
-            if r != "primary" && r != "secondary" {
-                return Err(Error::Invalid(format!("role must be primary or secondary, not {r:?}")));
+            if !crate::ROLES.contains(&r.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "role must be storage or gateway (primary and secondary mean storage), not {r:?}"
+                )));
+            }
+            if r == "gateway" && m.role != "gateway" {
+                self.enough_left_without(name)?;
             }
             m.role = r;
         }
@@ -380,7 +413,11 @@ impl ControlPlane {
         let active = self.with_state(|s| {
             nodes
                 .iter()
-                .filter(|n| s.members.get(*n).is_none_or(|m| m.state == MemberState::Active))
+                .filter(|n| {
+                    s.members
+                        .get(*n)
+                        .is_none_or(|m| m.state == MemberState::Active && m.role != "gateway")
+                })
                 .count()
         });
         validate_replication(&r, active)?;

@@ -233,6 +233,7 @@ impl ControlPlane {
                         .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default()
                 }),
+                role: member.map(|m| m.role.clone()).unwrap_or_default(),
                 zone: member.map(|m| m.zone.clone()).unwrap_or_default(),
                 rack: member.map(|m| m.rack.clone()).unwrap_or_default(),
                 weight: member.map_or(100, |m| m.weight),

@@ -21,9 +21,16 @@ pub struct ClusterArgs {
     #[arg(long = "cluster-name", env = "CLUSTER_NAME", value_name = "NAME")]
     pub cluster_name: Option<String>,
 
-    /// primary or secondary [default: primary].
+    /// storage (holds data and coordinates) or gateway (stores nothing, only coordinates);
+    /// primary and secondary are kept as names of storage [default: storage]. Applied when the
+    /// node first becomes a member; later changes go through `cluster set-node`.
     #[arg(long = "node-role", env = "NODE_ROLE", value_name = "ROLE")]
     pub node_role: Option<String>,
+
+    /// Capacity weight of this node on the placement ring (100 is the norm; 1 to 10000).
+    /// Applied when the node first becomes a member [default: 100].
+    #[arg(long = "node-weight", env = "NODE_WEIGHT", value_name = "WEIGHT")]
+    pub node_weight: Option<u32>,
 
     /// Zone of this node, for zone-aware placement [default: none].
     #[arg(long = "node-zone", env = "NODE_ZONE", value_name = "ZONE")]
@@ -183,6 +190,7 @@ pub struct ClusterSection {
     pub enabled: Option<bool>,
     pub name: Option<String>,
     pub role: Option<String>,
+    pub weight: Option<u32>,
     pub zone: Option<String>,
     pub rack: Option<String>,
     pub seeds: Option<Vec<String>>,
@@ -323,9 +331,16 @@ pub(crate) fn resolve_cluster(
     };
     let read = level(a.read_consistency.or(f.read_consistency), "DEFAULT_READ_CONSISTENCY")?;
     let write = level(a.write_consistency.or(f.write_consistency), "DEFAULT_WRITE_CONSISTENCY")?;
-    let role = a.node_role.or(f.role).unwrap_or_else(|| "primary".into());
-    if role != "primary" && role != "secondary" {
-        bail!("NODE_ROLE must be primary or secondary, not {role:?}");
+    let role = a.node_role.or(f.role).unwrap_or_else(|| "storage".into());
+    if !ironbucket_consensus::ROLES.contains(&role.as_str()) {
+        bail!("NODE_ROLE must be storage or gateway (primary and secondary mean storage), not {role:?}");
+    }
+    let weight = a.node_weight.or(f.weight).unwrap_or(100);
+    if !(1..=ironbucket_consensus::MAX_WEIGHT).contains(&weight) {
+        bail!(
+            "NODE_WEIGHT must be between 1 and {}, not {weight}",
+            ironbucket_consensus::MAX_WEIGHT
+        );
     }
     let secret = match (a.cluster_secret, a.cluster_secret_file.or(f.secret_file)) {
         (Some(s), _) => s,
@@ -388,7 +403,7 @@ pub(crate) fn resolve_cluster(
             role,
             zone: a.node_zone.or(f.zone).unwrap_or_default(),
             rack: a.node_rack.or(f.rack).unwrap_or_default(),
-            weight: 100,
+            weight,
             replication: ironbucket_consensus::Replication {
                 factor: rf,
                 strategy,

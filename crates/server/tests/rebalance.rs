@@ -373,8 +373,8 @@ async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_decommission_and_removal_of_a_dead_node_keep_every_object() {
-    let (mut nodes, _seeds, _ports) = cluster_with(4, &EXTRA).await;
+async fn gateway_weight_drain_decommission_and_removal_of_a_dead_node_keep_every_object() {
+    let (mut nodes, seeds, _ports) = cluster_with(4, &EXTRA).await;
     moves_enabled(&nodes[0]).await;
     let a = nodes[0].client();
     a.create_bucket().bucket("shrink").send().await.unwrap();
@@ -383,6 +383,83 @@ async fn drain_decommission_and_removal_of_a_dead_node_keep_every_object() {
     let keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
         .map(|i| (format!("o/{i:05}"), data(4096, i as u64)))
         .collect();
+
+    // A gateway joins (NODE_ROLE=gateway): it stores nothing and serves every request.
+    let p5 = free_ports(1)[0];
+    let mut args = node_args("node-5", p5, &seeds, SECRET);
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p5}")]);
+    args.extend(EXTRA.iter().map(|s| s.to_string()));
+    args.extend(["--node-role", "gateway", "--node-weight", "300", "--node-zone", "z9"].map(String::from));
+    let a5: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gateway = Server::start_with(&a5, &[]);
+    let mut five: Vec<&Server> = nodes.iter().collect();
+    five.push(&gateway);
+    converged(&five, 5, Duration::from_secs(30)).await;
+    let member = poll_until("node-5 recorded as a gateway", Duration::from_secs(30), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        let m = s["members"].as_array()?.iter().find(|m| m["name"] == "node-5")?.clone();
+        (m["role"] == "gateway").then_some(m)
+    })
+    .await;
+    assert_eq!(
+        (member["weight"].as_u64(), member["zone"].as_str()),
+        (Some(300), Some("z9")),
+        "{member}"
+    );
+    let v = layout_version(&rebalance_status(&nodes[0]).await);
+    rebalanced(&nodes[0], v - 1, Duration::from_secs(60)).await;
+    assert_eq!(read_all_at_one(&[&gateway], "shrink", &keys).await, 0);
+    for i in (0..OBJECTS).step_by(25) {
+        let (held, set) = holders(&nodes[0], "shrink", &format!("o/{i:05}")).await;
+        assert!(!held.contains(&"node-5".to_string()) && !set.contains(&"node-5".to_string()));
+    }
+    gateway.stop();
+    poll_until("node-5 seen down", Duration::from_secs(30), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        let down = s["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "node-5" && m["liveness"] == "down");
+        down.then_some(())
+    })
+    .await;
+    let (st, _, body) = admin_json(&nodes[0], "DELETE", "/cluster/nodes/node-5").await;
+    assert_eq!(st, 200, "{body}");
+    poll_until("node-5 left", Duration::from_secs(60), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        (!s["members"].as_array()?.iter().any(|m| m["name"] == "node-5")).then_some(())
+    })
+    .await;
+
+    // A weight change moves data like any layout change.
+    let v = layout_version(&rebalance_status(&nodes[0]).await);
+    let (code, out) = cli_with_deadline(
+        &nodes[0],
+        &["cluster", "set-node", "node-1", "--weight", "300"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    rebalanced(&nodes[0], v, Duration::from_secs(120)).await;
+    let four: Vec<&Server> = nodes.iter().collect();
+    assert_eq!(read_all_at_one(&four, "shrink", &keys).await, 0);
+    copies_match_the_layout(
+        &nodes[0],
+        "shrink",
+        (0..OBJECTS).step_by(5).map(|i| format!("o/{i:05}")),
+    )
+    .await;
+    let mut share: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in (0..OBJECTS).step_by(3) {
+        for n in holders(&nodes[0], "shrink", &format!("o/{i:05}")).await.1 {
+            *share.entry(n).or_default() += 1;
+        }
+    }
+    println!("replicas per node after node-1's weight went to 300: {share:?}");
+    assert!(
+        share["node-1"] > share["node-2"] && share["node-1"] > share["node-3"],
+        "{share:?}"
+    );
 
     // Decommission node-4 under load: its data moves off, then it leaves the cluster.
     let v = layout_version(&rebalance_status(&nodes[0]).await);

@@ -316,7 +316,7 @@ impl ClusterStore {
             let data = s
                 .members
                 .values()
-                .filter(|m| m.state == ironbucket_consensus::MemberState::Active && m.weight > 0)
+                .filter(|m| m.state == ironbucket_consensus::MemberState::Active && m.weight > 0 && m.role != "gateway")
                 .count();
             (s.replication.factor as usize).min(data).max(1)
         })

@@ -224,8 +224,15 @@ impl ClusterStore {
 
     /// The worker `cluster.rebalance`: one step every second, or at once when woken.
     pub(crate) async fn rebalance_loop(me: Weak<Self>, ctx: WorkerCtx) -> std::result::Result<(), String> {
+        let mut own_settings = false;
         loop {
             let Some(s) = me.upgrade() else { return Ok(()) };
+            if !own_settings && s.ready().is_ok() {
+                match s.cp.apply_own_settings().await {
+                    Ok(done) => own_settings = done,
+                    Err(e) => ctx.note_error(format!("could not apply this node's placement settings: {e}")),
+                }
+            }
             if s.ready().is_ok() && s.cp.with_state(|st| st.layout_moves) {
                 ctx.busy();
                 match s.move_step(&ctx).await {
