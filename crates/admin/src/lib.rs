@@ -9,6 +9,7 @@
 
 mod cluster;
 mod health;
+mod layout;
 mod manage;
 mod repair;
 
@@ -229,6 +230,8 @@ fn router(state: Shared) -> Router {
         .route("/cluster/repair", post(repair::start))
         .route("/cluster/repair/status", get(repair::status))
         .route("/cluster/repair/rate", put(repair::set_rate))
+        .route("/cluster/layout", get(layout::show))
+        .route("/cluster/layout/plan", post(layout::plan))
         .route("/cluster/rebalance", post(repair::rebalance))
         .route("/cluster/rebalance/status", get(repair::rebalance_status))
         .route("/cluster/rebalance/cancel", post(repair::cancel_rebalance))

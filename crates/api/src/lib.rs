@@ -501,3 +501,55 @@ pub struct NodeMove {
     pub keys_dropped: u64,
     pub failures: u64,
 }
+
+/// `GET /cluster/layout`: the layout in force and what each node holds of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayoutView {
+    pub version: u64,
+    pub strategy: String,
+    pub factor: usize,
+    /// Older layout versions data still moves from.
+    pub moving_from: Vec<u64>,
+    pub nodes: Vec<NodeShare>,
+}
+
+/// A node's part of a layout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeShare {
+    pub name: String,
+    pub zone: String,
+    pub weight: u32,
+    /// Fraction of the keys it holds a replica of (0 to 1).
+    pub share: f64,
+}
+
+/// `POST /cluster/layout/plan`: a change to weigh before making it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutPlanRequest {
+    /// New weights by node name.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    /// Nodes to drain (take out of the layout).
+    #[serde(default)]
+    pub drain: Vec<String>,
+    /// Nodes to add.
+    #[serde(default)]
+    pub add: Vec<NodeShare>,
+    /// A new replication factor.
+    #[serde(default)]
+    pub factor: Option<usize>,
+}
+
+/// What a proposed layout would do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayoutPlan {
+    pub current: LayoutView,
+    pub proposed: LayoutView,
+    /// Fraction of keys whose replica set would change, and new copies per key.
+    pub keys_changing: f64,
+    pub copies_per_key: f64,
+    /// Objects and bytes the move would copy, estimated from the nodes' gossiped load.
+    pub objects_to_copy: u64,
+    pub bytes_to_copy: u64,
+}

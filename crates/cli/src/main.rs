@@ -9,6 +9,7 @@ use hyper_util::rt::TokioExecutor;
 use ironbucket_api as api;
 use std::time::Duration;
 
+mod layout;
 mod rebalance;
 mod repair;
 
@@ -150,6 +151,10 @@ enum ClusterCommand {
     /// Anti-entropy: every node's sync state, a round started now, the bandwidth limit.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// The placement layout: each node's share of the replicas (`show`), and what a proposed
+    /// change would move before it is made (`plan`) (needs --admin-token).
+    #[command(subcommand)]
+    Layout(layout::LayoutCommand),
     /// Data moving after a layout change: start the next step on every node now and show where
     /// the move stands; `--watch` follows it with a progress bar (needs --admin-token).
     Rebalance {
@@ -439,6 +444,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_location(&v);
             }
             Ok(0)
+        }
+        Command::Cluster(ClusterCommand::Layout(l)) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for layout commands")?;
+            layout::run(l, &cli.admin_url, token, cli.timeout).await
         }
         Command::Cluster(ClusterCommand::Rebalance { watch, command }) => {
             let token = cli

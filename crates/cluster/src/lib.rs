@@ -7,6 +7,7 @@
 pub mod liveness;
 pub mod placement;
 pub mod sets;
+pub mod share;
 
 pub use liveness::{Gossip, GossipConfig, GossipId, Liveness, LoadFigures, LoadFn, NodeLoad, NodeView};
 pub use placement::{Error, Layout, NodeSpec, Ring, Strategy};

@@ -294,6 +294,17 @@ async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
     preload(&a, "grow", OBJECTS).await;
     println!("wrote {OBJECTS} x 4 KiB in {:.1} s", began.elapsed().as_secs_f64());
     let before = layout_version(&rebalance_status(&nodes[0]).await);
+    // The plan says what the join will do before it happens: about half the keys (RF/(N+1))
+    // change hands, one new copy each, about 1,500 objects to copy.
+    let (code, plan, err) = cli(&nodes[0], &["cluster", "layout", "plan", "--add", "node-4", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let changing = plan["keys_changing"].as_f64().unwrap();
+    assert!((0.4..0.6).contains(&changing), "{plan}");
+    let to_copy = plan["objects_to_copy"].as_u64().unwrap();
+    println!(
+        "layout plan for node-4: {:.1}% of keys change, about {to_copy} objects to copy",
+        changing * 100.0
+    );
     let load = Load::start("grow", nodes.iter().map(Server::client).collect(), OBJECTS);
 
     // node-4 joins while the client works.
@@ -328,6 +339,16 @@ async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
         bytes as f64 / 1e6 / took.as_secs_f64()
     );
     assert_eq!((failed, wrong), (0, 0), "the client saw failures during the move");
+    let (code, shown, err) = cli(&nodes[2], &["cluster", "layout", "show", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let shares: Vec<f64> = shown["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["share"].as_f64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 4, "{shown}");
+    assert!(shares.iter().all(|s| (0.35..0.65).contains(s)), "{shown}");
     assert!(moved > 0, "nothing moved: {status}");
     let n4 = status["nodes"]
         .as_array()
