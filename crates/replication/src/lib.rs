@@ -96,6 +96,19 @@ impl ClusterStore {
     /// Wraps the node's local store and starts keeping its bucket table in line with the
     /// control plane (the worker `cluster.materialize` in `workers`).
     pub fn new_in(local: Arc<LocalStore>, cp: Arc<ControlPlane>, workers: &Registry) -> Arc<Self> {
+        Self::with_import(local, cp, workers, Vec::new())
+    }
+
+    /// [`ClusterStore::new_in`] for a data directory that was a single node's: the buckets of
+    /// `import` (with every setting) are proposed to the cluster once this node is a member,
+    /// before its bucket table is first made to follow the cluster's (which would drop local
+    /// buckets the cluster does not know).
+    pub fn with_import(
+        local: Arc<LocalStore>,
+        cp: Arc<ControlPlane>,
+        workers: &Registry,
+        import: Vec<BucketRecord>,
+    ) -> Arc<Self> {
         let s = Arc::new(Self {
             local,
             cp,
@@ -121,8 +134,14 @@ impl ClusterStore {
             Self::rebalance_loop(me.clone(), ctx)
         });
         let me = Arc::downgrade(&s);
+        let import = std::sync::Mutex::new(Some(import));
         workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
-            Self::materialize(me.clone(), ctx)
+            let pending = import
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            Self::materialize(me.clone(), ctx, pending)
         });
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.handoff", OnFailure::Restart, move |ctx| {
@@ -155,6 +174,46 @@ impl ClusterStore {
             ctx.unit_done();
             drop(s);
             ctx.sleep(interval).await;
+        }
+    }
+
+    /// Proposes a standalone data directory's buckets to the cluster once this node is a member
+    /// and the cluster can commit (retrying until then). A bucket the cluster already has is
+    /// left as the cluster has it, and logged.
+    async fn import_buckets(me: &Weak<Self>, ctx: &WorkerCtx, buckets: Vec<BucketRecord>) {
+        loop {
+            let Some(s) = me.upgrade() else { return };
+            if s.ready().is_ok() {
+                let mut failed = false;
+                for b in &buckets {
+                    if s.cp.with_state(|st| st.buckets.contains_key(&b.name)) {
+                        continue;
+                    }
+                    let cmd = Command::CreateBucket {
+                        record: b.clone().into(),
+                        owner: None,
+                    };
+                    match s.cp.propose(cmd).await {
+                        Ok(Outcome::Done) => tracing::info!(bucket = %b.name, "standalone bucket joined the cluster"),
+                        Ok(Outcome::BucketExists { .. }) => {
+                            tracing::warn!(bucket = %b.name, "the cluster has a bucket of this name already: its settings stay the cluster's, this node's objects in it are merged")
+                        }
+                        Ok(other) => {
+                            tracing::warn!(bucket = %b.name, outcome = ?other, "standalone bucket not imported")
+                        }
+                        Err(e) => {
+                            failed = true;
+                            ctx.note_error(format!("cannot import bucket {} yet: {e}", b.name));
+                        }
+                    }
+                }
+                if !failed {
+                    ctx.progress(format!("imported {} standalone bucket(s)", buckets.len()));
+                    return;
+                }
+            }
+            drop(s);
+            ctx.sleep(std::time::Duration::from_millis(500)).await;
         }
     }
 
@@ -229,7 +288,14 @@ impl ClusterStore {
     }
 
     /// Applies the agreed bucket list to the local metadata after every change.
-    async fn materialize(me: std::sync::Weak<Self>, ctx: WorkerCtx) -> std::result::Result<(), String> {
+    async fn materialize(
+        me: std::sync::Weak<Self>,
+        ctx: WorkerCtx,
+        import: Vec<BucketRecord>,
+    ) -> std::result::Result<(), String> {
+        if !import.is_empty() {
+            Self::import_buckets(&me, &ctx, import).await;
+        }
         let Some(s) = me.upgrade() else { return Ok(()) };
         let mut applied = s.cp.applied_watch();
         drop(s);

@@ -27,6 +27,13 @@ pub struct ClusterArgs {
     #[arg(long = "node-role", env = "NODE_ROLE", value_name = "ROLE")]
     pub node_role: Option<String>,
 
+    /// This data directory was a single node's (CLUSTER_ENABLED=false): its buckets, with every
+    /// setting, are proposed to the cluster when the node first finds itself a member, so that
+    /// its objects are served by the cluster and moved to new nodes as they join. Start it as
+    /// the first node (its own address as the only seed), then add nodes [default: false].
+    #[arg(long = "from-standalone", env = "FROM_STANDALONE", value_name = "BOOL")]
+    pub from_standalone: Option<bool>,
+
     /// Capacity weight of this node on the placement ring (100 is the norm; 1 to 10000).
     /// Applied when the node first becomes a member [default: 100].
     #[arg(long = "node-weight", env = "NODE_WEIGHT", value_name = "WEIGHT")]
@@ -217,6 +224,8 @@ pub struct ClusterSection {
 
 /// Resolved cluster settings.
 pub struct ClusterSettings {
+    /// The data directory was a single node's: its buckets join the cluster (`--from-standalone`).
+    pub from_standalone: bool,
     pub control: ironbucket_consensus::ControlConfig,
     pub rpc: ironbucket_rpc::RpcConfig,
     pub rpc_addr: SocketAddr,
@@ -395,6 +404,7 @@ pub(crate) fn resolve_cluster(
         bail!("MAX_CONNECTIONS_PER_NODE must be between 1 and 1024");
     }
     Ok(Some(ClusterSettings {
+        from_standalone: a.from_standalone.unwrap_or(false),
         control: ironbucket_consensus::ControlConfig {
             node_name: node_id.to_string(),
             cluster_name: name.clone(),

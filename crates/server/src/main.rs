@@ -232,7 +232,22 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
             .context("cannot start the control plane")?;
         // Buckets and their settings go through the control plane; the node's RPC handler serves
         // object requests from peers and hands the rest to the control plane.
-        let cs = ironbucket_replication::ClusterStore::new_in(local.clone(), cp.clone(), &workers);
+        // A single node's data directory: its buckets join the cluster before the node's bucket
+        // table is first made to follow the cluster's.
+        let import = if c.from_standalone {
+            let buckets = local
+                .bucket_records()
+                .await
+                .context("cannot read the standalone buckets")?;
+            tracing::info!(
+                buckets = buckets.len(),
+                "FROM_STANDALONE: this node's buckets will join the cluster"
+            );
+            buckets
+        } else {
+            Vec::new()
+        };
+        let cs = ironbucket_replication::ClusterStore::with_import(local.clone(), cp.clone(), &workers, import);
         cs.set_handoff(c.handoff);
         cs.set_sync(c.sync);
         let handler = cs.handler();

@@ -57,11 +57,18 @@ async fn moves_enabled(srv: &Server) {
 
 /// Waits until the move to a layout newer than `after` is done everywhere; returns the status.
 async fn rebalanced(srv: &Server, after: u64, timeout: Duration) -> serde_json::Value {
-    poll_until("rebalance done", timeout, || async {
+    let deadline = Instant::now() + timeout;
+    loop {
         let s = rebalance_status(srv).await;
-        (s["layout_version"].as_u64().unwrap_or(0) > after && s["done"] == true).then_some(s)
-    })
-    .await
+        if s["layout_version"].as_u64().unwrap_or(0) > after && s["done"] == true {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rebalance not done within {timeout:?}: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs ironbucket-cli against `srv` with the admin token, killed after `deadline`: its exit code
@@ -640,5 +647,139 @@ async fn a_move_resumes_after_the_receiving_node_restarts() {
         0
     );
     copies_match_the_layout(&nodes[0], "resume", (0..OBJECTS).map(|i| format!("o/{i:05}"))).await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
+    // A single node (no cluster) with a versioned bucket holding 1,000 objects.
+    let mut single = Server::start();
+    let c = single.client();
+    c.create_bucket().bucket("legacy").send().await.unwrap();
+    enable_versioning(&c, "legacy").await;
+    const OBJECTS: usize = 1_000;
+    preload(&c, "legacy", OBJECTS).await;
+    // Version ids written by the single node must survive being copied to other nodes.
+    let vid = c
+        .head_object()
+        .bucket("legacy")
+        .key("o/00007")
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_string();
+    let dir = single.take_tmp().unwrap();
+    assert_eq!(single.stop(), Some(0));
+
+    // The same data directory starts as the first node of a cluster (its own address as the
+    // only seed) with --from-standalone: its bucket joins the cluster with its settings.
+    let ports = free_ports(3);
+    let seeds1 = seeds_of(&ports[..1]);
+    // One node holds one copy; the factor goes to 2 once there are three nodes.
+    let single_copy = ["--replication-factor", "1", "--replication-strategy", "ConsistentHash"];
+    let mut args = node_args("node-1", ports[0], &seeds1, SECRET);
+    args.extend(single_copy.iter().map(|s| s.to_string()));
+    args.extend(["--from-standalone".to_string(), "true".to_string()]);
+    let a1: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut nodes = vec![Server::start_in(dir.path(), &a1, &[]).unwrap()];
+    converged(&[&nodes[0]], 1, Duration::from_secs(30)).await;
+    let keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
+        .map(|i| (format!("o/{i:05}"), data(4096, i as u64)))
+        .collect();
+    poll_until(
+        "the standalone bucket in the cluster",
+        Duration::from_secs(30),
+        || async {
+            nodes[0]
+                .client()
+                .get_object()
+                .bucket("legacy")
+                .key("o/00000")
+                .send()
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(read_all_at_one(&[&nodes[0]], "legacy", &keys).await, 0);
+    let v = nodes[0]
+        .client()
+        .get_bucket_versioning()
+        .bucket("legacy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        v.status().map(|s| s.as_str()),
+        Some("Enabled"),
+        "the bucket's settings came along"
+    );
+    moves_enabled(&nodes[0]).await;
+
+    // Two more nodes join; the data is rebalanced onto them.
+    let before = layout_version(&rebalance_status(&nodes[0]).await);
+    let seeds = seeds_of(&ports);
+    for (i, p) in ports.iter().enumerate().skip(1) {
+        let mut args = node_args(&format!("node-{}", i + 1), *p, &seeds, SECRET);
+        args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p}")]);
+        args.extend(single_copy.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(Server::start_with(&a, &[]));
+        converged(&nodes.iter().collect::<Vec<_>>(), i + 1, Duration::from_secs(30)).await;
+    }
+    let joined = rebalanced(&nodes[0], before, Duration::from_secs(60)).await;
+    assert_eq!(
+        read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "legacy", &keys).await,
+        0
+    );
+    copies_match_the_layout(
+        &nodes[0],
+        "legacy",
+        (0..OBJECTS).step_by(4).map(|i| format!("o/{i:05}")),
+    )
+    .await;
+    // Two copies of everything: a factor change moves data like any layout change.
+    let v = layout_version(&joined);
+    let (code, out) = cli_with_deadline(
+        &nodes[1],
+        &["cluster", "set-replication", "--factor", "2"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let status = rebalanced(&nodes[0], v, Duration::from_secs(180)).await;
+    for n in &nodes {
+        let got = n
+            .client()
+            .get_object()
+            .bucket("legacy")
+            .key("o/00007")
+            .version_id(&vid)
+            .customize()
+            .mutate_request(|r| {
+                r.headers_mut().insert("x-ironbucket-consistency", "ONE");
+            })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.version_id(), Some(vid.as_str()));
+        assert_eq!(body_bytes(got).await, data(4096, 7));
+    }
+    println!(
+        "standalone -> 3 nodes (1 copy): {} objects moved by the movers; -> 2 copies: {} in all (anti-entropy, on here, copies part of it first)",
+        joined["objects_moved"], status["objects_moved"]
+    );
+    assert_eq!(
+        read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "legacy", &keys).await,
+        0
+    );
+    copies_match_the_layout(
+        &nodes[0],
+        "legacy",
+        (0..OBJECTS).step_by(4).map(|i| format!("o/{i:05}")),
+    )
+    .await;
     drop(dir);
 }

@@ -92,6 +92,11 @@ impl LocalStore {
     /// Makes the local bucket table match `buckets` (the cluster's agreed list): creates and
     /// updates records; removes buckets that are gone unless they still hold data here.
     /// Returns the names that could not be removed.
+    /// Every bucket's record, with all its settings.
+    pub async fn bucket_records(&self) -> Result<Vec<BucketRecord>> {
+        self.scan(|m| m.list_buckets()).await
+    }
+
     pub async fn sync_buckets(&self, buckets: Vec<BucketRecord>) -> Result<Vec<String>> {
         let local = self.scan(|m| m.list_buckets()).await?;
         let wanted: std::collections::BTreeMap<String, BucketRecord> =

@@ -46,8 +46,9 @@ impl LocalStore {
         repair: Repair,
     ) -> Result<(ObjectInfo, bool)> {
         self.observe(hlc)?;
-        self.put_inner(req, body, Some((hlc, origin.max(1))), Some(repair))
-            .await
+        // Origin 0 is a version written before this data joined a cluster: copied as it is,
+        // so that its version id stays the same.
+        self.put_inner(req, body, Some((hlc, origin)), Some(repair)).await
     }
 
     pub(super) async fn put_inner(
@@ -222,7 +223,8 @@ impl LocalStore {
         validate_object_key(key)?;
         self.observe(hlc)?;
         let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
-        let origin = origin.max(1);
+        // Origin 0: a delete made before this data joined a cluster, copied as it is (its
+        // marker keeps its version id).
         self.commit(vec![], move |t| match &version_id {
             Some(v) => {
                 let r = delete_version_in_tx(t, &bucket, &key, v, bypass)?;
