@@ -106,6 +106,16 @@ async fn cli_with_deadline(srv: &Server, args: &[&str], deadline: Duration) -> (
     )
 }
 
+/// Starts `name` on a fresh data directory and RPC `port`, joining through `seeds` (it states
+/// the address the others reach it at), with the test's `extra` flags.
+fn joiner(name: &str, port: u16, seeds: &str, extra: &[&str]) -> Server {
+    let mut args = node_args(name, port, seeds, SECRET);
+    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{port}")]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with(&a, &[])
+}
+
 fn layout_version(s: &serde_json::Value) -> u64 {
     s["layout_version"].as_u64().unwrap()
 }
@@ -317,12 +327,8 @@ async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
     // node-4 joins while the client works.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let p4 = free_ports(1)[0];
-    let mut args = node_args("node-4", p4, &seeds, SECRET);
-    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
-    args.extend(MOVER_ONLY.iter().map(|s| s.to_string()));
-    let a4: Vec<&str> = args.iter().map(String::as_str).collect();
     let joined = Instant::now();
-    nodes.push(Server::start_with(&a4, &[]));
+    nodes.push(joiner("node-4", p4, &seeds, &MOVER_ONLY));
     converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
     load.clients.write().unwrap().push(nodes[3].client());
     // The CLI follows the move with a progress bar until it is done.
@@ -414,12 +420,9 @@ async fn gateway_weight_drain_decommission_and_removal_of_a_dead_node_keep_every
 
     // A gateway joins (NODE_ROLE=gateway): it stores nothing and serves every request.
     let p5 = free_ports(1)[0];
-    let mut args = node_args("node-5", p5, &seeds, SECRET);
-    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p5}")]);
-    args.extend(EXTRA.iter().map(|s| s.to_string()));
-    args.extend(["--node-role", "gateway", "--node-weight", "300", "--node-zone", "z9"].map(String::from));
-    let a5: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut gateway = Server::start_with(&a5, &[]);
+    let mut extra = EXTRA.to_vec();
+    extra.extend(["--node-role", "gateway", "--node-weight", "300", "--node-zone", "z9"]);
+    let mut gateway = joiner("node-5", p5, &seeds, &extra);
     let mut five: Vec<&Server> = nodes.iter().collect();
     five.push(&gateway);
     converged(&five, 5, Duration::from_secs(30)).await;
@@ -582,12 +585,9 @@ async fn a_move_resumes_after_the_receiving_node_restarts() {
         .await;
     let before = layout_version(&rebalance_status(&nodes[0]).await);
     let p4 = free_ports(1)[0];
-    let mut args = node_args("node-4", p4, &seeds, SECRET);
-    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
-    args.extend(MOVER_ONLY.iter().map(|s| s.to_string()));
-    args.extend(["--repair-rate-mbps".to_string(), "2".to_string()]);
-    let a4: Vec<&str> = args.iter().map(String::as_str).collect();
-    nodes.push(Server::start_with(&a4, &[]));
+    let mut extra = MOVER_ONLY.to_vec();
+    extra.extend(["--repair-rate-mbps", "2"]);
+    nodes.push(joiner("node-4", p4, &seeds, &extra));
     converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
     // Wait until node-4 has taken part of its share in, then kill it.
     let moved_before = poll_until("node-4 moving", Duration::from_secs(60), || async {
@@ -722,11 +722,7 @@ async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
     let before = layout_version(&rebalance_status(&nodes[0]).await);
     let seeds = seeds_of(&ports);
     for (i, p) in ports.iter().enumerate().skip(1) {
-        let mut args = node_args(&format!("node-{}", i + 1), *p, &seeds, SECRET);
-        args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p}")]);
-        args.extend(single_copy.iter().map(|s| s.to_string()));
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(Server::start_with(&a, &[]));
+        nodes.push(joiner(&format!("node-{}", i + 1), *p, &seeds, &single_copy));
         converged(&nodes.iter().collect::<Vec<_>>(), i + 1, Duration::from_secs(30)).await;
     }
     let joined = rebalanced(&nodes[0], before, Duration::from_secs(60)).await;
