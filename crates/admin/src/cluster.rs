@@ -169,14 +169,16 @@ pub(crate) async fn update_member(
 /// from the remaining replicas first; then it leaves the Raft group).
 pub(crate) async fn remove_member(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {
     let cp = control(&s)?;
-    let alive = s
+    // Only a node the failure detector sees down (or has never heard of) is removed as dead.
+    let seen = s
         .gossip
         .get()
-        .and_then(|g| g.view().get(&name).map(|n| n.liveness.as_str() == "alive"))
-        .unwrap_or(false);
-    if alive && name != cp.node_name() {
+        .and_then(|g| g.view().get(&name).map(|n| n.liveness.as_str().to_string()));
+    if let Some(l) = seen.filter(|l| l == "alive" || l == "suspect")
+        && name != cp.node_name()
+    {
         return Err(ApiError::bad_request(format!(
-            "node {name} is alive: removing it as dead would leave its copies unused; decommission it instead (POST /cluster/nodes/{name}/decommission)"
+            "node {name} is {l} (not down): removing it as dead would leave its copies unused; decommission it instead (POST /cluster/nodes/{name}/decommission)"
         )));
     }
     let res = cp.remove_dead(&name).await;

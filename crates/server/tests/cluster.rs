@@ -447,6 +447,19 @@ async fn join_reconfigure_remove_and_replace() {
     assert_ne!(c, 0);
     assert!(err.contains("no member named node-9"), "{err}");
 
+    // A live node is not removed as dead: it is decommissioned (its data moves off first).
+    poll_until("node-4 seen alive", Duration::from_secs(30), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        s["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "node-4" && m["liveness"] == "alive")
+            .then_some(())
+    })
+    .await;
+    let (c, _, err) = cli(&nodes[0], &["cluster", "remove", "node-4"]);
+    assert_ne!(c, 0);
+    assert!(err.contains("not down"), "{err}");
     // Decommission then remove node-4.
     let (c, _, err) = cli(&nodes[0], &["cluster", "decommission", "node-4"]);
     assert_eq!(c, 0, "{err}");
@@ -459,10 +472,6 @@ async fn join_reconfigure_remove_and_replace() {
         .unwrap()
         .clone();
     assert_eq!(m["state"], "draining");
-    // A live node is not removed as dead: decommission moves its data off first.
-    let (c, _, err) = cli(&nodes[0], &["cluster", "remove", "node-4"]);
-    assert_ne!(c, 0);
-    assert!(err.contains("is alive"), "{err}");
     // Once its data has moved it leaves the Raft group by itself.
     poll_until(
         "node-4 left after its decommission",

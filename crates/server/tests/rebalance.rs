@@ -133,7 +133,8 @@ struct Load {
 }
 
 impl Load {
-    fn start(bucket: &'static str, clients: Vec<aws_sdk_s3::Client>, known: usize) -> Load {
+    /// `known` keys `o/00000`.. hold `data(size, i)`.
+    fn start(bucket: &'static str, clients: Vec<aws_sdk_s3::Client>, known: usize, size: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let clients = Arc::new(RwLock::new(clients));
         let (ops, failed, wrong): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
@@ -172,7 +173,7 @@ impl Load {
                     let k = (i * 7919) as usize % known;
                     match client.get_object().bucket(bucket).key(format!("o/{k:05}")).send().await {
                         Ok(out) => {
-                            if body_bytes(out).await != data(4096, k as u64) {
+                            if body_bytes(out).await != data(size, k as u64) {
                                 w.fetch_add(1, Ordering::Relaxed);
                             }
                             true
@@ -322,7 +323,7 @@ async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
         "layout plan for node-4: {:.1}% of keys change, about {to_copy} objects to copy",
         changing * 100.0
     );
-    let load = Load::start("grow", nodes.iter().map(Server::client).collect(), OBJECTS);
+    let load = Load::start("grow", nodes.iter().map(Server::client).collect(), OBJECTS, 4096);
 
     // node-4 joins while the client works.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -494,7 +495,7 @@ async fn gateway_weight_drain_decommission_and_removal_of_a_dead_node_keep_every
 
     // Decommission node-4 under load: its data moves off, then it leaves the cluster.
     let v = layout_version(&rebalance_status(&nodes[0]).await);
-    let load = Load::start("shrink", nodes[..3].iter().map(Server::client).collect(), OBJECTS);
+    let load = Load::start("shrink", nodes[..3].iter().map(Server::client).collect(), OBJECTS, 4096);
     let (code, out) = cli_with_deadline(
         &nodes[0],
         &["cluster", "decommission", "node-4"],
@@ -778,4 +779,73 @@ async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
     )
     .await;
     drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_cancelled_halfway_goes_back_to_the_old_layout() {
+    let (mut nodes, seeds, _ports) = cluster_with(3, &MOVER_ONLY).await;
+    moves_enabled(&nodes[0]).await;
+    let a = nodes[0].client();
+    a.create_bucket().bucket("undo").send().await.unwrap();
+    const OBJECTS: usize = 300;
+    futures::stream::iter(0..OBJECTS)
+        .map(|i| {
+            let a = a.clone();
+            async move {
+                a.put_object()
+                    .bucket("undo")
+                    .key(format!("o/{i:05}"))
+                    .body(data(65_536, i as u64).into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
+        .map(|i| (format!("o/{i:05}"), data(65_536, i as u64)))
+        .collect();
+    // node-4 joins and takes data in slowly (2 MB/s); the move is cancelled halfway.
+    let p4 = free_ports(1)[0];
+    let mut extra = MOVER_ONLY.to_vec();
+    extra.extend(["--repair-rate-mbps", "2"]);
+    nodes.push(joiner("node-4", p4, &seeds, &extra));
+    converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
+    poll_until("node-4 moving", Duration::from_secs(60), || async {
+        let s = rebalance_status(&nodes[0]).await;
+        let n4 = s["nodes"].as_array()?.iter().find(|n| n["node"] == "node-4")?.clone();
+        (n4["objects_moved"].as_u64()? >= 10).then_some(())
+    })
+    .await;
+    let v = layout_version(&rebalance_status(&nodes[0]).await);
+    let load = Load::start("undo", nodes.iter().map(Server::client).collect(), OBJECTS, 65_536);
+    let (code, out) = cli_with_deadline(&nodes[1], &["cluster", "rebalance", "cancel"], Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{out}");
+    let status = rebalanced(&nodes[0], v, Duration::from_secs(120)).await;
+    let (ops, failed, wrong, written) = load.finish().await;
+    println!("cancelled: {status}; client {ops} requests, {failed} failed, {wrong} wrong");
+    assert_eq!((failed, wrong), (0, 0));
+    // node-4 is left draining and holds nothing; every key is back on its old set.
+    let s = cluster_status(&nodes[0]).await.unwrap();
+    let n4 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "node-4")
+        .unwrap()
+        .clone();
+    assert_eq!(n4["state"], "draining", "{n4}");
+    let mut all = keys.clone();
+    for k in &written {
+        let i: u64 = k.trim_start_matches("load/").parse().unwrap();
+        all.push((k.clone(), data(2048, 1_000_000 + i)));
+    }
+    assert_eq!(
+        read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "undo", &all).await,
+        0
+    );
+    let moved_keys = all.iter().map(|(k, _)| k.clone());
+    copies_match_the_layout(&nodes[0], "undo", moved_keys).await;
 }
