@@ -185,16 +185,17 @@ pub(crate) async fn remove_member(State(s): State<Shared>, Path(name): Path<Stri
     changed(&s, &cp, res)
 }
 
-/// `POST /cluster/nodes/{name}/drain`, `/decommission` and `/replace`.
+/// `POST /cluster/nodes/{name}/drain`, `/activate`, `/decommission` and `/replace`.
 pub(crate) async fn member_action(State(s): State<Shared>, Path((name, action)): Path<(String, String)>) -> ApiResult {
     let cp = control(&s)?;
     let res = match action.as_str() {
         "drain" => cp.drain(&name).await,
+        "activate" => cp.activate(&name).await,
         "decommission" => cp.decommission(&name).await,
         "replace" => cp.allow_replace(&name).await,
         other => {
             return Err(ApiError::not_found(format!(
-                "no node action {other:?} (drain, decommission or replace)"
+                "no node action {other:?} (drain, activate, decommission or replace)"
             )));
         }
     };

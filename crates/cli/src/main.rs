@@ -139,6 +139,9 @@ enum ClusterCommand {
     /// Drain a member: it holds no new data and its data moves to the others; it stays a member
     /// (needs --admin-token).
     Drain { name: String },
+    /// Undo a drain or decommission that has not finished: the member holds data again (needs
+    /// --admin-token).
+    Activate { name: String },
     /// Decommission a member: drain it, then it leaves the cluster once its data has moved
     /// (needs --admin-token).
     Decommission { name: String },
@@ -502,6 +505,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 ClusterCommand::Drain { name } => Some((
                     "POST",
                     format!("/cluster/nodes/{}/drain", pct(name)),
+                    serde_json::json!({}),
+                )),
+                ClusterCommand::Activate { name } => Some((
+                    "POST",
+                    format!("/cluster/nodes/{}/activate", pct(name)),
                     serde_json::json!({}),
                 )),
                 ClusterCommand::Decommission { name } => Some((

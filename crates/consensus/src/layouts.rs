@@ -404,6 +404,23 @@ mod tests {
     }
 
     #[test]
+    fn an_activated_member_holds_data_again_and_stays() {
+        let mut s = cluster(&["a", "b", "c"]);
+        s.apply(Command::Leave {
+            name: "c".into(),
+            why: Leave::Decommission,
+        });
+        assert!(!s.placement().holds_data("c"));
+        s.apply(Command::SetMemberState {
+            name: "c".into(),
+            state: MemberState::Active,
+        });
+        assert!(s.placement().holds_data("c"));
+        assert!(s.leaving.is_empty(), "no longer leaving");
+        assert!(s.departed().is_empty());
+    }
+
+    #[test]
     fn cancel_goes_back_to_the_oldest_layout() {
         let mut s = cluster(&["a", "b", "c"]);
         assert!(matches!(s.apply(Command::CancelMove), Outcome::Refused { .. }));

@@ -171,6 +171,27 @@ impl ControlPlane {
         )
     }
 
+    /// Undoes a drain or decommission that has not finished: the member holds data again (its
+    /// share moves back to it like any layout change).
+    pub async fn activate(&self, name: &str) -> Result<(), Error> {
+        match self.with_state(|s| s.members.get(name).map(|m| m.state)) {
+            None => return Err(Error::Invalid(format!("no member named {name}"))),
+            Some(MemberState::Removed) => {
+                return Err(Error::Invalid(format!(
+                    "member {name} has left the cluster: wipe its data directory and let it join again"
+                )));
+            }
+            Some(_) => {}
+        }
+        checked(
+            self.propose(Command::SetMemberState {
+                name: name.to_string(),
+                state: MemberState::Active,
+            })
+            .await?,
+        )
+    }
+
     /// Decommission: drain, then leave the Raft group once the data has moved (without layout
     /// moves, an older cluster: only marked draining).
     pub async fn decommission(&self, name: &str) -> Result<(), Error> {

@@ -270,6 +270,10 @@ impl ControlState {
                         m.state = state;
                         self.layout_version += 1;
                     }
+                    // Active again: no longer on its way out.
+                    if state == MemberState::Active {
+                        self.leaving.remove(&name);
+                    }
                     Outcome::Done
                 }
                 None => Outcome::NoSuchMember { name },

@@ -848,4 +848,21 @@ async fn a_move_cancelled_halfway_goes_back_to_the_old_layout() {
     );
     let moved_keys = all.iter().map(|(k, _)| k.clone());
     copies_match_the_layout(&nodes[0], "undo", moved_keys).await;
+
+    // Activated again, node-4 takes its share after all.
+    let v = layout_version(&rebalance_status(&nodes[0]).await);
+    let (code, out) = cli_with_deadline(&nodes[0], &["cluster", "activate", "node-4"], Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{out}");
+    rebalanced(&nodes[0], v, Duration::from_secs(180)).await;
+    let mut on_4 = 0;
+    for (k, _) in all.iter().step_by(3) {
+        let (held, set) = holders(&nodes[0], "undo", k).await;
+        assert_eq!(held, set, "{k}");
+        on_4 += usize::from(set.iter().any(|n| n == "node-4"));
+    }
+    assert!(on_4 > 0, "node-4 holds nothing after its activation");
+    assert_eq!(
+        read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "undo", &all).await,
+        0
+    );
 }
