@@ -218,6 +218,11 @@ impl Load {
 }
 
 async fn preload(c: &aws_sdk_s3::Client, bucket: &str, n: usize) {
+    preload_sized(c, bucket, n, 4096).await
+}
+
+/// Writes `n` objects `o/00000`.. holding `data(size, i)`, 32 at a time.
+async fn preload_sized(c: &aws_sdk_s3::Client, bucket: &str, n: usize, size: usize) {
     futures::stream::iter(0..n)
         .map(|i| {
             let c = c.clone();
@@ -225,7 +230,7 @@ async fn preload(c: &aws_sdk_s3::Client, bucket: &str, n: usize) {
                 c.put_object()
                     .bucket(bucket)
                     .key(format!("o/{i:05}"))
-                    .body(data(4096, i as u64).into())
+                    .body(data(size, i as u64).into())
                     .send()
                     .await
                     .unwrap();
@@ -568,22 +573,7 @@ async fn a_move_resumes_after_the_receiving_node_restarts() {
     const OBJECTS: usize = 400;
     // Bodies of 64 KiB moved at 2 MB/s: the move takes several seconds, long enough to kill
     // the receiver in the middle.
-    futures::stream::iter(0..OBJECTS)
-        .map(|i| {
-            let a = a.clone();
-            async move {
-                a.put_object()
-                    .bucket("resume")
-                    .key(format!("o/{i:05}"))
-                    .body(data(65_536, i as u64).into())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    preload_sized(&a, "resume", OBJECTS, 65_536).await;
     let before = layout_version(&rebalance_status(&nodes[0]).await);
     let p4 = free_ports(1)[0];
     let mut extra = MOVER_ONLY.to_vec();
@@ -788,22 +778,7 @@ async fn a_move_cancelled_halfway_goes_back_to_the_old_layout() {
     let a = nodes[0].client();
     a.create_bucket().bucket("undo").send().await.unwrap();
     const OBJECTS: usize = 300;
-    futures::stream::iter(0..OBJECTS)
-        .map(|i| {
-            let a = a.clone();
-            async move {
-                a.put_object()
-                    .bucket("undo")
-                    .key(format!("o/{i:05}"))
-                    .body(data(65_536, i as u64).into())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    preload_sized(&a, "undo", OBJECTS, 65_536).await;
     let keys: Vec<(String, Vec<u8>)> = (0..OBJECTS)
         .map(|i| (format!("o/{i:05}"), data(65_536, i as u64)))
         .collect();
