@@ -313,6 +313,7 @@ impl ClusterStore {
                 return Ok(msg);
             }
             if self.take_in(&st, ctx).await? {
+                tracing::debug!(version = cur, "took in every source's data");
                 self.track(LayoutProgress {
                     synced: cur,
                     ..Default::default()
@@ -435,6 +436,7 @@ impl ClusterStore {
                 continue;
             }
             self.set_move_state(format!("taking in data for layout version {cur} from {src}"));
+            tracing::debug!(source = %src, version = cur, cursor = ?after, "taking in data");
             loop {
                 let ask = MoveAsk::Items {
                     version: cur,
@@ -463,11 +465,18 @@ impl ClusterStore {
                     }
                 };
                 let began = Instant::now();
+                tracing::debug!(source = %src, items = items.len(), finished, "rebalance page");
                 self.take_page(&t, items).await?;
                 after = next;
                 saved.cursors.insert(src.clone(), (after.clone(), finished));
                 self.store_saved(&saved);
                 self.note_progress(&saved, &sources);
+                // Fault injection for tests (`FAILPOINTS=rebalance-page=return`, builds
+                // with the `failpoints` feature only): the move stops after a page, its cursor
+                // saved, as on a node killed between two pages.
+                fail::fail_point!("rebalance-page", |_| Err(Error::Unavailable(
+                    "stopped by the fault point rebalance-page".into()
+                )));
                 ctx.throttle(began.elapsed()).await;
                 if finished {
                     break;

@@ -62,7 +62,11 @@ impl Server {
                 SK,
             ])
             .args(args)
-            .env("RUST_LOG", "warn")
+            // IRONBUCKET_TEST_RUST_LOG (with IRONBUCKET_TEST_LOG set) shows more of a server's log.
+            .env(
+                "RUST_LOG",
+                std::env::var("IRONBUCKET_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in envs {
