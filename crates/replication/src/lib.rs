@@ -39,6 +39,16 @@ pub type DownCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// Says why this node must not stamp writes now (its clock runs ahead of its peers'), if so.
 pub type ClockCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
+/// What a single node's data directory brings into the cluster it becomes the first node of
+/// (`FROM_STANDALONE`): its buckets with every setting, and its access keys (secrets sealed with
+/// the cluster's key, see [`LocalStore::standalone_keys`]). Each is proposed once this node is a
+/// member, unless the cluster has one of that name already.
+#[derive(Debug, Default)]
+pub struct Standalone {
+    pub buckets: Vec<BucketRecord>,
+    pub keys: Vec<KeyRecord>,
+}
+
 /// The object store of a cluster node.
 pub struct ClusterStore {
     local: Arc<LocalStore>,
@@ -96,7 +106,7 @@ impl ClusterStore {
     /// Wraps the node's local store and starts keeping its bucket table in line with the
     /// control plane (the worker `cluster.materialize` in `workers`).
     pub fn new_in(local: Arc<LocalStore>, cp: Arc<ControlPlane>, workers: &Registry) -> Arc<Self> {
-        Self::with_import(local, cp, workers, Vec::new())
+        Self::with_import(local, cp, workers, Standalone::default())
     }
 
     /// [`ClusterStore::new_in`] for a data directory that was a single node's: the buckets of
@@ -107,7 +117,7 @@ impl ClusterStore {
         local: Arc<LocalStore>,
         cp: Arc<ControlPlane>,
         workers: &Registry,
-        import: Vec<BucketRecord>,
+        import: Standalone,
     ) -> Arc<Self> {
         let s = Arc::new(Self {
             local,
@@ -180,7 +190,8 @@ impl ClusterStore {
     /// Proposes a standalone data directory's buckets to the cluster once this node is a member
     /// and the cluster can commit (retrying until then). A bucket the cluster already has is
     /// left as the cluster has it, and logged.
-    async fn import_buckets(me: &Weak<Self>, ctx: &WorkerCtx, buckets: Vec<BucketRecord>) {
+    async fn import_standalone(me: &Weak<Self>, ctx: &WorkerCtx, import: Standalone) {
+        let Standalone { buckets, keys } = import;
         loop {
             let Some(s) = me.upgrade() else { return };
             if s.ready().is_ok() {
@@ -207,8 +218,32 @@ impl ClusterStore {
                         }
                     }
                 }
+                // Then the access keys (their bucket permissions name the buckets above); one the
+                // cluster knows already keeps the cluster's record.
+                for k in &keys {
+                    if s.cp.with_state(|st| st.keys.contains_key(&k.access_key)) {
+                        continue;
+                    }
+                    match s
+                        .cp
+                        .propose(Command::PutKey {
+                            record: k.clone().into(),
+                        })
+                        .await
+                    {
+                        Ok(_) => tracing::info!(access_key = %k.access_key, "standalone access key joined the cluster"),
+                        Err(e) => {
+                            failed = true;
+                            ctx.note_error(format!("cannot import access key {} yet: {e}", k.access_key));
+                        }
+                    }
+                }
                 if !failed {
-                    ctx.progress(format!("imported {} standalone bucket(s)", buckets.len()));
+                    ctx.progress(format!(
+                        "imported {} standalone bucket(s) and {} access key(s)",
+                        buckets.len(),
+                        keys.len()
+                    ));
                     return;
                 }
             }
@@ -291,10 +326,10 @@ impl ClusterStore {
     async fn materialize(
         me: std::sync::Weak<Self>,
         ctx: WorkerCtx,
-        import: Vec<BucketRecord>,
+        import: Standalone,
     ) -> std::result::Result<(), String> {
-        if !import.is_empty() {
-            Self::import_buckets(&me, &ctx, import).await;
+        if !import.buckets.is_empty() || !import.keys.is_empty() {
+            Self::import_standalone(&me, &ctx, import).await;
         }
         let Some(s) = me.upgrade() else { return Ok(()) };
         let mut applied = s.cp.applied_watch();

@@ -239,13 +239,18 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
                 .bucket_records()
                 .await
                 .context("cannot read the standalone buckets")?;
+            let keys = local
+                .standalone_keys()
+                .await
+                .context("cannot read the standalone access keys")?;
             tracing::info!(
                 buckets = buckets.len(),
-                "FROM_STANDALONE: this node's buckets will join the cluster"
+                keys = keys.len(),
+                "FROM_STANDALONE: this node's buckets and access keys will join the cluster"
             );
-            buckets
+            ironbucket_replication::Standalone { buckets, keys }
         } else {
-            Vec::new()
+            ironbucket_replication::Standalone::default()
         };
         let cs = ironbucket_replication::ClusterStore::with_import(local.clone(), cp.clone(), &workers, import);
         cs.set_handoff(c.handoff);

@@ -663,6 +663,16 @@ async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
         .version_id()
         .unwrap()
         .to_string();
+    // An access key of the single node's, allowed to read the bucket: it must work in the
+    // cluster too, on every node.
+    let (code_, key, err) = cli(&single, &["key", "create", "--name", "reader"]);
+    assert_eq!(code_, 0, "{err}");
+    let (ak, sk) = (
+        key["access_key"].as_str().unwrap().to_string(),
+        key["secret_key"].as_str().unwrap().to_string(),
+    );
+    let allow = ["key", "allow", &ak, "--bucket", "legacy", "--permission", "read"];
+    assert_eq!(cli(&single, &allow).0, 0);
     let dir = single.take_tmp().unwrap();
     assert_eq!(single.stop(), Some(0));
 
@@ -731,13 +741,13 @@ async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
     .await;
     // Two copies of everything: a factor change moves data like any layout change.
     let v = layout_version(&joined);
-    let (code, out) = cli_with_deadline(
+    let (exit, out) = cli_with_deadline(
         &nodes[1],
         &["cluster", "set-replication", "--factor", "2"],
         Duration::from_secs(60),
     )
     .await;
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(exit, 0, "{out}");
     let status = rebalanced(&nodes[0], v, Duration::from_secs(180)).await;
     for n in &nodes {
         let got = n
@@ -755,6 +765,23 @@ async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
             .unwrap();
         assert_eq!(got.version_id(), Some(vid.as_str()));
         assert_eq!(body_bytes(got).await, data(4096, 7));
+    }
+    for n in &nodes {
+        let reader = client_for(&n.s3, &ak, &sk);
+        let got = reader.get_object().bucket("legacy").key("o/00009").send().await;
+        assert_eq!(
+            body_bytes(got.expect("the standalone access key reads through every node")).await,
+            data(4096, 9)
+        );
+        let denied = reader
+            .put_object()
+            .bucket("legacy")
+            .key("nope")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&denied), "AccessDenied", "its permission came along: read only");
     }
     println!(
         "standalone -> 3 nodes (1 copy): {} objects moved by the movers; -> 2 copies: {} in all (anti-entropy, on here, copies part of it first)",

@@ -39,6 +39,41 @@ impl LocalStore {
         Ok((rec, sk))
     }
 
+    /// The access keys of a single node's data directory becoming a cluster's first node
+    /// (`FROM_STANDALONE`), their secrets resealed with this store's key: a single node sealed
+    /// them with `<data dir>/keys.kek`, a cluster node seals them with the key derived from the
+    /// cluster secret. Records already sealed with this store's key (a restart after the import)
+    /// are returned as they are; a record neither key opens is left out, with a warning.
+    pub async fn standalone_keys(&self) -> Result<Vec<ironbucket_meta::KeyRecord>> {
+        let path = self.cfg.data_dir.join("keys.kek");
+        let old = if path.exists() {
+            Some(load_or_create_kek(&path)?)
+        } else {
+            None
+        };
+        let mut out = Vec::new();
+        for mut rec in self.scan(|m| m.list_keys()).await? {
+            if self.kek.open_secret(&rec.secret_sealed).is_ok() {
+                out.push(rec);
+                continue;
+            }
+            match old.as_ref().map(|k| k.open_secret(&rec.secret_sealed)) {
+                Some(Ok(secret)) => {
+                    rec.secret_sealed = self
+                        .kek
+                        .seal_secret(&secret)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    out.push(rec);
+                }
+                _ => tracing::warn!(
+                    access_key = %rec.access_key,
+                    "FROM_STANDALONE: this access key's secret opens with neither keys.kek nor the cluster's key; it is not carried into the cluster"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
     /// Makes the local access key table match `keys` (the cluster's agreed list).
     pub async fn sync_keys(&self, keys: Vec<ironbucket_meta::KeyRecord>) -> Result<()> {
         let local = self.scan(|m| m.list_keys()).await?;
