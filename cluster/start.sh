@@ -6,6 +6,9 @@
 # with cargo and the node image. Waits for real health, then prints endpoints and credentials.
 #
 #   cluster/start.sh          NODES=3 cluster/start.sh          IRONBUCKET_BIND=0.0.0.0 cluster/start.sh
+#   IRONBUCKET_IMAGE=repo/ironbucket:1.2 cluster/start.sh   (an image you have or can pull; else
+#                                                            this tree is built into that tag)
+#   IRONBUCKET_REPLICATION_FACTOR=2 NODES=3 cluster/start.sh (3 nodes at RF 2: nodes can be drained)
 . "$(dirname "$0")/lib.sh"
 t0=$SECONDS
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
@@ -15,7 +18,11 @@ echo "$n" >"$NODES_FILE"
 say "starting the $n-node IronBucket cluster"
 ensure_env
 choose_images
-build_node_image
+if [ -n "${IRONBUCKET_IMAGE:-}" ] && [ "$IRONBUCKET_IMAGE" != ironbucket:cluster ] && have_or_pull "$IRONBUCKET_IMAGE"; then
+  say "nodes run $IRONBUCKET_IMAGE (IRONBUCKET_IMAGE; not built from this tree)"
+else
+  build_node_image
+fi
 compose up -d --remove-orphans >"$BUILD/compose-up.log" 2>&1 || { cat "$BUILD/compose-up.log" >&2; die "docker compose up failed"; }
 say "waiting for the nodes to be healthy and to form one cluster"
 wait_healthy "${START_TIMEOUT_SECS:-180}" || exit 1

@@ -7,8 +7,9 @@
 #      docker start node2: what was written meanwhile is readable through node2's own port;
 #   3. cut node2 off (docker network disconnect) and reconnect: no acknowledged write lost;
 #   4. stop and start the whole stack (timed): all data still there;
-#   5. the 3-node variant: cluster/upgrade.sh replaces every node's container one at a time while
-#      a client reads and writes at QUORUM through the LB: zero failed requests;
+#   5. the 3-node variant at RF 2, started from the previous release's build (cluster/previous-release):
+#      cluster/rolling-upgrade.sh drains, upgrades, rejoins and resyncs every node in turn while a
+#      client reads and writes at QUORUM through the LB: zero failed requests, every node on this build;
 #   6. cluster/stop.sh --purge leaves no containers, networks or volumes;
 #   7. a cluster that cannot become healthy (a bad ENCRYPTION_KEY): start.sh exits non-zero with
 #      the failing containers' log tails.
@@ -116,14 +117,43 @@ $PY verify --endpoint $LB --manifest "$MANIFEST"
 $PY verify --endpoint $N2 --manifest "$MANIFEST"
 bash cluster/stop.sh --purge >/dev/null
 
-step "5. the 3-node cluster: rolling upgrade under a QUORUM client, zero failed requests"
-NODES=3 bash cluster/start.sh >/dev/null
+step "5. rolling upgrade from the previous release to this build: 3 nodes at RF 2, each drained, upgraded, rejoined and synced in turn while a QUORUM client runs: zero failed requests"
+# The previous release's binaries, built from its commit with cargo (sharing this tree's target
+# directory, so only IronBucket's own crates compile) into the image ironbucket:previous.
+read -r PREV_TAG PREV_COMMIT < <(grep -v '^#' cluster/previous-release | head -1)
+prev_ref=""
+for r in "$PREV_TAG" "$PREV_COMMIT"; do
+  if git rev-parse -q --verify "$r^{commit}" >/dev/null 2>&1; then prev_ref=$r; break; fi
+done
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$( [ -d /work/cargo-target ] && echo /work/cargo-target || echo "$PWD/target")}
+export IRONBUCKET_REPLICATION_FACTOR=2
+if [ -n "$prev_ref" ]; then
+  mkdir -p "$WORK/prev"
+  git archive "$prev_ref" | tar -x -C "$WORK/prev"
+  # Its own package version, so that cargo keeps its crates apart from this tree's in the shared
+  # target directory (same version and relative paths would make cargo take this tree's
+  # artifacts for the older sources).
+  sed -i '0,/^version = ".*"/s//version = "0.0.0-previous"/' "$WORK/prev/Cargo.toml"
+  t=$SECONDS
+  (cd "$WORK/prev" && IRONBUCKET_IMAGE=ironbucket:previous bash -c '. cluster/lib.sh; choose_images; build_node_image') \
+    || fail "could not build the previous release ($PREV_TAG)"
+  echo "built ironbucket:previous from $PREV_TAG ($prev_ref) in $((SECONDS - t)) s"
+  IRONBUCKET_IMAGE=ironbucket:previous NODES=3 bash cluster/start.sh >/dev/null
+  from="$PREV_TAG"
+else
+  echo "NOTE: the previous release $PREV_TAG ($PREV_COMMIT) is not in this clone's history (a shallow clone?):"
+  echo "      the rolling upgrade runs from this build to itself"
+  NODES=3 bash cluster/start.sh >/dev/null
+  from="this build"
+fi
 set -a; . cluster/.env; set +a
-$PY load --endpoint $LB --bucket roll --count 20 --manifest "$WORK/roll.json"
-$PY client --endpoint $LB --bucket roll --seconds 600 --stop-file "$WORK/stop" --out "$WORK/client.json" &
+$PY load --endpoint $LB --bucket roll --count 200 --manifest "$WORK/roll.json"
+$PY client --endpoint $LB --bucket roll --seconds 900 --stop-file "$WORK/stop" --out "$WORK/client.json" &
 CLIENT=$!
 sleep 3
-NODES=3 bash cluster/upgrade.sh
+t=$SECONDS
+NODES=3 bash cluster/rolling-upgrade.sh
+took=$((SECONDS - t))
 sleep 3
 touch "$WORK/stop"
 wait $CLIENT
@@ -135,6 +165,16 @@ if s["failed"] or s["ok"] < 20:
     sys.exit(f"FAIL: {s['failed']} failed requests, {s['ok']} ok during the rolling upgrade")
 PYEOF
 $PY verify --endpoint $LB --manifest "$WORK/roll.json"
+bin_sum() { docker run --rm --entrypoint md5sum "$1" /usr/local/bin/ironbucket | cut -d' ' -f1; }
+if [ -n "$prev_ref" ] && [ "$(bin_sum ironbucket:previous)" = "$(bin_sum ironbucket:cluster)" ]; then
+  fail "the previous release's image holds the same ironbucket binary as this build's"
+fi
+for i in 1 2 3; do
+  img=$(docker inspect -f '{{.Image}}' "ironbucket-node$i")
+  [ "$img" = "$(docker image inspect -f '{{.Id}}' ironbucket:cluster)" ] || fail "node$i does not run this build after the upgrade"
+done
+echo "ok   rolling upgrade from $from to this build in ${took} s, no failed request"
+unset IRONBUCKET_REPLICATION_FACTOR
 
 step "6. stop.sh --purge leaves nothing behind"
 NODES=3 bash cluster/stop.sh --purge
