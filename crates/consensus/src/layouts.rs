@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 /// commands of this module, need every member to speak it).
 pub const LAYOUT_MOVES: u32 = 6;
 
+/// The node protocol version from which members may be marked absent ([`Leave::Absent`]):
+/// older nodes could not read such a record.
+pub const ABSENT_MEMBERS: u32 = 7;
+
 /// The most layouts kept while data moves: a further change of placement is refused until the
 /// moves catch up (or are cancelled).
 pub const MAX_HISTORY: usize = 8;
@@ -48,6 +52,10 @@ pub enum Leave {
     /// Removal of a dead node: its data is re-created from the other replicas (it is asked for
     /// nothing), then it leaves the Raft group.
     Dead,
+    /// Down for longer than the re-replication threshold: its data is re-created from the other
+    /// replicas (it is asked for nothing) but it stays a member; back, it discards what it holds
+    /// and activates itself, and its share moves back to it.
+    Absent,
 }
 
 impl ControlState {
@@ -87,13 +95,19 @@ impl ControlState {
     }
 
     /// Members whose acknowledgment of a layout version the moves wait for: every member not
-    /// removed, except dead ones being removed.
+    /// removed, except dead ones being removed and absent ones.
     pub fn ack_required(&self) -> Vec<String> {
         self.members
             .values()
-            .filter(|m| m.state != MemberState::Removed && self.leaving.get(&m.name) != Some(&Leave::Dead))
+            .filter(|m| m.state != MemberState::Removed && !self.asked_for_nothing(&m.name))
             .map(|m| m.name.clone())
             .collect()
+    }
+
+    /// Whether `name` is out of the placement because it is lost (dead or absent): moves take
+    /// its data from the other replicas and wait for nothing from it.
+    pub fn asked_for_nothing(&self, name: &str) -> bool {
+        matches!(self.leaving.get(name), Some(Leave::Dead | Leave::Absent))
     }
 
     /// Whether every member that must acknowledge has acknowledged layout `version`.
@@ -269,7 +283,9 @@ impl ControlState {
     pub fn departed(&self) -> Vec<String> {
         let layouts = self.layouts();
         self.leaving
-            .keys()
+            .iter()
+            .filter(|(_, why)| **why != Leave::Absent)
+            .map(|(n, _)| n)
             .filter(|n| !layouts.iter().any(|l| l.holds_data(n)))
             .filter(|n| self.members.get(*n).is_some_and(|m| m.state != MemberState::Removed))
             .cloned()

@@ -31,7 +31,7 @@ mod wire;
 #[cfg(test)]
 mod sim;
 
-pub use layouts::{LayoutProgress, Leave, MAX_HISTORY};
+pub use layouts::{ABSENT_MEMBERS, LayoutProgress, Leave, MAX_HISTORY};
 pub use locks::{LockCmd, LockOutcome};
 pub use plane::ControlPlane;
 pub use state::{Command, ControlState, DEFAULT_VNODES, Member, MemberState, Outcome, Replication};

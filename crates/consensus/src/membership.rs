@@ -51,6 +51,15 @@ impl ControlPlane {
                 crate::layouts::LAYOUT_MOVES
             ));
         }
+        let absent = self.with_state(|s| s.leaving.values().any(|w| *w == crate::Leave::Absent));
+        if absent && req.protocol.max < crate::layouts::ABSENT_MEMBERS {
+            return Err(format!(
+                "node {} cannot join: it speaks node protocol {} but a member of this cluster is marked absent, which needs protocol {}: upgrade it",
+                req.name,
+                req.protocol,
+                crate::layouts::ABSENT_MEMBERS
+            ));
+        }
         if let Err(why) = ours.agree(req.protocol) {
             tracing::warn!(node = %req.name, theirs = %req.protocol, %ours, "refused a join: {why}");
             return Err(format!("node {} cannot join: {why}", req.name));
@@ -222,6 +231,36 @@ impl ControlPlane {
             self.propose(Command::Leave {
                 name: name.to_string(),
                 why: crate::Leave::Dead,
+            })
+            .await?,
+        )
+    }
+
+    /// Marks a data member that has been down too long absent: it leaves the placement and its
+    /// share is re-created on the others from the remaining replicas; it stays a member, and
+    /// activates itself when it is back (see the replication crate's re-replication worker).
+    /// Refused where fewer nodes than the replication factor would hold data, or without
+    /// layout moves.
+    pub async fn mark_absent(&self, name: &str) -> Result<(), Error> {
+        if !self.with_state(|s| s.layout_moves) {
+            return Err(Error::Invalid(
+                "this cluster does not move data between layouts yet (a member older than protocol 6)".into(),
+            ));
+        }
+        match self.with_state(|s| s.members.get(name).map(|m| m.state)) {
+            Some(MemberState::Active) => {}
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "member {name} is {other:?}, not active: nothing to re-replicate"
+                )));
+            }
+            None => return Err(Error::Invalid(format!("no member named {name}"))),
+        }
+        self.enough_left_without(name)?;
+        checked(
+            self.propose(Command::Leave {
+                name: name.to_string(),
+                why: crate::Leave::Absent,
             })
             .await?,
         )

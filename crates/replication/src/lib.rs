@@ -24,6 +24,7 @@ pub use coordinator::{HandoffConfig, HandoffStats};
 pub use lifecycle::LifecyclePass;
 pub use locate::{Location, NodeCopy};
 pub use sync::SyncConfig;
+pub use sync::absent::JOB as REREPLICATE_JOB;
 
 use async_trait::async_trait;
 use ironbucket_consensus::{Command, ControlPlane, Outcome};
@@ -144,6 +145,10 @@ impl ClusterStore {
             Self::rebalance_loop(me.clone(), ctx)
         });
         let me = Arc::downgrade(&s);
+        workers.spawn("cluster.rereplicate", OnFailure::Restart, move |ctx| {
+            Self::absence_loop(me.clone(), ctx)
+        });
+        let me = Arc::downgrade(&s);
         let import = std::sync::Mutex::new(Some(import));
         workers.spawn("cluster.materialize", OnFailure::Restart, move |ctx| {
             let pending = import
@@ -255,10 +260,26 @@ impl ClusterStore {
     /// Whether every other active member answers a ping stating node protocol `version` or
     /// newer.
     async fn every_member_speaks(&self, version: u32) -> bool {
+        self.members_speak(version, |_| true).await
+    }
+
+    /// Whether every other active member the failure detector does not report down answers a
+    /// ping stating node protocol `version` or newer.
+    async fn every_live_member_speaks(&self, version: u32) -> bool {
+        let down: Vec<String> = self
+            .all_targets()
+            .into_iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| t.name)
+            .collect();
+        self.members_speak(version, |n| !down.iter().any(|d| d == n)).await
+    }
+
+    async fn members_speak(&self, version: u32, asked: impl Fn(&str) -> bool) -> bool {
         let me = self.cp.node_name().to_string();
         let addrs: Vec<String> = self.cp.with_state(|s| {
             s.active_members()
-                .filter(|m| m.name != me)
+                .filter(|m| m.name != me && asked(&m.name))
                 .map(|m| m.rpc_addr.clone())
                 .collect()
         });

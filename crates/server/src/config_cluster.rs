@@ -158,6 +158,13 @@ pub struct ClusterArgs {
     #[arg(long = "repair-rate-mbps", env = "REPAIR_RATE_MBPS", value_name = "MB_PER_SEC")]
     pub repair_rate_mbps: Option<f64>,
 
+    /// How long a data node may be down before its share of the data is re-created on the
+    /// other nodes from the remaining replicas, in seconds (0: never; an operator removes or
+    /// replaces it). Back, it discards its copies and its share moves back to it
+    /// [default: 600].
+    #[arg(long = "rereplicate-after-secs", env = "REREPLICATE_AFTER_SECS", value_name = "SECS")]
+    pub rereplicate_after_secs: Option<u64>,
+
     /// A hint older than this is dropped instead of replayed, in seconds [default: 10800].
     #[arg(long = "hint-max-age-secs", env = "HINT_MAX_AGE_SECS", value_name = "SECS")]
     pub hint_max_age_secs: Option<u64>,
@@ -398,6 +405,10 @@ pub(crate) fn resolve_cluster(
         enabled: a.anti_entropy.unwrap_or(true),
         interval: heartbeat,
         rate: (rate * 1e6) as u64,
+        rereplicate_after: match a.rereplicate_after_secs.unwrap_or(600) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
     };
     let max_conn = a.max_connections_per_node.or(f.max_connections_per_node).unwrap_or(4);
     if max_conn == 0 || max_conn > 1024 {

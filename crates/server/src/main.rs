@@ -273,7 +273,7 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         tracing::info!(rpc = %rpc_local, cluster = %c.rpc.cluster_name, seeds = ?c.control.seeds, "cluster mode");
         // One node runs each cluster-wide job. (Until objects are replicated, every node still
         // applies lifecycle rules to the objects it stores; the rebalancer comes with repair.)
-        for job in ["lifecycle", "rebalance"] {
+        for job in ["lifecycle", "rebalance", ironbucket_replication::REREPLICATE_JOB] {
             let _ = cp.elect_job_leader(job, std::time::Duration::from_secs(10));
         }
         gossip_cfg = Some((rpc_local, c.control.seeds.clone(), c.rpc.clone(), c.control.heartbeat));

@@ -39,7 +39,10 @@ fn dependencies_point_down_and_libraries_stay_contained() {
         ("tonic-build", &["ironbucket-rpc"][..]),
         ("protox", &["ironbucket-rpc"][..]),
         // Fault injection points: armed only by the server binary.
-        ("fail", &["ironbucket-meta", "ironbucket-server"][..]),
+        (
+            "fail",
+            &["ironbucket-meta", "ironbucket-replication", "ironbucket-server"][..],
+        ),
         (
             "anyhow",
             &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],

@@ -17,6 +17,7 @@
 //! ([`ClusterStore::tombstone_held_everywhere`]); a replica that is down or behind holds
 //! collection back, so it can never bring a deleted object back.
 
+pub(crate) mod absent;
 mod heal;
 mod messages;
 mod moves;
@@ -48,6 +49,9 @@ pub struct SyncConfig {
     pub interval: Duration,
     /// Copy bandwidth limit in bytes per second (0: none); changeable at runtime.
     pub rate: u64,
+    /// How long a data member may be down before its share is re-created on the others
+    /// (`REREPLICATE_AFTER_SECS`; `None`: never, an operator removes or replaces it).
+    pub rereplicate_after: Option<Duration>,
 }
 
 impl Default for SyncConfig {
@@ -56,6 +60,7 @@ impl Default for SyncConfig {
             enabled: true,
             interval: Duration::from_millis(1_000),
             rate: 50_000_000,
+            rereplicate_after: Some(Duration::from_secs(600)),
         }
     }
 }

@@ -334,6 +334,10 @@ impl ClusterStore {
             return Ok(msg);
         }
         // 4. Drop copies that moved away, once every member reads from the current layout only.
+        // Back after being absent: drop everything, then hold data again.
+        if st.leaving.get(&me) == Some(&ironbucket_consensus::Leave::Absent) {
+            return self.return_from_absence(&st, ctx).await;
+        }
         let mut saved = self.load_saved();
         if saved.dropped_for >= cur {
             self.set_move_state(format!("idle: layout version {cur}, nothing to move"));
@@ -375,6 +379,53 @@ impl ClusterStore {
         Ok(msg)
     }
 
+    /// This node is back after being marked absent: once its share has been re-created on the
+    /// others (no layout left to move from) and every member reads from the current layout
+    /// only, it discards every key it holds (all may be stale, see `absent.rs`) and activates
+    /// itself.
+    async fn return_from_absence(&self, st: &ControlState, ctx: &WorkerCtx) -> Result<String> {
+        let cur = st.layout_version;
+        if !st.all_reading(cur) || !st.all_acked(cur) {
+            let msg = format!(
+                "back after being absent: waiting for every member to read from layout version {cur} before discarding this node's copies"
+            );
+            self.set_move_state(msg.clone());
+            return Ok(msg);
+        }
+        self.set_move_state("back after being absent: discarding this node's copies (they may be stale)");
+        let mut after: Option<ItemKey> = None;
+        let mut dropped = 0u64;
+        loop {
+            let scanned = self.local.tree_after(after.clone(), SCAN_BUDGET).await?;
+            let last = scanned.len() < SCAN_BUDGET;
+            after = scanned.last().map(|i| i.item_key()).or(after);
+            let keys = group_keys(&scanned);
+            for chunk in keys.chunks(DROP_BATCH) {
+                let began = Instant::now();
+                let batch: Vec<(String, String)> = chunk.iter().map(|(_, b, k)| (b.clone(), k.clone())).collect();
+                dropped += batch.len() as u64;
+                self.local.forget_keys(batch).await?;
+                ctx.throttle(began.elapsed()).await;
+            }
+            if last {
+                break;
+            }
+        }
+        self.moves.dropped.fetch_add(dropped, Ordering::Relaxed);
+        let me = self.cp.node_name().to_string();
+        self.cp
+            .activate(&me)
+            .await
+            .map_err(|e| Error::Unavailable(format!("could not activate this node after its absence: {e}")))?;
+        tracing::warn!(
+            keys = dropped,
+            "back after being absent: discarded this node's copies and holds data again; its share moves back to it"
+        );
+        let msg = format!("back after being absent: discarded {dropped} key(s), active again");
+        self.set_move_state(msg.clone());
+        Ok(msg)
+    }
+
     async fn track(&self, p: LayoutProgress) -> Result<()> {
         let node = self.cp.node_name().to_string();
         match self.cp.propose(Command::LayoutTrack { node, progress: p }).await {
@@ -403,7 +454,7 @@ impl ClusterStore {
             .layout_history
             .iter()
             .flat_map(|l| l.data_nodes().into_iter().map(|n| n.name.clone()))
-            .filter(|n| *n != me && st.leaving.get(n) != Some(&ironbucket_consensus::Leave::Dead))
+            .filter(|n| *n != me && !st.asked_for_nothing(n))
             .filter(|n| {
                 st.members
                     .get(n)

@@ -22,6 +22,7 @@ impl ClusterStore {
                         let why = match w {
                             Leave::Decommission => "decommission",
                             Leave::Dead => "removed (dead)",
+                            Leave::Absent => "absent (down too long: its data re-created on the others)",
                         };
                         (n.clone(), why.to_string())
                     })
@@ -48,6 +49,10 @@ impl ClusterStore {
                 }
             }
         }
+        // A lost member (absent, or dead and being removed) is asked for nothing by the moves:
+        // that it does not answer does not hold the move up.
+        self.cp
+            .with_state(|s| out.unreachable.retain(|n, _| !s.asked_for_nothing(n)));
         out.nodes.sort_by(|a, b| a.node.cmp(&b.node));
         summarize(&mut out);
         out
