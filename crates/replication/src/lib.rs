@@ -266,12 +266,7 @@ impl ClusterStore {
     /// Whether every other active member the failure detector does not report down answers a
     /// ping stating node protocol `version` or newer.
     async fn every_live_member_speaks(&self, version: u32) -> bool {
-        let down: Vec<String> = self
-            .all_targets()
-            .into_iter()
-            .filter(|t| self.is_down(t))
-            .map(|t| t.name)
-            .collect();
+        let down = self.down_members();
         self.members_speak(version, |n| !down.iter().any(|d| d == n)).await
     }
 

@@ -226,6 +226,15 @@ impl ClusterStore {
         !t.local && self.down.get().is_some_and(|f| f(&t.name))
     }
 
+    /// The members the failure detector reports down.
+    pub(crate) fn down_members(&self) -> Vec<String> {
+        self.all_targets()
+            .into_iter()
+            .filter(|t| self.is_down(t))
+            .map(|t| t.name)
+            .collect()
+    }
+
     /// The request's level: the `x-ironbucket-consistency` header, else the cluster default.
     pub(crate) fn level(&self, write: bool) -> Consistency {
         if let Some(l) = hints::requested_consistency() {

@@ -55,12 +55,7 @@ impl ClusterStore {
             down_since.clear();
             return Ok("another node leads re-replication".into());
         }
-        let down: Vec<String> = self
-            .all_targets()
-            .into_iter()
-            .filter(|t| self.is_down(t))
-            .map(|t| t.name)
-            .collect();
+        let down = self.down_members();
         let candidates: Vec<String> = self.cp.with_state(|s| {
             s.members
                 .values()
