@@ -130,10 +130,10 @@ export IRONBUCKET_REPLICATION_FACTOR=2
 if [ -n "$prev_ref" ]; then
   mkdir -p "$WORK/prev"
   git archive "$prev_ref" | tar -x -C "$WORK/prev"
-  # Its own package version, so that cargo keeps its crates apart from this tree's in the shared
-  # target directory (same version and relative paths would make cargo take this tree's
-  # artifacts for the older sources).
-  sed -i '0,/^version = ".*"/s//version = "0.0.0-previous"/' "$WORK/prev/Cargo.toml"
+  # Its own package version (naming the commit), so that cargo keeps its crates apart from this
+  # tree's, and from another release's, in the shared target directory (same version and
+  # relative paths would make cargo take their artifacts for these sources).
+  sed -i "0,/^version = \".*\"/s//version = \"0.0.0-prev-${PREV_COMMIT:0:12}\"/" "$WORK/prev/Cargo.toml"
   t=$SECONDS
   (cd "$WORK/prev" && IRONBUCKET_IMAGE=ironbucket:previous bash -c '. cluster/lib.sh; choose_images; build_node_image') \
     || fail "could not build the previous release ($PREV_TAG)"

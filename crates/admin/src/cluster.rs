@@ -292,5 +292,9 @@ pub(crate) async fn replication_metrics(State(s): State<Shared>) -> ApiResult {
             metadata: r.metadata.load(Relaxed),
             failed: r.failed.load(Relaxed),
         },
+        replica_writes_in_flight: cs.backlog().per_peer().into_iter().collect(),
+        backlog: cs.backlog().total(),
+        max_backlog: cs.handoff_config().max_backlog,
+        backlog_waits: cs.backlog().waits.load(Relaxed),
     })
 }

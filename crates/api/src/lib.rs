@@ -358,6 +358,18 @@ pub struct ReplicationMetrics {
     pub hints_refused: u64,
     /// Read repairs this node coordinated since it started.
     pub read_repairs: ReadRepairs,
+    /// Replica requests in flight from this node, per replica node (writes answered at their
+    /// level whose other replicas are still being written), and in all.
+    #[serde(default)]
+    pub replica_writes_in_flight: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub backlog: u64,
+    /// `MAX_REPLICATION_BACKLOG`, and the writes that waited for their other replicas because
+    /// the backlog was over it, since the node started.
+    #[serde(default)]
+    pub max_backlog: u64,
+    #[serde(default)]
+    pub backlog_waits: u64,
 }
 
 /// Read repairs: object versions copied to a stale replica, metadata merged into one, failures.

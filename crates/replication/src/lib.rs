@@ -20,7 +20,7 @@ mod sim;
 mod sync;
 mod wire;
 
-pub use coordinator::{HandoffConfig, HandoffStats};
+pub use coordinator::{Backlog, HandoffConfig, HandoffStats};
 pub use lifecycle::LifecyclePass;
 pub use locate::{Location, NodeCopy};
 pub use sync::SyncConfig;
@@ -67,6 +67,7 @@ pub struct ClusterStore {
     repairs: Repairs,
     /// Hinted handoff: its bounds (set once by the server) and its figures.
     handoff_cfg: OnceLock<coordinator::HandoffConfig>,
+    backlog: Backlog,
     handoff: coordinator::HandoffStats,
     /// Anti-entropy: its settings, the placement its tree follows, and its figures.
     sync: sync::AntiEntropy,
@@ -129,6 +130,7 @@ impl ClusterStore {
             me: OnceLock::new(),
             repairs: Repairs::default(),
             handoff_cfg: OnceLock::new(),
+            backlog: Backlog::default(),
             handoff: Default::default(),
             sync: Default::default(),
             moves: Default::default(),
@@ -323,6 +325,11 @@ impl ClusterStore {
     /// Read repairs done and failed since the node started (`/metrics`).
     pub fn repairs(&self) -> &Repairs {
         &self.repairs
+    }
+
+    /// Replica requests in flight from this node (asynchronous replication's lag).
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// Lets the coordinator skip replicas the failure detector reports down instead of waiting

@@ -153,6 +153,13 @@ impl Handler for NodeHandler {
     }
 
     async fn push(&self, call: Incoming, header: Vec<u8>, data: DataStream) -> std::result::Result<Vec<u8>, String> {
+        // Fault injection for tests (`FAILPOINTS=replica-delay=return(MS)`, builds with the
+        // `failpoints` feature only): this replica takes MS longer over each body it is sent,
+        // as a slow disk or link would.
+        #[cfg(feature = "failpoints")]
+        if let Some(ms) = fail::eval("replica-delay", |a| a.and_then(|v| v.parse::<u64>().ok())).flatten() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         wire::serve_push(&self.local, call.kind, header, data).await
     }
 

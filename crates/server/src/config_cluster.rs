@@ -165,6 +165,17 @@ pub struct ClusterArgs {
     #[arg(long = "rereplicate-after-secs", env = "REREPLICATE_AFTER_SECS", value_name = "SECS")]
     pub rereplicate_after_secs: Option<u64>,
 
+    /// Replica requests a node may have in flight (writes answered at their level whose other
+    /// replicas are still being written: asynchronous replication's lag) before a write waits
+    /// for its other replicas too; 0 makes every write wait for all its live replicas
+    /// [default: 10000].
+    #[arg(
+        long = "max-replication-backlog",
+        env = "MAX_REPLICATION_BACKLOG",
+        value_name = "REQUESTS"
+    )]
+    pub max_replication_backlog: Option<u64>,
+
     /// A hint older than this is dropped instead of replayed, in seconds [default: 10800].
     #[arg(long = "hint-max-age-secs", env = "HINT_MAX_AGE_SECS", value_name = "SECS")]
     pub hint_max_age_secs: Option<u64>,
@@ -396,6 +407,7 @@ pub(crate) fn resolve_cluster(
             Some(s) => Duration::from_secs(s),
             None => defaults.max_age,
         },
+        max_backlog: a.max_replication_backlog.unwrap_or(defaults.max_backlog),
     };
     let rate = a.repair_rate_mbps.unwrap_or(50.0);
     if !rate.is_finite() || !(0.0..=1e6).contains(&rate) {

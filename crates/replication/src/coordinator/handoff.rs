@@ -27,13 +27,17 @@ const BATCH: usize = 64;
 /// How often the worker looks for replicas it holds hints for.
 const ROUND: Duration = Duration::from_secs(1);
 
-/// Bounds of the hints a node keeps (`HINT_MAX_PER_NODE`, `HINT_MAX_AGE_SECS`).
+/// Bounds of the hints a node keeps (`HINT_MAX_PER_NODE`, `HINT_MAX_AGE_SECS`) and of its
+/// replica requests in flight (`MAX_REPLICATION_BACKLOG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandoffConfig {
     /// Hints kept per replica; further writes it misses are left to anti-entropy.
     pub max_per_node: u64,
     /// A hint older than this is dropped instead of replayed.
     pub max_age: Duration,
+    /// Replica requests this node may have in flight before a write whose level is met waits
+    /// for its other replicas too (`MAX_REPLICATION_BACKLOG`; see `backlog.rs`).
+    pub max_backlog: u64,
 }
 
 impl Default for HandoffConfig {
@@ -41,6 +45,7 @@ impl Default for HandoffConfig {
         Self {
             max_per_node: 100_000,
             max_age: Duration::from_secs(3 * 3600),
+            max_backlog: 10_000,
         }
     }
 }
@@ -117,7 +122,8 @@ impl ClusterStore {
         }
     }
 
-    pub(crate) fn handoff_config(&self) -> HandoffConfig {
+    /// The bounds in force (`HINT_MAX_PER_NODE`, `HINT_MAX_AGE_SECS`, `MAX_REPLICATION_BACKLOG`).
+    pub fn handoff_config(&self) -> HandoffConfig {
         self.handoff_cfg.get().copied().unwrap_or_default()
     }
 

@@ -17,6 +17,7 @@
 //! [`read`] (GET/HEAD), [`repair`] (read repair), [`meta`] (per-version metadata and object
 //! lock), [`delete`], [`multipart`] and [`copy`].
 
+mod backlog;
 mod copy;
 mod delete;
 mod handoff;
@@ -26,6 +27,7 @@ mod read;
 mod repair;
 mod write;
 
+pub use backlog::Backlog;
 pub use handoff::{HandoffConfig, HandoffStats};
 pub(crate) use read::wire_for;
 

@@ -3,6 +3,7 @@
 //! whole and the slowest live replica paces the client (`replicate_body`). PutObject, with its
 //! conditional writes decided once here, is the streamed write's main user.
 
+use super::backlog::Hold;
 use super::handoff::HintOf;
 use super::read::wire_for;
 use super::{Failures, Replicas, Target, replica_failure, unavailable, validate_key};
@@ -50,6 +51,7 @@ impl ClusterStore {
             // cancelled on the replica).
             let (me, t, op, hint) = (me.clone(), t.clone(), op.clone(), hint.clone());
             let task = tokio::spawn(async move {
+                let _in_flight = (!t.local).then(|| me.backlog.enter(&t.name));
                 let r = me.ask(&t, &op).await;
                 if let (Err(e), Some(h)) = (&r, &hint)
                     && replica_failure(e)
@@ -60,14 +62,27 @@ impl ClusterStore {
             });
             asks.push(task.map(|j| j.unwrap_or_else(|e| (String::new(), Err(Error::Internal(e.to_string()))))));
         }
+        let mut hold = Hold::new(&me.backlog, self.handoff_config().max_backlog);
         let deadline = tokio::time::sleep(self.timeout());
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 next = asks.next() => {
                     let Some((node, r)) = next else {
+                        if hold.waiting() {
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
                         return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
                     };
+                    if hold.waiting() {
+                        if let Err(e) = &r {
+                            failures.note(&node, e);
+                        }
+                        if hold.released() {
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
+                        continue;
+                    }
                     let decided = match r {
                         Ok(v) => {
                             first_ok.get_or_insert(v);
@@ -87,15 +102,20 @@ impl ClusterStore {
                         }
                     };
                     match decided {
-                        Some(Ok(_)) => {
-                            // The others' answers are not awaited (their requests still run on the replicas).
+                        // The others' answers are not awaited (their requests still run on the
+                        // replicas), unless this node's backlog is over its bound.
+                        Some(Ok(_)) if hold.level_met() => {
                             return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
                         }
+                        Some(Ok(_)) => {}
                         Some(Err(u)) => return Err(first_err.unwrap_or_else(|| failures.error(u))),
                         None => {}
                     }
                 }
                 _ = &mut deadline => {
+                    if hold.waiting() {
+                        return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                    }
                     return match q.timeout() {
                         Some(Err(u)) => Err(unavailable(u)),
                         _ => Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
@@ -217,8 +237,10 @@ impl ClusterStore {
             let fut = send(t.clone(), data);
             let (name, done) = (t.name.clone(), done_tx.clone());
             let (me, hint) = (me.clone(), hint.clone());
+            let in_flight = (!t.local).then(|| me.backlog.enter(&t.name));
             tokio::spawn(async move {
                 let r = fut.await;
+                drop(in_flight);
                 if let (Err(e), Some(h)) = (&r, &hint)
                     && replica_failure(e)
                 {
@@ -279,6 +301,7 @@ impl ClusterStore {
         let mut first_err: Option<Error> = None;
         let mut failures = Failures::default();
         let mut first_ok: Option<T> = None;
+        let mut hold = Hold::new(&me.backlog, self.handoff_config().max_backlog);
         let deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(deadline);
         loop {
@@ -302,6 +325,9 @@ impl ClusterStore {
                 }
                 next = done_rx.recv(), if !closed => {
                     let Some((node, r)) = next else {
+                        if hold.waiting() {
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
                         if !fed {
                             // Every transfer ended before the body did: finish reading it.
                             closed = true;
@@ -309,6 +335,12 @@ impl ClusterStore {
                         }
                         return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!("consistency level {level} was not met"))));
                     };
+                    if hold.waiting() {
+                        if hold.released() {
+                            return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                        }
+                        continue;
+                    }
                     let step = match r {
                         Ok(v) => {
                             first_ok.get_or_insert(v);
@@ -326,9 +358,10 @@ impl ClusterStore {
                         }
                     };
                     match step {
-                        Some(Ok(_)) => {
+                        Some(Ok(_)) if hold.level_met() => {
                             return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
                         }
+                        Some(Ok(_)) => {}
                         Some(Err(u)) => {
                             return Err(first_err.unwrap_or_else(|| failures.error(u)));
                         }
@@ -336,6 +369,9 @@ impl ClusterStore {
                     }
                 }
                 _ = &mut deadline => {
+                    if hold.waiting() {
+                        return first_ok.ok_or_else(|| Error::Internal("quorum without an answer".into()));
+                    }
                     return match q.timeout() {
                         Some(Err(u)) => Err(unavailable(u)),
                         _ => Err(Error::Unavailable(format!("consistency level {level} was not met in time"))),
