@@ -177,6 +177,45 @@ async fn a_node_down_too_long_is_re_replicated_and_its_stale_copies_never_come_b
     // node-4 holds its share again, the surplus copies are gone, and what the client wrote
     // while it was away is where the layout says.
     let written: Vec<String> = written1.into_iter().chain(written2).step_by(5).collect();
-    copies_match_the_layout(&nodes[0], "lost", live.into_iter().chain(written)).await;
+    copies_match_the_layout(&nodes[0], "lost", live.iter().cloned().chain(written.iter().cloned())).await;
     drop(dir);
+
+    // Lost again, for good this time: its disk is replaced. Marked absent again, its share is
+    // re-created on the others; the wiped node confirmed as its replacement (`cluster replace`)
+    // takes its place and its share moves back to it.
+    let mut n4 = nodes.pop().unwrap();
+    n4.kill9();
+    let again = poll_until("node-4 marked absent again", Duration::from_secs(60), || async {
+        let s = rebalance_status(&nodes[0]).await;
+        let v = layout_version(&s);
+        (v > back && leaving_of(&s, "node-4").is_some_and(|w| w.starts_with("absent"))).then_some(v)
+    })
+    .await;
+    rebalanced(&nodes[0], again - 1, Duration::from_secs(120)).await;
+    let wiped = wiped_node("node-4", ports[3], &seeds, &ARGS);
+    let (c, _, err) = cli(&nodes[0], &["cluster", "replace", "node-4"]);
+    assert_eq!(c, 0, "{err}");
+    nodes.push(wiped);
+    let replaced = poll_until("the replacement active", Duration::from_secs(60), || async {
+        let s = rebalance_status(&nodes[0]).await;
+        let v = layout_version(&s);
+        (v > again && leaving_of(&s, "node-4").is_none()).then_some(v)
+    })
+    .await;
+    rebalanced(&nodes[0], replaced - 1, Duration::from_secs(120)).await;
+    assert_eq!(
+        read_all_at_one(&nodes.iter().collect::<Vec<_>>(), "lost", &keys).await,
+        0
+    );
+    copies_match_the_layout(&nodes[0], "lost", live.into_iter().chain(written)).await;
+    let n4 = rebalance_status(&nodes[3]).await;
+    let took = n4["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-4")
+        .map(|n| n["objects_moved"].clone());
+    println!(
+        "node-4 replaced by a wiped node: absent at layout {again}, back at {replaced}, took {took:?} object(s) in"
+    );
 }
