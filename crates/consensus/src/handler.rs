@@ -100,7 +100,10 @@ impl Handler for RpcHandler {
             | Kind::ObjectPart
             | Kind::ObjectGet
             | Kind::TreeOp
-            | Kind::LayoutMove => Err(format!("the control plane does not serve {} messages", call.kind)),
+            | Kind::LayoutMove
+            | Kind::CasOp
+            | Kind::CasAccept
+            | Kind::CasPull => Err(format!("the control plane does not serve {} messages", call.kind)),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! the placement ring, and any node coordinates any request at its consistency level
 //! ([`coordinator`]); listings gather every member's keys ([`scatter`]).
 
+mod cas;
 mod coordinator;
 mod lifecycle;
 pub mod listing;
@@ -73,6 +74,8 @@ pub struct ClusterStore {
     sync: sync::AntiEntropy,
     /// Data moving between layout versions: this node's part.
     moves: sync::Mover,
+    /// Conditional writes: this replica's promises and staged values (ADR 0015).
+    cas: cas::acceptor::Acceptor,
 }
 
 /// Counts of read repairs: object versions copied to a stale replica, metadata merged into
@@ -121,7 +124,13 @@ impl ClusterStore {
         workers: &Registry,
         import: Standalone,
     ) -> Arc<Self> {
+        let cas = cas::acceptor::Acceptor::open(
+            &local.config().data_dir,
+            local.clock().max_ahead_ms(),
+            local.config().storage.fsync,
+        );
         let s = Arc::new(Self {
+            cas,
             local,
             cp,
             ring: Mutex::new(Vec::new()),
@@ -159,6 +168,10 @@ impl ClusterStore {
                 .take()
                 .unwrap_or_default();
             Self::materialize(me.clone(), ctx, pending)
+        });
+        let me = Arc::downgrade(&s);
+        workers.spawn("cluster.cas-sweep", OnFailure::Restart, move |ctx| {
+            Self::cas_sweep_loop(me.clone(), ctx)
         });
         let me = Arc::downgrade(&s);
         workers.spawn("cluster.handoff", OnFailure::Restart, move |ctx| {

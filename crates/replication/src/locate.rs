@@ -139,6 +139,13 @@ impl Handler for NodeHandler {
                 };
                 ironbucket_rpc::encode(&store.serve_move(ask).await)
             }
+            Kind::CasOp => {
+                let op: crate::cas::CasOp = call.decode(&payload)?;
+                let Some(store) = self.store.upgrade() else {
+                    return Err("this node is shutting down".into());
+                };
+                ironbucket_rpc::encode(&store.serve_cas(op).await)
+            }
             Kind::RaftAppend
             | Kind::RaftVote
             | Kind::RaftSnapshot
@@ -146,7 +153,7 @@ impl Handler for NodeHandler {
             | Kind::Join
             | Kind::Membership
             | Kind::InForce => self.control.call(call, payload).await,
-            Kind::ObjectPut | Kind::ObjectPart | Kind::ObjectGet => {
+            Kind::ObjectPut | Kind::ObjectPart | Kind::ObjectGet | Kind::CasAccept | Kind::CasPull => {
                 Err(format!("{} messages carry bulk data (push or pull)", call.kind))
             }
         }
@@ -160,12 +167,26 @@ impl Handler for NodeHandler {
         if let Some(ms) = fail::eval("replica-delay", |a| a.and_then(|v| v.parse::<u64>().ok())).flatten() {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        if call.kind == Kind::CasAccept {
+            let h: crate::cas::AcceptHeader = call.decode(&header)?;
+            let Some(store) = self.store.upgrade() else {
+                return Err("this node is shutting down".into());
+            };
+            return ironbucket_rpc::encode(&store.cas.accept(h, wire::terminated(data)).await);
+        }
         wire::serve_push(&self.local, call.kind, header, data).await
     }
 
     async fn pull(&self, call: Incoming, payload: Vec<u8>) -> std::result::Result<DataStream, String> {
         match call.kind {
             Kind::ObjectGet => wire::serve_get(&self.local, &payload).await,
+            Kind::CasPull => {
+                let p: crate::cas::PullStaged = call.decode(&payload)?;
+                let Some(store) = self.store.upgrade() else {
+                    return Err("this node is shutting down".into());
+                };
+                Ok(store.serve_cas_pull(p).await)
+            }
             other => Err(format!("this node serves no bulk data of kind {other}")),
         }
     }

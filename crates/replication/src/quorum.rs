@@ -13,7 +13,7 @@ pub use ironbucket_types::{BadConsistency, Consistency};
 
 /// Orders versions of one key: hybrid-logical-clock time, then the coordinating node's id
 /// (two coordinators can issue the same HLC value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Stamp {
     pub hlc: Hlc,
     pub node: u64,

@@ -456,14 +456,7 @@ fn answer<A: Ask>(r: Result<A::Answer>) -> Vec<u8> {
 /// [`Ask`] type names.
 pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
     match op {
-        Op::Head(g) => {
-            let version = match local.newest_version(&g.bucket, &g.key, g.version_id.as_deref()) {
-                Ok(v) => v,
-                Err(e) => return answer::<GetWire>(Err(e)),
-            };
-            let result = local.head_object(g.request()).await;
-            answer::<GetWire>(Ok(HeadReply { version, result }))
-        }
+        Op::Head(g) => answer::<GetWire>(wire_head(local, g).await),
         Op::Delete(d) => answer::<DeleteAt>(
             local
                 .delete_object_at(&d.bucket, &d.key, d.version_id.as_deref(), d.bypass, d.hlc, d.origin)
@@ -498,6 +491,13 @@ pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
         Op::Meta(m) => meta_op(local, &m.bucket, &m.key, m.op).await,
         Op::InUse(b) => answer::<InUse>(local.bucket_in_use(&b.bucket).await),
     }
+}
+
+/// A replica's answer to a read: the version it holds and what the request gets from it.
+pub(crate) async fn wire_head(local: &LocalStore, g: GetWire) -> Result<HeadReply> {
+    let version = local.newest_version(&g.bucket, &g.key, g.version_id.as_deref())?;
+    let result = local.head_object(g.request()).await;
+    Ok(HeadReply { version, result })
 }
 
 async fn meta_op(local: &LocalStore, bucket: &str, key: &str, op: MetaOp) -> Vec<u8> {

@@ -59,11 +59,17 @@ pub enum Kind {
     TreeOp,
     /// Data moving between layout versions: the items a new owner takes over, a mover's status.
     LayoutMove,
+    /// Conditional writes (Paxos per key): prepare, accept by reference, commit.
+    CasOp,
+    /// Conditional writes: a proposed write with its body, staged until committed.
+    CasAccept,
+    /// Conditional writes: a staged write's body, copied to finish an earlier round.
+    CasPull,
 }
 
 impl Kind {
     /// Every kind, in protocol order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 17] = [
         Kind::RaftAppend,
         Kind::RaftVote,
         Kind::RaftSnapshot,
@@ -78,6 +84,9 @@ impl Kind {
         Kind::ObjectGet,
         Kind::TreeOp,
         Kind::LayoutMove,
+        Kind::CasOp,
+        Kind::CasAccept,
+        Kind::CasPull,
     ];
 
     /// The name on the wire (the envelope's or the first chunk's `kind`).
@@ -97,6 +106,9 @@ impl Kind {
             Kind::ObjectGet => "object.get",
             Kind::TreeOp => "tree.op",
             Kind::LayoutMove => "layout.move",
+            Kind::CasOp => "cas.op",
+            Kind::CasAccept => "cas.accept",
+            Kind::CasPull => "cas.pull",
         }
     }
 
@@ -110,9 +122,10 @@ impl Kind {
             | Kind::ObjectOp
             | Kind::ObjectVersions
             | Kind::TreeOp
-            | Kind::LayoutMove => Method::Control,
-            Kind::ObjectPut | Kind::ObjectPart => Method::Push,
-            Kind::ObjectGet => Method::Pull,
+            | Kind::LayoutMove
+            | Kind::CasOp => Method::Control,
+            Kind::ObjectPut | Kind::ObjectPart | Kind::CasAccept => Method::Push,
+            Kind::ObjectGet | Kind::CasPull => Method::Pull,
         }
     }
 
@@ -134,6 +147,7 @@ impl Kind {
             | Kind::ObjectGet => 1,
             Kind::TreeOp => 5,
             Kind::LayoutMove => 6,
+            Kind::CasOp | Kind::CasAccept | Kind::CasPull => 8,
         }
     }
 

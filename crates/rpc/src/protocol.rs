@@ -9,9 +9,10 @@
 /// anti-entropy's `tree.op` (replicas compare their hash trees); 6 adds `layout.move` (data moves
 /// to its new owners when the layout changes, layout versions tracked through Raft), used once
 /// every member speaks it; 7 adds absent members (a node down longer than the re-replication
-/// threshold leaves the placement, `Leave::Absent`), marked once every member speaks it. See
+/// threshold leaves the placement, `Leave::Absent`), marked once every member speaks it; 8 adds
+/// conditional writes decided by a Paxos round per key (`cas.op`, `cas.accept`, `cas.pull`). See
 /// docs/protocol.md for what each version changed and the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub(crate) const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";

@@ -23,6 +23,7 @@ pub fn s3_err(e: Error) -> S3Error {
         Error::InvalidRange { size } => (C::InvalidRange, Some(format!("bytes */{size}"))),
         Error::NotModified => (C::NotModified, None),
         Error::PreconditionFailed => (C::PreconditionFailed, None),
+        Error::ConditionalRequestConflict(_) => (C::Custom("ConditionalRequestConflict".into()), None),
         Error::BadDigest | Error::ChecksumMismatch(_) => (C::BadDigest, None),
         Error::InvalidDigest => (C::InvalidDigest, None),
         Error::IncompleteBody(_) => (C::IncompleteBody, None),
@@ -55,9 +56,13 @@ pub fn s3_err(e: Error) -> S3Error {
         _ => None,
     };
     let quota = matches!(e, Error::QuotaExceeded(_));
+    let conflict = matches!(e, Error::ConditionalRequestConflict(_));
     let mut err = S3Error::with_message(code, msg);
     if quota {
         err.set_status_code(hyper::StatusCode::FORBIDDEN);
+    }
+    if conflict {
+        err.set_status_code(hyper::StatusCode::CONFLICT);
     }
     if let Some(v) = marker {
         let mut h = hyper::HeaderMap::new();

@@ -194,8 +194,14 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         let in_flight = crate::metrics::InFlight::start(&metrics.in_flight);
         Box::pin(async move {
             let _in_flight = in_flight;
-            let mut resp = ironbucket_store::hints::with_consistency(level, fut).await?;
+            let (resp, upgraded) = ironbucket_store::hints::with_consistency_noted(level, fut).await;
+            let mut resp = resp?;
             add_ids(&mut resp, &rid);
+            if let Some(l) = upgraded
+                && let Ok(v) = hyper::header::HeaderValue::from_str(&l.to_string())
+            {
+                resp.headers_mut().insert("x-ironbucket-consistency-upgraded", v);
+            }
             // Monthly request counts, for authenticated requests to buckets that exist.
             if let Some(b) = &target
                 && slot.0.get().is_some()

@@ -28,6 +28,10 @@ pub enum Error {
     NotModified,
     #[error("at least one of the preconditions you specified did not hold")]
     PreconditionFailed,
+    /// A conditional write kept colliding with concurrent conditional writes of the same key
+    /// (409 ConditionalRequestConflict: nothing was written; the client may retry).
+    #[error("{0}")]
+    ConditionalRequestConflict(String),
     #[error("the Content-MD5 you specified did not match what we received")]
     BadDigest,
     #[error("the {} you specified did not match the calculated checksum", .0.as_str())]

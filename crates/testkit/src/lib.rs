@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod inproc;
+pub mod linearizable;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -18,6 +18,7 @@
 //! lock), [`delete`], [`multipart`] and [`copy`].
 
 mod backlog;
+mod cas;
 mod copy;
 mod delete;
 mod handoff;

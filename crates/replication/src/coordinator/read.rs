@@ -137,8 +137,9 @@ impl ClusterStore {
 
     pub(crate) async fn head(&self, req: GetObject) -> Result<ObjectInfo> {
         let g = GetWire::new(&req);
-        let found = self.read_versions(&g, self.level(false)).await?;
-        self.repair(&g, &found.reply, &found.holders, found.stale.clone());
+        let level = self.level(false);
+        let found = self.read_versions(&g, level).await?;
+        self.repair_found(&g, &found, level).await;
         let meta = self.settled_meta(&g, &found).await;
         let mut info = found.reply.result?;
         if let Some(m) = &meta {
@@ -149,8 +150,9 @@ impl ClusterStore {
 
     pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
         let g = GetWire::new(&req);
-        let found = self.read_versions(&g, self.level(false)).await?;
-        self.repair(&g, &found.reply, &found.holders, found.stale.clone());
+        let level = self.level(false);
+        let found = self.read_versions(&g, level).await?;
+        self.repair_found(&g, &found, level).await;
         let meta = self.settled_meta(&g, &found).await;
         let holders = found.holders;
         let mut info = found.reply.result?;
@@ -181,6 +183,26 @@ impl ClusterStore {
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no replica could send the object".into())))
+    }
+
+    /// Brings the replicas a read found stale up to the version it returns. At QUORUM and ALL
+    /// before answering (blocking read repair, as Cassandra's): a version one read returned is
+    /// then on the level's replicas, so no later read at the level returns an older one (reads
+    /// stay linearizable with conditional writes, ADR 0015). At ONE in the background.
+    async fn repair_found(&self, g: &GetWire, found: &Found, level: Consistency) {
+        let stale = found.stale.clone();
+        let (Some(v), Some(source)) = (found.reply.version.as_ref(), found.holders.first()) else {
+            return;
+        };
+        if level == Consistency::One || stale.is_empty() {
+            self.repair(g, &found.reply, &found.holders, stale);
+            return;
+        }
+        let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
+        let failed = self.repair_all(g, v, size, source, &found.holders, stale).await;
+        if failed > 0 {
+            tracing::debug!(bucket = %g.bucket, key = %g.key, failed, "blocking read repair left replicas stale");
+        }
     }
 
     /// The metadata of the version `found` names, merged across its holders, when they

@@ -5,7 +5,6 @@
 
 use super::backlog::Hold;
 use super::handoff::HintOf;
-use super::read::wire_for;
 use super::{Failures, Replicas, Target, replica_failure, unavailable, validate_key};
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Unavailable, WriteQuorum};
@@ -383,16 +382,12 @@ impl ClusterStore {
 
     pub(crate) async fn put(&self, mut req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
         validate_key(&req.key)?;
+        if req.conditions.if_match.is_some() || req.conditions.if_none_match.is_some() {
+            // A conditional write is decided by a Paxos round on the key (ADR 0015).
+            return self.cas_put(req, body).await;
+        }
         let targets = self.targets(&req.bucket, &req.key)?;
         let level = self.level(true);
-        if req.conditions.if_match.is_some() || req.conditions.if_none_match.is_some() {
-            // A conditional write is decided here, once, against the newest version a read at
-            // the write's level finds; the replicas then get an unconditional stamped write (a
-            // replica holding an older copy must not decide differently).
-            let current = self.current_etag(&req.bucket, &req.key, level).await?;
-            req.conditions.check_write(current.as_deref())?;
-            req.conditions = Conditions::default();
-        }
         let (hlc, origin) = self.stamp().await?;
         let (checks, trailer) = Checks::split(&mut req.checks);
         let hint = self.hint_for_new_version(&req.bucket, &req.key, hlc, origin);
@@ -407,19 +402,5 @@ impl ClusterStore {
             Some(hint),
         )
         .await
-    }
-
-    /// The ETag of the key's current version as a read at `level` finds it (`None`: no object;
-    /// an object this request may not read, such as an SSE-C one, counts as present with an
-    /// unknown ETag).
-    async fn current_etag(&self, bucket: &str, key: &str, level: Consistency) -> Result<Option<String>> {
-        let g = wire_for(bucket, key, None);
-        match self.read_versions(&g, level).await?.reply.result {
-            Ok(info) => Ok(Some(info.etag)),
-            Err(Error::NoSuchKey) | Err(Error::DeleteMarker { .. }) => Ok(None),
-            Err(Error::NoSuchBucket) => Err(Error::NoSuchBucket),
-            Err(e) if replica_failure(&e) => Err(e),
-            Err(_) => Ok(Some(String::new())),
-        }
     }
 }

@@ -1,0 +1,848 @@
+//! Conditional writes: the proposer's side of a Paxos round per key (ADR 0015; the replica's
+//! side is [`crate::cas::acceptor`]).
+//!
+//! A round prepares a ballot on the key's replicas, finishes any value an earlier round left
+//! accepted but uncommitted, brings the promisers to one current version, decides the condition
+//! against it, has the write accepted (staged, invisible) and commits it once the level
+//! accepted. The body is held (in memory, or spooled to disk when large) so that a round refused
+//! by a concurrent one can run again whole.
+
+use super::handoff::HintOf;
+use super::read::wire_for;
+use super::{Replicas, Target, replica_failure, stamp_of, unavailable};
+use crate::ClusterStore;
+use crate::cas::acceptor::file_stream;
+use crate::cas::{
+    AcceptHeader, AcceptReply, AcceptedValue, Ballot, CasOp, CasRead, CasReply, Committed, Promise, PullStaged, Staged,
+};
+use crate::quorum::{Consistency, Stamp, WriteQuorum};
+use crate::wire::{Checks, HeadReply, PutHeader};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use ironbucket_rpc::DataStream;
+use ironbucket_store::*;
+use ironbucket_types::{ChecksumSet, Hlc};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+/// Bodies up to this size are held in memory for a round; larger ones are spooled to disk.
+const HOLD_BYTES: usize = 16 << 20;
+/// Once a write is chosen, how long the other replicas' accepts are still waited for.
+const CHOSEN_GRACE: Duration = Duration::from_millis(50);
+
+/// A conditional write's body, kept so that a round can run again whole.
+pub(crate) enum Body {
+    Empty,
+    Held(Vec<Bytes>),
+    Spooled(Spool),
+}
+
+/// A spooled body, removed when dropped.
+pub(crate) struct Spool(PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Body {
+    /// The body as a pushed stream (with the end marker).
+    async fn stream(&self) -> Result<DataStream> {
+        let data: DataStream = match self {
+            Body::Empty => Box::pin(futures::stream::empty()),
+            Body::Held(chunks) => Box::pin(futures::stream::iter(chunks.clone().into_iter().map(Ok))),
+            Body::Spooled(s) => Box::pin(file_stream(s.0.clone()).await?.map(|r| r.map_err(|e| e.to_string()))),
+        };
+        Ok(ended(data))
+    }
+}
+
+fn ended(data: DataStream) -> DataStream {
+    Box::pin(data.chain(futures::stream::once(async { Ok(Bytes::new()) })))
+}
+
+/// The key's state as a round found it: the newest version among the promisers.
+pub(crate) struct Current {
+    pub head: HeadReply,
+}
+
+impl Current {
+    /// The current version's ETag (`None`: no object, or a delete marker). An object this
+    /// request may not read (SSE-C) counts as present with an unknown ETag.
+    pub fn etag(&self) -> Result<Option<String>> {
+        match &self.head.result {
+            Ok(info) => Ok(Some(info.etag.clone())),
+            Err(Error::NoSuchKey) | Err(Error::DeleteMarker { .. }) => Ok(None),
+            Err(Error::NoSuchBucket) => Err(Error::NoSuchBucket),
+            Err(e) if replica_failure(e) => Err(e.clone()),
+            Err(_) => Ok(Some(String::new())),
+        }
+    }
+}
+
+/// Where a value's body comes from in an accept.
+enum Source<'a> {
+    /// This round's own body.
+    Mine(&'a Body),
+    /// An earlier round's value: held staged by these replicas.
+    Staged(Vec<Target>),
+}
+
+/// How an accept went.
+enum Accepted {
+    Chosen(Vec<Target>),
+    /// Not chosen: the highest ballot a refusal named, and whether any replica may hold it.
+    NotChosen {
+        highest: Option<Ballot>,
+        maybe_held: bool,
+    },
+}
+
+/// What a prepare got.
+struct Prepared {
+    promises: Vec<(Target, Promise)>,
+    /// Every replica of the key promised.
+    everyone: bool,
+}
+
+impl ClusterStore {
+    /// The level a conditional write runs at: ONE is raised to QUORUM (one replica cannot
+    /// decide for the key), and the client is told.
+    fn cas_level(&self) -> Consistency {
+        match self.level(true) {
+            Consistency::One => {
+                hints::note_upgraded(Consistency::Quorum);
+                Consistency::Quorum
+            }
+            l => l,
+        }
+    }
+
+    /// Reads a conditional write's body whole (verifying a trailer's checksums): held in memory,
+    /// or spooled to this node's disk beyond [`HOLD_BYTES`].
+    pub(crate) async fn hold_body(&self, mut body: ByteStream, trailer: Option<crate::wire::Trailer>) -> Result<Body> {
+        let mut hasher = trailer.as_ref().map(|(algs, _)| ChecksumSet::new(algs.iter().copied()));
+        let mut chunks = Vec::new();
+        let mut held = 0usize;
+        let mut spool: Option<(tokio::fs::File, Spool)> = None;
+        let io = |e: std::io::Error| Error::Internal(format!("cannot spool a conditional write's body: {e}"));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::from_body)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            if let Some((f, _)) = spool.as_mut() {
+                f.write_all(&chunk).await.map_err(io)?;
+                continue;
+            }
+            held += chunk.len();
+            chunks.push(chunk);
+            if held > HOLD_BYTES {
+                let dir = self.local.config().data_dir.join("cas").join("spool");
+                tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+                let path = dir.join(uuid::Uuid::new_v4().simple().to_string());
+                let mut f = tokio::fs::File::create(&path).await.map_err(io)?;
+                let s = Spool(path);
+                for c in chunks.drain(..) {
+                    f.write_all(&c).await.map_err(io)?;
+                }
+                spool = Some((f, s));
+            }
+        }
+        if let (Some((_, trailer)), Some(h)) = (trailer, hasher) {
+            verify_checksums(&h.finish(), &trailer())?;
+        }
+        Ok(match spool {
+            Some((mut f, s)) => {
+                f.flush().await.map_err(io)?;
+                Body::Spooled(s)
+            }
+            None => Body::Held(chunks),
+        })
+    }
+
+    /// PutObject (and CopyObject) with If-None-Match / If-Match: a round on the key.
+    pub(crate) async fn cas_put(&self, mut req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
+        let (checks, trailer) = Checks::split(&mut req.checks);
+        let body = self.hold_body(body, trailer).await?;
+        let conditions = std::mem::take(&mut req.conditions);
+        let (bucket, key) = (req.bucket.clone(), req.key.clone());
+        let sse_c = req.sse_c.clone();
+        let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
+            conditions.check_write(cur.etag()?.as_deref())?;
+            Ok(Staged::Put(PutHeader::new(&req, checks.clone(), hlc, origin)))
+        };
+        match self.cas_round(&bucket, &key, body, &mut decide).await? {
+            Committed::Object(info) => Ok(info),
+            // Applied before (another round finished it): read it back.
+            _ => {
+                self.head(GetObject {
+                    sse_c,
+                    bucket,
+                    key,
+                    version_id: None,
+                    range: None,
+                    conditions: Conditions::default(),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs rounds until one commits a write `decide` makes from the key's current state (or
+    /// `decide` refuses: 412), within the request timeout.
+    pub(crate) async fn cas_round(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Body,
+        decide: &mut (dyn FnMut(&Current, Hlc, u64) -> Result<Staged> + Send),
+    ) -> Result<Committed> {
+        let level = self.cas_level();
+        let targets = self.targets(bucket, key)?;
+        let deadline = Instant::now() + self.timeout();
+        // A value of this request that some replica may hold accepted: until its fate is
+        // known, the request cannot answer anything but its success or "unknown".
+        let mut mine: Option<Staged> = None;
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0 {
+                pause(attempt, deadline).await.map_err(|()| match &mine {
+                    Some(_) => unknown_outcome(),
+                    None => Error::ConditionalRequestConflict(
+                        "the conditional write collided with concurrent conditional writes of the same key until the request timed out; nothing was written, retry".into(),
+                    ),
+                })?;
+            }
+            attempt += 1;
+            // The ballot is also the stamp of the version the round writes: a later round
+            // writes a newer version.
+            let (hlc, node) = self.stamp().await?;
+            let ballot = Stamp { hlc, node };
+            let prepared = match self.prepare(&targets, level, bucket, key, ballot, mine.is_some()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(higher)) => {
+                    self.release(&targets, bucket, key, ballot);
+                    if let Some(h) = higher {
+                        self.observe(h)?;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.release(&targets, bucket, key, ballot);
+                    return Err(if mine.is_some() { unknown_outcome() } else { e });
+                }
+            };
+            let current = newest(&prepared.promises);
+            let current_stamp = current.head.version.as_ref().map(stamp_of);
+            let records: Vec<AcceptedValue> = prepared
+                .promises
+                .iter()
+                .filter_map(|(_, p)| p.accepted.clone())
+                .collect();
+            // The last value the promisers accepted. Uncommitted, it may have been chosen: it
+            // is finished (Paxos's rule) before anything is decided. Values accepted under
+            // lower ballots were superseded by it.
+            let last = records.iter().max_by_key(|a| a.ballot).cloned();
+            if let Some(m) = &mine {
+                let committed = current_stamp == Some(m.stamp())
+                    || records.iter().any(|a| a.committed && a.value.stamp() == m.stamp());
+                tracing::debug!(bucket, key, mine = ?m.stamp(), current = ?current_stamp, committed, everyone = prepared.everyone, "settling an earlier attempt");
+                if committed {
+                    // Another round finished this request's write.
+                    self.release(&targets, bucket, key, ballot);
+                    return Ok(match current.head.result {
+                        Ok(info) if current_stamp == Some(m.stamp()) => Committed::Object(info),
+                        _ => Committed::Already,
+                    });
+                }
+                let last_is_other_uncommitted = last
+                    .as_ref()
+                    .is_some_and(|a| !a.committed && a.value.stamp() != m.stamp());
+                let anywhere = records.iter().any(|a| a.value.stamp() == m.stamp());
+                let commit_since =
+                    records.iter().any(|a| a.committed && a.ballot > m.stamp()) || current_stamp > Some(m.stamp());
+                if !last_is_other_uncommitted && !(last.as_ref().is_some_and(|a| a.value.stamp() == m.stamp())) {
+                    if prepared.everyone && !anywhere && !commit_since {
+                        // Every replica promised above it and none holds it, and nothing was
+                        // committed since: it was never chosen and never will be.
+                        mine = None;
+                    } else {
+                        self.release(&targets, bucket, key, ballot);
+                        return Err(unknown_outcome());
+                    }
+                }
+            }
+            if let Some(a) = last.filter(|a| !a.committed) {
+                let value = a.value;
+                tracing::debug!(bucket, key, ?ballot, accepted_under = ?a.ballot, value = ?value.stamp(), "finishing an earlier round's value");
+                let ours = mine.as_ref().is_some_and(|m| m.stamp() == value.stamp());
+                let holders: Vec<Target> = prepared
+                    .promises
+                    .iter()
+                    .filter(|(_, p)| p.accepted.as_ref().is_some_and(|x| x.value.stamp() == value.stamp()))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                match self
+                    .accept(&targets, level, ballot, &value, Source::Staged(holders))
+                    .await
+                {
+                    Accepted::Chosen(accepters) => {
+                        let done = self.commit(&targets, level, &value, &accepters).await;
+                        if ours {
+                            return done;
+                        }
+                        if let Err(e) = done {
+                            tracing::debug!(bucket, key, error = %e, "finishing an earlier conditional write failed");
+                        }
+                    }
+                    Accepted::NotChosen { highest, .. } => {
+                        self.release(&targets, bucket, key, ballot);
+                        if let Some(h) = highest {
+                            self.observe(h)?;
+                        }
+                    }
+                }
+                continue;
+            }
+            if current_stamp >= Some(ballot) {
+                // The current version is stamped ahead of this node's clock: go above it.
+                self.release(&targets, bucket, key, ballot);
+                if let Some(s) = current_stamp {
+                    self.observe(s)?;
+                }
+                continue;
+            }
+            if let Err(e) = self.settle(bucket, key, &prepared.promises, &current).await {
+                self.release(&targets, bucket, key, ballot);
+                return Err(e);
+            }
+            let value = match decide(&current, ballot.hlc, ballot.node) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.release(&targets, bucket, key, ballot);
+                    return Err(e);
+                }
+            };
+            match self.accept(&targets, level, ballot, &value, Source::Mine(&body)).await {
+                Accepted::Chosen(accepters) => {
+                    tracing::debug!(bucket, key, ?ballot, accepters = accepters.len(), "chosen");
+                    return self.commit(&targets, level, &value, &accepters).await;
+                }
+                Accepted::NotChosen { highest, maybe_held } => {
+                    tracing::debug!(bucket, key, ?ballot, ?highest, maybe_held, "not chosen");
+                    self.release(&targets, bucket, key, ballot);
+                    if let Some(h) = highest {
+                        self.observe(h)?;
+                    }
+                    if maybe_held {
+                        mine = Some(value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the key on every replica from the round under `ballot` (in the background).
+    fn release(&self, targets: &Replicas, bucket: &str, key: &str, ballot: Ballot) {
+        let Ok(me) = self.strong() else { return };
+        let (targets, bucket, key) = (targets.to_vec(), bucket.to_string(), key.to_string());
+        tokio::spawn(async move {
+            for t in targets.iter().filter(|t| !me.is_down(t)) {
+                let op = CasOp::Release {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    ballot,
+                };
+                let _ = me.cas_ask(t, op).await;
+            }
+        });
+    }
+
+    /// Takes a stamp another node issued into this node's clock (its next ballot is above it).
+    fn observe(&self, s: Stamp) -> Result<()> {
+        self.local.clock().observe(s.hlc).map_err(|e| {
+            Error::Unavailable(format!(
+                "a replica answered with a stamp ahead of this node's clock: {e}"
+            ))
+        })
+    }
+
+    async fn cas_ask(&self, t: &Target, op: CasOp) -> Result<CasReply> {
+        if t.local {
+            return self.serve_cas(op).await;
+        }
+        self.cp
+            .peers()
+            .call(&t.addr, &op, Some(self.timeout()))
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
+    }
+
+    /// Prepare: promises at the level in every set. `Ok(Err(higher))` when refused by too
+    /// many: by a higher ballot (to go above), or by a round under way (`None`: pause and
+    /// retry). With `everyone`, waits for every live replica's answer (within the timeout).
+    async fn prepare(
+        &self,
+        targets: &Replicas,
+        level: Consistency,
+        bucket: &str,
+        key: &str,
+        ballot: Ballot,
+        everyone: bool,
+    ) -> Result<std::result::Result<Prepared, Option<Ballot>>> {
+        let mut q = WriteQuorum::sets(targets.sets(), level);
+        let mut refused: Option<Ballot> = None;
+        let mut busy = false;
+        let mut failures = super::Failures::default();
+        let mut down = 0;
+        for t in targets.iter().filter(|t| self.is_down(t)) {
+            down += 1;
+            if let Some(Err(u)) = q.fail(&t.name) {
+                return Err(unavailable(u));
+            }
+        }
+        let mut asks: FuturesUnordered<_> = targets
+            .iter()
+            .filter(|t| !self.is_down(t))
+            .map(|t| async move {
+                let op = CasOp::Prepare {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    ballot,
+                    read: CasRead::Head,
+                };
+                (t.clone(), self.cas_ask(t, op).await.and_then(CasReply::promise))
+            })
+            .collect();
+        let mut promises = Vec::new();
+        let mut met = false;
+        let deadline = tokio::time::sleep(self.timeout());
+        tokio::pin!(deadline);
+        let refusal = |refused: Option<Ballot>, busy: bool| (refused.is_some() || busy).then_some(refused);
+        loop {
+            tokio::select! {
+                next = asks.next() => {
+                    let Some((t, r)) = next else { break };
+                    let step = match r {
+                        Ok(p) if p.promised => {
+                            promises.push((t.clone(), p));
+                            q.ack(&t.name)
+                        }
+                        Ok(p) => {
+                            if p.busy_ms > 0 {
+                                busy = true;
+                            } else {
+                                refused = refused.max(Some(p.highest));
+                            }
+                            q.fail(&t.name)
+                        }
+                        Err(e) if replica_failure(&e) => {
+                            failures.note(&t.name, &e);
+                            q.fail(&t.name)
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    match step {
+                        Some(Ok(_)) => {
+                            met = true;
+                            if !everyone {
+                                break;
+                            }
+                        }
+                        Some(Err(u)) => {
+                            return match refusal(refused, busy) {
+                                Some(h) => Ok(Err(h)),
+                                None => Err(failures.error(u)),
+                            };
+                        }
+                        None => {}
+                    }
+                }
+                _ = &mut deadline => break,
+            }
+        }
+        if !met {
+            return match (refusal(refused, busy), q.timeout()) {
+                (Some(h), _) => Ok(Err(h)),
+                (None, Some(Err(u))) => Err(failures.error(u)),
+                _ => Err(Error::Unavailable(format!(
+                    "consistency level {level} was not met in time"
+                ))),
+            };
+        }
+        let everyone = down == 0 && promises.len() == targets.len();
+        Ok(Ok(Prepared { promises, everyone }))
+    }
+
+    /// Brings the promisers that lag behind the newest version among them up to it before a
+    /// decision rests on it: the state decided on is then on the level's replicas.
+    async fn settle(&self, bucket: &str, key: &str, promises: &[(Target, Promise)], current: &Current) -> Result<()> {
+        let Some(v) = current.head.version.clone() else {
+            return Ok(());
+        };
+        let at = |p: &Promise| p.head.as_ref().and_then(|h| h.version.as_ref()).map(stamp_of);
+        let mut holders: Vec<Target> = promises
+            .iter()
+            .filter(|(_, p)| at(p) == Some(stamp_of(&v)))
+            .map(|(t, _)| t.clone())
+            .collect();
+        holders.sort_by_key(|t| !t.local);
+        let lagging: Vec<Target> = promises
+            .iter()
+            .filter(|(_, p)| at(p) < Some(stamp_of(&v)))
+            .map(|(t, _)| t.clone())
+            .collect();
+        let Some(source) = holders.first().cloned() else {
+            return Ok(());
+        };
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        let size = current.head.result.as_ref().map(|i| i.size).unwrap_or(0);
+        let g = wire_for(bucket, key, None);
+        let failed = self.repair_all(&g, &v, size, &source, &holders, lagging).await;
+        if failed > 0 {
+            return Err(Error::Unavailable(format!(
+                "{failed} replica(s) could not be brought up to the key's current version before the condition was decided"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Accept: `value` goes to every live replica under `ballot`.
+    async fn accept(
+        &self,
+        targets: &Replicas,
+        level: Consistency,
+        ballot: Ballot,
+        value: &Staged,
+        source: Source<'_>,
+    ) -> Accepted {
+        let mut q = WriteQuorum::sets(targets.sets(), level);
+        for t in targets.iter().filter(|t| self.is_down(t)) {
+            if let Some(Err(_)) = q.fail(&t.name) {
+                return Accepted::NotChosen {
+                    highest: None,
+                    maybe_held: false,
+                };
+            }
+        }
+        let source = &source;
+        let mut asks: FuturesUnordered<_> = targets
+            .iter()
+            .filter(|t| !self.is_down(t))
+            .map(|t| async move { (t.clone(), self.accept_one(t, ballot, value, source).await) })
+            .collect();
+        let mut accepters = Vec::new();
+        let mut highest = None;
+        let mut maybe_held = false;
+        let deadline = tokio::time::sleep(self.timeout_for(None));
+        tokio::pin!(deadline);
+        let mut chosen = false;
+        loop {
+            tokio::select! {
+                next = asks.next() => {
+                    let Some((t, r)) = next else { break };
+                    match r {
+                        Ok(AcceptReply::Accepted) => {
+                            maybe_held = true;
+                            accepters.push(t.clone());
+                            if let Some(Ok(_)) = q.ack(&t.name) {
+                                chosen = true;
+                                // The rest get a moment to accept too (they would otherwise
+                                // only get the write by a hint).
+                                deadline.as_mut().reset(Instant::now() + CHOSEN_GRACE);
+                            }
+                        }
+                        Ok(AcceptReply::Refused { highest: h }) => {
+                            highest = highest.max(Some(h));
+                            q.fail(&t.name);
+                        }
+                        Ok(AcceptReply::NotHeld) => {
+                            q.fail(&t.name);
+                        }
+                        Err(e) => {
+                            // A transfer that failed part way may still have been staged.
+                            maybe_held |= replica_failure(&e);
+                            tracing::debug!(node = %t.name, error = %e, "a replica did not accept a conditional write");
+                            q.fail(&t.name);
+                        }
+                    }
+                }
+                _ = &mut deadline => {
+                    maybe_held |= !asks.is_empty();
+                    break;
+                }
+            }
+        }
+        if chosen {
+            Accepted::Chosen(accepters)
+        } else {
+            Accepted::NotChosen { highest, maybe_held }
+        }
+    }
+
+    async fn accept_one(&self, t: &Target, ballot: Ballot, value: &Staged, source: &Source<'_>) -> Result<AcceptReply> {
+        if let Source::Staged(holders) = source
+            && holders.iter().any(|h| h.name == t.name)
+        {
+            let op = CasOp::AcceptRef {
+                bucket: value.bucket().to_string(),
+                key: value.key().to_string(),
+                ballot,
+                value: value.stamp(),
+            };
+            match self.cas_ask(t, op).await.and_then(CasReply::accept)? {
+                AcceptReply::NotHeld => {}
+                other => return Ok(other),
+            }
+        }
+        let body = match source {
+            _ if !value.has_body() => ended(Box::pin(futures::stream::empty())),
+            Source::Mine(b) => b.stream().await?,
+            Source::Staged(holders) => self.pull_staged(holders, value).await?,
+        };
+        let header = AcceptHeader {
+            ballot,
+            value: value.clone(),
+        };
+        if t.local {
+            return self.cas.accept(header, crate::wire::terminated(body)).await;
+        }
+        self.cp
+            .peers()
+            .push_call(&t.addr, &header, body, Some(self.timeout_for(None)))
+            .await
+            .map_err(|e| Error::Unavailable(format!("node {}: {e}", t.name)))?
+    }
+
+    /// An earlier round's staged body, from the first holder that still has it.
+    async fn pull_staged(&self, holders: &[Target], value: &Staged) -> Result<DataStream> {
+        let want = PullStaged {
+            bucket: value.bucket().to_string(),
+            key: value.key().to_string(),
+            value: value.stamp(),
+        };
+        let mut last = Error::Unavailable("no replica holds the staged write any more".into());
+        for h in holders {
+            if h.local {
+                match self.cas.pull(&want.bucket, &want.key, want.value).await {
+                    Ok(b) => return Ok(ended(Box::pin(b.map(|r| r.map_err(|e| e.to_string()))))),
+                    Err(e) => last = e,
+                }
+                continue;
+            }
+            let mut stream = match self.cp.peers().pull_call(&h.addr, &want, Some(self.timeout())).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = Error::Unavailable(format!("node {}: {e}", h.name));
+                    continue;
+                }
+            };
+            let first = match stream.next().await {
+                Some(Ok(b)) => b,
+                _ => continue,
+            };
+            match ironbucket_rpc::decode_reply::<PullStaged>(&h.addr, &first) {
+                Ok(Ok(())) => return Ok(ended(stream)),
+                Ok(Err(e)) => last = e,
+                Err(e) => last = Error::Internal(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    /// Commit: every accepter applies the chosen `value`; answered once the level did. The
+    /// replicas that did not accept it get a hint.
+    async fn commit(
+        &self,
+        targets: &Replicas,
+        level: Consistency,
+        value: &Staged,
+        accepters: &[Target],
+    ) -> Result<Committed> {
+        let stamp = value.stamp();
+        let hint = match value {
+            Staged::Delete(d) if d.version_id.is_some() => HintOf {
+                bucket: d.bucket.clone(),
+                key: d.key.clone(),
+                version_id: d.version_id.clone(),
+                hlc: stamp.hlc,
+                origin: stamp.node,
+            },
+            _ => self.hint_for_new_version(value.bucket(), value.key(), stamp.hlc, stamp.node),
+        };
+        for t in targets.iter().filter(|t| !accepters.iter().any(|a| a.name == t.name)) {
+            self.keep_hint(&t.name, &hint).await;
+        }
+        let mut q = WriteQuorum::sets(targets.sets(), level);
+        for t in targets.iter().filter(|t| !accepters.iter().any(|a| a.name == t.name)) {
+            q.fail(&t.name);
+        }
+        let me = self.strong()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for t in accepters {
+            // Each commit runs as its own task: replicas beyond the level still apply it.
+            let (me, t, tx) = (me.clone(), t.clone(), tx.clone());
+            let op = CasOp::Commit {
+                bucket: value.bucket().to_string(),
+                key: value.key().to_string(),
+                value: stamp,
+            };
+            tokio::spawn(async move {
+                let r = me.cas_ask(&t, op).await.and_then(CasReply::commit);
+                let _ = tx.send((t, r));
+            });
+        }
+        drop(tx);
+        let mut answer: Option<Committed> = None;
+        let mut first_err: Option<Error> = None;
+        let mut failures = super::Failures::default();
+        let deadline = tokio::time::sleep(self.timeout_for(None));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = rx.recv() => {
+                    let Some((t, r)) = next else {
+                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!(
+                            "the conditional write was chosen but fewer replicas than consistency level {level} needs applied it; it will be applied by the next request on this key"
+                        ))));
+                    };
+                    let step = match r {
+                        Ok(Committed::Missing) => {
+                            failures.note(&t.name, &Error::Internal("the replica no longer holds the write".into()));
+                            q.fail(&t.name)
+                        }
+                        Ok(c) => {
+                            if !matches!(c, Committed::Already) || answer.is_none() {
+                                answer = Some(c);
+                            }
+                            q.ack(&t.name)
+                        }
+                        Err(e) if replica_failure(&e) => {
+                            failures.note(&t.name, &e);
+                            self.keep_hint(&t.name, &hint).await;
+                            q.fail(&t.name)
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                            q.fail(&t.name)
+                        }
+                    };
+                    match step {
+                        Some(Ok(_)) => return answer.ok_or_else(|| Error::Internal("a commit without an answer".into())),
+                        Some(Err(u)) => return Err(first_err.unwrap_or_else(|| failures.error(u))),
+                        None => {}
+                    }
+                }
+                _ = &mut deadline => {
+                    return Err(Error::Unavailable(format!(
+                        "the conditional write was chosen but not applied at consistency level {level} in time; it will be applied by the next request on this key"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Drops the records of values committed long ago (see `Acceptor::sweep`), once a minute.
+    pub(crate) async fn cas_sweep_loop(
+        me: std::sync::Weak<Self>,
+        ctx: ironbucket_runtime::WorkerCtx,
+    ) -> std::result::Result<(), String> {
+        loop {
+            let Some(s) = me.upgrade() else { return Ok(()) };
+            ctx.busy();
+            match s.cas.sweep().await {
+                Ok(n) => ctx.progress(format!("{n} committed conditional writes' records dropped")),
+                Err(e) => ctx.note_error(e.to_string()),
+            }
+            ctx.unit_done();
+            drop(s);
+            ctx.sleep(Duration::from_secs(60)).await;
+        }
+    }
+
+    /// A replica's side of a round's small requests.
+    pub(crate) async fn serve_cas(&self, op: CasOp) -> Result<CasReply> {
+        match op {
+            CasOp::Prepare {
+                bucket,
+                key,
+                ballot,
+                read,
+            } => self
+                .cas
+                .prepare(&self.local, &bucket, &key, ballot, read)
+                .await
+                .map(CasReply::Promise),
+            CasOp::AcceptRef {
+                bucket,
+                key,
+                ballot,
+                value,
+            } => self
+                .cas
+                .accept_ref(&bucket, &key, ballot, value)
+                .await
+                .map(CasReply::Accept),
+            CasOp::Commit { bucket, key, value } => self
+                .cas
+                .commit(&self.local, &bucket, &key, value)
+                .await
+                .map(CasReply::Commit),
+            CasOp::Release { bucket, key, ballot } => {
+                self.cas.release(&bucket, &key, ballot);
+                Ok(CasReply::Released)
+            }
+        }
+    }
+
+    /// A replica's side of `cas.pull`: the answer, then the staged body.
+    pub(crate) async fn serve_cas_pull(&self, p: PullStaged) -> DataStream {
+        let encode = |r: Result<()>| Bytes::from(serde_json::to_vec(&r).unwrap_or_default());
+        match self.cas.pull(&p.bucket, &p.key, p.value).await {
+            Ok(body) => Box::pin(
+                futures::stream::once(async move { Ok(encode(Ok(()))) })
+                    .chain(body.map(|r| r.map_err(|e| e.to_string()))),
+            ),
+            Err(e) => Box::pin(futures::stream::once(async move { Ok(encode(Err(e))) })),
+        }
+    }
+}
+
+/// The newest version among the promises (a promiser's answer; "no object" when none holds
+/// one).
+fn newest(promises: &[(Target, Promise)]) -> Current {
+    let head = promises
+        .iter()
+        .filter_map(|(_, p)| p.head.clone())
+        .max_by_key(|h| h.version.as_ref().map(stamp_of))
+        .unwrap_or(HeadReply {
+            version: None,
+            result: Err(Error::NoSuchKey),
+        });
+    Current { head }
+}
+
+fn unknown_outcome() -> Error {
+    Error::Unavailable(
+        "the conditional write reached some replicas before a concurrent one refused it, and whether it took effect cannot be told yet: read the object to find out".into(),
+    )
+}
+
+/// A randomised pause before the next round (`Err` once the deadline is near).
+async fn pause(attempt: u32, deadline: Instant) -> std::result::Result<(), ()> {
+    let cap = (4u64 << attempt.min(6)).min(250);
+    let ms = 1 + (uuid::Uuid::new_v4().as_u128() % cap as u128) as u64;
+    let wake = Instant::now() + Duration::from_millis(ms);
+    if wake >= deadline {
+        return Err(());
+    }
+    tokio::time::sleep_until(wake).await;
+    Ok(())
+}

@@ -1,0 +1,422 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Conditional writes that hold across the cluster (ADR 0015): 3 nodes at RF 3, 16 clients
+//! spread over all nodes, no client retries. Racing `If-None-Match: *` on 1,000 keys has exactly
+//! one winner per key; an `If-Match` counter ends at the number of successful increments; every
+//! key's history is checked for linearizability. Once healthy, once with a node killed and
+//! restarted during the run.
+
+mod common;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use common::cluster::*;
+use common::*;
+use ironbucket_testkit::linearizable::{self, Event, Op, Outcome};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 16;
+const KEYS: usize = 1000;
+
+/// `CAS_TEST_KEYS` runs the race on fewer keys (when chasing a failure).
+fn keys() -> usize {
+    std::env::var("CAS_TEST_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KEYS)
+}
+const BUCKET: &str = "cas";
+
+/// A client that never retries (a retried conditional write would hide which attempt won).
+fn plain_client(endpoint: &str) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(AK, SK, None, None, "test"))
+        .force_path_style(true)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(15))
+                .build(),
+        )
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    Client::from_conf(conf)
+}
+
+/// The clients of the three nodes (replaced when a node restarts on a new S3 port).
+type Endpoints = Arc<RwLock<Vec<Client>>>;
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed_412: u64,
+    failed_409: u64,
+    unknown: u64,
+}
+
+/// How a write ended for its client: 200, 412/409 (nothing written), or unknown.
+fn write_outcome<T, E: std::fmt::Debug>(
+    r: &Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+    tally: &mut Tally,
+) -> Outcome {
+    match r {
+        Ok(_) => {
+            tally.ok += 1;
+            Outcome::Ok
+        }
+        Err(e) => match status_of(e) {
+            412 => {
+                tally.failed_412 += 1;
+                Outcome::Failed
+            }
+            409 => {
+                tally.failed_409 += 1;
+                Outcome::Failed
+            }
+            _ => {
+                tally.unknown += 1;
+                Outcome::Unknown
+            }
+        },
+    }
+}
+
+async fn read_value(c: &Client, key: &str) -> Result<Option<(String, String)>, String> {
+    match c.get_object().bucket(BUCKET).key(key).send().await {
+        Ok(o) => {
+            let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_string();
+            let body = body_bytes(o).await;
+            Ok(Some((String::from_utf8(body).unwrap(), etag)))
+        }
+        Err(e) if status_of(&e) == 404 => Ok(None),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+struct Run {
+    start: Instant,
+}
+
+impl Run {
+    fn now(&self) -> u128 {
+        self.start.elapsed().as_nanos()
+    }
+}
+
+/// Every client races `If-None-Match: *` on every key (all in the same order, so that the 16
+/// reach each key together); returns each key's history and the tallies.
+async fn race_creates(eps: &Endpoints, run: &Arc<Run>) -> (HashMap<usize, Vec<Event<String>>>, Tally) {
+    let histories: Arc<Mutex<HashMap<usize, Vec<Event<String>>>>> = Default::default();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (eps, run, histories, tally) = (eps.clone(), run.clone(), histories.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            for k in 0..keys() {
+                let client = eps.read().unwrap()[c % 3].clone();
+                let value = format!("client-{c}");
+                let call = run.now();
+                let r = client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(format!("race/{k:04}"))
+                    .if_none_match("*")
+                    .body(value.clone().into_bytes().into())
+                    .send()
+                    .await;
+                let ret = run.now();
+                let outcome = write_outcome(&r, &mut tally.lock().unwrap());
+                if outcome == Outcome::Unknown && r.as_ref().is_err_and(|e| status_of(e) == 0) {
+                    // The node is gone: give it a moment before the next key.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                histories.lock().unwrap().entry(k).or_default().push(Event {
+                    op: Op::Create(value),
+                    outcome,
+                    call,
+                    ret,
+                });
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let h = std::mem::take(&mut *histories.lock().unwrap());
+    let t = std::mem::take(&mut *tally.lock().unwrap());
+    (h, t)
+}
+
+/// Each client reads the counter and writes it plus one with `If-Match`, for `secs`.
+async fn count_up(eps: &Endpoints, run: &Arc<Run>, secs: u64) -> (Vec<Event<String>>, Tally) {
+    let history: Arc<Mutex<Vec<Event<String>>>> = Default::default();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (eps, run, history, tally) = (eps.clone(), run.clone(), history.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while Instant::now() < until && n < 400 {
+                n += 1;
+                let client = eps.read().unwrap()[c % 3].clone();
+                let call = run.now();
+                let (value, etag) = match read_value(&client, "counter").await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => panic!("the counter disappeared"),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                history.lock().unwrap().push(Event {
+                    op: Op::Read(Some(value.clone())),
+                    outcome: Outcome::Ok,
+                    call,
+                    ret: run.now(),
+                });
+                let next = (value.parse::<u64>().unwrap() + 1).to_string();
+                let call = run.now();
+                let r = client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key("counter")
+                    .if_match(format!("\"{etag}\""))
+                    .body(next.clone().into_bytes().into())
+                    .send()
+                    .await;
+                let ret = run.now();
+                let outcome = write_outcome(&r, &mut tally.lock().unwrap());
+                history.lock().unwrap().push(Event {
+                    op: Op::Swap {
+                        expected: value,
+                        value: next,
+                    },
+                    outcome,
+                    call,
+                    ret,
+                });
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let h = std::mem::take(&mut *history.lock().unwrap());
+    let t = std::mem::take(&mut *tally.lock().unwrap());
+    (h, t)
+}
+
+/// Kills node-3 after `after`, starts it again on its disk `down` later.
+fn kill_and_restart(
+    nodes: Arc<Mutex<Vec<Server>>>,
+    eps: Endpoints,
+    seeds: String,
+    port: u16,
+    after: Duration,
+    down: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let dir = {
+            let mut n = nodes.lock().unwrap();
+            let dir = n[2].take_tmp().unwrap();
+            n[2].kill9();
+            dir
+        };
+        eprintln!("node-3 killed");
+        tokio::time::sleep(down).await;
+        let srv = restart_node(dir.path(), "node-3", port, &seeds, &[]);
+        let c = plain_client(&srv.s3);
+        poll_until("node-3 ready again", Duration::from_secs(60), || async {
+            is_ready(&srv).await.then_some(())
+        })
+        .await;
+        eprintln!("node-3 back");
+        eps.write().unwrap()[2] = c;
+        let mut n = nodes.lock().unwrap();
+        n[2] = srv;
+        // Keep the data directory with the new server.
+        std::mem::forget(dir);
+    })
+}
+
+async fn scenario(kill: bool) {
+    let (nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let eps: Endpoints = Arc::new(RwLock::new(nodes.iter().map(|n| plain_client(&n.s3)).collect()));
+    let nodes = Arc::new(Mutex::new(nodes));
+    let admin = eps.read().unwrap()[0].clone();
+    admin.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let run = Arc::new(Run { start: Instant::now() });
+    let label = if kill { "node-3 killed and restarted" } else { "healthy" };
+
+    // If-None-Match on 1,000 keys.
+    let killer = kill.then(|| {
+        kill_and_restart(
+            nodes.clone(),
+            eps.clone(),
+            seeds.clone(),
+            ports[2],
+            Duration::from_secs(4),
+            Duration::from_secs(4),
+        )
+    });
+    let started = Instant::now();
+    let (mut histories, tally) = race_creates(&eps, &run).await;
+    let took = started.elapsed();
+    if let Some(k) = killer {
+        k.await.unwrap();
+    }
+    eprintln!(
+        "{label}: If-None-Match on {KEYS} keys by {CLIENTS} clients in {:.1}s: {} x 200, {} x 412, {} x 409, {} unknown",
+        took.as_secs_f64(),
+        tally.ok,
+        tally.failed_412,
+        tally.failed_409,
+        tally.unknown
+    );
+    let reader = eps.read().unwrap()[1].clone();
+    let (mut winners, mut unknown_winners) = (0, 0);
+    for k in 0..keys() {
+        let key = format!("race/{k:04}");
+        let call = run.now();
+        let seen = read_value(&reader, &key).await.unwrap().map(|(v, _)| v);
+        let h = histories.get_mut(&k).unwrap();
+        let oks: Vec<&String> = h
+            .iter()
+            .filter(|e| e.outcome == Outcome::Ok)
+            .map(|e| match &e.op {
+                Op::Create(v) => v,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(
+            oks.len() <= 1,
+            "{label}: {key} had {} winners: {oks:?}\n{h:#?}",
+            oks.len()
+        );
+        let seen = seen.unwrap_or_else(|| panic!("{label}: {key} has no object after the race: {h:#?}"));
+        match oks.first() {
+            Some(w) => {
+                assert_eq!(**w, seen, "{label}: {key} holds another value than its winner's");
+                winners += 1;
+            }
+            None => {
+                assert!(
+                    h.iter()
+                        .any(|e| e.outcome == Outcome::Unknown && e.op == Op::Create(seen.clone())),
+                    "{label}: {key} holds {seen}, written by no winner and no request of unknown outcome"
+                );
+                unknown_winners += 1;
+            }
+        }
+        h.push(Event {
+            op: Op::Read(Some(seen)),
+            outcome: Outcome::Ok,
+            call,
+            ret: run.now(),
+        });
+        if let Err(e) = linearizable::check(h, 2_000_000) {
+            panic!("{label}: {key}: {e}\n{h:#?}");
+        }
+    }
+    eprintln!(
+        "{label}: If-None-Match on {KEYS} keys by {CLIENTS} clients in {:.1}s: {} winners (+{} of unknown outcome), {} x 412, {} x 409, {} unknown",
+        took.as_secs_f64(),
+        winners,
+        unknown_winners,
+        tally.failed_412,
+        tally.failed_409,
+        tally.unknown
+    );
+    assert_eq!(winners + unknown_winners, keys());
+    if !kill {
+        assert_eq!(winners, keys(), "healthy: every key has a winner that was told so");
+        assert_eq!(tally.unknown, 0, "healthy: no request of unknown outcome");
+    }
+
+    // The If-Match counter.
+    admin
+        .put_object()
+        .bucket(BUCKET)
+        .key("counter")
+        .body(b"0".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let killer = kill.then(|| {
+        kill_and_restart(
+            nodes.clone(),
+            eps.clone(),
+            seeds.clone(),
+            ports[2],
+            Duration::from_secs(3),
+            Duration::from_secs(4),
+        )
+    });
+    let begin = run.now();
+    let (mut history, tally) = count_up(&eps, &run, if kill { 14 } else { 8 }).await;
+    if let Some(k) = killer {
+        k.await.unwrap();
+    }
+    let (last, _) = read_value(&reader, "counter").await.unwrap().unwrap();
+    let last: u64 = last.parse().unwrap();
+    eprintln!(
+        "{label}: If-Match counter by {CLIENTS} clients: {} increments acknowledged, {} x 412, {} x 409, {} unknown; final value {last}",
+        tally.ok, tally.failed_412, tally.failed_409, tally.unknown
+    );
+    assert!(
+        last >= tally.ok && last <= tally.ok + tally.unknown,
+        "{label}: the counter ends at {last} after {} acknowledged increments ({} of unknown outcome)",
+        tally.ok,
+        tally.unknown
+    );
+    if !kill {
+        assert_eq!(
+            last, tally.ok,
+            "healthy: the counter equals the acknowledged increments"
+        );
+        assert_eq!(tally.unknown, 0);
+    }
+    history.insert(
+        0,
+        Event {
+            op: Op::Create("0".into()),
+            outcome: Outcome::Ok,
+            call: 0,
+            ret: begin,
+        },
+    );
+    let call = run.now();
+    history.push(Event {
+        op: Op::Read(Some(last.to_string())),
+        outcome: Outcome::Ok,
+        call,
+        ret: run.now(),
+    });
+    let ops = history.len();
+    let checked = Instant::now();
+    if let Err(e) = linearizable::check(&history, 20_000_000) {
+        panic!("{label}: the counter's history ({ops} operations) is not linearizable: {e}");
+    }
+    eprintln!(
+        "{label}: the counter's history of {ops} operations is linearizable (checked in {:.1}s)",
+        checked.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_conditional_writes_have_one_winner_when_healthy() {
+    scenario(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_conditional_writes_have_one_winner_while_a_node_is_killed_and_restarted() {
+    scenario(true).await;
+}
