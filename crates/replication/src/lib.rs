@@ -610,6 +610,18 @@ impl ObjectStore for ClusterStore {
         self.delete(bucket, key, version_id, bypass_governance).await
     }
 
+    async fn delete_object_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass_governance: bool,
+        if_match: &[String],
+    ) -> Result<DeleteResult> {
+        self.cas_delete(bucket, key, version_id, bypass_governance, if_match)
+            .await
+    }
+
     async fn delete_objects(
         &self,
         bucket: &str,

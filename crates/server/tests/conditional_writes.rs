@@ -215,6 +215,7 @@ async fn count_up(eps: &Endpoints, run: &Arc<Run>, secs: u64) -> (Vec<Event<Stri
 
 /// Kills node-3 after `after`, starts it again on its disk `down` later.
 fn kill_and_restart(
+    dir: std::path::PathBuf,
     nodes: Arc<Mutex<Vec<Server>>>,
     eps: Endpoints,
     seeds: String,
@@ -224,15 +225,10 @@ fn kill_and_restart(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(after).await;
-        let dir = {
-            let mut n = nodes.lock().unwrap();
-            let dir = n[2].take_tmp().unwrap();
-            n[2].kill9();
-            dir
-        };
+        nodes.lock().unwrap()[2].kill9();
         eprintln!("node-3 killed");
         tokio::time::sleep(down).await;
-        let srv = restart_node(dir.path(), "node-3", port, &seeds, &[]);
+        let srv = restart_node(&dir, "node-3", port, &seeds, &["--replication-factor", "3"]);
         let c = plain_client(&srv.s3);
         poll_until("node-3 ready again", Duration::from_secs(60), || async {
             is_ready(&srv).await.then_some(())
@@ -240,15 +236,14 @@ fn kill_and_restart(
         .await;
         eprintln!("node-3 back");
         eps.write().unwrap()[2] = c;
-        let mut n = nodes.lock().unwrap();
-        n[2] = srv;
-        // Keep the data directory with the new server.
-        std::mem::forget(dir);
+        nodes.lock().unwrap()[2] = srv;
     })
 }
 
 async fn scenario(kill: bool) {
-    let (nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    // node-3's data directory outlives its process (it is killed and started again on it).
+    let dir3 = nodes[2].take_tmp().unwrap();
     let eps: Endpoints = Arc::new(RwLock::new(nodes.iter().map(|n| plain_client(&n.s3)).collect()));
     let nodes = Arc::new(Mutex::new(nodes));
     let admin = eps.read().unwrap()[0].clone();
@@ -259,6 +254,7 @@ async fn scenario(kill: bool) {
     // If-None-Match on 1,000 keys.
     let killer = kill.then(|| {
         kill_and_restart(
+            dir3.path().to_path_buf(),
             nodes.clone(),
             eps.clone(),
             seeds.clone(),
@@ -352,6 +348,7 @@ async fn scenario(kill: bool) {
         .unwrap();
     let killer = kill.then(|| {
         kill_and_restart(
+            dir3.path().to_path_buf(),
             nodes.clone(),
             eps.clone(),
             seeds.clone(),

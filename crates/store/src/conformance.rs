@@ -44,6 +44,136 @@ pub async fn run_all(s: Arc<dyn ObjectStore>) {
     listing(&*s).await;
     multipart(&*s).await;
     copy(&*s).await;
+    conditional_writes(&*s).await;
+}
+
+/// If-None-Match / If-Match on PutObject, CompleteMultipartUpload, CopyObject's destination and
+/// DeleteObject (S3 2024).
+async fn conditional_writes(s: &dyn ObjectStore) {
+    s.create_bucket("conf-cond").await.unwrap();
+    let none_match = || Conditions {
+        if_none_match: Some(vec!["*".into()]),
+        ..Default::default()
+    };
+    let matching = |etag: &str| Conditions {
+        if_match: Some(vec![format!("\"{etag}\"")]),
+        ..Default::default()
+    };
+    let conditional = |conditions: Conditions| {
+        let mut p = put("conf-cond", "k");
+        p.conditions = conditions;
+        p
+    };
+    let first = s
+        .put_object(conditional(none_match()), body(b"one".to_vec()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.put_object(conditional(none_match()), body(b"two".to_vec())).await,
+        Err(Error::PreconditionFailed)
+    ));
+    assert!(matches!(
+        s.put_object(conditional(matching("0123")), body(b"two".to_vec())).await,
+        Err(Error::PreconditionFailed)
+    ));
+    let second = s
+        .put_object(conditional(matching(&first.etag)), body(b"two".to_vec()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.put_object(conditional(matching(&first.etag)), body(b"three".to_vec()))
+            .await,
+        Err(Error::PreconditionFailed)
+    ));
+    assert_eq!(read(s.get_object(get("conf-cond", "k")).await.unwrap()).await, b"two");
+
+    // CopyObject's destination conditions.
+    let copy = |conditions: Conditions| CopyObject {
+        src_bucket: "conf-cond".into(),
+        src_key: "k".into(),
+        bucket: "conf-cond".into(),
+        key: "copy".into(),
+        conditions,
+        ..Default::default()
+    };
+    s.copy_object(copy(none_match())).await.unwrap();
+    assert!(matches!(
+        s.copy_object(copy(none_match())).await,
+        Err(Error::PreconditionFailed)
+    ));
+    assert!(matches!(
+        s.copy_object(copy(matching("0123"))).await,
+        Err(Error::PreconditionFailed)
+    ));
+    s.copy_object(copy(matching(&second.etag))).await.unwrap();
+
+    // CompleteMultipartUpload.
+    let id = s
+        .create_multipart_upload(CreateMultipart {
+            bucket: "conf-cond".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let part = s
+        .upload_part(
+            UploadPart {
+                bucket: "conf-cond".into(),
+                key: "k".into(),
+                upload_id: id.clone(),
+                part_number: 1,
+                ..Default::default()
+            },
+            body(b"multi".to_vec()),
+        )
+        .await
+        .unwrap();
+    let complete = |conditions: Conditions| CompleteMultipart {
+        bucket: "conf-cond".into(),
+        key: "k".into(),
+        upload_id: id.clone(),
+        parts: vec![CompletedPart {
+            part_number: 1,
+            etag: part.etag.clone(),
+        }],
+        conditions,
+    };
+    assert!(matches!(
+        s.complete_multipart_upload(complete(none_match())).await,
+        Err(Error::PreconditionFailed)
+    ));
+    let done = s
+        .complete_multipart_upload(complete(matching(&second.etag)))
+        .await
+        .unwrap();
+    assert_eq!(read(s.get_object(get("conf-cond", "k")).await.unwrap()).await, b"multi");
+
+    // DeleteObject with If-Match.
+    assert!(matches!(
+        s.delete_object_if_match("conf-cond", "k", None, false, &["0123".into()])
+            .await,
+        Err(Error::PreconditionFailed)
+    ));
+    assert!(matches!(
+        s.delete_object_if_match("conf-cond", "absent", None, false, &["*".into()])
+            .await,
+        Err(Error::NoSuchKey)
+    ));
+    s.delete_object_if_match("conf-cond", "k", None, false, &[format!("\"{}\"", done.etag)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.get_object(get("conf-cond", "k")).await,
+        Err(Error::NoSuchKey)
+    ));
+    s.delete_object_if_match("conf-cond", "copy", None, false, &["*".into()])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.get_object(get("conf-cond", "copy")).await,
+        Err(Error::NoSuchKey)
+    ));
 }
 
 async fn buckets(s: &dyn ObjectStore) {
@@ -336,6 +466,7 @@ async fn multipart(s: &dyn ObjectStore) {
         key: "big".into(),
         upload_id: id.clone(),
         parts,
+        conditions: Conditions::default(),
     };
     assert!(matches!(
         s.complete_multipart_upload(complete(vec![cp(2, &i2.etag), cp(1, &i1.etag)]))
@@ -400,6 +531,7 @@ async fn multipart(s: &dyn ObjectStore) {
             key: "small".into(),
             upload_id: id2.clone(),
             parts: vec![cp(1, &a.etag), cp(2, &b.etag)],
+            conditions: Conditions::default(),
         })
         .await;
     assert!(matches!(r, Err(Error::EntityTooSmall { part: 1, .. })));

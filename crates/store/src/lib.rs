@@ -94,6 +94,17 @@ pub trait ObjectStore: Send + Sync + 'static {
         version_id: Option<&str>,
         bypass_governance: bool,
     ) -> Result<DeleteResult>;
+    /// DeleteObject with `If-Match` (S3 2024): deletes only while the key's current version has
+    /// one of `if_match`'s ETags (`*`: any version); 412 PreconditionFailed when it has another,
+    /// 404 NoSuchKey when there is none. Otherwise as [`ObjectStore::delete_object`].
+    async fn delete_object_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass_governance: bool,
+        if_match: &[String],
+    ) -> Result<DeleteResult>;
     /// Deletes up to 1000 keys (each optionally one version); one result per key, in order.
     async fn delete_objects(
         &self,

@@ -239,6 +239,8 @@ pub struct CopyObject {
     pub replace_tags: Option<Vec<Tag>>,
     /// `x-amz-copy-source-if-*`.
     pub source_conditions: Conditions,
+    /// `If-Match` / `If-None-Match` on the destination's current version.
+    pub conditions: Conditions,
     /// ACL of the new object (never copied from the source).
     pub acl: Option<Acl>,
 }
@@ -307,6 +309,9 @@ pub struct CompleteMultipart {
     pub key: String,
     pub upload_id: String,
     pub parts: Vec<CompletedPart>,
+    /// `If-Match` / `If-None-Match` on the key's current version (S3 2024).
+    #[serde(default)]
+    pub conditions: Conditions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -667,5 +672,38 @@ mod tests {
         };
         assert!(m.check(&change, now).is_err());
         assert!(m.check(&MetaChange::LegalHold(false), now).is_ok());
+    }
+}
+
+/// DeleteObject's `If-Match` (S3 2024): the key's current version must have one of `if_match`'s
+/// ETags (`*`: any). 412 when it has another, 404 NoSuchKey when there is none (or a delete
+/// marker).
+pub fn check_delete_if_match(if_match: &[String], current_etag: Option<&str>) -> Result<(), crate::Error> {
+    use crate::Error;
+    let Some(etag) = current_etag else {
+        return Err(Error::NoSuchKey);
+    };
+    let c = Conditions {
+        if_match: Some(if_match.to_vec()),
+        ..Default::default()
+    };
+    c.check_write(Some(etag)).map_err(Error::from)
+}
+
+#[cfg(test)]
+mod delete_if_match_tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn delete_if_match_compares_the_current_etag() {
+        assert!(check_delete_if_match(&["abc".into()], Some("abc")).is_ok());
+        assert!(check_delete_if_match(&["\"abc\"".into()], Some("abc")).is_ok());
+        assert!(check_delete_if_match(&["*".into()], Some("abc")).is_ok());
+        assert_eq!(
+            check_delete_if_match(&["abd".into()], Some("abc")),
+            Err(Error::PreconditionFailed)
+        );
+        assert_eq!(check_delete_if_match(&["*".into()], None), Err(Error::NoSuchKey));
     }
 }

@@ -193,6 +193,43 @@ impl ClusterStore {
         }
     }
 
+    /// DeleteObject with If-Match: a round on the key (a delete marker, a tombstone, or the
+    /// version named, after object lock allows it).
+    pub(crate) async fn cas_delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+        if_match: &[String],
+    ) -> Result<DeleteResult> {
+        super::validate_key(key)?;
+        if let Some(v) = version_id {
+            self.check_unlocked(bucket, key, v, bypass).await?;
+        }
+        let if_match = if_match.to_vec();
+        let (b, k, v) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
+            check_delete_if_match(&if_match, cur.etag()?.as_deref())?;
+            Ok(Staged::Delete(crate::wire::DeleteAt {
+                bucket: b.clone(),
+                key: k.clone(),
+                version_id: v.clone(),
+                bypass,
+                hlc,
+                origin,
+            }))
+        };
+        match self.cas_round(bucket, key, Body::Empty, &mut decide).await? {
+            Committed::Deleted(r) => Ok(r),
+            _ => Ok(DeleteResult {
+                key: key.to_string(),
+                version_id: version_id.map(str::to_string),
+                delete_marker: false,
+            }),
+        }
+    }
+
     /// Runs rounds until one commits a write `decide` makes from the key's current state (or
     /// `decide` refuses: 412), within the request timeout.
     pub(crate) async fn cas_round(

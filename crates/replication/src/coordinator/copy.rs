@@ -72,7 +72,9 @@ impl ClusterStore {
                 compute: info.checksums.algorithms().collect(),
                 trailer: None,
             },
-            conditions: Conditions::default(),
+            // The destination's conditions: a conditional copy is decided by a round on the
+            // destination key like a conditional PUT.
+            conditions: req.conditions,
         };
         self.put(put, src.body).await
     }

@@ -48,7 +48,7 @@ impl ClusterStore {
     /// In a bucket with object lock, refuses to delete version `version_id` when the metadata its
     /// holders agree on (merged) locks it: a replica that missed a legal hold or a retention
     /// must not decide alone.
-    async fn check_unlocked(&self, bucket: &str, key: &str, version_id: &str, bypass: bool) -> Result<()> {
+    pub(super) async fn check_unlocked(&self, bucket: &str, key: &str, version_id: &str, bypass: bool) -> Result<()> {
         if self.local.get_object_lock_configuration(bucket).await.is_err() {
             return Ok(());
         }

@@ -18,7 +18,7 @@
 //! lock), [`delete`], [`multipart`] and [`copy`].
 
 mod backlog;
-mod cas;
+pub(crate) mod cas;
 mod copy;
 mod delete;
 mod handoff;

@@ -42,8 +42,35 @@ impl ClusterStore {
         .await
     }
 
-    /// Each replica assembles the object from the parts it holds, under one stamp.
-    pub(crate) async fn complete(&self, req: CompleteMultipart) -> Result<ObjectInfo> {
+    /// Each replica assembles the object from the parts it holds, under one stamp. With
+    /// If-None-Match / If-Match, a round on the key decides (ADR 0015).
+    pub(crate) async fn complete(&self, mut req: CompleteMultipart) -> Result<ObjectInfo> {
+        if !req.conditions.is_empty() {
+            let conditions = std::mem::take(&mut req.conditions);
+            let (bucket, key) = (req.bucket.clone(), req.key.clone());
+            let mut decide = move |cur: &super::cas::Current, hlc, origin| -> Result<crate::cas::Staged> {
+                conditions.check_write(cur.etag()?.as_deref())?;
+                Ok(crate::cas::Staged::Complete(Complete {
+                    req: req.clone(),
+                    hlc,
+                    origin,
+                }))
+            };
+            return match self
+                .cas_round(&bucket, &key, super::cas::Body::Empty, &mut decide)
+                .await?
+            {
+                crate::cas::Committed::Object(info) => Ok(info),
+                _ => {
+                    self.head(GetObject {
+                        bucket,
+                        key,
+                        ..Default::default()
+                    })
+                    .await
+                }
+            };
+        }
         let targets = self.targets(&req.bucket, &req.key)?;
         let (hlc, origin) = self.stamp().await?;
         let hint = self.hint_for_new_version(&req.bucket, &req.key, hlc, origin);

@@ -201,6 +201,11 @@ pub(super) async fn complete_multipart_upload(
         key: i.key.clone(),
         upload_id: i.upload_id,
         parts: wanted,
+        conditions: ironbucket_store::Conditions {
+            if_match: i.if_match.as_ref().map(cond_list),
+            if_none_match: i.if_none_match.as_ref().map(cond_list),
+            ..Default::default()
+        },
     };
     let info = front.store.complete_multipart_upload(c).await.map_err(s3_err)?;
     let checksum_type = (!info.checksums.is_empty()).then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));

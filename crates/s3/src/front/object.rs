@@ -245,21 +245,54 @@ pub(super) async fn head_object(
     s3r(o)
 }
 
+/// CopyObject's `If-Match` / `If-None-Match` on the destination (S3 parses only the copy
+/// source's conditions): ETag lists as in PutObject.
+fn destination_conditions(headers: &hyper::HeaderMap) -> S3Result<Conditions> {
+    let list = |name: &str| -> S3Result<Option<Vec<String>>> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => {
+                let v = v
+                    .to_str()
+                    .map_err(|_| s3_error!(InvalidArgument, "the {name} header is not text"))?;
+                Ok(Some(
+                    v.split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect(),
+                ))
+            }
+        }
+    };
+    Ok(Conditions {
+        if_match: list("if-match")?,
+        if_none_match: list("if-none-match")?,
+        ..Default::default()
+    })
+}
+
 pub(super) async fn delete_object(
     front: &Front,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let i = req.input;
-    let r = front
-        .store
-        .delete_object(
-            &i.bucket,
-            &i.key,
-            i.version_id.as_deref(),
-            i.bypass_governance_retention.unwrap_or(false),
-        )
-        .await
-        .map_err(s3_err)?;
+    let bypass = i.bypass_governance_retention.unwrap_or(false);
+    let r = match &i.if_match {
+        Some(m) => {
+            let list = cond_list(m);
+            front
+                .store
+                .delete_object_if_match(&i.bucket, &i.key, i.version_id.as_deref(), bypass, &list)
+                .await
+        }
+        None => {
+            front
+                .store
+                .delete_object(&i.bucket, &i.key, i.version_id.as_deref(), bypass)
+                .await
+        }
+    }
+    .map_err(s3_err)?;
     s3r(DeleteObjectOutput {
         delete_marker: r.delete_marker.then_some(true),
         version_id: r.version_id.filter(|v| v != "null" || i.version_id.is_some()),
@@ -408,6 +441,7 @@ pub(super) async fn copy_object(
             i.copy_source_if_modified_since,
             i.copy_source_if_unmodified_since,
         ),
+        conditions: destination_conditions(&req.headers)?,
         acl,
     };
     let info = front.store.copy_object(c).await.map_err(s3_err)?;

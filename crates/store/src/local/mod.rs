@@ -343,6 +343,18 @@ impl ObjectStore for LocalStore {
         self.remove_object(bucket, key, version_id, bypass).await
     }
 
+    async fn delete_object_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+        if_match: &[String],
+    ) -> Result<DeleteResult> {
+        self.remove_object_if_match(bucket, key, version_id, bypass, if_match)
+            .await
+    }
+
     async fn delete_objects(
         &self,
         bucket: &str,

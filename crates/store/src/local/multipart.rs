@@ -76,6 +76,7 @@ impl LocalStore {
             key,
             upload_id,
             parts: wanted,
+            conditions,
         } = req;
         let key2 = key.clone();
         let rec = self
@@ -152,7 +153,7 @@ impl LocalStore {
                 let stored = match at {
                     Some(_) => write_stamped_version(t, &bucket, &key, &mut rec, &Conditions::default())?,
                     None => {
-                        write_version(t, &bucket, &key, &mut rec, &Conditions::default())?;
+                        write_version(t, &bucket, &key, &mut rec, &conditions)?;
                         true
                     }
                 };

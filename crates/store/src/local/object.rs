@@ -172,6 +172,34 @@ impl LocalStore {
         .await
     }
 
+    /// [`ObjectStore::delete_object_if_match`](crate::ObjectStore::delete_object_if_match): the
+    /// current version's ETag is compared in the same commit as the delete.
+    pub(super) async fn remove_object_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        bypass: bool,
+        if_match: &[String],
+    ) -> Result<DeleteResult> {
+        validate_object_key(key)?;
+        let (bucket, key, version_id) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
+        let if_match = if_match.to_vec();
+        let hlc = self.clock.now();
+        self.commit(vec![], move |t| {
+            if t.get_bucket(&bucket)?.is_none() {
+                return Err(Error::NoSuchBucket);
+            }
+            let current = t.get_object(&bucket, &key)?.filter(|o| !o.delete_marker);
+            crate::check_delete_if_match(&if_match, current.as_ref().map(|o| o.etag.as_str()))?;
+            match &version_id {
+                Some(v) => delete_version_in_tx(t, &bucket, &key, v, bypass),
+                None => delete_in_tx(t, &bucket, &key, hlc),
+            }
+        })
+        .await
+    }
+
     /// [`ObjectStore::delete_objects`](crate::ObjectStore::delete_objects): one commit for all keys.
     pub(super) async fn remove_objects(
         &self,
@@ -315,7 +343,7 @@ impl LocalStore {
             (rec, Some(ing))
         };
         let mut info = Self::info(&req.key, &rec);
-        let (bucket, key, src_etag, src_hlc) = (req.bucket, req.key, src.etag, src.hlc);
+        let (bucket, key, src_etag, src_hlc, conditions) = (req.bucket, req.key, src.etag, src.hlc, req.conditions);
         let new_blobs = new_blob.iter().map(|i| i.blob.id.clone()).collect();
         info.version_id = self
             .commit(new_blobs, move |t| {
@@ -327,7 +355,7 @@ impl LocalStore {
                     }
                 }
                 let mut rec = rec;
-                write_version(t, &bucket, &key, &mut rec, &Conditions::default())?;
+                write_version(t, &bucket, &key, &mut rec, &conditions)?;
                 if let Some(ing) = &new_blob {
                     ing.store_inline(t)?;
                 }
