@@ -59,7 +59,7 @@ run() { # name, then bench arguments
 
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$PID/status"; }
 
-ALL="put-4k-c16 put-4k-c64 get-4k-c16 get-4k-c64 mixed-4k-c64 put-1m-c16 get-1m-c16 multipart-256m list-100k put-1g-c1 get-1g-c1 rss-64x100m cluster3-put-4k-c64 cluster3-get-4k-c64 cluster3-put-1m-c16 cluster3-get-1m-c16 client-null"
+ALL="put-4k-c16 put-4k-c64 get-4k-c16 get-4k-c64 mixed-4k-c64 put-1m-c16 get-1m-c16 multipart-256m list-100k put-1g-c1 get-1g-c1 rss-64x100m cluster3-put-4k-c64 cluster3-cput-4k-c64 cluster3-get-4k-c64 cluster3-put-1m-c16 cluster3-get-1m-c16 client-null"
 for s in ${SCENARIOS:-$ALL}; do
   case $s in
     put-4k-c16) start_server; run $s put --size 4KiB -c 16 --duration "$DURATION" ;;
@@ -84,6 +84,8 @@ for s in ${SCENARIOS:-$ALL}; do
       run $s put --size 100MiB -c 64 --objects 64 --duration 300s
       echo "peak_rss_kib $(peak_rss_kib)" | tee "$OUT/$s.rss.txt" ;;
     cluster3-put-4k-c64) start_cluster; run $s put --size 4KiB -c 64 --duration "$DURATION" ;;
+    cluster3-cput-4k-c64) start_cluster; run $s put --size 4KiB -c 64 --if-none-match --duration "$DURATION" ;;
+    put-4k-c64-cond) start_server; run $s put --size 4KiB -c 64 --if-none-match --duration "$DURATION" ;;
     cluster3-get-4k-c64) start_cluster; run $s get --size 4KiB -c 64 --objects 2000 --duration "$DURATION" ;;
     cluster3-put-1m-c16) start_cluster; run $s put --size 1MiB -c 16 --duration "$DURATION" ;;
     cluster3-get-1m-c16) start_cluster; run $s get --size 1MiB -c 16 --objects 200 --duration "$DURATION" ;;

@@ -115,6 +115,10 @@ struct RunArgs {
     /// Keep the objects this run created.
     #[arg(long = "no-cleanup")]
     no_cleanup: bool,
+    /// Send every PUT with `If-None-Match: *` (a conditional write: in a cluster, a Paxos round
+    /// on the key); each PUT writes a new key, so every one succeeds.
+    #[arg(long = "if-none-match")]
+    if_none_match: bool,
     /// No live progress line.
     #[arg(long = "no-progress")]
     no_progress: bool,
@@ -157,6 +161,7 @@ fn params(mode: Mode, a: &RunArgs) -> Result<Params> {
         part_size,
         verify_ratio: a.verify_ratio,
         cleanup: !a.no_cleanup,
+        if_none_match: a.if_none_match,
     })
 }
 

@@ -67,6 +67,8 @@ pub struct Params {
     pub part_size: u64,
     pub verify_ratio: f64,
     pub cleanup: bool,
+    /// PUTs carry `If-None-Match: *`.
+    pub if_none_match: bool,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -222,9 +224,13 @@ fn check(r: &Reply, want: &[u16]) -> Result<(), String> {
 async fn put_one(sh: &Shared, key: &str, v: usize) -> Result<u64, String> {
     let (body, md5) = sh.payloads.body(v);
     let len = body.len() as u64;
+    let mut headers = vec![("content-length", len.to_string())];
+    if sh.p.if_none_match {
+        headers.push(("if-none-match", "*".to_string()));
+    }
     let r = sh
         .client
-        .send("PUT", &obj_path(sh, key), &[("content-length", len.to_string())], body)
+        .send("PUT", &obj_path(sh, key), &headers, body)
         .await
         .map_err(|e| format!("ConnectionError: {}", root(&e)))?;
     check(&r, &[200])?;

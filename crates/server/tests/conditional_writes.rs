@@ -417,3 +417,208 @@ async fn racing_conditional_writes_have_one_winner_when_healthy() {
 async fn racing_conditional_writes_have_one_winner_while_a_node_is_killed_and_restarted() {
     scenario(true).await;
 }
+
+/// Captures `x-ironbucket-consistency-upgraded` from a response.
+#[derive(Debug, Clone, Default)]
+struct Upgraded(Arc<Mutex<Option<String>>>);
+
+impl aws_sdk_s3::config::Intercept for Upgraded {
+    fn name(&self) -> &'static str {
+        "upgraded"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        *self.0.lock().unwrap() = ctx
+            .response()
+            .headers()
+            .get("x-ironbucket-consistency-upgraded")
+            .map(str::to_string);
+        Ok(())
+    }
+}
+
+/// One winner per key for each kind of conditional mutation, racing through all three nodes:
+/// CopyObject's destination `If-None-Match`, CompleteMultipartUpload `If-None-Match`,
+/// DeleteObject `If-Match`; and a conditional write asked at ONE runs at QUORUM and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_conditional_mutation_has_one_winner_across_nodes() {
+    let (nodes, _seeds, _ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let clients: Vec<Client> = nodes.iter().map(|n| plain_client(&n.s3)).collect();
+    let c0 = &clients[0];
+    c0.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let src = c0
+        .put_object()
+        .bucket(BUCKET)
+        .key("src")
+        .body(b"source".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let src_etag = src.e_tag().unwrap().to_string();
+
+    // CopyObject with If-None-Match: *, 6 copies of each of 20 destinations at once.
+    let mut tasks = Vec::new();
+    for k in 0..20 {
+        for c in 0..6 {
+            let client = clients[c % 3].clone();
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .copy_object()
+                    .bucket(BUCKET)
+                    .key(format!("copy/{k}"))
+                    .copy_source(format!("{BUCKET}/src"))
+                    .if_none_match("*")
+                    .send()
+                    .await;
+                (k, r.map(|_| ()).map_err(|e| status_of(&e)))
+            }));
+        }
+    }
+    let mut wins = [0; 20];
+    for t in tasks {
+        match t.await.unwrap() {
+            (k, Ok(())) => wins[k] += 1,
+            (_, Err(st)) => assert!(st == 412 || st == 409, "a losing copy got {st}"),
+        }
+    }
+    assert_eq!(wins, [1; 20], "exactly one copy wins per destination");
+
+    // CompleteMultipartUpload with If-None-Match: *, three uploads of one key, one per node.
+    let mut uploads = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let id = c
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key("mp")
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_string();
+        let part = c
+            .upload_part()
+            .bucket(BUCKET)
+            .key("mp")
+            .upload_id(&id)
+            .part_number(1)
+            .body(format!("upload-{i}").into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+        uploads.push((c.clone(), id, part.e_tag().unwrap().to_string()));
+    }
+    let mut tasks = Vec::new();
+    for (c, id, etag) in uploads {
+        tasks.push(tokio::spawn(async move {
+            let parts = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .parts(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(etag)
+                        .build(),
+                )
+                .build();
+            c.complete_multipart_upload()
+                .bucket(BUCKET)
+                .key("mp")
+                .upload_id(id)
+                .multipart_upload(parts)
+                .if_none_match("*")
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| status_of(&e))
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(st) => assert!(st == 412 || st == 409, "a losing complete got {st}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one CompleteMultipartUpload wins");
+
+    // DeleteObject with If-Match: a wrong ETag is refused; of 6 racing deletes with the right
+    // one, exactly one deletes and the others find no object.
+    let st = status_of(
+        &c0.delete_object()
+            .bucket(BUCKET)
+            .key("src")
+            .if_match("\"0123456789abcdef0123456789abcdef\"")
+            .send()
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st, 412);
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        let (client, etag) = (clients[c % 3].clone(), src_etag.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .delete_object()
+                .bucket(BUCKET)
+                .key("src")
+                .if_match(etag)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| status_of(&e))
+        }));
+    }
+    let mut deleted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => deleted += 1,
+            Err(st) => assert!(st == 404 || st == 412 || st == 409, "a losing delete got {st}"),
+        }
+    }
+    assert_eq!(deleted, 1, "exactly one conditional delete wins");
+    assert_eq!(
+        status_of(&c0.get_object().bucket(BUCKET).key("src").send().await.unwrap_err()),
+        404
+    );
+
+    // A conditional write at ONE is carried out at QUORUM, and the response says so.
+    let seen = Upgraded::default();
+    clients[1]
+        .put_object()
+        .bucket(BUCKET)
+        .key("at-one")
+        .if_none_match("*")
+        .body(b"x".to_vec().into())
+        .customize()
+        .mutate_request(|r| {
+            r.headers_mut().insert("x-ironbucket-consistency", "ONE");
+        })
+        .interceptor(seen.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.0.lock().unwrap().as_deref(), Some("QUORUM"));
+    let seen = Upgraded::default();
+    clients[1]
+        .put_object()
+        .bucket(BUCKET)
+        .key("plain")
+        .body(b"x".to_vec().into())
+        .customize()
+        .mutate_request(|r| {
+            r.headers_mut().insert("x-ironbucket-consistency", "ONE");
+        })
+        .interceptor(seen.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        None,
+        "an unconditional write at ONE stays at ONE"
+    );
+}

@@ -541,7 +541,9 @@ impl Acceptor {
                     .as_ref()
                     .ok_or_else(|| Error::Internal("a staged PUT without its body".into()))?;
                 let body = file_stream(self.dir.join(name)).await?;
-                wire::put_stamped(local, h, body).await.map(Committed::Object)
+                wire::put_stamped(local, *h, body)
+                    .await
+                    .map(|i| Committed::Object(Box::new(i)))
             }
             Staged::Delete(d) => local
                 .delete_object_at(&d.bucket, &d.key, d.version_id.as_deref(), d.bypass, d.hlc, d.origin)
@@ -550,7 +552,7 @@ impl Acceptor {
             Staged::Complete(c) => local
                 .complete_multipart_upload_at(c.req, c.hlc, c.origin)
                 .await
-                .map(Committed::Object),
+                .map(|i| Committed::Object(Box::new(i))),
         }
     }
 

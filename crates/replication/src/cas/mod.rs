@@ -23,7 +23,7 @@ pub(crate) type Ballot = Stamp;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Staged {
     /// PutObject / CopyObject: the body is staged beside it.
-    Put(PutHeader),
+    Put(Box<PutHeader>),
     /// DeleteObject (a delete marker, or a version deleted by id).
     Delete(DeleteAt),
     /// CompleteMultipartUpload.
@@ -111,7 +111,7 @@ pub(crate) enum AcceptReply {
 /// A replica's answer to a commit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Committed {
-    Object(ObjectInfo),
+    Object(Box<ObjectInfo>),
     Deleted(DeleteResult),
     /// It held no such value, but a version as new or newer (committed before).
     Already,
@@ -153,7 +153,7 @@ pub(crate) enum CasOp {
 /// The answer to a [`CasOp`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum CasReply {
-    Promise(Promise),
+    Promise(Box<Promise>),
     Accept(AcceptReply),
     Commit(Committed),
     Released,
@@ -194,7 +194,7 @@ impl Message for PullStaged {
 impl CasReply {
     pub fn promise(self) -> Result<Promise> {
         match self {
-            CasReply::Promise(p) => Ok(p),
+            CasReply::Promise(p) => Ok(*p),
             other => Err(Error::Internal(format!("a replica answered a prepare with {other:?}"))),
         }
     }

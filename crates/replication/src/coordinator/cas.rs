@@ -174,10 +174,10 @@ impl ClusterStore {
         let sse_c = req.sse_c.clone();
         let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
             conditions.check_write(cur.etag()?.as_deref())?;
-            Ok(Staged::Put(PutHeader::new(&req, checks.clone(), hlc, origin)))
+            Ok(Staged::Put(Box::new(PutHeader::new(&req, checks.clone(), hlc, origin))))
         };
         match self.cas_round(&bucket, &key, body, &mut decide).await? {
-            Committed::Object(info) => Ok(info),
+            Committed::Object(info) => Ok(*info),
             // Applied before (another round finished it): read it back.
             _ => {
                 self.head(GetObject {
@@ -293,7 +293,7 @@ impl ClusterStore {
                     // Another round finished this request's write.
                     self.release(&targets, bucket, key, ballot);
                     return Ok(match current.head.result {
-                        Ok(info) if current_stamp == Some(m.stamp()) => Committed::Object(info),
+                        Ok(info) if current_stamp == Some(m.stamp()) => Committed::Object(Box::new(info)),
                         _ => Committed::Already,
                     });
                 }
@@ -303,7 +303,7 @@ impl ClusterStore {
                 let anywhere = records.iter().any(|a| a.value.stamp() == m.stamp());
                 let commit_since =
                     records.iter().any(|a| a.committed && a.ballot > m.stamp()) || current_stamp > Some(m.stamp());
-                if !last_is_other_uncommitted && !(last.as_ref().is_some_and(|a| a.value.stamp() == m.stamp())) {
+                if !last_is_other_uncommitted && last.as_ref().is_none_or(|a| a.value.stamp() != m.stamp()) {
                     if prepared.everyone && !anywhere && !commit_since {
                         // Every replica promised above it and none holds it, and nothing was
                         // committed since: it was never chosen and never will be.
@@ -816,7 +816,7 @@ impl ClusterStore {
                 .cas
                 .prepare(&self.local, &bucket, &key, ballot, read)
                 .await
-                .map(CasReply::Promise),
+                .map(|p| CasReply::Promise(Box::new(p))),
             CasOp::AcceptRef {
                 bucket,
                 key,

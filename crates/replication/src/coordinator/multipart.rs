@@ -60,7 +60,7 @@ impl ClusterStore {
                 .cas_round(&bucket, &key, super::cas::Body::Empty, &mut decide)
                 .await?
             {
-                crate::cas::Committed::Object(info) => Ok(info),
+                crate::cas::Committed::Object(info) => Ok(*info),
                 _ => {
                     self.head(GetObject {
                         bucket,

@@ -276,6 +276,12 @@ pub(super) async fn delete_object(
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let i = req.input;
+    if i.if_match_last_modified_time.is_some() || i.if_match_size.is_some() {
+        return Err(s3_error!(
+            NotImplemented,
+            "conditional deletes on x-amz-if-match-last-modified-time or x-amz-if-match-size are not supported; use If-Match"
+        ));
+    }
     let bypass = i.bypass_governance_retention.unwrap_or(false);
     let r = match &i.if_match {
         Some(m) => {
@@ -321,21 +327,54 @@ pub(super) async fn delete_objects(
     let mut keys = Vec::new();
     // Keys the caller may not delete (by policy or grant) are reported, not deleted.
     let mut refused = Vec::new();
+    // Per-object `ETag` conditions (conditional deletes, S3 2024), by key position.
+    let mut etags: Vec<Option<Vec<String>>> = Vec::new();
     for o in i.delete.objects {
+        if o.last_modified_time.is_some() || o.size.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "conditional deletes on LastModifiedTime or Size are not supported; use ETag"
+            ));
+        }
         match &gate {
             Some(g) if !g.allows(&o.key, o.version_id.as_deref()).await => refused.push((o.key, o.version_id)),
-            _ => keys.push((o.key, o.version_id)),
+            _ => {
+                etags.push(o.e_tag.as_ref().map(|e| vec![e.value().to_string()]));
+                keys.push((o.key, o.version_id));
+            }
         }
     }
-    let results = if keys.is_empty() {
+    let bypass = i.bypass_governance_retention.unwrap_or(false);
+    let plain: Vec<(String, Option<String>)> = keys
+        .iter()
+        .zip(&etags)
+        .filter(|(_, e)| e.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut plain_results = if plain.is_empty() {
         vec![]
     } else {
         front
             .store
-            .delete_objects(&i.bucket, keys.clone(), i.bypass_governance_retention.unwrap_or(false))
+            .delete_objects(&i.bucket, plain, bypass)
             .await
             .map_err(s3_err)?
-    };
+    }
+    .into_iter();
+    let mut results = Vec::with_capacity(keys.len());
+    for ((key, version), etag) in keys.iter().zip(&etags) {
+        results.push(match etag {
+            Some(list) => {
+                front
+                    .store
+                    .delete_object_if_match(&i.bucket, key, version.as_deref(), bypass, list)
+                    .await
+            }
+            None => plain_results
+                .next()
+                .unwrap_or_else(|| Err(ironbucket_store::Error::Internal("a delete without a result".into()))),
+        });
+    }
     for (key, version_id) in refused {
         errors.push(s3s::dto::Error {
             code: Some("AccessDenied".into()),
