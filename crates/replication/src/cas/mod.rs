@@ -8,6 +8,7 @@
 //! write). The ballot is the stamp of the version the round writes.
 
 pub(crate) mod acceptor;
+mod serve;
 
 use crate::quorum::Stamp;
 use crate::wire::{Complete, DeleteAt, HeadReply, PutHeader};

@@ -16,20 +16,17 @@ use crate::cas::{
     AcceptHeader, AcceptReply, AcceptedValue, Ballot, CasOp, CasRead, CasReply, Committed, Promise, PullStaged, Staged,
 };
 use crate::quorum::{Consistency, Stamp, WriteQuorum};
-use crate::wire::{Checks, HeadReply, PutHeader};
+use crate::wire::HeadReply;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ironbucket_rpc::DataStream;
 use ironbucket_store::*;
-use ironbucket_types::{ChecksumSet, Hlc};
+use ironbucket_types::Hlc;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-/// Bodies up to this size are held in memory for a round; larger ones are spooled to disk.
-const HOLD_BYTES: usize = 16 << 20;
 /// Once a write is chosen, how long the other replicas' accepts are still waited for.
 const CHOSEN_GRACE: Duration = Duration::from_millis(50);
 
@@ -41,7 +38,7 @@ pub(crate) enum Body {
 }
 
 /// A spooled body, removed when dropped.
-pub(crate) struct Spool(PathBuf);
+pub(crate) struct Spool(pub(super) PathBuf);
 
 impl Drop for Spool {
     fn drop(&mut self) {
@@ -119,114 +116,6 @@ impl ClusterStore {
                 Consistency::Quorum
             }
             l => l,
-        }
-    }
-
-    /// Reads a conditional write's body whole (verifying a trailer's checksums): held in memory,
-    /// or spooled to this node's disk beyond [`HOLD_BYTES`].
-    pub(crate) async fn hold_body(&self, mut body: ByteStream, trailer: Option<crate::wire::Trailer>) -> Result<Body> {
-        let mut hasher = trailer.as_ref().map(|(algs, _)| ChecksumSet::new(algs.iter().copied()));
-        let mut chunks = Vec::new();
-        let mut held = 0usize;
-        let mut spool: Option<(tokio::fs::File, Spool)> = None;
-        let io = |e: std::io::Error| Error::Internal(format!("cannot spool a conditional write's body: {e}"));
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::from_body)?;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-            if let Some((f, _)) = spool.as_mut() {
-                f.write_all(&chunk).await.map_err(io)?;
-                continue;
-            }
-            held += chunk.len();
-            chunks.push(chunk);
-            if held > HOLD_BYTES {
-                let dir = self.local.config().data_dir.join("cas").join("spool");
-                tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-                let path = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                let mut f = tokio::fs::File::create(&path).await.map_err(io)?;
-                let s = Spool(path);
-                for c in chunks.drain(..) {
-                    f.write_all(&c).await.map_err(io)?;
-                }
-                spool = Some((f, s));
-            }
-        }
-        if let (Some((_, trailer)), Some(h)) = (trailer, hasher) {
-            verify_checksums(&h.finish(), &trailer())?;
-        }
-        Ok(match spool {
-            Some((mut f, s)) => {
-                f.flush().await.map_err(io)?;
-                Body::Spooled(s)
-            }
-            None => Body::Held(chunks),
-        })
-    }
-
-    /// PutObject (and CopyObject) with If-None-Match / If-Match: a round on the key.
-    pub(crate) async fn cas_put(&self, mut req: PutObject, body: ByteStream) -> Result<ObjectInfo> {
-        let (checks, trailer) = Checks::split(&mut req.checks);
-        let body = self.hold_body(body, trailer).await?;
-        let conditions = std::mem::take(&mut req.conditions);
-        let (bucket, key) = (req.bucket.clone(), req.key.clone());
-        let sse_c = req.sse_c.clone();
-        let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
-            conditions.check_write(cur.etag()?.as_deref())?;
-            Ok(Staged::Put(Box::new(PutHeader::new(&req, checks.clone(), hlc, origin))))
-        };
-        match self.cas_round(&bucket, &key, body, &mut decide).await? {
-            Committed::Object(info) => Ok(*info),
-            // Applied before (another round finished it): read it back.
-            _ => {
-                self.head(GetObject {
-                    sse_c,
-                    bucket,
-                    key,
-                    version_id: None,
-                    range: None,
-                    conditions: Conditions::default(),
-                })
-                .await
-            }
-        }
-    }
-
-    /// DeleteObject with If-Match: a round on the key (a delete marker, a tombstone, or the
-    /// version named, after object lock allows it).
-    pub(crate) async fn cas_delete(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-        bypass: bool,
-        if_match: &[String],
-    ) -> Result<DeleteResult> {
-        super::validate_key(key)?;
-        if let Some(v) = version_id {
-            self.check_unlocked(bucket, key, v, bypass).await?;
-        }
-        let if_match = if_match.to_vec();
-        let (b, k, v) = (bucket.to_string(), key.to_string(), version_id.map(str::to_string));
-        let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
-            check_delete_if_match(&if_match, cur.etag()?.as_deref())?;
-            Ok(Staged::Delete(crate::wire::DeleteAt {
-                bucket: b.clone(),
-                key: k.clone(),
-                version_id: v.clone(),
-                bypass,
-                hlc,
-                origin,
-            }))
-        };
-        match self.cas_round(bucket, key, Body::Empty, &mut decide).await? {
-            Committed::Deleted(r) => Ok(r),
-            _ => Ok(DeleteResult {
-                key: key.to_string(),
-                version_id: version_id.map(str::to_string),
-                delete_marker: false,
-            }),
         }
     }
 
@@ -783,71 +672,6 @@ impl ClusterStore {
                     )));
                 }
             }
-        }
-    }
-
-    /// Drops the records of values committed long ago (see `Acceptor::sweep`), once a minute.
-    pub(crate) async fn cas_sweep_loop(
-        me: std::sync::Weak<Self>,
-        ctx: ironbucket_runtime::WorkerCtx,
-    ) -> std::result::Result<(), String> {
-        loop {
-            let Some(s) = me.upgrade() else { return Ok(()) };
-            ctx.busy();
-            match s.cas.sweep().await {
-                Ok(n) => ctx.progress(format!("{n} committed conditional writes' records dropped")),
-                Err(e) => ctx.note_error(e.to_string()),
-            }
-            ctx.unit_done();
-            drop(s);
-            ctx.sleep(Duration::from_secs(60)).await;
-        }
-    }
-
-    /// A replica's side of a round's small requests.
-    pub(crate) async fn serve_cas(&self, op: CasOp) -> Result<CasReply> {
-        match op {
-            CasOp::Prepare {
-                bucket,
-                key,
-                ballot,
-                read,
-            } => self
-                .cas
-                .prepare(&self.local, &bucket, &key, ballot, read)
-                .await
-                .map(|p| CasReply::Promise(Box::new(p))),
-            CasOp::AcceptRef {
-                bucket,
-                key,
-                ballot,
-                value,
-            } => self
-                .cas
-                .accept_ref(&bucket, &key, ballot, value)
-                .await
-                .map(CasReply::Accept),
-            CasOp::Commit { bucket, key, value } => self
-                .cas
-                .commit(&self.local, &bucket, &key, value)
-                .await
-                .map(CasReply::Commit),
-            CasOp::Release { bucket, key, ballot } => {
-                self.cas.release(&bucket, &key, ballot);
-                Ok(CasReply::Released)
-            }
-        }
-    }
-
-    /// A replica's side of `cas.pull`: the answer, then the staged body.
-    pub(crate) async fn serve_cas_pull(&self, p: PullStaged) -> DataStream {
-        let encode = |r: Result<()>| Bytes::from(serde_json::to_vec(&r).unwrap_or_default());
-        match self.cas.pull(&p.bucket, &p.key, p.value).await {
-            Ok(body) => Box::pin(
-                futures::stream::once(async move { Ok(encode(Ok(()))) })
-                    .chain(body.map(|r| r.map_err(|e| e.to_string()))),
-            ),
-            Err(e) => Box::pin(futures::stream::once(async move { Ok(encode(Err(e))) })),
         }
     }
 }

@@ -19,6 +19,7 @@
 
 mod backlog;
 pub(crate) mod cas;
+mod conditional;
 mod copy;
 mod delete;
 mod handoff;
