@@ -519,7 +519,7 @@ impl ObjectStore for ClusterStore {
             retention,
             bypass: bypass_governance,
         };
-        self.meta_write(bucket, key, version_id, change).await
+        self.cas_lock_change(bucket, key, version_id, change).await
     }
 
     async fn get_object_retention(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Retention> {
@@ -528,7 +528,7 @@ impl ObjectStore for ClusterStore {
     }
 
     async fn put_object_legal_hold(&self, bucket: &str, key: &str, version_id: Option<&str>, on: bool) -> Result<()> {
-        self.meta_write(bucket, key, version_id, MetaChange::LegalHold(on))
+        self.cas_lock_change(bucket, key, version_id, MetaChange::LegalHold(on))
             .await
     }
 

@@ -622,3 +622,99 @@ async fn every_conditional_mutation_has_one_winner_across_nodes() {
         "an unconditional write at ONE stays at ONE"
     );
 }
+
+/// Object lock changes and deletes of the version they protect, racing through different nodes,
+/// are ordered by a round on the key: a legal hold that was acknowledged is never followed by a
+/// successful delete of its version (the hold came first and the delete is refused, or the
+/// delete came first and the hold finds no version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_legal_hold_and_a_delete_of_its_version_never_both_win() {
+    let (nodes, _seeds, _ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let clients: Vec<Client> = nodes.iter().map(|n| plain_client(&n.s3)).collect();
+    let c0 = &clients[0];
+    c0.create_bucket()
+        .bucket("locked")
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let mut versions = Vec::new();
+    for i in 0..40 {
+        let v = c0
+            .put_object()
+            .bucket("locked")
+            .key(format!("k{}", i % 4))
+            .body(format!("v{i}").into_bytes().into())
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string();
+        versions.push((format!("k{}", i % 4), v));
+    }
+    let mut tasks = Vec::new();
+    for (i, (key, v)) in versions.iter().cloned().enumerate() {
+        let holder = clients[i % 3].clone();
+        let deleter = clients[(i + 1) % 3].clone();
+        let (k2, v2) = (key.clone(), v.clone());
+        let hold = tokio::spawn(async move {
+            holder
+                .put_object_legal_hold()
+                .bucket("locked")
+                .key(key)
+                .version_id(v)
+                .legal_hold(
+                    aws_sdk_s3::types::ObjectLockLegalHold::builder()
+                        .status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On)
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| status_of(&e))
+        });
+        let delete = tokio::spawn(async move {
+            deleter
+                .delete_object()
+                .bucket("locked")
+                .key(k2)
+                .version_id(v2)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| status_of(&e))
+        });
+        tasks.push((i, hold, delete));
+    }
+    let (mut held, mut deleted) = (0, 0);
+    for (i, hold, delete) in tasks {
+        let (h, d) = (hold.await.unwrap(), delete.await.unwrap());
+        let (key, v) = &versions[i];
+        let exists = c0
+            .head_object()
+            .bucket("locked")
+            .key(key)
+            .version_id(v)
+            .customize()
+            .mutate_request(|r| {
+                r.headers_mut().insert("x-ironbucket-consistency", "ALL");
+            })
+            .send()
+            .await
+            .is_ok();
+        match (h, d) {
+            (Ok(()), Err(403)) => {
+                assert!(exists, "version {i}: held, delete refused, but the version is gone");
+                held += 1;
+            }
+            (Err(st), Ok(())) if st == 404 || st == 405 => {
+                assert!(!exists, "version {i}: deleted, yet it is still there");
+                deleted += 1;
+            }
+            other => panic!("version {i}: legal hold and delete ended {other:?}"),
+        }
+    }
+    eprintln!("legal hold vs delete on 40 versions: {held} held first, {deleted} deleted first");
+    assert_eq!(held + deleted, 40);
+}

@@ -294,6 +294,7 @@ impl Acceptor {
                 highest,
                 accepted: None,
                 head: None,
+                meta: None,
                 busy_ms: 0,
             });
         }
@@ -304,6 +305,7 @@ impl Acceptor {
                 highest,
                 accepted: None,
                 head: None,
+                meta: None,
                 busy_ms,
             });
         }
@@ -324,14 +326,19 @@ impl Acceptor {
             value: r.value,
             committed: r.committed,
         });
-        let head = match read {
-            CasRead::Head => Some(wire_head(local, wire_for(bucket, key, None)).await?),
+        let (head, meta) = match read {
+            CasRead::Head => (Some(wire_head(local, wire_for(bucket, key, None)).await?), None),
+            CasRead::Version(v) => (
+                Some(wire_head(local, wire_for(bucket, key, Some(&v))).await?),
+                local.version_meta(bucket, key, &v).ok(),
+            ),
         };
         Ok(Promise {
             promised: true,
             highest: ballot,
             accepted,
             head,
+            meta,
             busy_ms: 0,
         })
     }
@@ -553,6 +560,13 @@ impl Acceptor {
                 .complete_multipart_upload_at(c.req, c.hlc, c.origin)
                 .await
                 .map(|i| Committed::Object(Box::new(i))),
+            Staged::Meta(m) => match m.op {
+                crate::wire::MetaOp::Change { version_id, change, at } => local
+                    .change_meta_at(&m.bucket, &m.key, &version_id, change, at)
+                    .await
+                    .map(|()| Committed::Changed),
+                _ => Err(Error::Internal("only metadata changes are staged".into())),
+            },
         }
     }
 

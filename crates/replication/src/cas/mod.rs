@@ -11,7 +11,7 @@ pub(crate) mod acceptor;
 mod serve;
 
 use crate::quorum::Stamp;
-use crate::wire::{Complete, DeleteAt, HeadReply, PutHeader};
+use crate::wire::{Complete, DeleteAt, HeadReply, MetaAt, MetaOp, PutHeader};
 use ironbucket_rpc::{Kind, Message};
 use ironbucket_store::*;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,8 @@ pub(crate) enum Staged {
     Delete(DeleteAt),
     /// CompleteMultipartUpload.
     Complete(Complete),
+    /// A stamped change to one metadata field of a version (retention, legal hold).
+    Meta(MetaAt),
 }
 
 impl Staged {
@@ -37,6 +39,7 @@ impl Staged {
             Staged::Put(h) => &h.bucket,
             Staged::Delete(d) => &d.bucket,
             Staged::Complete(c) => &c.req.bucket,
+            Staged::Meta(m) => &m.bucket,
         }
     }
 
@@ -45,6 +48,7 @@ impl Staged {
             Staged::Put(h) => &h.key,
             Staged::Delete(d) => &d.key,
             Staged::Complete(c) => &c.req.key,
+            Staged::Meta(m) => &m.key,
         }
     }
 
@@ -54,6 +58,12 @@ impl Staged {
             Staged::Put(h) => (h.hlc, h.origin),
             Staged::Delete(d) => (d.hlc, d.origin),
             Staged::Complete(c) => (c.hlc, c.origin),
+            Staged::Meta(MetaAt {
+                op: MetaOp::Change { at, .. },
+                ..
+            }) => *at,
+            // Only changes are staged.
+            Staged::Meta(_) => (ironbucket_types::Hlc::default(), 0),
         };
         Stamp { hlc, node }
     }
@@ -64,10 +74,13 @@ impl Staged {
 }
 
 /// What a prepare reads under its promise.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum CasRead {
     /// The key's current version (its stamp, ETag, whether it is a delete marker).
     Head,
+    /// Version `0` (its stamp, whether it was deleted) and its metadata: object lock is decided
+    /// on it.
+    Version(String),
 }
 
 /// A replica's answer to a prepare.
@@ -81,6 +94,9 @@ pub(crate) struct Promise {
     pub accepted: Option<AcceptedValue>,
     /// What [`CasRead`] asked for, read under the promise.
     pub head: Option<HeadReply>,
+    /// [`CasRead::Version`]: the version's metadata, if this replica holds it.
+    #[serde(default)]
+    pub meta: Option<VersionMeta>,
     /// Refused because another round on the key is under way (it holds the key for at most
     /// this long): retry after a pause, without going above its ballot.
     #[serde(default)]
@@ -114,6 +130,8 @@ pub(crate) enum AcceptReply {
 pub(crate) enum Committed {
     Object(Box<ObjectInfo>),
     Deleted(DeleteResult),
+    /// A metadata change was applied.
+    Changed,
     /// It held no such value, but a version as new or newer (committed before).
     Already,
     /// It holds neither the value nor anything as new.

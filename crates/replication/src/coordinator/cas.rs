@@ -65,6 +65,9 @@ fn ended(data: DataStream) -> DataStream {
 /// The key's state as a round found it: the newest version among the promisers.
 pub(crate) struct Current {
     pub head: HeadReply,
+    /// [`CasRead::Version`]: the version's metadata as the promisers holding it agree on it
+    /// (merged, last writer per field).
+    pub meta: Option<VersionMeta>,
 }
 
 impl Current {
@@ -125,6 +128,7 @@ impl ClusterStore {
         &self,
         bucket: &str,
         key: &str,
+        read: CasRead,
         body: Body,
         decide: &mut (dyn FnMut(&Current, Hlc, u64) -> Result<Staged> + Send),
     ) -> Result<Committed> {
@@ -149,7 +153,10 @@ impl ClusterStore {
             // writes a newer version.
             let (hlc, node) = self.stamp().await?;
             let ballot = Stamp { hlc, node };
-            let prepared = match self.prepare(&targets, level, bucket, key, ballot, mine.is_some()).await {
+            let prepared = match self
+                .prepare(&targets, level, bucket, key, ballot, &read, mine.is_some())
+                .await
+            {
                 Ok(Ok(p)) => p,
                 Ok(Err(higher)) => {
                     self.release(&targets, bucket, key, ballot);
@@ -319,6 +326,7 @@ impl ClusterStore {
         bucket: &str,
         key: &str,
         ballot: Ballot,
+        read: &CasRead,
         everyone: bool,
     ) -> Result<std::result::Result<Prepared, Option<Ballot>>> {
         let mut q = WriteQuorum::sets(targets.sets(), level);
@@ -340,7 +348,7 @@ impl ClusterStore {
                     bucket: bucket.to_string(),
                     key: key.to_string(),
                     ballot,
-                    read: CasRead::Head,
+                    read: read.clone(),
                 };
                 (t.clone(), self.cas_ask(t, op).await.and_then(CasReply::promise))
             })
@@ -687,7 +695,20 @@ fn newest(promises: &[(Target, Promise)]) -> Current {
             version: None,
             result: Err(Error::NoSuchKey),
         });
-    Current { head }
+    let at = head.version.as_ref().map(stamp_of);
+    let mut meta: Option<VersionMeta> = None;
+    for (_, p) in promises {
+        let same = p.head.as_ref().and_then(|h| h.version.as_ref()).map(stamp_of) == at;
+        if let (true, Some(m)) = (same, &p.meta) {
+            match meta.as_mut() {
+                Some(merged) => {
+                    merged.merge(m);
+                }
+                None => meta = Some(m.clone()),
+            }
+        }
+    }
+    Current { head, meta }
 }
 
 fn unknown_outcome() -> Error {

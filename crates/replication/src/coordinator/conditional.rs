@@ -4,10 +4,12 @@
 
 use super::cas::{Body, Current, Spool};
 use crate::ClusterStore;
-use crate::cas::{Committed, Staged};
+use crate::cas::{CasRead, Committed, Staged};
 use crate::wire::{Checks, PutHeader};
+use crate::wire::{MetaAt, MetaOp};
 use futures::StreamExt;
 use ironbucket_store::*;
+use ironbucket_types::now_millis;
 use ironbucket_types::{ChecksumSet, Hlc};
 use tokio::io::AsyncWriteExt;
 
@@ -69,7 +71,7 @@ impl ClusterStore {
             conditions.check_write(cur.etag()?.as_deref())?;
             Ok(Staged::Put(Box::new(PutHeader::new(&req, checks.clone(), hlc, origin))))
         };
-        match self.cas_round(&bucket, &key, body, &mut decide).await? {
+        match self.cas_round(&bucket, &key, CasRead::Head, body, &mut decide).await? {
             Committed::Object(info) => Ok(*info),
             // Applied before (another round finished it): read it back.
             _ => {
@@ -113,11 +115,112 @@ impl ClusterStore {
                 origin,
             }))
         };
-        match self.cas_round(bucket, key, Body::Empty, &mut decide).await? {
+        match self
+            .cas_round(bucket, key, CasRead::Head, Body::Empty, &mut decide)
+            .await?
+        {
             Committed::Deleted(r) => Ok(r),
             _ => Ok(DeleteResult {
                 key: key.to_string(),
                 version_id: version_id.map(str::to_string),
+                delete_marker: false,
+            }),
+        }
+    }
+
+    /// A retention or legal-hold change: a round on the key decides it against the version's
+    /// metadata as the promisers hold it, so it is ordered with every delete of the version
+    /// (which takes a round too, [`ClusterStore::cas_delete_version`]).
+    pub(crate) async fn cas_lock_change(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        change: MetaChange,
+    ) -> Result<()> {
+        if let MetaChange::Retention { retention, bypass } = &change {
+            // An unknown mode is refused before anything is looked up.
+            check_retention_change(None, retention.as_ref(), *bypass, 0)?;
+        }
+        if let Err(Error::ObjectLockNotEnabled) = self.local.get_object_lock_configuration(bucket).await {
+            return Err(Error::InvalidRequest(
+                "Bucket is missing Object Lock Configuration".into(),
+            ));
+        }
+        // Finds the version (the current one without an id) and copies it to replicas lacking it.
+        let (vid, _) = self.meta_target(bucket, key, version_id, true).await?;
+        let (b, k, v) = (bucket.to_string(), key.to_string(), vid.clone());
+        let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
+            match &cur.head.version {
+                Some(found) if found.version_id == v && !found.purged && !found.delete_marker => {}
+                Some(found) if found.delete_marker => {
+                    return Err(Error::DeleteMarker {
+                        version_id: found.version_id.clone(),
+                    });
+                }
+                _ => return Err(Error::NoSuchVersion),
+            }
+            if let Some(m) = &cur.meta {
+                m.check(&change, now_millis())?;
+            }
+            Ok(Staged::Meta(MetaAt {
+                bucket: b.clone(),
+                key: k.clone(),
+                op: MetaOp::Change {
+                    version_id: v.clone(),
+                    change: change.clone(),
+                    at: (hlc, origin),
+                },
+            }))
+        };
+        self.cas_round(bucket, key, CasRead::Version(vid), Body::Empty, &mut decide)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deleting a version by id in a bucket with object lock: a round on the key decides it
+    /// against the version's metadata as the promisers hold it (a legal hold or retention set
+    /// by a concurrent round is seen, or comes after the delete and finds no version).
+    pub(crate) async fn cas_delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        bypass: bool,
+    ) -> Result<DeleteResult> {
+        super::validate_key(key)?;
+        let (b, k, v) = (bucket.to_string(), key.to_string(), version_id.to_string());
+        let mut decide = move |cur: &Current, hlc: Hlc, origin: u64| -> Result<Staged> {
+            if let Some(m) = &cur.meta
+                && m.locked(now_millis(), bypass)
+            {
+                return Err(Error::AccessDenied(
+                    "Access Denied because object protected by object lock.".into(),
+                ));
+            }
+            Ok(Staged::Delete(crate::wire::DeleteAt {
+                bucket: b.clone(),
+                key: k.clone(),
+                version_id: Some(v.clone()),
+                bypass,
+                hlc,
+                origin,
+            }))
+        };
+        match self
+            .cas_round(
+                bucket,
+                key,
+                CasRead::Version(version_id.to_string()),
+                Body::Empty,
+                &mut decide,
+            )
+            .await?
+        {
+            Committed::Deleted(r) => Ok(r),
+            _ => Ok(DeleteResult {
+                key: key.to_string(),
+                version_id: Some(version_id.to_string()),
                 delete_marker: false,
             }),
         }

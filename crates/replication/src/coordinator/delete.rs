@@ -17,10 +17,13 @@ impl ClusterStore {
         bypass: bool,
     ) -> Result<DeleteResult> {
         validate_key(key)?;
-        let targets = self.targets(bucket, key)?;
-        if let Some(v) = version_id {
-            self.check_unlocked(bucket, key, v, bypass).await?;
+        if let Some(v) = version_id
+            && self.local.get_object_lock_configuration(bucket).await.is_ok()
+        {
+            // Ordered with retention and legal-hold changes by a round on the key (ADR 0015).
+            return self.cas_delete_version(bucket, key, v, bypass).await;
         }
+        let targets = self.targets(bucket, key)?;
         let (hlc, origin) = self.stamp().await?;
         // A delete by id names its version; a new delete marker is a new version (named by its
         // stamp in a versioned bucket).

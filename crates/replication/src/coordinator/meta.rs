@@ -16,7 +16,7 @@ impl ClusterStore {
     /// The version a metadata request is about (`version_id`, or the newest), found by a read at
     /// the request's level, and the replicas holding it. For a change, replicas that lack the
     /// version get it first (so that the change reaches them too).
-    async fn meta_target(
+    pub(super) async fn meta_target(
         &self,
         bucket: &str,
         key: &str,

@@ -57,7 +57,13 @@ impl ClusterStore {
                 }))
             };
             return match self
-                .cas_round(&bucket, &key, super::cas::Body::Empty, &mut decide)
+                .cas_round(
+                    &bucket,
+                    &key,
+                    crate::cas::CasRead::Head,
+                    super::cas::Body::Empty,
+                    &mut decide,
+                )
                 .await?
             {
                 crate::cas::Committed::Object(info) => Ok(*info),
