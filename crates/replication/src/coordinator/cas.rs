@@ -154,7 +154,7 @@ impl ClusterStore {
             let (hlc, node) = self.stamp().await?;
             let ballot = Stamp { hlc, node };
             let prepared = match self
-                .prepare(&targets, level, bucket, key, ballot, &read, mine.is_some())
+                .prepare(&targets, level, (bucket, key, &read), ballot, mine.is_some())
                 .await
             {
                 Ok(Ok(p)) => p,
@@ -323,10 +323,8 @@ impl ClusterStore {
         &self,
         targets: &Replicas,
         level: Consistency,
-        bucket: &str,
-        key: &str,
+        (bucket, key, read): (&str, &str, &CasRead),
         ballot: Ballot,
-        read: &CasRead,
         everyone: bool,
     ) -> Result<std::result::Result<Prepared, Option<Ballot>>> {
         let mut q = WriteQuorum::sets(targets.sets(), level);
