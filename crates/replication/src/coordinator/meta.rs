@@ -10,7 +10,6 @@ use crate::ClusterStore;
 use crate::quorum::Consistency;
 use crate::wire::{MetaAt, MetaOp, MetaState, MetaWrite};
 use ironbucket_store::*;
-use ironbucket_types::now_millis;
 
 impl ClusterStore {
     /// The version a metadata request is about (`version_id`, or the newest), found by a read at
@@ -74,10 +73,10 @@ impl ClusterStore {
         Ok((v.version_id, holders))
     }
 
-    /// A stamped change to one field of a version's metadata on every replica (at the write
-    /// level). The version is named here, so replicas that disagree on the current version
-    /// still change the same one; object lock rules are checked against the merged metadata
-    /// first.
+    /// A stamped change to a version's tags or ACL on every replica (at the write level). The
+    /// version is named here, so replicas that disagree on the current version still change the
+    /// same one. Retention and legal hold are changed by a round on the key instead
+    /// (`cas_lock_change`, ordered with deletes of the version).
     pub(crate) async fn meta_write(
         &self,
         bucket: &str,
@@ -85,23 +84,12 @@ impl ClusterStore {
         version_id: Option<&str>,
         change: MetaChange,
     ) -> Result<()> {
-        if let MetaChange::Retention { retention, bypass } = &change {
-            // An unknown mode is refused before anything is looked up.
-            check_retention_change(None, retention.as_ref(), *bypass, 0)?;
-        }
-        if matches!(change, MetaChange::Retention { .. } | MetaChange::LegalHold(_))
-            && let Err(Error::ObjectLockNotEnabled) = self.local.get_object_lock_configuration(bucket).await
-        {
-            return Err(Error::InvalidRequest(
-                "Bucket is missing Object Lock Configuration".into(),
+        if matches!(change, MetaChange::Retention { .. } | MetaChange::LegalHold(_)) {
+            return Err(Error::Internal(
+                "object lock changes are decided by a conditional-write round".into(),
             ));
         }
         let (version_id, targets) = self.meta_target(bucket, key, version_id, true).await?;
-        if matches!(change, MetaChange::Retention { .. })
-            && let Some(current) = self.lock_meta(bucket, key, &version_id).await?
-        {
-            current.check(&change, now_millis())?;
-        }
         let at = self.stamp().await?;
         let hint = HintOf {
             bucket: bucket.to_string(),
