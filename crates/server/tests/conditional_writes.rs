@@ -10,7 +10,6 @@ mod common;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use common::cluster::*;
 use common::*;
 use ironbucket_testkit::linearizable::{self, Event, Op, Outcome};
@@ -32,19 +31,13 @@ const BUCKET: &str = "cas";
 
 /// A client that never retries (a retried conditional write would hide which attempt won).
 fn plain_client(endpoint: &str) -> Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(AK, SK, None, None, "test"))
-        .force_path_style(true)
+    let conf = config_for(endpoint, AK, SK)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .operation_timeout(Duration::from_secs(15))
                 .build(),
         )
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     Client::from_conf(conf)
 }

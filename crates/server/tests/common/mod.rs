@@ -174,16 +174,19 @@ impl Drop for Server {
 }
 
 pub fn client_for(endpoint: &str, ak: &str, sk: &str) -> Client {
+    Client::from_conf(config_for(endpoint, ak, sk).build())
+}
+
+/// The S3 client configuration the tests use (path style, plain HTTP, the given key).
+pub fn config_for(endpoint: &str, ak: &str, sk: &str) -> aws_sdk_s3::config::Builder {
     let creds = Credentials::new(ak, sk, None, None, "test");
-    let conf = aws_sdk_s3::Config::builder()
+    aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(creds)
         .force_path_style(true)
         .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    Client::from_conf(conf)
 }
 
 /// The names ListBuckets returns, in order.
