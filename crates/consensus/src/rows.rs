@@ -55,9 +55,20 @@ pub fn touched(state: &ControlState, cmd: &Command) -> Vec<String> {
         Command::CreateBucket { record, owner } => {
             let mut v = vec![format!("b/{}", record.name)];
             v.extend(owner.iter().map(|ak| format!("k/{ak}")));
+            v.extend(
+                state
+                    .grantees(&record.name, owner.as_deref())
+                    .iter()
+                    .map(|ak| format!("k/{ak}")),
+            );
             v
         }
-        Command::ChangeBucket { name, .. } | Command::DeleteBucket { name } => vec![format!("b/{name}")],
+        Command::ChangeBucket { name, .. } => vec![format!("b/{name}")],
+        Command::DeleteBucket { name } => {
+            let mut v = vec![format!("b/{name}")];
+            v.extend(state.grantees(name, None).iter().map(|ak| format!("k/{ak}")));
+            v
+        }
         Command::PutKey { record } => vec![format!("k/{}", record.access_key)],
         Command::SetKeyEnabled { access_key, .. }
         | Command::SetKeyPermission { access_key, .. }

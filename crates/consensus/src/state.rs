@@ -333,12 +333,14 @@ impl ControlState {
                 if self.buckets.contains_key(&record.name) {
                     return Outcome::BucketExists { name: record.name };
                 }
-                if let Some(ak) = owner {
-                    let Some(k) = self.keys.get_mut(&ak) else {
-                        return Outcome::NoSuchAccessKey { access_key: ak };
+                if let Some(ak) = &owner {
+                    let Some(k) = self.keys.get_mut(ak) else {
+                        return Outcome::NoSuchAccessKey { access_key: ak.clone() };
                     };
                     k.buckets.insert(record.name.clone(), "owner".into());
                 }
+                // Grants left by an earlier bucket of this name (deleted before deletes revoked).
+                self.revoke_grants(&record.name, owner.as_deref());
                 self.buckets.insert(record.name.clone(), record);
                 Outcome::Done
             }
@@ -357,7 +359,12 @@ impl ControlState {
                 None => Outcome::NoSuchBucket { name },
             },
             Command::DeleteBucket { name } => match self.buckets.remove(&name) {
-                Some(_) => Outcome::Done,
+                Some(_) => {
+                    // A new bucket of this name, perhaps someone else's, must not be open to
+                    // the keys that had a permission on this one.
+                    self.revoke_grants(&name, None);
+                    Outcome::Done
+                }
                 None => Outcome::NoSuchBucket { name },
             },
             Command::EnableLayoutMoves => {
@@ -367,6 +374,23 @@ impl ControlState {
             Command::LayoutTrack { node, progress } => self.track(node, progress),
             Command::Leave { name, why } => self.leave(name, why),
             Command::CancelMove => self.cancel_move(),
+        }
+    }
+
+    /// Keys (all but `keep`) holding a permission on bucket `name`.
+    pub fn grantees(&self, name: &str, keep: Option<&str>) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter(|(ak, k)| Some(ak.as_str()) != keep && k.buckets.contains_key(name))
+            .map(|(ak, _)| ak.clone())
+            .collect()
+    }
+
+    fn revoke_grants(&mut self, name: &str, keep: Option<&str>) {
+        for ak in self.grantees(name, keep) {
+            if let Some(k) = self.keys.get_mut(&ak) {
+                k.buckets.remove(name);
+            }
         }
     }
 
@@ -436,6 +460,62 @@ mod tests {
         );
         assert!(s.buckets.contains_key("b"));
         assert_eq!(s.keys["AK1"].buckets.get("b").map(String::as_str), Some("owner"));
+    }
+
+    /// Security review finding: a key's permission outlived its bucket, so a new bucket of the
+    /// same name, created by someone else, was open to the old key.
+    #[test]
+    fn deleting_a_bucket_revokes_every_grant_on_it() {
+        let mut s = ControlState::default();
+        for ak in ["AK1", "AK2"] {
+            s.keys.insert(
+                ak.into(),
+                AccessKey {
+                    access_key: ak.into(),
+                    name: ak.into(),
+                    secret_sealed: String::new(),
+                    created: 0,
+                    enabled: true,
+                    buckets: Default::default(),
+                },
+            );
+        }
+        let create = |owner: &str| Command::CreateBucket {
+            record: bucket("b"),
+            owner: Some(owner.into()),
+        };
+        assert_eq!(s.apply(create("AK1")), Outcome::Done);
+        s.keys
+            .get_mut("AK2")
+            .unwrap()
+            .buckets
+            .insert("b".into(), "write".into());
+        s.keys
+            .get_mut("AK2")
+            .unwrap()
+            .buckets
+            .insert("other".into(), "read".into());
+        let del = Command::DeleteBucket { name: "b".into() };
+        let rows = crate::rows::touched(&s, &del);
+        assert!(
+            rows.contains(&"k/AK1".to_string()) && rows.contains(&"k/AK2".to_string()),
+            "{rows:?}"
+        );
+        assert_eq!(s.apply(del), Outcome::Done);
+        assert!(!s.keys["AK1"].buckets.contains_key("b"));
+        assert!(!s.keys["AK2"].buckets.contains_key("b"));
+        assert!(s.keys["AK2"].buckets.contains_key("other"));
+        // A stale grant (left by an older version) does not survive a new bucket of the name.
+        s.keys
+            .get_mut("AK1")
+            .unwrap()
+            .buckets
+            .insert("b".into(), "owner".into());
+        let create2 = create("AK2");
+        assert!(crate::rows::touched(&s, &create2).contains(&"k/AK1".to_string()));
+        assert_eq!(s.apply(create2), Outcome::Done);
+        assert!(!s.keys["AK1"].buckets.contains_key("b"));
+        assert_eq!(s.keys["AK2"].buckets.get("b").map(String::as_str), Some("owner"));
     }
 
     #[test]

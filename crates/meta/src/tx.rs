@@ -81,6 +81,26 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Takes every key's permission on bucket `name` away, except `keep`'s: a bucket that is
+    /// deleted leaves no grant behind for a new bucket of the same name to inherit.
+    pub fn revoke_bucket_grants(&mut self, name: &str, keep: Option<&str>) -> Result<()> {
+        let mut changed = Vec::new();
+        for item in self.txn.open_table(KEYS)?.iter()? {
+            let (k, v) = item?;
+            if keep == Some(k.value()) {
+                continue;
+            }
+            let mut rec: KeyRecord = records::decode(v.value())?;
+            if rec.buckets.remove(name).is_some() {
+                changed.push(rec);
+            }
+        }
+        for rec in changed {
+            self.put_key(&rec)?;
+        }
+        Ok(())
+    }
+
     pub fn delete_key(&mut self, access_key: &str) -> Result<()> {
         self.txn.open_table(KEYS)?.remove(access_key)?;
         Ok(())

@@ -5,6 +5,7 @@
 //! gives to everyone, minus what the bucket's public access block takes away.
 
 use crate::convert::s3_err;
+use crate::post_gate::PostKey;
 use crate::request::{ClientInfo, OpSlot, static_op_name};
 use ironbucket_store::{Acl, AclPermission, BucketAccess, Error as StoreError, KeyInfo, ObjectStore, Permission};
 use ironbucket_types::policy::{self, Decision, Identity, Policy};
@@ -56,8 +57,9 @@ fn required(op: &str) -> Permission {
         "CompleteMultipartUpload",
         "AbortMultipartUpload",
         "PutObjectRetention",
-        "PutObjectLegalHold",
     ];
+    // Everything else, lifting legal holds (`PutObjectLegalHold`) and
+    // `BypassGovernanceRetention` included, needs the owner permission.
     if READ.contains(&op) {
         Permission::Read
     } else if WRITE.contains(&op) {
@@ -98,6 +100,7 @@ pub(crate) fn iam_action(op: &str, versioned: bool) -> &'static str {
         ("PutObjectRetention", _) => "s3:PutObjectRetention",
         ("GetObjectLegalHold", _) => "s3:GetObjectLegalHold",
         ("PutObjectLegalHold", _) => "s3:PutObjectLegalHold",
+        ("BypassGovernanceRetention", _) => "s3:BypassGovernanceRetention",
         ("GetBucketLocation", _) => "s3:GetBucketLocation",
         ("CreateBucket", _) => "s3:CreateBucket",
         ("DeleteBucket", _) => "s3:DeleteBucket",
@@ -226,6 +229,23 @@ impl Access {
         Some(p)
     }
 
+    /// Whether an anonymous browser upload (an unsigned POST Object form) may write `key`,
+    /// decided before its file is read.
+    pub(crate) async fn check_anonymous_post(
+        &self,
+        bucket: &str,
+        key: Option<&str>,
+        client: Option<ClientInfo>,
+        headers: &http::HeaderMap,
+    ) -> S3Result<()> {
+        let caller = Caller {
+            identity: None,
+            key: None,
+            context: context(headers, &[], client, None),
+        };
+        self.decide(&caller, "PostObject", false, bucket, key, None).await
+    }
+
     /// Decides one (operation, bucket, object) for a caller that is not a root key.
     async fn decide(
         &self,
@@ -304,7 +324,7 @@ fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
 
 /// The condition keys a policy can test, from the request.
 fn context(
-    cx: &S3AccessContext<'_>,
+    h: &http::HeaderMap,
     query: &[(String, String)],
     client: Option<ClientInfo>,
     identity: Option<&Identity>,
@@ -314,7 +334,6 @@ fn context(
         c.push(("aws:sourceip", cl.ip.to_string()));
         c.push(("aws:securetransport", cl.secure.to_string()));
     }
-    let h = cx.headers();
     let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     for (key, name) in [
         ("aws:referer", "referer"),
@@ -405,6 +424,11 @@ impl S3Access for Access {
             S3Path::Root => {
                 return Err(s3_error!(AccessDenied, "Anonymous users cannot list buckets"));
             }
+            // POST Object names its key in the form (read before the file by the hyper service).
+            S3Path::Bucket { bucket } if op == "PostObject" => (
+                bucket.to_string(),
+                cx.extensions_mut().get::<PostKey>().map(|k| k.0.clone()),
+            ),
             S3Path::Bucket { bucket } => (bucket.to_string(), None),
             S3Path::Object { bucket, key } => (bucket.to_string(), Some(key.to_string())),
         };
@@ -422,7 +446,7 @@ impl S3Access for Access {
         let version_id = query.iter().find(|(k, _)| k == "versionId").map(|(_, v)| v.clone());
         let client = cx.extensions_mut().get::<ClientInfo>().copied();
         let caller = Caller {
-            context: context(cx, &query, client, identity.as_ref()),
+            context: context(cx.headers(), &query, client, identity.as_ref()),
             identity,
             key,
         };
@@ -447,6 +471,24 @@ impl S3Access for Access {
                         denied()
                     }
                 })?;
+        }
+        // `x-amz-bypass-governance-retention: true` needs its own permission on top of the
+        // operation's (AWS: s3:BypassGovernanceRetention).
+        let bypass = cx
+            .headers()
+            .get("x-amz-bypass-governance-retention")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if bypass && matches!(op, "DeleteObject" | "DeleteObjects" | "PutObjectRetention") {
+            self.decide(
+                &caller,
+                "BypassGovernanceRetention",
+                false,
+                &bucket,
+                object.as_deref(),
+                None,
+            )
+            .await?;
         }
         if op == "DeleteObjects" {
             cx.extensions_mut().insert(DeleteGate {
@@ -508,6 +550,7 @@ mod tests {
             "PutPublicAccessBlock",
             "GetObjectAcl",
             "CompleteMultipartUpload",
+            "BypassGovernanceRetention",
         ] {
             for v in [false, true] {
                 let a = iam_action(op, v);
@@ -516,6 +559,15 @@ mod tests {
         }
         assert_eq!(iam_action("GetObject", true), "s3:GetObjectVersion");
         assert_eq!(iam_action("HeadBucket", false), "s3:ListBucket");
+    }
+
+    /// Security review finding: writers bypassed governance retention and lifted legal holds.
+    #[test]
+    fn legal_holds_and_governance_bypass_need_the_owner_permission() {
+        assert_eq!(required("PutObjectRetention"), Permission::Write);
+        assert_eq!(required("PutObjectLegalHold"), Permission::Owner);
+        assert_eq!(required("BypassGovernanceRetention"), Permission::Owner);
+        assert_eq!(bucket_acl_permission("BypassGovernanceRetention"), None);
     }
 
     #[test]

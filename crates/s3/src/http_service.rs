@@ -17,12 +17,14 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct S3HttpService {
     inner: S3Service,
+    access: crate::authz::Access,
     metrics: Arc<S3Metrics>,
     max_header_bytes: usize,
     node: Arc<str>,
     store: Arc<dyn ObjectStore>,
     hosts: Option<Arc<VirtualHosts>>,
     trusted_proxies: Arc<[ipnet::IpNet]>,
+    allow_sigv2: bool,
     /// The connection's peer, when the service was made for one connection.
     peer: Option<SocketAddr>,
 }
@@ -35,8 +37,23 @@ fn request_id(node: &str) -> String {
 }
 
 fn error_response(status: u16, code: &str, message: &str, rid: &str) -> Response<Body> {
+    error_response_with(status, code, message, None, rid)
+}
+
+/// An S3 error document; `extra` adds one element (name, text) as AWS does for some codes.
+fn error_response_with(
+    status: u16,
+    code: &str,
+    message: &str,
+    extra: Option<(&str, &str)>,
+    rid: &str,
+) -> Response<Body> {
+    let extra = extra
+        .map(|(n, t)| format!("<{n}>{}</{n}>", xml_escape(t)))
+        .unwrap_or_default();
+    let message = xml_escape(message);
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{rid}</RequestId></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra}<RequestId>{rid}</RequestId></Error>"
     );
     let mut r = Response::new(Body::from(xml));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
@@ -50,22 +67,24 @@ fn error_response(status: u16, code: &str, message: &str, rid: &str) -> Response
 impl S3HttpService {
     pub(crate) fn new(
         inner: S3Service,
+        access: crate::authz::Access,
         metrics: Arc<S3Metrics>,
-        max_header_bytes: usize,
         store: Arc<dyn ObjectStore>,
         hosts: Option<VirtualHosts>,
-        trusted_proxies: Vec<ipnet::IpNet>,
+        cfg: &crate::S3Config,
     ) -> Self {
         // A per-process prefix keeps request ids unique across restarts.
         let node: String = format!("{:08X}", rand::random::<u32>());
         Self {
             inner,
+            access,
             metrics,
-            max_header_bytes,
+            max_header_bytes: cfg.max_header_bytes,
             node: node.into(),
             store,
             hosts: hosts.map(Arc::new),
-            trusted_proxies: trusted_proxies.into(),
+            trusted_proxies: cfg.trusted_proxies.clone().into(),
+            allow_sigv2: cfg.allow_sigv2,
             peer: None,
         }
     }
@@ -140,6 +159,16 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             metrics.requests.with_label_values(&["Unknown", "400"]).inc();
             return Box::pin(async move { Ok(resp) });
         }
+        if let Err(r) = crate::guard::check(req.headers(), req.uri().query(), self.allow_sigv2) {
+            let extra = r.extra.as_ref().map(|(n, t)| (*n, t.as_str()));
+            let mut resp = error_response_with(r.status, r.code, &r.message, extra, &rid);
+            add_ids(&mut resp, &rid);
+            metrics
+                .requests
+                .with_label_values(&["Unknown", resp.status().as_str()])
+                .inc();
+            return Box::pin(async move { Ok(resp) });
+        }
         if let Some(n) = content_length(req.headers()) {
             metrics.bytes_in.inc_by(n);
         }
@@ -190,7 +219,14 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         if let Some(c) = self.client(req.headers()) {
             req.extensions_mut().insert(c);
         }
-        let fut = hyper::service::Service::call(&self.inner, req);
+        let post_form = (req.method() == hyper::Method::POST)
+            .then(|| req.headers().get(hyper::header::CONTENT_TYPE)?.to_str().ok())
+            .flatten()
+            .and_then(crate::post_gate::boundary);
+        let fut = match (post_form, &target) {
+            (Some(boundary), Some(bucket)) => self.post_object(req, boundary, bucket.clone(), rid.clone()),
+            _ => hyper::service::Service::call(&self.inner, req),
+        };
         let in_flight = crate::metrics::InFlight::start(&metrics.in_flight);
         Box::pin(async move {
             let _in_flight = in_flight;
@@ -227,6 +263,68 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             Ok(resp)
         })
     }
+}
+
+impl S3HttpService {
+    /// A browser upload: reads the form fields before the file, refuses a Signature Version 2
+    /// form unless enabled and an anonymous form the bucket does not admit for its key, then
+    /// hands the whole body to `s3s` with the key for the access hook.
+    fn post_object(
+        &self,
+        req: Request<Incoming>,
+        boundary: String,
+        bucket: String,
+        rid: String,
+    ) -> BoxFuture<'static, Result<Response<Body>, HttpError>> {
+        let inner = self.inner.clone();
+        let access = self.access.clone();
+        let allow_v2 = self.allow_sigv2;
+        let client = req.extensions().get::<ClientInfo>().copied();
+        Box::pin(async move {
+            use crate::post_gate::{PostKey, ReadError, read_head, rejoin};
+            let (parts, body) = req.into_parts();
+            let refuse = |status: u16, code: &str, msg: &str| Ok(error_response(status, code, msg, &rid));
+            let (first, rest, head) = match read_head(body, &boundary).await {
+                Ok(r) => r,
+                Err(ReadError::TooLarge) => {
+                    return refuse(
+                        400,
+                        "MaxPostPreDataLengthExceeded",
+                        "Your POST request fields preceding the upload file were too large.",
+                    );
+                }
+                Err(ReadError::Malformed(why)) => {
+                    let msg = format!("The body of your POST request is not well-formed multipart/form-data: {why}");
+                    return refuse(400, "MalformedPOSTRequest", &msg);
+                }
+            };
+            if head.v2 && !allow_v2 {
+                return refuse(
+                    400,
+                    "InvalidRequest",
+                    "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+                );
+            }
+            if !head.signed
+                && let Err(e) = access
+                    .check_anonymous_post(&bucket, head.key.as_deref(), client, &parts.headers)
+                    .await
+            {
+                let status = e.status_code().map_or(403, |s| s.as_u16());
+                let msg = e.message().unwrap_or("Access Denied").to_string();
+                return refuse(status, e.code().as_str(), &msg);
+            }
+            let mut req = Request::from_parts(parts, rejoin(first, rest));
+            if let Some(k) = head.key {
+                req.extensions_mut().insert(PostKey(k));
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn content_length(h: &hyper::HeaderMap) -> Option<u64> {

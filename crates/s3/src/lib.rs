@@ -9,8 +9,10 @@ mod authz;
 mod convert;
 mod cors;
 mod front;
+mod guard;
 mod http_service;
 mod metrics;
+mod post_gate;
 mod request;
 
 pub use http_service::S3HttpService;
@@ -38,6 +40,8 @@ pub struct S3Config {
     pub max_user_metadata_bytes: usize,
     /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (the load balancer).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Accept Signature Version 2 (deprecated by AWS; refused unless set).
+    pub allow_sigv2: bool,
 }
 
 impl Default for S3Config {
@@ -49,6 +53,7 @@ impl Default for S3Config {
             max_header_bytes: 16 * 1024,
             max_user_metadata_bytes: 2048,
             trusted_proxies: vec![],
+            allow_sigv2: false,
         }
     }
 }
@@ -155,19 +160,23 @@ pub fn build(store: Arc<dyn ObjectStore>, cfg: &S3Config, metrics: Arc<S3Metrics
     let hosts = (!cfg.domains.is_empty()).then(|| VirtualHosts {
         domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
     });
-    Ok(S3HttpService::new(
-        s3s_service(store.clone(), cfg)?,
-        metrics,
-        cfg.max_header_bytes,
-        store,
-        hosts,
-        cfg.trusted_proxies.clone(),
-    ))
+    let (inner, access) = service_and_access(store.clone(), cfg)?;
+    Ok(S3HttpService::new(inner, access, metrics, store, hosts, cfg))
 }
 
 /// The bare `s3s` service (auth, routing, the S3 operations) without the request-id, header
 /// limit and metrics wrapper; used by benchmarks that call it in-process.
 pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::service::S3Service, Error> {
+    Ok(service_and_access(store, cfg)?.0)
+}
+
+/// Largest file a browser upload (POST Object) may carry: `s3s` holds it in memory.
+pub const MAX_POST_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
+
+fn service_and_access(
+    store: Arc<dyn ObjectStore>,
+    cfg: &S3Config,
+) -> Result<(s3s::service::S3Service, authz::Access), Error> {
     if cfg.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }
@@ -181,10 +190,11 @@ pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::s
             .collect(),
         store: store.clone(),
     });
-    b.set_access(authz::Access::new(
-        store.clone(),
-        cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
-    ));
+    let access = authz::Access::new(store.clone(), cfg.credentials.iter().map(|(a, _)| a.clone()).collect());
+    b.set_access(access.clone());
+    let mut s3s_cfg = s3s::config::S3Config::default();
+    s3s_cfg.post_object_max_file_size = MAX_POST_OBJECT_BYTES;
+    b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3s_cfg))));
     if !cfg.domains.is_empty() {
         for d in &cfg.domains {
             if d.contains('/') || d.contains(':') || d.is_empty() {
@@ -195,5 +205,5 @@ pub fn s3s_service(store: Arc<dyn ObjectStore>, cfg: &S3Config) -> Result<s3s::s
             domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
         });
     }
-    Ok(b.build())
+    Ok((b.build(), access))
 }

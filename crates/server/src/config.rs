@@ -79,6 +79,11 @@ pub struct ServerArgs {
     )]
     pub trusted_proxies: Vec<String>,
 
+    /// Accept requests signed with Signature Version 2, which AWS has deprecated (true|false)
+    /// [default: false: such requests get 400 InvalidRequest].
+    #[arg(long = "allow-sigv2", env = "ALLOW_SIGV2", value_name = "BOOL")]
+    pub allow_sigv2: Option<bool>,
+
     /// Root access key id. Without it (and the secret) random credentials are generated on the
     /// first start, stored in the data directory and printed once.
     #[arg(long = "access-key", env = "IRONBUCKET_ACCESS_KEY", value_name = "KEY")]
@@ -227,6 +232,7 @@ pub struct ApiSection {
     pub region: Option<String>,
     pub domains: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub allow_sigv2: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -462,6 +468,7 @@ impl Settings {
                 domains,
                 credentials: vec![(ak, sk.clone())],
                 trusted_proxies,
+                allow_sigv2: a.allow_sigv2.or(f.api.allow_sigv2).unwrap_or(false),
                 ..Default::default()
             },
             admin: ironbucket_admin::AdminConfig {

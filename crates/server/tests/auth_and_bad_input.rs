@@ -90,6 +90,97 @@ async fn presigned_urls() {
     assert!(body.contains("AccessDenied") && body.contains("expired"), "{body}");
 }
 
+/// Security review finding (high): `x-amz-*` headers outside SignedHeaders were honoured, so a
+/// presigned PUT could be replayed with an added `x-amz-acl: public-read` or
+/// `x-amz-copy-source`. They are refused as AWS refuses them (403 AccessDenied naming them).
+#[tokio::test]
+async fn unsigned_amz_headers_are_refused() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("replay").send().await.unwrap();
+    c.put_object()
+        .bucket("replay")
+        .key("secret.txt")
+        .body(ByteStream::from_static(b"private data"))
+        .send()
+        .await
+        .unwrap();
+    let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let put = c
+        .put_object()
+        .bucket("replay")
+        .key("up.txt")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    for extra in [
+        ("x-amz-acl", "public-read"),
+        ("x-amz-copy-source", "/replay/secret.txt"),
+    ] {
+        let (st, _, body) = raw("PUT", put.uri(), &[extra], b"replayed".to_vec()).await;
+        assert_eq!(st, 403, "{extra:?}: {body}");
+        assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+        assert!(
+            body.contains(&format!("<HeadersNotSigned>{}</HeadersNotSigned>", extra.0)),
+            "{body}"
+        );
+    }
+    let e = c.head_object().bucket("replay").key("up.txt").send().await.unwrap_err();
+    assert_eq!(status(&e), 404, "a refused replay stored the object");
+    // An anonymous read of what a replay would have made public is still refused.
+    let (st, _, _) = raw("GET", &format!("{}/replay/up.txt", srv.s3), &[], vec![]).await;
+    assert_eq!(st, 403);
+    // The presigned request itself, as signed, still works.
+    let (st, _, body) = raw("PUT", put.uri(), &[], b"as signed".to_vec()).await;
+    assert_eq!(st, 200, "{body}");
+}
+
+/// Security review finding (medium): Signature Version 2 was accepted by default and presigned
+/// URLs had no maximum lifetime. V2 is refused unless enabled; AWS's 7-day limit applies.
+#[tokio::test]
+async fn signature_v2_and_week_long_presigned_urls_are_refused() {
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("legacy").send().await.unwrap();
+    let (st, _, body) = raw(
+        "GET",
+        &format!("{}/legacy", srv.s3),
+        &[("authorization", &format!("AWS {AK}:bm90LWNoZWNrZWQ="))],
+        vec![],
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body.contains("<Code>InvalidRequest</Code>") && body.contains("AWS4-HMAC-SHA256"),
+        "{body}"
+    );
+    let (st, _, body) = raw(
+        "GET",
+        &format!("{}/legacy?AWSAccessKeyId={AK}&Expires=9999999999&Signature=x", srv.s3),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+
+    let cfg = PresigningConfig::expires_in(Duration::from_secs(600)).unwrap();
+    c.put_object()
+        .bucket("legacy")
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+    let get = c.get_object().bucket("legacy").key("k").presigned(cfg).await.unwrap();
+    let (st, _, body) = raw("GET", get.uri(), &[], vec![]).await;
+    assert_eq!(st, 200, "{body}");
+    let long = get.uri().replace("X-Amz-Expires=600", "X-Amz-Expires=604801");
+    assert_ne!(long, get.uri());
+    let (st, _, body) = raw("GET", &long, &[], vec![]).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("AuthorizationQueryParametersError"), "{body}");
+}
+
 #[tokio::test]
 async fn virtual_hosted_style() {
     let srv = Server::start_with(&["--domain", "s3.test"], &[]);

@@ -166,3 +166,70 @@ async fn keys_and_bucket_permissions() {
     assert_eq!(c, 1);
     assert!(err.contains("404"), "{err}");
 }
+
+/// Security review finding (high): a key's bucket permission survived DeleteBucket, so a new
+/// bucket of the same name, created by someone else, was open to the old key.
+#[tokio::test]
+async fn a_deleted_bucket_takes_its_grants_with_it() {
+    let srv = Server::start();
+    let root = srv.client();
+    let new_key = |name: &str| {
+        let (rc, key, err) = cli(&srv, &["key", "create", "--name", name]);
+        assert_eq!(rc, 0, "{err}");
+        (
+            key["access_key"].as_str().unwrap().to_string(),
+            key["secret_key"].as_str().unwrap().to_string(),
+        )
+    };
+    let (old_ak, old_sk) = new_key("old-tenant");
+    let (new_ak, new_sk) = new_key("new-tenant");
+    root.create_bucket().bucket("reused").send().await.unwrap();
+    let rc = cli(
+        &srv,
+        &["key", "allow", &old_ak, "--bucket", "reused", "--permission", "write"],
+    )
+    .0;
+    assert_eq!(rc, 0);
+    root.delete_bucket().bucket("reused").send().await.unwrap();
+
+    // Someone else creates a bucket of the same name and stores a secret in it.
+    let tenant = client_for(&srv.s3, &new_ak, &new_sk);
+    tenant.create_bucket().bucket("reused").send().await.unwrap();
+    tenant
+        .put_object()
+        .bucket("reused")
+        .key("payroll")
+        .body(ByteStream::from_static(b"confidential"))
+        .send()
+        .await
+        .unwrap();
+
+    let old = client_for(&srv.s3, &old_ak, &old_sk);
+    let e = old
+        .get_object()
+        .bucket("reused")
+        .key("payroll")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = old
+        .put_object()
+        .bucket("reused")
+        .key("planted")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    assert!(bucket_names(&old).await.is_empty());
+    let (_, list, _) = cli(&srv, &["key", "list"]);
+    let text = list.to_string();
+    assert!(text.contains(&old_ak), "{text}");
+    let old_entry = list
+        .as_array()
+        .or_else(|| list["keys"].as_array())
+        .and_then(|a| a.iter().find(|k| k["access_key"] == old_ak.as_str()).cloned())
+        .unwrap_or_default();
+    assert!(old_entry["buckets"].get("reused").is_none(), "{old_entry}");
+}

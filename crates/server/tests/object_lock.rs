@@ -314,3 +314,119 @@ async fn locked_versions_cannot_be_deleted() {
         .unwrap_err();
     assert_eq!(code(&e), "AccessDenied");
 }
+
+/// Security review finding (medium): any key with write access bypassed governance retention
+/// (`s3:BypassGovernanceRetention` was not checked) and lifted legal holds. Both need the
+/// bucket's owner permission (or a policy granting the action); a writer gets AccessDenied.
+#[tokio::test]
+async fn writers_cannot_bypass_governance_or_lift_legal_holds() {
+    let srv = Server::start();
+    let root = srv.client();
+    root.create_bucket()
+        .bucket("guarded")
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let (rc, key, err) = cli(&srv, &["key", "create", "--name", "writer"]);
+    assert_eq!(rc, 0, "{err}");
+    let (ak, sk) = (key["access_key"].as_str().unwrap(), key["secret_key"].as_str().unwrap());
+    assert_eq!(
+        cli(
+            &srv,
+            &["key", "allow", ak, "--bucket", "guarded", "--permission", "write"]
+        )
+        .0,
+        0
+    );
+    let writer = client_for(&srv.s3, ak, sk);
+
+    let p = writer
+        .put_object()
+        .bucket("guarded")
+        .key("ledger")
+        .object_lock_mode(ObjectLockMode::Governance)
+        .object_lock_retain_until_date(in_secs(3600))
+        .body(ByteStream::from_static(b"l"))
+        .send()
+        .await
+        .unwrap();
+    let v = p.version_id().unwrap().to_string();
+    let e = writer
+        .delete_object()
+        .bucket("guarded")
+        .key("ledger")
+        .version_id(&v)
+        .bypass_governance_retention(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = writer
+        .put_object_retention()
+        .bucket("guarded")
+        .key("ledger")
+        .version_id(&v)
+        .bypass_governance_retention(true)
+        .retention(
+            ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::Governance)
+                .retain_until_date(in_secs(10))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+
+    let held = writer
+        .put_object()
+        .bucket("guarded")
+        .key("evidence")
+        .object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On)
+        .body(ByteStream::from_static(b"e"))
+        .send()
+        .await
+        .unwrap();
+    let hv = held.version_id().unwrap().to_string();
+    let off = ObjectLockLegalHold::builder()
+        .status(ObjectLockLegalHoldStatus::Off)
+        .build();
+    let e = writer
+        .put_object_legal_hold()
+        .bucket("guarded")
+        .key("evidence")
+        .version_id(&hv)
+        .legal_hold(off.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+
+    // Both versions are still there; the bucket owner (root) may do both.
+    for (k, v) in [("ledger", &v), ("evidence", &hv)] {
+        root.head_object()
+            .bucket("guarded")
+            .key(k)
+            .version_id(v.as_str())
+            .send()
+            .await
+            .unwrap();
+    }
+    root.put_object_legal_hold()
+        .bucket("guarded")
+        .key("evidence")
+        .version_id(&hv)
+        .legal_hold(off)
+        .send()
+        .await
+        .unwrap();
+    root.delete_object()
+        .bucket("guarded")
+        .key("ledger")
+        .version_id(&v)
+        .bypass_governance_retention(true)
+        .send()
+        .await
+        .unwrap();
+}

@@ -190,3 +190,93 @@ async fn browser_form_uploads() {
     assert_eq!(st, 403, "{body}");
     assert!(body.contains("SignatureDoesNotMatch"), "{body}");
 }
+
+/// An unsigned browser form (anonymous POST Object) with `fields` and a file part header; the
+/// file's bytes follow.
+fn anonymous_form(key: &str) -> (String, Vec<u8>) {
+    let boundary = "----AnonBoundary4d2";
+    let mut body = Vec::new();
+    body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{key}\r\n").as_bytes());
+    body.extend(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.txt\"\r\nContent-Type: text/plain\r\n\r\n")
+            .as_bytes(),
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn anonymous_post(srv: &Server, bucket: &str, key: &str, file: &[u8]) -> (u16, String) {
+    let (ct, mut body) = anonymous_form(key);
+    body.extend(file);
+    body.extend(b"\r\n------AnonBoundary4d2--\r\n");
+    let (st, _, text) = raw(
+        "POST",
+        &format!("{}/{bucket}", srv.s3),
+        &[("content-type", ct.as_str())],
+        body,
+    )
+    .await;
+    (st, text)
+}
+
+/// Security review finding (high): an anonymous POST Object was buffered (up to 5 GiB) before it
+/// was authorized, and authorized against the bucket, not the key the form names. Now an
+/// anonymous form the bucket does not admit is refused as soon as its fields are read, and a
+/// policy is evaluated on `bucket/key`.
+#[tokio::test]
+async fn anonymous_browser_uploads_are_authorized_by_key_before_the_file_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = Server::start();
+    let c = srv.client();
+    c.create_bucket().bucket("closed").send().await.unwrap();
+    c.create_bucket().bucket("drop").send().await.unwrap();
+
+    // A closed bucket: the refusal comes while the client is still sending a (claimed) 4 GiB file.
+    let (ct, head) = anonymous_form("x.bin");
+    let declared = head.len() as u64 + (4u64 << 30);
+    let mut s = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    let req = format!(
+        "POST /closed HTTP/1.1\r\nhost: {}\r\ncontent-type: {ct}\r\ncontent-length: {declared}\r\n\r\n",
+        srv.s3_addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(&head).await.unwrap();
+    s.write_all(b"the first bytes of a huge file").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no answer while the file was still coming: the server waited for the body")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(resp.contains("AccessDenied"), "{resp}");
+
+    // A policy that lets everyone drop files under uploads/ but never under uploads/admin/.
+    let policy = r#"{"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::drop/uploads/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::drop/uploads/admin/*"}]}"#;
+    c.put_bucket_policy()
+        .bucket("drop")
+        .policy(policy)
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = anonymous_post(&srv, "drop", "uploads/photo.txt", b"a photo").await;
+    assert!(st == 204 || st == 200 || st == 201, "{st} {body}");
+    let got = c
+        .get_object()
+        .bucket("drop")
+        .key("uploads/photo.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(got).await, b"a photo");
+    for key in ["uploads/admin/evil.txt", "elsewhere.txt"] {
+        let (st, body) = anonymous_post(&srv, "drop", key, b"nope").await;
+        assert_eq!(st, 403, "{key}: {body}");
+        let e = c.head_object().bucket("drop").key(key).send().await.unwrap_err();
+        assert_eq!(status(&e), 404, "{key} was stored");
+    }
+    // `${filename}` in the key is resolved before the policy sees it.
+    let (st, body) = anonymous_post(&srv, "drop", "uploads/admin/${filename}", b"nope").await;
+    assert_eq!(st, 403, "{body}");
+}

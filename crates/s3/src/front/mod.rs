@@ -573,8 +573,15 @@ pub(super) fn body_checks<T>(
     {
         return Err(s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."));
     }
+    // An aws-chunked body sent with `Transfer-Encoding: chunked` has no Content-Length: the
+    // decoded length it declares is what the stored body must measure.
+    let decoded = req
+        .headers
+        .get("x-amz-decoded-content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     Ok(BodyChecks {
-        content_length: content_length.and_then(|n| u64::try_from(n).ok()),
+        content_length: decoded.or_else(|| content_length.and_then(|n| u64::try_from(n).ok())),
         content_md5,
         checksums,
         compute,

@@ -30,6 +30,8 @@ impl LocalStore {
                 None => None,
             };
             t.put_bucket(&rec)?;
+            // Grants left by an earlier bucket of this name (from before deletes revoked them).
+            t.revoke_bucket_grants(&rec.name, owner.as_deref())?;
             if let Some(k) = key {
                 t.put_key(&k)?;
             }
@@ -49,6 +51,7 @@ impl LocalStore {
                 return Err(Error::BucketNotEmpty);
             }
             t.delete_bucket(&name)?;
+            t.revoke_bucket_grants(&name, None)?;
             Ok(())
         })
         .await
