@@ -3,15 +3,17 @@
 //! `ironbucket-cli` talks only to this API; both use the request and response types of
 //! `ironbucket-api`.
 //!
-//! Every route that changes something or reads management data needs
-//! `Authorization: Bearer <admin token>`, checked by one middleware before any body is read;
-//! bodies are limited to [`MAX_BODY`]; every error is one JSON shape (`{"error": "..."}`).
+//! Every route but liveness and readiness needs `Authorization: Bearer <token>` with a role
+//! high enough for it (viewer, operator, admin; see [`tokens`]), checked by one middleware
+//! before any body is read; every mutating call is audited; bodies are limited to
+//! [`MAX_BODY`]; every error is one JSON shape (`{"error": "..."}`).
 
 mod cluster;
 mod health;
 mod layout;
 mod manage;
 mod repair;
+mod tokens;
 
 use axum::Router;
 use axum::body::Body;
@@ -32,6 +34,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub enum Error {
     #[error("cannot register admin metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("admin tokens: {0}")]
+    Tokens(String),
 }
 
 /// What the admin API reports about this node.
@@ -40,9 +44,13 @@ pub struct AdminConfig {
     pub node_id: String,
     pub version: String,
     pub metrics_enabled: bool,
-    /// Bearer token that management endpoints require. `/health`, `/health/ready`, `/metrics`
-    /// and the cluster's status reads need none.
+    /// The built-in admin token. Other tokens are created through `/tokens`.
     pub token: String,
+    /// Where a single node keeps the tokens created through `/tokens` (a cluster keeps them in
+    /// its control state); `None`: in memory only.
+    pub token_file: Option<std::path::PathBuf>,
+    /// Requests per second per client address (0: no limit); over it: 503 with Retry-After.
+    pub rate_per_ip: u32,
 }
 
 /// Shared by every handler.
@@ -61,6 +69,10 @@ struct AdminState {
     local: OnceLock<Arc<ironbucket_store::LocalStore>>,
     /// Peers' clock offsets as their RPC credentials showed them.
     peer_clocks: OnceLock<ironbucket_rpc::PeerClocks>,
+    /// A single node's admin tokens.
+    file_tokens: tokens::FileTokens,
+    audit: OnceLock<Arc<dyn ironbucket_types::audit::AuditSink>>,
+    ip_limiter: Option<ironbucket_types::ratelimit::RateLimiter>,
 }
 
 type Shared = Arc<AdminState>;
@@ -70,6 +82,8 @@ type Shared = Arc<AdminState>;
 pub struct AdminService {
     state: Shared,
     router: Router,
+    /// The connection's peer, when the service was made for one connection.
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// An error answer: a status and a message, always sent as `{"error": message}`.
@@ -158,21 +172,93 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Refuses a request without the admin token, before its body is read.
-async fn require_token(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    let presented = req
+/// The client's address, put in the request by the service.
+#[derive(Clone, Copy)]
+struct Peer(Option<std::net::SocketAddr>);
+
+/// Refuses a request without a token whose role may call the route (401, 403), before its body
+/// is read; audits every call that is not a read, and every refusal.
+async fn require_role(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if let (Some(l), Some(Peer(Some(peer)))) = (&s.ip_limiter, req.extensions().get::<Peer>())
+        && let Err(wait) = l.take(&peer.ip().to_string(), Instant::now())
+    {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests from this address: slow down",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        return r;
+    }
+    let Some(need) = tokens::required_role(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let source = req
+        .extensions()
+        .get::<Peer>()
+        .and_then(|p| p.0)
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let action = format!("{} {}", req.method(), req.uri().path());
+    let principal = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), s.cfg.token.as_bytes())) {
-        return ApiError::new(
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| s.authenticate(t.trim()));
+    let refusal = match &principal {
+        None => Some(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "a valid admin token is required (Authorization: Bearer ...)",
-        )
-        .into_response();
+        )),
+        Some(p) if p.role < need => Some(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token's role ({}) may not {action}: it needs the {} role",
+                p.role.as_str(),
+                need.as_str()
+            ),
+        )),
+        Some(_) => None,
+    };
+    let who = principal
+        .as_ref()
+        .map_or_else(|| "unauthenticated".to_string(), |p| p.name.clone());
+    if let Some(e) = refusal {
+        s.audit(&who, &source, &action, e.status.as_u16(), Some(e.message.clone()));
+        return e.into_response();
     }
-    next.run(req).await
+    let mutating = need > ironbucket_api::Role::Viewer || req.method() != axum::http::Method::GET;
+    let r = next.run(req).await;
+    if mutating {
+        let status = r.status().as_u16();
+        s.audit(&who, &source, &action, status, None);
+    }
+    r
+}
+
+impl AdminState {
+    fn audit(&self, principal: &str, source: &str, action: &str, status: u16, error: Option<String>) {
+        let Some(sink) = self.audit.get() else { return };
+        let result = match status {
+            401 | 403 => "denied",
+            s if s >= 400 => "failed",
+            _ => "allowed",
+        };
+        sink.record(ironbucket_types::audit::AuditEvent {
+            time: ironbucket_types::audit::rfc3339_millis(ironbucket_types::now_millis()),
+            api: "admin",
+            principal: principal.to_string(),
+            source: source.to_string(),
+            resource: action.split_once(' ').map_or(action, |(_, p)| p).to_string(),
+            action: action.to_string(),
+            result: result.into(),
+            status,
+            error,
+            request_id: None,
+        });
+    }
 }
 
 /// Gives axum's bare 405 answers the API's JSON error shape.
@@ -189,7 +275,7 @@ async fn no_route(req: Request) -> ApiError {
 }
 
 fn router(state: Shared) -> Router {
-    let public = Router::new()
+    let routes = Router::new()
         .route("/health", get(health::health))
         .route("/cluster/health", get(health::cluster_health))
         .route("/health/ready", get(health::ready))
@@ -200,8 +286,7 @@ fn router(state: Shared) -> Router {
         .route("/cluster/locate/:bucket/*key", get(cluster::locate))
         .route("/cluster/locate/:bucket", get(cluster::locate_usage))
         .route("/cluster/locate", get(cluster::locate_usage))
-        .route("/cluster/metrics/replication", get(cluster::replication_metrics));
-    let protected = Router::new()
+        .route("/cluster/metrics/replication", get(cluster::replication_metrics))
         .route("/workers", get(manage::workers))
         .route("/workers/:name", get(manage::worker).put(manage::set_tranquility))
         .route("/workers/:name/wake", post(manage::wake))
@@ -235,9 +320,10 @@ fn router(state: Shared) -> Router {
         .route("/cluster/rebalance", post(repair::rebalance))
         .route("/cluster/rebalance/status", get(repair::rebalance_status))
         .route("/cluster/rebalance/cancel", post(repair::cancel_rebalance))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    public
-        .merge(protected)
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/:id", axum::routing::delete(tokens::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_role));
+    routes
         .fallback(no_route)
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
@@ -252,11 +338,13 @@ impl AdminService {
         workers: ironbucket_runtime::Registry,
     ) -> Result<Self, Error> {
         let gauges = health::Gauges::register(&registry)?;
+        let file_tokens = tokens::FileTokens::open(cfg.token_file.clone()).map_err(Error::Tokens)?;
+        let ip_limiter = ironbucket_types::ratelimit::RateLimiter::new(cfg.rate_per_ip);
         let state = Arc::new(AdminState {
+            cfg,
             store,
             workers,
             registry,
-            cfg,
             started: Instant::now(),
             gauges,
             cluster: OnceLock::new(),
@@ -264,11 +352,27 @@ impl AdminService {
             cluster_store: OnceLock::new(),
             local: OnceLock::new(),
             peer_clocks: OnceLock::new(),
+            file_tokens,
+            audit: OnceLock::new(),
+            ip_limiter,
         });
         Ok(Self {
             router: router(state.clone()),
             state,
+            peer: None,
         })
+    }
+
+    /// The service for one connection from `peer` (its address goes into the audit log).
+    pub fn with_peer(&self, peer: std::net::SocketAddr) -> Self {
+        let mut s = self.clone();
+        s.peer = Some(peer);
+        s
+    }
+
+    /// Sends an audit line for every mutating call and every refusal to `sink`.
+    pub fn set_audit(&self, sink: Arc<dyn ironbucket_types::audit::AuditSink>) {
+        let _ = self.state.audit.set(sink);
     }
 
     /// Serves `/cluster/status` and `/cluster/nodes` from this control plane.
@@ -306,6 +410,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AdminSer
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         use tower_service::Service as _;
         let mut router = self.router.clone();
-        Box::pin(async move { router.call(req.map(Body::new)).await })
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(Peer(self.peer));
+        Box::pin(async move { router.call(req).await })
     }
 }

@@ -565,3 +565,61 @@ pub struct LayoutPlan {
     pub objects_to_copy: u64,
     pub bytes_to_copy: u64,
 }
+
+/// What an admin API token may do: `viewer` reads (GET), `operator` also drains, activates,
+/// repairs, rebalances and tunes workers, `admin` also removes and decommissions nodes, manages
+/// keys, tokens, quotas, replication and the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?}: viewer, operator or admin")),
+        }
+    }
+}
+
+/// `POST /tokens`: a new admin token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: Role,
+}
+
+/// An admin token as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Milliseconds since the epoch.
+    pub created: u64,
+}
+
+/// The answer of `POST /tokens`: the token, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub view: TokenView,
+    pub token: String,
+}

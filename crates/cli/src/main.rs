@@ -12,6 +12,7 @@ use std::time::Duration;
 mod layout;
 mod rebalance;
 mod repair;
+mod token;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,6 +69,9 @@ enum Command {
     /// Manage access keys (needs --admin-token).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage admin API tokens with roles viewer, operator or admin (needs an admin token).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Bucket usage and quotas (needs --admin-token).
     #[command(subcommand)]
     Bucket(BucketCommand),
@@ -347,8 +351,10 @@ async fn main() {
     }
 }
 
-async fn get(base: &str, path: &str, timeout: u64) -> Result<(u16, String)> {
-    request(base, "GET", path, None, None, timeout).await
+/// A GET with the admin token when one is configured (every admin route but /health and
+/// /health/ready needs one).
+async fn get(base: &str, token: Option<&str>, path: &str, timeout: u64) -> Result<(u16, String)> {
+    request(base, "GET", path, token, None, timeout).await
 }
 
 async fn request(
@@ -389,7 +395,7 @@ async fn request(
 async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Health { json } => {
-            let (status, body) = get(&cli.admin_url, "/health", cli.timeout).await?;
+            let (status, body) = get(&cli.admin_url, cli.admin_token.as_deref(), "/health", cli.timeout).await?;
             let h: api::Health = serde_json::from_str(&body)
                 .with_context(|| format!("unexpected /health answer (HTTP {status}): {body}"))?;
             if json {
@@ -411,7 +417,7 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(if status == 200 && h.status == "ok" { 0 } else { 1 })
         }
         Command::Ready { json } => {
-            let (status, body) = get(&cli.admin_url, "/health/ready", cli.timeout).await?;
+            let (status, body) = get(&cli.admin_url, cli.admin_token.as_deref(), "/health/ready", cli.timeout).await?;
             let r: api::Ready = serde_json::from_str(&body)
                 .with_context(|| format!("unexpected /health/ready answer (HTTP {status}): {body}"))?;
             let ready = status == 200 && r.ready;
@@ -434,7 +440,7 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             let key_path: Vec<String> = key.split('/').map(pct).collect();
             let path = format!("/cluster/locate/{}/{}", pct(bucket), key_path.join("/"));
-            let (status, body) = get(&cli.admin_url, &path, cli.timeout).await?;
+            let (status, body) = get(&cli.admin_url, cli.admin_token.as_deref(), &path, cli.timeout).await?;
             if status != 200 {
                 eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));
                 return Ok(1);
@@ -552,7 +558,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 ClusterCommand::Nodes { json } => ("/cluster/nodes", json),
                 _ => unreachable!("changes were handled above"),
             };
-            let (status, body) = get(&cli.admin_url, path, cli.timeout).await?;
+            let (status, body) = get(&cli.admin_url, cli.admin_token.as_deref(), path, cli.timeout).await?;
             if status != 200 {
                 eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));
                 return Ok(1);
@@ -692,15 +698,22 @@ async fn run(cli: Cli) -> Result<i32> {
             let dead = list.iter().any(|w| w.state == api::WorkerState::Dead);
             Ok(if dead { 1 } else { 0 })
         }
+        Command::Token(t) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for token commands")?;
+            token::run(&cli.admin_url, token, t, cli.timeout).await
+        }
         Command::Metrics => {
-            let (status, body) = get(&cli.admin_url, "/metrics", cli.timeout).await?;
+            let (status, body) = get(&cli.admin_url, cli.admin_token.as_deref(), "/metrics", cli.timeout).await?;
             print!("{body}");
             Ok(if status == 200 { 0 } else { 1 })
         }
     }
 }
 
-fn pct(s: &str) -> String {
+pub(crate) fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -713,7 +726,7 @@ fn pct(s: &str) -> String {
 }
 
 /// A management call: prints the JSON answer; exit code 1 (and the error on stderr) otherwise.
-async fn admin_call(
+pub(crate) async fn admin_call(
     base: &str,
     method: &str,
     path: &str,

@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod snapshot;
 pub mod state;
 mod store;
+mod tokens;
 mod wire;
 
 #[cfg(test)]
@@ -34,7 +35,9 @@ mod sim;
 pub use layouts::{ABSENT_MEMBERS, LayoutProgress, Leave, MAX_HISTORY};
 pub use locks::{LockCmd, LockOutcome};
 pub use plane::ControlPlane;
-pub use state::{Command, ControlState, DEFAULT_VNODES, Member, MemberState, Outcome, Replication};
+pub use state::{
+    ADMIN_TOKENS, AdminToken, Command, ControlState, DEFAULT_VNODES, Member, MemberState, Outcome, Replication,
+};
 pub use store::{Applied, StateMachine};
 
 use serde::{Deserialize, Serialize};

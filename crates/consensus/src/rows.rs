@@ -70,6 +70,8 @@ pub fn touched(state: &ControlState, cmd: &Command) -> Vec<String> {
             v
         }
         Command::PutKey { record } => vec![format!("k/{}", record.access_key)],
+        Command::PutAdminToken { token } => vec![format!("t/{}", token.id)],
+        Command::DeleteAdminToken { id } => vec![format!("t/{id}")],
         Command::SetKeyEnabled { access_key, .. }
         | Command::SetKeyPermission { access_key, .. }
         | Command::DeleteKey { access_key } => vec![format!("k/{access_key}")],
@@ -110,6 +112,7 @@ pub fn encode(state: &ControlState, id: &str) -> Result<Option<Vec<u8>>, serde_j
         "k" => state.keys.get(name).map(serde_json::to_vec).transpose(),
         "l" => state.locks.locks.get(name).map(serde_json::to_vec).transpose(),
         "r" => state.locks.barriers.get(name).map(serde_json::to_vec).transpose(),
+        "t" => state.admin_tokens.get(name).map(serde_json::to_vec).transpose(),
         _ => Ok(None),
     }
 }
@@ -120,7 +123,8 @@ pub fn all(state: &ControlState) -> Result<Vec<(String, Vec<u8>)>, serde_json::E
         .chain(state.buckets.keys().map(|k| format!("b/{k}")))
         .chain(state.keys.keys().map(|k| format!("k/{k}")))
         .chain(state.locks.locks.keys().map(|k| format!("l/{k}")))
-        .chain(state.locks.barriers.keys().map(|k| format!("r/{k}")));
+        .chain(state.locks.barriers.keys().map(|k| format!("r/{k}")))
+        .chain(state.admin_tokens.keys().map(|k| format!("t/{k}")));
     let mut out = Vec::new();
     for id in ids {
         if let Some(v) = encode(state, &id)? {
@@ -172,6 +176,10 @@ pub fn decode<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result
             "r" => {
                 let r: Barrier = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
                 s.locks.barriers.insert(name, r);
+            }
+            "t" => {
+                let r: crate::state::AdminToken = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
+                s.admin_tokens.insert(name, r);
             }
             _ => {}
         }

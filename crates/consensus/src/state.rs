@@ -106,7 +106,26 @@ pub struct ControlState {
     /// Members on their way out, and why.
     #[serde(default)]
     pub leaving: BTreeMap<String, Leave>,
+    /// Admin API tokens (only their SHA-256), by token id.
+    #[serde(default)]
+    pub admin_tokens: BTreeMap<String, AdminToken>,
 }
+
+/// An admin API bearer token: who it is for and what it may do. The token itself is never
+/// stored, only the SHA-256 of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    pub id: String,
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    pub created: u64,
+}
+
+/// The node protocol version from which the control state may carry admin tokens.
+pub const ADMIN_TOKENS: u32 = 9;
 
 /// A change to the control state, proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +163,14 @@ pub enum Command {
     /// A lock, semaphore or barrier operation.
     Lock {
         cmd: LockCmd,
+    },
+    /// Adds an admin API token (protocol 9).
+    PutAdminToken {
+        token: AdminToken,
+    },
+    /// Revokes an admin API token (protocol 9).
+    DeleteAdminToken {
+        id: String,
     },
     /// Adds an access key.
     PutKey {
@@ -280,6 +307,25 @@ impl ControlState {
             },
             Command::Lock { cmd } => Outcome::Lock {
                 outcome: self.locks.apply(cmd),
+            },
+            Command::PutAdminToken { token } => {
+                if self
+                    .admin_tokens
+                    .values()
+                    .any(|t| t.name == token.name && t.id != token.id)
+                {
+                    return Outcome::Refused {
+                        reason: format!("an admin token named {:?} exists already", token.name),
+                    };
+                }
+                self.admin_tokens.insert(token.id.clone(), token);
+                Outcome::Done
+            }
+            Command::DeleteAdminToken { id } => match self.admin_tokens.remove(&id) {
+                Some(_) => Outcome::Done,
+                None => Outcome::Refused {
+                    reason: format!("no admin token with id {id:?}"),
+                },
             },
             Command::PutKey { record } => {
                 self.keys.insert(record.access_key.clone(), record);

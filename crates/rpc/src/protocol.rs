@@ -10,9 +10,10 @@
 /// to its new owners when the layout changes, layout versions tracked through Raft), used once
 /// every member speaks it; 7 adds absent members (a node down longer than the re-replication
 /// threshold leaves the placement, `Leave::Absent`), marked once every member speaks it; 8 adds
-/// conditional writes decided by a Paxos round per key (`cas.op`, `cas.accept`, `cas.pull`). See
-/// docs/protocol.md for what each version changed and the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 8;
+/// conditional writes decided by a Paxos round per key (`cas.op`, `cas.accept`, `cas.pull`); 9
+/// adds admin API tokens to the control state (log entries proposed only once every member
+/// speaks it). See docs/protocol.md for what each version changed and the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 9;
 /// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub(crate) const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";

@@ -24,6 +24,8 @@ pub(crate) struct Access {
     roots: Arc<HashSet<String>>,
     /// Parsed policies by bucket, with the text they were parsed from.
     policies: PolicyCache,
+    /// Requests per second per access key, if limited.
+    key_limiter: Option<Arc<ironbucket_types::ratelimit::RateLimiter>>,
 }
 
 /// The permission an operation needs from the caller's own key on its bucket.
@@ -206,11 +208,16 @@ impl DeleteGate {
 }
 
 impl Access {
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, roots: HashSet<String>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        roots: HashSet<String>,
+        key_limiter: Option<Arc<ironbucket_types::ratelimit::RateLimiter>>,
+    ) -> Self {
         Self {
             store,
             roots: Arc::new(roots),
             policies: Default::default(),
+            key_limiter,
         }
     }
 
@@ -408,6 +415,14 @@ impl S3Access for Access {
             let _ = slot.0.set(op);
         }
         let access_key = cx.credentials().map(|c| c.access_key.clone());
+        if let (Some(l), Some(ak)) = (&self.key_limiter, &access_key)
+            && l.take(ak, std::time::Instant::now()).is_err()
+        {
+            return Err(s3_error!(
+                SlowDown,
+                "Please reduce your request rate (this access key's limit)."
+            ));
+        }
         if access_key.as_ref().is_some_and(|a| self.roots.contains(a)) {
             return Ok(());
         }

@@ -25,6 +25,9 @@ pub struct S3HttpService {
     hosts: Option<Arc<VirtualHosts>>,
     trusted_proxies: Arc<[ipnet::IpNet]>,
     allow_sigv2: bool,
+    audit: Option<Arc<dyn ironbucket_types::audit::AuditSink>>,
+    /// Requests per second per client address, if limited.
+    ip_limiter: Option<Arc<ironbucket_types::ratelimit::RateLimiter>>,
     /// The connection's peer, when the service was made for one connection.
     peer: Option<SocketAddr>,
 }
@@ -85,8 +88,16 @@ impl S3HttpService {
             hosts: hosts.map(Arc::new),
             trusted_proxies: cfg.trusted_proxies.clone().into(),
             allow_sigv2: cfg.allow_sigv2,
+            audit: None,
+            ip_limiter: ironbucket_types::ratelimit::RateLimiter::new(cfg.rate_per_ip).map(Arc::new),
             peer: None,
         }
+    }
+
+    /// Sends an audit line for every request refused with 403 to `sink`.
+    pub fn with_audit(mut self, sink: Arc<dyn ironbucket_types::audit::AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
     }
 
     /// The service for one connection from `peer`.
@@ -163,10 +174,25 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             let extra = r.extra.as_ref().map(|(n, t)| (*n, t.as_str()));
             let mut resp = error_response_with(r.status, r.code, &r.message, extra, &rid);
             add_ids(&mut resp, &rid);
+            if r.status == 403 {
+                let source = self.client(req.headers()).map(|c| c.ip);
+                let denied = Denied::of(&req, source, "Unknown");
+                denied.record(self.audit.as_deref(), 403, Some(r.code.to_string()), &rid);
+            }
             metrics
                 .requests
                 .with_label_values(&["Unknown", resp.status().as_str()])
                 .inc();
+            return Box::pin(async move { Ok(resp) });
+        }
+        if let Some(l) = &self.ip_limiter
+            && let Some(c) = self.client(req.headers())
+            && let Err(wait) = l.take(&c.ip.to_string(), Instant::now())
+        {
+            let mut resp = error_response(503, "SlowDown", "Please reduce your request rate.", &rid);
+            add_ids(&mut resp, &rid);
+            set_retry_after(&mut resp, wait);
+            metrics.requests.with_label_values(&["Unknown", "503"]).inc();
             return Box::pin(async move { Ok(resp) });
         }
         if let Some(n) = content_length(req.headers()) {
@@ -213,6 +239,10 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         };
         let method = req.method().clone();
         let store = self.store.clone();
+        let audit = self.audit.clone();
+        let denied = audit
+            .is_some()
+            .then(|| Denied::of(&req, self.client(req.headers()).map(|c| c.ip), ""));
         let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
@@ -248,7 +278,16 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             if let (Some(origin), Some(bucket)) = (origin, bucket) {
                 crate::cors::decorate(&store, bucket, &origin, &method, &mut resp).await;
             }
+            if resp.status() == hyper::StatusCode::SERVICE_UNAVAILABLE && !resp.headers().contains_key("retry-after") {
+                set_retry_after(&mut resp, std::time::Duration::from_secs(1));
+            }
             let op = slot.0.get().copied().unwrap_or("Unknown");
+            if resp.status() == hyper::StatusCode::FORBIDDEN
+                && let Some(mut d) = denied
+            {
+                d.action = op;
+                d.record(audit.as_deref(), 403, None, &rid);
+            }
             metrics.requests.with_label_values(&[op, resp.status().as_str()]).inc();
             metrics
                 .duration
@@ -321,6 +360,78 @@ impl S3HttpService {
             inner.call(req).await
         })
     }
+}
+
+/// What the audit log says about a refused request.
+struct Denied {
+    principal: String,
+    source: String,
+    action: &'static str,
+    resource: String,
+}
+
+impl Denied {
+    fn of<B>(req: &Request<B>, source: Option<IpAddr>, action: &'static str) -> Self {
+        Self {
+            principal: claimed_access_key(req.headers(), req.uri().query()).unwrap_or_else(|| "anonymous".into()),
+            source: source.map(|ip| ip.to_string()).unwrap_or_default(),
+            action,
+            resource: format!("{} {}", req.method(), req.uri().path()),
+        }
+    }
+
+    fn record(
+        self,
+        sink: Option<&dyn ironbucket_types::audit::AuditSink>,
+        status: u16,
+        error: Option<String>,
+        rid: &str,
+    ) {
+        let Some(sink) = sink else { return };
+        sink.record(ironbucket_types::audit::AuditEvent {
+            time: ironbucket_types::audit::rfc3339_millis(ironbucket_types::now_millis()),
+            api: "s3",
+            principal: self.principal,
+            source: self.source,
+            action: self.action.to_string(),
+            resource: self.resource,
+            result: "denied".into(),
+            status,
+            error,
+            request_id: Some(rid.to_string()),
+        });
+    }
+}
+
+/// The access key id a request claims (SigV4 header or query, SigV2), not yet verified.
+fn claimed_access_key(h: &hyper::HeaderMap, query: Option<&str>) -> Option<String> {
+    let from_credential = |c: &str| c.split('/').next().map(str::to_string);
+    if let Some(a) = h.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(rest) = a.strip_prefix("AWS4-HMAC-SHA256") {
+            return rest
+                .split([',', ' '])
+                .find_map(|p| p.trim().strip_prefix("Credential="))
+                .and_then(from_credential);
+        }
+        if let Some(rest) = a.strip_prefix("AWS ") {
+            return rest.split(':').next().map(str::to_string);
+        }
+    }
+    query?.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        match k {
+            "X-Amz-Credential" => from_credential(&v.replace("%2F", "/")),
+            "AWSAccessKeyId" => Some(v.to_string()),
+            _ => None,
+        }
+    })
+}
+
+/// `Retry-After` in whole seconds, at least one.
+fn set_retry_after(resp: &mut Response<Body>, wait: std::time::Duration) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert("retry-after", hyper::header::HeaderValue::from(secs.max(1)));
 }
 
 fn xml_escape(s: &str) -> String {

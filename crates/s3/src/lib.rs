@@ -42,6 +42,10 @@ pub struct S3Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Accept Signature Version 2 (deprecated by AWS; refused unless set).
     pub allow_sigv2: bool,
+    /// Requests per second per access key (0: no limit); over it: 503 SlowDown.
+    pub rate_per_key: u32,
+    /// Requests per second per client address (0: no limit); over it: 503 SlowDown.
+    pub rate_per_ip: u32,
 }
 
 impl Default for S3Config {
@@ -54,6 +58,8 @@ impl Default for S3Config {
             max_user_metadata_bytes: 2048,
             trusted_proxies: vec![],
             allow_sigv2: false,
+            rate_per_key: 0,
+            rate_per_ip: 0,
         }
     }
 }
@@ -190,7 +196,11 @@ fn service_and_access(
             .collect(),
         store: store.clone(),
     });
-    let access = authz::Access::new(store.clone(), cfg.credentials.iter().map(|(a, _)| a.clone()).collect());
+    let access = authz::Access::new(
+        store.clone(),
+        cfg.credentials.iter().map(|(a, _)| a.clone()).collect(),
+        ironbucket_types::ratelimit::RateLimiter::new(cfg.rate_per_key).map(Arc::new),
+    );
     b.set_access(access.clone());
     let mut s3s_cfg = s3s::config::S3Config::default();
     s3s_cfg.post_object_max_file_size = MAX_POST_OBJECT_BYTES;

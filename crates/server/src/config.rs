@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::config_cluster::resolve_cluster;
 pub use crate::config_cluster::{ClusterArgs, ClusterSection, ClusterSettings};
+pub use crate::config_security::{SecurityArgs, SecuritySection, SecuritySettings};
 
 /// Flags of `ironbucket server`. Each flag also reads the environment variable shown; a flag
 /// given on the command line wins over the variable, which wins over the config file.
@@ -192,6 +193,9 @@ pub struct ServerArgs {
     pub log_format: Option<String>,
 
     #[command(flatten)]
+    pub security: SecurityArgs,
+
+    #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
@@ -215,6 +219,8 @@ pub struct FileConfig {
     pub server: ServerSection,
     #[serde(default)]
     pub cluster: ClusterSection,
+    #[serde(default)]
+    pub security: SecuritySection,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -292,6 +298,7 @@ pub struct Settings {
     /// Printed once when credentials were generated.
     pub credentials_note: Option<String>,
     pub cluster: Option<ClusterSettings>,
+    pub security: SecuritySettings,
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
@@ -450,6 +457,9 @@ impl Settings {
             bail!("LOG_FORMAT must be text or json, not {log_format:?}");
         }
         let cluster = resolve_cluster(a.cluster, f.cluster, &node_id, bind, &data_dir)?;
+        let security = crate::config_security::resolve_security(a.security, f.security, &data_dir, &trusted_proxies)?;
+        let (admin_bind, rate_per_key, rate_per_ip) =
+            (security.admin_bind, security.rate_per_key, security.rate_per_ip);
         if let Some(c) = &cluster {
             // Every node seals access key secrets with the same key, derived from the cluster
             // secret, so key records agreed through Raft open on every node.
@@ -461,6 +471,7 @@ impl Settings {
         }
         Ok(Settings {
             cluster,
+            security,
             local,
             keyring,
             s3: ironbucket_s3::S3Config {
@@ -469,6 +480,8 @@ impl Settings {
                 credentials: vec![(ak, sk.clone())],
                 trusted_proxies,
                 allow_sigv2: a.allow_sigv2.or(f.api.allow_sigv2).unwrap_or(false),
+                rate_per_key,
+                rate_per_ip,
                 ..Default::default()
             },
             admin: ironbucket_admin::AdminConfig {
@@ -476,9 +489,11 @@ impl Settings {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 metrics_enabled: a.metrics_enabled.or(f.admin.metrics_enabled).unwrap_or(true),
                 token: a.admin_token.clone().unwrap_or_else(|| sk.clone()),
+                token_file: Some(data_dir.join("admin-tokens.json")),
+                rate_per_ip,
             },
             api_addr: SocketAddr::new(bind, port),
-            admin_addr: SocketAddr::new(bind, admin_port),
+            admin_addr: SocketAddr::new(admin_bind, admin_port),
             shutdown_timeout: Duration::from_secs(a.shutdown_timeout.or(f.server.shutdown_timeout_secs).unwrap_or(30)),
             log_format,
             credentials_note,

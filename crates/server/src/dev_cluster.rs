@@ -91,12 +91,13 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// One GET over HTTP/1.0 to 127.0.0.1: (status, body); `None` when nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// A GET to a node's admin API with `token` (its admin token is the root secret).
+fn http_get(port: u16, path: &str, token: &str) -> Option<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.set_nodelay(true).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
         .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
@@ -248,7 +249,7 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
         }
         let leaders: Vec<Option<String>> = (0..n)
             .map(|i| {
-                http_get(a.admin_port + i, "/cluster/status")
+                http_get(a.admin_port + i, "/cluster/status", &shared.secret_key)
                     .filter(|(st, _)| *st == 200)
                     .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
                     // Ready for data too: every node is an active member of the placement layout.

@@ -2,8 +2,10 @@
 //! variables and flags, wires the store, the S3 front end and the admin API together, and runs
 //! them until SIGTERM/SIGINT.
 
+mod audit;
 mod config;
 mod config_cluster;
+mod config_security;
 mod dev_cluster;
 mod serve;
 
@@ -296,10 +298,24 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     };
     let registry = prometheus::Registry::new();
     let s3_metrics = Arc::new(ironbucket_s3::S3Metrics::new(&registry).context("cannot register S3 metrics")?);
-    let s3 = ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
+    let mut s3 = ironbucket_s3::build(store.clone(), &cfg.s3, s3_metrics).context("invalid S3 settings")?;
+    let sec = &cfg.security;
+    let audit_log = if sec.audit_file.is_some() || sec.audit_stdout {
+        let log = audit::AuditLog::start(sec.audit_file.clone(), sec.audit_max_bytes, sec.audit_stdout)
+            .with_context(|| format!("cannot open the audit log {:?}", sec.audit_file))?;
+        Some(log as Arc<dyn ironbucket_types::audit::AuditSink>)
+    } else {
+        None
+    };
+    if let Some(a) = &audit_log {
+        s3 = s3.with_audit(a.clone());
+    }
     let admin = ironbucket_admin::AdminService::new(store.clone(), registry, cfg.admin.clone(), workers.clone())
         .context("cannot start the admin API")?;
     admin.set_local(local_store);
+    if let Some(a) = &audit_log {
+        admin.set_audit(a.clone());
+    }
     if let Some(cp) = &control {
         admin.set_cluster(cp.clone());
     }
@@ -358,13 +374,15 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         tx.subscribe(),
         cfg.shutdown_timeout,
         "s3",
+        cfg.security.limits.clone(),
     ));
     let admin_task = tokio::spawn(serve::serve(
         admin_listener,
-        move |_| admin.clone(),
+        move |peer| admin.with_peer(peer),
         tx.subscribe(),
         cfg.shutdown_timeout,
         "admin",
+        cfg.security.limits.clone(),
     ));
     shutdown.await;
     tracing::info!(

@@ -31,7 +31,7 @@ async fn health_and_metrics() {
     assert_eq!(v["storage"]["used_bytes"], 5);
     assert!(v["storage"]["disk_free_bytes"].as_u64().unwrap() > 0);
 
-    let (st, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    let (st, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     assert_eq!(st, 200);
     assert!(
         m.contains("ironbucket_s3_requests_total{operation=\"PutObject\",status=\"200\"} 1"),
@@ -66,7 +66,7 @@ async fn health_and_metrics() {
 #[tokio::test]
 async fn metrics_can_be_disabled() {
     let srv = Server::start_with(&["--metrics-enabled", "false"], &[]);
-    let (st, _, _) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    let (st, _, _) = admin_get(&format!("{}/metrics", srv.admin)).await;
     assert_eq!(st, 404);
 }
 

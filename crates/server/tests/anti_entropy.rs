@@ -228,13 +228,7 @@ async fn a_node_killed_during_writes_converges_without_reads_or_hints() {
         .sum();
     assert!(merged >= 1, "{st}");
     // No hint was kept: anti-entropy alone did it.
-    let (_, _, m) = raw(
-        "GET",
-        &format!("{}/cluster/metrics/replication", nodes[0].admin),
-        &[],
-        vec![],
-    )
-    .await;
+    let (_, _, m) = admin_get(&format!("{}/cluster/metrics/replication", nodes[0].admin)).await;
     let m: serde_json::Value = serde_json::from_str(&m).unwrap();
     assert_eq!(m["hints_kept"], 0, "{m}");
 
@@ -258,7 +252,7 @@ async fn a_node_killed_during_writes_converges_without_reads_or_hints() {
     let (code, _, err) = cli(&nodes[1], &["cluster", "repair", "rate", "1e9"]);
     assert_ne!(code, 0, "a rate beyond the bound is refused: {err}");
     // The metrics show it too.
-    let (_, _, metrics) = raw("GET", &format!("{}/metrics", nodes[2].admin), &[], vec![]).await;
+    let (_, _, metrics) = admin_get(&format!("{}/metrics", nodes[2].admin)).await;
     assert!(
         metrics.contains("ironbucket_anti_entropy_total{kind=\"copied\"}"),
         "{metrics}"
@@ -364,7 +358,7 @@ async fn a_tombstone_waits_for_every_replica_so_a_late_replica_cannot_resurrect(
 
 /// The `kind` series of a metric family on `srv` (0 when absent).
 async fn metric(srv: &Server, family: &str, kind: &str) -> u64 {
-    let (_, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     let prefix = format!("{family}{{kind=\"{kind}\"}} ");
     m.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))

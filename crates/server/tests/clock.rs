@@ -14,7 +14,7 @@ use common::*;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 async fn cluster_health(srv: &Server) -> serde_json::Value {
-    let (st, _, body) = raw("GET", &format!("{}/cluster/health", srv.admin), &[], vec![]).await;
+    let (st, _, body) = admin_get(&format!("{}/cluster/health", srv.admin)).await;
     assert_eq!(st, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -89,13 +89,7 @@ async fn a_node_whose_clock_runs_ahead_is_refused_and_reported() {
     assert_eq!(status(&e), 503, "{e:?}");
     let msg = format!("{e:?}");
     assert!(msg.contains("clock runs ahead of"), "{msg}");
-    let (st, _, body) = raw(
-        "GET",
-        &format!("{}/cluster/locate/clocks/from-the-future", nodes[0].admin),
-        &[],
-        vec![],
-    )
-    .await;
+    let (st, _, body) = admin_get(&format!("{}/cluster/locate/clocks/from-the-future", nodes[0].admin)).await;
     assert_eq!(st, 200, "{body}");
     let located: serde_json::Value = serde_json::from_str(&body).unwrap();
     for n in located["nodes"].as_array().unwrap() {
@@ -149,7 +143,7 @@ async fn a_node_whose_clock_runs_ahead_is_refused_and_reported() {
     for n in &nodes[..2] {
         let v = cluster_health(n).await;
         assert_eq!(v["clock"]["stamps_refused"], 0);
-        let (_, _, m) = raw("GET", &format!("{}/metrics", n.admin), &[], vec![]).await;
+        let (_, _, m) = admin_get(&format!("{}/metrics", n.admin)).await;
         assert!(m.contains("ironbucket_clock_stamps_refused_total"), "{m}");
         assert!(m.contains("ironbucket_peer_clock_offset_ms{node=\"node-3\"}"), "{m}");
     }

@@ -52,7 +52,7 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
         cli(&nodes[0], &["health"]);
     }
     let out = std::process::Command::new(&bin)
-        .args(["--admin-url", &nodes[2].admin, "cluster", "status"])
+        .args(["--admin-url", &nodes[2].admin, "--admin-token", SK, "cluster", "status"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -62,7 +62,15 @@ async fn three_nodes_form_one_cluster_and_survive_the_leader() {
         "{text}"
     );
     let out = std::process::Command::new(&bin)
-        .args(["--admin-url", &nodes[2].admin, "cluster", "nodes", "--json"])
+        .args([
+            "--admin-url",
+            &nodes[2].admin,
+            "--admin-token",
+            SK,
+            "cluster",
+            "nodes",
+            "--json",
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -749,7 +757,7 @@ async fn mutual_tls_between_nodes() {
 
 /// The liveness `/cluster/nodes` reports for `name`, as seen by `srv`.
 async fn liveness_of(srv: &Server, name: &str) -> String {
-    let (st, _, body) = raw("GET", &format!("{}/cluster/nodes", srv.admin), &[], vec![]).await;
+    let (st, _, body) = admin_get(&format!("{}/cluster/nodes", srv.admin)).await;
     assert_eq!(st, 200, "{body}");
     let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
     nodes
@@ -792,7 +800,7 @@ async fn gossip_sees_a_killed_node_down_and_back() {
     let (mut nodes, seeds, ports) = cluster_of(3).await;
     all_alive(&nodes).await;
     // Load and capacity travel with the gossip.
-    let (_, _, body) = raw("GET", &format!("{}/cluster/nodes", nodes[0].admin), &[], vec![]).await;
+    let (_, _, body) = admin_get(&format!("{}/cluster/nodes", nodes[0].admin)).await;
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     let n3 = view.as_array().unwrap().iter().find(|m| m["name"] == "node-3").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -800,7 +808,7 @@ async fn gossip_sees_a_killed_node_down_and_back() {
     while n3["load"]["capacity_bytes"].as_u64().unwrap_or(0) == 0 {
         assert!(Instant::now() < deadline, "no load report for node-3: {n3}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (_, _, body) = raw("GET", &format!("{}/cluster/nodes", nodes[0].admin), &[], vec![]).await;
+        let (_, _, body) = admin_get(&format!("{}/cluster/nodes", nodes[0].admin)).await;
         let view: serde_json::Value = serde_json::from_str(&body).unwrap();
         n3 = view
             .as_array()
@@ -848,7 +856,7 @@ async fn locate_names_the_replicas_and_what_each_node_holds() {
 
     // Asked through another node's admin port, with the key percent-encoded.
     let url = format!("{}/cluster/locate/located/docs/a%20b.txt", nodes[1].admin);
-    let (st, _, text) = raw("GET", &url, &[], vec![]).await;
+    let (st, _, text) = admin_get(&url).await;
     assert_eq!(st, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["key"], "docs/a b.txt");
@@ -889,15 +897,9 @@ async fn locate_names_the_replicas_and_what_each_node_holds() {
     assert_eq!(v3["replicas"], v["replicas"]);
 
     // Bad requests and a missing bucket are clear errors.
-    let (st, _, text) = raw(
-        "GET",
-        &format!("{}/cluster/locate/located", nodes[0].admin),
-        &[],
-        vec![],
-    )
-    .await;
+    let (st, _, text) = admin_get(&format!("{}/cluster/locate/located", nodes[0].admin)).await;
     assert_eq!(st, 400, "{text}");
-    let (st, _, text) = raw("GET", &format!("{}/cluster/locate/nope/k", nodes[0].admin), &[], vec![]).await;
+    let (st, _, text) = admin_get(&format!("{}/cluster/locate/nope/k", nodes[0].admin)).await;
     assert_eq!(st, 404, "{text}");
     let (code, _, err) = cli(&nodes[0], &["locate", "no-key-here"]);
     assert_eq!(code, 2, "{err}");
@@ -906,7 +908,7 @@ async fn locate_names_the_replicas_and_what_each_node_holds() {
     // A node that cannot be asked is named with the reason.
     let mut gone = nodes.pop().unwrap();
     gone.kill9();
-    let (st, _, text) = raw("GET", &url.replace(&nodes[1].admin, &nodes[0].admin), &[], vec![]).await;
+    let (st, _, text) = admin_get(&url.replace(&nodes[1].admin, &nodes[0].admin)).await;
     assert_eq!(st, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let dead = v["nodes"]
@@ -1497,7 +1499,7 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
     // Those reads repaired node-3's own copy (node-3 counts the metadata it merged into stale
     // replicas): with the other two gone, node-3 alone (ONE) answers the same.
     poll_until("node-3's metadata read repair", Duration::from_secs(10), || async {
-        let (_, _, m) = raw("GET", &format!("{}/metrics", nodes[2].admin), &[], vec![]).await;
+        let (_, _, m) = admin_get(&format!("{}/metrics", nodes[2].admin)).await;
         m.lines()
             .any(|l| {
                 l.starts_with("ironbucket_read_repairs_total{kind=\"metadata\"}")

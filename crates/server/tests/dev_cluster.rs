@@ -95,7 +95,7 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
     let (st, _, body) = raw(
         "GET",
         &format!("http://127.0.0.1:{}/cluster/status", admin + 1),
-        &[],
+        &[("authorization", &format!("Bearer {sk}"))],
         vec![],
     )
     .await;

@@ -352,7 +352,7 @@ async fn sigterm_lets_in_flight_uploads_finish() {
     // The server is serving it (waiting for the rest of the body).
     let metrics = format!("{}/metrics", srv.admin);
     common::cluster::poll_until("the upload in flight", Duration::from_secs(10), || async {
-        let (_, _, m) = raw("GET", &metrics, &[], vec![]).await;
+        let (_, _, m) = admin_get(&metrics).await;
         m.lines()
             .any(|l| l.starts_with("ironbucket_s3_requests_in_flight ") && !l.ends_with(" 0"))
             .then_some(())

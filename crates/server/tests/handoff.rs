@@ -10,13 +10,7 @@ use common::*;
 use std::time::Duration;
 
 async fn replication(srv: &Server) -> serde_json::Value {
-    let (st, _, body) = raw(
-        "GET",
-        &format!("{}/cluster/metrics/replication", srv.admin),
-        &[],
-        vec![],
-    )
-    .await;
+    let (st, _, body) = admin_get(&format!("{}/cluster/metrics/replication", srv.admin)).await;
     assert_eq!(st, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }

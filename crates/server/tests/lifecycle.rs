@@ -158,7 +158,7 @@ async fn lifecycle_rules_are_enforced() {
         "current versions stay"
     );
 
-    let (_, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     assert!(
         m.contains("ironbucket_lifecycle_removed{kind=\"expired_objects\"} 1"),
         "{m}"
@@ -188,7 +188,7 @@ async fn lifecycle_rules_are_enforced() {
 
 /// The `expired_objects` figure of one node's `/metrics`.
 async fn expired_on(srv: &Server) -> u64 {
-    let (_, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     m.lines()
         .find(|l| l.starts_with("ironbucket_lifecycle_removed{kind=\"expired_objects\"}"))
         .and_then(|l| l.rsplit(' ').next())

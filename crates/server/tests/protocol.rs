@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const CURRENT: u32 = ironbucket_rpc::PROTOCOL_VERSION;
 
 async fn peer_entry(srv: &Server, node: &str) -> Option<serde_json::Value> {
-    let (st, _, body) = raw("GET", &format!("{}/cluster/health", srv.admin), &[], vec![]).await;
+    let (st, _, body) = admin_get(&format!("{}/cluster/health", srv.admin)).await;
     assert_eq!(st, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["clock"]["protocol_version"], CURRENT);
@@ -76,7 +76,7 @@ async fn a_newer_protocol_is_refused_cleanly_and_an_older_supported_one_joins() 
         warnings.contains("node-4") && warnings.contains("newer than this node's"),
         "{warnings}"
     );
-    let (_, _, m) = raw("GET", &format!("{}/metrics", nodes[0].admin), &[], vec![]).await;
+    let (_, _, m) = admin_get(&format!("{}/metrics", nodes[0].admin)).await;
     assert!(
         m.contains("ironbucket_rpc_refused_protocol_total{node=\"node-4\"}"),
         "{m}"

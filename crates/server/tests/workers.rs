@@ -187,7 +187,7 @@ async fn a_dead_commit_thread_turns_health_red_and_writes_get_503_at_once() {
         let (_, _, b) = raw("GET", &format!("{}/health", srv.admin), &[], vec![]).await;
         assert!(b.contains("failed"), "{b}");
     }
-    let (st, _, m) = raw("GET", &format!("{}/metrics", srv.admin), &[], vec![]).await;
+    let (st, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     assert_eq!(st, 200);
     assert!(m.contains("ironbucket_node_failed 1"), "{m}");
     // Reads still work: the node failed for writes only.

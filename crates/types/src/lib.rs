@@ -5,6 +5,7 @@
 //! synchronous function with unit tests.
 
 pub mod acl;
+pub mod audit;
 pub mod checksum;
 pub mod conditions;
 pub mod consistency;
@@ -17,6 +18,7 @@ pub mod name;
 pub mod policy;
 pub mod position;
 pub mod range;
+pub mod ratelimit;
 pub mod strategy;
 
 pub use acl::{Acl, AclPermission, PublicAccessBlock};

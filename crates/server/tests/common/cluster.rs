@@ -39,7 +39,7 @@ pub fn status_of<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http:
 }
 
 pub async fn cluster_status(srv: &Server) -> Option<serde_json::Value> {
-    let (st, _, body) = raw("GET", &format!("{}/cluster/status", srv.admin), &[], vec![]).await;
+    let (st, _, body) = admin_get(&format!("{}/cluster/status", srv.admin)).await;
     (st == 200).then(|| serde_json::from_str(&body).unwrap())
 }
 
@@ -157,13 +157,7 @@ pub async fn not_ready_because(srv: &Server, needle: &str) -> String {
 
 /// `GET /cluster/locate/{bucket}/{key}` through `srv`: the replica set and what every node holds.
 pub async fn located(srv: &Server, bucket: &str, key: &str) -> serde_json::Value {
-    let (st, _, text) = raw(
-        "GET",
-        &format!("{}/cluster/locate/{bucket}/{key}", srv.admin),
-        &[],
-        vec![],
-    )
-    .await;
+    let (st, _, text) = admin_get(&format!("{}/cluster/locate/{bucket}/{key}", srv.admin)).await;
     assert_eq!(st, 200, "{text}");
     serde_json::from_str(&text).unwrap()
 }

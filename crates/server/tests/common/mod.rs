@@ -220,6 +220,17 @@ pub fn data(n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A raw HTTP request (for unsigned, presigned and malformed cases). Returns status, headers, body.
+/// The `Authorization` value the test servers' admin API takes (their admin token is the root
+/// secret).
+pub fn bearer() -> String {
+    format!("Bearer {SK}")
+}
+
+/// `GET url` on an admin API with the test servers' admin token.
+pub async fn admin_get(url: &str) -> (u16, http::HeaderMap, String) {
+    raw("GET", url, &[("authorization", &bearer())], vec![]).await
+}
+
 pub async fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, String) {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();

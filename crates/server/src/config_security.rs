@@ -1,0 +1,170 @@
+//! Settings that protect a node from its clients: where the admin API listens, the audit log,
+//! connection caps and timeouts, and request rate limits. Composed into [`crate::config`].
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Security flags of `ironbucket server`.
+#[derive(Args, Debug, Default)]
+pub struct SecurityArgs {
+    /// Address the admin API binds to. Every admin route but /health and /health/ready needs a
+    /// token; bind it beyond loopback only where the network is trusted [default: 127.0.0.1].
+    #[arg(long = "admin-bind", env = "NODE_ADMIN_BIND", value_name = "IP")]
+    pub admin_bind: Option<IpAddr>,
+
+    /// Audit log file: one JSON line per mutating admin call and per refused S3 request; rotated
+    /// by size; `off` disables it [default: DATA_DIR/audit.log].
+    #[arg(long = "audit-log", env = "AUDIT_LOG_FILE", value_name = "FILE")]
+    pub audit_log: Option<String>,
+
+    /// Rotate the audit log when it reaches this many MiB (5 rotated files are kept)
+    /// [default: 100].
+    #[arg(long = "audit-log-max-mb", env = "AUDIT_LOG_MAX_MB", value_name = "MIB")]
+    pub audit_log_max_mb: Option<u64>,
+
+    /// Also print audit lines to stdout (true|false) [default: false].
+    #[arg(long = "audit-stdout", env = "AUDIT_STDOUT", value_name = "BOOL")]
+    pub audit_stdout: Option<bool>,
+
+    /// Most open connections on each of the S3 and admin ports; more are answered 503 and
+    /// closed [default: 4096].
+    #[arg(long = "max-connections", env = "MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most open connections from one client address (trusted proxies are exempt; 0: no cap)
+    /// [default: 512].
+    #[arg(long = "max-connections-per-ip", env = "MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Seconds a client has to send a request's headers, and that an idle keep-alive connection
+    /// stays open [default: 15].
+    #[arg(long = "header-timeout", env = "HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+
+    /// Requests per second one access key may make on the S3 port (token bucket, burst of twice
+    /// the rate); over it: 503 SlowDown with Retry-After. 0: no limit [default: 0].
+    #[arg(long = "rate-limit-per-key", env = "RATE_LIMIT_PER_KEY", value_name = "RPS")]
+    pub rate_limit_per_key: Option<u32>,
+
+    /// Requests per second one client address may make on the S3 and admin ports (trusted
+    /// proxies: the forwarded address counts). 0: no limit [default: 0].
+    #[arg(long = "rate-limit-per-ip", env = "RATE_LIMIT_PER_IP", value_name = "RPS")]
+    pub rate_limit_per_ip: Option<u32>,
+}
+
+/// `[security]` in the config file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    pub admin_bind: Option<IpAddr>,
+    pub audit_log: Option<String>,
+    pub audit_log_max_mb: Option<u64>,
+    pub audit_stdout: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub rate_limit_per_key: Option<u32>,
+    pub rate_limit_per_ip: Option<u32>,
+}
+
+/// Connection caps and timeouts of one listener.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub max_total: usize,
+    /// 0: no cap per address.
+    pub max_per_ip: usize,
+    pub header_timeout: Duration,
+    /// Addresses exempt from the per-address cap (the load balancer).
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+/// The resolved security settings.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    pub admin_bind: IpAddr,
+    pub audit_file: Option<PathBuf>,
+    pub audit_max_bytes: u64,
+    pub audit_stdout: bool,
+    pub limits: ConnLimits,
+    pub rate_per_key: u32,
+    pub rate_per_ip: u32,
+}
+
+pub fn resolve_security(
+    a: SecurityArgs,
+    f: SecuritySection,
+    data_dir: &Path,
+    trusted: &[ipnet::IpNet],
+) -> Result<SecuritySettings> {
+    let audit_file = match a.audit_log.or(f.audit_log) {
+        None => Some(data_dir.join("audit.log")),
+        Some(p) if p.eq_ignore_ascii_case("off") => None,
+        Some(p) if p.is_empty() => bail!("AUDIT_LOG_FILE is empty: give a file, or `off`"),
+        Some(p) => Some(PathBuf::from(p)),
+    };
+    let mb = a.audit_log_max_mb.or(f.audit_log_max_mb).unwrap_or(100);
+    if mb == 0 {
+        bail!("AUDIT_LOG_MAX_MB must be at least 1");
+    }
+    let max_total = a.max_connections.or(f.max_connections).unwrap_or(4096);
+    if max_total == 0 {
+        bail!("MAX_CONNECTIONS must be at least 1");
+    }
+    let header = a.header_timeout.or(f.header_timeout_secs).unwrap_or(15);
+    if header == 0 {
+        bail!("HEADER_TIMEOUT_SECS must be at least 1");
+    }
+    Ok(SecuritySettings {
+        admin_bind: a.admin_bind.or(f.admin_bind).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        audit_file,
+        audit_max_bytes: mb * 1024 * 1024,
+        audit_stdout: a.audit_stdout.or(f.audit_stdout).unwrap_or(false),
+        limits: ConnLimits {
+            max_total,
+            max_per_ip: a.max_connections_per_ip.or(f.max_connections_per_ip).unwrap_or(512),
+            header_timeout: Duration::from_secs(header),
+            exempt: trusted.to_vec(),
+        },
+        rate_per_key: a.rate_limit_per_key.or(f.rate_limit_per_key).unwrap_or(0),
+        rate_per_ip: a.rate_limit_per_ip.or(f.rate_limit_per_ip).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe_and_bad_values_are_named() {
+        let s = resolve_security(
+            SecurityArgs::default(),
+            SecuritySection::default(),
+            Path::new("/d"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.admin_bind, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(s.audit_file.as_deref(), Some(Path::new("/d/audit.log")));
+        assert_eq!((s.limits.max_total, s.limits.max_per_ip), (4096, 512));
+        let off = SecurityArgs {
+            audit_log: Some("off".into()),
+            ..Default::default()
+        };
+        assert!(
+            resolve_security(off, SecuritySection::default(), Path::new("/d"), &[])
+                .unwrap()
+                .audit_file
+                .is_none()
+        );
+        let zero = SecurityArgs {
+            max_connections: Some(0),
+            ..Default::default()
+        };
+        let e = resolve_security(zero, SecuritySection::default(), Path::new("/d"), &[]).unwrap_err();
+        assert!(e.to_string().contains("MAX_CONNECTIONS"));
+    }
+}
