@@ -7,6 +7,7 @@ probes writes at a consistency level, and runs a bounded read/write client that 
   e2e.py verify   --endpoint URL --manifest F [--consistency L]
   e2e.py put      --endpoint URL --bucket B --key K --consistency L --expect ok|503 [--manifest F]
   e2e.py client   --endpoint URL --bucket B --seconds S --stop-file P --out F
+  e2e.py spoof    --endpoint URL --bucket B --direct URL[,URL...] --admin URL
 """
 import argparse, hashlib, io, json, os, random, sys, time
 
@@ -158,10 +159,48 @@ def cmd_client(a):
     print(f"client: {stats['ok']} requests ok, {stats['failed']} failed")
 
 
+def anonymous_get(url, headers):
+    import urllib.error, urllib.request
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def cmd_spoof(a):
+    """A client cannot claim another address with X-Forwarded-For (only the load balancer's is
+    believed), and the admin API wants a token for everything but health."""
+    c = client(a.endpoint)
+    c.create_bucket(Bucket=a.bucket)
+    c.put_object(Bucket=a.bucket, Key="office-only", Body=b"for the office network")
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{a.bucket}/*",
+        "Condition": {"IpAddress": {"aws:SourceIp": "203.0.113.7/32"}}}]}
+    c.put_bucket_policy(Bucket=a.bucket, Policy=json.dumps(policy))
+    spoof = {"X-Forwarded-For": "203.0.113.7"}
+    for base in [a.endpoint] + a.direct.split(","):
+        st = anonymous_get(f"{base}/{a.bucket}/office-only", spoof)
+        if st != 403:
+            sys.exit(f"spoof: a forged X-Forwarded-For got {st} from {base}, expected 403")
+    st = anonymous_get(f"{a.admin}/cluster/status", {})
+    if st != 401:
+        sys.exit(f"spoof: /cluster/status without a token answered {st}, expected 401")
+    st = anonymous_get(f"{a.admin}/cluster/status", {"Authorization": "Bearer " + os.environ["IRONBUCKET_ADMIN_TOKEN"]})
+    if st != 200:
+        sys.exit(f"spoof: /cluster/status with the admin token answered {st}, expected 200")
+    st = anonymous_get(f"{a.admin}/health/ready", {})
+    if st != 200:
+        sys.exit(f"spoof: /health/ready answered {st}, expected 200 without a token")
+    print("spoof: forged X-Forwarded-For refused on the LB and every node; admin reads need a token")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("load", "verify", "put", "client"):
+    for name in ("load", "verify", "put", "client", "spoof"):
         s = sub.add_parser(name)
         s.add_argument("--endpoint", required=True)
         s.add_argument("--manifest")
@@ -174,8 +213,10 @@ def main():
         s.add_argument("--seconds", type=int, default=300)
         s.add_argument("--stop-file")
         s.add_argument("--out")
+        s.add_argument("--direct")
+        s.add_argument("--admin")
     a = p.parse_args()
-    {"load": cmd_load, "verify": cmd_verify, "put": cmd_put, "client": cmd_client}[a.cmd](a)
+    {"load": cmd_load, "verify": cmd_verify, "put": cmd_put, "client": cmd_client, "spoof": cmd_spoof}[a.cmd](a)
 
 
 if __name__ == "__main__":

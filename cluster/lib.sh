@@ -38,8 +38,9 @@ compose() {
 rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 rand_alnum() { LC_ALL=C tr -dc "$2" </dev/urandom | head -c "$1"; }
 
-# cluster/.env (mode 600): the cluster secret, the encryption key and the root credentials,
-# generated on the first run and reused afterwards.
+# cluster/.env (mode 600): the cluster secret, the encryption key, the root credentials and the
+# admin API token, generated on the first run and reused afterwards (a token is added to an
+# older file that lacks one).
 ensure_env() {
   umask 077
   if [ ! -f "$ENV_FILE" ]; then
@@ -51,6 +52,9 @@ ensure_env() {
       echo "IRONBUCKET_ACCESS_KEY=IB$(rand_alnum 18 'A-Z0-9')"
       echo "IRONBUCKET_SECRET_KEY=$(rand_alnum 40 'A-Za-z0-9')"
     } >"$ENV_FILE"
+  fi
+  if ! grep -q '^IRONBUCKET_ADMIN_TOKEN=' "$ENV_FILE"; then
+    echo "IRONBUCKET_ADMIN_TOKEN=$(rand_alnum 48 'A-Za-z0-9')" >>"$ENV_FILE"
   fi
   chmod 600 "$ENV_FILE"
   # shellcheck disable=SC1090

@@ -42,7 +42,7 @@ fi
 cli() {
   local i=$1
   shift
-  docker exec -e IRONBUCKET_ADMIN_TOKEN="${IRONBUCKET_ADMIN_TOKEN:-$IRONBUCKET_SECRET_KEY}" \
+  docker exec -e IRONBUCKET_ADMIN_TOKEN="$IRONBUCKET_ADMIN_TOKEN" \
     "ironbucket-node$i" ironbucket-cli "$@"
 }
 # A JSON field (the first number or string named $1) from stdin.

@@ -67,6 +67,7 @@ bash cluster/health.sh >/dev/null || fail "health.sh failed"
 $PY load --endpoint $LB --bucket e2e --count 100 --multipart-mib 50 --manifest "$MANIFEST"
 $PY verify --endpoint $N1 --manifest "$MANIFEST"
 $PY verify --endpoint $N2 --manifest "$MANIFEST"
+$PY spoof --endpoint $LB --bucket spoof --direct "$N1,$N2" --admin "http://127.0.0.1:8001"
 
 liveness_of() { # node-name: its liveness as node1 sees it
   docker exec ironbucket-node1 ironbucket-cli cluster nodes --json 2>/dev/null | "$VENV/bin/python" -c '
