@@ -40,6 +40,15 @@ struct Cli {
     )]
     admin_token: Option<String>,
 
+    /// File holding the admin token (Docker secrets), instead of --admin-token.
+    #[arg(
+        long = "admin-token-file",
+        env = "IRONBUCKET_ADMIN_TOKEN_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    admin_token_file: Option<std::path::PathBuf>,
+
     /// Seconds to wait for the node to answer.
     #[arg(long, default_value_t = 10, global = true)]
     timeout: u64,
@@ -341,7 +350,22 @@ enum KeyCommand {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.admin_token.is_none()
+        && let Some(p) = &cli.admin_token_file
+    {
+        match std::fs::read_to_string(p) {
+            Ok(t) if !t.trim().is_empty() => cli.admin_token = Some(t.trim().to_string()),
+            Ok(_) => {
+                eprintln!("ironbucket-cli: the admin token file {} is empty", p.display());
+                std::process::exit(2);
+            }
+            Err(e) => {
+                eprintln!("ironbucket-cli: cannot read the admin token file {}: {e}", p.display());
+                std::process::exit(2);
+            }
+        }
+    }
     match run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

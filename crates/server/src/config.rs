@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::config_cluster::resolve_cluster;
 pub use crate::config_cluster::{ClusterArgs, ClusterSection, ClusterSettings};
-pub use crate::config_security::{SecurityArgs, SecuritySection, SecuritySettings};
+use crate::config_security::secret_from;
+pub use crate::config_security::{SecretFileArgs, SecurityArgs, SecuritySection, SecuritySettings};
 
 /// Flags of `ironbucket server`. Each flag also reads the environment variable shown; a flag
 /// given on the command line wins over the variable, which wins over the config file.
@@ -117,8 +118,9 @@ pub struct ServerArgs {
     #[arg(long = "enable-encryption", env = "ENABLE_ENCRYPTION", value_name = "BOOL")]
     pub enable_encryption: Option<bool>,
 
-    /// Bearer token for the admin API's management endpoints (`/keys`) [default: the root
-    /// secret key].
+    /// The built-in admin-role bearer token of the admin API (every route but /health and
+    /// /health/ready needs a token; more come from `ironbucket-cli token create`) [default: the
+    /// root secret key].
     #[arg(
         long = "admin-token",
         env = "IRONBUCKET_ADMIN_TOKEN",
@@ -194,6 +196,9 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub secret_files: SecretFileArgs,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -307,7 +312,20 @@ pub fn load_file(path: &Path) -> Result<FileConfig> {
 }
 
 impl Settings {
-    pub fn resolve(a: ServerArgs) -> Result<Self> {
+    pub fn resolve(mut a: ServerArgs) -> Result<Self> {
+        let files = std::mem::take(&mut a.secret_files);
+        a.access_key = secret_from(a.access_key.take(), files.access_key_file, "IRONBUCKET_ACCESS_KEY")?;
+        a.secret_key = secret_from(a.secret_key.take(), files.secret_key_file, "IRONBUCKET_SECRET_KEY")?;
+        a.admin_token = secret_from(a.admin_token.take(), files.admin_token_file, "IRONBUCKET_ADMIN_TOKEN")?;
+        a.encryption_key = secret_from(a.encryption_key.take(), files.encryption_key_file, "ENCRYPTION_KEY")?;
+        let old = (!a.encryption_old_keys.is_empty()).then(|| a.encryption_old_keys.join(","));
+        if let Some(keys) = secret_from(old, files.encryption_old_keys_file, "ENCRYPTION_OLD_KEYS")? {
+            a.encryption_old_keys = keys
+                .split([',', '\n'])
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
+        }
         let f = match &a.config {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),

@@ -302,6 +302,9 @@ pub(crate) fn resolve_cluster(
         files.check().map_err(|e| anyhow::anyhow!("ENABLE_TLS: {e}"))?;
         Some(files)
     } else {
+        eprintln!(
+            "WARNING: node-to-node traffic is plaintext (ENABLE_TLS is not true): anyone on the network between the nodes can read object data; set ENABLE_TLS with TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE (`ironbucket cert generate` makes them)"
+        );
         None
     };
     let name = a.cluster_name.or(f.name).unwrap_or_else(|| "ironbucket".into());

@@ -56,6 +56,55 @@ pub struct SecurityArgs {
     pub rate_limit_per_ip: Option<u32>,
 }
 
+/// Files holding secrets (Docker secrets, Kubernetes secret volumes): each is read at start,
+/// trailing whitespace trimmed, and stands for the variable it names. Giving a variable and its
+/// file together is refused.
+#[derive(Args, Debug, Default)]
+pub struct SecretFileArgs {
+    /// File holding the root access key id (instead of IRONBUCKET_ACCESS_KEY).
+    #[arg(long = "access-key-file", env = "IRONBUCKET_ACCESS_KEY_FILE", value_name = "FILE")]
+    pub access_key_file: Option<PathBuf>,
+
+    /// File holding the root secret key (instead of IRONBUCKET_SECRET_KEY).
+    #[arg(long = "secret-key-file", env = "IRONBUCKET_SECRET_KEY_FILE", value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// File holding the admin token (instead of IRONBUCKET_ADMIN_TOKEN).
+    #[arg(long = "admin-token-file", env = "IRONBUCKET_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// File holding the encryption master key (instead of ENCRYPTION_KEY).
+    #[arg(long = "encryption-key-file", env = "ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+
+    /// File holding older master keys, one per line or comma-separated (instead of
+    /// ENCRYPTION_OLD_KEYS).
+    #[arg(
+        long = "encryption-old-keys-file",
+        env = "ENCRYPTION_OLD_KEYS_FILE",
+        value_name = "FILE"
+    )]
+    pub encryption_old_keys_file: Option<PathBuf>,
+}
+
+/// `value`, or the contents of `file`; `name` is the variable, for messages.
+pub fn secret_from(value: Option<String>, file: Option<PathBuf>, name: &str) -> Result<Option<String>> {
+    match (value, file) {
+        (Some(_), Some(_)) => bail!("{name} and {name}_FILE are both set: give one"),
+        (Some(v), None) => Ok(Some(v)),
+        (None, None) => Ok(None),
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}_FILE {}: {e}", p.display()))?;
+            let v = text.trim_end().to_string();
+            if v.is_empty() {
+                bail!("{name}_FILE {} is empty", p.display());
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
 /// `[security]` in the config file.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +186,33 @@ pub fn resolve_security(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, "from-a-file\n").unwrap();
+        assert_eq!(
+            secret_from(None, Some(p.clone()), "X").unwrap().as_deref(),
+            Some("from-a-file")
+        );
+        assert_eq!(secret_from(Some("v".into()), None, "X").unwrap().as_deref(), Some("v"));
+        assert_eq!(secret_from(None, None, "X").unwrap(), None);
+        let both = secret_from(Some("v".into()), Some(p), "X").unwrap_err().to_string();
+        assert!(both.contains("X and X_FILE"), "{both}");
+        let missing = secret_from(None, Some(dir.path().join("nope")), "X")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("cannot read X_FILE"), "{missing}");
+        let empty = dir.path().join("e");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(
+            secret_from(None, Some(empty), "X")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
 
     #[test]
     fn defaults_are_safe_and_bad_values_are_named() {

@@ -283,3 +283,59 @@ async fn cluster_tokens_work_on_every_node() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every secret can come from a file (`*_FILE`, as Docker secrets are mounted); a variable and
+/// its file together are refused with a message naming both.
+#[tokio::test]
+async fn secrets_can_come_from_files() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("admin-token");
+    std::fs::write(&token_file, "token-from-a-docker-secret\n").unwrap();
+    let key_file = secrets.path().join("encryption-key");
+    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    let (tf, kf) = (token_file.to_str().unwrap(), key_file.to_str().unwrap());
+    let srv = Server::start_with(
+        &["--admin-token-file", tf, "--enable-encryption", "true"],
+        &[("ENCRYPTION_KEY_FILE", kf)],
+    );
+    assert_eq!(
+        admin(&srv, "GET", "/workers", Some("token-from-a-docker-secret"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        admin(&srv, "GET", "/workers", Some(SK)).await.0,
+        401,
+        "the file's token replaces the default"
+    );
+    let c = srv.client();
+    c.create_bucket().bucket("sealed").send().await.unwrap();
+    c.put_object()
+        .bucket("sealed")
+        .key("k")
+        .body(b"under a key from a file".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let got = body_bytes(c.get_object().bucket("sealed").key("k").send().await.unwrap()).await;
+    assert_eq!(got, b"under a key from a file");
+    // The CLI reads its token from a file too.
+    let cli_bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    let out = std::process::Command::new(&cli_bin)
+        .args(["--admin-url", &srv.admin, "workers", "--json"])
+        .env("IRONBUCKET_ADMIN_TOKEN_FILE", tf)
+        .env_remove("IRONBUCKET_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let e = Server::start_in(dir.path(), &["--admin-token", "x", "--admin-token-file", tf], &[])
+        .err()
+        .expect("a token and a token file together are refused");
+    assert!(
+        e.contains("IRONBUCKET_ADMIN_TOKEN and IRONBUCKET_ADMIN_TOKEN_FILE"),
+        "{e}"
+    );
+}
