@@ -59,6 +59,7 @@ ensure_env() {
   chmod 600 "$ENV_FILE"
   # shellcheck disable=SC1090
   . "$ENV_FILE"
+  [ -n "${CLUSTER_SECRET:-}" ] || die "$ENV_FILE has no CLUSTER_SECRET: remove the file (cluster/stop.sh --purge) or add one"
   local i
   for i in 1 2 3; do
     mkdir -p "cluster/data/node$i" "cluster/config/node$i" "cluster/logs/node$i"
@@ -66,6 +67,29 @@ ensure_env() {
     chmod 600 "cluster/config/node$i/cluster.secret"
   done
   umask 022
+}
+
+# Mutual TLS between the nodes: on the first start a cluster CA (cluster/tls, mode 600 keys; the
+# CA key never leaves the host) and one certificate per node, valid for its host name, made by the
+# image's own `ironbucket cert generate`; each node gets its certificate, key and the CA under
+# cluster/config/nodeN/tls (mounted at /etc/ironbucket/tls).
+ensure_certs() {
+  local image=${IRONBUCKET_IMAGE:-ironbucket:cluster} i
+  if [ ! -f cluster/tls/ca.pem ]; then
+    say "generating the cluster CA and node certificates (cluster/tls)"
+    mkdir -p cluster/tls
+    docker run --rm --user "$(id -u):$(id -g)" --entrypoint ironbucket -v "$ROOT/cluster/tls:/out" "$image" \
+      cert generate --out /out --cluster-name test-cluster \
+      --nodes ironbucket-node1,ironbucket-node2,ironbucket-node3 >/dev/null \
+      || die "cannot generate the node certificates with $image"
+  fi
+  for i in 1 2 3; do
+    mkdir -p "cluster/config/node$i/tls"
+    cp cluster/tls/ca.pem "cluster/config/node$i/tls/ca.pem"
+    cp "cluster/tls/ironbucket-node$i.pem" "cluster/config/node$i/tls/node.pem"
+    cp "cluster/tls/ironbucket-node$i.key" "cluster/config/node$i/tls/node.key"
+    chmod 600 "cluster/config/node$i/tls/node.key"
+  done
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }

@@ -23,6 +23,7 @@ if [ -n "${IRONBUCKET_IMAGE:-}" ] && [ "$IRONBUCKET_IMAGE" != ironbucket:cluster
 else
   build_node_image
 fi
+ensure_certs
 compose up -d --remove-orphans >"$BUILD/compose-up.log" 2>&1 || { cat "$BUILD/compose-up.log" >&2; die "docker compose up failed"; }
 say "waiting for the nodes to be healthy and to form one cluster"
 wait_healthy "${START_TIMEOUT_SECS:-180}" || exit 1

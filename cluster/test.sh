@@ -68,6 +68,22 @@ $PY load --endpoint $LB --bucket e2e --count 100 --multipart-mib 50 --manifest "
 $PY verify --endpoint $N1 --manifest "$MANIFEST"
 $PY verify --endpoint $N2 --manifest "$MANIFEST"
 $PY spoof --endpoint $LB --bucket spoof --direct "$N1,$N2" --admin "http://127.0.0.1:8001"
+# Mutual TLS between the nodes is on: a node with the cluster secret but without a certificate of
+# the cluster's CA cannot join.
+docker run -d --name ironbucket-rogue --hostname ironbucket-rogue --network ironbucket-cluster \
+  -e CLUSTER_ENABLED=true -e CLUSTER_NAME=test-cluster -e CLUSTER_SEEDS=ironbucket-node1:7000 \
+  -e NODE_RPC_ADDRESS=ironbucket-rogue:7000 -e CLUSTER_SECRET="$CLUSTER_SECRET" -e NODE_ID=rogue \
+  -e IRONBUCKET_ACCESS_KEY=ROGUEKEY -e IRONBUCKET_SECRET_KEY=rogue-secret-key \
+  ironbucket:cluster >/dev/null
+sleep 15
+rogue_seen=$(docker exec ironbucket-node1 ironbucket-cli cluster nodes --json 2>/dev/null | grep -c '"rogue"' || true)
+rogue_ready=0
+docker exec ironbucket-rogue ironbucket-cli ready >/dev/null 2>&1 && rogue_ready=1
+docker logs ironbucket-rogue 2>&1 | tail -3
+docker rm -f ironbucket-rogue >/dev/null
+[ "$rogue_seen" = 0 ] || fail "a node without a certificate became a member"
+[ "$rogue_ready" = 0 ] || fail "a node without a certificate says it is ready"
+echo "ok   a node without the cluster CA's certificate was not let in"
 
 liveness_of() { # node-name: its liveness as node1 sees it
   docker exec ironbucket-node1 ironbucket-cli cluster nodes --json 2>/dev/null | "$VENV/bin/python" -c '
