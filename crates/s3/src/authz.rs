@@ -395,7 +395,11 @@ fn context(
 
 /// `x-amz-copy-source` as (bucket, key, version id).
 fn copy_source(cx: &S3AccessContext<'_>) -> Option<(String, String, Option<String>)> {
-    let raw = cx.headers().get("x-amz-copy-source")?.to_str().ok()?;
+    parse_copy_source(cx.headers().get("x-amz-copy-source")?.to_str().ok()?)
+}
+
+/// An `x-amz-copy-source` value as (bucket, key, version id).
+pub(crate) fn parse_copy_source(raw: &str) -> Option<(String, String, Option<String>)> {
     let (path, version) = match raw.split_once("?versionId=") {
         Some((p, v)) => (p, Some(v.to_string())),
         None => (raw, None),

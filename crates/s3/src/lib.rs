@@ -16,6 +16,34 @@ mod post_gate;
 mod request;
 
 pub use http_service::S3HttpService;
+
+/// Entry points for the fuzz targets in `fuzz/`: the parsers this crate runs on a request's
+/// head before `s3s` sees it. Each must return (never panic, never allocate without bound) on any
+/// input. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The signature envelope checks (SigV2 refusal, presigned lifetime, unsigned `x-amz-*`).
+    pub fn signature_envelope(headers: &http::HeaderMap, query: Option<&str>) -> bool {
+        let strict = crate::guard::check(headers, query, false).is_ok();
+        let lenient = crate::guard::check(headers, query, true).is_ok();
+        // Allowing SigV2 can only admit more.
+        assert!(!strict || lenient);
+        strict
+    }
+
+    /// The fields of a browser form before its file.
+    pub fn post_form_head(content_type: &str, body: &[u8]) -> bool {
+        match crate::post_gate::boundary(content_type) {
+            Some(b) => matches!(crate::post_gate::parse_head(body, &b), Ok(Some(_))),
+            None => false,
+        }
+    }
+
+    /// `x-amz-copy-source` as the access check reads it.
+    pub fn copy_source(raw: &str) -> bool {
+        crate::authz::parse_copy_source(raw).is_some()
+    }
+}
 pub use metrics::S3Metrics;
 
 use ironbucket_store::ObjectStore;
