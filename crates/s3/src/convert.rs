@@ -57,6 +57,12 @@ pub fn s3_err(e: Error) -> S3Error {
     };
     let quota = matches!(e, Error::QuotaExceeded(_));
     let conflict = matches!(e, Error::ConditionalRequestConflict(_));
+    // What went wrong inside (paths, peers, database errors) is logged, never sent.
+    let msg = if matches!(e, Error::Corrupt(_) | Error::Internal(_)) {
+        "We encountered an internal error. Please try again.".to_string()
+    } else {
+        msg
+    };
     let mut err = S3Error::with_message(code, msg);
     if quota {
         err.set_status_code(hyper::StatusCode::FORBIDDEN);
@@ -280,5 +286,20 @@ mod tests {
             &S3ErrorCode::BadDigest
         );
         assert_eq!(s3_err(Error::KeyTooLong(2000)).code(), &S3ErrorCode::KeyTooLongError);
+    }
+
+    /// Security review finding (low): internal error text (paths, database errors) reached
+    /// clients. They get InternalError with a fixed message; the detail goes to the log.
+    #[test]
+    fn internal_errors_do_not_leak_their_detail() {
+        for e in [
+            Error::Internal("redb: cannot open /var/lib/ironbucket/data/meta.redb".into()),
+            Error::Corrupt("blob /var/lib/ironbucket/data/blobs/ab/cd: bad chunk".into()),
+        ] {
+            let s = s3_err(e);
+            assert_eq!(s.code(), &S3ErrorCode::InternalError);
+            let msg = s.message().unwrap_or_default();
+            assert!(!msg.contains("/var/lib") && !msg.contains("redb"), "{msg}");
+        }
     }
 }

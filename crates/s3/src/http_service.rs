@@ -30,6 +30,8 @@ pub struct S3HttpService {
     ip_limiter: Option<Arc<ironbucket_types::ratelimit::RateLimiter>>,
     /// The connection's peer, when the service was made for one connection.
     peer: Option<SocketAddr>,
+    /// The connection is TLS (this node terminates it).
+    secure: bool,
 }
 
 static REQ_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -91,6 +93,7 @@ impl S3HttpService {
             audit: None,
             ip_limiter: ironbucket_types::ratelimit::RateLimiter::new(cfg.rate_per_ip).map(Arc::new),
             peer: None,
+            secure: false,
         }
     }
 
@@ -102,8 +105,15 @@ impl S3HttpService {
 
     /// The service for one connection from `peer`.
     pub fn with_peer(&self, peer: SocketAddr) -> Self {
+        self.with_peer_tls(peer, false)
+    }
+
+    /// The service for one connection from `peer`, over TLS when `secure`
+    /// (`aws:SecureTransport` is then true).
+    pub fn with_peer_tls(&self, peer: SocketAddr, secure: bool) -> Self {
         let mut s = self.clone();
         s.peer = Some(peer);
+        s.secure = secure;
         s
     }
 
@@ -116,7 +126,7 @@ impl S3HttpService {
         if !trusted(&peer) {
             return Some(ClientInfo {
                 ip: peer,
-                secure: false,
+                secure: self.secure,
             });
         }
         let mut ip = peer;
@@ -145,7 +155,8 @@ impl S3HttpService {
         let secure = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+            || self.secure;
         Some(ClientInfo { ip, secure })
     }
 }

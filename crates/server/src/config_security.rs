@@ -45,6 +45,15 @@ pub struct SecurityArgs {
     #[arg(long = "header-timeout", env = "HEADER_TIMEOUT_SECS", value_name = "SECS")]
     pub header_timeout: Option<u64>,
 
+    /// Certificate chain (PEM) to serve the S3 and admin APIs over HTTPS; read again when it
+    /// changes [default: none, plain HTTP].
+    #[arg(long = "api-tls-cert", env = "API_TLS_CERT_FILE", value_name = "FILE")]
+    pub api_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --api-tls-cert.
+    #[arg(long = "api-tls-key", env = "API_TLS_KEY_FILE", value_name = "FILE")]
+    pub api_tls_key: Option<PathBuf>,
+
     /// Requests per second one access key may make on the S3 port (token bucket, burst of twice
     /// the rate); over it: 503 SlowDown with Retry-After. 0: no limit [default: 0].
     #[arg(long = "rate-limit-per-key", env = "RATE_LIMIT_PER_KEY", value_name = "RPS")]
@@ -118,6 +127,8 @@ pub struct SecuritySection {
     pub header_timeout_secs: Option<u64>,
     pub rate_limit_per_key: Option<u32>,
     pub rate_limit_per_ip: Option<u32>,
+    pub api_tls_cert: Option<PathBuf>,
+    pub api_tls_key: Option<PathBuf>,
 }
 
 /// Connection caps and timeouts of one listener.
@@ -141,6 +152,8 @@ pub struct SecuritySettings {
     pub limits: ConnLimits,
     pub rate_per_key: u32,
     pub rate_per_ip: u32,
+    /// Certificate and key files for HTTPS on the S3 and admin ports.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
 }
 
 pub fn resolve_security(
@@ -167,7 +180,13 @@ pub fn resolve_security(
     if header == 0 {
         bail!("HEADER_TIMEOUT_SECS must be at least 1");
     }
+    let api_tls = match (a.api_tls_cert.or(f.api_tls_cert), a.api_tls_key.or(f.api_tls_key)) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("API_TLS_CERT_FILE and API_TLS_KEY_FILE must be given together"),
+    };
     Ok(SecuritySettings {
+        api_tls,
         admin_bind: a.admin_bind.or(f.admin_bind).unwrap_or(IpAddr::from([127, 0, 0, 1])),
         audit_file,
         audit_max_bytes: mb * 1024 * 1024,

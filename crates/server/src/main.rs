@@ -2,6 +2,7 @@
 //! variables and flags, wires the store, the S3 front end and the admin API together, and runs
 //! them until SIGTERM/SIGINT.
 
+mod api_tls;
 mod audit;
 mod config;
 mod config_cluster;
@@ -148,6 +149,12 @@ async fn start_gossip(
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // s3s's debug lines print whole requests (Authorization signatures, SSE-C keys): its
+    // output stops at info whatever RUST_LOG says.
+    let filter = match "s3s=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     // Colours only on a terminal (not in log files, `docker logs` or journald), and never with
     // NO_COLOR set.
     use std::io::IsTerminal;
@@ -196,6 +203,9 @@ fn install_failpoints() -> Result<()> {
 }
 
 fn run_server(args: config::ServerArgs) -> Result<()> {
+    // Data, metadata, keys and logs this process writes are for its own user only (0600 files,
+    // 0700 directories), whatever umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cfg = config::Settings::resolve(args)?;
     init_logging(&cfg.log_format);
     install_failpoints()?;
@@ -357,10 +367,24 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         .with_context(|| format!("cannot listen for admin on {}", cfg.admin_addr))?;
     let s3_local = s3_listener.local_addr()?;
     let admin_local = admin_listener.local_addr()?;
+    let api_tls = match &cfg.security.api_tls {
+        Some((cert, key)) => {
+            let t = api_tls::ApiTls::open(cert.clone(), key.clone())?;
+            t.watch();
+            Some(t)
+        }
+        None => {
+            eprintln!(
+                "NOTE: the S3 and admin APIs speak plain HTTP; set API_TLS_CERT_FILE and API_TLS_KEY_FILE, or end TLS at a load balancer (TRUSTED_PROXIES), before sending secrets over a network"
+            );
+            None
+        }
+    };
+    let scheme = if api_tls.is_some() { "https" } else { "http" };
     // Plain lines on stdout so scripts and tests can find the bound ports.
     println!("IronBucket {} node {}", env!("CARGO_PKG_VERSION"), cfg.admin.node_id);
-    println!("S3 API listening on http://{s3_local}");
-    println!("Admin API listening on http://{admin_local}");
+    println!("S3 API listening on {scheme}://{s3_local}");
+    println!("Admin API listening on {scheme}://{admin_local}");
     if let Some(note) = &cfg.credentials_note {
         println!("{note}");
     }
@@ -370,19 +394,21 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     let shutdown = serve::shutdown_signal();
     let s3_task = tokio::spawn(serve::serve(
         s3_listener,
-        move |peer| s3.with_peer(peer),
+        move |peer, secure| s3.with_peer_tls(peer, secure),
         tx.subscribe(),
         cfg.shutdown_timeout,
         "s3",
         cfg.security.limits.clone(),
+        api_tls.clone(),
     ));
     let admin_task = tokio::spawn(serve::serve(
         admin_listener,
-        move |peer| admin.with_peer(peer),
+        move |peer, _| admin.with_peer(peer),
         tx.subscribe(),
         cfg.shutdown_timeout,
         "admin",
         cfg.security.limits.clone(),
+        api_tls,
     ));
     shutdown.await;
     tracing::info!(

@@ -107,7 +107,9 @@ async fn refuse(mut sock: tokio::net::TcpStream, why: &'static str) {
     let _ = sock.shutdown().await;
 }
 
-/// `make` builds the service for one connection from the peer's address.
+/// `make` builds the service for one connection from the peer's address and whether the
+/// connection is TLS; with `tls`, every connection must complete a TLS handshake (within the
+/// header deadline) before its requests are read.
 pub async fn serve<F, S, B>(
     listener: TcpListener,
     make: F,
@@ -115,8 +117,9 @@ pub async fn serve<F, S, B>(
     deadline: Duration,
     name: &'static str,
     limits: ConnLimits,
+    tls: Option<Arc<crate::api_tls::ApiTls>>,
 ) where
-    F: Fn(std::net::SocketAddr) -> S + Send + 'static,
+    F: Fn(std::net::SocketAddr, bool) -> S + Send + 'static,
     S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
         + Send
         + Sync
@@ -134,6 +137,7 @@ pub async fn serve<F, S, B>(
         .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let handshake_timeout = limits.header_timeout;
     let gate = Gate::new(limits);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -157,14 +161,42 @@ pub async fn serve<F, S, B>(
                 continue;
             }
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(sock), make(peer));
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            let _admitted = admitted;
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(sock), make(peer, false));
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _admitted = admitted;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(t) => {
+                let acceptor = t.acceptor();
+                let svc = make(peer, true);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let _admitted = admitted;
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {

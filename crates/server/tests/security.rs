@@ -339,3 +339,209 @@ async fn secrets_can_come_from_files() {
         "{e}"
     );
 }
+
+/// Security review findings (low): data files were 0644, and the signature appeared in debug
+/// logs. Everything the node writes is for its own user only, and a node logging at debug does
+/// not print request signatures.
+#[tokio::test]
+async fn files_are_private_and_debug_logs_hold_no_signature() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .args(["--admin-port", "0", "--access-key", AK, "--secret-key", SK])
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut s3 = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if let Some(a) = line.strip_prefix("S3 API listening on ") {
+            s3 = Some(a.to_string());
+        }
+        if line.starts_with("Admin API listening") {
+            break;
+        }
+    }
+    let s3 = s3.expect("the server printed its S3 address");
+    let c = client_for(&s3, AK, SK);
+    c.create_bucket().bucket("private").send().await.unwrap();
+    c.put_object()
+        .bucket("private")
+        .key("big")
+        .body(vec![7u8; 300_000].into())
+        .send()
+        .await
+        .unwrap();
+    // A malformed request: the node logs at debug that the connection ended with an error
+    // (proof that debug logging is on).
+    let mut bad = tokio::net::TcpStream::connect(s3.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut sink)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut checked = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", e.path().display());
+            checked += 1;
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(checked > 3, "only {checked} entries in the data directory");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("connection ended with an error"),
+        "the node did not log at debug: {text}"
+    );
+    assert!(!text.contains("Signature="), "a request signature is in the debug log");
+}
+
+/// A GET over TLS to `addr` trusting only `ca` (PEM), as `localhost`; the status, or the TLS
+/// error.
+async fn https_get(addr: &str, path: &str, ca: &[u8]) -> Result<u16, String> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile_certs(ca) {
+        roots.add(c).map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
+}
+
+/// The certificates of a PEM text (DER).
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
+        .filter_map(|b| {
+            let b64: String = b.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD.decode(b64).ok()
+        })
+        .map(tokio_rustls::rustls::pki_types::CertificateDer::from)
+        .collect()
+}
+
+/// The S3 and admin ports over TLS: certificates from files, `aws:SecureTransport` true for
+/// requests that came over TLS, a renewed certificate served without a restart, plain HTTP
+/// refused.
+#[tokio::test]
+async fn apis_over_tls_with_certificate_reload() {
+    let certs = tempfile::tempdir().unwrap();
+    let (one, two) = (certs.path().join("one"), certs.path().join("two"));
+    ironbucket_rpc::generate_certificates(&one, "ca-one", &["api".to_string()], &[]).unwrap();
+    ironbucket_rpc::generate_certificates(&two, "ca-two", &["api".to_string()], &[]).unwrap();
+    let served = certs.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    let (cert, key) = (served.join("api.pem"), served.join("api.key"));
+    std::fs::copy(one.join("api.pem"), &cert).unwrap();
+    std::fs::copy(one.join("api.key"), &key).unwrap();
+    let (ca1, ca2) = (
+        std::fs::read(one.join("ca.pem")).unwrap(),
+        std::fs::read(two.join("ca.pem")).unwrap(),
+    );
+
+    // A bucket whose object everyone may read, but only over TLS (set up over plain HTTP).
+    let data = tempfile::tempdir().unwrap();
+    let mut plain = Server::start_in(data.path(), &[], &[]).unwrap();
+    let c = plain.client();
+    c.create_bucket().bucket("tls-only").send().await.unwrap();
+    c.put_object()
+        .bucket("tls-only")
+        .key("doc")
+        .body(b"secret".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::tls-only/*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}]}"#;
+    c.put_bucket_policy()
+        .bucket("tls-only")
+        .policy(policy)
+        .send()
+        .await
+        .unwrap();
+    let (st, _, _) = raw("GET", &format!("{}/tls-only/doc", plain.s3), &[], vec![]).await;
+    assert_eq!(st, 403, "plain HTTP is not secure transport");
+    plain.stop();
+
+    let (c_arg, k_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let srv = Server::start_in(data.path(), &["--api-tls-cert", c_arg, "--api-tls-key", k_arg], &[]).unwrap();
+    assert!(
+        srv.s3.starts_with("https://") && srv.admin.starts_with("https://"),
+        "{} {}",
+        srv.s3,
+        srv.admin
+    );
+    let admin_addr = srv.admin.trim_start_matches("https://").to_string();
+    assert_eq!(https_get(&srv.s3_addr, "/tls-only/doc", &ca1).await, Ok(200));
+    assert_eq!(https_get(&admin_addr, "/health", &ca1).await, Ok(200));
+    assert!(
+        https_get(&srv.s3_addr, "/tls-only/doc", &ca2).await.is_err(),
+        "trusted a CA it was not given"
+    );
+    // Plain HTTP on a TLS port gets no HTTP answer.
+    let mut s = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    s.write_all(b"GET /tls-only/doc HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // A renewed certificate (from another CA) is served once the files change.
+    std::fs::copy(two.join("api.pem"), &cert).unwrap();
+    std::fs::copy(two.join("api.key"), &key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while https_get(&srv.s3_addr, "/tls-only/doc", &ca2).await != Ok(200) {
+        assert!(Instant::now() < deadline, "the renewed certificate was not picked up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(https_get(&srv.s3_addr, "/tls-only/doc", &ca1).await.is_err());
+}

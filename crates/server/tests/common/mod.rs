@@ -103,10 +103,11 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("S3 API listening on http://") {
+                    // `https://` when the node serves its APIs over TLS.
+                    if let Some(a) = line.strip_prefix("S3 API listening on ") {
                         s3 = Some(a.to_string());
                     }
-                    if let Some(a) = line.strip_prefix("Admin API listening on http://") {
+                    if let Some(a) = line.strip_prefix("Admin API listening on ") {
                         admin = Some(a.to_string());
                     }
                 }
@@ -118,12 +119,13 @@ impl Server {
                 }
             }
         }
-        let s3_addr = s3.unwrap_or_default();
+        let s3 = s3.unwrap_or_default();
+        let s3_addr = s3.split_once("://").map_or(s3.as_str(), |(_, a)| a).to_string();
         Ok(Server {
             child: Some(child),
-            s3: format!("http://{s3_addr}"),
+            s3,
             s3_addr,
-            admin: format!("http://{}", admin.unwrap_or_default()),
+            admin: admin.unwrap_or_default(),
             dir: dir.to_path_buf(),
             _tmp: None,
             stdout_lines: lines,
