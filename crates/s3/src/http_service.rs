@@ -181,14 +181,14 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             metrics.requests.with_label_values(&["Unknown", "400"]).inc();
             return Box::pin(async move { Ok(resp) });
         }
+        let client = self.client(req.headers());
         if let Err(r) = crate::guard::check(req.headers(), req.uri().query(), self.allow_sigv2) {
             let extra = r.extra.as_ref().map(|(n, t)| (*n, t.as_str()));
             let mut resp = error_response_with(r.status, r.code, &r.message, extra, &rid);
             add_ids(&mut resp, &rid);
             if r.status == 403 {
-                let source = self.client(req.headers()).map(|c| c.ip);
-                let denied = Denied::of(&req, source, "Unknown");
-                denied.record(self.audit.as_deref(), 403, Some(r.code.to_string()), &rid);
+                let denied = Denied::of(&req, client.map(|c| c.ip));
+                denied.record(self.audit.as_deref(), "Unknown", Some(r.code.to_string()), &rid);
             }
             metrics
                 .requests
@@ -197,7 +197,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             return Box::pin(async move { Ok(resp) });
         }
         if let Some(l) = &self.ip_limiter
-            && let Some(c) = self.client(req.headers())
+            && let Some(c) = client
             && let Err(wait) = l.take(&c.ip.to_string(), Instant::now())
         {
             let mut resp = error_response(503, "SlowDown", "Please reduce your request rate.", &rid);
@@ -251,13 +251,12 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         let method = req.method().clone();
         let store = self.store.clone();
         let audit = self.audit.clone();
-        let denied = audit
-            .is_some()
-            .then(|| Denied::of(&req, self.client(req.headers()).map(|c| c.ip), ""));
+        // Cheap handles (no strings built) in case the request is refused and audited.
+        let denied = audit.is_some().then(|| Denied::of(&req, client.map(|c| c.ip)));
         let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
-        if let Some(c) = self.client(req.headers()) {
+        if let Some(c) = client {
             req.extensions_mut().insert(c);
         }
         let post_form = (req.method() == hyper::Method::POST)
@@ -294,10 +293,9 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             }
             let op = slot.0.get().copied().unwrap_or("Unknown");
             if resp.status() == hyper::StatusCode::FORBIDDEN
-                && let Some(mut d) = denied
+                && let Some(d) = denied
             {
-                d.action = op;
-                d.record(audit.as_deref(), 403, None, &rid);
+                d.record(audit.as_deref(), op, None, &rid);
             }
             metrics.requests.with_label_values(&[op, resp.status().as_str()]).inc();
             metrics
@@ -373,41 +371,44 @@ impl S3HttpService {
     }
 }
 
-/// What the audit log says about a refused request.
+/// What the audit log needs of a request that may be refused: handles that are cheap to keep
+/// (the strings are built only when a refusal is recorded).
 struct Denied {
-    principal: String,
-    source: String,
-    action: &'static str,
-    resource: String,
+    method: hyper::Method,
+    uri: hyper::Uri,
+    authorization: Option<hyper::header::HeaderValue>,
+    source: Option<IpAddr>,
 }
 
 impl Denied {
-    fn of<B>(req: &Request<B>, source: Option<IpAddr>, action: &'static str) -> Self {
+    fn of<B>(req: &Request<B>, source: Option<IpAddr>) -> Self {
         Self {
-            principal: claimed_access_key(req.headers(), req.uri().query()).unwrap_or_else(|| "anonymous".into()),
-            source: source.map(|ip| ip.to_string()).unwrap_or_default(),
-            action,
-            resource: format!("{} {}", req.method(), req.uri().path()),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            authorization: req.headers().get(hyper::header::AUTHORIZATION).cloned(),
+            source,
         }
     }
 
+    /// Records the refusal (403) of operation `action`.
     fn record(
         self,
         sink: Option<&dyn ironbucket_types::audit::AuditSink>,
-        status: u16,
+        action: &str,
         error: Option<String>,
         rid: &str,
     ) {
         let Some(sink) = sink else { return };
+        let auth = self.authorization.as_ref().and_then(|v| v.to_str().ok());
         sink.record(ironbucket_types::audit::AuditEvent {
             time: ironbucket_types::audit::rfc3339_millis(ironbucket_types::now_millis()),
             api: "s3",
-            principal: self.principal,
-            source: self.source,
-            action: self.action.to_string(),
-            resource: self.resource,
+            principal: claimed_access_key(auth, self.uri.query()).unwrap_or_else(|| "anonymous".into()),
+            source: self.source.map(|ip| ip.to_string()).unwrap_or_default(),
+            action: action.to_string(),
+            resource: format!("{} {}", self.method, self.uri.path()),
             result: "denied".into(),
-            status,
+            status: 403,
             error,
             request_id: Some(rid.to_string()),
         });
@@ -415,9 +416,9 @@ impl Denied {
 }
 
 /// The access key id a request claims (SigV4 header or query, SigV2), not yet verified.
-fn claimed_access_key(h: &hyper::HeaderMap, query: Option<&str>) -> Option<String> {
+fn claimed_access_key(authorization: Option<&str>, query: Option<&str>) -> Option<String> {
     let from_credential = |c: &str| c.split('/').next().map(str::to_string);
-    if let Some(a) = h.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(a) = authorization {
         if let Some(rest) = a.strip_prefix("AWS4-HMAC-SHA256") {
             return rest
                 .split([',', ' '])
