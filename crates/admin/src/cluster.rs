@@ -23,7 +23,7 @@ pub(crate) fn cluster_error(e: ironbucket_consensus::Error) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-fn control(s: &Shared) -> Result<Arc<ControlPlane>, ApiError> {
+pub(crate) fn control(s: &Shared) -> Result<Arc<ControlPlane>, ApiError> {
     s.cluster
         .get()
         .cloned()
@@ -193,9 +193,10 @@ pub(crate) async fn member_action(State(s): State<Shared>, Path((name, action)):
         "activate" => cp.activate(&name).await,
         "decommission" => cp.decommission(&name).await,
         "replace" => cp.allow_replace(&name).await,
+        "promote" => cp.promote(&name).await,
         other => {
             return Err(ApiError::not_found(format!(
-                "no node action {other:?} (drain, activate, decommission or replace)"
+                "no node action {other:?} (drain, activate, decommission, replace or promote)"
             )));
         }
     };

@@ -10,6 +10,7 @@
 
 mod cluster;
 mod health;
+mod join_tokens;
 mod layout;
 mod manage;
 mod repair;
@@ -321,6 +322,8 @@ fn router(state: Shared) -> Router {
         .route("/cluster/rebalance/status", get(repair::rebalance_status))
         .route("/cluster/rebalance/cancel", post(repair::cancel_rebalance))
         .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/cluster/join-tokens", get(join_tokens::list).post(join_tokens::create))
+        .route("/cluster/join-tokens/:id", axum::routing::delete(join_tokens::revoke))
         .route("/tokens/:id", axum::routing::delete(tokens::revoke))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_role));
     routes

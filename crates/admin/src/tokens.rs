@@ -24,7 +24,11 @@ pub(crate) fn required_role(method: &Method, path: &str) -> Option<Role> {
         return None;
     }
     let p = path.trim_end_matches('/');
-    if p == "/tokens" || p.starts_with("/tokens/") {
+    if p == "/tokens"
+        || p.starts_with("/tokens/")
+        || p == "/cluster/join-tokens"
+        || p.starts_with("/cluster/join-tokens/")
+    {
         return Some(Role::Admin);
     }
     if method == Method::GET || method == Method::HEAD {
@@ -263,6 +267,10 @@ mod tests {
         assert_eq!(r(Method::PUT, "/buckets/b/quota"), Some(Role::Admin));
         assert_eq!(r(Method::POST, "/cluster/force-recover"), Some(Role::Admin));
         assert_eq!(r(Method::PUT, "/workers/scrubber"), Some(Role::Operator));
+        assert_eq!(r(Method::GET, "/cluster/join-tokens"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/cluster/join-tokens"), Some(Role::Admin));
+        assert_eq!(r(Method::DELETE, "/cluster/join-tokens/ab12"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/cluster/nodes/n4/promote"), Some(Role::Admin));
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
     }
 

@@ -623,3 +623,32 @@ pub struct TokenCreated {
     pub view: TokenView,
     pub token: String,
 }
+
+/// `POST /cluster/join-tokens`: a new join token (defaults: one hour, one join).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateJoinToken {
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub uses: Option<u32>,
+}
+
+/// A join token as listed (never the token itself). Times in milliseconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenView {
+    pub id: String,
+    pub created: u64,
+    pub expires: u64,
+    /// Joins it still admits.
+    pub uses_left: u32,
+    /// Nodes that joined with it.
+    pub used_by: Vec<String>,
+}
+
+/// The answer of `POST /cluster/join-tokens`: the token, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenCreated {
+    #[serde(flatten)]
+    pub view: JoinTokenView,
+    pub token: String,
+}

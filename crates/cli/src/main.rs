@@ -164,6 +164,12 @@ enum ClusterCommand {
     /// Confirm that a wiped node reusing this member's id may take its place (needs
     /// --admin-token).
     Replace { name: String },
+    /// Make a learner (a node that joined with a join token) a Raft voter (needs an admin
+    /// token).
+    Promote { name: String },
+    /// Join tokens: what a new node presents to join the cluster (needs an admin token).
+    #[command(subcommand)]
+    JoinToken(token::JoinTokenCommand),
     /// Anti-entropy: every node's sync state, a round started now, the bandwidth limit.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -492,6 +498,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for rebalance commands")?;
             rebalance::run(command, watch, &cli.admin_url, token, cli.timeout).await
         }
+        Command::Cluster(ClusterCommand::JoinToken(t)) => {
+            let token = cli
+                .admin_token
+                .as_deref()
+                .context("--admin-token (or IRONBUCKET_ADMIN_TOKEN) is required for join tokens")?;
+            token::run_join(&cli.admin_url, token, t, cli.timeout).await
+        }
         Command::Cluster(ClusterCommand::Repair(r)) => {
             let token = cli
                 .admin_token
@@ -563,6 +576,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 ClusterCommand::Replace { name } => Some((
                     "POST",
                     format!("/cluster/nodes/{}/replace", pct(name)),
+                    serde_json::json!({}),
+                )),
+                ClusterCommand::Promote { name } => Some((
+                    "POST",
+                    format!("/cluster/nodes/{}/promote", pct(name)),
                     serde_json::json!({}),
                 )),
                 _ => None,

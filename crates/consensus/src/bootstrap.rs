@@ -62,6 +62,7 @@ impl ControlPlane {
                 incarnation: self.incarnation(),
                 has_state: self.raft().is_initialized().await.unwrap_or(false),
                 protocol: self.peers.config().protocol,
+                join_token: self.cfg.join_token.clone(),
             };
             return self
                 .peers

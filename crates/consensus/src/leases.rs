@@ -171,8 +171,9 @@ impl ControlPlane {
                 tracing::debug!(error = %e, "lease expiry not committed");
             }
         }
-        let (leases_on, moves_on) = self.with_state(|s| (s.leader_leases, s.layout_moves));
-        if (leases_on && moves_on) || last_check.is_some_and(|t| t.elapsed() < VERSION_CHECK_EVERY) {
+        let (leases_on, moves_on, joins_on) =
+            self.with_state(|s| (s.leader_leases, s.layout_moves, s.joins_need_tokens));
+        if (leases_on && moves_on && joins_on) || last_check.is_some_and(|t| t.elapsed() < VERSION_CHECK_EVERY) {
             return;
         }
         *last_check = Some(std::time::Instant::now());
@@ -191,6 +192,14 @@ impl ControlPlane {
             match self.propose_inner(Command::EnableLayoutMoves, false).await {
                 Ok(_) => tracing::info!("every member speaks protocol 6: placement changes now move data"),
                 Err(e) => tracing::debug!(error = %e, "could not turn layout moves on yet"),
+            }
+        }
+        if !joins_on && self.every_member_speaks(crate::joining::JOIN_TOKENS).await {
+            match self.propose_inner(Command::EnableJoinTokens, false).await {
+                Ok(_) => tracing::info!(
+                    "every member speaks protocol 10: new nodes join only with a join token, as learners"
+                ),
+                Err(e) => tracing::debug!(error = %e, "could not turn join tokens on yet"),
             }
         }
     }

@@ -14,6 +14,7 @@ mod duties;
 #[cfg(test)]
 mod golden;
 mod handler;
+pub mod joining;
 mod layouts;
 mod leases;
 pub mod locks;
@@ -131,6 +132,9 @@ pub struct ControlConfig {
     /// Log entries between snapshots; older entries are purged (keeping a few), and a member
     /// that falls further behind catches up by installing a snapshot.
     pub snapshot_every: u64,
+    /// The operator-issued join token this node presents when it joins an existing cluster
+    /// (`JOIN_TOKEN`; see [`joining`]).
+    pub join_token: Option<String>,
 }
 
 /// A member in [`Status`].

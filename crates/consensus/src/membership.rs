@@ -13,6 +13,9 @@ use openraft::{Raft, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// How far a learner's log may trail the leader's for it to become a voter.
+const PROMOTE_MAX_LAG: u64 = 1_000;
+
 impl ControlPlane {
     /// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter.
     pub(crate) async fn join(&self, req: JoinRequest) -> Result<(), String> {
@@ -79,6 +82,9 @@ impl ControlPlane {
         }
         let id = raft_id(&req.name);
         let mut membership = m.membership_config.membership().clone();
+        // A node an operator confirmed as a wiped member's replacement takes its place (as a
+        // voter, like before); any other newcomer needs a join token and enters as a learner.
+        let gated = self.with_state(|s| s.joins_need_tokens && !s.replacements.contains(&req.name));
         if membership
             .get_node(&id)
             .is_some_and(|n| n.incarnation != req.incarnation || n.incarnation.is_empty())
@@ -100,6 +106,13 @@ impl ControlPlane {
                 .propose_inner(Command::ReplaceDone { name: req.name.clone() }, false)
                 .await;
         }
+        if gated {
+            self.admit(&req.name, req.join_token.as_deref())
+                .await
+                .inspect_err(|why| {
+                    tracing::warn!(node = %req.name, addr = %req.rpc_addr, "refused a join: {why}");
+                })?;
+        }
         let node = NodeInfo {
             name: req.name.clone(),
             rpc_addr: req.rpc_addr.clone(),
@@ -109,6 +122,10 @@ impl ControlPlane {
             .add_learner(id, node, true)
             .await
             .map_err(|e| format!("add learner {}: {e}", req.name))?;
+        if gated {
+            tracing::info!(node = %req.name, "node joined the cluster as a learner; make it a voter with POST /cluster/nodes/{}/promote", req.name);
+            return Ok(());
+        }
         let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
         if voters.insert(id) {
             self.raft()
@@ -529,7 +546,45 @@ impl ControlPlane {
                 tracing::info!(node = %name, "member removed from the cluster");
                 Ok(())
             }
+            MembershipOp::Promote { name } => self.promote_on_leader(&name).await,
         }
+    }
+
+    /// Makes learner `name` a voter, once it answers and has caught up with the log.
+    async fn promote_on_leader(&self, name: &str) -> Result<(), String> {
+        let _guard = self.membership_lock.lock().await;
+        let id = raft_id(name);
+        let m = self.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let Some(node) = membership.get_node(&id).cloned() else {
+            return Err(format!("no member named {name}"));
+        };
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        if let Err(e) = self.peers.ping(&node.rpc_addr, Some(Duration::from_secs(2))).await {
+            return Err(format!(
+                "{name} does not answer ({e}): only a running learner can become a voter"
+            ));
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map_or(0, |l| l.index);
+        if last.saturating_sub(matched) > PROMOTE_MAX_LAG {
+            return Err(format!(
+                "{name} is {} log entries behind the leader: try again once it has caught up",
+                last - matched
+            ));
+        }
+        self.raft()
+            .change_membership(openraft::ChangeMembers::AddVoterIds([id].into()), false)
+            .await
+            .map_err(|e| format!("promote {name}: {e}"))?;
+        tracing::info!(node = %name, "learner promoted to voter");
+        Ok(())
     }
 }
 

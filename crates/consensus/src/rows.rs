@@ -3,7 +3,8 @@
 //!
 //! Rows: `h` (the header: cluster id and name, members, layout version, replication settings,
 //! pending replacements, the last lock token), `b/<bucket>`, `k/<access key>`, `l/<lock>`,
-//! `r/<barrier>`. A row whose part no longer exists is deleted.
+//! `r/<barrier>`, `t/<admin token>`, `j/<join token>`. A row whose part no longer exists is
+//! deleted.
 
 use crate::locks::{Barrier, LockState};
 use crate::records::{AccessKey, Bucket};
@@ -36,6 +37,8 @@ struct Header {
     layout_progress: BTreeMap<String, crate::layouts::LayoutProgress>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     leaving: BTreeMap<String, crate::layouts::Leave>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    joins_need_tokens: bool,
 }
 
 /// The rows `cmd` may change when applied to `state` (computed before applying it).
@@ -51,7 +54,19 @@ pub fn touched(state: &ControlState, cmd: &Command) -> Vec<String> {
         | Command::EnableLayoutMoves
         | Command::LayoutTrack { .. }
         | Command::Leave { .. }
-        | Command::CancelMove => vec![HEADER.into()],
+        | Command::CancelMove
+        | Command::EnableJoinTokens => vec![HEADER.into()],
+        Command::PutJoinToken { token } => {
+            let mut v = vec![format!("j/{}", token.id)];
+            v.extend(
+                state
+                    .expired_join_tokens(token.created)
+                    .iter()
+                    .map(|id| format!("j/{id}")),
+            );
+            v
+        }
+        Command::UseJoinToken { id, .. } | Command::DeleteJoinToken { id } => vec![format!("j/{id}")],
         Command::CreateBucket { record, owner } => {
             let mut v = vec![format!("b/{}", record.name)];
             v.extend(owner.iter().map(|ak| format!("k/{ak}")));
@@ -101,6 +116,7 @@ pub fn encode(state: &ControlState, id: &str) -> Result<Option<Vec<u8>>, serde_j
             layout_history: state.layout_history.clone(),
             layout_progress: state.layout_progress.clone(),
             leaving: state.leaving.clone(),
+            joins_need_tokens: state.joins_need_tokens,
         };
         return serde_json::to_vec(&h).map(Some);
     }
@@ -113,6 +129,7 @@ pub fn encode(state: &ControlState, id: &str) -> Result<Option<Vec<u8>>, serde_j
         "l" => state.locks.locks.get(name).map(serde_json::to_vec).transpose(),
         "r" => state.locks.barriers.get(name).map(serde_json::to_vec).transpose(),
         "t" => state.admin_tokens.get(name).map(serde_json::to_vec).transpose(),
+        "j" => state.join_tokens.get(name).map(serde_json::to_vec).transpose(),
         _ => Ok(None),
     }
 }
@@ -124,7 +141,8 @@ pub fn all(state: &ControlState) -> Result<Vec<(String, Vec<u8>)>, serde_json::E
         .chain(state.keys.keys().map(|k| format!("k/{k}")))
         .chain(state.locks.locks.keys().map(|k| format!("l/{k}")))
         .chain(state.locks.barriers.keys().map(|k| format!("r/{k}")))
-        .chain(state.admin_tokens.keys().map(|k| format!("t/{k}")));
+        .chain(state.admin_tokens.keys().map(|k| format!("t/{k}")))
+        .chain(state.join_tokens.keys().map(|k| format!("j/{k}")));
     let mut out = Vec::new();
     for id in ids {
         if let Some(v) = encode(state, &id)? {
@@ -154,6 +172,7 @@ pub fn decode<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result
             s.layout_history = h.layout_history;
             s.layout_progress = h.layout_progress;
             s.leaving = h.leaving;
+            s.joins_need_tokens = h.joins_need_tokens;
             continue;
         }
         let Some((kind, name)) = id.split_once('/') else {
@@ -180,6 +199,10 @@ pub fn decode<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result
             "t" => {
                 let r: crate::state::AdminToken = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
                 s.admin_tokens.insert(name, r);
+            }
+            "j" => {
+                let r: crate::joining::JoinToken = serde_json::from_slice(v).map_err(|e| bad(id, e))?;
+                s.join_tokens.insert(name, r);
             }
             _ => {}
         }
@@ -275,6 +298,20 @@ mod tests {
                 },
             },
             Command::DeleteBucket { name: "b1".into() },
+            Command::EnableJoinTokens,
+            Command::PutJoinToken {
+                token: crate::joining::mint(1_000, 1, 1).1,
+            },
+            Command::UseJoinToken {
+                id: "nope".into(),
+                hash: "x".into(),
+                node: "n9".into(),
+                now: 1_500,
+            },
+            // The first token expired at 2000: this one's row goes in, the first one's out.
+            Command::PutJoinToken {
+                token: crate::joining::mint(5_000, 60, 2).1,
+            },
             Command::DeleteKey {
                 access_key: "AK".into(),
             },

@@ -2,6 +2,7 @@
 //! function that applies one command to it. No IO, no clocks, no randomness: every node applies
 //! the same commands in the same order and reaches the same state.
 
+use crate::joining::JoinToken;
 use crate::layouts::{LayoutProgress, Leave};
 use crate::locks::{LockCmd, LockOutcome, Locks};
 use crate::records::{AccessKey, Bucket};
@@ -109,6 +110,13 @@ pub struct ControlState {
     /// Admin API tokens (only their SHA-256), by token id.
     #[serde(default)]
     pub admin_tokens: BTreeMap<String, AdminToken>,
+    /// New nodes join only with a join token, as learners (set once every member spoke
+    /// protocol 10; never undone). See [`crate::joining`].
+    #[serde(default)]
+    pub joins_need_tokens: bool,
+    /// Join tokens (only their SHA-256), by token id.
+    #[serde(default)]
+    pub join_tokens: BTreeMap<String, JoinToken>,
 }
 
 /// An admin API bearer token: who it is for and what it may do. The token itself is never
@@ -218,6 +226,24 @@ pub enum Command {
     },
     /// Back to the oldest layout data is still placed by.
     CancelMove,
+    /// From now on new nodes join only with a join token, as learners (every member speaks
+    /// protocol 10). Never undone.
+    EnableJoinTokens,
+    /// Adds a join token (protocol 10).
+    PutJoinToken {
+        token: JoinToken,
+    },
+    /// A joiner presented token `id` (its SHA-256 is `hash`) at `now`: spends one use.
+    UseJoinToken {
+        id: String,
+        hash: String,
+        node: String,
+        now: u64,
+    },
+    /// Revokes a join token (protocol 10).
+    DeleteJoinToken {
+        id: String,
+    },
 }
 
 /// The outcome of applying a command; errors are part of the replicated result so that every
@@ -420,6 +446,13 @@ impl ControlState {
             Command::LayoutTrack { node, progress } => self.track(node, progress),
             Command::Leave { name, why } => self.leave(name, why),
             Command::CancelMove => self.cancel_move(),
+            Command::EnableJoinTokens => {
+                self.joins_need_tokens = true;
+                Outcome::Done
+            }
+            Command::PutJoinToken { token } => self.put_join_token(token),
+            Command::UseJoinToken { id, hash, node, now } => self.use_join_token(&id, &hash, &node, now),
+            Command::DeleteJoinToken { id } => self.delete_join_token(&id),
         }
     }
 

@@ -64,6 +64,9 @@ pub(crate) struct JoinRequest {
     /// The node protocol versions the joiner speaks (1 when absent: it predates versions).
     #[serde(default = "version_one")]
     pub(crate) protocol: ironbucket_rpc::ProtocolRange,
+    /// The operator-issued join token (protocol 10; needed once the cluster turned them on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) join_token: Option<String>,
 }
 
 fn version_one() -> ironbucket_rpc::ProtocolRange {
@@ -79,7 +82,13 @@ impl Message for JoinRequest {
 /// A change of Raft membership, run on the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum MembershipOp {
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
+    /// Makes a learner a voter (protocol 10).
+    Promote {
+        name: String,
+    },
 }
 
 /// A request a member forwards to the leader, with who sends it.

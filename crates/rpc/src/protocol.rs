@@ -12,8 +12,10 @@
 /// threshold leaves the placement, `Leave::Absent`), marked once every member speaks it; 8 adds
 /// conditional writes decided by a Paxos round per key (`cas.op`, `cas.accept`, `cas.pull`); 9
 /// adds admin API tokens to the control state (log entries proposed only once every member
-/// speaks it). See docs/protocol.md for what each version changed and the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 9;
+/// speaks it); 10 adds join tokens (a newcomer presents an operator-issued token and joins as a
+/// learner; `Promote` makes it a voter), turned on once every member speaks it. See
+/// docs/protocol.md for what each version changed and the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 10;
 /// The oldest node protocol version this build still speaks (a rolling upgrade from it works).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub(crate) const PROTOCOL_HEADER: &str = "x-ironbucket-protocol";

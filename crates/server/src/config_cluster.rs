@@ -137,6 +137,21 @@ pub struct ClusterArgs {
     #[arg(long = "cluster-secret-file", env = "CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
 
+    /// Join token an operator made with `ironbucket-cli cluster join-token create`: a node that
+    /// is not in the cluster yet presents it to join (as a learner). Not needed by the seeds
+    /// that form a new cluster, or by a node that is already a member.
+    #[arg(
+        long = "join-token",
+        env = "JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+
+    /// File holding the join token (instead of JOIN_TOKEN).
+    #[arg(long = "join-token-file", env = "JOIN_TOKEN_FILE", value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
+
     /// Raft log entries between control-plane snapshots [default: 500].
     #[arg(long = "raft-snapshot-every", env = "RAFT_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub raft_snapshot_every: Option<u64>,
@@ -383,6 +398,14 @@ pub(crate) fn resolve_cluster(
     if secret.len() < 16 {
         bail!("CLUSTER_SECRET must be at least 16 characters");
     }
+    let join_token = crate::config_security::secret_from(a.join_token, a.join_token_file, "JOIN_TOKEN")?;
+    if let Some(t) = &join_token
+        && ironbucket_consensus::joining::token_id(t).is_none()
+    {
+        bail!(
+            "JOIN_TOKEN is not a join token (they start with ibj_; make one with `ironbucket-cli cluster join-token create`)"
+        );
+    }
     let rpc_port = a.rpc_port.or(f.rpc_port).unwrap_or(7000);
     let ms = |v: Option<u64>, d: u64, var: &str| -> Result<Duration> {
         let v = v.unwrap_or(d);
@@ -452,6 +475,7 @@ pub(crate) fn resolve_cluster(
             election_timeout: heartbeat * 4,
             commit_timeout: request.min(Duration::from_secs(10)),
             snapshot_every: a.raft_snapshot_every.or(f.raft_snapshot_every).unwrap_or(500).max(10),
+            join_token,
         },
         rpc: ironbucket_rpc::RpcConfig {
             node_id: node_id.to_string(),

@@ -403,12 +403,64 @@ async fn join_reconfigure_remove_and_replace() {
         .await
         .unwrap();
 
-    // A fourth node asks to join through the seeds: learner, then voter.
+    // Knowing the cluster secret is not enough to join: a newcomer needs a join token.
+    let joiner_args = |name: &str, port: u16, token: Option<&str>| {
+        let mut args = node_args(name, port, &seeds, SECRET);
+        args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{port}")]);
+        args.extend(token.map(|t| format!("--join-token={t}")));
+        args
+    };
+    let px = free_ports(1)[0];
+    let a = joiner_args("node-x", px, None);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let tokenless = Server::start_with(&a, &[]);
+    let why = not_ready_because(&tokenless, "join token").await;
+    assert!(why.contains("cluster join-token create"), "{why}");
+    drop(tokenless);
+
+    // An operator makes a token for one join (CLI); node-4 joins with it as a learner.
+    let (c, made, err) = cli(&nodes[1], &["cluster", "join-token", "create", "--ttl-secs", "600"]);
+    assert_eq!(c, 0, "{err}");
+    let token = made["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("ibj_") && made["uses_left"] == 1, "{made}");
     let p4 = free_ports(1)[0];
-    let mut args = node_args("node-4", p4, &seeds, SECRET);
-    args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = joiner_args("node-4", p4, Some(&token));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     nodes.push(Server::start_with(&a, &[]));
+    poll_until("node-4 a learner", Duration::from_secs(30), || async {
+        let s = cluster_status(&nodes[0]).await?;
+        s["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "node-4" && m["raft_role"] == "learner" && m["state"] == "active")
+            .then_some(())
+    })
+    .await;
+    // The token is spent: a second node presenting it is refused, and the list says who used it.
+    let p5 = free_ports(1)[0];
+    let a = joiner_args("node-5", p5, Some(&token));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let late = Server::start_with(&a, &[]);
+    not_ready_because(&late, "as many nodes as it may").await;
+    drop(late);
+    let (c, listed, err) = cli(&nodes[2], &["cluster", "join-token", "list"]);
+    assert_eq!(c, 0, "{err}");
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == made["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (entry["uses_left"].as_u64(), entry["used_by"][0].as_str()),
+        (Some(0), Some("node-4")),
+        "{entry}"
+    );
+    assert!(!listed.to_string().contains(&token), "the token itself is never listed");
+    // Promotion to voter is an explicit admin call.
+    let (c, _, err) = cli(&nodes[0], &["cluster", "promote", "node-4"]);
+    assert_eq!(c, 0, "{err}");
     let st = converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
     assert_eq!(st["members"].as_array().unwrap().len(), 4);
     nodes[3]

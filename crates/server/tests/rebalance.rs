@@ -39,7 +39,8 @@ async fn a_fourth_node_joins_under_load_and_every_object_stays_readable() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let p4 = free_ports(1)[0];
     let joined = Instant::now();
-    nodes.push(joiner("node-4", p4, &seeds, &MOVER_ONLY));
+    let n4 = joiner(&nodes[0], "node-4", p4, &seeds, &MOVER_ONLY).await;
+    nodes.push(n4);
     converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
     load.add_client(nodes[3].client());
     // The CLI follows the move with a progress bar until it is done.
@@ -133,7 +134,7 @@ async fn gateway_weight_drain_decommission_and_removal_of_a_dead_node_keep_every
     let p5 = free_ports(1)[0];
     let mut extra = EXTRA.to_vec();
     extra.extend(["--node-role", "gateway", "--node-weight", "300", "--node-zone", "z9"]);
-    let mut gateway = joiner("node-5", p5, &seeds, &extra);
+    let mut gateway = joiner(&nodes[0], "node-5", p5, &seeds, &extra).await;
     let mut five: Vec<&Server> = nodes.iter().collect();
     five.push(&gateway);
     converged(&five, 5, Duration::from_secs(30)).await;
@@ -285,8 +286,10 @@ async fn a_move_resumes_after_the_receiving_node_restarts() {
     let mut args = node_args("node-4", p4, &seeds, SECRET);
     args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{p4}")]);
     args.extend(MOVER_ONLY.iter().map(|s| s.to_string()));
+    args.extend(join_args(&nodes[0]).await);
     let a4: Vec<&str> = args.iter().map(String::as_str).collect();
     nodes.push(Server::start_with(&a4, &[("FAILPOINTS", "rebalance-page=return")]));
+    promote(&nodes[0], "node-4").await;
     converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
     let moved_before = poll_until("node-4 stopped after a page", Duration::from_secs(60), || async {
         let s = rebalance_status(&nodes[0]).await;
@@ -430,7 +433,8 @@ async fn a_standalone_data_directory_becomes_a_three_node_cluster() {
     let before = layout_version(&rebalance_status(&nodes[0]).await);
     let seeds = seeds_of(&ports);
     for (i, p) in ports.iter().enumerate().skip(1) {
-        nodes.push(joiner(&format!("node-{}", i + 1), *p, &seeds, &single_copy));
+        let n = joiner(&nodes[0], &format!("node-{}", i + 1), *p, &seeds, &single_copy).await;
+        nodes.push(n);
         converged(&nodes.iter().collect::<Vec<_>>(), i + 1, Duration::from_secs(30)).await;
     }
     let joined = rebalanced(&nodes[0], before, Duration::from_secs(60)).await;
@@ -520,7 +524,8 @@ async fn a_move_cancelled_halfway_goes_back_to_the_old_layout() {
     let p4 = free_ports(1)[0];
     let mut extra = MOVER_ONLY.to_vec();
     extra.extend(["--repair-rate-mbps", "2"]);
-    nodes.push(joiner("node-4", p4, &seeds, &extra));
+    let n4 = joiner(&nodes[0], "node-4", p4, &seeds, &extra).await;
+    nodes.push(n4);
     converged(&nodes.iter().collect::<Vec<_>>(), 4, Duration::from_secs(30)).await;
     poll_until("node-4 moving", Duration::from_secs(60), || async {
         let s = rebalance_status(&nodes[0]).await;

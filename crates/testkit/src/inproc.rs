@@ -64,6 +64,7 @@ pub async fn node_with(
             election_timeout: Duration::from_millis(200),
             commit_timeout: Duration::from_secs(5),
             snapshot_every: 50,
+            join_token: None,
         },
         Peers::new(rpc.clone()).unwrap(),
     )
@@ -112,6 +113,7 @@ pub async fn control_node(
             election_timeout: Duration::from_millis(300),
             commit_timeout: Duration::from_secs(3),
             snapshot_every: 1000,
+            join_token: None,
         },
         peers,
     )

@@ -178,3 +178,40 @@ pub fn wiped_node(name: &str, port: u16, seeds: &str, extra: &[&str]) -> Server 
     args.extend_from_slice(extra);
     Server::start_with(&args, &[])
 }
+
+/// A join token made through `member`'s admin API (for one join, an hour), once the cluster has
+/// turned join tokens on (its leader does when every member speaks protocol 10).
+pub async fn join_token(member: &Server) -> String {
+    let url = format!("{}/cluster/join-tokens", member.admin);
+    poll_until("a join token", Duration::from_secs(30), || async {
+        let (st, _, body) = raw(
+            "POST",
+            &url,
+            &[("authorization", &bearer()), ("content-type", "application/json")],
+            b"{}".to_vec(),
+        )
+        .await;
+        (st == 200).then(|| {
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+    })
+    .await
+}
+
+/// `--join-token <a fresh token from member>`.
+pub async fn join_args(member: &Server) -> Vec<String> {
+    vec!["--join-token".to_string(), join_token(member).await]
+}
+
+/// Makes `name` a voter through `member`'s admin API, once it has joined as a learner.
+pub async fn promote(member: &Server, name: &str) {
+    let url = format!("{}/cluster/nodes/{name}/promote", member.admin);
+    poll_until(&format!("{name} promoted"), Duration::from_secs(60), || async {
+        let (st, _, _) = raw("POST", &url, &[("authorization", &bearer())], vec![]).await;
+        (st == 200).then_some(())
+    })
+    .await
+}

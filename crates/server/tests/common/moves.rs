@@ -103,13 +103,17 @@ pub async fn cli_with_deadline(srv: &Server, args: &[&str], deadline: Duration) 
 }
 
 /// Starts `name` on a fresh data directory and RPC `port`, joining through `seeds` (it states
-/// the address the others reach it at), with the test's `extra` flags.
-pub fn joiner(name: &str, port: u16, seeds: &str, extra: &[&str]) -> Server {
+/// the address the others reach it at) with a join token made on `member`, with the test's
+/// `extra` flags; once it has joined as a learner, makes it a voter.
+pub async fn joiner(member: &Server, name: &str, port: u16, seeds: &str, extra: &[&str]) -> Server {
     let mut args = node_args(name, port, seeds, SECRET);
     args.extend(["--rpc-address".to_string(), format!("127.0.0.1:{port}")]);
+    args.extend(join_args(member).await);
     args.extend(extra.iter().map(|s| s.to_string()));
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start_with(&a, &[])
+    let srv = Server::start_with(&a, &[]);
+    promote(member, name).await;
+    srv
 }
 
 pub fn layout_version(s: &serde_json::Value) -> u64 {
