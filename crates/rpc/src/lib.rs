@@ -17,7 +17,7 @@ pub use peer_record::{PeerClock, PeerClocks};
 use protocol::PROTOCOL_HEADER;
 pub use protocol::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolRange};
 pub use resolve::Resolver;
-pub use tls::{TlsFiles, generate as generate_certificates};
+pub use tls::{TlsFiles, TlsSource, generate as generate_certificates};
 
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
@@ -73,8 +73,9 @@ pub struct RpcConfig {
     pub connect_timeout: Duration,
     /// Deadline of every call unless the caller gives another.
     pub request_timeout: Duration,
-    /// Mutual TLS: this node's certificate and key, and the cluster CA.
-    pub tls: Option<TlsFiles>,
+    /// Mutual TLS: the operator's CA and this node's certificate, or a CA derived from the
+    /// secret; `None`: plaintext.
+    pub tls: Option<TlsSource>,
     /// The node protocol versions this node speaks ([`ProtocolRange::CURRENT`]; tests set others).
     pub protocol: ProtocolRange,
 }
@@ -102,7 +103,11 @@ impl Peers {
     /// Fails when the TLS files cannot be read.
     pub fn new(cfg: RpcConfig) -> Result<Self, String> {
         let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
-        let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(|t| t.load(&auth, &cfg.cluster_name, &cfg.node_id))
+            .transpose()?;
         Ok(Self {
             cfg: Arc::new(cfg),
             auth,
@@ -152,7 +157,7 @@ impl Peers {
                     tonic::transport::ClientTlsConfig::new()
                         .ca_certificate(t.ca.clone())
                         .identity(t.identity.clone())
-                        .domain_name(host),
+                        .domain_name(t.server_name.as_deref().unwrap_or(host)),
                 )
                 .map_err(|e| Error::Unreachable {
                     addr: addr.to_string(),
@@ -626,8 +631,12 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| format!("cannot serve RPC: {e}"))?;
     let mut builder = tonic::transport::Server::builder();
-    if let Some(files) = &cfg.tls {
-        let t = files.load()?;
+    if let Some(source) = &cfg.tls {
+        let t = source.load(
+            &Auth::new(&cfg.cluster_name, &cfg.secret),
+            &cfg.cluster_name,
+            &cfg.node_id,
+        )?;
         // Mutual TLS: a peer without a certificate from the cluster CA cannot even connect.
         builder = builder
             .tls_config(
@@ -831,10 +840,12 @@ mod tests {
         let nodes = vec!["server".to_string(), "client".to_string()];
         generate_certificates(&dir.path().join("good"), "c1", &nodes, &[]).unwrap();
         generate_certificates(&dir.path().join("evil"), "c1", &nodes, &[]).unwrap();
-        let files = |set: &str, node: &str| TlsFiles {
-            cert: dir.path().join(set).join(format!("{node}.pem")),
-            key: dir.path().join(set).join(format!("{node}.key")),
-            ca: dir.path().join(set).join("ca.pem"),
+        let files = |set: &str, node: &str| {
+            TlsSource::Files(TlsFiles {
+                cert: dir.path().join(set).join(format!("{node}.pem")),
+                key: dir.path().join(set).join(format!("{node}.key")),
+                ca: dir.path().join(set).join("ca.pem"),
+            })
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
@@ -862,11 +873,44 @@ mod tests {
         let _ = tx.send(());
         task.await.unwrap().unwrap();
         let mut bad = cfg("s", "c");
-        bad.tls = Some(TlsFiles {
+        bad.tls = Some(TlsSource::Files(TlsFiles {
             cert: dir.path().join("missing.pem"),
             key: dir.path().join("missing.key"),
             ca: dir.path().join("missing-ca.pem"),
-        });
+        }));
         assert!(Peers::new(bad).err().unwrap().contains("cannot read"));
+    }
+
+    #[tokio::test]
+    async fn tls_derived_from_the_secret_admits_only_holders_of_the_secret() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Dialled by a name no certificate carries: a derived CA's certificates name the cluster.
+        let addr = format!("localhost:{}", l.local_addr().unwrap().port());
+        let derived = |secret: &str, node: &str| {
+            let mut c = cfg(secret, "c1");
+            c.node_id = node.into();
+            c.tls = Some(TlsSource::FromSecret);
+            c
+        };
+        let server_cfg = derived("s3cret-s3cret", "server");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        // Each node derives the same CA and signs its own certificate: they talk.
+        let good = Peers::new(derived("s3cret-s3cret", "client")).unwrap();
+        assert_eq!(vote(&good, &addr, b"ab", None).await.unwrap(), b"vote:inc-1:ba");
+        // Another secret derives another CA: the handshake fails before any call.
+        let stranger = Peers::new(derived("other-secret-xx", "client")).unwrap();
+        let r = stranger.ping(&addr, Some(Duration::from_secs(2))).await;
+        assert!(r.as_ref().is_err_and(Error::is_unavailable), "{r:?}");
+        // Nor can a plain-text client connect.
+        let plain = Peers::new(cfg("s3cret-s3cret", "c1")).unwrap();
+        assert!(plain.ping(&addr, Some(Duration::from_secs(2))).await.is_err());
+        let _ = tx.send(());
+        task.await.unwrap().unwrap();
     }
 }

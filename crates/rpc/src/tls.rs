@@ -1,6 +1,10 @@
 //! Mutual TLS for node RPC (rustls through tonic): every node presents a certificate signed by
-//! the cluster CA and accepts only peers that do. [`generate`] makes a CA and node certificates
-//! for a test cluster (`ironbucket cert generate`).
+//! the cluster CA and accepts only peers that do. The CA is the operator's ([`TlsFiles`];
+//! [`generate`] makes one and node certificates for a test cluster, `ironbucket cert generate`),
+//! or, when no files are given, derived from the cluster secret ([`TlsSource::FromSecret`]):
+//! every node derives the same CA key (Ed25519, from HMAC-SHA256 of the secret) and signs a
+//! certificate for itself at start, so traffic is encrypted and only holders of the secret can
+//! connect, with nothing to set up.
 
 use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, Identity};
@@ -18,6 +22,71 @@ pub struct TlsFiles {
 pub(crate) struct Tls {
     pub(crate) identity: Identity,
     pub(crate) ca: Certificate,
+    /// The name a peer's certificate must carry; `None`: the host of the address dialled.
+    pub(crate) server_name: Option<String>,
+}
+
+/// Where a node's TLS certificate and CA come from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// The operator's CA and this node's certificate and key.
+    Files(TlsFiles),
+    /// A CA derived from the cluster secret; this node's certificate made at start.
+    FromSecret,
+}
+
+/// The name every certificate signed by a derived CA carries (peers are checked against it, not
+/// against the host they were dialled by: the CA itself is the cluster's identity).
+pub(crate) const DERIVED_NAME: &str = "node.ironbucket.internal";
+
+impl TlsSource {
+    /// The TLS material for node `node` of `cluster` whose secret `auth` holds.
+    pub(crate) fn load(&self, auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String> {
+        match self {
+            TlsSource::Files(f) => f.load(),
+            TlsSource::FromSecret => derived(auth, cluster, node),
+        }
+    }
+}
+
+/// The CA every node of `cluster` derives from the secret, and a new certificate for `node`
+/// signed by it.
+fn derived(auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let err = |e: rcgen::Error| format!("cannot derive the cluster's TLS certificates: {e}");
+    let seed = auth.derive_key(&format!("ironbucket node rpc tls ca v1\0{cluster}"));
+    // PKCS#8 v1 wrapping of an Ed25519 private key (RFC 8410): fixed prefix, then the seed.
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    ];
+    der.extend_from_slice(&seed);
+    let ca_key = KeyPair::try_from(der.as_slice()).map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("IronBucket cluster CA derived from the secret ({cluster})"),
+    );
+    ca_params.distinguished_name = dn;
+    let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let mut p = CertificateParams::new(vec![DERIVED_NAME.to_string()]).map_err(err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node.to_string());
+    p.distinguished_name = dn;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &ca, &ca_key).map_err(err)?;
+    Ok(Tls {
+        identity: Identity::from_pem(cert.pem(), key.serialize_pem()),
+        ca: Certificate::from_pem(ca.pem()),
+        server_name: Some(DERIVED_NAME.to_string()),
+    })
 }
 
 impl TlsFiles {
@@ -40,6 +109,7 @@ impl TlsFiles {
         Ok(Tls {
             identity: Identity::from_pem(cert, key),
             ca: Certificate::from_pem(ca),
+            server_name: None,
         })
     }
 }

@@ -205,8 +205,10 @@ pub struct ClusterArgs {
     )]
     pub protocol_version: Option<String>,
 
-    /// Mutual TLS between nodes (true|false): every node presents a certificate signed by the
-    /// cluster CA (`ironbucket cert generate`) and accepts only such peers [default: false].
+    /// Mutual TLS between nodes. Unset (the default): on, with the CA and certificate files when
+    /// TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE are given, otherwise with a CA every node
+    /// derives from CLUSTER_SECRET. true: on, the files required. false: plaintext (a warning
+    /// is printed).
     #[arg(long = "enable-tls", env = "ENABLE_TLS", value_name = "BOOL")]
     pub enable_tls: Option<bool>,
 
@@ -303,24 +305,30 @@ pub(crate) fn resolve_cluster(
             r
         }
     };
-    let tls = if a.enable_tls.or(f.enable_tls).unwrap_or(false) {
-        let (Some(cert), Some(key), Some(ca)) = (
-            a.tls_cert.or(f.tls_cert),
-            a.tls_key.or(f.tls_key),
-            a.tls_ca.or(f.tls_ca),
-        ) else {
-            bail!(
-                "ENABLE_TLS is true but TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE are not all set (make them with `ironbucket cert generate`)"
+    let files = (
+        a.tls_cert.or(f.tls_cert),
+        a.tls_key.or(f.tls_key),
+        a.tls_ca.or(f.tls_ca),
+    );
+    let tls = match (a.enable_tls.or(f.enable_tls), files) {
+        (Some(false), _) => {
+            eprintln!(
+                "WARNING: node-to-node traffic is plaintext (ENABLE_TLS=false): anyone on the network between the nodes can read object data and replay node credentials; leave ENABLE_TLS unset (TLS with a CA derived from CLUSTER_SECRET) or give TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE (`ironbucket cert generate` makes them)"
             );
-        };
-        let files = ironbucket_rpc::TlsFiles { cert, key, ca };
-        files.check().map_err(|e| anyhow::anyhow!("ENABLE_TLS: {e}"))?;
-        Some(files)
-    } else {
-        eprintln!(
-            "WARNING: node-to-node traffic is plaintext (ENABLE_TLS is not true): anyone on the network between the nodes can read object data; set ENABLE_TLS with TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE (`ironbucket cert generate` makes them)"
-        );
-        None
+            None
+        }
+        (_, (Some(cert), Some(key), Some(ca))) => {
+            let files = ironbucket_rpc::TlsFiles { cert, key, ca };
+            files.check().map_err(|e| anyhow::anyhow!("node TLS: {e}"))?;
+            Some(ironbucket_rpc::TlsSource::Files(files))
+        }
+        (Some(true), _) => bail!(
+            "ENABLE_TLS is true but TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE are not all set (make them with `ironbucket cert generate`, or leave ENABLE_TLS unset for a CA derived from CLUSTER_SECRET)"
+        ),
+        (None, (None, None, None)) => Some(ironbucket_rpc::TlsSource::FromSecret),
+        (None, _) => bail!(
+            "TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together: give all three (or none, for a CA derived from CLUSTER_SECRET)"
+        ),
     };
     let name = a.cluster_name.or(f.name).unwrap_or_else(|| "ironbucket".into());
     let seeds = nonempty(a.cluster_seeds).or(f.seeds).ok_or_else(|| {

@@ -248,7 +248,7 @@ async fn rate_limits_answer_slow_down() {
 /// operator token drains a node (audited), and a viewer token cannot.
 #[tokio::test]
 async fn cluster_tokens_work_on_every_node() {
-    let (nodes, _seeds, _) = cluster_with(3, &["--replication-factor", "2"]).await;
+    let (nodes, seeds, _) = cluster_with(3, &["--replication-factor", "2"]).await;
     let operator = new_token(&nodes[0], "ops", "operator");
     let viewer = new_token(&nodes[0], "watch", "viewer");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -282,6 +282,36 @@ async fn cluster_tokens_work_on_every_node() {
         assert!(Instant::now() < deadline, "the revocation did not reach node 1");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Join tokens are for admins.
+    let (st, _) = admin(&nodes[0], "POST", "/cluster/join-tokens", Some(&viewer)).await;
+    assert_eq!(st, 403);
+    // Node traffic is TLS by default (these nodes were given no certificates: their CA is
+    // derived from the cluster secret). A node speaking plaintext is not let in, though it has
+    // the secret and a valid join token.
+    let token = join_token(&nodes[0]).await;
+    let port = free_ports(1)[0];
+    let mut args = node_args("plain", port, &seeds, SECRET);
+    args.extend(
+        [
+            "--rpc-address",
+            &format!("127.0.0.1:{port}"),
+            "--enable-tls",
+            "false",
+            "--join-token",
+            &token,
+        ]
+        .map(String::from),
+    );
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let plain = Server::start_with(&a, &[]);
+    let why = not_ready_because(&plain, "not in a cluster yet").await;
+    holds_for("the plaintext node stays out", Duration::from_secs(3), || async {
+        let s = cluster_status(&nodes[0]).await.unwrap();
+        !s["members"].as_array().unwrap().iter().any(|m| m["name"] == "plain")
+    })
+    .await;
+    assert!(!why.contains("cannot join"), "it never reached the leader: {why}");
 }
 
 /// Every secret can come from a file (`*_FILE`, as Docker secrets are mounted); a variable and
