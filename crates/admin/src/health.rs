@@ -28,6 +28,7 @@ pub(crate) struct Gauges {
     hints_pending: IntGaugeVec,
     hints: IntGaugeVec,
     scrub: IntGaugeVec,
+    rewrap: IntGaugeVec,
     sync_total: IntGaugeVec,
     sync_behind_items: IntGaugeVec,
     sync_behind_bytes: IntGaugeVec,
@@ -104,6 +105,11 @@ impl Gauges {
             scrub: v(
                 "ironbucket_scrub_total",
                 "The scrub since the node started: versions checked, bytes read, corrupt bodies found, repaired from a replica, unverifiable (SSE-C), full passes",
+                "kind",
+            )?,
+            rewrap: v(
+                "ironbucket_rewrap_total",
+                "Re-wrapping of data keys after an encryption key rotation, since the node started: blobs checked, re-wrapped by the current key, failed, full passes, done (1 once nothing is left on an old key)",
                 "kind",
             )?,
             sync_total: v(
@@ -334,6 +340,18 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> ApiResult {
         ] {
             g.scrub.with_label_values(&[kind]).set(n.load(Relaxed) as i64);
         }
+        let rw = l.rewrap_stats();
+        for (kind, n) in [
+            ("checked", &rw.checked),
+            ("rewrapped", &rw.rewrapped),
+            ("failed", &rw.failed),
+            ("passes", &rw.passes),
+        ] {
+            g.rewrap.with_label_values(&[kind]).set(n.load(Relaxed) as i64);
+        }
+        g.rewrap
+            .with_label_values(&["done"])
+            .set(i64::from(rw.done.load(Relaxed)));
     }
     for (node, c) in s.peer_clocks.get().map(|p| p.snapshot()).unwrap_or_default() {
         g.peer_offset.with_label_values(&[&node]).set(c.offset_ms);

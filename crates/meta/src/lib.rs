@@ -591,6 +591,23 @@ impl Scanner {
         }
         Ok(out)
     }
+    /// Inline blobs in id order after `after` (exclusive), at most `limit`: (id, encoded bytes).
+    pub fn inline_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(INLINE)?;
+        let mut out = Vec::new();
+        for item in t.range(after.unwrap_or("")..)? {
+            let (k, v) = item?;
+            if Some(k.value()) == after {
+                continue;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
     pub fn list_versions(&self, bucket: &str, q: &VersionListQuery) -> Result<VersionListPage> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(VERSIONS)?;

@@ -394,6 +394,17 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Replaces an inline blob's encoded bytes with `new` if they are still `old` (a blob
+    /// deleted or replaced meanwhile is left as it is). Whether it replaced them.
+    pub fn replace_inline(&mut self, blob_id: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let mut t = self.txn.open_table(INLINE)?;
+        let same = t.get(blob_id)?.is_some_and(|v| v.value() == old);
+        if same {
+            t.insert(blob_id, new)?;
+        }
+        Ok(same)
+    }
+
     /// Lets go of a blob no record uses any more: inline blobs are removed in this
     /// transaction, blob files go on the garbage list.
     pub fn release_blob(&mut self, blob_id: &str) -> Result<()> {

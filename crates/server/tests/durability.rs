@@ -178,6 +178,7 @@ async fn kill9_during_uploads_loses_nothing_acknowledged() {
 
 const KEY1: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 const KEY2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+const KEY3: &str = "0303030303030303030303030303030303030303030303030303030303030303";
 
 fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     if let Ok(rd) = std::fs::read_dir(p) {
@@ -206,6 +207,14 @@ async fn encryption_at_rest_and_key_rotation() {
         .send()
         .await
         .unwrap();
+    // A small object: its blob lives in the metadata index, not in a file.
+    c.put_object()
+        .bucket("enc")
+        .key("small")
+        .body(ByteStream::from_static(b"small and secret"))
+        .send()
+        .await
+        .unwrap();
     let g = c
         .get_object()
         .bucket("enc")
@@ -225,7 +234,8 @@ async fn encryption_at_rest_and_key_rotation() {
     );
     srv.stop();
 
-    // Rotation: new key current, old key still readable.
+    // Rotation: new key current, old key still readable; the rewrap worker moves every blob's
+    // data key to the new key in the background (only the headers change) and says when done.
     let old = KEY1.to_string();
     let rotated = [
         ("ENABLE_ENCRYPTION", "true"),
@@ -242,9 +252,23 @@ async fn encryption_at_rest_and_key_rotation() {
         .send()
         .await
         .unwrap();
+    let progress = common::cluster::poll_until("the rewrap worker done", Duration::from_secs(30), || async {
+        let (st, _, body) = admin_get(&format!("{}/workers/store.rewrap", srv.admin)).await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let p = v["progress"].as_str().unwrap_or_default().to_string();
+        p.starts_with("done").then_some(p)
+    })
+    .await;
+    assert!(progress.contains("2 re-wrapped"), "the file and the inline blob: {progress}");
+    let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
+    assert!(m.contains("ironbucket_rewrap_total{kind=\"done\"} 1"), "{m}");
+    assert!(m.contains("ironbucket_rewrap_total{kind=\"rewrapped\"} 2"), "{m}");
+    let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert_eq!(after[0][128..], raw_file[128..], "the data itself was not rewritten");
     srv.stop();
 
-    // Without the old key, old objects cannot be read: an error, never garbage.
+    // The old key is no longer needed: every object reads with the new key alone.
     let only2 = [("ENABLE_ENCRYPTION", "true"), ("ENCRYPTION_KEY", KEY2)];
     let mut srv = Server::start_in(tmp.path(), &[], &only2).unwrap();
     let c = srv.client();
@@ -252,6 +276,19 @@ async fn encryption_at_rest_and_key_rotation() {
         body_bytes(c.get_object().bucket("enc").key("new").send().await.unwrap()).await,
         b"under key 2"
     );
+    assert!(body_bytes(c.get_object().bucket("enc").key("secret").send().await.unwrap()).await == plain);
+    assert_eq!(
+        body_bytes(c.get_object().bucket("enc").key("small").send().await.unwrap()).await,
+        b"small and secret"
+    );
+    let (_, _, body) = admin_get(&format!("{}/workers/store.rewrap", srv.admin)).await;
+    assert!(body.contains("no ENCRYPTION_OLD_KEYS"), "{body}");
+    srv.stop();
+
+    // Without the key a blob is wrapped by, it cannot be read: an error, never garbage.
+    let other = [("ENABLE_ENCRYPTION", "true"), ("ENCRYPTION_KEY", KEY3)];
+    let mut srv = Server::start_in(tmp.path(), &[], &other).unwrap();
+    let c = srv.client();
     // An answer, not a transport failure, decides (a loaded machine may drop a pooled
     // connection under the client: that attempt says nothing about the server).
     for attempt in 1..=3 {

@@ -134,6 +134,11 @@ impl Keyring {
         self.current.id_hex()
     }
 
+    /// Whether older master keys are configured (blobs may still be wrapped by one).
+    pub fn has_old_keys(&self) -> bool {
+        !self.old.is_empty()
+    }
+
     fn find(&self, id: &[u8; 8]) -> Option<&EncryptionKey> {
         std::iter::once(&self.current)
             .chain(self.old.iter())
@@ -149,6 +154,47 @@ impl Keyring {
             .find(&m.key_id)
             .ok_or_else(|| KeyError::UnknownKey(hex::encode(m.key_id)))?;
         unwrap_data_key(&master.bytes, m, MASTER_AAD)
+    }
+}
+
+impl Keyring {
+    /// Whether the current master key wraps `m`'s data key.
+    pub(crate) fn is_current(&self, m: &CryptoMaterial) -> bool {
+        m.key_id == self.current.id
+    }
+
+    /// `m` with its data key wrapped by the current master key instead of an older one (a fresh
+    /// wrapping nonce); `None` when the current key wraps it already. The data key, and so every
+    /// chunk sealed with it, stays the same.
+    pub(crate) fn rewrap(&self, m: &CryptoMaterial) -> Result<Option<CryptoMaterial>, KeyError> {
+        if self.is_current(m) {
+            return Ok(None);
+        }
+        let old = self
+            .find(&m.key_id)
+            .ok_or_else(|| KeyError::UnknownKey(hex::encode(m.key_id)))?;
+        let mut data_key = m.wrapped_key[..32].to_vec();
+        Aes256Gcm::new((&old.bytes).into())
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&m.wrap_nonce),
+                MASTER_AAD,
+                &mut data_key,
+                Tag::from_slice(&m.wrapped_key[32..]),
+            )
+            .map_err(|_| KeyError::Open)?;
+        let mut wrap_nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut wrap_nonce);
+        let tag = Aes256Gcm::new((&self.current.bytes).into())
+            .encrypt_in_place_detached(Nonce::from_slice(&wrap_nonce), MASTER_AAD, &mut data_key)
+            .map_err(|_| KeyError::Seal)?;
+        let mut wrapped_key = [0u8; 48];
+        wrapped_key[..32].copy_from_slice(&data_key);
+        wrapped_key[32..].copy_from_slice(&tag);
+        Ok(Some(CryptoMaterial {
+            key_id: self.current.id,
+            wrap_nonce,
+            wrapped_key,
+        }))
     }
 }
 

@@ -11,8 +11,10 @@
 
 mod crypto;
 mod format;
+mod rewrap;
 
 pub use crypto::{CustomerKey, EncryptionKey, KeyError, Keyring};
+pub use rewrap::Rewrap;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -289,7 +291,21 @@ impl BlobStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let (header, opener) = self.open_header(&blob.id, &hbuf, customer)?;
+        let (file, (header, opener)) = match self.open_header(&blob.id, &hbuf, customer) {
+            Ok(x) => (file, x),
+            // Read while a key rotation rewrote the header in place (rewrap.rs): read it again.
+            Err(Error::Corrupt { .. }) => {
+                let again = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Vec<u8>)> {
+                    let mut h = vec![0u8; format::HEADER_LEN];
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut h, 0)?;
+                    Ok((file, h))
+                })
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+                (again.0, self.open_header(&blob.id, &again.1, customer)?)
+            }
+            Err(e) => return Err(e),
+        };
         let end = end.min(blob.size);
         let start = start.min(end);
         let mut reader = ChunkReader::new(

@@ -27,8 +27,8 @@ pub use ironbucket_types::{
     PublicAccessBlock, RangeSpec, cors,
 };
 pub use local::{
-    CorruptVersion, CorruptionHandler, LifecycleAction, LifecyclePage, LocalConfig, LocalStore, ScrubStats,
-    TombstoneGuard, Verdict,
+    CorruptVersion, CorruptionHandler, LifecycleAction, LifecyclePage, LocalConfig, LocalStore, RewrapStats,
+    ScrubStats, TombstoneGuard, Verdict,
 };
 pub use model::*;
 pub use tags::validate_tags;

@@ -17,7 +17,9 @@ mod handoff;
 mod index;
 mod keys;
 mod lifecycle;
+mod rewrap;
 pub use lifecycle::{LifecycleAction, LifecyclePage};
+pub use rewrap::RewrapStats;
 pub use scrub::{CorruptVersion, CorruptionHandler, ScrubStats, Verdict};
 mod multipart;
 mod object;
@@ -132,6 +134,9 @@ pub struct LocalStore {
     /// In a cluster: arranges the repair of a corrupt body found by the scrub.
     corruption: std::sync::OnceLock<scrub::CorruptionHandler>,
     scrub: scrub::ScrubStats,
+    /// Older encryption keys are configured: the rewrap worker moves blobs to the current one.
+    rotating: bool,
+    rewrap: rewrap::RewrapStats,
 }
 
 /// Says whether a tombstone of (bucket, key) with this stamp is held by every replica.
@@ -154,6 +159,7 @@ impl LocalStore {
         let meta =
             MetaStore::open_with_cache(&cfg.data_dir.join("meta.redb"), cfg.storage.fsync, cfg.meta_cache_bytes)?;
         let key_id = keys.as_ref().map(|k| k.current_id());
+        let rotating = keys.as_ref().is_some_and(|k| k.has_old_keys());
         let blobs = BlobStore::open(&cfg.data_dir, cfg.storage.clone(), keys)?;
         let kek = match &cfg.key_sealing_key {
             Some(k) => k.clone(),
@@ -172,6 +178,8 @@ impl LocalStore {
             tombstone_guard: std::sync::OnceLock::new(),
             corruption: std::sync::OnceLock::new(),
             scrub: Default::default(),
+            rotating,
+            rewrap: Default::default(),
         });
         // The garbage worker's first pass removes whatever a previous run left on the list.
         store.start_workers(workers);

@@ -34,6 +34,10 @@ impl LocalStore {
             super::scrub::scrub(w.clone(), ctx)
         });
         let w = Arc::downgrade(self);
+        reg.spawn("store.rewrap", OnFailure::Restart, move |ctx| {
+            super::rewrap::rewrap(w.clone(), ctx)
+        });
+        let w = Arc::downgrade(self);
         reg.spawn("store.request-counts", OnFailure::Restart, move |ctx| {
             request_counts(w.clone(), ctx)
         });
