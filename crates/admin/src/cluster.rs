@@ -299,3 +299,18 @@ pub(crate) async fn replication_metrics(State(s): State<Shared>) -> ApiResult {
         backlog_waits: cs.backlog().waits.load(Relaxed),
     })
 }
+
+/// `POST /cluster/keys/reseal`: after a cluster secret rotation, seals every access key secret
+/// still sealed with an accepted older secret with the current one.
+pub(crate) async fn reseal_keys(State(s): State<Shared>) -> ApiResult {
+    let Some(cs) = s.cluster_store.get() else {
+        return Err(ApiError::not_found(
+            "this node is not part of a cluster (CLUSTER_ENABLED=false); a single node's key secrets are sealed with keys.kek, not with a cluster secret",
+        ));
+    };
+    match cs.reseal_keys().await {
+        Ok(report) => ok(&report),
+        Err(ironbucket_store::Error::InvalidRequest(why)) => Err(ApiError::new(StatusCode::CONFLICT, why)),
+        Err(e) => Err(crate::manage::store_error(e)),
+    }
+}

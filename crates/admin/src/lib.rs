@@ -313,6 +313,7 @@ fn router(state: Shared) -> Router {
         .route("/cluster/locks/:name", post(cluster::lock))
         .route("/cluster/barriers/:name", post(cluster::barrier))
         .route("/cluster/force-recover", post(cluster::force_recover))
+        .route("/cluster/keys/reseal", post(cluster::reseal_keys))
         .route("/cluster/repair", post(repair::start))
         .route("/cluster/repair/status", get(repair::status))
         .route("/cluster/repair/rate", put(repair::set_rate))

@@ -271,6 +271,7 @@ mod tests {
         assert_eq!(r(Method::POST, "/cluster/join-tokens"), Some(Role::Admin));
         assert_eq!(r(Method::DELETE, "/cluster/join-tokens/ab12"), Some(Role::Admin));
         assert_eq!(r(Method::POST, "/cluster/nodes/n4/promote"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/cluster/keys/reseal"), Some(Role::Admin));
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
     }
 

@@ -167,6 +167,9 @@ enum ClusterCommand {
     /// Make a learner (a node that joined with a join token) a Raft voter (needs an admin
     /// token).
     Promote { name: String },
+    /// After a cluster secret rotation: seal every access key secret that an accepted older
+    /// secret sealed with the current one (needs an admin token).
+    ResealKeys,
     /// Join tokens: what a new node presents to join the cluster (needs an admin token).
     #[command(subcommand)]
     JoinToken(token::JoinTokenCommand),
@@ -578,6 +581,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     format!("/cluster/nodes/{}/replace", pct(name)),
                     serde_json::json!({}),
                 )),
+                ClusterCommand::ResealKeys => Some(("POST", "/cluster/keys/reseal".to_string(), serde_json::json!({}))),
                 ClusterCommand::Promote { name } => Some((
                     "POST",
                     format!("/cluster/nodes/{}/promote", pct(name)),

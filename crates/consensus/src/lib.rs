@@ -24,6 +24,7 @@ mod plane;
 pub mod records;
 mod rows;
 pub mod runtime;
+mod secrets;
 pub mod snapshot;
 pub mod state;
 mod store;

@@ -89,7 +89,8 @@ pub fn touched(state: &ControlState, cmd: &Command) -> Vec<String> {
         Command::DeleteAdminToken { id } => vec![format!("t/{id}")],
         Command::SetKeyEnabled { access_key, .. }
         | Command::SetKeyPermission { access_key, .. }
-        | Command::DeleteKey { access_key } => vec![format!("k/{access_key}")],
+        | Command::DeleteKey { access_key }
+        | Command::ResealKey { access_key, .. } => vec![format!("k/{access_key}")],
         Command::Lock { cmd } => {
             // Lock commands may hand out a token (kept in the header).
             let mut v = state.locks.touched_by(cmd);

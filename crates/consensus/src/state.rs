@@ -244,6 +244,13 @@ pub enum Command {
     DeleteJoinToken {
         id: String,
     },
+    /// An access key's secret sealed again after a cluster secret rotation, if it is still
+    /// sealed as `from` (protocol 10).
+    ResealKey {
+        access_key: String,
+        from: String,
+        to: String,
+    },
 }
 
 /// The outcome of applying a command; errors are part of the replicated result so that every
@@ -453,6 +460,7 @@ impl ControlState {
             Command::PutJoinToken { token } => self.put_join_token(token),
             Command::UseJoinToken { id, hash, node, now } => self.use_join_token(&id, &hash, &node, now),
             Command::DeleteJoinToken { id } => self.delete_join_token(&id),
+            Command::ResealKey { access_key, from, to } => self.reseal_key(access_key, &from, to),
         }
     }
 

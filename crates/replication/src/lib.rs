@@ -15,6 +15,7 @@ mod lifecycle;
 pub mod listing;
 mod locate;
 pub mod quorum;
+mod reseal;
 mod scatter;
 #[cfg(test)]
 mod sim;
@@ -24,6 +25,7 @@ mod wire;
 pub use coordinator::{Backlog, HandoffConfig, HandoffStats};
 pub use lifecycle::LifecyclePass;
 pub use locate::{Location, NodeCopy};
+pub use reseal::ResealReport;
 pub use sync::SyncConfig;
 pub use sync::absent::JOB as REREPLICATE_JOB;
 

@@ -43,6 +43,9 @@ pub struct Refused {
 pub struct Auth {
     cluster: String,
     key: Vec<u8>,
+    /// Further secrets accepted from peers while the cluster secret is rotated (tokens and
+    /// packets are made with `key` only).
+    accepted: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -65,11 +68,39 @@ impl Auth {
         Self {
             cluster: cluster.to_string(),
             key: secret.as_bytes().to_vec(),
+            accepted: Vec::new(),
         }
+    }
+
+    /// Also accepts tokens and packets made with any of `secrets` (a secret rotation).
+    pub fn with_accepted(mut self, secrets: &[String]) -> Self {
+        self.accepted = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+        self
+    }
+
+    /// The same cluster with each accepted secret as its own secret.
+    pub fn accepted(&self) -> Vec<Auth> {
+        self.accepted
+            .iter()
+            .map(|k| Auth {
+                cluster: self.cluster.clone(),
+                key: k.clone(),
+                accepted: Vec::new(),
+            })
+            .collect()
     }
 
     fn mac(&self, msg: &str) -> String {
         hex::encode(hmac(&self.key, &[msg.as_bytes()]))
+    }
+
+    /// Whether `mac` is the MAC of `msg` under the secret or an accepted one (constant time
+    /// for each).
+    fn mac_matches(&self, msg: &str, mac: &str) -> bool {
+        std::iter::once(&self.key).chain(self.accepted.iter()).any(|k| {
+            let want = hex::encode(hmac(k, &[msg.as_bytes()]));
+            want.len() == mac.len() && want.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        })
     }
 
     /// Authenticates a datagram (gossip): a 16-byte HMAC-SHA256 tag over the cluster name and
@@ -89,13 +120,22 @@ impl Auth {
             return None;
         }
         let (tag, data) = packet.split_at(TAG_LEN);
-        let want = self.tag(purpose, data);
-        let diff = want[..TAG_LEN].iter().zip(tag).fold(0u8, |a, (x, y)| a | (x ^ y));
-        (diff == 0).then_some(data)
+        let ok = std::iter::once(&self.key).chain(self.accepted.iter()).any(|k| {
+            let want = self.tag_with(k, purpose, data);
+            want[..TAG_LEN].iter().zip(tag).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        });
+        ok.then_some(data)
     }
 
     fn tag(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
-        hmac(&self.derive_key(purpose), &[self.cluster.as_bytes(), &[0], data])
+        self.tag_with(&self.key, purpose, data)
+    }
+
+    fn tag_with(&self, key: &[u8], purpose: &str, data: &[u8]) -> [u8; 32] {
+        hmac(
+            &hmac(key, &[purpose.as_bytes()]),
+            &[self.cluster.as_bytes(), &[0], data],
+        )
     }
 
     /// A 32-byte key derived from the cluster secret for `purpose` (HMAC-SHA256), the same on
@@ -133,9 +173,7 @@ impl Auth {
             )));
         }
         let secs: i64 = secs.parse().map_err(|_| malformed())?;
-        let want = self.mac(msg);
-        let same = want.len() == mac.len() && want.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-        if !same {
+        if !self.mac_matches(msg, mac) {
             return Err(refuse(format!("node {node} does not know the cluster secret")));
         }
         // The token was made at `secs` on the caller's clock (rounded down, hence + 500 ms).
@@ -172,6 +210,29 @@ mod tests {
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(a.open("gossip", &bad), None);
         assert_eq!(a.open("gossip", &p[..10]), None);
+        // While the secret rotates, packets of the accepted secret open too.
+        let rotating = Auth::new("c", "secret-2").with_accepted(&["secret-1".into()]);
+        assert_eq!(rotating.open("gossip", &p), Some(&b"hello"[..]));
+        assert_eq!(
+            a.open("gossip", &rotating.seal("gossip", b"x")),
+            None,
+            "made with the new one"
+        );
+    }
+
+    #[test]
+    fn a_rotation_accepts_tokens_of_either_secret() {
+        let old = Auth::new("c", "secret-1");
+        let new = Auth::new("c", "secret-2").with_accepted(&["secret-1".into()]);
+        assert_eq!(new.check(Some(&old.token("n1"))).unwrap().node, "n1");
+        assert!(new.check(Some(&new.token("n2"))).is_ok());
+        assert!(
+            old.check(Some(&new.token("n2"))).is_err(),
+            "tokens are made with the current one"
+        );
+        assert!(new.check(Some(&Auth::new("c", "secret-3").token("n3"))).is_err());
+        assert_eq!(new.accepted().len(), 1);
+        assert_eq!(new.accepted()[0].derive_key("p"), old.derive_key("p"));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct RpcConfig {
     pub node_id: String,
     pub cluster_name: String,
     pub secret: String,
+    /// Further secrets accepted from peers (and for the derived TLS CA) while the cluster secret
+    /// is rotated; calls are made with `secret`.
+    pub accepted_secrets: Vec<String>,
     /// Connections kept per peer (calls are spread over them).
     pub max_connections_per_node: usize,
     pub connect_timeout: Duration,
@@ -102,7 +105,7 @@ struct Pool {
 impl Peers {
     /// Fails when the TLS files cannot be read.
     pub fn new(cfg: RpcConfig) -> Result<Self, String> {
-        let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
+        let auth = Auth::new(&cfg.cluster_name, &cfg.secret).with_accepted(&cfg.accepted_secrets);
         let tls = cfg
             .tls
             .as_ref()
@@ -577,7 +580,7 @@ pub async fn serve(
     clocks: PeerClocks,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let auth = Auth::new(&cfg.cluster_name, &cfg.secret);
+    let auth = Auth::new(&cfg.cluster_name, &cfg.secret).with_accepted(&cfg.accepted_secrets);
     let ours = cfg.protocol;
     let svc_clocks = clocks.clone();
     // tonic's interceptor signature fixes the error type.
@@ -633,7 +636,7 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder();
     if let Some(source) = &cfg.tls {
         let t = source.load(
-            &Auth::new(&cfg.cluster_name, &cfg.secret),
+            &Auth::new(&cfg.cluster_name, &cfg.secret).with_accepted(&cfg.accepted_secrets),
             &cfg.cluster_name,
             &cfg.node_id,
         )?;
@@ -743,6 +746,7 @@ mod tests {
             node_id: "client".into(),
             cluster_name: cluster.into(),
             secret: secret.into(),
+            accepted_secrets: Vec::new(),
             max_connections_per_node: 2,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),

@@ -49,14 +49,14 @@ impl TlsSource {
     }
 }
 
-/// The CA every node of `cluster` derives from the secret, and a new certificate for `node`
-/// signed by it.
-fn derived(auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let err = |e: rcgen::Error| format!("cannot derive the cluster's TLS certificates: {e}");
+fn derive_err(e: rcgen::Error) -> String {
+    format!("cannot derive the cluster's TLS certificates: {e}")
+}
+
+/// The CA every node of `cluster` derives from the secret `auth` holds: its certificate and key.
+fn derived_ca(auth: &crate::Auth, cluster: &str) -> Result<(rcgen::Certificate, rcgen::KeyPair), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let err = derive_err;
     let seed = auth.derive_key(&format!("ironbucket node rpc tls ca v1\0{cluster}"));
     // PKCS#8 v1 wrapping of an Ed25519 private key (RFC 8410): fixed prefix, then the seed.
     let mut der = vec![
@@ -74,6 +74,20 @@ fn derived(auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String>
     );
     ca_params.distinguished_name = dn;
     let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+    Ok((ca, ca_key))
+}
+
+/// A new certificate for `node` signed by the CA derived from the secret; peers are trusted
+/// when their certificate comes from that CA or from one derived from an accepted secret (a
+/// secret rotation).
+fn derived(auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String> {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let err = derive_err;
+    let (ca, ca_key) = derived_ca(auth, cluster)?;
+    let mut roots = ca.pem();
+    for other in auth.accepted() {
+        roots.push_str(&derived_ca(&other, cluster)?.0.pem());
+    }
     let key = KeyPair::generate().map_err(err)?;
     let mut p = CertificateParams::new(vec![DERIVED_NAME.to_string()]).map_err(err)?;
     let mut dn = DistinguishedName::new();
@@ -84,7 +98,7 @@ fn derived(auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String>
     let cert = p.signed_by(&key, &ca, &ca_key).map_err(err)?;
     Ok(Tls {
         identity: Identity::from_pem(cert.pem(), key.serialize_pem()),
-        ca: Certificate::from_pem(ca.pem()),
+        ca: Certificate::from_pem(roots),
         server_name: Some(DERIVED_NAME.to_string()),
     })
 }

@@ -481,8 +481,15 @@ impl Settings {
         if let Some(c) = &cluster {
             // Every node seals access key secrets with the same key, derived from the cluster
             // secret, so key records agreed through Raft open on every node.
-            let auth = ironbucket_rpc::Auth::new(&c.rpc.cluster_name, &c.rpc.secret);
+            let auth =
+                ironbucket_rpc::Auth::new(&c.rpc.cluster_name, &c.rpc.secret).with_accepted(&c.rpc.accepted_secrets);
             local.key_sealing_key = Some(EncryptionKey::from_bytes(auth.derive_key("ironbucket-key-sealing")));
+            // While the secret rotates, key secrets sealed with an accepted one still open.
+            local.accepted_key_sealing_keys = auth
+                .accepted()
+                .iter()
+                .map(|a| EncryptionKey::from_bytes(a.derive_key("ironbucket-key-sealing")))
+                .collect();
             // Lifecycle rules are decided once per key by its primary replica and applied as
             // replicated deletes (the cluster's lifecycle worker), not by every replica.
             local.local_lifecycle = false;

@@ -137,6 +137,26 @@ pub struct ClusterArgs {
     #[arg(long = "cluster-secret-file", env = "CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
 
+    /// Further cluster secrets accepted from other nodes while the secret is rotated
+    /// (comma-separated): their calls, their derived TLS certificates and access key secrets
+    /// sealed with them are accepted; this node speaks CLUSTER_SECRET. See docs/security.md.
+    #[arg(
+        long = "cluster-secrets-accepted",
+        env = "CLUSTER_SECRETS_ACCEPTED",
+        value_name = "SECRETS",
+        hide_env_values = true
+    )]
+    pub cluster_secrets_accepted: Option<String>,
+
+    /// File holding the accepted cluster secrets, one per line or comma-separated (instead of
+    /// CLUSTER_SECRETS_ACCEPTED).
+    #[arg(
+        long = "cluster-secrets-accepted-file",
+        env = "CLUSTER_SECRETS_ACCEPTED_FILE",
+        value_name = "FILE"
+    )]
+    pub cluster_secrets_accepted_file: Option<PathBuf>,
+
     /// Join token an operator made with `ironbucket-cli cluster join-token create`: a node that
     /// is not in the cluster yet presents it to join (as a learner). Not needed by the seeds
     /// that form a new cluster, or by a node that is already a member.
@@ -406,6 +426,19 @@ pub(crate) fn resolve_cluster(
     if secret.len() < 16 {
         bail!("CLUSTER_SECRET must be at least 16 characters");
     }
+    let accepted: Vec<String> = crate::config_security::secret_from(
+        a.cluster_secrets_accepted,
+        a.cluster_secrets_accepted_file,
+        "CLUSTER_SECRETS_ACCEPTED",
+    )?
+    .unwrap_or_default()
+    .split([',', '\n'])
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty() && *s != secret)
+    .collect();
+    if accepted.iter().any(|s| s.len() < 16) {
+        bail!("CLUSTER_SECRETS_ACCEPTED: every secret must be at least 16 characters");
+    }
     let join_token = crate::config_security::secret_from(a.join_token, a.join_token_file, "JOIN_TOKEN")?;
     if let Some(t) = &join_token
         && ironbucket_consensus::joining::token_id(t).is_none()
@@ -489,6 +522,7 @@ pub(crate) fn resolve_cluster(
             node_id: node_id.to_string(),
             cluster_name: name,
             secret,
+            accepted_secrets: accepted,
             max_connections_per_node: max_conn,
             connect_timeout: connect,
             request_timeout: request,

@@ -129,7 +129,7 @@ async fn start_gossip(
             }
         })
     });
-    let auth = ironbucket_rpc::Auth::new(&rpc.cluster_name, &rpc.secret);
+    let auth = ironbucket_rpc::Auth::new(&rpc.cluster_name, &rpc.secret).with_accepted(&rpc.accepted_secrets);
     let g = ironbucket_cluster::Gossip::start_in(
         id,
         bind,

@@ -260,7 +260,10 @@ async fn encryption_at_rest_and_key_rotation() {
         p.starts_with("done").then_some(p)
     })
     .await;
-    assert!(progress.contains("2 re-wrapped"), "the file and the inline blob: {progress}");
+    assert!(
+        progress.contains("2 re-wrapped"),
+        "the file and the inline blob: {progress}"
+    );
     let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     assert!(m.contains("ironbucket_rewrap_total{kind=\"done\"} 1"), "{m}");
     assert!(m.contains("ironbucket_rewrap_total{kind=\"rewrapped\"} 2"), "{m}");

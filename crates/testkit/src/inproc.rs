@@ -13,6 +13,7 @@ pub fn rpc_config(name: &str, timeout: Duration) -> RpcConfig {
         node_id: name.into(),
         cluster_name: "conformance".into(),
         secret: "conformance-secret-123".into(),
+        accepted_secrets: Vec::new(),
         max_connections_per_node: 2,
         connect_timeout: Duration::from_secs(2),
         request_timeout: timeout,

@@ -170,15 +170,38 @@ impl LocalStore {
         .await
     }
 
+    /// A sealed access key secret opened with the key-sealing key, or (during a cluster secret
+    /// rotation) with one it replaced.
+    fn open_key_secret(&self, access_key: &str, sealed: &str) -> Result<Vec<u8>> {
+        if let Ok(s) = self.kek.open_secret(sealed) {
+            return Ok(s);
+        }
+        self.cfg
+            .accepted_key_sealing_keys
+            .iter()
+            .find_map(|k| k.open_secret(sealed).ok())
+            .ok_or_else(|| Error::Corrupt(format!("the secret of key {access_key} cannot be opened")))
+    }
+
+    /// `sealed` sealed again with the current key-sealing key, when an accepted older key
+    /// sealed it (`None`: the current key did, nothing to do). An error when no key opens it.
+    pub fn reseal(&self, access_key: &str, sealed: &str) -> Result<Option<String>> {
+        if self.kek.open_secret(sealed).is_ok() {
+            return Ok(None);
+        }
+        let secret = self.open_key_secret(access_key, sealed)?;
+        self.kek
+            .seal_secret(&secret)
+            .map(Some)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
     /// [`ObjectStore::key_secret`](crate::ObjectStore::key_secret) on this node.
     pub(super) async fn secret_of(&self, access_key: &str) -> Result<Option<(String, KeyInfo)>> {
         let Some(rec) = self.meta.get_key(access_key)? else {
             return Ok(None);
         };
-        let secret = self
-            .kek
-            .open_secret(&rec.secret_sealed)
-            .map_err(|_| Error::Corrupt(format!("the secret of key {access_key} cannot be opened")))?;
+        let secret = self.open_key_secret(access_key, &rec.secret_sealed)?;
         let secret = String::from_utf8(secret).map_err(|_| Error::Corrupt("key secret is not UTF-8".into()))?;
         Ok(Some((secret, key_info(&rec))))
     }

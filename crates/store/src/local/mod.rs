@@ -83,6 +83,9 @@ pub struct LocalConfig {
     /// Key that seals access key secrets; `None`: `<data dir>/keys.kek` (made on first start).
     /// A cluster gives every node the same one, so key records can be shared.
     pub key_sealing_key: Option<ironbucket_storage::EncryptionKey>,
+    /// Keys that sealed access key secrets before a cluster secret rotation: secrets sealed
+    /// with one still open, and [`LocalStore::reseal`] moves them to `key_sealing_key`.
+    pub accepted_key_sealing_keys: Vec<ironbucket_storage::EncryptionKey>,
     /// Stamps from other nodes more than this far ahead of this node's clock are refused
     /// (a node whose clock runs ahead cannot drag the others' clocks into the future).
     pub max_clock_ahead: Duration,
@@ -107,6 +110,7 @@ impl LocalConfig {
             lifecycle_day: Duration::from_secs(86_400),
             local_lifecycle: true,
             key_sealing_key: None,
+            accepted_key_sealing_keys: Vec::new(),
             max_clock_ahead: Duration::from_millis(ironbucket_types::DEFAULT_MAX_AHEAD_MS),
             scrub_interval: Some(Duration::from_secs(7 * 24 * 3600)),
             scrub_rate: 8_000_000,
