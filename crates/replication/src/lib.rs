@@ -811,8 +811,8 @@ impl ObjectStore for ClusterStore {
         self.local.bucket_usage(bucket).await
     }
 
-    fn record_request(&self, bucket: &str) {
-        self.local.record_request(bucket)
+    fn record_request(&self, bucket: &str, refused: bool) {
+        self.local.record_request(bucket, refused)
     }
 
     async fn put_bucket_policy(&self, bucket: &str, policy: Option<String>) -> Result<()> {

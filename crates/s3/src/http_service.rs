@@ -278,12 +278,13 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             {
                 resp.headers_mut().insert("x-ironbucket-consistency-upgraded", v);
             }
-            // Monthly request counts, for authenticated requests to buckets that exist.
+            // Monthly request counts, for requests to buckets that exist.
             if let Some(b) = &target
                 && slot.0.get().is_some()
                 && resp.status() != hyper::StatusCode::NOT_FOUND
             {
-                store.record_request(b);
+                let st = resp.status();
+                store.record_request(b, st.is_client_error() || st.is_server_error());
             }
             if let (Some(origin), Some(bucket)) = (origin, bucket) {
                 crate::cors::decorate(&store, bucket, &origin, &method, &mut resp).await;

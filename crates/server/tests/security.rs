@@ -641,3 +641,45 @@ async fn a_rotated_cluster_secret_keeps_access_keys_usable() {
     let stale = Server::start_with(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     not_ready_because(&stale, "not in a cluster yet").await;
 }
+
+/// Requests refused for a bucket that does not exist (an anonymous CreateBucket of any name)
+/// leave no stored request counter behind: a bucket created later under that name starts from
+/// its own requests. (The S3 metrics carry no bucket label at all.)
+#[tokio::test]
+async fn refused_requests_leave_no_counters_for_unknown_buckets() {
+    let srv = Server::start();
+    for _ in 0..20 {
+        let (st, _, _) = raw("PUT", &format!("{}/ghost-bucket", srv.s3), &[], vec![]).await;
+        assert_eq!(st, 403);
+    }
+    let requests = |name: &'static str| {
+        let srv = &srv;
+        async move {
+            let (rc, info, err) = cli(srv, &["bucket", "info", name]);
+            assert_eq!(rc, 0, "{err}");
+            info["requests_by_month"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+        }
+    };
+    // A flush of the counts has happened once a real bucket's request is counted.
+    srv.client().create_bucket().bucket("real").send().await.unwrap();
+    poll_until("a flush", Duration::from_secs(10), || async {
+        (requests("real").await >= 1).then_some(())
+    })
+    .await;
+    srv.client()
+        .create_bucket()
+        .bucket("ghost-bucket")
+        .send()
+        .await
+        .unwrap();
+    let n = poll_until("the create counted", Duration::from_secs(10), || async {
+        let n = requests("ghost-bucket").await;
+        (n >= 1).then_some(n)
+    })
+    .await;
+    assert!(n <= 2, "the 20 refused requests were counted for the bucket: {n}");
+    let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
+    assert!(!m.contains("ghost-bucket"), "no metric series names the bucket");
+}

@@ -159,8 +159,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn set_bucket_quota(&self, bucket: &str, quota: Option<Quota>) -> Result<()>;
     async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage>;
     /// Counts a request against a bucket (for the monthly request counts). Cheap: in memory,
-    /// persisted in the background.
-    fn record_request(&self, bucket: &str);
+    /// persisted in the background. A `refused` request (an error answer) counts only if the
+    /// bucket exists: it may name any bucket.
+    fn record_request(&self, bucket: &str, refused: bool);
 
     /// Sets (or with `None`, removes) the bucket policy; the caller has validated it.
     async fn put_bucket_policy(&self, bucket: &str, policy: Option<String>) -> Result<()>;

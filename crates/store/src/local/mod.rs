@@ -571,7 +571,10 @@ impl ObjectStore for LocalStore {
         self.usage_of(bucket).await
     }
 
-    fn record_request(&self, bucket: &str) {
+    fn record_request(&self, bucket: &str, refused: bool) {
+        if refused && !matches!(self.meta.get_bucket(bucket), Ok(Some(_))) {
+            return;
+        }
         self.count_request(bucket)
     }
 

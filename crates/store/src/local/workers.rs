@@ -166,6 +166,12 @@ async fn request_counts(store: Weak<LocalStore>, ctx: WorkerCtx) -> Result<(), S
             Ok(mut m) => m.drain().collect(),
             Err(_) => continue,
         };
+        // Only buckets that exist are counted: a refused request may name any bucket (an
+        // anonymous CreateBucket of a random name), and must leave no stored counter behind.
+        let pending: Vec<(String, u64)> = pending
+            .into_iter()
+            .filter(|(b, _)| matches!(s.meta.get_bucket(b), Ok(Some(_))))
+            .collect();
         if pending.is_empty() {
             continue;
         }
