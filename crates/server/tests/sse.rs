@@ -191,6 +191,14 @@ async fn sse_c_customer_keys() {
             .unwrap();
         assert_eq!(out.sse_customer_algorithm(), Some("AES256"));
         assert_eq!(out.sse_customer_key_md5(), Some(k1.md5.as_str()));
+        // As on AWS, the ETag is not the MD5 of the plaintext (it would reveal known files).
+        let etag = out.e_tag().unwrap().trim_matches('"').to_string();
+        let md5 = {
+            use md5::Digest;
+            hex::encode(md5::Md5::digest(&body))
+        };
+        assert_ne!(etag, md5, "the SSE-C ETag is the plaintext MD5");
+        assert_eq!(etag.len(), 32);
 
         // Without the key: 400; with another key: 403; with the key: the body.
         let e = c.get_object().bucket("ssec").key(key).send().await.unwrap_err();
@@ -216,7 +224,29 @@ async fn sse_c_customer_keys() {
             .unwrap();
         assert_eq!(got.sse_customer_algorithm(), Some("AES256"));
         assert_eq!(got.sse_customer_key_md5(), Some(k1.md5.as_str()));
+        assert_eq!(got.e_tag().map(|e| e.trim_matches('"')), Some(etag.as_str()));
         assert_eq!(body_bytes(got).await, body);
+        // The same body under the same key: the same ETag; under another key: another.
+        let again = c
+            .put_object()
+            .bucket("ssec")
+            .key(format!("{key}-again"))
+            .set_ssec(&k1)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.e_tag().map(|e| e.trim_matches('"')), Some(etag.as_str()));
+        let other = c
+            .put_object()
+            .bucket("ssec")
+            .key(format!("{key}-other"))
+            .set_ssec(&k2)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(other.e_tag().map(|e| e.trim_matches('"')), Some(etag.as_str()));
         let head = c
             .head_object()
             .bucket("ssec")

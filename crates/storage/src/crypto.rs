@@ -247,6 +247,20 @@ impl CustomerKey {
         }
     }
 
+    /// The ETag of an object written with this key whose plaintext has MD5 `md5`: 16 bytes of
+    /// HMAC-SHA256 under a key derived from the customer key. Stable for the same key and body,
+    /// and says nothing about the body without the key.
+    pub fn etag_of(&self, md5: &[u8; 16]) -> [u8; 16] {
+        use hmac::Mac;
+        let key = self.salted(b"etag");
+        let mut out = [0u8; 16];
+        if let Ok(mut m) = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key) {
+            m.update(md5);
+            out.copy_from_slice(&m.finalize().into_bytes()[..16]);
+        }
+        out
+    }
+
     fn salted(&self, salt: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"ironbucket-sse-c-fingerprint");

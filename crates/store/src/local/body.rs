@@ -107,10 +107,17 @@ impl LocalStore {
         } else {
             (writer.finish().await?, None)
         };
+        // As on AWS, an SSE-C object's ETag is not the MD5 of its plaintext (which would tell
+        // anyone who can list the bucket whether it holds a known file): a keyed digest instead,
+        // the same on every replica, which all hold the customer key while writing.
+        let etag = match customer {
+            Some(ck) => hex::encode(ck.etag_of(&digest)),
+            None => hex::encode(digest),
+        };
         Ok(Ingested {
             blob,
             inline,
-            etag: hex::encode(digest),
+            etag,
             checksums: computed,
         })
     }
