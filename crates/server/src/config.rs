@@ -119,8 +119,8 @@ pub struct ServerArgs {
     pub enable_encryption: Option<bool>,
 
     /// The built-in admin-role bearer token of the admin API (every route but /health and
-    /// /health/ready needs a token; more come from `ironbucket-cli token create`) [default: the
-    /// root secret key].
+    /// /health/ready needs a token; more come from `ironbucket-cli token create`) [default: a
+    /// random token made on the first start and kept in <data-dir>/admin-token].
     #[arg(
         long = "admin-token",
         env = "IRONBUCKET_ADMIN_TOKEN",
@@ -469,6 +469,17 @@ impl Settings {
             (None, None) => stored_or_generated_credentials(&data_dir)?,
             _ => bail!("IRONBUCKET_ACCESS_KEY and IRONBUCKET_SECRET_KEY must be given together"),
         };
+        // The admin token is never the root secret unless set so: a leaked S3 key must not
+        // open the admin API too.
+        let (admin_token, token_note) = match a.admin_token.clone() {
+            Some(t) if t.len() < 8 => bail!("IRONBUCKET_ADMIN_TOKEN must be at least 8 characters"),
+            Some(t) => (t, None),
+            None => stored_or_generated_admin_token(&data_dir)?,
+        };
+        let credentials_note = match (credentials_note, token_note) {
+            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+            (a, b) => a.or(b),
+        };
 
         let log_format = a.log_format.or(f.server.log_format).unwrap_or_else(|| "text".into());
         if log_format != "text" && log_format != "json" {
@@ -513,7 +524,7 @@ impl Settings {
                 node_id,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 metrics_enabled: a.metrics_enabled.or(f.admin.metrics_enabled).unwrap_or(true),
-                token: a.admin_token.clone().unwrap_or_else(|| sk.clone()),
+                token: admin_token,
                 token_file: Some(data_dir.join("admin-tokens.json")),
                 rate_per_ip,
             },
@@ -560,6 +571,33 @@ fn stored_or_generated_credentials(dir: &Path) -> Result<(String, String, Option
         path.display()
     );
     Ok((ak, sk, Some(note)))
+}
+
+/// Reads `admin-token` from the data directory, or creates it (mode 600) with a random token.
+fn stored_or_generated_admin_token(dir: &Path) -> Result<(String, Option<String>)> {
+    let path = dir.join("admin-token");
+    if path.exists() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_string();
+        if token.is_empty() {
+            bail!("{} is empty: delete it to make a new admin token", path.display());
+        }
+        let note = format!(
+            "Admin API token: in {} (for ironbucket-cli: IRONBUCKET_ADMIN_TOKEN_FILE={})",
+            path.display(),
+            path.display()
+        );
+        return Ok((token, Some(note)));
+    }
+    let token = format!("ibt_{}", hex::encode(rand::random::<[u8; 32]>()));
+    write_private(&path, format!("{token}\n").as_bytes())?;
+    let note = format!(
+        "Generated the admin API token (stored in {}; shown only now):\n  IRONBUCKET_ADMIN_TOKEN={token}",
+        path.display()
+    );
+    Ok((token, Some(note)))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
@@ -638,6 +676,28 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::resolve(bad).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_admin_token_is_generated_once_and_is_not_the_root_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, n1) = stored_or_generated_admin_token(dir.path()).unwrap();
+        assert!(t1.starts_with("ibt_") && t1.len() == 68, "{t1}");
+        assert!(n1.unwrap().contains(&t1));
+        let (t2, n2) = stored_or_generated_admin_token(dir.path()).unwrap();
+        assert_eq!(t1, t2);
+        assert!(!n2.unwrap().contains(&t1), "the token is printed only once");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("admin-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join("admin-token"), "\n").unwrap();
+        assert!(stored_or_generated_admin_token(dir.path()).is_err());
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct Shared {
     access_key: String,
     secret_key: String,
     cluster_secret: String,
+    /// The nodes' admin API token (not the root secret).
+    admin_token: String,
 }
 
 fn random_token(len: usize, alphabet: &[u8]) -> String {
@@ -61,10 +63,25 @@ fn shared(dir: &Path) -> Result<Shared> {
                 .map(str::to_string)
                 .with_context(|| format!("{} has no {k}; delete it to make new credentials", path.display()))
         };
+        let admin_token = match get("IRONBUCKET_ADMIN_TOKEN") {
+            Ok(t) => t,
+            // Made by a release whose admin token was the root secret: add one.
+            Err(_) => {
+                let t = new_admin_token();
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                writeln!(f, "IRONBUCKET_ADMIN_TOKEN={t}")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                t
+            }
+        };
         return Ok(Shared {
             access_key: get("IRONBUCKET_ACCESS_KEY")?,
             secret_key: get("IRONBUCKET_SECRET_KEY")?,
             cluster_secret: get("CLUSTER_SECRET")?,
+            admin_token,
         });
     }
     const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -73,13 +90,18 @@ fn shared(dir: &Path) -> Result<Shared> {
         access_key: format!("IBDEV{}", random_token(15, UPPER)),
         secret_key: random_token(40, ANY),
         cluster_secret: random_token(48, ANY),
+        admin_token: new_admin_token(),
     };
     let text = format!(
-        "IRONBUCKET_ACCESS_KEY={}\nIRONBUCKET_SECRET_KEY={}\nCLUSTER_SECRET={}\n",
-        s.access_key, s.secret_key, s.cluster_secret
+        "IRONBUCKET_ACCESS_KEY={}\nIRONBUCKET_SECRET_KEY={}\nCLUSTER_SECRET={}\nIRONBUCKET_ADMIN_TOKEN={}\n",
+        s.access_key, s.secret_key, s.cluster_secret, s.admin_token
     );
     write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(s)
+}
+
+fn new_admin_token() -> String {
+    format!("ibt_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -91,7 +113,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// One GET over HTTP/1.0 to 127.0.0.1: (status, body); `None` when nothing answers.
-/// A GET to a node's admin API with `token` (its admin token is the root secret).
+/// A GET to a node's admin API with `token`.
 fn http_get(port: u16, path: &str, token: &str) -> Option<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
@@ -208,6 +230,7 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
                 .args(["--port", &(a.s3_port + i).to_string()])
                 .args(["--admin-port", &(a.admin_port + i).to_string()])
                 .args(["--access-key", &shared.access_key, "--secret-key", &shared.secret_key])
+                .args(["--admin-token", &shared.admin_token])
                 .args(["--cluster-enabled", "true", "--cluster-name", "dev-cluster"])
                 .args(["--cluster-seeds", &seeds, "--cluster-secret", &shared.cluster_secret])
                 .args(["--rpc-port", &(a.rpc_port + i).to_string()])
@@ -249,7 +272,7 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
         }
         let leaders: Vec<Option<String>> = (0..n)
             .map(|i| {
-                http_get(a.admin_port + i, "/cluster/status", &shared.secret_key)
+                http_get(a.admin_port + i, "/cluster/status", &shared.admin_token)
                     .filter(|(st, _)| *st == 200)
                     .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
                     // Ready for data too: every node is an active member of the placement layout.
@@ -296,6 +319,7 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
     }
     println!("  access key: {}", shared.access_key);
     println!("  secret key: {}", shared.secret_key);
+    println!("  admin token: {}", shared.admin_token);
     println!("  (kept in {})", a.dir.join("cluster.env").display());
     println!(
         "  try: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url http://127.0.0.1:{} s3 ls",

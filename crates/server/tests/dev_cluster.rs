@@ -68,7 +68,11 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
             .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
             .unwrap()
     };
-    let (ak, sk) = (field("access key:"), field("secret key:"));
+    let (ak, sk, token) = (field("access key:"), field("secret key:"), field("admin token:"));
+    assert!(
+        token.starts_with("ibt_") && token != sk,
+        "the admin token is not the root secret"
+    );
     for i in 0..3u16 {
         assert!(
             printed
@@ -95,7 +99,7 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
     let (st, _, body) = raw(
         "GET",
         &format!("http://127.0.0.1:{}/cluster/status", admin + 1),
-        &[("authorization", &format!("Bearer {sk}"))],
+        &[("authorization", &format!("Bearer {token}"))],
         vec![],
     )
     .await;

@@ -683,3 +683,32 @@ async fn refused_requests_leave_no_counters_for_unknown_buckets() {
     let (_, _, m) = admin_get(&format!("{}/metrics", srv.admin)).await;
     assert!(!m.contains("ghost-bucket"), "no metric series names the bucket");
 }
+
+/// A node started without `IRONBUCKET_ADMIN_TOKEN` makes an admin token of its own (kept in
+/// `<data-dir>/admin-token`, mode 600): the root secret key does not open the admin API.
+#[tokio::test]
+async fn the_default_admin_token_is_not_the_root_secret() {
+    let mut srv = Server::start_with(&[], &[("IRONBUCKET_TEST_DEFAULT_ADMIN_TOKEN", "1")]);
+    assert_eq!(admin(&srv, "GET", "/workers", Some(SK)).await.0, 401);
+    let path = srv.dir.join("admin-token");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    assert!(token.starts_with("ibt_"), "{token}");
+    assert_eq!(admin(&srv, "GET", "/workers", Some(&token)).await.0, 200);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // The same token after a restart; the CLI reads it from the file.
+    let dir = srv.take_tmp().unwrap();
+    srv.stop();
+    let srv = Server::start_in(dir.path(), &[], &[("IRONBUCKET_TEST_DEFAULT_ADMIN_TOKEN", "1")]).unwrap();
+    assert_eq!(admin(&srv, "GET", "/workers", Some(&token)).await.0, 200);
+    let cli_bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    let out = std::process::Command::new(&cli_bin)
+        .args(["--admin-url", &srv.admin, "workers", "--json"])
+        .env("IRONBUCKET_ADMIN_TOKEN_FILE", &path)
+        .env_remove("IRONBUCKET_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

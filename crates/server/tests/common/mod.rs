@@ -70,6 +70,16 @@ impl Server {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The tests' admin token is the root secret, set explicitly (a node's default is a
+        // token of its own in <data-dir>/admin-token), unless the test chooses one (or asks for
+        // the default with IRONBUCKET_TEST_DEFAULT_ADMIN_TOKEN).
+        let chooses = args.iter().any(|a| a.starts_with("--admin-token"))
+            || envs
+                .iter()
+                .any(|(k, _)| k.starts_with("IRONBUCKET_ADMIN_TOKEN") || *k == "IRONBUCKET_TEST_DEFAULT_ADMIN_TOKEN");
+        if !chooses {
+            cmd.env("IRONBUCKET_ADMIN_TOKEN", SK);
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }
