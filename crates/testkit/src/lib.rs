@@ -7,20 +7,15 @@
 
 pub mod inproc;
 pub mod linearizable;
+mod ports;
+
+pub use ports::{RESERVATION_LIFE, free_ports};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How often a condition is checked again.
 const POLL: Duration = Duration::from_millis(50);
-
-/// `n` TCP ports free on 127.0.0.1 a moment ago.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
 
 /// The `--cluster-seeds` value for nodes on `ports` of 127.0.0.1.
 pub fn seeds_of(ports: &[u16]) -> String {
