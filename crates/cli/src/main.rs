@@ -1,15 +1,13 @@
 //! `ironbucket-cli`: the operator's client. It speaks only to the admin HTTP API of a node.
 
-use anyhow::{Context, Result, bail};
-use bytes::Bytes;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use ironbucket_api as api;
-use std::time::Duration;
 
+mod http;
 mod layout;
+
+use http::request;
 mod rebalance;
 mod repair;
 mod token;
@@ -25,10 +23,15 @@ struct Cli {
     #[arg(
         long,
         env = "IRONBUCKET_ADMIN_URL",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "https://127.0.0.1:8080",
         global = true
     )]
     admin_url: String,
+
+    /// CA certificate (PEM) to trust for an https:// admin URL [default: the CA a node made
+    /// for itself, $STORAGE_PATH/tls/ca.pem or ./data/tls/ca.pem].
+    #[arg(long = "ca-file", env = "IRONBUCKET_CA_FILE", global = true, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
 
     /// Token for the management endpoints (the root secret key unless the server sets
     /// IRONBUCKET_ADMIN_TOKEN).
@@ -360,6 +363,7 @@ enum KeyCommand {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut cli = Cli::parse();
+    http::set_ca_file(cli.ca_file.clone());
     if cli.admin_token.is_none()
         && let Some(p) = &cli.admin_token_file
     {
@@ -388,41 +392,6 @@ async fn main() {
 /// /health/ready needs one).
 async fn get(base: &str, token: Option<&str>, path: &str, timeout: u64) -> Result<(u16, String)> {
     request(base, "GET", path, token, None, timeout).await
-}
-
-async fn request(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-    timeout: u64,
-) -> Result<(u16, String)> {
-    let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let uri: hyper::Uri = url.parse().with_context(|| format!("invalid admin URL {base:?}"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("admin URL must start with http:// (got {base:?})");
-    }
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = hyper::Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let req = req.body(Full::new(body)).context("building the request")?;
-    let fut = client.request(req);
-    let resp = tokio::time::timeout(Duration::from_secs(timeout), fut)
-        .await
-        .with_context(|| format!("no answer from {url} within {timeout} s"))?
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("reading the response")?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 async fn run(cli: Cli) -> Result<i32> {

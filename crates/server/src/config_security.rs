@@ -45,8 +45,24 @@ pub struct SecurityArgs {
     #[arg(long = "header-timeout", env = "HEADER_TIMEOUT_SECS", value_name = "SECS")]
     pub header_timeout: Option<u64>,
 
+    /// Serve the S3 and admin APIs over HTTPS (true) or plain HTTP (false, with a warning). With
+    /// HTTPS and no --api-tls-cert, the node makes a CA and a certificate for itself on the first
+    /// start in DATA_DIR/tls (clients trust DATA_DIR/tls/ca.pem) [default: true].
+    #[arg(long = "api-tls", env = "API_TLS", value_name = "BOOL")]
+    pub api_tls: Option<bool>,
+
+    /// Extra host names and IP addresses (comma-separated) the self-made certificate is valid
+    /// for, besides localhost, 127.0.0.1, ::1, the host name and the bind addresses.
+    #[arg(
+        long = "api-tls-hosts",
+        env = "API_TLS_HOSTS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub api_tls_hosts: Vec<String>,
+
     /// Certificate chain (PEM) to serve the S3 and admin APIs over HTTPS; read again when it
-    /// changes [default: none, plain HTTP].
+    /// changes [default: a self-made certificate, see --api-tls].
     #[arg(long = "api-tls-cert", env = "API_TLS_CERT_FILE", value_name = "FILE")]
     pub api_tls_cert: Option<PathBuf>,
 
@@ -127,8 +143,21 @@ pub struct SecuritySection {
     pub header_timeout_secs: Option<u64>,
     pub rate_limit_per_key: Option<u32>,
     pub rate_limit_per_ip: Option<u32>,
+    pub api_tls: Option<bool>,
+    pub api_tls_hosts: Option<Vec<String>>,
     pub api_tls_cert: Option<PathBuf>,
     pub api_tls_key: Option<PathBuf>,
+}
+
+/// Where the S3 and admin ports get their certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiTlsSource {
+    /// Operator-given certificate and key files, read again when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A CA and certificate the node makes for itself in `dir`, valid for `hosts` too.
+    SelfMade { dir: PathBuf, hosts: Vec<String> },
+    /// Plain HTTP, asked for with API_TLS=false.
+    Off,
 }
 
 /// Connection caps and timeouts of one listener.
@@ -152,8 +181,8 @@ pub struct SecuritySettings {
     pub limits: ConnLimits,
     pub rate_per_key: u32,
     pub rate_per_ip: u32,
-    /// Certificate and key files for HTTPS on the S3 and admin ports.
-    pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// HTTPS on the S3 and admin ports.
+    pub api_tls: ApiTlsSource,
 }
 
 pub fn resolve_security(
@@ -180,10 +209,37 @@ pub fn resolve_security(
     if header == 0 {
         bail!("HEADER_TIMEOUT_SECS must be at least 1");
     }
-    let api_tls = match (a.api_tls_cert.or(f.api_tls_cert), a.api_tls_key.or(f.api_tls_key)) {
-        (Some(c), Some(k)) => Some((c, k)),
+    let files = match (a.api_tls_cert.or(f.api_tls_cert), a.api_tls_key.or(f.api_tls_key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
         _ => bail!("API_TLS_CERT_FILE and API_TLS_KEY_FILE must be given together"),
+    };
+    let hosts = if a.api_tls_hosts.is_empty() {
+        f.api_tls_hosts.unwrap_or_default()
+    } else {
+        a.api_tls_hosts
+    };
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if let Some(bad) = hosts
+        .iter()
+        .find(|h| h.contains(['/', ' ', ':']) && h.parse::<IpAddr>().is_err())
+    {
+        bail!("API_TLS_HOSTS: {bad:?} is neither a host name nor an IP address");
+    }
+    let api_tls = match (a.api_tls.or(f.api_tls).unwrap_or(true), files) {
+        (false, Some(_)) => {
+            bail!("API_TLS is false but API_TLS_CERT_FILE and API_TLS_KEY_FILE are set: remove one or the other")
+        }
+        (false, None) => ApiTlsSource::Off,
+        (true, Some((cert, key))) => ApiTlsSource::Files { cert, key },
+        (true, None) => ApiTlsSource::SelfMade {
+            dir: data_dir.join("tls"),
+            hosts,
+        },
     };
     Ok(SecuritySettings {
         api_tls,
@@ -261,5 +317,60 @@ mod tests {
         };
         let e = resolve_security(zero, SecuritySection::default(), Path::new("/d"), &[]).unwrap_err();
         assert!(e.to_string().contains("MAX_CONNECTIONS"));
+    }
+
+    #[test]
+    fn https_unless_plain_http_is_asked_for() {
+        let resolve = |a: SecurityArgs| resolve_security(a, SecuritySection::default(), Path::new("/d"), &[]);
+        assert_eq!(
+            resolve(SecurityArgs::default()).unwrap().api_tls,
+            ApiTlsSource::SelfMade {
+                dir: PathBuf::from("/d/tls"),
+                hosts: vec![]
+            }
+        );
+        let hosts = SecurityArgs {
+            api_tls_hosts: vec!["s3.example.com".into(), " 10.0.0.7".into(), "".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(hosts).unwrap().api_tls,
+            ApiTlsSource::SelfMade {
+                dir: PathBuf::from("/d/tls"),
+                hosts: vec!["s3.example.com".into(), "10.0.0.7".into()]
+            }
+        );
+        let off = SecurityArgs {
+            api_tls: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(resolve(off).unwrap().api_tls, ApiTlsSource::Off);
+        let files = || SecurityArgs {
+            api_tls_cert: Some("/c.pem".into()),
+            api_tls_key: Some("/c.key".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(files()).unwrap().api_tls,
+            ApiTlsSource::Files {
+                cert: "/c.pem".into(),
+                key: "/c.key".into()
+            }
+        );
+        let both = SecurityArgs {
+            api_tls: Some(false),
+            ..files()
+        };
+        assert!(resolve(both).unwrap_err().to_string().contains("API_TLS is false but"));
+        let half = SecurityArgs {
+            api_tls_cert: Some("/c.pem".into()),
+            ..Default::default()
+        };
+        assert!(resolve(half).unwrap_err().to_string().contains("given together"));
+        let bad = SecurityArgs {
+            api_tls_hosts: vec!["a b".into()],
+            ..Default::default()
+        };
+        assert!(resolve(bad).unwrap_err().to_string().contains("API_TLS_HOSTS"));
     }
 }

@@ -35,6 +35,10 @@ pub struct DevClusterArgs {
     /// How long to wait for the cluster to form, in seconds.
     #[arg(long = "wait-secs", value_name = "SECS", default_value_t = 60)]
     pub wait_secs: u64,
+    /// Serve S3 and admin over plain HTTP (API_TLS=false) instead of HTTPS with certificates
+    /// from one CA kept in DIR/tls.
+    #[arg(long = "plain-http")]
+    pub plain_http: bool,
 }
 
 /// What the nodes share, made on the first run and kept in `<dir>/cluster.env` (mode 600).
@@ -112,17 +116,66 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     opts.open(path)?.write_all(text.as_bytes())
 }
 
-/// One GET over HTTP/1.0 to 127.0.0.1: (status, body); `None` when nothing answers.
-/// A GET to a node's admin API with `token`.
-fn http_get(port: u16, path: &str, token: &str) -> Option<(u16, String)> {
+/// The CA and one certificate per node in `<dir>/tls`, made when one is missing (the nodes'
+/// S3 and admin ports serve them; clients trust `ca.pem`).
+fn certificates(dir: &Path, names: &[String]) -> Result<PathBuf> {
+    let tls = dir.join("tls");
+    let complete = tls.join("ca.pem").is_file()
+        && names
+            .iter()
+            .all(|n| tls.join(format!("{n}.pem")).is_file() && tls.join(format!("{n}.key")).is_file());
+    if !complete {
+        ironbucket_rpc::generate_certificates(&tls, "dev-cluster", names, &[])
+            .map_err(|e| anyhow::anyhow!("cannot make the dev cluster's certificates: {e}"))?;
+    }
+    Ok(tls)
+}
+
+/// A TLS client trusting the CA in `ca` (PEM).
+fn tls_client(ca: &Path) -> Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+    use tokio_rustls::rustls;
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c?)?;
+    }
+    let cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// One GET over HTTP/1.0 to a node's admin API on 127.0.0.1 with `token`, over TLS when
+/// `tls` is given: (status, body); `None` when nothing answers.
+fn http_get(
+    port: u16,
+    path: &str,
+    token: &str,
+    tls: Option<&std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> Option<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.set_nodelay(true).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
-        .ok()?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n");
     let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
+    match tls {
+        Some(cfg) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+            let conn = tokio_rustls::rustls::ClientConnection::new(cfg.clone(), name).ok()?;
+            let mut t = tokio_rustls::rustls::StreamOwned::new(conn, s);
+            t.write_all(req.as_bytes()).ok()?;
+            // A node may close without close_notify; what arrived is the answer.
+            let _ = t.read_to_string(&mut resp);
+        }
+        None => {
+            let mut s = s;
+            s.write_all(req.as_bytes()).ok()?;
+            s.read_to_string(&mut resp).ok()?;
+        }
+    }
     let status = resp.split_whitespace().nth(1)?.parse().ok()?;
     let body = resp
         .split_once("\r\n\r\n")
@@ -212,6 +265,17 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
         });
     }
 
+    let names: Vec<String> = (0..n).map(|i| format!("node{}", i + 1)).collect();
+    let (tls_dir, scheme) = if a.plain_http {
+        (None, "http")
+    } else {
+        (Some(certificates(&a.dir, &names)?), "https")
+    };
+    let client_tls = match &tls_dir {
+        Some(d) => Some(tls_client(&d.join("ca.pem"))?),
+        None => None,
+    };
+
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
         // A node that cannot be started stops the ones already running.
@@ -222,8 +286,20 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
             let log = a.dir.join(format!("{name}.log"));
             let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
             let err = out.try_clone()?;
-            let child = Command::new(&exe)
-                .arg("server")
+            let mut cmd = Command::new(&exe);
+            match &tls_dir {
+                Some(d) => {
+                    cmd.arg("server")
+                        .arg("--api-tls-cert")
+                        .arg(d.join(format!("{name}.pem")))
+                        .arg("--api-tls-key")
+                        .arg(d.join(format!("{name}.key")));
+                }
+                None => {
+                    cmd.args(["server", "--api-tls", "false"]);
+                }
+            }
+            let child = cmd
                 .arg("--data-dir")
                 .arg(&data)
                 .args(["--bind", "127.0.0.1", "--node-id", &name])
@@ -272,19 +348,24 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
         }
         let leaders: Vec<Option<String>> = (0..n)
             .map(|i| {
-                http_get(a.admin_port + i, "/cluster/status", &shared.admin_token)
-                    .filter(|(st, _)| *st == 200)
-                    .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-                    // Ready for data too: every node is an active member of the placement layout.
-                    .filter(|v| {
-                        v["members"].as_array().is_some_and(|m| {
-                            m.iter()
-                                .filter(|x| x["state"] == "active" && x["weight"].as_u64() > Some(0))
-                                .count()
-                                == n as usize
-                        })
+                http_get(
+                    a.admin_port + i,
+                    "/cluster/status",
+                    &shared.admin_token,
+                    client_tls.as_ref(),
+                )
+                .filter(|(st, _)| *st == 200)
+                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                // Ready for data too: every node is an active member of the placement layout.
+                .filter(|v| {
+                    v["members"].as_array().is_some_and(|m| {
+                        m.iter()
+                            .filter(|x| x["state"] == "active" && x["weight"].as_u64() > Some(0))
+                            .count()
+                            == n as usize
                     })
-                    .and_then(|v| v["leader"].as_str().map(str::to_string))
+                })
+                .and_then(|v| v["leader"].as_str().map(str::to_string))
             })
             .collect();
         if leaders.iter().all(Option::is_some) && leaders.windows(2).all(|w| w[0] == w[1]) {
@@ -309,7 +390,7 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
     for (i, x) in nodes.iter().enumerate() {
         let i = i as u16;
         println!(
-            "  {}: S3 http://127.0.0.1:{}  admin http://127.0.0.1:{}  RPC 127.0.0.1:{}  log {}",
+            "  {}: S3 {scheme}://127.0.0.1:{}  admin {scheme}://127.0.0.1:{}  RPC 127.0.0.1:{}  log {}",
             x.name,
             a.s3_port + i,
             a.admin_port + i,
@@ -321,8 +402,16 @@ pub fn run(a: DevClusterArgs) -> Result<()> {
     println!("  secret key: {}", shared.secret_key);
     println!("  admin token: {}", shared.admin_token);
     println!("  (kept in {})", a.dir.join("cluster.env").display());
+    let ca_env = match &tls_dir {
+        Some(d) => {
+            let ca = std::path::absolute(d.join("ca.pem")).unwrap_or_else(|_| d.join("ca.pem"));
+            println!("  CA of the nodes' certificates: {}", ca.display());
+            format!("AWS_CA_BUNDLE={} ", ca.display())
+        }
+        None => String::new(),
+    };
     println!(
-        "  try: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url http://127.0.0.1:{} s3 ls",
+        "  try: {ca_env}AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {scheme}://127.0.0.1:{} s3 ls",
         shared.access_key, shared.secret_key, a.s3_port
     );
     println!("ready; Ctrl-C stops every node");

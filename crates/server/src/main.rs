@@ -12,6 +12,7 @@ mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use config_security::ApiTlsSource;
 use ironbucket_store::{LocalStore, ObjectStore};
 use std::sync::Arc;
 
@@ -367,15 +368,28 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         .with_context(|| format!("cannot listen for admin on {}", cfg.admin_addr))?;
     let s3_local = s3_listener.local_addr()?;
     let admin_local = admin_listener.local_addr()?;
+    let mut trust_note = None;
     let api_tls = match &cfg.security.api_tls {
-        Some((cert, key)) => {
+        ApiTlsSource::Files { cert, key } => {
             let t = api_tls::ApiTls::open(cert.clone(), key.clone())?;
             t.watch();
             Some(t)
         }
-        None => {
+        ApiTlsSource::SelfMade { dir, hosts } => {
+            let names = api_tls::self_made_hosts(&[cfg.api_addr.ip(), cfg.admin_addr.ip()], hosts);
+            let made = api_tls::self_made(dir, &names)?;
+            let ca = std::path::absolute(&made.ca).unwrap_or_else(|_| made.ca.clone());
+            trust_note = Some(format!(
+                "TLS: the node's own certificate ({}, valid for {}); clients trust its CA: AWS_CA_BUNDLE={}",
+                if made.new { "made now" } else { "made earlier" },
+                names.join(", "),
+                ca.display()
+            ));
+            Some(api_tls::ApiTls::open(made.cert, made.key)?)
+        }
+        ApiTlsSource::Off => {
             eprintln!(
-                "NOTE: the S3 and admin APIs speak plain HTTP; set API_TLS_CERT_FILE and API_TLS_KEY_FILE, or end TLS at a load balancer (TRUSTED_PROXIES), before sending secrets over a network"
+                "WARNING: the S3 and admin APIs speak plain HTTP (API_TLS=false): access keys' signatures, admin tokens and object data cross the network readable; do this only behind a load balancer that ends TLS (TRUSTED_PROXIES) or on a trusted network"
             );
             None
         }
@@ -385,6 +399,9 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     println!("IronBucket {} node {}", env!("CARGO_PKG_VERSION"), cfg.admin.node_id);
     println!("S3 API listening on {scheme}://{s3_local}");
     println!("Admin API listening on {scheme}://{admin_local}");
+    if let Some(note) = &trust_note {
+        println!("{note}");
+    }
     if let Some(note) = &cfg.credentials_note {
         println!("{note}");
     }

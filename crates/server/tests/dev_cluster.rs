@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 /// A base port whose next `n` ports are free, for each of three ranges.
 fn free_bases(n: u16) -> [u16; 3] {
     let mut found = Vec::new();
-    let mut candidate = 20_000 + (std::process::id() % 20_000) as u16;
+    // Below the ephemeral range, where no outgoing connection takes a port.
+    let mut candidate = 10_000 + (std::process::id() % 18_000) as u16;
     while found.len() < 3 {
         let ok = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", candidate + i)).is_ok());
         if ok {
@@ -77,14 +78,16 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
         assert!(
             printed
                 .iter()
-                .any(|l| l.contains(&format!("S3 http://127.0.0.1:{}", s3 + i))),
+                .any(|l| l.contains(&format!("S3 https://127.0.0.1:{}", s3 + i))),
             "{printed:?}"
         );
     }
 
     // The printed credentials work on every node, and a bucket made through node 1 is seen
     // through node 3.
-    let c1 = client_for(&format!("http://127.0.0.1:{s3}"), &ak, &sk);
+    // Over HTTPS, trusting the CA the dev cluster made and printed.
+    let ca = std::fs::read(field("CA of the nodes' certificates:")).unwrap();
+    let c1 = common::tls::tls_client_for(&format!("https://127.0.0.1:{s3}"), &ak, &sk, &ca);
     c1.create_bucket().bucket("dev-bucket").send().await.unwrap();
     c1.put_object()
         .bucket("dev-bucket")
@@ -93,16 +96,19 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
         .send()
         .await
         .unwrap();
-    let c3 = client_for(&format!("http://127.0.0.1:{}", s3 + 2), &ak, &sk);
+    let c3 = common::tls::tls_client_for(&format!("https://127.0.0.1:{}", s3 + 2), &ak, &sk, &ca);
     let names = bucket_names(&c3).await;
     assert_eq!(names, ["dev-bucket"]);
-    let (st, _, body) = raw(
+    let (st, body) = common::tls::https_request(
+        &format!("127.0.0.1:{}", admin + 1),
+        "127.0.0.1",
         "GET",
-        &format!("http://127.0.0.1:{}/cluster/status", admin + 1),
+        "/cluster/status",
         &[("authorization", &format!("Bearer {token}"))],
-        vec![],
+        &ca,
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(st, 200, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");

@@ -5,6 +5,7 @@
 mod common;
 
 use common::cluster::*;
+use common::tls::*;
 use common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -450,50 +451,90 @@ async fn files_are_private_and_debug_logs_hold_no_signature() {
     assert!(!text.contains("Signature="), "a request signature is in the debug log");
 }
 
-/// A GET over TLS to `addr` trusting only `ca` (PEM), as `localhost`; the status, or the TLS
-/// error.
-async fn https_get(addr: &str, path: &str, ca: &[u8]) -> Result<u16, String> {
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile_certs(ca) {
-        roots.add(c).map_err(|e| e.to_string())?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {text:?}"))
-}
+/// A node started without TLS settings serves S3 and admin over HTTPS with a CA and certificate
+/// it makes for itself (kept across restarts); a real S3 client trusting the printed CA works,
+/// plain HTTP gets no answer, and plain HTTP is served only when asked for (API_TLS=false).
+#[tokio::test]
+async fn a_node_serves_https_by_default_with_a_certificate_of_its_own() {
+    let data = tempfile::tempdir().unwrap();
+    let default_tls = [("IRONBUCKET_TEST_DEFAULT_TLS", "1")];
+    let trust_line = |srv: &Server| {
+        srv.stdout_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.starts_with("TLS: "))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut srv = Server::start_in(data.path(), &[], &default_tls).unwrap();
+    assert!(
+        srv.s3.starts_with("https://") && srv.admin.starts_with("https://"),
+        "{} {}",
+        srv.s3,
+        srv.admin
+    );
+    // The line is printed after the listening lines; give the reader a moment.
+    let line = poll_until("the CA line", Duration::from_secs(5), || {
+        let l = trust_line(&srv);
+        async move { (!l.is_empty()).then_some(l) }
+    })
+    .await;
+    let ca_path = data.path().join("tls").join("ca.pem");
+    assert!(line.contains("made now"), "{line}");
+    assert!(
+        line.ends_with(&format!("AWS_CA_BUNDLE={}", ca_path.display())),
+        "{line}"
+    );
+    let ca = std::fs::read(&ca_path).unwrap();
 
-/// The certificates of a PEM text (DER).
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
-    use base64::Engine;
-    let text = String::from_utf8_lossy(pem);
-    text.split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
-        .filter_map(|b| {
-            let b64: String = b.chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD.decode(b64).ok()
-        })
-        .map(tokio_rustls::rustls::pki_types::CertificateDer::from)
-        .collect()
+    let c = tls_client_for(&srv.s3, AK, SK, &ca);
+    c.create_bucket().bucket("over-tls").send().await.unwrap();
+    c.put_object()
+        .bucket("over-tls")
+        .key("k")
+        .body(b"sealed in transit".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let got = c.get_object().bucket("over-tls").key("k").send().await.unwrap();
+    assert_eq!(
+        &got.body.collect().await.unwrap().into_bytes()[..],
+        b"sealed in transit"
+    );
+    let admin_addr = srv.admin.trim_start_matches("https://").to_string();
+    assert_eq!(https_get(&admin_addr, "/health", &ca).await, Ok(200));
+    let other = tempfile::tempdir().unwrap();
+    ironbucket_rpc::generate_certificates(other.path(), "other", &["x".to_string()], &[]).unwrap();
+    let stranger = std::fs::read(other.path().join("ca.pem")).unwrap();
+    assert!(
+        https_get(&srv.s3_addr, "/", &stranger).await.is_err(),
+        "trusted a CA it was not given"
+    );
+    let mut s = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    assert!(!answer.starts_with(b"HTTP/"), "plain HTTP answered on the TLS port");
+    srv.stop();
+
+    // A restart serves the same certificate, so clients keep trusting it.
+    let mut srv = Server::start_in(data.path(), &[], &default_tls).unwrap();
+    let line = poll_until("the CA line", Duration::from_secs(5), || {
+        let l = trust_line(&srv);
+        async move { (!l.is_empty()).then_some(l) }
+    })
+    .await;
+    assert!(line.contains("made earlier"), "{line}");
+    assert_eq!(std::fs::read(&ca_path).unwrap(), ca);
+    let c = tls_client_for(&srv.s3, AK, SK, &ca);
+    assert_eq!(bucket_names(&c).await, ["over-tls"]);
+    srv.stop();
+
+    // Plain HTTP only when asked for.
+    let srv = Server::start_in(data.path(), &["--api-tls", "false"], &[]).unwrap();
+    assert!(srv.s3.starts_with("http://"), "{}", srv.s3);
+    assert_eq!(bucket_names(&srv.client()).await, ["over-tls"]);
 }
 
 /// The S3 and admin ports over TLS: certificates from files, `aws:SecureTransport` true for

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod moves;
+pub mod tls;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -79,6 +80,15 @@ impl Server {
                 .any(|(k, _)| k.starts_with("IRONBUCKET_ADMIN_TOKEN") || *k == "IRONBUCKET_TEST_DEFAULT_ADMIN_TOKEN");
         if !chooses {
             cmd.env("IRONBUCKET_ADMIN_TOKEN", SK);
+        }
+        // Plain HTTP, asked for explicitly (a node's default is HTTPS with a certificate of its
+        // own), unless the test sets up TLS itself.
+        let tls_chosen = args.iter().any(|a| a.starts_with("--api-tls"))
+            || envs
+                .iter()
+                .any(|(k, _)| k.starts_with("API_TLS") || *k == "IRONBUCKET_TEST_DEFAULT_TLS");
+        if !tls_chosen {
+            cmd.args(["--api-tls", "false"]);
         }
         for (k, v) in envs {
             cmd.env(k, v);
