@@ -137,7 +137,7 @@ cargo bench -p ironbucket-meta -p ironbucket-storage -p ironbucket-s3   # criter
 ```
 One scenario by hand:
 ```bash
-ironbucket server --data-dir /tmp/ib --access-key k --secret-key secret123 &
+ironbucket server --data-dir /tmp/ib --access-key k --secret-key secret123 --api-tls false &   # the bench speaks HTTP
 AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=secret123 ironbucket-bench put --size 4KiB -c 64 --duration 20s --plot put.svg
 ```
 """

@@ -24,10 +24,12 @@ PID=""
 stop_server() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=""; }
 trap 'stop_server; [ -n "${NULLPID:-}" ] && kill $NULLPID 2>/dev/null; true' EXIT
 
+# Plain HTTP, asked for explicitly (a node serves HTTPS by default): the bench client speaks
+# HTTP, and the figures stay comparable with earlier runs and with the peer store.
 start_server() {
   stop_server
   rm -rf "$WORK/data"
-  "$SERVER" server --data-dir "$WORK/data" --bind 127.0.0.1 --port 0 --admin-port 0 \
+  "$SERVER" server --data-dir "$WORK/data" --bind 127.0.0.1 --port 0 --admin-port 0 --api-tls false \
     --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" >"$WORK/server.out" 2>"$WORK/server.err" &
   PID=$!
   for _ in $(seq 1 100); do grep -q "S3 API listening" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
@@ -40,7 +42,7 @@ start_server() {
 start_cluster() {
   stop_server
   rm -rf "$WORK/cluster"
-  "$SERVER" dev-cluster --nodes 3 --replication-factor 3 --dir "$WORK/cluster" \
+  "$SERVER" dev-cluster --nodes 3 --replication-factor 3 --dir "$WORK/cluster" --plain-http \
     --s3-port 19001 --admin-port 18001 --rpc-port 17001 >"$WORK/cluster.out" 2>"$WORK/cluster.err" &
   PID=$!
   for _ in $(seq 1 300); do grep -q "^ready" "$WORK/cluster.out" 2>/dev/null && break; sleep 0.2; done

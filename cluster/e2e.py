@@ -160,10 +160,12 @@ def cmd_client(a):
 
 
 def anonymous_get(url, headers):
-    import urllib.error, urllib.request
+    import ssl, urllib.error, urllib.request
     req = urllib.request.Request(url, headers=headers)
+    # The cluster's CA (AWS_CA_BUNDLE, as boto3 uses it) for https:// URLs.
+    ctx = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code

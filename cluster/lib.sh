@@ -10,6 +10,14 @@ NODES_FILE=cluster/.nodes
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
+# The nodes' S3 and admin ports speak HTTPS unless IRONBUCKET_API_TLS=false (plain HTTP, for a
+# cluster upgraded from a release that served plain HTTP); the compose files read the scheme.
+case ${IRONBUCKET_API_TLS:-true} in
+  true) export IRONBUCKET_API_SCHEME=https ;;
+  false) export IRONBUCKET_API_SCHEME=http ;;
+  *) die "IRONBUCKET_API_TLS must be true or false, not $IRONBUCKET_API_TLS" ;;
+esac
+
 # 2 or 3 nodes: NODES from the environment, else what the last start used, else 2.
 nodes() {
   local n=${NODES:-}
@@ -69,19 +77,26 @@ ensure_env() {
   umask 022
 }
 
-# Mutual TLS between the nodes: on the first start a cluster CA (cluster/tls, mode 600 keys; the
-# CA key never leaves the host) and one certificate per node, valid for its host name, made by the
-# image's own `ironbucket cert generate`; each node gets its certificate, key and the CA under
-# cluster/config/nodeN/tls (mounted at /etc/ironbucket/tls).
+# TLS everywhere: on the first start a cluster CA (cluster/tls, mode 600 keys; the CA key never
+# leaves the host) and certificates made by the image's own `ironbucket cert generate`: one per
+# node, valid for its host name, used for mutual TLS between the nodes and for its S3 and admin
+# ports; one for the load balancer. Every certificate also names ironbucket-nodes.internal (the
+# name the load balancer checks the nodes by) and IRONBUCKET_BIND when it is a specific address.
+# Each node gets its certificate, key and the CA under cluster/config/nodeN/tls (mounted at
+# /etc/ironbucket/tls); the load balancer its own, the CA and its upstream settings under
+# cluster/config/lb. Clients trust cluster/tls/ca.pem.
 ensure_certs() {
-  local image=${IRONBUCKET_IMAGE:-ironbucket:cluster} i
-  if [ ! -f cluster/tls/ca.pem ]; then
-    say "generating the cluster CA and node certificates (cluster/tls)"
+  local image=${IRONBUCKET_IMAGE:-ironbucket:cluster} i hosts=ironbucket-nodes.internal
+  case ${IRONBUCKET_BIND:-127.0.0.1} in 127.0.0.1|0.0.0.0|localhost) ;; *) hosts="$hosts,$IRONBUCKET_BIND" ;; esac
+  if [ ! -f cluster/tls/ca.pem ] || [ ! -f cluster/tls/ironbucket-lb.pem ] || [ "$(cat cluster/tls/hosts 2>/dev/null)" != "$hosts" ]; then
+    say "generating the cluster CA and the node and load balancer certificates (cluster/tls)"
+    rm -rf cluster/tls
     mkdir -p cluster/tls
     docker run --rm --user "$(id -u):$(id -g)" --entrypoint ironbucket -v "$ROOT/cluster/tls:/out" "$image" \
       cert generate --out /out --cluster-name test-cluster \
-      --nodes ironbucket-node1,ironbucket-node2,ironbucket-node3 >/dev/null \
-      || die "cannot generate the node certificates with $image"
+      --nodes ironbucket-node1,ironbucket-node2,ironbucket-node3,ironbucket-lb --hosts "$hosts" >/dev/null \
+      || die "cannot generate the certificates with $image"
+    echo "$hosts" >cluster/tls/hosts
   fi
   for i in 1 2 3; do
     mkdir -p "cluster/config/node$i/tls"
@@ -90,6 +105,24 @@ ensure_certs() {
     cp "cluster/tls/ironbucket-node$i.key" "cluster/config/node$i/tls/node.key"
     chmod 600 "cluster/config/node$i/tls/node.key"
   done
+  mkdir -p cluster/config/lb
+  cp cluster/tls/ca.pem cluster/config/lb/ca.pem
+  cp cluster/tls/ironbucket-lb.pem cluster/config/lb/lb.pem
+  cp cluster/tls/ironbucket-lb.key cluster/config/lb/lb.key
+  chmod 600 cluster/config/lb/lb.key
+  if [ "$IRONBUCKET_API_SCHEME" = https ]; then
+    cat >cluster/config/lb/upstream.conf <<'NGINX'
+proxy_pass https://ironbucket_cluster;
+proxy_ssl_trusted_certificate /etc/nginx/lb/ca.pem;
+proxy_ssl_verify on;
+proxy_ssl_name ironbucket-nodes.internal;
+proxy_ssl_server_name on;
+proxy_ssl_session_reuse on;
+proxy_ssl_protocols TLSv1.2 TLSv1.3;
+NGINX
+  else
+    echo "proxy_pass http://ironbucket_cluster;" >cluster/config/lb/upstream.conf
+  fi
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }

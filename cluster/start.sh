@@ -30,11 +30,13 @@ wait_healthy "${START_TIMEOUT_SECS:-180}" || exit 1
 bind=${IRONBUCKET_BIND:-127.0.0.1}
 [ "$bind" = 0.0.0.0 ] && bind=localhost
 echo "IronBucket cluster is up ($n nodes, healthy after $((SECONDS - t0)) s)"
-echo "  Load balancer (S3): http://$bind:9000"
+sc=$IRONBUCKET_API_SCHEME
+echo "  Load balancer (S3): https://$bind:9000"
 for i in $(seq 1 "$n"); do
-  echo "  Node $i: S3 http://$bind:900$i  admin http://$bind:800$i  RPC $bind:700$i"
+  echo "  Node $i: S3 $sc://$bind:900$i  admin $sc://$bind:800$i  RPC $bind:700$i"
 done
+echo "  CA of every certificate: $ROOT/cluster/tls/ca.pem"
 echo "  Access key: $IRONBUCKET_ACCESS_KEY"
 echo "  Secret key: $IRONBUCKET_SECRET_KEY"
 echo "  (kept in cluster/.env)"
-echo "  Try: AWS_ACCESS_KEY_ID=$IRONBUCKET_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$IRONBUCKET_SECRET_KEY aws s3 ls --endpoint-url http://$bind:9000"
+echo "  Try: AWS_CA_BUNDLE=$ROOT/cluster/tls/ca.pem AWS_ACCESS_KEY_ID=$IRONBUCKET_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$IRONBUCKET_SECRET_KEY aws s3 ls --endpoint-url https://$bind:9000"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test with the real aws cli (installed from PyPI into a private virtualenv): mb, cp of a
-# 50 MiB file (multipart), ls, sync, rm against a freshly started single node.
+# 50 MiB file (multipart), ls, sync, rm against a freshly started single node, over HTTPS with the
+# certificate the node makes for itself (the default), trusting the CA it prints; then the same
+# node asked for plain HTTP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -38,6 +40,10 @@ for _ in $(seq 1 100); do
 done
 EP=$(sed -n 's/^S3 API listening on //p' "$WORK/out")
 [ -n "$EP" ] || { echo "server did not start:"; cat "$WORK/err"; exit 1; }
+case "$EP" in https://*) ;; *) echo "FAIL the node's default is not HTTPS: $EP"; exit 1 ;; esac
+for _ in $(seq 1 50); do grep -q "AWS_CA_BUNDLE=" "$WORK/out" && break; sleep 0.1; done
+export AWS_CA_BUNDLE=$(sed -n 's/^TLS: .*AWS_CA_BUNDLE=//p' "$WORK/out")
+[ -f "$AWS_CA_BUNDLE" ] || { echo "FAIL the node printed no CA to trust:"; cat "$WORK/out"; exit 1; }
 S3="$AWS --endpoint-url $EP"
 
 passed=0
@@ -67,6 +73,18 @@ check "rm --recursive" $S3 s3 rm --recursive s3://smoke/dir
 check "bucket empty" bash -c "[ -z \"\$($S3 s3 ls s3://smoke/ --recursive)\" ]"
 check "rb" $S3 s3 rb s3://smoke
 check "error for missing bucket" bash -c "$S3 s3 ls s3://no-such-bucket 2>&1 | grep -q NoSuchBucket"
+check "a CA not given is not trusted" bash -c "! AWS_CA_BUNDLE= $S3 s3 ls 2>/dev/null"
+
+# Plain HTTP, asked for explicitly, on the same data.
+kill "$PID"; wait "$PID" 2>/dev/null || true
+"$BIN" server --data-dir "$WORK/data" --bind 127.0.0.1 --port 0 --admin-port 0 --api-tls false \
+  --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" >"$WORK/out" 2>"$WORK/err" &
+PID=$!
+for _ in $(seq 1 100); do grep -q "S3 API listening" "$WORK/out" 2>/dev/null && break; sleep 0.1; done
+EP=$(sed -n 's/^S3 API listening on //p' "$WORK/out")
+unset AWS_CA_BUNDLE
+check "plain HTTP when asked for" bash -c "case '$EP' in http://*) ;; *) echo 'not http: $EP'; exit 1 ;; esac && $AWS --endpoint-url $EP s3 mb s3://plain && $AWS --endpoint-url $EP s3 ls | grep -q plain"
+check "plain HTTP warns" grep -q "WARNING: the S3 and admin APIs speak plain HTTP" "$WORK/err"
 
 echo "smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

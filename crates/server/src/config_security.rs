@@ -156,7 +156,7 @@ pub enum ApiTlsSource {
     Files { cert: PathBuf, key: PathBuf },
     /// A CA and certificate the node makes for itself in `dir`, valid for `hosts` too.
     SelfMade { dir: PathBuf, hosts: Vec<String> },
-    /// Plain HTTP, asked for with API_TLS=false.
+    /// Plain HTTP, asked for with API_TLS=false (even when certificate files are given).
     Off,
 }
 
@@ -230,11 +230,10 @@ pub fn resolve_security(
     {
         bail!("API_TLS_HOSTS: {bad:?} is neither a host name nor an IP address");
     }
+    // API_TLS=false wins over certificate files (a compose file can switch TLS off with one
+    // variable); the warning at start names the files left unused.
     let api_tls = match (a.api_tls.or(f.api_tls).unwrap_or(true), files) {
-        (false, Some(_)) => {
-            bail!("API_TLS is false but API_TLS_CERT_FILE and API_TLS_KEY_FILE are set: remove one or the other")
-        }
-        (false, None) => ApiTlsSource::Off,
+        (false, _) => ApiTlsSource::Off,
         (true, Some((cert, key))) => ApiTlsSource::Files { cert, key },
         (true, None) => ApiTlsSource::SelfMade {
             dir: data_dir.join("tls"),
@@ -361,7 +360,11 @@ mod tests {
             api_tls: Some(false),
             ..files()
         };
-        assert!(resolve(both).unwrap_err().to_string().contains("API_TLS is false but"));
+        assert_eq!(
+            resolve(both).unwrap().api_tls,
+            ApiTlsSource::Off,
+            "plain HTTP asked for wins"
+        );
         let half = SecurityArgs {
             api_tls_cert: Some("/c.pem".into()),
             ..Default::default()
