@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use ironbucket_api::{CreateToken, Role, TokenCreated, TokenView};
 use ironbucket_consensus::AdminToken;
-use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -51,7 +50,7 @@ pub(crate) fn required_role(method: &Method, path: &str) -> Option<Role> {
 
 /// The hex SHA-256 of a token.
 pub(crate) fn hash(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    ironbucket_types::token::token_digest(token)
 }
 
 /// Who presented a token: a name for the audit log, and the role.
@@ -184,8 +183,7 @@ pub(crate) async fn create(State(s): State<Shared>, JsonBody(req): JsonBody<Opti
             "a token name is 1 to 64 letters, digits, '-', '_' or '.'",
         ));
     }
-    let secret: [u8; 32] = rand::random();
-    let token = format!("ibt_{}", hex::encode(secret));
+    let token = ironbucket_types::token::admin_token(rand::random());
     let id: [u8; 8] = rand::random();
     let rec = AdminToken {
         id: hex::encode(id),

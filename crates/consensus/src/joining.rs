@@ -14,7 +14,6 @@
 use crate::state::{Command, ControlState, Outcome};
 use crate::{ControlPlane, Error};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 /// The node protocol version from which joins need a join token and enter as learners.
 pub const JOIN_TOKENS: u32 = 10;
@@ -60,7 +59,7 @@ pub fn mint(now: u64, ttl_secs: u64, uses: u32) -> (String, JoinToken) {
 
 /// Hex SHA-256 of a token's text.
 pub fn hash(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.trim().as_bytes()))
+    ironbucket_types::token::token_digest(token)
 }
 
 /// The id a token's text names, if it is shaped like a join token.

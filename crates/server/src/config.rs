@@ -591,7 +591,7 @@ fn stored_or_generated_admin_token(dir: &Path) -> Result<(String, Option<String>
         );
         return Ok((token, Some(note)));
     }
-    let token = format!("ibt_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let token = ironbucket_types::token::admin_token(rand::random());
     write_private(&path, format!("{token}\n").as_bytes())?;
     let note = format!(
         "Generated the admin API token (stored in {}; shown only now):\n  IRONBUCKET_ADMIN_TOKEN={token}",

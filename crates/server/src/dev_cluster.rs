@@ -105,7 +105,7 @@ fn shared(dir: &Path) -> Result<Shared> {
 }
 
 fn new_admin_token() -> String {
-    format!("ibt_{}", hex::encode(rand::random::<[u8; 32]>()))
+    ironbucket_types::token::admin_token(rand::random())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -20,6 +20,7 @@ pub mod position;
 pub mod range;
 pub mod ratelimit;
 pub mod strategy;
+pub mod token;
 
 pub use acl::{Acl, AclPermission, PublicAccessBlock};
 pub use checksum::{ChecksumAlgorithm, ChecksumSet, Checksums};
