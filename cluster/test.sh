@@ -71,6 +71,14 @@ $PY load --endpoint $LB --bucket e2e --count 100 --multipart-mib 50 --manifest "
 $PY verify --endpoint $N1 --manifest "$MANIFEST"
 $PY verify --endpoint $N2 --manifest "$MANIFEST"
 $PY spoof --endpoint $LB --bucket spoof --direct "$N1,$N2" --admin "https://127.0.0.1:8001"
+# The nodes run as the unprivileged user ironbucket (uid 10001), and so does everything they wrote.
+for i in 1 2; do
+  ids=$(docker exec "ironbucket-node$i" awk '/^Uid:|^Gid:/ {print $2, $3, $4, $5}' /proc/1/status | tr '\n' ' ')
+  [ "$ids" = "10001 10001 10001 10001 10001 10001 10001 10001 " ] || fail "node$i runs with uid/gid [$ids], not ironbucket (10001)"
+  others=$(docker exec "ironbucket-node$i" find /var/lib/ironbucket /var/log/ironbucket ! -user 10001 | head -3)
+  [ -z "$others" ] || fail "node$i has files not owned by ironbucket: $others"
+done
+echo "ok   the nodes run as the unprivileged user ironbucket (uid 10001) and own their data"
 # Mutual TLS between the nodes is on: a node with the cluster secret but without a certificate of
 # the cluster's CA cannot join.
 docker run -d --name ironbucket-rogue --hostname ironbucket-rogue --network ironbucket-cluster \
@@ -194,6 +202,9 @@ if [ -n "$prev_ref" ] && [ "$(bin_sum ironbucket:previous)" = "$(bin_sum ironbuc
   fail "the previous release's image holds the same ironbucket binary as this build's"
 fi
 for i in 1 2 3; do
+  # The previous release ran as root: its data was handed to the unprivileged user.
+  others=$(docker exec "ironbucket-node$i" find /var/lib/ironbucket ! -user 10001 | head -3)
+  [ -z "$others" ] || fail "node$i kept files of the root-run release not owned by ironbucket: $others"
   img=$(docker inspect -f '{{.Image}}' "ironbucket-node$i")
   [ "$img" = "$(docker image inspect -f '{{.Id}}' ironbucket:cluster)" ] || fail "node$i does not run this build after the upgrade"
 done

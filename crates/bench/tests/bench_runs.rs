@@ -50,7 +50,10 @@ fn start(mut cmd: Command, marker: &str) -> (Proc, String) {
 fn server() -> (Proc, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(target_bin("ironbucket"));
+    // Plain HTTP, asked for: the bench client speaks HTTP only.
     cmd.arg("server").arg("--data-dir").arg(dir.path()).args([
+        "--api-tls",
+        "false",
         "--bind",
         "127.0.0.1",
         "--port",

@@ -8,6 +8,7 @@ mod message;
 mod peer_record;
 mod protocol;
 mod resolve;
+mod server;
 mod tls;
 
 pub use auth::{Auth, Checked, Refused};
@@ -17,6 +18,7 @@ pub use peer_record::{PeerClock, PeerClocks};
 use protocol::PROTOCOL_HEADER;
 pub use protocol::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolRange};
 pub use resolve::Resolver;
+pub use server::serve;
 pub use tls::{TlsFiles, TlsSource, generate as generate_certificates};
 
 use futures::{Stream, StreamExt};
@@ -88,13 +90,23 @@ pub struct RpcConfig {
 pub struct Peers {
     cfg: Arc<RpcConfig>,
     auth: Auth,
-    tls: Option<tls::Tls>,
+    tls: Arc<ClientTls>,
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     resolver: Resolver,
     /// The protocol versions each peer (by address) stated in its last ping reply.
     ranges: Arc<Mutex<HashMap<String, ProtocolRange>>>,
     /// Where the clock offsets that ping replies show are recorded.
     clocks: Option<PeerClocks>,
+}
+
+/// The TLS material new connections use; with certificate files, read again when they change
+/// (checked at most every [`tls::RELOAD_EVERY`], when a connection is made).
+struct ClientTls {
+    current: Mutex<Option<tls::Tls>>,
+    seen: Mutex<Option<std::time::SystemTime>>,
+    /// When the files are next checked (milliseconds since `started`).
+    check_at: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 struct Pool {
@@ -111,10 +123,19 @@ impl Peers {
             .as_ref()
             .map(|t| t.load(&auth, &cfg.cluster_name, &cfg.node_id))
             .transpose()?;
+        let seen = match &cfg.tls {
+            Some(TlsSource::Files(f)) => f.stamp(),
+            _ => None,
+        };
         Ok(Self {
             cfg: Arc::new(cfg),
             auth,
-            tls,
+            tls: Arc::new(ClientTls {
+                current: Mutex::new(tls),
+                seen: Mutex::new(seen),
+                check_at: std::sync::atomic::AtomicU64::new(tls::RELOAD_EVERY.as_millis() as u64),
+                started: std::time::Instant::now(),
+            }),
             pools: Default::default(),
             resolver: Resolver::system(),
             ranges: Default::default(),
@@ -144,16 +165,51 @@ impl Peers {
         &self.cfg
     }
 
+    /// With certificate files, reads them again when they changed (at most every
+    /// [`tls::RELOAD_EVERY`]); new material drops the pooled connections, so the next calls
+    /// connect with it. Files that do not load are logged and the old material kept.
+    fn refresh_tls(&self) {
+        let Some(TlsSource::Files(files)) = &self.cfg.tls else {
+            return;
+        };
+        let state = &self.tls;
+        let now = state.started.elapsed().as_millis() as u64;
+        if now < state.check_at.load(Ordering::Relaxed) {
+            return;
+        }
+        state
+            .check_at
+            .store(now + tls::RELOAD_EVERY.as_millis() as u64, Ordering::Relaxed);
+        let stamp = files.stamp();
+        let mut seen = state.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == stamp {
+            return;
+        }
+        *seen = stamp;
+        match files.load() {
+            Ok(t) => {
+                *state.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+                self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                tracing::info!(cert = %files.cert.display(), "node RPC client certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node RPC certificate files changed but do not load; keeping the old ones")
+            }
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        self.refresh_tls();
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = pools.get(addr) {
             let i = p.next.fetch_add(1, Ordering::Relaxed) % p.channels.len();
             return Ok(p.channels[i].clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let tls = self.tls.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut ep =
             Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|_| Error::BadAddress(addr.to_string()))?;
-        if let Some(t) = &self.tls {
+        if let Some(t) = &tls {
             let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
             ep = ep
                 .tls_config(
@@ -433,229 +489,6 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// What the interceptor learned of a call: who sent it and the version the two agreed.
-#[derive(Clone)]
-struct Agreed {
-    node: String,
-    version: u32,
-}
-
-struct Service {
-    handler: Arc<dyn Handler>,
-    clocks: PeerClocks,
-    ours: ProtocolRange,
-}
-
-impl Service {
-    /// The call's kind, if this node knows it on `method` and the agreed version has it.
-    /// Anything else is refused (UNIMPLEMENTED), logged and counted as a protocol refusal.
-    #[allow(clippy::result_large_err)] // tonic's handlers answer with a Status.
-    fn incoming(&self, method: Method, name: &str, ext: &http::Extensions) -> Result<Incoming, tonic::Status> {
-        let agreed = ext.get::<Agreed>().cloned().unwrap_or(Agreed {
-            node: String::new(),
-            version: MIN_PROTOCOL_VERSION,
-        });
-        let (name, incarnation) = match method {
-            Method::Raft => name.split_once(':').unwrap_or((name, "")),
-            _ => (name, ""),
-        };
-        let why = match Kind::parse(method, name) {
-            Some(kind) if kind.since() <= agreed.version => {
-                return Ok(Incoming {
-                    kind,
-                    version: agreed.version,
-                    from: agreed.node,
-                    incarnation: incarnation.to_string(),
-                });
-            }
-            Some(kind) => format!(
-                "message kind {kind} needs node protocol {} but the two nodes agreed on {}",
-                kind.since(),
-                agreed.version
-            ),
-            None => format!(
-                "unknown message kind {name:?} on {method:?}: this node speaks node protocol {}",
-                self.ours
-            ),
-        };
-        let refused = self.clocks.refused_kind(&agreed.node);
-        if refused % 100 == 1 {
-            tracing::warn!(node = %agreed.node, refused, "refused a node RPC call: {why}");
-        }
-        Err(tonic::Status::unimplemented(why))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::node_server::Node for Service {
-    async fn ping(
-        &self,
-        req: tonic::Request<pb::PingRequest>,
-    ) -> Result<tonic::Response<pb::PingReply>, tonic::Status> {
-        Ok(tonic::Response::new(self.handler.ping(&req.into_inner().from).await))
-    }
-
-    async fn raft(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
-        let call = self.incoming(Method::Raft, &req.get_ref().kind, req.extensions())?;
-        let e = req.into_inner();
-        match self.handler.call(call, e.payload).await {
-            Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
-            Err(why) => Err(tonic::Status::internal(why)),
-        }
-    }
-
-    async fn push(
-        &self,
-        req: tonic::Request<tonic::Streaming<pb::Chunk>>,
-    ) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
-        let ext = req.extensions().clone();
-        let mut stream = req.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::invalid_argument("an empty push"))?;
-        let call = self.incoming(Method::Push, &first.kind, &ext)?;
-        let kind = first.kind.clone();
-        let head_data = bytes::Bytes::from(first.data);
-        let rest = stream.map(|r| {
-            r.map(|c| bytes::Bytes::from(c.data))
-                .map_err(|s| s.message().to_string())
-        });
-        // The first chunk's data, when it carries any, comes first (a sender may put all of its
-        // data after the header; then there is nothing to prepend).
-        let data: DataStream = if head_data.is_empty() {
-            Box::pin(rest)
-        } else {
-            Box::pin(futures::stream::once(std::future::ready(Ok(head_data))).chain(rest))
-        };
-        match self.handler.push(call, first.header, data).await {
-            Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind, payload })),
-            Err(why) => Err(tonic::Status::failed_precondition(why)),
-        }
-    }
-
-    type PullStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, tonic::Status>> + Send>>;
-
-    async fn pull(
-        &self,
-        req: tonic::Request<pb::Envelope>,
-    ) -> Result<tonic::Response<Self::PullStream>, tonic::Status> {
-        let call = self.incoming(Method::Pull, &req.get_ref().kind, req.extensions())?;
-        let e = req.into_inner();
-        let data = self
-            .handler
-            .pull(call, e.payload)
-            .await
-            .map_err(tonic::Status::failed_precondition)?;
-        // tonic's streaming signature fixes the error type.
-        #[allow(clippy::result_large_err)]
-        let out = data.map(|r| {
-            r.map(|b| pb::Chunk {
-                kind: String::new(),
-                header: Vec::new(),
-                data: b.to_vec(),
-            })
-            .map_err(tonic::Status::aborted)
-        });
-        Ok(tonic::Response::new(Box::pin(out)))
-    }
-
-    async fn control(&self, req: tonic::Request<pb::Envelope>) -> Result<tonic::Response<pb::Envelope>, tonic::Status> {
-        let call = self.incoming(Method::Control, &req.get_ref().kind, req.extensions())?;
-        let e = req.into_inner();
-        match self.handler.call(call, e.payload).await {
-            Ok(payload) => Ok(tonic::Response::new(pb::Envelope { kind: e.kind, payload })),
-            Err(why) => Err(tonic::Status::failed_precondition(why)),
-        }
-    }
-}
-
-/// Serves the node protocol on `listener` until `shutdown` resolves. Every call must carry a
-/// valid token for this cluster; others are refused and logged. The callers' clock offsets go
-/// to `clocks`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    cfg: &RpcConfig,
-    handler: Arc<dyn Handler>,
-    clocks: PeerClocks,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), String> {
-    let auth = Auth::new(&cfg.cluster_name, &cfg.secret).with_accepted(&cfg.accepted_secrets);
-    let ours = cfg.protocol;
-    let svc_clocks = clocks.clone();
-    // tonic's interceptor signature fixes the error type.
-    #[allow(clippy::result_large_err)]
-    let interceptor = move |mut req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
-        let token = req.metadata().get(auth::HEADER).and_then(|v| v.to_str().ok());
-        // A caller that states no version speaks version 1 (before versions were exchanged).
-        let theirs = match req.metadata().get(PROTOCOL_HEADER) {
-            None => Some(ProtocolRange { min: 1, max: 1 }),
-            Some(v) => v.to_str().ok().and_then(ProtocolRange::parse),
-        };
-        match auth.check(token) {
-            Ok(c) => {
-                let agreed = theirs
-                    .ok_or_else(|| "its protocol version statement is malformed".to_string())
-                    .and_then(|t| ours.agree(t));
-                if let Err(why) = &agreed {
-                    let refused = clocks.record(&c, theirs, Refusal::Protocol);
-                    // A refused peer retries; log its first refusal and then every hundredth.
-                    if refused % 100 == 1 {
-                        tracing::warn!(node = %c.node, %ours, refused, "refused node RPC calls: {why}");
-                    }
-                    return Err(tonic::Status::failed_precondition(format!(
-                        "node {} refused by this node: {why}",
-                        c.node
-                    )));
-                }
-                clocks.record(&c, theirs, Refusal::None);
-                let version = agreed.unwrap_or(MIN_PROTOCOL_VERSION);
-                req.extensions_mut().insert(Agreed { node: c.node, version });
-                Ok(req)
-            }
-            Err(r) => {
-                if let Some(c) = &r.skewed {
-                    clocks.record(c, theirs, Refusal::Clock);
-                }
-                let peer = req.remote_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_default();
-                tracing::warn!(%peer, reason = %r.why, "refused a node RPC call");
-                Err(tonic::Status::unauthenticated(r.why))
-            }
-        }
-    };
-    let svc = pb::node_server::NodeServer::with_interceptor(
-        Service {
-            handler,
-            clocks: svc_clocks,
-            ours,
-        },
-        interceptor,
-    );
-    let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-        .map_err(|e| format!("cannot serve RPC: {e}"))?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(source) = &cfg.tls {
-        let t = source.load(
-            &Auth::new(&cfg.cluster_name, &cfg.secret).with_accepted(&cfg.accepted_secrets),
-            &cfg.cluster_name,
-            &cfg.node_id,
-        )?;
-        // Mutual TLS: a peer without a certificate from the cluster CA cannot even connect.
-        builder = builder
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(t.identity)
-                    .client_ca_root(t.ca),
-            )
-            .map_err(|e| format!("TLS setup failed: {e}"))?;
-    }
-    builder
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| format!("RPC server failed: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,6 +716,89 @@ mod tests {
             ca: dir.path().join("missing-ca.pem"),
         }));
         assert!(Peers::new(bad).err().unwrap().contains("cannot read"));
+    }
+
+    /// Renewed certificate files (here: of another CA) are picked up while running, by the
+    /// server for new connections and by a client for its next connections.
+    #[tokio::test]
+    async fn certificate_files_are_reloaded_on_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = vec!["server".to_string(), "client".to_string()];
+        generate_certificates(&dir.path().join("one"), "c1", &nodes, &[]).unwrap();
+        generate_certificates(&dir.path().join("two"), "c1", &nodes, &[]).unwrap();
+        let install = |set: &str, node: &str| {
+            let to = dir.path().join(format!("live-{node}"));
+            std::fs::create_dir_all(&to).unwrap();
+            for (from, name) in [
+                (format!("{node}.pem"), "node.pem"),
+                (format!("{node}.key"), "node.key"),
+                ("ca.pem".into(), "ca.pem"),
+            ] {
+                std::fs::copy(dir.path().join(set).join(from), to.join(name)).unwrap();
+            }
+            TlsSource::Files(TlsFiles {
+                cert: to.join("node.pem"),
+                key: to.join("node.key"),
+                ca: to.join("ca.pem"),
+            })
+        };
+        let fixed = |set: &str| {
+            let mut c = cfg("s3cret-s3cret", "c1");
+            c.tls = Some(TlsSource::Files(TlsFiles {
+                cert: dir.path().join(set).join("client.pem"),
+                key: dir.path().join(set).join("client.key"),
+                ca: dir.path().join(set).join("ca.pem"),
+            }));
+            Peers::new(c).unwrap()
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let mut server_cfg = cfg("s3cret-s3cret", "c1");
+        server_cfg.tls = Some(install("one", "server"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let mut c = cfg("s3cret-s3cret", "c1");
+        c.tls = Some(install("one", "client"));
+        let client = Peers::new(c).unwrap();
+        let short = Some(Duration::from_secs(2));
+        assert_eq!(vote(&client, &addr, b"ab", None).await.unwrap(), b"vote:inc-1:ba");
+        assert!(fixed("two").ping(&addr, short).await.is_err());
+
+        // The server's files are renewed: within a few checks it serves the new ones.
+        install("two", "server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while fixed("two").ping(&addr, short).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never served the renewed files"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            fixed("one").ping(&addr, short).await.is_err(),
+            "the old CA is still trusted"
+        );
+        // The client's files are renewed too: its next connections use them.
+        install("two", "client");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while client.ping(&addr, short).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client never used the renewed files"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Files that do not load leave the server on the ones it has.
+        std::fs::write(dir.path().join("live-server").join("node.pem"), "not a certificate").unwrap();
+        tokio::time::sleep(tls::RELOAD_EVERY + Duration::from_secs(1)).await;
+        assert!(fixed("two").ping(&addr, short).await.is_ok());
+        let _ = tx.send(());
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

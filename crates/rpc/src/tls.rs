@@ -103,7 +103,18 @@ fn derived(auth: &crate::Auth, cluster: &str, node: &str) -> Result<Tls, String>
     })
 }
 
+/// How often certificate files are checked for a change.
+pub(crate) const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl TlsFiles {
+    /// The newest modification time of the three files (`None` if none can be read).
+    pub(crate) fn stamp(&self) -> Option<std::time::SystemTime> {
+        [&self.cert, &self.key, &self.ca]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+    }
+
     /// Reads and checks the files: each must exist and hold PEM data.
     pub fn check(&self) -> Result<(), String> {
         self.load().map(|_| ())

@@ -384,6 +384,8 @@ async fn files_are_private_and_debug_logs_hold_no_signature() {
     let mut child = std::process::Command::new(bin())
         .args([
             "server",
+            "--api-tls",
+            "false",
             "--data-dir",
             data.to_str().unwrap(),
             "--bind",
