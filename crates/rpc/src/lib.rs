@@ -588,6 +588,28 @@ mod tests {
         }
     }
 
+    /// A server with `server_cfg` on 127.0.0.1 (echo handler): its address (`host` and the
+    /// port), what stops it, and its task.
+    async fn spawn_server(
+        server_cfg: RpcConfig,
+        host: &str,
+    ) -> (
+        String,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), String>>,
+    ) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("{host}:{}", l.local_addr().unwrap().port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        (addr, tx, task)
+    }
+
     #[tokio::test]
     async fn authenticated_calls_deadlines_and_refusals() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -684,17 +706,9 @@ mod tests {
                 ca: dir.path().join(set).join("ca.pem"),
             })
         };
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
         let mut server_cfg = cfg("s3cret-s3cret", "c1");
         server_cfg.tls = Some(files("good", "server"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let (addr, tx, task) = spawn_server(server_cfg, "127.0.0.1").await;
         let mut c = cfg("s3cret-s3cret", "c1");
         c.tls = Some(files("good", "client"));
         let good = Peers::new(c).unwrap();
@@ -751,17 +765,9 @@ mod tests {
             }));
             Peers::new(c).unwrap()
         };
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
         let mut server_cfg = cfg("s3cret-s3cret", "c1");
         server_cfg.tls = Some(install("one", "server"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let (addr, tx, task) = spawn_server(server_cfg, "127.0.0.1").await;
         let mut c = cfg("s3cret-s3cret", "c1");
         c.tls = Some(install("one", "client"));
         let client = Peers::new(c).unwrap();
@@ -803,23 +809,14 @@ mod tests {
 
     #[tokio::test]
     async fn tls_derived_from_the_secret_admits_only_holders_of_the_secret() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        // Dialled by a name no certificate carries: a derived CA's certificates name the cluster.
-        let addr = format!("localhost:{}", l.local_addr().unwrap().port());
         let derived = |secret: &str, node: &str| {
             let mut c = cfg(secret, "c1");
             c.node_id = node.into();
             c.tls = Some(TlsSource::FromSecret);
             c
         };
-        let server_cfg = derived("s3cret-s3cret", "server");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(l, &server_cfg, Arc::new(Echo), PeerClocks::default(), async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        // Dialled by a name no certificate carries: a derived CA's certificates name the cluster.
+        let (addr, tx, task) = spawn_server(derived("s3cret-s3cret", "server"), "localhost").await;
         // Each node derives the same CA and signs its own certificate: they talk.
         let good = Peers::new(derived("s3cret-s3cret", "client")).unwrap();
         assert_eq!(vote(&good, &addr, b"ab", None).await.unwrap(), b"vote:inc-1:ba");
