@@ -73,7 +73,7 @@ impl Writer {
 
     fn write(&mut self, line: &str) {
         if self.stdout {
-            println!("{line}");
+            crate::stdout_line(line);
         }
         if self.path.is_none() {
             return;

@@ -282,7 +282,10 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
                 tracing::error!(error = %e, "node RPC server stopped");
             }
         }));
-        println!("Node RPC listening on {rpc_local} (cluster {})", c.rpc.cluster_name);
+        stdout_line(&format!(
+            "Node RPC listening on {rpc_local} (cluster {})",
+            c.rpc.cluster_name
+        ));
         tracing::info!(rpc = %rpc_local, cluster = %c.rpc.cluster_name, seeds = ?c.control.seeds, "cluster mode");
         // One node runs each cluster-wide job. (Until objects are replicated, every node still
         // applies lifecycle rules to the objects it stores; the rebalancer comes with repair.)
@@ -396,14 +399,18 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     };
     let scheme = if api_tls.is_some() { "https" } else { "http" };
     // Plain lines on stdout so scripts and tests can find the bound ports.
-    println!("IronBucket {} node {}", env!("CARGO_PKG_VERSION"), cfg.admin.node_id);
-    println!("S3 API listening on {scheme}://{s3_local}");
-    println!("Admin API listening on {scheme}://{admin_local}");
+    stdout_line(&format!(
+        "IronBucket {} node {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.admin.node_id
+    ));
+    stdout_line(&format!("S3 API listening on {scheme}://{s3_local}"));
+    stdout_line(&format!("Admin API listening on {scheme}://{admin_local}"));
     if let Some(note) = &trust_note {
-        println!("{note}");
+        stdout_line(note);
     }
     if let Some(note) = &cfg.credentials_note {
-        println!("{note}");
+        stdout_line(note);
     }
     tracing::info!(s3 = %s3_local, admin = %admin_local, data_dir = %cfg.local.data_dir.display(),
         fsync = cfg.local.storage.fsync, encryption = cfg.keyring.is_some(), "IronBucket started");
@@ -443,4 +450,12 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A line on stdout. A stdout nobody reads any more (a closed pipe) is no reason to stop
+/// serving: the error is ignored (`println!` would panic).
+pub(crate) fn stdout_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

@@ -453,6 +453,51 @@ async fn files_are_private_and_debug_logs_hold_no_signature() {
     assert!(!text.contains("Signature="), "a request signature is in the debug log");
 }
 
+/// A node whose stdout nobody reads (the pipe's reader is gone before it starts) serves as
+/// usual: printing its listening lines and notes there panicked the process (`println!` on a
+/// closed pipe), and so did the audit lines `--audit-stdout` prints.
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::cluster::free_ports(2);
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let mut child = std::process::Command::new(bin())
+        .args(["server", "--api-tls", "false", "--audit-stdout", "true", "--data-dir"])
+        .arg(dir.path())
+        .args(["--bind", "127.0.0.1", "--port", &ports[0].to_string()])
+        .args(["--admin-port", &ports[1].to_string()])
+        .args(["--access-key", AK, "--secret-key", SK])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let s3 = format!("http://127.0.0.1:{}", ports[0]);
+    let admin = format!("127.0.0.1:{}", ports[1]);
+    poll_until("the node listens", Duration::from_secs(20), || {
+        let admin = admin.clone();
+        async move { tokio::net::TcpStream::connect(admin).await.ok().map(|_| ()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the node exited (a closed stdout stopped it)"
+    );
+    for _ in 0..3 {
+        // Refused (anonymous): an audit line goes to stdout.
+        let (st, _, _) = raw("PUT", &format!("{s3}/nobody-may"), &[], vec![]).await;
+        assert_eq!(st, 403);
+    }
+    let c = client_for(&s3, AK, SK);
+    c.create_bucket().bucket("still-here").send().await.unwrap();
+    assert_eq!(bucket_names(&c).await, ["still-here"]);
+    assert!(child.try_wait().unwrap().is_none(), "the node exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A node started without TLS settings serves S3 and admin over HTTPS with a CA and certificate
 /// it makes for itself (kept across restarts); a real S3 client trusting the printed CA works,
 /// plain HTTP gets no answer, and plain HTTP is served only when asked for (API_TLS=false).
