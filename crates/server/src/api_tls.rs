@@ -111,17 +111,11 @@ pub struct SelfMade {
     pub new: bool,
 }
 
-/// The CA and certificate in `dir` valid for `hosts` (and localhost, 127.0.0.1): the ones of an
+/// The CA and certificate in `dir` valid for `names` (from [`self_made_hosts`]): the ones of an
 /// earlier start when they were made for the same names, else new ones (a new CA too; its key
 /// is not kept, the CA signs this one certificate). Names are recorded last, so a start that
 /// died halfway makes them again.
-pub fn self_made(dir: &Path, hosts: &[String]) -> Result<SelfMade> {
-    let mut names: Vec<String> = Vec::new();
-    for h in hosts {
-        if !names.contains(h) {
-            names.push(h.clone());
-        }
-    }
+pub fn self_made(dir: &Path, names: &[String]) -> Result<SelfMade> {
     let record = dir.join("hosts");
     let files = SelfMade {
         ca: dir.join("ca.pem"),
@@ -135,7 +129,7 @@ pub fn self_made(dir: &Path, hosts: &[String]) -> Result<SelfMade> {
         return Ok(files);
     }
     let _ = std::fs::remove_file(&record);
-    ironbucket_rpc::generate_certificates(dir, "self-made API CA", &["api".to_string()], &names)
+    ironbucket_rpc::generate_certificates(dir, "self-made API CA", &["api".to_string()], names)
         .map_err(|e| anyhow::anyhow!("cannot make a TLS certificate in {}: {e}", dir.display()))?;
     let _ = std::fs::remove_file(dir.join("ca.key"));
     std::fs::write(&record, &wanted).with_context(|| format!("cannot write {}", record.display()))?;

@@ -505,15 +505,6 @@ async fn a_closed_stdout_does_not_stop_the_node() {
 async fn a_node_serves_https_by_default_with_a_certificate_of_its_own() {
     let data = tempfile::tempdir().unwrap();
     let default_tls = [("IRONBUCKET_TEST_DEFAULT_TLS", "1")];
-    let trust_line = |srv: &Server| {
-        srv.stdout_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.starts_with("TLS: "))
-            .cloned()
-            .unwrap_or_default()
-    };
     let mut srv = Server::start_in(data.path(), &[], &default_tls).unwrap();
     assert!(
         srv.s3.starts_with("https://") && srv.admin.starts_with("https://"),
@@ -521,12 +512,7 @@ async fn a_node_serves_https_by_default_with_a_certificate_of_its_own() {
         srv.s3,
         srv.admin
     );
-    // The line is printed after the listening lines; give the reader a moment.
-    let line = poll_until("the CA line", Duration::from_secs(5), || {
-        let l = trust_line(&srv);
-        async move { (!l.is_empty()).then_some(l) }
-    })
-    .await;
+    let line = srv.printed("TLS: ", Duration::from_secs(5)).await;
     let ca_path = data.path().join("tls").join("ca.pem");
     assert!(line.contains("made now"), "{line}");
     assert!(
@@ -558,20 +544,13 @@ async fn a_node_serves_https_by_default_with_a_certificate_of_its_own() {
         https_get(&srv.s3_addr, "/", &stranger).await.is_err(),
         "trusted a CA it was not given"
     );
-    let mut s = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let answer = plain_http_answer(&srv.s3_addr, "/").await;
     assert!(!answer.starts_with(b"HTTP/"), "plain HTTP answered on the TLS port");
     srv.stop();
 
     // A restart serves the same certificate, so clients keep trusting it.
     let mut srv = Server::start_in(data.path(), &[], &default_tls).unwrap();
-    let line = poll_until("the CA line", Duration::from_secs(5), || {
-        let l = trust_line(&srv);
-        async move { (!l.is_empty()).then_some(l) }
-    })
-    .await;
+    let line = srv.printed("TLS: ", Duration::from_secs(5)).await;
     assert!(line.contains("made earlier"), "{line}");
     assert_eq!(std::fs::read(&ca_path).unwrap(), ca);
     let c = tls_client_for(&srv.s3, AK, SK, &ca);
@@ -642,16 +621,8 @@ async fn apis_over_tls_with_certificate_reload() {
         "trusted a CA it was not given"
     );
     // Plain HTTP on a TLS port gets no HTTP answer.
-    let mut s = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
-    s.write_all(b"GET /tls-only/doc HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
-    assert!(!String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let answer = plain_http_answer(&srv.s3_addr, "/tls-only/doc").await;
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 
     // A renewed certificate (from another CA) is served once the files change.
     std::fs::copy(two.join("api.pem"), &cert).unwrap();

@@ -165,6 +165,29 @@ impl Server {
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status code.
+    /// The first stdout line starting with `prefix`, waiting up to `timeout` for it (lines
+    /// printed after the listening lines arrive a moment later).
+    pub async fn printed(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .stdout_lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .cloned();
+            if let Some(l) = found {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node printed no line starting with {prefix:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);

@@ -76,3 +76,14 @@ pub async fn https_get(addr: &str, path: &str, ca: &[u8]) -> Result<u16, String>
         .await
         .map(|(st, _)| st)
 }
+
+/// What a node's TLS port answers a plain-HTTP GET of `path` (read for up to 5 s).
+pub async fn plain_http_answer(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    answer
+}
