@@ -363,11 +363,12 @@ impl Gossip {
         let flush = {
             let socket = socket.clone();
             let auth = auth.clone();
+            let resolver = resolver.clone();
             let timer_tx = timer_tx.clone();
             move |fx: Effects| {
                 for (to, data) in fx.send {
                     let packet = auth.seal(PURPOSE, &data);
-                    if let Err(e) = socket.try_send_to(&packet, to) {
+                    if let Err(e) = socket.try_send_to(&packet, resolver.route(to)) {
                         tracing::debug!(error = %e, %to, "gossip send failed");
                     }
                 }

@@ -414,6 +414,11 @@ fn commit_batch(
             t.pending.flush(&txn)?;
             (t.classes, t.tree_off)
         };
+        // Fault injection (`FAILPOINTS=meta-fsync=10%return`, `failpoints` builds only): the
+        // commit fails as one whose fsync reported an I/O error; nothing of the batch is stored.
+        fail::fail_point!("meta-fsync", |_| Err(Error::Db(
+            "injected fsync failure (FAILPOINTS=meta-fsync)".into()
+        )));
         txn.commit()?;
         *classes = installed;
         *tree_off = off;

@@ -15,6 +15,7 @@ mod lifecycle;
 pub mod listing;
 mod locate;
 pub mod quorum;
+mod reach;
 mod reseal;
 mod scatter;
 #[cfg(test)]
@@ -176,6 +177,10 @@ impl ClusterStore {
             Self::cas_sweep_loop(me.clone(), ctx)
         });
         let me = Arc::downgrade(&s);
+        workers.spawn("cluster.reachability", OnFailure::Restart, move |ctx| {
+            Self::reach_loop(me.clone(), ctx)
+        });
+        let me = Arc::downgrade(&s);
         workers.spawn("cluster.handoff", OnFailure::Restart, move |ctx| {
             Self::handoff_loop(me.clone(), ctx)
         });
@@ -318,6 +323,8 @@ impl ClusterStore {
                 None => "the cluster is not formed yet (waiting for the seeds to answer)".into(),
             });
         }
+        // Before the leader: it says why there is none.
+        self.reaches_majority()?;
         if self.cp.leader().is_none() {
             return Err("no Raft leader is known: a majority of the voting nodes is not reachable".into());
         }

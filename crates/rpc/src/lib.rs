@@ -7,6 +7,7 @@ mod auth;
 mod message;
 mod peer_record;
 mod protocol;
+mod reach;
 mod resolve;
 mod server;
 mod tls;
@@ -17,7 +18,8 @@ use peer_record::Refusal;
 pub use peer_record::{PeerClock, PeerClocks};
 use protocol::PROTOCOL_HEADER;
 pub use protocol::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolRange};
-pub use resolve::Resolver;
+pub use reach::Reach;
+pub use resolve::{Resolver, parse_routes};
 pub use server::serve;
 pub use tls::{TlsFiles, TlsSource, generate as generate_certificates};
 
@@ -97,6 +99,8 @@ pub struct Peers {
     ranges: Arc<Mutex<HashMap<String, ProtocolRange>>>,
     /// Where the clock offsets that ping replies show are recorded.
     clocks: Option<PeerClocks>,
+    /// Which peers answered their last ping.
+    reach: Arc<Reach>,
 }
 
 /// The TLS material new connections use; with certificate files, read again when they change
@@ -140,6 +144,7 @@ impl Peers {
             resolver: Resolver::system(),
             ranges: Default::default(),
             clocks: None,
+            reach: Default::default(),
         })
     }
 
@@ -154,6 +159,11 @@ impl Peers {
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
         self.resolver = resolver;
         self
+    }
+
+    /// Which peers answered their last ping ([`Peers::ping`] records every outcome).
+    pub fn reach(&self) -> &Reach {
+        &self.reach
     }
 
     /// Resolves a peer address the way new connections do.
@@ -274,11 +284,24 @@ impl Peers {
             timeout,
         );
         let sent = ironbucket_types::now_millis();
-        let reply = c
-            .ping(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.map_status(addr, s, timeout))?;
+        // The deadline covers making the connection too (tonic's applies once it is made).
+        let limit = timeout.unwrap_or(self.cfg.request_timeout);
+        let reply = match tokio::time::timeout(limit, c.ping(req)).await {
+            Ok(r) => r.map(|r| r.into_inner()),
+            Err(_) => Err(tonic::Status::deadline_exceeded("no answer before the deadline")),
+        };
+        // Unanswered pings make the peer unreachable; any answer (a refusal too) reaches it.
+        let reply = match reply {
+            Ok(r) => {
+                self.reach.record(addr, None);
+                r
+            }
+            Err(s) => {
+                let e = self.map_status(addr, s, timeout);
+                self.reach.record(addr, e.is_unavailable().then(|| e.to_string()));
+                return Err(e);
+            }
+        };
         // Nodes before version 2 state nothing: they speak 1.
         let range = ProtocolRange {
             min: reply.protocol_min.max(1),
@@ -319,12 +342,15 @@ impl Peers {
             },
             timeout,
         );
-        let r = match route {
-            Route::Raft => c.raft(req).await,
-            Route::Control => c.control(req).await,
+        let call = async {
+            let r = match route {
+                Route::Raft => c.raft(req).await,
+                Route::Control => c.control(req).await,
+            };
+            r.map(|r| r.into_inner().payload)
+                .map_err(|s| self.map_status(addr, s, timeout))
         };
-        r.map(|r| r.into_inner().payload)
-            .map_err(|s| self.map_status(addr, s, timeout))
+        self.reach.or_lost(addr, call).await
     }
 }
 
@@ -361,11 +387,15 @@ impl Peers {
         let req = self.request(stream, timeout);
         let addr = addr.to_string();
         let ms = timeout.unwrap_or(self.cfg.request_timeout).as_millis() as u64;
+        let reach = self.reach.clone();
         async move {
-            match c.push(req).await {
-                Ok(r) => Ok(r.into_inner().payload),
-                Err(s) => Err(status_error(&addr, s, ms)),
-            }
+            let call = async {
+                match c.push(req).await {
+                    Ok(r) => Ok(r.into_inner().payload),
+                    Err(s) => Err(status_error(&addr, s, ms)),
+                }
+            };
+            reach.or_lost(&addr, call).await
         }
         .boxed()
     }
@@ -386,11 +416,8 @@ impl Peers {
             },
             timeout,
         );
-        let stream = c
-            .pull(req)
-            .await
-            .map_err(|s| self.map_status(addr, s, timeout))?
-            .into_inner();
+        let call = async { c.pull(req).await.map_err(|s| self.map_status(addr, s, timeout)) };
+        let stream = self.reach.or_lost(addr, call).await?.into_inner();
         Ok(Box::pin(stream.map(|r| {
             r.map(|c| bytes::Bytes::from(c.data))
                 .map_err(|s| s.message().to_string())

@@ -2,8 +2,13 @@
 //! afresh, so a peer whose name now points elsewhere (a container restarted with a new address)
 //! is found again on the next connection. The system resolver is the default; tests substitute
 //! their own table to move a peer without touching the machine's DNS.
+//!
+//! A resolver may also carry *routes* (testing only, `--fault-routes`): a table that sends this
+//! node's traffic for one peer address to another, e.g. a fault-injecting proxy in front of that
+//! peer, so a test can delay, drop or cut the traffic between two chosen nodes without root.
 
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -17,34 +22,56 @@ type ResolveFn = dyn Fn(String) -> BoxFut<io::Result<Vec<SocketAddr>>> + Send + 
 
 /// Turns `host:port` into socket addresses.
 #[derive(Clone, Default)]
-pub struct Resolver(Option<Arc<ResolveFn>>);
+pub struct Resolver {
+    custom: Option<Arc<ResolveFn>>,
+    routes: Option<Arc<HashMap<SocketAddr, SocketAddr>>>,
+}
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
+        f.write_str(if self.custom.is_some() {
             "Resolver(custom)"
         } else {
             "Resolver(system)"
-        })
+        })?;
+        if let Some(r) = &self.routes {
+            write!(f, " with {} route(s)", r.len())?;
+        }
+        Ok(())
     }
 }
 
 impl Resolver {
     /// The operating system's resolver (DNS, /etc/hosts).
     pub fn system() -> Self {
-        Self(None)
+        Self::default()
     }
 
     /// A resolver of the caller's own (tests).
     pub fn custom(f: impl Fn(String) -> BoxFut<io::Result<Vec<SocketAddr>>> + Send + Sync + 'static) -> Self {
-        Self(Some(Arc::new(f)))
+        Self {
+            custom: Some(Arc::new(f)),
+            routes: None,
+        }
+    }
+
+    /// Sends traffic for each resolved address of the table to its route instead (testing
+    /// only: a fault-injecting proxy per peer).
+    pub fn with_routes(mut self, routes: HashMap<SocketAddr, SocketAddr>) -> Self {
+        self.routes = (!routes.is_empty()).then(|| Arc::new(routes));
+        self
+    }
+
+    /// Where traffic for `addr` goes: its route, or `addr` itself.
+    pub fn route(&self, addr: SocketAddr) -> SocketAddr {
+        self.routes.as_ref().and_then(|r| r.get(&addr).copied()).unwrap_or(addr)
     }
 
     pub async fn resolve(&self, addr: &str) -> io::Result<Vec<SocketAddr>> {
         if let Ok(a) = addr.parse::<SocketAddr>() {
-            return Ok(vec![a]);
+            return Ok(vec![self.route(a)]);
         }
-        let found: Vec<SocketAddr> = match &self.0 {
+        let found: Vec<SocketAddr> = match &self.custom {
             Some(f) => f(addr.to_string()).await?,
             None => tokio::net::lookup_host(addr).await?.collect(),
         };
@@ -54,8 +81,30 @@ impl Resolver {
                 format!("{addr} resolves to no address"),
             ));
         }
-        Ok(found)
+        Ok(found.into_iter().map(|a| self.route(a)).collect())
     }
+}
+
+/// Reads a routes file (`--fault-routes`): one `FROM TO` pair of socket addresses per line;
+/// blank lines and `#` comments are skipped. Errors name the line.
+pub fn parse_routes(text: &str) -> Result<HashMap<SocketAddr, SocketAddr>, String> {
+    let mut out = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(from), Some(to), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("line {}: {line:?} is not `FROM TO`", n + 1));
+        };
+        let parse = |s: &str| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| format!("line {}: {s:?} is not an address like 127.0.0.1:7000", n + 1))
+        };
+        out.insert(parse(from)?, parse(to)?);
+    }
+    Ok(out)
 }
 
 /// tonic's connector: resolves with [`Resolver`] on every connection attempt and connects to the
@@ -130,5 +179,34 @@ mod tests {
         assert!(e.to_string().contains("nobody.test:1"), "{e}");
         let sys = Resolver::system().resolve("localhost:80").await.unwrap();
         assert!(sys.iter().all(|a| a.ip().is_loopback()), "{sys:?}");
+    }
+
+    #[tokio::test]
+    async fn routes_send_an_address_elsewhere_and_bad_tables_are_named() {
+        let routes =
+            parse_routes("# proxies\n127.0.0.1:7001 127.0.0.1:9001\n\n10.0.0.2:7001  127.0.0.1:9002 # node 2\n")
+                .unwrap();
+        let r =
+            Resolver::custom(|_| Box::pin(async { Ok(vec!["10.0.0.2:7001".parse().unwrap()]) })).with_routes(routes);
+        assert_eq!(
+            r.resolve("127.0.0.1:7001").await.unwrap(),
+            vec!["127.0.0.1:9001".parse().unwrap()]
+        );
+        assert_eq!(
+            r.resolve("node2.test:7001").await.unwrap(),
+            vec!["127.0.0.1:9002".parse().unwrap()]
+        );
+        assert_eq!(
+            r.resolve("127.0.0.1:7003").await.unwrap(),
+            vec!["127.0.0.1:7003".parse().unwrap()]
+        );
+        assert_eq!(
+            r.route("127.0.0.1:7001".parse().unwrap()),
+            "127.0.0.1:9001".parse().unwrap()
+        );
+        let e = parse_routes("127.0.0.1:1 127.0.0.1:2\n127.0.0.1:3\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse_routes("127.0.0.1:1 nowhere\n").unwrap_err();
+        assert!(e.contains("\"nowhere\""), "{e}");
     }
 }

@@ -119,6 +119,16 @@ pub struct ClusterArgs {
     #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 
+    /// TESTING ONLY: a file of `FROM TO` address pairs; this node's RPC and gossip traffic for
+    /// FROM goes to TO instead (a fault-injecting proxy in front of that peer, `ironbucket-chaos`).
+    #[arg(
+        long = "fault-routes",
+        env = "IRONBUCKET_FAULT_ROUTES",
+        value_name = "FILE",
+        hide = true
+    )]
+    pub fault_routes: Option<std::path::PathBuf>,
+
     /// Raft heartbeat interval in ms; a leader is replaced after about 4 to 8 heartbeats without
     /// it [default: 250].
     #[arg(long = "sync-interval-ms", env = "SYNC_INTERVAL_MS", value_name = "MS")]
@@ -286,6 +296,8 @@ pub struct ClusterSettings {
     pub rpc_addr: SocketAddr,
     pub handoff: ironbucket_replication::HandoffConfig,
     pub sync: ironbucket_replication::SyncConfig,
+    /// Where this node's traffic for some peer addresses goes instead (`--fault-routes`, tests).
+    pub routes: std::collections::HashMap<SocketAddr, SocketAddr>,
 }
 
 fn nonempty(v: Vec<String>) -> Option<Vec<String>> {
@@ -489,6 +501,20 @@ pub(crate) fn resolve_cluster(
             s => Some(Duration::from_secs(s)),
         },
     };
+    let routes = match &a.fault_routes {
+        None => Default::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("IRONBUCKET_FAULT_ROUTES: cannot read {}", p.display()))?;
+            let routes = ironbucket_rpc::parse_routes(&text)
+                .map_err(|e| anyhow::anyhow!("IRONBUCKET_FAULT_ROUTES {}: {e}", p.display()))?;
+            eprintln!(
+                "WARNING: {} peer address(es) are routed elsewhere (IRONBUCKET_FAULT_ROUTES, for tests only)",
+                routes.len()
+            );
+            routes
+        }
+    };
     let max_conn = a.max_connections_per_node.or(f.max_connections_per_node).unwrap_or(4);
     if max_conn == 0 || max_conn > 1024 {
         bail!("MAX_CONNECTIONS_PER_NODE must be between 1 and 1024");
@@ -532,5 +558,6 @@ pub(crate) fn resolve_cluster(
         rpc_addr: SocketAddr::new(bind, rpc_port),
         handoff,
         sync,
+        routes,
     }))
 }

@@ -85,19 +85,31 @@ fn main() {
     }
 }
 
-/// Starts the failure detector on the RPC port number (UDP) once the control plane knows the
-/// address the other nodes reach this one at.
-async fn start_gossip(
-    cp: &Arc<ironbucket_consensus::ControlPlane>,
+/// What the failure detector starts with.
+struct GossipSetup {
     bind: std::net::SocketAddr,
     seeds: Vec<String>,
     rpc: ironbucket_rpc::RpcConfig,
     heartbeat: std::time::Duration,
+    resolver: ironbucket_rpc::Resolver,
+}
+
+/// Starts the failure detector on the RPC port number (UDP) once the control plane knows the
+/// address the other nodes reach this one at.
+async fn start_gossip(
+    cp: &Arc<ironbucket_consensus::ControlPlane>,
+    setup: GossipSetup,
     store: Arc<dyn ObjectStore>,
     workers: &ironbucket_runtime::Registry,
 ) -> Result<Arc<ironbucket_cluster::Gossip>> {
+    let GossipSetup {
+        bind,
+        seeds,
+        rpc,
+        heartbeat,
+        resolver,
+    } = setup;
     let me = cp.node_name().to_string();
-    let resolver = ironbucket_rpc::Resolver::system();
     let addr = loop {
         let advertised = cp
             .status()
@@ -172,33 +184,90 @@ fn init_logging(format: &str) {
 }
 
 /// Fault injection for tests: `FAILPOINTS="name=actions;..."` in the `fail` crate's syntax
-/// (e.g. `meta-commit=20*off->panic`). Only in builds with the `failpoints` feature (on by
-/// default); see docs/operations.md.
+/// (e.g. `meta-commit=20*off->panic`), armed at start, and `FAILPOINTS_FILE=<path>`, a file of
+/// the same items (`;` or one per line) read again every 200 ms while the node runs, so a test
+/// can arm a fault point for a while (the chaos suite's disk faults). Only in builds with the
+/// `failpoints` feature (on by default); see docs/operations.md.
 #[cfg(feature = "failpoints")]
 fn install_failpoints() -> Result<()> {
-    let Ok(spec) = std::env::var("FAILPOINTS") else {
-        return Ok(());
-    };
-    for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, actions) = item
-            .split_once('=')
-            .with_context(|| format!("FAILPOINTS: {item:?} is not name=actions"))?;
-        fail::cfg(name.trim(), actions.trim())
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("FAILPOINTS: bad actions for {name:?}"))?;
-        tracing::warn!(
-            failpoint = name.trim(),
-            actions = actions.trim(),
-            "fault injection point armed"
-        );
+    if let Ok(spec) = std::env::var("FAILPOINTS") {
+        for (name, actions) in parse_failpoints(&spec).context("FAILPOINTS")? {
+            fail::cfg(&name, &actions)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("FAILPOINTS: bad actions for {name:?}"))?;
+            tracing::warn!(failpoint = name, actions, "fault injection point armed");
+        }
+    }
+    if let Some(path) = std::env::var_os("FAILPOINTS_FILE") {
+        let path = std::path::PathBuf::from(path);
+        std::thread::Builder::new()
+            .name("failpoints-file".into())
+            .spawn(move || follow_failpoints_file(&path))
+            .context("cannot start the FAILPOINTS_FILE reader")?;
     }
     Ok(())
 }
 
+/// `name=actions` items separated by `;` or new lines; blank items skipped.
+#[cfg(feature = "failpoints")]
+fn parse_failpoints(spec: &str) -> Result<Vec<(String, String)>> {
+    spec.split([';', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (name, actions) = item
+                .split_once('=')
+                .with_context(|| format!("{item:?} is not name=actions"))?;
+            Ok((name.trim().to_string(), actions.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Arms the fault points `path` names, and disarms those it no longer names, whenever it
+/// changes (a missing file names none).
+#[cfg(feature = "failpoints")]
+fn follow_failpoints_file(path: &std::path::Path) {
+    let mut last: Option<String> = None;
+    let mut armed: Vec<String> = Vec::new();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if last.as_deref() != Some(text.as_str()) {
+            for name in armed.drain(..) {
+                fail::remove(&name);
+            }
+            match parse_failpoints(&text) {
+                Ok(items) => {
+                    for (name, actions) in items {
+                        match fail::cfg(&name, &actions) {
+                            Ok(()) => {
+                                tracing::warn!(
+                                    failpoint = name,
+                                    actions,
+                                    "fault injection point armed (FAILPOINTS_FILE)"
+                                );
+                                armed.push(name);
+                            }
+                            Err(e) => tracing::error!(failpoint = name, error = %e, "FAILPOINTS_FILE: bad actions"),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, file = %path.display(), "FAILPOINTS_FILE does not parse"),
+            }
+            if armed.is_empty() && last.is_some() {
+                tracing::warn!("fault injection points of FAILPOINTS_FILE disarmed");
+            }
+            last = Some(text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[cfg(not(feature = "failpoints"))]
 fn install_failpoints() -> Result<()> {
-    if std::env::var_os("FAILPOINTS").is_some() {
-        anyhow::bail!("FAILPOINTS is set, but this build has no fault injection (feature `failpoints`)");
+    if std::env::var_os("FAILPOINTS").is_some() || std::env::var_os("FAILPOINTS_FILE").is_some() {
+        anyhow::bail!(
+            "FAILPOINTS or FAILPOINTS_FILE is set, but this build has no fault injection (feature `failpoints`)"
+        );
     }
     Ok(())
 }
@@ -209,6 +278,10 @@ fn run_server(args: config::ServerArgs) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cfg = config::Settings::resolve(args)?;
     init_logging(&cfg.log_format);
+    #[cfg(feature = "unsafe-ack-before-quorum")]
+    eprintln!(
+        "WARNING: DELIBERATELY BROKEN BUILD (feature unsafe-ack-before-quorum): writes are acknowledged when one replica holds them; acknowledged data can be lost. For the chaos suite's checker only."
+    );
     install_failpoints()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,9 +310,11 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen for node RPC on {}", c.rpc_addr))?;
         let rpc_local = rpc_listener.local_addr()?;
+        let resolver = ironbucket_rpc::Resolver::system().with_routes(c.routes.clone());
         let peers = ironbucket_rpc::Peers::new(c.rpc.clone())
             .map_err(anyhow::Error::msg)?
-            .with_clocks(peer_clocks.clone());
+            .with_clocks(peer_clocks.clone())
+            .with_resolver(resolver.clone());
         let cp = ironbucket_consensus::ControlPlane::start_in(c.control.clone(), peers, &workers)
             .await
             .context("cannot start the control plane")?;
@@ -292,7 +367,13 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         for job in ["lifecycle", "rebalance", ironbucket_replication::REREPLICATE_JOB] {
             let _ = cp.elect_job_leader(job, std::time::Duration::from_secs(10));
         }
-        gossip_cfg = Some((rpc_local, c.control.seeds.clone(), c.rpc.clone(), c.control.heartbeat));
+        gossip_cfg = Some(GossipSetup {
+            bind: rpc_local,
+            seeds: c.control.seeds.clone(),
+            rpc: c.rpc.clone(),
+            heartbeat: c.control.heartbeat,
+            resolver,
+        });
         control = Some(cp);
     }
 
@@ -342,12 +423,12 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         cs.set_clock_check(Arc::new(move || clocks.ahead_of_peers(&me, bound, 30_000)));
         admin.set_peer_clocks(peer_clocks);
     }
-    if let (Some(cp), Some((bind, seeds, rpc, heartbeat))) = (&control, gossip_cfg) {
+    if let (Some(cp), Some(setup)) = (&control, gossip_cfg) {
         let (cp, admin, store) = (cp.clone(), admin.clone(), store.clone());
         let cs = cluster_store.clone();
         let workers = workers.clone();
         tokio::spawn(async move {
-            match start_gossip(&cp, bind, seeds, rpc, heartbeat, store, &workers).await {
+            match start_gossip(&cp, setup, store, &workers).await {
                 Ok(g) => {
                     if let Some(cs) = cs {
                         // The coordinator skips replicas the failure detector reports down.

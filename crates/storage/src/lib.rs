@@ -139,6 +139,9 @@ impl BlobStore {
 
     /// Starts a new file blob, sealed with a customer-provided key (SSE-C) when given.
     pub async fn create_with(&self, customer: Option<&CustomerKey>) -> Result<BlobWriter> {
+        // Fault injection (`FAILPOINTS=blob-create=return`, `failpoints` builds only): the file
+        // cannot be made, as on a read-only file system.
+        fail::fail_point!("blob-create", |_| Err(Error::Io(std::io::Error::from_raw_os_error(30))));
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp_path = self.inner.root.join("tmp").join(&id);
         let file = tokio::fs::OpenOptions::new()

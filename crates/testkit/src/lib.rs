@@ -8,6 +8,7 @@
 pub mod inproc;
 pub mod linearizable;
 mod ports;
+pub mod proxy;
 
 pub use ports::{RESERVATION_LIFE, free_ports};
 

@@ -1,4 +1,4 @@
-//! A linearizability checker for one register with conditional writes (the Wing & Gong /
+//! A linearizability checker for one register with plain and conditional writes (the Wing & Gong /
 //! Lowe search that Knossos and Porcupine use, with memoisation of visited states): given every
 //! operation a test's clients sent to one key, with when each was sent and answered, it finds an
 //! order of the operations that respects real time and the register's rules, or says there is
@@ -19,6 +19,10 @@ pub enum Op<V> {
     Create(V),
     /// `If-Match: <expected>` write of `value`.
     Swap { expected: V, value: V },
+    /// Unconditional write of `value`.
+    Put(V),
+    /// Unconditional delete.
+    Delete,
 }
 
 /// How the operation ended for its client.
@@ -52,6 +56,10 @@ fn step<V: Clone + Eq>(state: &Option<V>, e: &Event<V>) -> Option<Option<V>> {
             (state.as_ref() == Some(expected)).then(|| Some(value.clone()))
         }
         (Op::Swap { expected, .. }, Outcome::Failed) => (state.as_ref() != Some(expected)).then(|| state.clone()),
+        (Op::Put(v), Outcome::Ok | Outcome::Unknown) => Some(Some(v.clone())),
+        (Op::Delete, Outcome::Ok | Outcome::Unknown) => Some(None),
+        // An unconditional write that failed did nothing.
+        (Op::Put(_) | Op::Delete, Outcome::Failed) => Some(state.clone()),
     }
 }
 
@@ -206,6 +214,30 @@ mod tests {
             ev(Op::Swap { expected: 7, value: 8 }, Outcome::Unknown, 22, 0),
         ];
         assert!(check(&h, 10_000).is_ok());
+    }
+
+    #[test]
+    fn overwrites_and_deletes_with_concurrent_reads() {
+        let h = vec![
+            ev(Op::Put(1), Outcome::Ok, 0, 10),
+            // Concurrent with the put: may see it or not.
+            ev(Op::Read(None), Outcome::Ok, 1, 5),
+            ev(Op::Read(Some(1)), Outcome::Ok, 2, 6),
+            ev(Op::Put(2), Outcome::Unknown, 11, 0),
+            ev(Op::Delete, Outcome::Ok, 12, 20),
+            ev(Op::Read(None), Outcome::Ok, 21, 22),
+        ];
+        assert!(check(&h, 10_000).is_ok());
+        // A deleted key that comes back, or an acknowledged write that is lost, is caught.
+        let mut back = h.clone();
+        back.push(ev(Op::Read(Some(1)), Outcome::Ok, 23, 24));
+        assert!(check(&back, 10_000).is_err());
+        let lost = vec![
+            ev(Op::Put(1), Outcome::Ok, 0, 1),
+            ev(Op::Put(2), Outcome::Ok, 2, 3),
+            ev(Op::Read(Some(1)), Outcome::Ok, 4, 5),
+        ];
+        assert!(check(&lost, 10_000).is_err());
     }
 
     #[test]

@@ -226,11 +226,12 @@ impl ClusterStore {
         })
     }
 
+    /// Whether the failure detector reports the replica down or its last ping went unanswered.
     pub(crate) fn is_down(&self, t: &Target) -> bool {
-        !t.local && self.down.get().is_some_and(|f| f(&t.name))
+        !t.local && (self.down.get().is_some_and(|f| f(&t.name)) || self.unreachable(t).is_some())
     }
 
-    /// The members the failure detector reports down.
+    /// The members the failure detector reports down or that do not answer pings.
     pub(crate) fn down_members(&self) -> Vec<String> {
         self.all_targets()
             .into_iter()
@@ -272,11 +273,11 @@ impl ClusterStore {
     async fn stamp(&self) -> Result<(Hlc, u64)> {
         if !self.cp.wait_clock_compared(Duration::from_secs(3)).await {
             return Err(Error::Unavailable(
-                "this node has not compared its clock with its peers' yet (it stamps no write before); retry in a moment".into(),
+                "this node has not compared its clock with its peers' yet (it stamps no write before); the request was not sent, retry in a moment".into(),
             ));
         }
         if let Some(why) = self.clock_check.get().and_then(|c| c()) {
-            return Err(Error::Unavailable(why));
+            return Err(Error::Unavailable(format!("{why}; the request was not sent")));
         }
         Ok((self.local.now_hlc(), self.cp.id()))
     }
@@ -307,7 +308,13 @@ impl ClusterStore {
         let mut failed: Vec<(String, Error)> = targets
             .iter()
             .filter(|t| self.is_down(t))
-            .map(|t| (t.name.clone(), Error::Unavailable(format!("node {} is down", t.name))))
+            .map(|t| {
+                let why = match self.unreachable(t) {
+                    Some(e) => format!("node {} does not answer pings: {e}", t.name),
+                    None => format!("node {} is down", t.name),
+                };
+                (t.name.clone(), Error::Unavailable(why))
+            })
             .collect();
         let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| async move {
             let r = self.ask(t, a).await;

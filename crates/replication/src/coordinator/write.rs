@@ -163,7 +163,7 @@ impl ClusterStore {
             if down.contains(&t.name.as_str()) {
                 if let Some(u) = fail(&t.name) {
                     return Err(Error::Unavailable(format!(
-                        "consistency level {} needs {} of {} replicas and {} of them {} down ({}); the request was not sent",
+                        "consistency level {} needs {} of {} replicas and {} of them {} down or unreachable ({}); the request was not sent",
                         u.level,
                         u.needed,
                         u.replicas,
