@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test IronBucket has: formatting, lints, unit and integration tests (real servers
-# driven by aws-sdk-s3), and the aws-cli smoke test. Needs only the Rust toolchain; it installs
+# driven by aws-sdk-s3), the aws-cli smoke test and the chaos suite's short form. Needs only the Rust toolchain; it installs
 # what else it needs (aws cli from PyPI) by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +31,5 @@ else
 fi
 echo "== aws cli smoke test"
 bash scripts/smoke-awscli.sh
+echo "== chaos suite, short form (tests/chaos/run.sh; docs/reliability.md)"
+bash tests/chaos/run.sh

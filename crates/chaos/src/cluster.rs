@@ -1,0 +1,334 @@
+//! A cluster of real `ironbucket` processes on 127.0.0.1 for the chaos suite: fixed ports per
+//! node (so a restarted node is found where it was), one fault-injecting proxy per ordered pair
+//! of nodes in front of the receiving node's RPC and gossip port (`--fault-routes`), and the
+//! faults themselves: SIGKILL and restart, SIGSTOP and SIGCONT, delay, loss and cuts between
+//! chosen nodes, a full disk (the node's data directory on a small tmpfs of its own), and disk
+//! errors through the node's fault points (`FAILPOINTS_FILE`).
+
+use anyhow::{Context, Result, bail};
+use ironbucket_testkit::proxy::{FaultProxy, Link};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ACCESS_KEY: &str = "chaosaccesskey";
+pub const SECRET_KEY: &str = "chaos-secret-key-0123456789";
+const CLUSTER_SECRET: &str = "chaos-cluster-secret-0123456789";
+
+/// One node: its ports, its data directory and, while it runs, its process.
+pub struct Node {
+    pub name: String,
+    pub s3_port: u16,
+    pub admin_port: u16,
+    pub rpc_port: u16,
+    pub dir: PathBuf,
+    /// Flags of this node alone (a clock offset, say).
+    pub extra: Vec<String>,
+    /// Environment of this node alone (`FAILPOINTS`, say).
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    /// A tmpfs mounted on `dir` (the disk-full scenario), unmounted when the cluster ends.
+    tmpfs: bool,
+}
+
+impl Node {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    /// `proxies[i][j]`: node i's traffic to node j.
+    proxies: Vec<Vec<Option<FaultProxy>>>,
+    bin: PathBuf,
+    root: PathBuf,
+    seeds: String,
+}
+
+/// Options of a cluster.
+pub struct Setup {
+    pub nodes: usize,
+    /// Extra flags per node index.
+    pub extra: Vec<(usize, Vec<String>)>,
+    /// Extra environment variables per node index.
+    pub env: Vec<(usize, (String, String))>,
+    /// Node indexes whose data directory is a tmpfs of this many MiB.
+    pub tmpfs_mib: Vec<(usize, u64)>,
+}
+
+impl Cluster {
+    /// Starts `setup.nodes` nodes under `root` and waits until all are ready.
+    pub async fn start(bin: &Path, root: &Path, setup: Setup) -> Result<Self> {
+        let n = setup.nodes;
+        let ports = ironbucket_testkit::free_ports(3 * n);
+        let rpc: Vec<u16> = (0..n).map(|i| ports[3 * i + 2]).collect();
+        let seeds = rpc
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut proxies = Vec::new();
+        for i in 0..n {
+            let mut row = Vec::new();
+            for (j, port) in rpc.iter().enumerate() {
+                row.push(if i == j {
+                    None
+                } else {
+                    Some(FaultProxy::start(([127, 0, 0, 1], *port).into()).await?)
+                });
+            }
+            proxies.push(row);
+        }
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let dir = root.join(format!("node-{}", i + 1));
+            std::fs::create_dir_all(&dir)?;
+            let mut tmpfs = false;
+            if let Some((_, mib)) = setup.tmpfs_mib.iter().find(|(k, _)| *k == i) {
+                mount_tmpfs(&dir, *mib)?;
+                tmpfs = true;
+            }
+            let routes: String = (0..n)
+                .filter(|j| *j != i)
+                .map(|j| {
+                    let p = proxies[i][j].as_ref().map(|p: &FaultProxy| p.addr().to_string());
+                    format!("127.0.0.1:{} {}\n", rpc[j], p.unwrap_or_default())
+                })
+                .collect();
+            std::fs::write(root.join(format!("routes-{}", i + 1)), routes)?;
+            let extra = setup
+                .extra
+                .iter()
+                .filter(|(k, _)| *k == i)
+                .flat_map(|(_, a)| a.clone())
+                .collect();
+            let env = setup
+                .env
+                .iter()
+                .filter(|(k, _)| *k == i)
+                .map(|(_, kv)| kv.clone())
+                .collect();
+            nodes.push(Node {
+                env,
+                name: format!("node-{}", i + 1),
+                s3_port: ports[3 * i],
+                admin_port: ports[3 * i + 1],
+                rpc_port: rpc[i],
+                dir,
+                extra,
+                child: None,
+                tmpfs,
+            });
+        }
+        let mut c = Self {
+            nodes,
+            proxies,
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            seeds,
+        };
+        for i in 0..n {
+            c.spawn(i)?;
+        }
+        for i in 0..n {
+            c.wait_ready(i, Duration::from_secs(60)).await?;
+        }
+        Ok(c)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{}.log", node.name)))?;
+        let child = Command::new(&self.bin)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(["--bind", "127.0.0.1", "--api-tls", "false"])
+            .args(["--port", &node.s3_port.to_string()])
+            .args(["--admin-port", &node.admin_port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args(["--cluster-enabled", "true", "--cluster-name", "chaos"])
+            .args(["--node-id", &node.name, "--cluster-seeds", &self.seeds])
+            .args(["--rpc-port", &node.rpc_port.to_string()])
+            .args(["--cluster-secret", CLUSTER_SECRET, "--replication-factor", "3"])
+            .arg("--fault-routes")
+            .arg(self.root.join(format!("routes-{}", i + 1)))
+            .args(&node.extra)
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
+            .env("FAILPOINTS_FILE", self.failpoints_file(i))
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAOS_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Whether node `i` answers `/health/ready` with 200 (it can serve writes).
+    pub async fn is_ready(&self, i: usize) -> bool {
+        let addr = ("127.0.0.1", self.nodes[i].admin_port);
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.ok()?;
+            Some(head.starts_with(b"HTTP/1.1 200"))
+        };
+        tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        while !self.is_ready(i).await {
+            if start.elapsed() > timeout {
+                bail!(
+                    "{} not ready within {timeout:?} (log: {})",
+                    self.nodes[i].name,
+                    self.log_of(i).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(start.elapsed())
+    }
+
+    pub fn log_of(&self, i: usize) -> PathBuf {
+        self.root.join(format!("{}.log", self.nodes[i].name))
+    }
+
+    /// SIGKILL: the node gets no chance to flush anything.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT: a node that stops answering without dying.
+    pub fn pause(&self, i: usize, stop: bool) -> Result<()> {
+        use nix::sys::signal::{Signal, kill};
+        let Some(c) = &self.nodes[i].child else {
+            bail!("{} is not running", self.nodes[i].name)
+        };
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        kill(pid, if stop { Signal::SIGSTOP } else { Signal::SIGCONT })?;
+        Ok(())
+    }
+
+    /// Sets every link between node `i` and the others, both ways.
+    pub fn links_of(&self, i: usize, link: Link) {
+        for (a, row) in self.proxies.iter().enumerate() {
+            for (b, p) in row.iter().enumerate() {
+                if let Some(p) = p
+                    && (a == i || b == i)
+                {
+                    p.set(link);
+                }
+            }
+        }
+    }
+
+    /// Fills node `i`'s tmpfs data directory to the last byte (`true`) or frees it again.
+    pub fn fill_disk(&self, i: usize, full: bool) -> Result<()> {
+        let node = &self.nodes[i];
+        if !node.tmpfs {
+            bail!("{}'s data directory is not a tmpfs of its own", node.name);
+        }
+        let filler = node.dir.join("chaos-filler");
+        if !full {
+            let _ = std::fs::remove_file(&filler);
+            return Ok(());
+        }
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler)?;
+        let block = vec![0u8; 1 << 20];
+        loop {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        // The last partial block.
+        let mut small = vec![0u8; 4096];
+        while f.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while f.write_all(&small).is_ok() {}
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// The file node `i` reads its fault points from while it runs (`FAILPOINTS_FILE`).
+    fn failpoints_file(&self, i: usize) -> PathBuf {
+        self.root.join(format!("failpoints-{}", i + 1))
+    }
+
+    /// Arms fault points of node `i` (`name=actions` items, the `fail` crate's syntax) until
+    /// called again; an empty list disarms them. The node applies a change within 200 ms.
+    pub async fn fault_points(&self, i: usize, items: &[&str]) -> Result<()> {
+        std::fs::write(self.failpoints_file(i), items.join("\n"))?;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.pause(i, false);
+            self.kill(i);
+            if self.nodes[i].tmpfs {
+                let _ = Command::new("umount").arg(&self.nodes[i].dir).status();
+            }
+        }
+    }
+}
+
+/// Mounts a tmpfs of `mib` MiB on `dir` (needs root, or CAP_SYS_ADMIN).
+fn mount_tmpfs(dir: &Path, mib: u64) -> Result<()> {
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        bail!("cannot mount a tmpfs on {} (needs root)", dir.display());
+    }
+    Ok(())
+}
+
+/// Whether this process may mount a tmpfs (the disk-full scenario needs it).
+pub fn can_mount_tmpfs(scratch: &Path) -> bool {
+    let dir = scratch.join("tmpfs-probe");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let ok = mount_tmpfs(&dir, 1).is_ok();
+    if ok {
+        let _ = Command::new("umount").arg(&dir).status();
+    }
+    let _ = std::fs::remove_dir(&dir);
+    ok
+}

@@ -1,0 +1,291 @@
+//! `ironbucket-chaos`: the chaos suite. Starts a cluster of real `ironbucket` processes on
+//! 127.0.0.1 for each scenario, runs a checking S3 load against it while faults are injected
+//! (SIGKILL, SIGSTOP, network cuts, delay and loss through per-link proxies, a full disk, a
+//! clock running ahead), then reads everything back through every node and checks the history:
+//! no acknowledged write lost, no wrong read, every key's history linearizable. Prints its
+//! figures per scenario and writes a JSON and a Markdown report; exits non-zero when a
+//! threshold is missed (or, with `--expect-violations`, when the checker finds nothing).
+
+mod check;
+mod cluster;
+mod report;
+mod scenario;
+mod workload;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use scenario::{Fault, SET_UP_NODE, Scenario};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+use workload::{Kind, Load, NodeState, Shared, States};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ironbucket-chaos",
+    version,
+    about = "IronBucket's chaos suite: a checking S3 client against a 3-node cluster under faults"
+)]
+struct Args {
+    /// The `ironbucket` binary to test [default: the one next to this program].
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
+
+    /// The full-length scenarios (about 8 minutes) instead of the short form (about 1.5).
+    #[arg(long)]
+    long: bool,
+
+    /// Only these scenarios (comma-separated names: none, kill-random, down-30s, partition,
+    /// pause, slow-link, disk-full, read-only-disk, fsync-errors, clock-ahead).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    scenarios: Vec<String>,
+
+    /// Seconds each scenario's load runs, overriding its own length (faults scale with it only
+    /// where they are given from the start).
+    #[arg(long, value_name = "SECS")]
+    secs: Option<u64>,
+
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 6)]
+    workers: usize,
+
+    /// Keys the load works on.
+    #[arg(long, default_value_t = 16)]
+    keys: usize,
+
+    /// Largest object body in bytes (sizes vary up to it).
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_size: usize,
+
+    /// Seed of the fault schedule's choices (which node, when) [default: random, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Where the JSON and Markdown reports go.
+    #[arg(long, default_value = "target/chaos", value_name = "DIR")]
+    report_dir: PathBuf,
+
+    /// Where the nodes' data directories and logs go [default: a new temporary directory].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+
+    /// States visited per key by the linearizability search before it gives up (undecided).
+    #[arg(long, default_value_t = 2_000_000)]
+    budget: usize,
+
+    /// Also write every operation of each scenario to `<report-dir>/<scenario>-records.json`.
+    #[arg(long)]
+    keep_records: bool,
+
+    /// For a deliberately broken build: succeed only if the checker finds a violation.
+    #[arg(long)]
+    expect_violations: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let bin = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("ironbucket"))
+            .context("cannot find the directory of this program")?,
+    };
+    if !bin.is_file() {
+        bail!("no ironbucket binary at {} (build it, or give --binary)", bin.display());
+    }
+    let mut chosen = if args.long { scenario::long() } else { scenario::short() };
+    if !args.scenarios.is_empty() {
+        let all = scenario::long();
+        for name in &args.scenarios {
+            if !all.iter().any(|s| s.name == name) {
+                bail!(
+                    "no scenario {name:?}; there are: {}",
+                    all.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let short = scenario::short();
+        chosen = args
+            .scenarios
+            .iter()
+            .filter_map(|n| {
+                let pool = if args.long { &all } else { &short };
+                pool.iter().chain(&all).find(|s| s.name == n).cloned()
+            })
+            .collect();
+    }
+    if let Some(secs) = args.secs {
+        for s in &mut chosen {
+            s.secs = secs;
+        }
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    println!(
+        "chaos suite: {} scenario(s) against {} (seed {seed}; rerun with --seed {seed})",
+        chosen.len(),
+        bin.display()
+    );
+    let tmp;
+    let work = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("ironbucket-chaos-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    std::fs::create_dir_all(&work)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut reports = Vec::new();
+    for s in &chosen {
+        let r = rt.block_on(run_scenario(&args, &bin, &work, s, &mut rng))?;
+        report::print(&r);
+        reports.push(r);
+    }
+    std::fs::create_dir_all(&args.report_dir)?;
+    let json = serde_json::json!({
+        "binary": bin.display().to_string(),
+        "seed": seed,
+        "workers": args.workers,
+        "keys": args.keys,
+        "max_size": args.max_size,
+        "scenarios": reports,
+    });
+    let json_path = args.report_dir.join("chaos-report.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    let md_path = args.report_dir.join("chaos-report.md");
+    let header = format!(
+        "Chaos suite, {} form: 3 nodes (RF 3, QUORUM), {} clients on {} keys, bodies up to {} bytes, seed {seed}.",
+        if args.long { "long" } else { "short" },
+        args.workers,
+        args.keys,
+        args.max_size
+    );
+    std::fs::write(&md_path, report::markdown(&reports, &header))?;
+    println!("reports: {} and {}", json_path.display(), md_path.display());
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let violations = reports.iter().any(|r| !r.verdict.clean());
+    if args.expect_violations {
+        if violations {
+            println!("the checker caught the broken build, as expected");
+            return Ok(());
+        }
+        bail!("--expect-violations: the checker found no violation");
+    }
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.pass).map(|r| r.name.as_str()).collect();
+    if !failed.is_empty() {
+        bail!("scenario(s) missed their thresholds: {}", failed.join(", "));
+    }
+    println!("every scenario met its thresholds");
+    Ok(())
+}
+
+async fn run_scenario(
+    args: &Args,
+    bin: &std::path::Path,
+    work: &std::path::Path,
+    s: &Scenario,
+    rng: &mut StdRng,
+) -> Result<report::ScenarioReport> {
+    println!("-- {}: {} ({} s)", s.name, s.what, s.secs);
+    let root = work.join(s.name);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    let mut setup = cluster::Setup {
+        nodes: 3,
+        extra: Vec::new(),
+        env: Vec::new(),
+        tmpfs_mib: Vec::new(),
+    };
+    match s.fault {
+        Fault::ClockAhead { ms } => setup
+            .extra
+            .push((SET_UP_NODE, vec!["--clock-offset-ms".into(), ms.to_string()])),
+        Fault::FsyncErrors { percent } => setup.env.push((
+            SET_UP_NODE,
+            ("FAILPOINTS".into(), format!("meta-fsync={percent}%return")),
+        )),
+        Fault::DiskFull { .. } => {
+            if !cluster::can_mount_tmpfs(&root) {
+                return Ok(report::skipped(s, "cannot mount a tmpfs here (needs root)".into()));
+            }
+            setup.tmpfs_mib.push((SET_UP_NODE, 256));
+        }
+        _ => {}
+    }
+    let mut c = cluster::Cluster::start(bin, &root, setup).await?;
+    let states = Arc::new(States::new(c.nodes.len()));
+    if let Fault::ClockAhead { .. } | Fault::FsyncErrors { .. } = s.fault {
+        states.set(SET_UP_NODE, NodeState::Degraded);
+    }
+    let load = Load {
+        keys: args.keys,
+        max_size: args.max_size,
+    };
+    let shared = Arc::new(Shared {
+        clients: c.nodes.iter().map(|n| workload::client(&n.endpoint())).collect(),
+        states: states.clone(),
+        records: Default::default(),
+        next_value: AtomicU64::new(1),
+        start: Instant::now(),
+        load,
+    });
+    create_bucket(&shared).await?;
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(s.secs);
+    let workers: Vec<_> = (0..args.workers)
+        .map(|_| tokio::spawn(workload::worker(shared.clone(), until)))
+        .collect();
+    let mut timeline = Vec::new();
+    let faults = scenario::run_faults(s, &mut c, &states, rng, t0, &mut timeline).await;
+    for w in workers {
+        w.await?;
+    }
+    faults?;
+    // Every node up, connected and ready; then every key read and the bucket listed through each.
+    for i in 0..c.nodes.len() {
+        c.links_of(i, ironbucket_testkit::proxy::Link::CLEAR);
+        c.wait_ready(i, Duration::from_secs(60)).await?;
+        states.set(i, NodeState::Up);
+    }
+    let records: Vec<workload::Record> = std::mem::take(&mut *shared.records.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut finals = Vec::new();
+    for node in 0..c.nodes.len() {
+        for key in 0..args.keys {
+            finals.push(workload::run_op(&shared, Kind::Get, key, node).await);
+        }
+        finals.push(workload::run_op(&shared, Kind::List, 0, node).await);
+    }
+    drop(c);
+    if !report::any_success(&records) {
+        bail!("{}: no write succeeded at all; the cluster did not serve", s.name);
+    }
+    if args.keep_records {
+        std::fs::create_dir_all(&args.report_dir)?;
+        let all: Vec<&workload::Record> = records.iter().chain(&finals).collect();
+        std::fs::write(
+            args.report_dir.join(format!("{}-records.json", s.name)),
+            serde_json::to_string(&all)?,
+        )?;
+    }
+    let verdict = check::check(&records, &finals, args.max_size, args.budget);
+    Ok(report::build(s, &records, verdict, timeline))
+}
+
+/// Creates the load's bucket through node-1 (never the one a scenario sets up differently).
+async fn create_bucket(shared: &Shared) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match shared.clients[0].create_bucket().bucket(workload::BUCKET).send().await {
+            Ok(_) => return Ok(()),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => bail!("cannot create the bucket: {e:?}"),
+        }
+    }
+}

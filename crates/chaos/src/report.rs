@@ -1,0 +1,310 @@
+//! What a scenario measured and whether it met its thresholds, as JSON and as a Markdown table.
+
+use crate::check::Verdict;
+use crate::scenario::{Scenario, Timeline};
+use crate::workload::{NodeState, Outcome, Record};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Requests sent to nodes in one state.
+#[derive(Debug, Default, Serialize)]
+pub struct Class {
+    pub sent: usize,
+    pub succeeded: usize,
+    pub share: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Failed requests whose every attempt was answered within a second.
+    pub failed_fast: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Threshold {
+    pub name: String,
+    pub want: String,
+    pub got: String,
+    pub pass: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub what: String,
+    pub secs: u64,
+    pub operations: usize,
+    pub ops_per_sec: f64,
+    /// By the state of the node a request was sent to; requests whose node changed state while
+    /// they were under way are counted under `disturbed`.
+    pub classes: BTreeMap<String, Class>,
+    pub verdict: Verdict,
+    pub timeline: Timeline,
+    pub thresholds: Vec<Threshold>,
+    pub pass: bool,
+    pub skipped: Option<String>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn class_name(r: &Record) -> &'static str {
+    if r.disturbed {
+        return "disturbed";
+    }
+    match r.state {
+        NodeState::Up => "up",
+        NodeState::Down => "down",
+        NodeState::Minority => "minority",
+        NodeState::Degraded => "degraded",
+    }
+}
+
+pub fn classes(records: &[Record]) -> BTreeMap<String, Class> {
+    let mut lat: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Class> = BTreeMap::new();
+    for r in records {
+        let name = class_name(r).to_string();
+        let c = out.entry(name.clone()).or_default();
+        c.sent += 1;
+        if r.succeeded() {
+            c.succeeded += 1;
+        } else {
+            c.failed += 1;
+            if r.slowest_attempt_us < 1_000_000 {
+                c.failed_fast += 1;
+            }
+        }
+        lat.entry(name).or_default().push(r.ret_us - r.call_us);
+    }
+    for (name, c) in out.iter_mut() {
+        c.share = if c.sent == 0 {
+            1.0
+        } else {
+            c.succeeded as f64 / c.sent as f64
+        };
+        let mut l = lat.remove(name).unwrap_or_default();
+        l.sort_unstable();
+        c.p50_ms = percentile(&l, 0.5);
+        c.p99_ms = percentile(&l, 0.99);
+    }
+    out
+}
+
+pub fn build(s: &Scenario, records: &[Record], verdict: Verdict, timeline: Timeline) -> ScenarioReport {
+    let classes = classes(records);
+    let mut t = Vec::new();
+    let mut add = |name: &str, want: String, got: String, pass: bool| {
+        t.push(Threshold {
+            name: name.into(),
+            want,
+            got,
+            pass,
+        })
+    };
+    let lost = verdict.lost_writes.len() + verdict.resurrected.len();
+    add("acknowledged writes lost", "0".into(), lost.to_string(), lost == 0);
+    let wrong = verdict.wrong_reads.len() + verdict.listing_mismatches.len();
+    add("wrong reads", "0".into(), wrong.to_string(), wrong == 0);
+    let nl = verdict.not_linearizable.len() + verdict.undecided.len();
+    add(
+        "keys not linearizable (or undecided)",
+        "0".into(),
+        format!("{nl} of {}", verdict.keys_checked),
+        nl == 0,
+    );
+    let unexpected = verdict.unexpected_errors.len();
+    add(
+        "requests refused with a 4xx",
+        "0".into(),
+        unexpected.to_string(),
+        unexpected == 0,
+    );
+    let up = classes.get("up");
+    let share = up.map_or(0.0, |c| c.share);
+    add(
+        "success among requests to nodes under no fault",
+        format!(">= {:.1}%", s.min_success_up * 100.0),
+        format!(
+            "{:.2}% ({} of {})",
+            share * 100.0,
+            up.map_or(0, |c| c.succeeded),
+            up.map_or(0, |c| c.sent)
+        ),
+        up.is_some_and(|c| c.sent > 0) && share >= s.min_success_up,
+    );
+    if let Some(m) = classes.get("minority") {
+        // A node that cannot reach a quorum answers at once: every failed attempt within 1 s.
+        add(
+            "minority: failures answered within 1 s",
+            "100%".into(),
+            format!("{} of {}", m.failed_fast, m.failed),
+            m.failed_fast == m.failed,
+        );
+    }
+    let operations = records.len();
+    let pass = t.iter().all(|x| x.pass);
+    ScenarioReport {
+        name: s.name.to_string(),
+        what: s.what.clone(),
+        secs: s.secs,
+        operations,
+        ops_per_sec: operations as f64 / s.secs.max(1) as f64,
+        classes,
+        verdict,
+        timeline,
+        thresholds: t,
+        pass,
+        skipped: None,
+    }
+}
+
+pub fn skipped(s: &Scenario, why: String) -> ScenarioReport {
+    ScenarioReport {
+        name: s.name.to_string(),
+        what: s.what.clone(),
+        secs: s.secs,
+        operations: 0,
+        ops_per_sec: 0.0,
+        classes: BTreeMap::new(),
+        verdict: Verdict::default(),
+        timeline: Vec::new(),
+        thresholds: Vec::new(),
+        pass: true,
+        skipped: Some(why),
+    }
+}
+
+/// Lines of the first `n` findings of each kind.
+fn findings(v: &Verdict, n: usize) -> Vec<String> {
+    let lists: [(&str, &Vec<String>); 7] = [
+        ("lost", &v.lost_writes),
+        ("came back", &v.resurrected),
+        ("wrong read", &v.wrong_reads),
+        ("not linearizable", &v.not_linearizable),
+        ("undecided", &v.undecided),
+        ("listing", &v.listing_mismatches),
+        ("4xx", &v.unexpected_errors),
+    ];
+    lists
+        .iter()
+        .flat_map(|(what, l)| l.iter().take(n).map(move |x| format!("{what}: {x}")))
+        .collect()
+}
+
+pub fn print(r: &ScenarioReport) {
+    if let Some(why) = &r.skipped {
+        println!("== {}: SKIPPED ({why})", r.name);
+        return;
+    }
+    println!(
+        "== {}: {} ({} operations, {:.0}/s)",
+        r.name,
+        if r.pass { "PASS" } else { "FAIL" },
+        r.operations,
+        r.ops_per_sec
+    );
+    for (name, c) in &r.classes {
+        println!(
+            "   {name:<10} sent {:>6}  ok {:>6} ({:>6.2}%)  p50 {:>7.1} ms  p99 {:>8.1} ms  failed {} ({} within 1 s)",
+            c.sent,
+            c.succeeded,
+            c.share * 100.0,
+            c.p50_ms,
+            c.p99_ms,
+            c.failed,
+            c.failed_fast
+        );
+    }
+    let v = &r.verdict;
+    println!(
+        "   checked: {} acknowledged writes, {} of unknown outcome, {} reads, {} keys",
+        v.acknowledged_writes, v.unknown_writes, v.reads, v.keys_checked
+    );
+    for t in &r.thresholds {
+        println!(
+            "   [{}] {}: want {}, got {}",
+            if t.pass { "ok" } else { "FAIL" },
+            t.name,
+            t.want,
+            t.got
+        );
+    }
+    for f in findings(v, 5) {
+        println!("   ! {f}");
+    }
+}
+
+/// The Markdown table of a run.
+pub fn markdown(reports: &[ScenarioReport], header: &str) -> String {
+    let mut md = format!("{header}\n\n");
+    md.push_str("| scenario | fault | ops/s | ok to healthy nodes | p99 (healthy) | faulted node: ok / sent | failed within 1 s | ack. writes | lost | wrong reads | non-linearizable keys | result |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for r in reports {
+        if let Some(why) = &r.skipped {
+            md.push_str(&format!(
+                "| {} | {} | | | | | | | | | | skipped: {why} |\n",
+                r.name, r.what
+            ));
+            continue;
+        }
+        let up = r.classes.get("up");
+        let faulted: Vec<&Class> = ["minority", "degraded"]
+            .iter()
+            .filter_map(|k| r.classes.get(*k))
+            .collect();
+        let (fs, fo, ff, fall) = faulted.iter().fold((0, 0, 0, 0), |a, c| {
+            (a.0 + c.sent, a.1 + c.succeeded, a.2 + c.failed_fast, a.3 + c.failed)
+        });
+        let v = &r.verdict;
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |\n",
+            r.name,
+            r.what,
+            r.ops_per_sec,
+            up.map_or("-".into(), |c| format!(
+                "{:.2}% ({}/{})",
+                c.share * 100.0,
+                c.succeeded,
+                c.sent
+            )),
+            up.map_or("-".into(), |c| format!("{:.0} ms", c.p99_ms)),
+            if fs == 0 { "-".into() } else { format!("{fo} / {fs}") },
+            if fall == 0 {
+                "-".into()
+            } else {
+                format!("{ff} of {fall}")
+            },
+            v.acknowledged_writes,
+            v.lost_writes.len() + v.resurrected.len(),
+            v.wrong_reads.len() + v.listing_mismatches.len(),
+            v.not_linearizable.len() + v.undecided.len(),
+            v.keys_checked,
+            if r.pass { "pass" } else { "FAIL" }
+        ));
+    }
+    let notes: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            findings(&r.verdict, 3)
+                .into_iter()
+                .map(move |f| format!("- {}: {f}", r.name))
+        })
+        .collect();
+    if !notes.is_empty() {
+        md.push_str("\nFindings (first few of each kind):\n\n");
+        md.push_str(&notes.join("\n"));
+        md.push('\n');
+    }
+    md
+}
+
+/// Whether any record shows the run did something at all (a scenario with no successful
+/// request proves nothing).
+pub fn any_success(records: &[Record]) -> bool {
+    records.iter().any(|r| matches!(r.outcome, Outcome::Done))
+}

@@ -1,0 +1,437 @@
+//! The checking client's load: workers that put, overwrite, read, list and delete keys with
+//! known contents through randomly chosen nodes, retrying as an S3 SDK's standard mode does
+//! (three attempts, exponential backoff with jitter), and record every operation: what was
+//! asked, through which node and in which state that node was, when it was sent and answered,
+//! and how it ended. The checker (`check.rs`) works on these records only.
+
+use crate::cluster::{ACCESS_KEY, SECRET_KEY};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use rand::Rng;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BUCKET: &str = "chaos";
+
+/// What the fault schedule has done to a node, as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// Running, no fault: requests are sent to it.
+    Up,
+    /// Killed or paused: no requests are sent to it (a load balancer's health check notices).
+    Down,
+    /// Cut off from the others but its S3 port reachable: requests still sent, must fail fast.
+    Minority,
+    /// Under a fault that leaves it serving (slow link, full disk, clock ahead): requests sent.
+    Degraded,
+}
+
+impl NodeState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => NodeState::Down,
+            2 => NodeState::Minority,
+            3 => NodeState::Degraded,
+            _ => NodeState::Up,
+        }
+    }
+}
+
+/// Every node's state and a counter bumped at each change (a request whose node changed state
+/// while it was under way is counted apart).
+pub struct States {
+    state: Vec<AtomicU8>,
+    epoch: Vec<AtomicU64>,
+}
+
+impl States {
+    pub fn new(n: usize) -> Self {
+        Self {
+            state: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            epoch: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn set(&self, i: usize, s: NodeState) {
+        self.state[i].store(s as u8, Ordering::SeqCst);
+        self.epoch[i].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn get(&self, i: usize) -> (NodeState, u64) {
+        (
+            NodeState::from_u8(self.state[i].load(Ordering::SeqCst)),
+            self.epoch[i].load(Ordering::SeqCst),
+        )
+    }
+
+    fn routable(&self) -> Vec<usize> {
+        (0..self.state.len())
+            .filter(|i| self.get(*i).0 != NodeState::Down)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Put(u64),
+    Delete,
+    Get,
+    List,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A write or delete acknowledged.
+    Done,
+    /// A GET answered: the value it returned, or none (404 NoSuchKey).
+    Read(Option<u64>),
+    /// A GET returned bytes that are no value ever written to the key.
+    Corrupt(String),
+    /// A listing: its keys with their ETags.
+    Listed(Vec<(usize, String)>),
+    /// No attempt reached a node that could act on it (refused connection, a 503 saying the
+    /// request was not sent): it did nothing.
+    NotSent(String),
+    /// An attempt may have taken effect (timeout, dropped connection, other 5xx).
+    Unknown(String),
+    /// A 4xx: refused, nothing done (never expected of this load).
+    Rejected(u16, String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub kind: Kind,
+    pub key: usize,
+    pub node: usize,
+    pub state: NodeState,
+    /// The node's state changed while the request was under way.
+    pub disturbed: bool,
+    pub call_us: u64,
+    pub ret_us: u64,
+    pub attempts: u8,
+    /// How long the slowest attempt took to be answered (or to fail).
+    pub slowest_attempt_us: u64,
+    pub outcome: Outcome,
+}
+
+impl Record {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Outcome::Done | Outcome::Read(_) | Outcome::Listed(_))
+    }
+}
+
+/// The load's shape.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub keys: usize,
+    pub max_size: usize,
+}
+
+/// The key's name.
+pub fn key_name(k: usize) -> String {
+    format!("k{k:03}")
+}
+
+/// The body of value `id` of key `k`: a header naming both, then bytes derived from `id`.
+pub fn body(k: usize, id: u64, max_size: usize) -> Vec<u8> {
+    let mut b = format!("chaos key={k} value={id}\n").into_bytes();
+    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k as u64);
+    let len = b.len() + (x % max_size.max(1) as u64) as usize;
+    while b.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.push(x as u8);
+    }
+    b
+}
+
+/// The value a body claims to be, if it is exactly that value's body.
+pub fn value_of(k: usize, bytes: &[u8], max_size: usize) -> Result<u64, String> {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let parsed = line
+        .strip_prefix("chaos key=")
+        .and_then(|r| r.split_once(" value="))
+        .and_then(|(key, id)| Some((key.parse::<usize>().ok()?, id.parse::<u64>().ok()?)));
+    match parsed {
+        Some((key, id)) if key == k && body(k, id, max_size) == bytes => Ok(id),
+        Some((key, id)) => Err(format!(
+            "{} bytes claiming key {key} value {id} are not that value",
+            bytes.len()
+        )),
+        None => Err(format!("{} bytes that are no value of this load", bytes.len())),
+    }
+}
+
+/// The client of one node, as the load uses it: plain HTTP, path style, no retries of the
+/// SDK's own (the load retries, recording each attempt), 5 s per attempt.
+pub fn client(endpoint: &str) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "chaos"))
+        .force_path_style(true)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    Client::from_conf(conf)
+}
+
+/// How one attempt ended.
+enum Attempt<T> {
+    Ok(T),
+    NotFound,
+    NotSent(String),
+    Maybe(String),
+    Rejected(u16, String),
+}
+
+fn classify<E: ProvideErrorMetadata + std::fmt::Debug, T>(
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Attempt<T> {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let message = e.message().unwrap_or_default().to_string();
+    match (&e, status) {
+        (_, Some(404)) if e.code() == Some("NoSuchKey") => Attempt::NotFound,
+        (_, Some(503)) if message.contains("was not sent") => Attempt::NotSent(format!("503: {message}")),
+        (_, Some(s)) if (400..500).contains(&s) && s != 408 && s != 429 => {
+            Attempt::Rejected(s, format!("{}: {message}", e.code().unwrap_or("?")))
+        }
+        (_, Some(s)) => Attempt::Maybe(format!("{s} {}: {message}", e.code().unwrap_or("?"))),
+        (SdkError::DispatchFailure(_), None) => {
+            let text = format!("{e:?}");
+            if text.contains("Connection refused") || text.contains("ConnectionRefused") {
+                Attempt::NotSent("connection refused".into())
+            } else {
+                Attempt::Maybe(format!("dispatch failure: {}", short(&text)))
+            }
+        }
+        (SdkError::TimeoutError(_), None) => Attempt::Maybe("no answer within 5 s".into()),
+        _ => Attempt::Maybe(short(&format!("{e:?}"))),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// Runs `attempt` up to three times as the SDKs' standard retry mode does: again after a
+/// transient failure (5xx, timeout, connection error), after `rand(0..1) × 2^n` seconds.
+async fn with_retries<T, F, Fut>(mut attempt: F) -> (Vec<Attempt<T>>, u64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T>>,
+{
+    let mut out = Vec::new();
+    let mut slowest = 0;
+    for n in 0..3u8 {
+        let t = Instant::now();
+        let a = attempt().await;
+        slowest = slowest.max(t.elapsed().as_micros() as u64);
+        let retry = matches!(a, Attempt::NotSent(_) | Attempt::Maybe(_));
+        out.push(a);
+        if !retry || n == 2 {
+            break;
+        }
+        let wait = rand::thread_rng().gen_range(0.0..1.0) * f64::from(1u32 << n);
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    }
+    (out, slowest)
+}
+
+/// A write's outcome from its attempts: done if one was; unknown if one may have acted.
+fn write_outcome(attempts: Vec<Attempt<()>>) -> Outcome {
+    let mut maybe = None;
+    let mut last = Outcome::NotSent(String::new());
+    for a in attempts {
+        match a {
+            Attempt::Ok(()) | Attempt::NotFound => return Outcome::Done,
+            Attempt::Maybe(m) => maybe = Some(m),
+            Attempt::NotSent(m) => last = Outcome::NotSent(m),
+            Attempt::Rejected(s, m) => last = Outcome::Rejected(s, m),
+        }
+    }
+    match maybe {
+        Some(m) => Outcome::Unknown(m),
+        None => last,
+    }
+}
+
+/// What one worker shares with the others.
+pub struct Shared {
+    pub clients: Vec<Client>,
+    pub states: Arc<States>,
+    pub records: Mutex<Vec<Record>>,
+    pub next_value: AtomicU64,
+    pub start: Instant,
+    pub load: Load,
+}
+
+impl Shared {
+    pub fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+/// One operation through node `node`, recorded.
+pub async fn run_op(s: &Shared, kind: Kind, key: usize, node: usize) -> Record {
+    let (state, epoch) = s.states.get(node);
+    let c = &s.clients[node];
+    let name = key_name(key);
+    let call_us = s.micros();
+    let max = s.load.max_size;
+    let (outcome, attempts, slowest_attempt_us) = match &kind {
+        Kind::Put(id) => {
+            let data = body(key, *id, max);
+            let (a, slow) = with_retries(|| {
+                let req = c
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(&name)
+                    .body(ByteStream::from(data.clone()));
+                async move {
+                    match req.send().await {
+                        Ok(_) => Attempt::Ok(()),
+                        Err(e) => classify(e),
+                    }
+                }
+            })
+            .await;
+            {
+                let count = a.len() as u8;
+                (write_outcome(a), count, slow)
+            }
+        }
+        Kind::Delete => {
+            let (a, slow) = with_retries(|| {
+                let req = c.delete_object().bucket(BUCKET).key(&name);
+                async move {
+                    match req.send().await {
+                        Ok(_) => Attempt::Ok(()),
+                        Err(e) => classify(e),
+                    }
+                }
+            })
+            .await;
+            {
+                let count = a.len() as u8;
+                (write_outcome(a), count, slow)
+            }
+        }
+        Kind::Get => {
+            let (a, slow) = with_retries(|| {
+                let req = c.get_object().bucket(BUCKET).key(&name);
+                async move {
+                    match req.send().await {
+                        Ok(out) => match out.body.collect().await {
+                            Ok(b) => Attempt::Ok(b.into_bytes().to_vec()),
+                            Err(e) => Attempt::Maybe(format!("body cut short: {e}")),
+                        },
+                        Err(e) => classify(e),
+                    }
+                }
+            })
+            .await;
+            let count = a.len() as u8;
+            let outcome = match a.into_iter().last() {
+                Some(Attempt::Ok(bytes)) => match value_of(key, &bytes, max) {
+                    Ok(id) => Outcome::Read(Some(id)),
+                    Err(why) => Outcome::Corrupt(why),
+                },
+                Some(Attempt::NotFound) => Outcome::Read(None),
+                Some(Attempt::NotSent(m)) => Outcome::NotSent(m),
+                Some(Attempt::Maybe(m)) => Outcome::Unknown(m),
+                None => Outcome::Unknown("no attempt".into()),
+                Some(Attempt::Rejected(st, m)) => Outcome::Rejected(st, m),
+            };
+            (outcome, count, slow)
+        }
+        Kind::List => {
+            let (a, slow) = with_retries(|| {
+                let req = c.list_objects_v2().bucket(BUCKET);
+                async move {
+                    match req.send().await {
+                        Ok(out) => Attempt::Ok(
+                            out.contents()
+                                .iter()
+                                .filter_map(|o| {
+                                    let k = o.key()?.strip_prefix('k')?.parse::<usize>().ok()?;
+                                    Some((k, o.e_tag().unwrap_or_default().trim_matches('"').to_string()))
+                                })
+                                .collect::<Vec<_>>(),
+                        ),
+                        Err(e) => classify(e),
+                    }
+                }
+            })
+            .await;
+            let count = a.len() as u8;
+            let outcome = match a.into_iter().last() {
+                Some(Attempt::Ok(entries)) => Outcome::Listed(entries),
+                Some(Attempt::NotSent(m)) => Outcome::NotSent(m),
+                Some(Attempt::Rejected(st, m)) => Outcome::Rejected(st, m),
+                Some(Attempt::Maybe(m)) => Outcome::Unknown(m),
+                Some(Attempt::NotFound) | None => Outcome::Unknown("no answer".into()),
+            };
+            (outcome, count, slow)
+        }
+    };
+    let ret_us = s.micros();
+    let (_, epoch_after) = s.states.get(node);
+    Record {
+        kind,
+        key,
+        node,
+        state,
+        disturbed: epoch_after != epoch,
+        call_us,
+        ret_us,
+        attempts,
+        slowest_attempt_us,
+        outcome,
+    }
+}
+
+/// One worker: random operations on random keys through random routable nodes until `until`.
+pub async fn worker(s: Arc<Shared>, until: Instant) {
+    while Instant::now() < until {
+        let nodes = s.states.routable();
+        if nodes.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let (node, key, roll) = {
+            let mut r = rand::thread_rng();
+            (
+                nodes[r.gen_range(0..nodes.len())],
+                r.gen_range(0..s.load.keys),
+                r.gen_range(0..100u32),
+            )
+        };
+        let kind = match roll {
+            0..40 => Kind::Put(s.next_value.fetch_add(1, Ordering::SeqCst)),
+            40..48 => Kind::Delete,
+            48..92 => Kind::Get,
+            _ => Kind::List,
+        };
+        let rec = run_op(&s, kind, key, node).await;
+        s.records.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The chaos suite: a 3-node cluster of real `ironbucket` processes per scenario, a checking S3
+# client, and faults (SIGKILL, SIGSTOP, network cuts, delay and loss, a full disk, clock skew).
+# See docs/reliability.md.
+#
+#   tests/chaos/run.sh            the short form on debug builds (what scripts/test.sh runs; about
+#                                 1.5 minutes): no faults, random kills, a partitioned minority
+#   tests/chaos/run.sh --long     every scenario at full length on release builds (about 9 min);
+#                                 the report goes to target/chaos/chaos-report.{json,md}
+#   tests/chaos/run.sh --broken   builds the deliberately broken server (feature
+#                                 unsafe-ack-before-quorum: writes acknowledged by one replica)
+#                                 and passes only if the checker catches it
+#
+# Further arguments go to ironbucket-chaos (`--help` lists them: --scenarios, --seed, ...).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d /work/cargo-target ]; then
+  export CARGO_TARGET_DIR=/work/cargo-target
+fi
+target=${CARGO_TARGET_DIR:-target}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
+
+mode=short
+if [ "${1:-}" = "--long" ] || [ "${1:-}" = "--broken" ]; then
+  mode=${1#--}
+  shift
+fi
+
+case $mode in
+  short)
+    cargo build --quiet -p ironbucket-server -p ironbucket-chaos
+    exec "$target/debug/ironbucket-chaos" --report-dir target/chaos "$@"
+    ;;
+  long)
+    cargo build --quiet --release -p ironbucket-server -p ironbucket-chaos
+    exec "$target/release/ironbucket-chaos" --long --report-dir target/chaos "$@"
+    ;;
+  broken)
+    # The broken server replaces target/debug/ironbucket while it is built: keep a copy under
+    # another name, then build the real one again (cargo keeps both variants, so that is quick).
+    cargo build --quiet -p ironbucket-server --features unsafe-ack-before-quorum
+    cp "$target/debug/ironbucket" "$target/debug/ironbucket-broken"
+    cargo build --quiet -p ironbucket-server -p ironbucket-chaos
+    if cmp -s "$target/debug/ironbucket" "$target/debug/ironbucket-broken"; then
+      echo "the rebuilt server is still the broken one" >&2
+      exit 1
+    fi
+    exec "$target/debug/ironbucket-chaos" --binary "$target/debug/ironbucket-broken" \
+      --expect-violations --report-dir target/chaos/broken "$@"
+    ;;
+esac
