@@ -296,6 +296,7 @@ mod tests {
             node: 0,
             state: NodeState::Up,
             disturbed: false,
+            state_age_us: 0,
             call_us: call,
             ret_us: ret,
             attempts: 1,

@@ -170,6 +170,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        LIVE.lock().unwrap_or_else(|p| p.into_inner()).pids.push(child.id());
         self.nodes[i].child = Some(child);
         Ok(())
     }
@@ -304,6 +305,45 @@ impl Drop for Cluster {
     }
 }
 
+/// The node processes and tmpfs mounts of this run, for [`clean_up_on_signal`].
+#[derive(Default)]
+struct Live {
+    pids: Vec<u32>,
+    mounts: Vec<PathBuf>,
+}
+
+static LIVE: std::sync::Mutex<Live> = std::sync::Mutex::new(Live {
+    pids: Vec::new(),
+    mounts: Vec::new(),
+});
+
+/// On SIGINT or SIGTERM: kills every node this run started and unmounts its tmpfs mounts, then
+/// exits (the nodes would otherwise outlive an interrupted run).
+pub fn clean_up_on_signal() {
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
+        for pid in live.pids {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for m in live.mounts {
+            let _ = Command::new("umount").arg(&m).status();
+        }
+        eprintln!("interrupted: the nodes of this run were killed");
+        std::process::exit(130);
+    });
+}
+
 /// Mounts a tmpfs of `mib` MiB on `dir` (needs root, or CAP_SYS_ADMIN).
 fn mount_tmpfs(dir: &Path, mib: u64) -> Result<()> {
     let ok = Command::new("mount")
@@ -316,6 +356,10 @@ fn mount_tmpfs(dir: &Path, mib: u64) -> Result<()> {
     if !ok {
         bail!("cannot mount a tmpfs on {} (needs root)", dir.display());
     }
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .mounts
+        .push(dir.to_path_buf());
     Ok(())
 }
 

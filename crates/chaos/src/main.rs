@@ -139,6 +139,7 @@ fn main() -> Result<()> {
     };
     std::fs::create_dir_all(&work)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async { cluster::clean_up_on_signal() });
     let mut rng = StdRng::seed_from_u64(seed);
     let mut reports = Vec::new();
     for s in &chosen {

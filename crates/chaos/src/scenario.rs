@@ -135,18 +135,6 @@ pub fn long() -> Vec<Scenario> {
             Fault::FsyncErrors { percent: 10 },
         ),
         sc(
-            "read-only-disk",
-            "one node's disk refuses every write for 30 s (read-only file system)",
-            60,
-            Fault::ReadOnly { at: 10, secs: 30 },
-        ),
-        sc(
-            "fsync-errors",
-            "10% of one node's metadata commits fail as after an fsync error",
-            45,
-            Fault::FsyncErrors { percent: 10 },
-        ),
-        sc(
             "clock-ahead",
             "one node's clock 30 s ahead",
             45,

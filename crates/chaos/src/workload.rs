@@ -49,6 +49,9 @@ impl NodeState {
 pub struct States {
     state: Vec<AtomicU8>,
     epoch: Vec<AtomicU64>,
+    /// When each node's state last changed (microseconds since `start`).
+    since: Vec<AtomicU64>,
+    start: Instant,
 }
 
 impl States {
@@ -56,12 +59,20 @@ impl States {
         Self {
             state: (0..n).map(|_| AtomicU8::new(0)).collect(),
             epoch: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            since: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            start: Instant::now(),
         }
     }
 
     pub fn set(&self, i: usize, s: NodeState) {
         self.state[i].store(s as u8, Ordering::SeqCst);
         self.epoch[i].fetch_add(1, Ordering::SeqCst);
+        self.since[i].store(self.start.elapsed().as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// How long node `i` has been in its state (microseconds).
+    pub fn age_us(&self, i: usize) -> u64 {
+        (self.start.elapsed().as_micros() as u64).saturating_sub(self.since[i].load(Ordering::SeqCst))
     }
 
     pub fn get(&self, i: usize) -> (NodeState, u64) {
@@ -115,6 +126,8 @@ pub struct Record {
     pub state: NodeState,
     /// The node's state changed while the request was under way.
     pub disturbed: bool,
+    /// How long the node had been in its state when the request was sent (microseconds).
+    pub state_age_us: u64,
     pub call_us: u64,
     pub ret_us: u64,
     pub attempts: u8,
@@ -256,8 +269,24 @@ where
     (out, slowest)
 }
 
-/// A write's outcome from its attempts: done if one was; unknown if one may have acted.
-fn write_outcome(attempts: Vec<Attempt<()>>) -> Outcome {
+/// One write attempt: acknowledged, or how it failed.
+async fn acknowledged<O, E: ProvideErrorMetadata + std::fmt::Debug>(
+    sent: impl std::future::Future<Output = Result<O, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>>,
+) -> Attempt<()> {
+    match sent.await {
+        Ok(_) => Attempt::Ok(()),
+        Err(e) => classify(e),
+    }
+}
+
+/// A write's outcome from its attempts (and how many there were, and the slowest one's time):
+/// done if one was; unknown if one may have acted.
+fn write_outcome((attempts, slowest): (Vec<Attempt<()>>, u64)) -> (Outcome, u8, u64) {
+    let count = attempts.len() as u8;
+    (write_attempts(attempts), count, slowest)
+}
+
+fn write_attempts(attempts: Vec<Attempt<()>>) -> Outcome {
     let mut maybe = None;
     let mut last = Outcome::NotSent(String::new());
     for a in attempts {
@@ -293,6 +322,7 @@ impl Shared {
 /// One operation through node `node`, recorded.
 pub async fn run_op(s: &Shared, kind: Kind, key: usize, node: usize) -> Record {
     let (state, epoch) = s.states.get(node);
+    let state_age_us = s.states.age_us(node);
     let c = &s.clients[node];
     let name = key_name(key);
     let call_us = s.micros();
@@ -300,40 +330,17 @@ pub async fn run_op(s: &Shared, kind: Kind, key: usize, node: usize) -> Record {
     let (outcome, attempts, slowest_attempt_us) = match &kind {
         Kind::Put(id) => {
             let data = body(key, *id, max);
-            let (a, slow) = with_retries(|| {
-                let req = c
-                    .put_object()
+            let put = || {
+                c.put_object()
                     .bucket(BUCKET)
                     .key(&name)
-                    .body(ByteStream::from(data.clone()));
-                async move {
-                    match req.send().await {
-                        Ok(_) => Attempt::Ok(()),
-                        Err(e) => classify(e),
-                    }
-                }
-            })
-            .await;
-            {
-                let count = a.len() as u8;
-                (write_outcome(a), count, slow)
-            }
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+            };
+            write_outcome(with_retries(|| acknowledged(put())).await)
         }
         Kind::Delete => {
-            let (a, slow) = with_retries(|| {
-                let req = c.delete_object().bucket(BUCKET).key(&name);
-                async move {
-                    match req.send().await {
-                        Ok(_) => Attempt::Ok(()),
-                        Err(e) => classify(e),
-                    }
-                }
-            })
-            .await;
-            {
-                let count = a.len() as u8;
-                (write_outcome(a), count, slow)
-            }
+            write_outcome(with_retries(|| acknowledged(c.delete_object().bucket(BUCKET).key(&name).send())).await)
         }
         Kind::Get => {
             let (a, slow) = with_retries(|| {
@@ -401,6 +408,7 @@ pub async fn run_op(s: &Shared, kind: Kind, key: usize, node: usize) -> Record {
         node,
         state,
         disturbed: epoch_after != epoch,
+        state_age_us,
         call_us,
         ret_us,
         attempts,

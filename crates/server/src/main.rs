@@ -208,10 +208,12 @@ fn install_failpoints() -> Result<()> {
     Ok(())
 }
 
-/// `name=actions` items separated by `;` or new lines; blank items skipped.
+/// `name=actions` items separated by `;` or new lines; blank items and `#` comments skipped.
 #[cfg(feature = "failpoints")]
 fn parse_failpoints(spec: &str) -> Result<Vec<(String, String)>> {
-    spec.split([';', '\n'])
+    spec.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(';'))
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|item| {
@@ -232,6 +234,7 @@ fn follow_failpoints_file(path: &std::path::Path) {
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if last.as_deref() != Some(text.as_str()) {
+            let had = !armed.is_empty();
             for name in armed.drain(..) {
                 fail::remove(&name);
             }
@@ -253,7 +256,7 @@ fn follow_failpoints_file(path: &std::path::Path) {
                 }
                 Err(e) => tracing::error!(error = %e, file = %path.display(), "FAILPOINTS_FILE does not parse"),
             }
-            if armed.is_empty() && last.is_some() {
+            if had && armed.is_empty() {
                 tracing::warn!("fault injection points of FAILPOINTS_FILE disarmed");
             }
             last = Some(text);

@@ -15,7 +15,7 @@ fn rank(name: &str) -> Option<u32> {
         "ironbucket-cluster" => 5,
         "ironbucket-replication" => 6,
         "ironbucket-s3" | "ironbucket-admin" | "ironbucket-testkit" => 7,
-        "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" => 8,
+        "ironbucket-server" | "ironbucket-cli" | "ironbucket-bench" | "ironbucket-chaos" => 8,
         _ => return None,
     })
 }
@@ -41,13 +41,31 @@ fn dependencies_point_down_and_libraries_stay_contained() {
         // Fault injection points: armed only by the server binary.
         (
             "fail",
-            &["ironbucket-meta", "ironbucket-replication", "ironbucket-server"][..],
+            &[
+                "ironbucket-meta",
+                "ironbucket-storage",
+                "ironbucket-replication",
+                "ironbucket-server",
+            ][..],
         ),
         (
             "anyhow",
-            &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],
+            &[
+                "ironbucket-server",
+                "ironbucket-cli",
+                "ironbucket-bench",
+                "ironbucket-chaos",
+            ][..],
         ),
-        ("clap", &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..]),
+        (
+            "clap",
+            &[
+                "ironbucket-server",
+                "ironbucket-cli",
+                "ironbucket-bench",
+                "ironbucket-chaos",
+            ][..],
+        ),
         (
             "tracing-subscriber",
             &["ironbucket-server", "ironbucket-cli", "ironbucket-bench"][..],

@@ -494,3 +494,44 @@ async fn abandoned_multipart_uploads_are_aborted() {
     assert!(files.is_empty(), "{files:?}");
     c.delete_bucket().bucket("stale").send().await.unwrap();
 }
+
+/// `FAILPOINTS_FILE`: fault points armed and disarmed while the node runs (the chaos suite's
+/// disk faults). With `blob-create` armed a large PUT fails with a 5xx and stores nothing; once
+/// the file no longer names it, PUTs succeed again.
+#[tokio::test]
+async fn fault_points_follow_their_file_while_the_node_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failpoints");
+    let srv = Server::start_with(&[], &[("FAILPOINTS_FILE", file.to_str().unwrap())]);
+    let c = srv.client();
+    c.create_bucket().bucket("faults").send().await.unwrap();
+    let big = data(300_000, 7);
+    let put = |key: String| {
+        c.put_object()
+            .bucket("faults")
+            .key(key)
+            .body(ByteStream::from(big.clone()))
+            .send()
+    };
+    std::fs::write(&file, "# a read-only disk\nblob-create=return\n").unwrap();
+    let mut n = 0;
+    let (refused, e) = ironbucket_testkit::poll_until("blob-create armed", Duration::from_secs(5), || {
+        n += 1;
+        let key = format!("try-{n}");
+        let sent = put(key.clone());
+        async move { sent.await.err().map(|e| (key, e)) }
+    })
+    .await;
+    assert!(status(&e) >= 500, "{e:?}");
+    std::fs::write(&file, "").unwrap();
+    ironbucket_testkit::poll_until("blob-create disarmed", Duration::from_secs(5), || {
+        let sent = put("stored".to_string());
+        async move { sent.await.ok() }
+    })
+    .await;
+    let got = c.get_object().bucket("faults").key("stored").send().await.unwrap();
+    assert_eq!(body_bytes(got).await, big);
+    // The refused PUT stored nothing.
+    let e = c.head_object().bucket("faults").key(&refused).send().await.unwrap_err();
+    assert_eq!(status(&e), 404, "{e:?}");
+}

@@ -99,11 +99,19 @@ impl ClusterStore {
                 let meta_differs = metas.any(|m| Some(m) != first);
                 let mut holders: Vec<Target> = held.into_iter().map(|(t, _)| t.clone()).collect();
                 holders.sort_by_key(|t| !t.local);
+                let others = targets
+                    .iter()
+                    .filter(|t| !self.is_down(t))
+                    .filter(|t| !holders.iter().chain(&stale).any(|h| h.name == t.name))
+                    .cloned()
+                    .collect();
                 Ok(Found {
                     reply,
                     holders,
                     stale,
                     meta_differs,
+                    replicas: targets.len(),
+                    others,
                 })
             }
             None => {
@@ -118,6 +126,8 @@ impl ClusterStore {
                     holders: Vec::new(),
                     stale: Vec::new(),
                     meta_differs: false,
+                    replicas: targets.len(),
+                    others: Vec::new(),
                 })
             }
         }
@@ -139,7 +149,7 @@ impl ClusterStore {
         let g = GetWire::new(&req);
         let level = self.level(false);
         let found = self.read_versions(&g, level).await?;
-        self.repair_found(&g, &found, level).await;
+        self.repair_found(&g, &found, level).await?;
         let meta = self.settled_meta(&g, &found).await;
         let mut info = found.reply.result?;
         if let Some(m) = &meta {
@@ -152,7 +162,7 @@ impl ClusterStore {
         let g = GetWire::new(&req);
         let level = self.level(false);
         let found = self.read_versions(&g, level).await?;
-        self.repair_found(&g, &found, level).await;
+        self.repair_found(&g, &found, level).await?;
         let meta = self.settled_meta(&g, &found).await;
         let holders = found.holders;
         let mut info = found.reply.result?;
@@ -189,20 +199,44 @@ impl ClusterStore {
     /// before answering (blocking read repair, as Cassandra's): a version one read returned is
     /// then on the level's replicas, so no later read at the level returns an older one (reads
     /// stay linearizable with conditional writes, ADR 0015). At ONE in the background.
-    async fn repair_found(&self, g: &GetWire, found: &Found, level: Consistency) {
+    ///
+    /// When the repairs that fail leave the version on fewer replicas than the level needs (it
+    /// may be a write still under way, held by its coordinator alone), the read is refused
+    /// (503): answering with it would let a later read at the level return an older version.
+    async fn repair_found(&self, g: &GetWire, found: &Found, level: Consistency) -> Result<()> {
         let stale = found.stale.clone();
         let (Some(v), Some(source)) = (found.reply.version.as_ref(), found.holders.first()) else {
-            return;
+            return Ok(());
         };
         if level == Consistency::One || stale.is_empty() {
             self.repair(g, &found.reply, &found.holders, stale);
-            return;
+            return Ok(());
         }
         let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
+        let asked = stale.len();
         let failed = self.repair_all(g, v, size, source, &found.holders, stale).await;
-        if failed > 0 {
-            tracing::debug!(bucket = %g.bucket, key = %g.key, failed, "blocking read repair left replicas stale");
+        if failed == 0 {
+            return Ok(());
         }
+        let mut holding = found.holders.len() + asked - failed;
+        let needed = level.required(found.replicas);
+        if holding < needed && !found.others.is_empty() {
+            // The replicas that answered too late may hold it (or something newer) already; a
+            // repair there succeeds at once then, and copies it otherwise.
+            let late = found.others.len();
+            let failed_late = self
+                .repair_all(g, v, size, source, &found.holders, found.others.clone())
+                .await;
+            holding += late - failed_late;
+        }
+        tracing::debug!(bucket = %g.bucket, key = %g.key, failed, holding, needed, "blocking read repair left replicas stale");
+        if holding < needed {
+            return Err(Error::Unavailable(format!(
+                "the newest version of {}/{} is on {holding} of {} replicas and read repair could not copy it to {needed} for consistency level {level}; the read was not answered, retry",
+                g.bucket, g.key, found.replicas
+            )));
+        }
+        Ok(())
     }
 
     /// The metadata of the version `found` names, merged across its holders, when they
@@ -249,6 +283,10 @@ pub(super) struct Found {
     pub(super) holders: Vec<Target>,
     pub(super) stale: Vec<Target>,
     meta_differs: bool,
+    /// How many replicas the key has (the read's level counts among them).
+    replicas: usize,
+    /// The replicas up that did not answer before the read decided.
+    others: Vec<Target>,
 }
 
 /// A read of `bucket/key` (version `version_id`, or the newest) with nothing else asked.
