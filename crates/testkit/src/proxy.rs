@@ -75,23 +75,23 @@ impl FaultProxy {
             let port = crate::free_ports(1)[0];
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             match (TcpListener::bind(addr).await, UdpSocket::bind(addr).await) {
-                (Ok(tcp), Ok(udp)) => return Ok(Self::serve(tcp, udp, target)),
+                (Ok(tcp), Ok(udp)) => return Self::serve(tcp, udp, target),
                 (Err(e), _) | (_, Err(e)) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
     }
 
-    fn serve(tcp: TcpListener, udp: UdpSocket, target: SocketAddr) -> Self {
-        let addr = tcp.local_addr().expect("a bound listener has an address");
+    fn serve(tcp: TcpListener, udp: UdpSocket, target: SocketAddr) -> std::io::Result<Self> {
+        let addr = tcp.local_addr()?;
         let (link, rx) = watch::channel(Link::CLEAR);
         let tcp_task = tokio::spawn(accept_loop(tcp, target, rx.clone()));
         let udp_task = tokio::spawn(udp_loop(Arc::new(udp), target, rx));
-        Self {
+        Ok(Self {
             addr,
             link,
             tasks: vec![tcp_task, udp_task],
-        }
+        })
     }
 
     /// Where the sending node must send its traffic.
