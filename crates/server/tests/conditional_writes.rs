@@ -411,6 +411,54 @@ async fn racing_conditional_writes_have_one_winner_while_a_node_is_killed_and_re
     scenario(true).await;
 }
 
+/// A restarted node reports ready only once it takes part in conditional writes again, so the
+/// next step of a rolling restart (another node stopped the moment it is ready) leaves them a
+/// quorum. (The chaos suite caught a restarted node refusing every ballot for its clock bound
+/// after it was ready; with another node killed meanwhile, conditional writes failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_is_ready_only_once_it_takes_part_in_conditional_writes() {
+    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3"]).await;
+    let dir3 = nodes[2].take_tmp().unwrap();
+    let c1 = plain_client(&nodes[0].s3);
+    c1.create_bucket().bucket(BUCKET).send().await.unwrap();
+    // Every node has promised a ballot once: a restart makes it wait out its clock bound.
+    c1.put_object()
+        .bucket(BUCKET)
+        .key("before")
+        .if_none_match("*")
+        .body(b"0".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    for round in 0..3 {
+        nodes[2].kill9();
+        nodes[2] = restart_node(dir3.path(), "node-3", ports[2], &seeds, &["--replication-factor", "3"]);
+        poll_until("node-3 ready again", Duration::from_secs(60), || async {
+            is_ready(&nodes[2]).await.then_some(())
+        })
+        .await;
+        // The moment it is ready, node-1 stops answering: node-2 and node-3 must carry the round.
+        nodes[0].pause(true);
+        let c2 = plain_client(&nodes[1].s3);
+        let wrote = c2
+            .put_object()
+            .bucket(BUCKET)
+            .key(format!("after-restart-{round}"))
+            .if_none_match("*")
+            .body(b"1".to_vec().into())
+            .send()
+            .await;
+        nodes[0].pause(false);
+        if let Err(e) = wrote {
+            panic!("round {round}: a conditional write right after node-3 was ready failed: {e:?}");
+        }
+        poll_until("node-1 ready again", Duration::from_secs(60), || async {
+            is_ready(&nodes[0]).await.then_some(())
+        })
+        .await;
+    }
+}
+
 /// Captures `x-ironbucket-consistency-upgraded` from a response.
 #[derive(Debug, Clone, Default)]
 struct Upgraded(Arc<Mutex<Option<String>>>);

@@ -123,6 +123,14 @@ impl Acceptor {
         }
     }
 
+    /// In how many milliseconds this replica takes part in conditional writes, if it does not
+    /// yet (it started less than its clock bound ago: see [`Self::open`]).
+    pub fn joins_in(&self) -> Option<u64> {
+        let floor = self.promises.lock().unwrap_or_else(|p| p.into_inner()).floor;
+        let now = now_millis();
+        (floor.hlc.physical >= now).then(|| floor.hlc.physical - now + 1)
+    }
+
     /// Refuses a ballot at or below the floor (this replica started less than its clock bound
     /// ago, or dropped that key's promise long ago).
     fn check_floor(&self, ballot: Ballot) -> Result<()> {

@@ -156,6 +156,16 @@ impl Server {
         client_for(&self.s3, AK, SK)
     }
 
+    /// SIGSTOP (`true`: the node stops answering without dying) or SIGCONT.
+    #[allow(dead_code)]
+    pub fn pause(&self, stop: bool) {
+        use nix::sys::signal::{Signal, kill};
+        if let Some(c) = &self.child {
+            let sig = if stop { Signal::SIGSTOP } else { Signal::SIGCONT };
+            kill(nix::unistd::Pid::from_raw(c.id() as i32), sig).expect("signal the node");
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
