@@ -8,9 +8,10 @@
 //!   of `ironbucket_testkit::linearizable`, with operations of unknown outcome allowed to take
 //!   effect at any time after they were sent, or never;
 //! - final listings that differ from the final reads;
-//! - requests refused with a 4xx, which this load never provokes.
+//! - requests refused with a 4xx, which this load never provokes (a conditional write's 412 or
+//!   409 is an answer, not a refusal: the history checks that its condition was indeed false).
 
-use crate::workload::{Kind, Outcome, Record, body};
+use crate::workload::{Kind, Outcome, Record, etag};
 use ironbucket_testkit::linearizable::{self, Event, Op, Outcome as LinOutcome};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +20,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub struct Verdict {
     pub acknowledged_writes: usize,
     pub unknown_writes: usize,
+    /// Conditional writes (`If-None-Match: *`, `If-Match`) acknowledged, and answered that
+    /// their condition did not hold.
+    pub conditional_done: usize,
+    pub conditional_failed: usize,
     pub reads: usize,
     pub keys_checked: usize,
     pub wrong_reads: Vec<String>,
@@ -43,8 +48,20 @@ impl Verdict {
     }
 }
 
-fn etag(k: usize, id: u64, max_size: usize) -> String {
-    hex::encode(<md5::Md5 as md5::Digest>::digest(body(k, id, max_size)))
+/// The value a write leaves, if it is one (a delete leaves none).
+fn written(op: &Op<u64>) -> Option<u64> {
+    match op {
+        Op::Put(id) | Op::Create(id) | Op::Swap { value: id, .. } => Some(*id),
+        _ => None,
+    }
+}
+
+/// The events that may have changed the key: writes and deletes, but for conditional writes
+/// whose condition was answered false.
+fn changes(h: &[Event<u64>]) -> Vec<&Event<u64>> {
+    h.iter()
+        .filter(|e| !matches!(e.op, Op::Read(_)) && e.outcome != LinOutcome::Failed)
+        .collect()
 }
 
 /// Checks a run: `records` are the load's operations, `finals` the reads and listings made
@@ -70,7 +87,9 @@ pub fn check(records: &[Record], finals: &[Record], max_size: usize, budget: usi
     // The values that may be stored: writes acknowledged or of unknown outcome.
     let mut legit: HashMap<usize, HashSet<u64>> = HashMap::new();
     for (r, _) in &all {
-        if let (Kind::Put(id), Outcome::Done | Outcome::Unknown(_)) = (&r.kind, &r.outcome) {
+        if let (Kind::Put(id) | Kind::Create(id) | Kind::Swap { value: id, .. }, Outcome::Done | Outcome::Unknown(_)) =
+            (&r.kind, &r.outcome)
+        {
             legit.entry(r.key).or_default().insert(*id);
         }
     }
@@ -82,6 +101,23 @@ pub fn check(records: &[Record], finals: &[Record], max_size: usize, budget: usi
             let (op, outcome) = match (&r.kind, &r.outcome) {
                 (Kind::Put(id), Outcome::Done) => (Op::Put(*id), LinOutcome::Ok),
                 (Kind::Put(id), Outcome::Unknown(_)) => (Op::Put(*id), LinOutcome::Unknown),
+                (Kind::Create(id), Outcome::Done) => (Op::Create(*id), LinOutcome::Ok),
+                (Kind::Create(id), Outcome::Unknown(_)) => (Op::Create(*id), LinOutcome::Unknown),
+                (Kind::Create(id), Outcome::ConditionFailed(_)) => (Op::Create(*id), LinOutcome::Failed),
+                (
+                    Kind::Swap { expected, value },
+                    out @ (Outcome::Done | Outcome::Unknown(_) | Outcome::ConditionFailed(_)),
+                ) => (
+                    Op::Swap {
+                        expected: *expected,
+                        value: *value,
+                    },
+                    match out {
+                        Outcome::Done => LinOutcome::Ok,
+                        Outcome::Unknown(_) => LinOutcome::Unknown,
+                        _ => LinOutcome::Failed,
+                    },
+                ),
                 (Kind::Delete, Outcome::Done) => (Op::Delete, LinOutcome::Ok),
                 (Kind::Delete, Outcome::Unknown(_)) => (Op::Delete, LinOutcome::Unknown),
                 (Kind::Get, Outcome::Read(got)) => {
@@ -114,9 +150,15 @@ pub fn check(records: &[Record], finals: &[Record], max_size: usize, budget: usi
                 _ => continue,
             };
             match (&op, outcome) {
-                (Op::Put(_) | Op::Delete, LinOutcome::Ok) => v.acknowledged_writes += 1,
-                (Op::Put(_) | Op::Delete, _) => v.unknown_writes += 1,
-                _ => {}
+                (Op::Read(_), _) => {}
+                (Op::Create(_) | Op::Swap { .. }, LinOutcome::Failed) => v.conditional_failed += 1,
+                (_, LinOutcome::Ok) => {
+                    v.acknowledged_writes += 1;
+                    if matches!(op, Op::Create(_) | Op::Swap { .. }) {
+                        v.conditional_done += 1;
+                    }
+                }
+                (_, _) => v.unknown_writes += 1,
             }
             history.push(Event {
                 op,
@@ -186,11 +228,8 @@ pub fn check(records: &[Record], finals: &[Record], max_size: usize, budget: usi
 /// The first read that returned a value an acknowledged write had replaced before the read
 /// began (the commonest way to lose linearizability), to explain a failed search.
 fn stale_read(h: &[Event<u64>]) -> Option<String> {
-    let writes: Vec<&Event<u64>> = h.iter().filter(|e| !matches!(e.op, Op::Read(_))).collect();
-    let value = |e: &Event<u64>| match e.op {
-        Op::Put(id) => Some(id),
-        _ => None,
-    };
+    let writes = changes(h);
+    let value = |e: &Event<u64>| written(&e.op);
     for r in h {
         let Op::Read(seen) = r.op else { continue };
         // The writes that could have left `seen`: begun before the read ended.
@@ -221,9 +260,9 @@ fn stale_read(h: &[Event<u64>]) -> Option<String> {
                 .copied()
         };
         if let Some(w) = stale {
-            let what = match w.op {
-                Op::Put(id) => format!("the write of value {id}"),
-                _ => "a delete".into(),
+            let what = match written(&w.op) {
+                Some(id) => format!("the write of value {id}"),
+                None => "a delete".into(),
             };
             return Some(format!(
                 "; e.g. a read begun at {:.3} s returned {seen:?}, but {what} was acknowledged at {:.3} s",
@@ -240,7 +279,7 @@ fn stale_read(h: &[Event<u64>]) -> Option<String> {
 /// were lost (a deleted key that came back when the newest of them is a delete).
 fn lost_or_back(key: usize, h: &[Event<u64>], last: Option<Option<u64>>, v: &mut Verdict) {
     let Some(last) = last else { return };
-    let writes: Vec<&Event<u64>> = h.iter().filter(|e| !matches!(e.op, Op::Read(_))).collect();
+    let writes = changes(h);
     let end = |e: &Event<u64>| {
         if e.outcome == LinOutcome::Unknown {
             u128::MAX
@@ -249,10 +288,7 @@ fn lost_or_back(key: usize, h: &[Event<u64>], last: Option<Option<u64>>, v: &mut
         }
     };
     let superseded = |e: &Event<u64>| writes.iter().any(|w| w.outcome == LinOutcome::Ok && w.call > end(e));
-    let value = |e: &Event<u64>| match e.op {
-        Op::Put(id) => Some(id),
-        _ => None,
-    };
+    let value = |e: &Event<u64>| written(&e.op);
     let acked: Vec<&&Event<u64>> = writes.iter().filter(|e| e.outcome == LinOutcome::Ok).collect();
     let possible: Vec<Option<u64>> = writes.iter().filter(|e| !superseded(e)).map(|e| value(e)).collect();
     let ok = if acked.is_empty() {
@@ -266,9 +302,9 @@ fn lost_or_back(key: usize, h: &[Event<u64>], last: Option<Option<u64>>, v: &mut
     let newest: Vec<String> = acked
         .iter()
         .filter(|e| !superseded(e))
-        .map(|e| match e.op {
-            Op::Put(id) => format!("put of value {id}"),
-            _ => "delete".to_string(),
+        .map(|e| match written(&e.op) {
+            Some(id) => format!("put of value {id}"),
+            None => "delete".to_string(),
         })
         .collect();
     let what = format!("k{key:03}: after the run it holds {last:?}, but the acknowledged {newest:?} came later");
@@ -296,6 +332,7 @@ mod tests {
             node: 0,
             state: NodeState::Up,
             disturbed: false,
+            gateway_errors: 0,
             state_age_us: 0,
             call_us: call,
             ret_us: ret,
@@ -355,6 +392,60 @@ mod tests {
         let v = check(&stale, &finals, 64, 100_000);
         assert_eq!(v.listing_mismatches.len(), 1, "{v:#?}");
         assert!(!v.clean());
+    }
+
+    #[test]
+    fn conditional_writes_are_checked_against_what_the_key_held() {
+        let swap = |expected, value| Kind::Swap { expected, value };
+        let failed = || Outcome::ConditionFailed("412 PreconditionFailed".into());
+        // Created, refused a second creation, swapped from 1 to 2, refused a swap from 1.
+        let good = vec![
+            rec(Kind::Create(1), Outcome::Done, 0, 10),
+            rec(Kind::Create(2), failed(), 11, 12),
+            rec(swap(1, 3), Outcome::Done, 13, 14),
+            rec(swap(1, 4), failed(), 15, 16),
+            rec(Kind::Get, Outcome::Read(Some(3)), 17, 18),
+        ];
+        let v = check(&good, &[rec(Kind::Get, Outcome::Read(Some(3)), 30, 31)], 64, 100_000);
+        assert!(v.clean(), "{v:#?}");
+        assert_eq!(
+            (v.conditional_done, v.conditional_failed, v.acknowledged_writes),
+            (2, 2, 2)
+        );
+
+        // Two creations of one key both acknowledged: one of them must have failed.
+        let both = vec![
+            rec(Kind::Create(1), Outcome::Done, 0, 10),
+            rec(Kind::Create(2), Outcome::Done, 11, 12),
+        ];
+        let v = check(&both, &[rec(Kind::Get, Outcome::Read(Some(2)), 30, 31)], 64, 100_000);
+        assert_eq!(v.not_linearizable.len(), 1, "{v:#?}");
+
+        // A swap refused although the key held what it expected.
+        let wrongly_refused = vec![
+            rec(Kind::Put(1), Outcome::Done, 0, 10),
+            rec(swap(1, 2), failed(), 11, 12),
+        ];
+        let v = check(
+            &wrongly_refused,
+            &[rec(Kind::Get, Outcome::Read(Some(1)), 30, 31)],
+            64,
+            100_000,
+        );
+        assert_eq!(v.not_linearizable.len(), 1, "{v:#?}");
+        assert!(
+            v.unexpected_errors.is_empty(),
+            "a 412 is an answer, not a refusal: {v:#?}"
+        );
+
+        // A refused write's value is no write: reading it is a wrong read.
+        let ghost = vec![
+            rec(Kind::Put(1), Outcome::Done, 0, 10),
+            rec(Kind::Create(2), failed(), 11, 12),
+            rec(Kind::Get, Outcome::Read(Some(2)), 13, 14),
+        ];
+        let v = check(&ghost, &[], 64, 100_000);
+        assert_eq!(v.wrong_reads.len(), 1, "{v:#?}");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! chosen nodes, a full disk (the node's data directory on a small tmpfs of its own), and disk
 //! errors through the node's fault points (`FAILPOINTS_FILE`).
 
+use crate::target::{Creds, Endpoint, Target};
 use anyhow::{Context, Result, bail};
 use ironbucket_testkit::proxy::{FaultProxy, Link};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const ACCESS_KEY: &str = "chaosaccesskey";
@@ -30,12 +31,6 @@ pub struct Node {
     child: Option<Child>,
     /// A tmpfs mounted on `dir` (the disk-full scenario), unmounted when the cluster ends.
     tmpfs: bool,
-}
-
-impl Node {
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
 }
 
 pub struct Cluster {
@@ -175,59 +170,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Whether node `i` answers `/health/ready` with 200 (it can serve writes).
-    pub async fn is_ready(&self, i: usize) -> bool {
-        let addr = ("127.0.0.1", self.nodes[i].admin_port);
-        let probe = async {
-            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-            s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
-                .await
-                .ok()?;
-            let mut head = [0u8; 12];
-            s.read_exact(&mut head).await.ok()?;
-            Some(head.starts_with(b"HTTP/1.1 200"))
-        };
-        tokio::time::timeout(Duration::from_secs(2), probe)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    }
-
-    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> Result<Duration> {
-        let start = Instant::now();
-        while !self.is_ready(i).await {
-            if start.elapsed() > timeout {
-                bail!(
-                    "{} not ready within {timeout:?} (log: {})",
-                    self.nodes[i].name,
-                    self.log_of(i).display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(start.elapsed())
-    }
-
-    pub fn log_of(&self, i: usize) -> PathBuf {
-        self.root.join(format!("{}.log", self.nodes[i].name))
-    }
-
     /// SIGKILL: the node gets no chance to flush anything.
-    pub fn kill(&mut self, i: usize) {
+    fn kill_now(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    pub fn restart(&mut self, i: usize) -> Result<()> {
-        self.kill(i);
-        self.spawn(i)
-    }
-
     /// SIGSTOP (`true`) or SIGCONT: a node that stops answering without dying.
-    pub fn pause(&self, i: usize, stop: bool) -> Result<()> {
+    fn signal_stop(&self, i: usize, stop: bool) -> Result<()> {
         use nix::sys::signal::{Signal, kill};
         let Some(c) = &self.nodes[i].child else {
             bail!("{} is not running", self.nodes[i].name)
@@ -238,7 +190,7 @@ impl Cluster {
     }
 
     /// Sets every link between node `i` and the others, both ways.
-    pub fn links_of(&self, i: usize, link: Link) {
+    fn set_links(&self, i: usize, link: Link) {
         for (a, row) in self.proxies.iter().enumerate() {
             for (b, p) in row.iter().enumerate() {
                 if let Some(p) = p
@@ -251,7 +203,7 @@ impl Cluster {
     }
 
     /// Fills node `i`'s tmpfs data directory to the last byte (`true`) or frees it again.
-    pub fn fill_disk(&self, i: usize, full: bool) -> Result<()> {
+    fn fill_tmpfs(&self, i: usize, full: bool) -> Result<()> {
         let node = &self.nodes[i];
         if !node.tmpfs {
             bail!("{}'s data directory is not a tmpfs of its own", node.name);
@@ -283,12 +235,92 @@ impl Cluster {
     fn failpoints_file(&self, i: usize) -> PathBuf {
         self.root.join(format!("failpoints-{}", i + 1))
     }
+}
+
+impl Target for Cluster {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn endpoint(&self, i: usize) -> Endpoint {
+        Endpoint {
+            url: format!("http://127.0.0.1:{}", self.nodes[i].s3_port),
+            ca: None,
+        }
+    }
+
+    fn balancer(&self) -> Option<Endpoint> {
+        None
+    }
+
+    fn creds(&self) -> Creds {
+        Creds {
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+        }
+    }
+
+    fn log_hint(&self, i: usize) -> String {
+        self.root
+            .join(format!("{}.log", self.nodes[i].name))
+            .display()
+            .to_string()
+    }
+
+    /// Whether node `i` answers `/health/ready` with 200 (it can serve writes).
+    async fn is_ready(&self, i: usize) -> bool {
+        let addr = ("127.0.0.1", self.nodes[i].admin_port);
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.ok()?;
+            Some(head.starts_with(b"HTTP/1.1 200"))
+        };
+        tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    async fn kill(&mut self, i: usize) -> Result<()> {
+        self.kill_now(i);
+        Ok(())
+    }
+
+    async fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill_now(i);
+        self.spawn(i)
+    }
+
+    async fn pause(&mut self, i: usize, stop: bool) -> Result<()> {
+        self.signal_stop(i, stop)
+    }
+
+    async fn links_of(&mut self, i: usize, link: Link) -> Result<Option<String>> {
+        self.set_links(i, link);
+        Ok(None)
+    }
+
+    async fn fill_disk(&mut self, i: usize, full: bool) -> Result<()> {
+        self.fill_tmpfs(i, full)
+    }
 
     /// Arms fault points of node `i` (`name=actions` items, the `fail` crate's syntax) until
     /// called again; an empty list disarms them. The node applies a change within 200 ms.
-    pub async fn fault_points(&self, i: usize, items: &[&str]) -> Result<()> {
+    async fn fault_points(&mut self, i: usize, items: &[&str]) -> Result<()> {
         std::fs::write(self.failpoints_file(i), items.join("\n"))?;
         tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(())
+    }
+
+    async fn heal_all(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.set_links(i, Link::CLEAR);
+        }
         Ok(())
     }
 }
@@ -296,8 +328,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
-            let _ = self.pause(i, false);
-            self.kill(i);
+            let _ = self.signal_stop(i, false);
+            self.kill_now(i);
             if self.nodes[i].tmpfs {
                 let _ = Command::new("umount").arg(&self.nodes[i].dir).status();
             }
@@ -317,8 +349,8 @@ static LIVE: std::sync::Mutex<Live> = std::sync::Mutex::new(Live {
     mounts: Vec::new(),
 });
 
-/// On SIGINT or SIGTERM: kills every node this run started and unmounts its tmpfs mounts, then
-/// exits (the nodes would otherwise outlive an interrupted run).
+/// On SIGINT or SIGTERM: kills every node this run started and unmounts its tmpfs mounts (or
+/// thaws, starts and reconnects the compose cluster's containers), then exits (the nodes would otherwise outlive an interrupted run).
 pub fn clean_up_on_signal() {
     tokio::spawn(async {
         use tokio::signal::unix::{SignalKind, signal};
@@ -335,6 +367,7 @@ pub fn clean_up_on_signal() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
+        crate::compose::thaw_all();
         std::thread::sleep(Duration::from_millis(200));
         for m in live.mounts {
             let _ = Command::new("umount").arg(&m).status();

@@ -60,11 +60,16 @@ fn class_name(r: &Record) -> &'static str {
     if r.disturbed {
         return "disturbed";
     }
+    if r.state == NodeState::Balancer && r.gateway_errors > 0 {
+        // The load balancer sent it to a node that was gone: not a request to a live node.
+        return "balancer-to-gone-node";
+    }
     match r.state {
         NodeState::Up => "up",
         NodeState::Down => "down",
         NodeState::Minority => "minority",
         NodeState::Degraded => "degraded",
+        NodeState::Balancer => "balancer",
     }
 }
 
@@ -146,6 +151,16 @@ pub fn build(s: &Scenario, records: &[Record], verdict: Verdict, timeline: Timel
         ),
         up.is_some_and(|c| c.sent > 0) && share >= s.min_success_up,
     );
+    if let Some(b) = classes.get("balancer") {
+        // What a client of the deployment sees: the load balancer must route around a node
+        // that is down, frozen or cut off as well as the client does by choosing another node.
+        add(
+            "success among requests through the load balancer",
+            format!(">= {:.1}%", s.min_success_up * 100.0),
+            format!("{:.2}% ({} of {})", b.share * 100.0, b.succeeded, b.sent),
+            b.sent > 0 && b.share >= s.min_success_up,
+        );
+    }
     if let Some(m) = classes.get("minority") {
         // A node that cannot reach a quorum answers at once: every request sent once it has
         // been cut off for a second fails within 1 s (those caught by the cut itself are
@@ -236,8 +251,8 @@ pub fn print(r: &ScenarioReport) {
     }
     let v = &r.verdict;
     println!(
-        "   checked: {} acknowledged writes, {} of unknown outcome, {} reads, {} keys",
-        v.acknowledged_writes, v.unknown_writes, v.reads, v.keys_checked
+        "   checked: {} acknowledged writes ({} conditional; {} more refused by their condition), {} of unknown outcome, {} reads, {} keys",
+        v.acknowledged_writes, v.conditional_done, v.conditional_failed, v.unknown_writes, v.reads, v.keys_checked
     );
     for t in &r.thresholds {
         println!(
@@ -256,14 +271,25 @@ pub fn print(r: &ScenarioReport) {
 /// The Markdown table of a run.
 pub fn markdown(reports: &[ScenarioReport], header: &str) -> String {
     let mut md = format!("{header}\n\n");
-    md.push_str("| scenario | fault | ops/s | ok to healthy nodes | p99 (healthy) | faulted node: ok / sent | failed within 1 s | ack. writes | lost | wrong reads | non-linearizable keys | result |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    let lb = reports.iter().any(|r| r.classes.contains_key("balancer"));
+    md.push_str("| scenario | fault | ops/s | ok to healthy nodes | p99 (healthy) |");
+    if lb {
+        md.push_str(" ok through the load balancer | p99 (LB) |");
+    }
+    md.push_str(" faulted node: ok / sent | failed within 1 s | ack. writes | lost | wrong reads | non-linearizable keys | result |\n");
+    md.push_str(if lb {
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    } else {
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    });
     for r in reports {
         if let Some(why) = &r.skipped {
-            md.push_str(&format!(
-                "| {} | {} | | | | | | | | | | skipped: {why} |\n",
-                r.name, r.what
-            ));
+            let blanks = if lb {
+                "| | | | | | | | | | | |"
+            } else {
+                "| | | | | | | | | |"
+            };
+            md.push_str(&format!("| {} | {} {blanks} skipped: {why} |\n", r.name, r.what));
             continue;
         }
         let up = r.classes.get("up");
@@ -275,18 +301,22 @@ pub fn markdown(reports: &[ScenarioReport], header: &str) -> String {
             (a.0 + c.sent, a.1 + c.succeeded, a.2 + c.failed_fast, a.3 + c.failed)
         });
         let v = &r.verdict;
+        let share = |c: Option<&Class>| {
+            c.map_or("-".into(), |c| {
+                format!("{:.2}% ({}/{})", c.share * 100.0, c.succeeded, c.sent)
+            })
+        };
+        let p99 = |c: Option<&Class>| c.map_or("-".into(), |c| format!("{:.0} ms", c.p99_ms));
+        let mut cols = format!("{} | {}", share(up), p99(up));
+        if lb {
+            let b = r.classes.get("balancer");
+            cols.push_str(&format!(" | {} | {}", share(b), p99(b)));
+        }
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |\n",
+            "| {} | {} | {:.0} | {cols} | {} | {} | {} | {} | {} | {} of {} | {} |\n",
             r.name,
             r.what,
             r.ops_per_sec,
-            up.map_or("-".into(), |c| format!(
-                "{:.2}% ({}/{})",
-                c.share * 100.0,
-                c.succeeded,
-                c.sent
-            )),
-            up.map_or("-".into(), |c| format!("{:.0} ms", c.p99_ms)),
             if fs == 0 { "-".into() } else { format!("{fo} / {fs}") },
             if fall == 0 {
                 "-".into()

@@ -1,7 +1,7 @@
 //! The scenarios: what is done to which node and when, while the load runs, and the
 //! thresholds each must meet.
 
-use crate::cluster::Cluster;
+use crate::target::Target;
 use crate::workload::{NodeState, States};
 use anyhow::Result;
 use ironbucket_testkit::proxy::Link;
@@ -149,9 +149,9 @@ pub fn short() -> Vec<Scenario> {
         sc("none", "no faults", 10, Fault::None),
         sc(
             "kill-random",
-            "a random node SIGKILLed every 6 s, down 5 s",
+            "a random node SIGKILLed every 6 s, down 3 s",
             20,
-            Fault::KillEvery { every: 6, down: 5 },
+            Fault::KillEvery { every: 6, down: 3 },
         ),
         sc(
             "partition",
@@ -176,8 +176,8 @@ async fn until(t0: Instant, secs: u64) {
 }
 
 /// Restarts node `i` and routes requests to it again once it is ready.
-async fn bring_back(c: &mut Cluster, states: &States, i: usize, t0: Instant, tl: &mut Timeline) -> Result<()> {
-    c.restart(i)?;
+async fn bring_back<T: Target>(c: &mut T, states: &States, i: usize, t0: Instant, tl: &mut Timeline) -> Result<()> {
+    c.restart(i).await?;
     let took = c.wait_ready(i, Duration::from_secs(60)).await?;
     states.set(i, NodeState::Up);
     note(
@@ -190,15 +190,15 @@ async fn bring_back(c: &mut Cluster, states: &States, i: usize, t0: Instant, tl:
 
 /// Runs the scenario's faults until the load ends (`t0 + secs`), then leaves every node
 /// running, connected and ready.
-pub async fn run_faults(
+pub async fn run_faults<T: Target>(
     s: &Scenario,
-    c: &mut Cluster,
+    c: &mut T,
     states: &States,
     rng: &mut StdRng,
     t0: Instant,
     tl: &mut Timeline,
 ) -> Result<()> {
-    let n = c.nodes.len();
+    let n = c.len();
     let victim = rng.gen_range(0..n);
     match s.fault {
         Fault::None => until(t0, s.secs).await,
@@ -216,7 +216,7 @@ pub async fn run_faults(
                 until(t0, next).await;
                 let i = rng.gen_range(0..n);
                 states.set(i, NodeState::Down);
-                c.kill(i);
+                c.kill(i).await?;
                 note(t0, tl, format!("node-{} SIGKILLed", i + 1));
                 until(t0, next + down).await;
                 bring_back(c, states, i, t0, tl).await?;
@@ -227,7 +227,7 @@ pub async fn run_faults(
         Fault::Down { at, secs } => {
             until(t0, at).await;
             states.set(victim, NodeState::Down);
-            c.kill(victim);
+            c.kill(victim).await?;
             note(t0, tl, format!("node-{} SIGKILLed for {secs} s", victim + 1));
             until(t0, at + secs).await;
             bring_back(c, states, victim, t0, tl).await?;
@@ -235,7 +235,7 @@ pub async fn run_faults(
         }
         Fault::Partition { at, secs } => {
             until(t0, at).await;
-            c.links_of(victim, Link::CUT);
+            c.links_of(victim, Link::CUT).await?;
             states.set(victim, NodeState::Minority);
             note(
                 t0,
@@ -243,7 +243,7 @@ pub async fn run_faults(
                 format!("node-{} cut off from the others for {secs} s", victim + 1),
             );
             until(t0, at + secs).await;
-            c.links_of(victim, Link::CLEAR);
+            c.links_of(victim, Link::CLEAR).await?;
             note(t0, tl, format!("node-{}'s links healed", victim + 1));
             let took = c.wait_ready(victim, Duration::from_secs(60)).await?;
             states.set(victim, NodeState::Up);
@@ -257,10 +257,10 @@ pub async fn run_faults(
         Fault::Pause { at, secs } => {
             until(t0, at).await;
             states.set(victim, NodeState::Down);
-            c.pause(victim, true)?;
+            c.pause(victim, true).await?;
             note(t0, tl, format!("node-{} SIGSTOPped for {secs} s", victim + 1));
             until(t0, at + secs).await;
-            c.pause(victim, false)?;
+            c.pause(victim, false).await?;
             let took = c.wait_ready(victim, Duration::from_secs(60)).await?;
             states.set(victim, NodeState::Up);
             note(
@@ -272,19 +272,14 @@ pub async fn run_faults(
         }
         Fault::SlowLink { at, delay_ms, loss } => {
             until(t0, at).await;
-            c.links_of(victim, Link::slow(Duration::from_millis(delay_ms), loss));
+            let partly = c
+                .links_of(victim, Link::slow(Duration::from_millis(delay_ms), loss))
+                .await?;
             states.set(victim, NodeState::Degraded);
-            note(
-                t0,
-                tl,
-                format!(
-                    "node-{}'s links: {delay_ms} ms delay each way, {:.0}% loss",
-                    victim + 1,
-                    loss * 100.0
-                ),
-            );
+            let what = partly.unwrap_or_else(|| format!("{delay_ms} ms delay each way, {:.0}% loss", loss * 100.0));
+            note(t0, tl, format!("node-{}'s links: {what}", victim + 1));
             until(t0, s.secs).await;
-            c.links_of(victim, Link::CLEAR);
+            c.links_of(victim, Link::CLEAR).await?;
             states.set(victim, NodeState::Up);
             note(t0, tl, format!("node-{}'s links healed", victim + 1));
         }
@@ -321,17 +316,32 @@ pub async fn run_faults(
         Fault::DiskFull { at, secs } => {
             let victim = SET_UP_NODE;
             until(t0, at).await;
-            c.fill_disk(victim, true)?;
+            c.fill_disk(victim, true).await?;
             states.set(victim, NodeState::Degraded);
             note(t0, tl, format!("node-{}'s disk full for {secs} s", victim + 1));
             until(t0, at + secs).await;
-            c.fill_disk(victim, false)?;
+            c.fill_disk(victim, false).await?;
             states.set(victim, NodeState::Up);
             note(t0, tl, format!("node-{}'s disk has room again", victim + 1));
             until(t0, s.secs).await;
         }
     }
     Ok(())
+}
+
+impl Scenario {
+    /// Why the scenario needs nodes this program starts itself, if it does: its fault is set up
+    /// with the node's start (a tmpfs data directory, a fault-point build, a clock flag).
+    pub fn needs_processes(&self) -> Option<&'static str> {
+        match self.fault {
+            Fault::DiskFull { .. } => Some("the node's data directory must be a small tmpfs of its own"),
+            Fault::ReadOnly { .. } | Fault::FsyncErrors { .. } => {
+                Some("the node must be built with the failpoints feature and read FAILPOINTS_FILE")
+            }
+            Fault::ClockAhead { .. } => Some("the node must be started with --clock-offset-ms"),
+            _ => None,
+        }
+    }
 }
 
 /// The node a scenario's setup singles out before the cluster starts (clock, tmpfs): node 3.
