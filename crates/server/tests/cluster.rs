@@ -1396,9 +1396,18 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
     use aws_sdk_s3::types::{
         ObjectCannedAcl, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode,
     };
-    // Anti-entropy off: this test is about read repair (with it on, node-3 would take in the
-    // changes before any read).
-    let (mut nodes, seeds, ports) = cluster_with(3, &["--replication-factor", "3", "--anti-entropy", "false"]).await;
+    // Anti-entropy and hints off: this test is about read repair (with either on, node-3 would
+    // take in the changes before any read: it is ready about 5 s after its restart, in which
+    // the others replay their hints to it).
+    let off = [
+        "--replication-factor",
+        "3",
+        "--anti-entropy",
+        "false",
+        "--hint-max-per-node",
+        "0",
+    ];
+    let (mut nodes, seeds, ports) = cluster_with(3, &off).await;
     let a = nodes[0].client();
     a.create_bucket()
         .bucket("vault")
@@ -1485,7 +1494,7 @@ async fn a_node_that_missed_metadata_changes_is_repaired_and_never_decides_alone
         .unwrap();
     let args = node_args("node-3", ports[2], &seeds, SECRET);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend_from_slice(&["--replication-factor", "3", "--anti-entropy", "false"]);
+    args.extend_from_slice(&off);
     nodes.push(Server::start_in(dir.path(), &args, &[]).unwrap());
     converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
     let c = nodes[2].client();
