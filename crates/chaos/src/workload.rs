@@ -435,41 +435,29 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
     let call_us = s.micros();
     let max = s.load.max_size;
     let (outcome, attempts, slowest_attempt_us) = match &kind {
-        Kind::Put(id) => {
-            let data = body(key, *id, max);
-            let put = || {
-                c.put_object()
-                    .bucket(&s.bucket)
-                    .key(&name)
-                    .body(ByteStream::from(data.clone()))
-                    .send()
+        Kind::Put(value) | Kind::Create(value) | Kind::Swap { value, .. } => {
+            // The condition on what the key holds: none for a plain put.
+            let if_match = match &kind {
+                Kind::Swap { expected, .. } => Some(format!("\"{}\"", etag(key, *expected, max))),
+                _ => None,
             };
-            write_outcome(with_retries(|| acknowledged(put())).await)
-        }
-        Kind::Create(id) => {
-            let data = body(key, *id, max);
-            let put = || {
-                c.put_object()
-                    .bucket(&s.bucket)
-                    .key(&name)
-                    .if_none_match("*")
-                    .body(ByteStream::from(data.clone()))
-                    .send()
-            };
-            conditional_outcome(with_retries(|| acknowledged(put())).await)
-        }
-        Kind::Swap { expected, value } => {
+            let if_none_match = matches!(kind, Kind::Create(_)).then(|| "*".to_string());
             let data = body(key, *value, max);
-            let tag = format!("\"{}\"", etag(key, *expected, max));
             let put = || {
                 c.put_object()
                     .bucket(&s.bucket)
                     .key(&name)
-                    .if_match(&tag)
+                    .set_if_match(if_match.clone())
+                    .set_if_none_match(if_none_match.clone())
                     .body(ByteStream::from(data.clone()))
                     .send()
             };
-            conditional_outcome(with_retries(|| acknowledged(put())).await)
+            let tried = with_retries(|| acknowledged(put())).await;
+            if matches!(kind, Kind::Put(_)) {
+                write_outcome(tried)
+            } else {
+                conditional_outcome(tried)
+            }
         }
         Kind::Delete => {
             write_outcome(with_retries(|| acknowledged(c.delete_object().bucket(&s.bucket).key(&name).send())).await)
