@@ -310,6 +310,12 @@ impl ControlPlane {
             .send_modify(|m| *m = Some(m.map_or(index, |x| x.max(index))));
     }
 
+    /// The log index up to which the control state is materialized on this node (`None`
+    /// before the first time); changes whenever [`ControlPlane::set_materialized`] moves it.
+    pub fn materialized_watch(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.materialized.subscribe()
+    }
+
     /// Waits (at most `timeout`) until `index` is applied and, when something materializes
     /// the state, materialized.
     pub(crate) async fn wait_in_force(&self, index: u64, timeout: Duration) -> bool {

@@ -222,7 +222,8 @@ impl ClusterStore {
         let Standalone { buckets, keys } = import;
         loop {
             let Some(s) = me.upgrade() else { return };
-            if s.ready().is_ok() {
+            // Not `ready()`: that waits for the bucket table this import comes before.
+            if s.control_ready().is_ok() {
                 let mut failed = false;
                 for b in &buckets {
                     if s.cp.with_state(|st| st.buckets.contains_key(&b.name)) {
@@ -335,6 +336,13 @@ impl ClusterStore {
             let index = *applied.borrow_and_update();
             let Some(s) = me.upgrade() else { return Ok(()) };
             ctx.busy();
+            // Fault injection for tests (`FAILPOINTS=materialize-delay=return(MS)`, builds with
+            // the `failpoints` feature only): this node writes the cluster's buckets and keys to
+            // its own metadata MS late, as a node that has just joined or is busy would.
+            #[cfg(feature = "failpoints")]
+            if let Some(ms) = fail::eval("materialize-delay", |a| a.and_then(|v| v.parse::<u64>().ok())).flatten() {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let result = match synced.and_then(|i| s.cp.changes_since(i)) {
                 Some(mut ids) => {
                     ids.extend(kept_here.iter().map(|b| format!("b/{b}")));

@@ -105,6 +105,21 @@ struct NodeHandler {
     store: std::sync::Weak<ClusterStore>,
 }
 
+impl NodeHandler {
+    /// Returns once `bucket` exists in this node's local metadata, or after a bound: a
+    /// coordinator sends a replica requests only for buckets it knows, and this node may not
+    /// have applied the bucket yet (it joined moments ago, or its copy of the cluster's buckets
+    /// is still being written). Free when the bucket is here.
+    async fn bucket_ready(&self, bucket: &str) {
+        if self.local.has_bucket(bucket) {
+            return;
+        }
+        if let Some(store) = self.store.upgrade() {
+            store.bucket_in_force(bucket).await;
+        }
+    }
+}
+
 #[async_trait]
 impl Handler for NodeHandler {
     async fn ping(&self, from: &str) -> pb::PingReply {
@@ -115,6 +130,9 @@ impl Handler for NodeHandler {
         match call.kind {
             Kind::ObjectOp => {
                 let op: wire::Op = serde_json::from_slice(&payload).map_err(|e| format!("bad object request: {e}"))?;
+                if let Some(bucket) = op.bucket() {
+                    self.bucket_ready(bucket).await;
+                }
                 Ok(wire::serve(&self.local, op).await)
             }
             Kind::ObjectVersions => {
@@ -174,12 +192,15 @@ impl Handler for NodeHandler {
             };
             return ironbucket_rpc::encode(&store.cas.accept(h, wire::terminated(data)).await);
         }
-        wire::serve_push(&self.local, call.kind, header, data).await
+        wire::serve_push(&self.local, call.kind, header, data, async |b: &str| {
+            self.bucket_ready(b).await
+        })
+        .await
     }
 
     async fn pull(&self, call: Incoming, payload: Vec<u8>) -> std::result::Result<DataStream, String> {
         match call.kind {
-            Kind::ObjectGet => wire::serve_get(&self.local, &payload).await,
+            Kind::ObjectGet => wire::serve_get(&self.local, &payload, async |b: &str| self.bucket_ready(b).await).await,
             Kind::CasPull => {
                 let p: crate::cas::PullStaged = call.decode(&payload)?;
                 let Some(store) = self.store.upgrade() else {

@@ -35,9 +35,43 @@ impl ClusterStore {
             .all(|r| r.is_ok_and(|p| p.protocol_version >= version))
     }
 
-    /// Whether this node can serve a write now, or why not: the cluster is formed, a Raft
-    /// leader is known (the control plane is reachable) and a placement layout exists.
+    /// Waits until `bucket` exists in this node's local metadata, at most half the request
+    /// timeout (so that the coordinator still gets an answer in time): the cluster's buckets
+    /// reach the local metadata after the control log is applied. A bucket that does not
+    /// come is answered as absent by the request itself.
+    pub(crate) async fn bucket_in_force(&self, bucket: &str) {
+        // Subscribed before the first look, so that no change between the two is missed.
+        let mut applied = self.cp.applied_watch();
+        let mut materialized = self.cp.materialized_watch();
+        let deadline = tokio::time::Instant::now() + self.timeout() / 2;
+        while !self.local.has_bucket(bucket) {
+            tokio::select! {
+                r = applied.changed() => if r.is_err() { return },
+                r = materialized.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(bucket, "a replica request names a bucket this node does not have");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether this node can serve a write now, or why not: it can change the cluster's state
+    /// ([`ClusterStore::control_ready`]) and the cluster's buckets are in its own metadata.
     pub fn ready(&self) -> std::result::Result<(), String> {
+        self.control_ready()?;
+        // The cluster's buckets and keys reach this node's own metadata after the log is
+        // applied: until the first time, requests for any bucket would fail here.
+        if self.cp.materialized_watch().borrow().is_none() {
+            return Err("this node has not written the cluster's buckets and keys to its own metadata yet".into());
+        }
+        Ok(())
+    }
+
+    /// Whether this node can take part in changes to the cluster's state, or why not: the
+    /// cluster is formed, a Raft leader is known (the control plane is reachable), the clocks
+    /// were compared, it takes part in conditional writes and a placement layout exists.
+    pub(crate) fn control_ready(&self) -> std::result::Result<(), String> {
         let (formed, layout) = self
             .cp
             .with_state(|s| (!s.cluster_id.is_empty(), ironbucket_cluster::layout_of(s)));

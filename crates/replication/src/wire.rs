@@ -347,6 +347,26 @@ pub(crate) enum Op {
     InUse(InUse),
 }
 
+impl Op {
+    /// The bucket the request is about; `None` for a question about the bucket itself (whether
+    /// it is in use, asked while it is deleted).
+    pub(crate) fn bucket(&self) -> Option<&str> {
+        Some(match self {
+            Op::Head(g) => &g.bucket,
+            Op::Delete(d) => &d.bucket,
+            Op::ListNewest(l) => &l.bucket,
+            Op::Versions(v) => &v.bucket,
+            Op::CreateUpload(c) => &c.bucket,
+            Op::Complete(c) => &c.req.bucket,
+            Op::Abort(a) => &a.bucket,
+            Op::Parts(p) => &p.bucket,
+            Op::Uploads(u) => &u.bucket,
+            Op::Meta(m) => &m.bucket,
+            Op::InUse(_) => return None,
+        })
+    }
+}
+
 /// A request to a replica and the answer it gets: it travels as an [`Op`] (kind
 /// `Kind::ObjectOp`), the answer as `Result<Answer>`. Each request type names its answer, so a
 /// coordinator cannot read one request's answer as another's.
@@ -566,30 +586,38 @@ pub(crate) async fn put_stamped(local: &LocalStore, mut h: PutHeader, body: Byte
     r.map(|(info, _)| info)
 }
 
-/// Serves a pushed body of kind `kind`.
+/// Serves a pushed body of kind `kind`, once `bucket_ready` has returned for its bucket.
 pub(crate) async fn serve_push(
     local: &LocalStore,
     kind: Kind,
     header: Vec<u8>,
     data: DataStream,
+    bucket_ready: impl AsyncFnOnce(&str),
 ) -> std::result::Result<Vec<u8>, String> {
     match kind {
         Kind::ObjectPut => {
             let h: PutHeader = serde_json::from_slice(&header).map_err(|e| format!("bad put header: {e}"))?;
+            bucket_ready(&h.bucket).await;
             Ok(encode(put_stamped(local, h, terminated(data)).await))
         }
         Kind::ObjectPart => {
             let h: PartHeader = serde_json::from_slice(&header).map_err(|e| format!("bad part header: {e}"))?;
+            bucket_ready(&h.bucket).await;
             Ok(encode(local.upload_part(h.into_request(), terminated(data)).await))
         }
         other => Err(format!("this node takes no bulk data of kind {other}")),
     }
 }
 
-/// Serves an object body: the first chunk is the JSON answer (`GetWire`'s reply), the body
+/// Serves an object body, once `bucket_ready` has returned for its bucket: the first chunk is the JSON answer (`GetWire`'s reply), the body
 /// follows.
-pub(crate) async fn serve_get(local: &Arc<LocalStore>, payload: &[u8]) -> std::result::Result<DataStream, String> {
+pub(crate) async fn serve_get(
+    local: &Arc<LocalStore>,
+    payload: &[u8],
+    bucket_ready: impl AsyncFnOnce(&str),
+) -> std::result::Result<DataStream, String> {
     let g: GetWire = serde_json::from_slice(payload).map_err(|e| format!("bad get request: {e}"))?;
+    bucket_ready(&g.bucket).await;
     let reply = |r: <GetWire as Message>::Reply| Bytes::from(encode(r));
     match local.get_object(g.request()).await {
         Ok(out) => {

@@ -2,7 +2,8 @@
 //! Asynchronous replication with a bounded lag: writes at ONE are answered once one replica has
 //! them and the others are written in the background; a coordinator with more replica requests
 //! in flight than `MAX_REPLICATION_BACKLOG` makes its writes wait for their other replicas too.
-//! Real processes on 127.0.0.1; one replica slowed down by a fault point.
+//! Real processes on 127.0.0.1; one replica slowed down by a fault point. Also a replica that
+//! is behind on the cluster's buckets.
 
 mod common;
 
@@ -112,4 +113,62 @@ async fn writes_at_one_replicate_in_the_background_with_a_bounded_backlog() {
             assert_eq!(body_bytes(got).await, data(4096, base + i));
         }
     }
+}
+
+/// A replica sent a write for a bucket it has not written to its own metadata yet (it joined
+/// moments ago, or it is slow to apply the control log) waits for the bucket instead of
+/// answering NoSuchBucket; at write level ALL that answer failed the client's write (seen when
+/// a fourth node joined under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_on_new_buckets_takes_their_writes() {
+    let ports = free_ports(3);
+    let seeds = seeds_of(&ports);
+    let start = |i: usize, envs: &[(&str, &str)]| {
+        let mut args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
+        // Longer than usual, so that the wait for the bucket (at most half of it) outlasts the
+        // slow node's delay.
+        let t = args.iter().position(|a| a == "--request-timeout-ms").unwrap();
+        args[t + 1] = "8000".into();
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.extend_from_slice(&["--replication-factor", "3", "--write-consistency", "ALL"]);
+        Server::start_with(&a, envs)
+    };
+    let nodes = [
+        start(0, &[]),
+        start(1, &[]),
+        // node-3 writes each change of the cluster's buckets to its metadata 3 s late; the
+        // coordinator waits 2 s for it to confirm a new bucket, then goes on.
+        start(2, &[("FAILPOINTS", "materialize-delay=return(3000)")]),
+    ];
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
+    let c1 = nodes[0].client();
+    for b in ["late-1", "late-2"] {
+        c1.create_bucket().bucket(b).send().await.unwrap();
+        // At ALL, node-3 must take the write although the bucket is not in its metadata yet.
+        for (i, c) in [nodes[0].client(), nodes[2].client()].iter().enumerate() {
+            c.put_object()
+                .bucket(b)
+                .key(format!("k{i}"))
+                .body(data(1024, i as u64).into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put {b}/k{i}: {e:?}"));
+        }
+        let got = nodes[2].client().get_object().bucket(b).key("k0").send().await.unwrap();
+        assert_eq!(
+            got.body.collect().await.unwrap().into_bytes().as_ref(),
+            data(1024, 0).as_slice()
+        );
+    }
+    // A bucket that does not exist is still answered NoSuchBucket (by the coordinator).
+    let e = nodes[2]
+        .client()
+        .put_object()
+        .bucket("never-made")
+        .key("k")
+        .body(data(10, 0).into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 404);
 }

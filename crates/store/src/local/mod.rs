@@ -233,6 +233,12 @@ impl LocalStore {
         Ok(self.meta.scan(f).await?)
     }
 
+    /// Whether `bucket` exists in this node's metadata (an unreadable record counts as
+    /// absent: the request that needs it reports the error).
+    pub fn has_bucket(&self, bucket: &str) -> bool {
+        matches!(self.meta.get_bucket(bucket), Ok(Some(_)))
+    }
+
     fn bucket_must_exist(&self, bucket: &str) -> Result<BucketRecord> {
         self.meta.get_bucket(bucket)?.ok_or(Error::NoSuchBucket)
     }
