@@ -161,9 +161,34 @@ impl ClusterStore {
     pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
         let g = GetWire::new(&req);
         let level = self.level(false);
-        let found = self.read_versions(&g, level).await?;
-        self.repair_found(&g, &found, level).await?;
-        let meta = self.settled_meta(&g, &found).await;
+        let mut newer_seen = 0;
+        loop {
+            match self.get_once(&g, level).await? {
+                Some(out) => return Ok(out),
+                None if newer_seen + 1 < READS_WHEN_MOVED_ON => newer_seen += 1,
+                None => {
+                    return Err(Error::Unavailable(format!(
+                        "{}/{} was written again while each of {READS_WHEN_MOVED_ON} reads fetched it; retry",
+                        g.bucket, g.key
+                    )));
+                }
+            }
+        }
+    }
+
+    /// One read: the version the replicas agree on at `level`, repaired, then its body; `None`
+    /// when the replica sending the body holds a newer version than the read decided on.
+    async fn get_once(&self, g: &GetWire, level: Consistency) -> Result<Option<GetObjectOutput>> {
+        let found = self.read_versions(g, level).await?;
+        self.repair_found(g, &found, level).await?;
+        let meta = self.settled_meta(g, &found).await;
+        // Fault injection for tests (`FAILPOINTS=read-fetch-delay=return(MS)`, builds with the
+        // `failpoints` feature only): MS pass between a read's decision and its body's fetch,
+        // as on a busy node.
+        #[cfg(feature = "failpoints")]
+        if let Some(ms) = fail::eval("read-fetch-delay", |a| a.and_then(|v| v.parse::<u64>().ok())).flatten() {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let holders = found.holders;
         let mut info = found.reply.result?;
         if let Some(m) = &meta {
@@ -176,10 +201,19 @@ impl ClusterStore {
                     if let Some(m) = &meta {
                         with_meta(&mut out.info, m);
                     }
-                    return Ok(out);
+                    return Ok(Some(out));
                 }
-                // The holder moved on since it answered (a newer write landed): serve the newer.
-                Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => return Ok(out),
+                // The holder moved on since it answered: a newer write landed there, which may
+                // still be under way (on this replica alone). At ONE it is served; above, a
+                // version is served only once it is on the level's replicas, or a read just
+                // after this one could return the older one: read again.
+                Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => {
+                    if level == Consistency::One {
+                        return Ok(Some(out));
+                    }
+                    tracing::debug!(bucket = %g.bucket, key = %g.key, node = %t.name, "the replica holds a newer version than it answered; reading again");
+                    return Ok(None);
+                }
                 Ok(_) => {
                     last = Some(Error::Unavailable(
                         "a replica no longer holds the version it reported".into(),
@@ -275,6 +309,10 @@ impl ClusterStore {
         Ok(GetObjectOutput { info, range, body })
     }
 }
+
+/// Reads of one GET when the replica sending the body holds a newer version than the read
+/// found each time (the key written again and again meanwhile).
+const READS_WHEN_MOVED_ON: usize = 4;
 
 /// What a cluster read found: the winning answer, the replicas holding that version (this node
 /// first), the stale ones, and whether the holders disagree on the version's metadata.
