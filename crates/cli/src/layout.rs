@@ -36,7 +36,7 @@ pub(crate) enum LayoutCommand {
 }
 
 fn print_view(title: &str, v: &api::LayoutView) {
-    println!(
+    outln!(
         "{title}: layout version {}, {} with {} replica(s){}",
         v.version,
         v.strategy,
@@ -47,9 +47,9 @@ fn print_view(title: &str, v: &api::LayoutView) {
             format!(", data still moving from {:?}", v.moving_from)
         }
     );
-    println!("{:<20} {:<12} {:>7} {:>8}", "NODE", "ZONE", "WEIGHT", "SHARE");
+    outln!("{:<20} {:<12} {:>7} {:>8}", "NODE", "ZONE", "WEIGHT", "SHARE");
     for n in &v.nodes {
-        println!(
+        outln!(
             "{:<20} {:<12} {:>7} {:>7.1}%",
             n.name,
             if n.zone.is_empty() { "-" } else { &n.zone },
@@ -125,15 +125,15 @@ pub(crate) async fn run(cmd: LayoutCommand, base: &str, token: &str, timeout: u6
         return Ok(1);
     }
     if json {
-        println!("{body}");
+        outln!("{body}");
         return Ok(0);
     }
     if let Ok(plan) = serde_json::from_str::<api::LayoutPlan>(&body) {
         print_view("now", &plan.current);
-        println!();
+        outln!();
         print_view("proposed", &plan.proposed);
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:.1}% of the keys would change replicas: {:.3} new copies per key, about {} objects ({:.1} MB) to copy",
             plan.keys_changing * 100.0,
             plan.copies_per_key,

@@ -4,6 +4,37 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ironbucket_api as api;
 
+/// `println!` that ends the program quietly when its reader has gone (`ironbucket-cli ... |
+/// head`), as other command-line tools do, instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// Ends the program after a failed write to stdout: quietly (status 0) when the reader closed
+/// it, with the reason otherwise.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("ironbucket-cli: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 mod http;
 mod layout;
 
@@ -204,7 +235,7 @@ enum ClusterCommand {
 
 /// Prints a `/cluster/locate` answer as a table: one line per node, its newest version.
 fn print_location(v: &api::Location) {
-    println!(
+    outln!(
         "{}/{}: layout version {}, {} with {} replica(s): {}",
         v.bucket,
         v.key,
@@ -213,9 +244,14 @@ fn print_location(v: &api::Location) {
         v.replication_factor,
         v.replicas.join(", ")
     );
-    println!(
+    outln!(
         "{:<16} {:<8} {:>8} {:<34} {:<34} {:>12} HLC",
-        "NODE", "REPLICA", "VERSIONS", "NEWEST VERSION", "ETAG", "SIZE"
+        "NODE",
+        "REPLICA",
+        "VERSIONS",
+        "NEWEST VERSION",
+        "ETAG",
+        "SIZE"
     );
     for n in &v.nodes {
         let newest = n.versions.first();
@@ -224,7 +260,7 @@ fn print_location(v: &api::Location) {
             Some(x) => x.version_id.clone(),
             None => "-".into(),
         };
-        println!(
+        outln!(
             "{:<16} {:<8} {:>8} {:<34} {:<34} {:>12} {}{}",
             n.node,
             if n.replica { "yes" } else { "no" },
@@ -244,12 +280,20 @@ fn print_location(v: &api::Location) {
 /// Prints the members of a `/cluster/status` or `/cluster/nodes` answer as a table.
 fn print_members(members: &[api::MemberView], leader: Option<&str>) {
     let gib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64));
-    println!(
+    outln!(
         "{:<16} {:<8} {:<9} {:<8} {:<24} {:<10} {:<10} {:>10} {:>9} LEADER",
-        "NODE", "RAFT", "STATE", "LIVENESS", "RPC ADDRESS", "ZONE", "RACK", "OBJECTS", "FREE GiB"
+        "NODE",
+        "RAFT",
+        "STATE",
+        "LIVENESS",
+        "RPC ADDRESS",
+        "ZONE",
+        "RACK",
+        "OBJECTS",
+        "FREE GiB"
     );
     for m in members {
-        println!(
+        outln!(
             "{:<16} {:<8} {:<9} {:<8} {:<24} {:<10} {:<10} {:>10} {:>9} {}",
             m.name,
             m.raft_role,
@@ -285,9 +329,15 @@ fn print_workers(list: &[api::WorkerStatus]) {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let ago = |ms: Option<u64>| ms.map_or("-".to_string(), |t| format!("{}s ago", now.saturating_sub(t) / 1000));
-    println!(
+    outln!(
         "{:<28} {:<9} {:<8} {:>8} {:>8} {:>6} {:<12} NOTE",
-        "WORKER", "STATE", "ON FAIL", "RESTARTS", "UNITS", "TRANQ", "LAST ACTIVE"
+        "WORKER",
+        "STATE",
+        "ON FAIL",
+        "RESTARTS",
+        "UNITS",
+        "TRANQ",
+        "LAST ACTIVE"
     );
     for w in list {
         let state = serde_json::to_value(w.state).ok();
@@ -297,7 +347,7 @@ fn print_workers(list: &[api::WorkerStatus]) {
             (None, Some(p)) => p.clone(),
             (None, None) => String::new(),
         };
-        println!(
+        outln!(
             "{:<28} {:<9} {:<8} {:>8} {:>8} {:>6} {:<12} {}",
             w.name,
             state.as_ref().and_then(|v| v.as_str()).unwrap_or("?"),
@@ -401,19 +451,19 @@ async fn run(cli: Cli) -> Result<i32> {
             let h: api::Health = serde_json::from_str(&body)
                 .with_context(|| format!("unexpected /health answer (HTTP {status}): {body}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&h)?);
+                outln!("{}", serde_json::to_string_pretty(&h)?);
             } else {
-                println!("status:   {}", h.status);
-                println!("node:     {}", h.node_id);
-                println!("version:  {}", h.version);
-                println!("uptime:   {} s", h.uptime_seconds);
+                outln!("status:   {}", h.status);
+                outln!("node:     {}", h.node_id);
+                outln!("version:  {}", h.version);
+                outln!("uptime:   {} s", h.uptime_seconds);
                 if let Some(s) = &h.storage {
-                    println!("objects:  {}", s.objects);
-                    println!("used:     {} bytes", s.used_bytes);
-                    println!("disk:     {} free of {} bytes", s.disk_free_bytes, s.disk_total_bytes);
+                    outln!("objects:  {}", s.objects);
+                    outln!("used:     {} bytes", s.used_bytes);
+                    outln!("disk:     {} free of {} bytes", s.disk_free_bytes, s.disk_total_bytes);
                 }
                 if let Some(e) = &h.error {
-                    println!("error:    {e}");
+                    outln!("error:    {e}");
                 }
             }
             Ok(if status == 200 && h.status == "ok" { 0 } else { 1 })
@@ -424,13 +474,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 .with_context(|| format!("unexpected /health/ready answer (HTTP {status}): {body}"))?;
             let ready = status == 200 && r.ready;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else if ready {
-                println!("ready");
+                outln!("ready");
             } else {
-                println!("not ready:");
+                outln!("not ready:");
                 for why in &r.reasons {
-                    println!("  - {why}");
+                    outln!("  - {why}");
                 }
             }
             Ok(if ready { 0 } else { 1 })
@@ -450,7 +500,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let v: api::Location = serde_json::from_str(&body)
                 .with_context(|| format!("unexpected /cluster/locate answer (HTTP {status}): {body}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_location(&v);
             }
@@ -582,7 +632,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if path == "/cluster/nodes" {
                 let members: Vec<api::MemberView> = serde_json::from_str(&body).with_context(bad)?;
                 if raw {
-                    println!("{}", serde_json::to_string_pretty(&members)?);
+                    outln!("{}", serde_json::to_string_pretty(&members)?);
                 } else {
                     print_members(&members, None);
                 }
@@ -590,28 +640,31 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             let v: api::ClusterStatus = serde_json::from_str(&body).with_context(bad)?;
             if raw {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let opt = |x: Option<u64>| x.map_or("-".to_string(), |x| x.to_string());
-                println!("cluster:        {} ({})", v.cluster_name, v.cluster_id);
-                println!("this node:      {} ({})", v.node, v.raft_state);
-                println!(
+                outln!("cluster:        {} ({})", v.cluster_name, v.cluster_id);
+                outln!("this node:      {} ({})", v.node, v.raft_state);
+                outln!(
                     "leader:         {} (term {})",
                     v.leader.as_deref().unwrap_or("-"),
                     v.term
                 );
-                println!(
+                outln!(
                     "log:            last index {}, applied {}",
                     opt(v.last_log_index),
                     opt(v.last_applied)
                 );
-                println!("layout version: {}", v.layout_version);
+                outln!("layout version: {}", v.layout_version);
                 let r = &v.replication;
-                println!(
+                outln!(
                     "replication:    RF {} {} read {} write {}",
-                    r.factor, r.strategy, r.read_consistency, r.write_consistency
+                    r.factor,
+                    r.strategy,
+                    r.read_consistency,
+                    r.write_consistency
                 );
-                println!();
+                outln!();
                 print_members(&v.members, v.leader.as_deref());
             }
             Ok(0)
@@ -706,7 +759,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let list: Vec<api::WorkerStatus> =
                 serde_json::from_str(&body).with_context(|| format!("unexpected /workers answer: {body}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print_workers(&list);
             }
@@ -722,7 +775,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Metrics => {
             let (status, body) = get(&cli.admin_url, cli.admin_token.as_deref(), "/metrics", cli.timeout).await?;
-            print!("{body}");
+            out!("{body}");
             Ok(if status == 200 { 0 } else { 1 })
         }
     }
@@ -752,7 +805,7 @@ pub(crate) async fn admin_call(
     let (status, body) = request(base, method, path, Some(token), body, timeout).await?;
     if (200..300).contains(&status) {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         Ok(0)
     } else {
         eprintln!("ironbucket-cli: the node answered HTTP {status}: {}", error_of(&body));

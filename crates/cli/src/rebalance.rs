@@ -23,9 +23,9 @@ pub(crate) enum RebalanceCommand {
 
 fn print_status(s: &api::RebalanceStatus) {
     if s.moving_from.is_empty() {
-        println!("layout version {}: nothing is moving", s.layout_version);
+        outln!("layout version {}: nothing is moving", s.layout_version);
     } else {
-        println!(
+        outln!(
             "layout version {}: moving from {:?}, reads use version {}; {:.1}% done, {} objects ({} bytes) moved, {:.2} MB/s{}",
             s.layout_version,
             s.moving_from,
@@ -38,14 +38,21 @@ fn print_status(s: &api::RebalanceStatus) {
         );
     }
     if !s.moves_enabled {
-        println!("placement changes do not move data until every member speaks node protocol 6");
+        outln!("placement changes do not move data until every member speaks node protocol 6");
     }
-    println!(
+    outln!(
         "{:<16} {:>6} {:>6} {:>7} {:>8} {:>9} {:>12} {:>8} STATE",
-        "NODE", "ACKED", "SYNCED", "READING", "PROGRESS", "OBJECTS", "BYTES", "DROPPED"
+        "NODE",
+        "ACKED",
+        "SYNCED",
+        "READING",
+        "PROGRESS",
+        "OBJECTS",
+        "BYTES",
+        "DROPPED"
     );
     for n in &s.nodes {
-        println!(
+        outln!(
             "{:<16} {:>6} {:>6} {:>7} {:>7.1}% {:>9} {:>12} {:>8} {}",
             n.node,
             n.acked,
@@ -59,10 +66,10 @@ fn print_status(s: &api::RebalanceStatus) {
         );
     }
     for (n, why) in &s.leaving {
-        println!("{n}: leaving ({why})");
+        outln!("{n}: leaving ({why})");
     }
     for (n, e) in &s.unreachable {
-        println!("{n}: could not be asked: {e}");
+        outln!("{n}: could not be asked: {e}");
     }
 }
 
@@ -98,7 +105,7 @@ pub(crate) async fn run(
                 }
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                outln!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 print_status(&s);
             }

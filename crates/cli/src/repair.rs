@@ -42,13 +42,19 @@ fn now_ms() -> u64 {
 
 fn print_status(all: &api::RepairStatusAll) {
     let now = now_ms();
-    println!(
+    outln!(
         "{:<16} {:<16} {:>10} {:>11} {:>12} {:>12} {:>7} LAST COMPLETE SYNC",
-        "NODE", "PEER", "PARTITIONS", "OUT OF SYNC", "ITEMS BEHIND", "BYTES BEHIND", "HINTS"
+        "NODE",
+        "PEER",
+        "PARTITIONS",
+        "OUT OF SYNC",
+        "ITEMS BEHIND",
+        "BYTES BEHIND",
+        "HINTS"
     );
     for n in &all.nodes {
         for p in &n.peers {
-            println!(
+            outln!(
                 "{:<16} {:<16} {:>10} {:>11} {:>12} {:>12} {:>7} {}{}",
                 n.node,
                 p.node,
@@ -62,9 +68,9 @@ fn print_status(all: &api::RepairStatusAll) {
             );
         }
     }
-    println!();
+    outln!();
     for n in &all.nodes {
-        println!(
+        outln!(
             "{}: {} rounds (last {} ms, {}), {} tree items; copied {} versions ({} bytes), {} tombstones, {} metadata merges, {} failures; limit {}",
             n.node,
             n.rounds,
@@ -84,7 +90,7 @@ fn print_status(all: &api::RepairStatusAll) {
         );
     }
     for (node, e) in &all.unreachable {
-        println!("{node}: could not be asked: {e}");
+        outln!("{node}: could not be asked: {e}");
     }
 }
 
@@ -122,7 +128,7 @@ pub(crate) async fn run(cmd: RepairCommand, base: &str, token: &str, timeout: u6
                 }
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 print_status(&all);
             }

@@ -498,6 +498,27 @@ async fn a_closed_stdout_does_not_stop_the_node() {
     let _ = child.wait();
 }
 
+/// `ironbucket-cli ... | head` closes the CLI's stdout early: it ends quietly (status 0, nothing
+/// on stderr) instead of panicking on the write (`println!` on a closed pipe did).
+#[tokio::test]
+async fn the_cli_ends_quietly_when_its_output_is_closed() {
+    let srv = Server::start();
+    let bin = std::path::Path::new(bin()).with_file_name("ironbucket-cli");
+    // Built by the first `cli` call when the workspace build did not make it.
+    let (code, _, err) = cli(&srv, &["health"]);
+    assert_eq!(code, 0, "{err}");
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let out = std::process::Command::new(bin)
+        .args(["--admin-url", &srv.admin, "--admin-token", SK, "health"])
+        .stdout(std::process::Stdio::from(write_end))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
 /// A node started without TLS settings serves S3 and admin over HTTPS with a CA and certificate
 /// it makes for itself (kept across restarts); a real S3 client trusting the printed CA works,
 /// plain HTTP gets no answer, and plain HTTP is served only when asked for (API_TLS=false).
