@@ -450,6 +450,14 @@ impl Acceptor {
     /// Commit: apply the staged value `value` through the store's stamped write. Its record is
     /// kept, marked committed, without the body.
     pub async fn commit(&self, local: &LocalStore, bucket: &str, key: &str, value: Stamp) -> Result<Committed> {
+        // Fault injection for tests (`FAILPOINTS=cas-commit-lost=return`, builds with the
+        // `failpoints` feature only): this replica is lost between its accept and the commit.
+        #[cfg(feature = "failpoints")]
+        if fail::eval("cas-commit-lost", |_| ()).is_some() {
+            return Err(Error::Unavailable(
+                "fault point cas-commit-lost: the replica is gone".into(),
+            ));
+        }
         let id = Self::id(bucket, key);
         let _held = self.stripe(&id).lock().await;
         self.free(&id, None);

@@ -225,7 +225,10 @@ impl ClusterStore {
                     .await
                 {
                     Accepted::Chosen(accepters) => {
-                        let done = self.commit(&targets, level, &value, &accepters).await;
+                        let source = Source::Staged(accepters.clone());
+                        let done = self
+                            .commit(&targets, level, (ballot, &value, &source), &accepters)
+                            .await;
                         if ours {
                             return done;
                         }
@@ -264,7 +267,9 @@ impl ClusterStore {
             match self.accept(&targets, level, ballot, &value, Source::Mine(&body)).await {
                 Accepted::Chosen(accepters) => {
                     tracing::debug!(bucket, key, ?ballot, accepters = accepters.len(), "chosen");
-                    return self.commit(&targets, level, &value, &accepters).await;
+                    return self
+                        .commit(&targets, level, (ballot, &value, &Source::Mine(&body)), &accepters)
+                        .await;
                 }
                 Accepted::NotChosen { highest, maybe_held } => {
                     tracing::debug!(bucket, key, ?ballot, ?highest, maybe_held, "not chosen");
@@ -590,12 +595,15 @@ impl ClusterStore {
     }
 
     /// Commit: every accepter applies the chosen `value`; answered once the level did. The
-    /// replicas that did not accept it get a hint.
+    /// replicas that did not accept it get a hint. When the accepters alone cannot make the level
+    /// (one was lost before its commit), the other live replicas accept the chosen value under
+    /// the same ballot and commit it too: the write is applied, and answering 503 would make the
+    /// client's retry find it and answer 412.
     async fn commit(
         &self,
         targets: &Replicas,
         level: Consistency,
-        value: &Staged,
+        (ballot, value, source): (Ballot, &Staged, &Source<'_>),
         accepters: &[Target],
     ) -> Result<Committed> {
         let stamp = value.stamp();
@@ -609,74 +617,111 @@ impl ClusterStore {
             },
             _ => self.hint_for_new_version(value.bucket(), value.key(), stamp.hlc, stamp.node),
         };
-        for t in targets.iter().filter(|t| !accepters.iter().any(|a| a.name == t.name)) {
+        let accepted = |t: &Target| accepters.iter().any(|a| a.name == t.name);
+        for t in targets.iter().filter(|t| !accepted(t)) {
             self.keep_hint(&t.name, &hint).await;
         }
         let mut q = WriteQuorum::sets(targets.sets(), level);
-        for t in targets.iter().filter(|t| !accepters.iter().any(|a| a.name == t.name)) {
-            q.fail(&t.name);
+        // The others, in case the accepters fall short; those known down cannot help.
+        let mut others: Vec<Target> = Vec::new();
+        for t in targets.iter().filter(|t| !accepted(t)) {
+            if self.is_down(t) {
+                q.fail(&t.name);
+            } else {
+                others.push(t.clone());
+            }
         }
+        let commit_op = || CasOp::Commit {
+            bucket: value.bucket().to_string(),
+            key: value.key().to_string(),
+            value: stamp,
+        };
         let me = self.strong()?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for t in accepters {
             // Each commit runs as its own task: replicas beyond the level still apply it.
-            let (me, t, tx) = (me.clone(), t.clone(), tx.clone());
-            let op = CasOp::Commit {
-                bucket: value.bucket().to_string(),
-                key: value.key().to_string(),
-                value: stamp,
-            };
+            let (me, t, tx, op) = (me.clone(), t.clone(), tx.clone(), commit_op());
             tokio::spawn(async move {
                 let r = me.cas_ask(&t, op).await.and_then(CasReply::commit);
                 let _ = tx.send((t, r));
             });
         }
         drop(tx);
+        let mut in_flight = accepters.len();
+        let mut rx_open = true;
+        // The others' accepts and commits, once started (they borrow the body).
+        let mut extra = FuturesUnordered::new();
         let mut answer: Option<Committed> = None;
         let mut first_err: Option<Error> = None;
         let mut failures = super::Failures::default();
         let deadline = tokio::time::sleep(self.timeout_for(None));
         tokio::pin!(deadline);
         loop {
-            tokio::select! {
-                next = rx.recv() => {
-                    let Some((t, r)) = next else {
-                        return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!(
-                            "the conditional write was chosen but fewer replicas than consistency level {level} needs applied it; it will be applied by the next request on this key"
-                        ))));
-                    };
-                    let step = match r {
-                        Ok(Committed::Missing) => {
-                            failures.note(&t.name, &Error::Internal("the replica no longer holds the write".into()));
-                            q.fail(&t.name)
-                        }
-                        Ok(c) => {
-                            if !matches!(c, Committed::Already) || answer.is_none() {
-                                answer = Some(c);
-                            }
-                            q.ack(&t.name)
-                        }
-                        Err(e) if replica_failure(&e) => {
-                            failures.note(&t.name, &e);
-                            self.keep_hint(&t.name, &hint).await;
-                            q.fail(&t.name)
-                        }
-                        Err(e) => {
-                            first_err.get_or_insert(e);
-                            q.fail(&t.name)
-                        }
-                    };
-                    match step {
-                        Some(Ok(_)) => return answer.ok_or_else(|| Error::Internal("a commit without an answer".into())),
-                        Some(Err(u)) => return Err(first_err.unwrap_or_else(|| failures.error(u))),
-                        None => {}
-                    }
+            if in_flight == 0 {
+                if others.is_empty() {
+                    return Err(first_err.unwrap_or_else(|| Error::Unavailable(format!(
+                        "the conditional write was chosen but fewer replicas than consistency level {level} needs applied it; it will be applied by the next request on this key"
+                    ))));
                 }
+                tracing::debug!(
+                    bucket = value.bucket(),
+                    key = value.key(),
+                    others = others.len(),
+                    "the accepters fell short of the level: the others take the chosen value"
+                );
+                for t in std::mem::take(&mut others) {
+                    in_flight += 1;
+                    extra.push(async move {
+                        let r = match self.accept_one(&t, ballot, value, source).await {
+                            Ok(AcceptReply::Accepted) => self.cas_ask(&t, commit_op()).await.and_then(CasReply::commit),
+                            Ok(_) => Ok(Committed::Missing),
+                            Err(e) => Err(e),
+                        };
+                        (t, r)
+                    });
+                }
+            }
+            let (t, r) = tokio::select! {
+                next = rx.recv(), if rx_open => match next {
+                    Some(x) => x,
+                    None => {
+                        rx_open = false;
+                        continue;
+                    }
+                },
+                Some(x) = extra.next(), if !extra.is_empty() => x,
                 _ = &mut deadline => {
                     return Err(Error::Unavailable(format!(
                         "the conditional write was chosen but not applied at consistency level {level} in time; it will be applied by the next request on this key"
                     )));
                 }
+            };
+            in_flight -= 1;
+            let step = match r {
+                Ok(Committed::Missing) => {
+                    failures.note(&t.name, &Error::Internal("the replica does not hold the write".into()));
+                    q.fail(&t.name)
+                }
+                Ok(c) => {
+                    if !matches!(c, Committed::Already) || answer.is_none() {
+                        answer = Some(c);
+                    }
+                    q.ack(&t.name)
+                }
+                Err(e) if replica_failure(&e) => {
+                    failures.note(&t.name, &e);
+                    self.keep_hint(&t.name, &hint).await;
+                    q.fail(&t.name)
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    q.fail(&t.name)
+                }
+            };
+            match step {
+                Some(Ok(_)) => return answer.ok_or_else(|| Error::Internal("a commit without an answer".into())),
+                Some(Err(u)) => return Err(first_err.unwrap_or_else(|| failures.error(u))),
+                None => {}
             }
         }
     }
