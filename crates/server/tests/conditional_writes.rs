@@ -787,12 +787,8 @@ async fn a_legal_hold_and_a_delete_of_its_version_never_both_win() {
 async fn a_chosen_write_whose_accepter_is_lost_before_the_commit_is_applied_and_acknowledged() {
     let ports = free_ports(3);
     let seeds = seeds_of(&ports);
-    let start = |i: usize, envs: &[(&str, &str)]| {
-        let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
-        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
-        a.extend_from_slice(&["--replication-factor", "3", "--write-consistency", "QUORUM"]);
-        Server::start_with(&a, envs)
-    };
+    let extra = ["--replication-factor", "3", "--write-consistency", "QUORUM"];
+    let start = |i: usize, envs: &[(&str, &str)]| start_node(i, &ports, &seeds, &extra, envs);
     let nodes = [
         start(0, &[]),
         // node-2 accepts, then every commit it is sent fails (as if it died in between).

@@ -22,21 +22,17 @@ async fn body_of(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
 async fn a_read_serves_only_a_version_its_quorum_holds() {
     let ports = free_ports(3);
     let seeds = seeds_of(&ports);
-    let start = |i: usize, envs: &[(&str, &str)]| {
-        let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
-        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
-        a.extend_from_slice(&[
-            "--replication-factor",
-            "3",
-            "--read-consistency",
-            "QUORUM",
-            "--write-consistency",
-            "QUORUM",
-            "--anti-entropy",
-            "false",
-        ]);
-        Server::start_with(&a, envs)
-    };
+    let extra = [
+        "--replication-factor",
+        "3",
+        "--read-consistency",
+        "QUORUM",
+        "--write-consistency",
+        "QUORUM",
+        "--anti-entropy",
+        "false",
+    ];
+    let start = |i: usize, envs: &[(&str, &str)]| start_node(i, &ports, &seeds, &extra, envs);
     // node-1 waits 1 s between a read's decision and the body's fetch; nodes 2 and 3 take 1.5 s
     // over every body they are sent, so a write through node-1 is on node-1 alone for 1.5 s.
     let slow = [("FAILPOINTS", "replica-delay=return(1500)")];

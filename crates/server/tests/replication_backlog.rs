@@ -31,11 +31,8 @@ async fn writes_at_one_replicate_in_the_background_with_a_bounded_backlog() {
         "false",
     ];
     let start = |i: usize, extra: &[&str], envs: &[(&str, &str)]| {
-        let args = node_args(&format!("node-{}", i + 1), ports[i], &seeds, SECRET);
-        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
-        a.extend_from_slice(&common_args);
-        a.extend_from_slice(extra);
-        Server::start_with(&a, envs)
+        let flags: Vec<&str> = common_args.iter().chain(extra).copied().collect();
+        start_node(i, &ports, &seeds, &flags, envs)
     };
     let nodes = [
         // node-1 holds back a write while it has more than 4 replica requests in flight.

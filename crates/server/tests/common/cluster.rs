@@ -86,6 +86,15 @@ pub async fn converged(nodes: &[&Server], members: usize, timeout: Duration) -> 
     }
 }
 
+/// Starts node `i` (`node-{i+1}`) of a cluster on `ports` with `seeds`, with `extra` flags and
+/// `envs` (fault points, say).
+pub fn start_node(i: usize, ports: &[u16], seeds: &str, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+    let args = node_args(&format!("node-{}", i + 1), ports[i], seeds, SECRET);
+    let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.extend_from_slice(extra);
+    Server::start_with(&a, envs)
+}
+
 pub async fn cluster_of(n: usize) -> (Vec<Server>, String, Vec<u16>) {
     cluster_with(n, &[]).await
 }
