@@ -160,6 +160,16 @@ pub fn check(records: &[Record], finals: &[Record], max_size: usize, budget: usi
                 }
                 (_, _) => v.unknown_writes += 1,
             }
+            if r.retried_after_maybe && !matches!(op, Op::Read(_)) {
+                // The attempt before the retry may have acted too, at its own time: a write of
+                // its own whose outcome is unknown.
+                history.push(Event {
+                    op: op.clone(),
+                    outcome: LinOutcome::Unknown,
+                    call: u128::from(r.call_us),
+                    ret: u128::from(r.ret_us),
+                });
+            }
             history.push(Event {
                 op,
                 outcome,
@@ -337,6 +347,7 @@ mod tests {
             call_us: call,
             ret_us: ret,
             attempts: 1,
+            retried_after_maybe: false,
             slowest_attempt_us: ret - call,
             outcome,
         }
@@ -357,6 +368,33 @@ mod tests {
         let v = check(&load, &finals, 64, 100_000);
         assert!(v.clean(), "{v:#?}");
         assert_eq!((v.acknowledged_writes, v.unknown_writes), (2, 1));
+    }
+
+    /// A delete whose first attempt went unanswered (its node froze after deleting) and whose
+    /// retry, answered much later, deleted again a value written in between: the same request
+    /// acted twice, as a retried request may. Linearizable once the first attempt counts as a
+    /// write of its own; the same history without the retry is not.
+    #[test]
+    fn a_write_retried_after_an_unanswered_attempt_may_act_twice() {
+        let mut delete = rec(Kind::Delete, Outcome::Done, 10, 100);
+        delete.attempts = 3;
+        delete.retried_after_maybe = true;
+        let load = vec![
+            rec(Kind::Put(1), Outcome::Done, 0, 5),
+            delete.clone(),
+            rec(Kind::Get, Outcome::Read(None), 20, 21),
+            rec(Kind::Put(2), Outcome::Done, 30, 31),
+            rec(Kind::Get, Outcome::Read(Some(2)), 40, 41),
+            rec(Kind::Get, Outcome::Read(None), 110, 111),
+        ];
+        let finals = vec![rec(Kind::Get, Outcome::Read(None), 120, 121)];
+        let v = check(&load, &finals, 64, 100_000);
+        assert!(v.not_linearizable.is_empty(), "{v:#?}");
+        delete.retried_after_maybe = false;
+        let mut once = load.clone();
+        once[1] = delete;
+        let v = check(&once, &finals, 64, 100_000);
+        assert_eq!(v.not_linearizable.len(), 1, "{v:#?}");
     }
 
     #[test]

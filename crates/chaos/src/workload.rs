@@ -162,6 +162,11 @@ pub struct Record {
     pub call_us: u64,
     pub ret_us: u64,
     pub attempts: u8,
+    /// A write retried after an attempt that may have acted (no answer, a 5xx other than "not
+    /// sent"): both may have taken effect, at different times (a store cannot tell a retry
+    /// from a new request; an S3 SDK retries so too). The checker counts that attempt as a write
+    /// of its own, of unknown outcome.
+    pub retried_after_maybe: bool,
     /// How long the slowest attempt took to be answered (or to fail).
     pub slowest_attempt_us: u64,
     pub outcome: Outcome,
@@ -434,6 +439,7 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
     let name = key_name(key);
     let call_us = s.micros();
     let max = s.load.max_size;
+    let mut retried_after_maybe = false;
     let (outcome, attempts, slowest_attempt_us) = match &kind {
         Kind::Put(value) | Kind::Create(value) | Kind::Swap { value, .. } => {
             // The condition on what the key holds: none for a plain put.
@@ -453,6 +459,7 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
                     .send()
             };
             let tried = with_retries(|| acknowledged(put())).await;
+            retried_after_maybe = maybe_then_retried(&tried.0);
             if matches!(kind, Kind::Put(_)) {
                 write_outcome(tried)
             } else {
@@ -460,7 +467,9 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
             }
         }
         Kind::Delete => {
-            write_outcome(with_retries(|| acknowledged(c.delete_object().bucket(&s.bucket).key(&name).send())).await)
+            let tried = with_retries(|| acknowledged(c.delete_object().bucket(&s.bucket).key(&name).send())).await;
+            retried_after_maybe = maybe_then_retried(&tried.0);
+            write_outcome(tried)
         }
         Kind::Get => {
             let (a, slow) = with_retries(|| {
@@ -534,9 +543,16 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
         call_us,
         ret_us,
         attempts,
+        retried_after_maybe,
         slowest_attempt_us,
         outcome,
     }
+}
+
+/// Whether an attempt that may have acted was followed by another one.
+fn maybe_then_retried<T>(attempts: &[Attempt<T>]) -> bool {
+    let earlier = attempts.len().saturating_sub(1);
+    attempts[..earlier].iter().any(|a| matches!(a, Attempt::Maybe(_)))
 }
 
 /// Whether key `k` is written only by conditional writes (one key in four). IronBucket orders
