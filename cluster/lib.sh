@@ -107,22 +107,30 @@ ensure_certs() {
   done
   mkdir -p cluster/config/lb
   cp cluster/tls/ca.pem cluster/config/lb/ca.pem
-  cp cluster/tls/ironbucket-lb.pem cluster/config/lb/lb.pem
-  cp cluster/tls/ironbucket-lb.key cluster/config/lb/lb.key
-  chmod 600 cluster/config/lb/lb.key
+  # HAProxy reads the certificate and its key from one file.
+  (umask 077 && cat cluster/tls/ironbucket-lb.pem cluster/tls/ironbucket-lb.key >cluster/config/lb/lb.pem)
+  rm -f cluster/config/lb/lb.key cluster/config/lb/upstream.conf
+  write_lb_config
+}
+
+# cluster/config/lb/haproxy.cfg from cluster/haproxy.cfg.in: a server line per node, checked on
+# its admin port's /health/ready, over TLS checked against the cluster's CA (or plain HTTP when
+# the nodes serve plain HTTP).
+write_lb_config() {
+  local n i line server_tls="" check_tls=""
+  n=$(nodes)
   if [ "$IRONBUCKET_API_SCHEME" = https ]; then
-    cat >cluster/config/lb/upstream.conf <<'NGINX'
-proxy_pass https://ironbucket_cluster;
-proxy_ssl_trusted_certificate /etc/nginx/lb/ca.pem;
-proxy_ssl_verify on;
-proxy_ssl_name ironbucket-nodes.internal;
-proxy_ssl_server_name on;
-proxy_ssl_session_reuse on;
-proxy_ssl_protocols TLSv1.2 TLSv1.3;
-NGINX
-  else
-    echo "proxy_pass http://ironbucket_cluster;" >cluster/config/lb/upstream.conf
+    server_tls="ssl verify required ca-file /etc/haproxy/lb/ca.pem sni str(ironbucket-nodes.internal) verifyhost ironbucket-nodes.internal"
+    check_tls="check-ssl check-sni ironbucket-nodes.internal"
   fi
+  while IFS= read -r line; do
+    case $line in
+      @SERVERS@) for i in $(seq 1 "$n"); do echo "    server node$i 10.5.0.$((i + 4)):9000 check"; done ;;
+      @TRACKED@) for i in $(seq 1 "$n"); do echo "    server node$i 10.5.0.$((i + 4)):9000 track nodes/node$i"; done ;;
+      @BACKUPS@) for i in $(seq 1 "$n"); do echo "    server node$i-backup 10.5.0.$((i + 4)):9000 backup"; done ;;
+      *) line=${line//@SERVER_TLS@/$server_tls}; echo "${line//@CHECK_TLS@/$check_tls}" ;;
+    esac
+  done <cluster/haproxy.cfg.in >cluster/config/lb/haproxy.cfg
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -134,10 +142,11 @@ have_or_pull() {
   timeout 60 docker pull -q "$1" >/dev/null 2>&1
 }
 
-LOCAL_BASE=ironbucket/debian-base:bookworm
+# (-haproxy: an older image of that name carried nginx for the load balancer.)
+LOCAL_BASE=ironbucket/debian-base:bookworm-haproxy
 
 # A Debian bookworm rootfs made with debootstrap from Debian's packages (minbase, CA
-# certificates and nginx-light for the load balancer), imported as an image.
+# certificates and HAProxy for the load balancer), imported as an image.
 build_local_base() {
   have_image "$LOCAL_BASE" && return 0
   say "no registry image available: building $LOCAL_BASE with debootstrap (about 2 minutes)"
@@ -150,7 +159,7 @@ build_local_base() {
   local dir=$BUILD/rootfs
   $sudo rm -rf "$dir"
   mkdir -p "$BUILD"
-  $sudo debootstrap --variant=minbase --include=ca-certificates,nginx-light \
+  $sudo debootstrap --variant=minbase --include=ca-certificates,haproxy \
     bookworm "$dir" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$BUILD/debootstrap.log" 2>&1 \
     || { tail -20 "$BUILD/debootstrap.log" >&2; die "debootstrap failed (log: $BUILD/debootstrap.log)"; }
   $sudo rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
@@ -168,8 +177,8 @@ choose_images() {
     build_local_base
     BASE_IMAGE=$LOCAL_BASE
   fi
-  if have_or_pull nginx:alpine; then
-    IRONBUCKET_LB_IMAGE=nginx:alpine
+  if have_or_pull haproxy:lts-alpine; then
+    IRONBUCKET_LB_IMAGE=haproxy:lts-alpine
   else
     build_local_base
     IRONBUCKET_LB_IMAGE=$LOCAL_BASE

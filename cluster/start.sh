@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Starts the IronBucket Docker Compose cluster: 2 nodes and an nginx load balancer (NODES=3 for
+# Starts the IronBucket Docker Compose cluster: 2 nodes and an HAProxy load balancer (NODES=3 for
 # three nodes at RF 3 / QUORUM). First run: generates cluster/.env (cluster secret, encryption
-# key, root credentials; mode 600), picks the images (debian:bookworm-slim and nginx:alpine where
+# key, root credentials; mode 600), picks the images (debian:bookworm-slim and haproxy:lts-alpine where
 # a registry answers, local Debian images built with debootstrap otherwise), builds the binaries
 # with cargo and the node image. Waits for real health, then prints endpoints and credentials.
 #

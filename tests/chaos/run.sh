@@ -4,7 +4,8 @@
 # See docs/reliability.md.
 #
 #   tests/chaos/run.sh            the short form on debug builds (what scripts/test.sh runs; about
-#                                 1.5 minutes): no faults, random kills, a partitioned minority
+#                                 1.5 minutes): no faults, random kills, a partitioned minority,
+#                                 one key in four written by conditional writes (--conditional)
 #   tests/chaos/run.sh --long     every scenario at full length on release builds (about 9 min);
 #                                 the report goes to target/chaos/chaos-report.{json,md}
 #   tests/chaos/run.sh --broken   builds the deliberately broken server (feature
@@ -36,7 +37,8 @@ fi
 case $mode in
   short)
     cargo build --quiet -p ironbucket-server -p ironbucket-chaos
-    exec "$target/debug/ironbucket-chaos" --report-dir target/chaos "$@"
+    # One key in four written by conditional writes only (If-Match / If-None-Match), checked too.
+    exec "$target/debug/ironbucket-chaos" --conditional --report-dir target/chaos "$@"
     ;;
   long)
     cargo build --quiet --release -p ironbucket-server -p ironbucket-chaos

@@ -68,8 +68,8 @@ struct Args {
     keys: usize,
 
     /// Write one key in four with conditional writes only (`If-Match` with the ETag its client
-    /// last saw, `If-None-Match: *` when it saw none), checked with the rest. Off by default:
-    /// it finds violations not fixed yet (docs/reliability.md, "Not fixed yet").
+    /// last saw, `If-None-Match: *` when it saw none), checked with the rest (the short form
+    /// in CI runs with it; docs/reliability.md, "What `--conditional` found").
     #[arg(long)]
     conditional: bool,
 

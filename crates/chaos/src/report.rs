@@ -61,7 +61,8 @@ fn class_name(r: &Record) -> &'static str {
         return "disturbed";
     }
     if r.state == NodeState::Balancer && r.gateway_errors > 0 {
-        // The load balancer sent it to a node that was gone: not a request to a live node.
+        // The load balancer sent it to a node that was gone or frozen (and cut it off when its
+        // check found so): not a request to a live node.
         return "balancer-to-gone-node";
     }
     match r.state {

@@ -154,8 +154,11 @@ pub struct Record {
     /// The node's state changed while the request was under way (for the load balancer: the
     /// state of any node behind it).
     pub disturbed: bool,
-    /// Attempts the load balancer answered itself with 502 or 504: it could not reach the node
-    /// it chose (gone, and not yet found so by its passive checks). The nodes never answer so.
+    /// Attempts the load balancer answered itself with 502 or 504 (it could not reach the node it
+    /// chose: gone, and not yet found so by its checks), or cut off without an answer (its
+    /// health check took the node out, frozen, while the request waited on it). The nodes never
+    /// answer 502 or 504, and a node's own connection is never cut without an answer but by a
+    /// kill (a change of state, counted apart).
     pub gateway_errors: u8,
     /// How long the node had been in its state when the request was sent (microseconds).
     pub state_age_us: u64,
@@ -278,7 +281,8 @@ pub fn client(endpoint: &Endpoint, creds: &Creds) -> anyhow::Result<Client> {
 }
 
 tokio::task_local! {
-    /// Attempts of the current operation answered 502 or 504 (see [`Record::gateway_errors`]).
+    /// Attempts of the current operation answered 502 or 504 or cut off without an answer (see
+    /// [`Record::gateway_errors`]).
     static GATEWAY: std::cell::Cell<u8>;
 }
 
@@ -310,6 +314,10 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug, T>(
             let text = format!("{e:?}");
             if text.contains("Connection refused") || text.contains("ConnectionRefused") {
                 Attempt::NotSent("connection refused".into())
+            } else if text.contains("IncompleteMessage") || text.contains("connection closed before message completed")
+            {
+                let _ = GATEWAY.try_with(|g| g.set(g.get().saturating_add(1)));
+                Attempt::Maybe(format!("closed without an answer: {}", short(&text)))
             } else {
                 Attempt::Maybe(format!("dispatch failure: {}", short(&text)))
             }
