@@ -148,8 +148,19 @@ impl ClusterStore {
     pub(crate) async fn head(&self, req: GetObject) -> Result<ObjectInfo> {
         let g = GetWire::new(&req);
         let level = self.level(false);
-        let found = self.read_versions(&g, level).await?;
-        self.repair_found(&g, &found, level).await?;
+        let mut tries = 0;
+        let found = loop {
+            let found = self.read_versions(&g, level).await?;
+            match self.repair_found(&g, &found, level).await {
+                Ok(()) => break found,
+                // The version is being replaced (its source moved on): read again.
+                Err(e) if tries + 1 < READS_WHEN_MOVED_ON => {
+                    tracing::debug!(bucket = %g.bucket, key = %g.key, error = %e, "reading again");
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let meta = self.settled_meta(&g, &found).await;
         let mut info = found.reply.result?;
         if let Some(m) = &meta {
@@ -161,26 +172,32 @@ impl ClusterStore {
     pub(crate) async fn get(&self, req: GetObject) -> Result<GetObjectOutput> {
         let g = GetWire::new(&req);
         let level = self.level(false);
-        let mut newer_seen = 0;
+        let mut tries = 0;
         loop {
-            match self.get_once(&g, level).await? {
-                Some(out) => return Ok(out),
-                None if newer_seen + 1 < READS_WHEN_MOVED_ON => newer_seen += 1,
-                None => {
-                    return Err(Error::Unavailable(format!(
-                        "{}/{} was written again while each of {READS_WHEN_MOVED_ON} reads fetched it; retry",
-                        g.bucket, g.key
-                    )));
-                }
+            let why = match self.get_once(&g, level).await? {
+                Read::Served(out) => return Ok(*out),
+                Read::MovedOn => Error::Unavailable(format!(
+                    "{}/{} was written again while each of {READS_WHEN_MOVED_ON} reads fetched it; retry",
+                    g.bucket, g.key
+                )),
+                Read::NotRepaired(e) => e,
+            };
+            tries += 1;
+            if tries >= READS_WHEN_MOVED_ON {
+                return Err(why);
             }
         }
     }
 
-    /// One read: the version the replicas agree on at `level`, repaired, then its body; `None`
-    /// when the replica sending the body holds a newer version than the read decided on.
-    async fn get_once(&self, g: &GetWire, level: Consistency) -> Result<Option<GetObjectOutput>> {
+    /// One read: the version the replicas agree on at `level`, repaired, then its body.
+    async fn get_once(&self, g: &GetWire, level: Consistency) -> Result<Read> {
         let found = self.read_versions(g, level).await?;
-        self.repair_found(g, &found, level).await?;
+        if let Err(e) = self.repair_found(g, &found, level).await {
+            // Its repair could not put the version on the level's replicas, because it is
+            // being replaced (the source moved on) or a replica failed: read again.
+            tracing::debug!(bucket = %g.bucket, key = %g.key, error = %e, "reading again");
+            return Ok(Read::NotRepaired(e));
+        }
         let meta = self.settled_meta(g, &found).await;
         // Fault injection for tests (`FAILPOINTS=read-fetch-delay=return(MS)`, builds with the
         // `failpoints` feature only): MS pass between a read's decision and its body's fetch,
@@ -201,7 +218,7 @@ impl ClusterStore {
                     if let Some(m) = &meta {
                         with_meta(&mut out.info, m);
                     }
-                    return Ok(Some(out));
+                    return Ok(Read::Served(Box::new(out)));
                 }
                 // The holder moved on since it answered: a newer write landed there, which may
                 // still be under way (on this replica alone). At ONE it is served; above, a
@@ -209,10 +226,10 @@ impl ClusterStore {
                 // after this one could return the older one: read again.
                 Ok(out) if (out.info.hlc, out.info.origin) > (info.hlc, info.origin) => {
                     if level == Consistency::One {
-                        return Ok(Some(out));
+                        return Ok(Read::Served(Box::new(out)));
                     }
                     tracing::debug!(bucket = %g.bucket, key = %g.key, node = %t.name, "the replica holds a newer version than it answered; reading again");
-                    return Ok(None);
+                    return Ok(Read::MovedOn);
                 }
                 Ok(_) => {
                     last = Some(Error::Unavailable(
@@ -310,9 +327,19 @@ impl ClusterStore {
     }
 }
 
-/// Reads of one GET when the replica sending the body holds a newer version than the read
-/// found each time (the key written again and again meanwhile).
+/// Reads of one GET or HEAD when each finds the key being written again (the replica sending
+/// the body holds a newer version than the read found, or the read's repair could not put its
+/// version on the level's replicas).
 const READS_WHEN_MOVED_ON: usize = 4;
+
+/// How one read of a GET ended.
+enum Read {
+    Served(Box<GetObjectOutput>),
+    /// The replica sending the body holds a newer version than the read decided on.
+    MovedOn,
+    /// The read's repair left its version on fewer replicas than the level needs.
+    NotRepaired(Error),
+}
 
 /// What a cluster read found: the winning answer, the replicas holding that version (this node
 /// first), the stale ones, and whether the holders disagree on the version's metadata.
