@@ -534,7 +534,7 @@ async fn multipart(s: &dyn ObjectStore) {
             conditions: Conditions::default(),
         })
         .await;
-    assert!(matches!(r, Err(Error::EntityTooSmall { part: 1, .. })));
+    assert!(matches!(r, Err(Error::EntityTooSmall { part: 1, .. })), "{r:?}");
     s.abort_multipart_upload("conf-mp", "small", &id2).await.unwrap();
     assert!(matches!(
         s.abort_multipart_upload("conf-mp", "small", &id2).await,
