@@ -286,6 +286,11 @@ tokio::task_local! {
     static GATEWAY: std::cell::Cell<u8>;
 }
 
+/// Counts an attempt of the current operation the load balancer answered itself.
+fn count_gateway_error() {
+    let _ = GATEWAY.try_with(|g| g.set(g.get().saturating_add(1)));
+}
+
 /// How one attempt ended.
 enum Attempt<T> {
     Ok(T),
@@ -300,7 +305,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug, T>(
 ) -> Attempt<T> {
     let status = e.raw_response().map(|r| r.status().as_u16());
     if let Some(502 | 504) = status {
-        let _ = GATEWAY.try_with(|g| g.set(g.get().saturating_add(1)));
+        count_gateway_error();
     }
     let message = e.message().unwrap_or_default().to_string();
     match (&e, status) {
@@ -316,7 +321,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug, T>(
                 Attempt::NotSent("connection refused".into())
             } else if text.contains("IncompleteMessage") || text.contains("connection closed before message completed")
             {
-                let _ = GATEWAY.try_with(|g| g.set(g.get().saturating_add(1)));
+                count_gateway_error();
                 Attempt::Maybe(format!("closed without an answer: {}", short(&text)))
             } else {
                 Attempt::Maybe(format!("dispatch failure: {}", short(&text)))

@@ -150,14 +150,9 @@ impl ClusterStore {
         let level = self.level(false);
         let mut tries = 0;
         let found = loop {
-            let found = self.read_versions(&g, level).await?;
-            match self.repair_found(&g, &found, level).await {
-                Ok(()) => break found,
-                // The version is being replaced (its source moved on): read again.
-                Err(e) if tries + 1 < READS_WHEN_MOVED_ON => {
-                    tracing::debug!(bucket = %g.bucket, key = %g.key, error = %e, "reading again");
-                    tries += 1;
-                }
+            match self.read_repaired(&g, level).await? {
+                Ok(found) => break found,
+                Err(_) if tries + 1 < READS_WHEN_MOVED_ON => tries += 1,
                 Err(e) => return Err(e),
             }
         };
@@ -189,15 +184,26 @@ impl ClusterStore {
         }
     }
 
+    /// The version the replicas agree on at `level`, repaired; the inner `Err` when its repair
+    /// could not put it on the level's replicas (it is being replaced, the source moved on, or a
+    /// replica failed): the caller reads again.
+    async fn read_repaired(&self, g: &GetWire, level: Consistency) -> Result<std::result::Result<Found, Error>> {
+        let found = self.read_versions(g, level).await?;
+        match self.repair_found(g, &found, level).await {
+            Ok(()) => Ok(Ok(found)),
+            Err(e) => {
+                tracing::debug!(bucket = %g.bucket, key = %g.key, error = %e, "reading again");
+                Ok(Err(e))
+            }
+        }
+    }
+
     /// One read: the version the replicas agree on at `level`, repaired, then its body.
     async fn get_once(&self, g: &GetWire, level: Consistency) -> Result<Read> {
-        let found = self.read_versions(g, level).await?;
-        if let Err(e) = self.repair_found(g, &found, level).await {
-            // Its repair could not put the version on the level's replicas, because it is
-            // being replaced (the source moved on) or a replica failed: read again.
-            tracing::debug!(bucket = %g.bucket, key = %g.key, error = %e, "reading again");
-            return Ok(Read::NotRepaired(e));
-        }
+        let found = match self.read_repaired(g, level).await? {
+            Ok(found) => found,
+            Err(e) => return Ok(Read::NotRepaired(e)),
+        };
         let meta = self.settled_meta(g, &found).await;
         // Fault injection for tests (`FAILPOINTS=read-fetch-delay=return(MS)`, builds with the
         // `failpoints` feature only): MS pass between a read's decision and its body's fetch,
