@@ -714,7 +714,7 @@ impl ClusterStore {
                     q.fail(&t.name)
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    super::keep_refusal(&mut first_err, e);
                     q.fail(&t.name)
                 }
             };

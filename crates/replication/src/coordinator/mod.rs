@@ -120,6 +120,19 @@ fn replica_failure(e: &Error) -> bool {
     matches!(e, Error::Unavailable(_) | Error::Internal(_) | Error::Corrupt(_))
 }
 
+/// Keeps the refusal the client gets when replicas refuse a write. A replica that missed part of
+/// the state the write needs (the upload, a part: written at QUORUM, it may lack what the others
+/// hold) refuses for that reason alone; a replica that holds it answers about the request itself
+/// (EntityTooSmall, InvalidPartOrder, a failed precondition). The first refusal of the second kind
+/// wins over any of the first; otherwise the first refusal stands.
+fn keep_refusal(kept: &mut Option<Error>, e: Error) {
+    let lacks_state = |e: &Error| matches!(e, Error::NoSuchUpload | Error::InvalidPart(_));
+    match kept {
+        Some(k) if !lacks_state(k) || lacks_state(&e) => {}
+        _ => *kept = Some(e),
+    }
+}
+
 fn stamp_of(v: &VersionStamp) -> Stamp {
     Stamp {
         hlc: v.hlc,
@@ -340,5 +353,35 @@ impl ClusterStore {
                 .count();
             (s.replication.factor as usize).min(data).max(1)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_about_the_request_wins_over_a_lagging_replicas() {
+        // The replica that missed part 2 answers first; the one that holds it says part 1 is
+        // too small: the client is told that.
+        let mut kept = None;
+        keep_refusal(&mut kept, Error::InvalidPart("part 2 not found".into()));
+        keep_refusal(&mut kept, Error::EntityTooSmall { part: 1, size: 10 });
+        assert!(matches!(kept, Some(Error::EntityTooSmall { part: 1, .. })), "{kept:?}");
+        // Once an answer about the request is kept, a later lagging refusal does not replace it.
+        keep_refusal(&mut kept, Error::NoSuchUpload);
+        assert!(matches!(kept, Some(Error::EntityTooSmall { .. })), "{kept:?}");
+
+        // Every replica lacking the state: the first refusal stands.
+        let mut kept = None;
+        keep_refusal(&mut kept, Error::NoSuchUpload);
+        keep_refusal(&mut kept, Error::InvalidPart("x".into()));
+        assert!(matches!(kept, Some(Error::NoSuchUpload)), "{kept:?}");
+
+        // Two answers about the request: the first stands.
+        let mut kept = None;
+        keep_refusal(&mut kept, Error::PreconditionFailed);
+        keep_refusal(&mut kept, Error::InvalidPartOrder);
+        assert!(matches!(kept, Some(Error::PreconditionFailed)), "{kept:?}");
     }
 }

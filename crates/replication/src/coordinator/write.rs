@@ -95,7 +95,7 @@ impl ClusterStore {
                             if replica_failure(&e) {
                                 failures.note(&node, &e);
                             } else {
-                                first_err.get_or_insert(e);
+                                super::keep_refusal(&mut first_err, e);
                             }
                             q.fail(&node)
                         }
