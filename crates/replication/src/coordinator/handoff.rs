@@ -185,7 +185,14 @@ impl ClusterStore {
             // It holds the version; its metadata may still lag (a tag, retention or legal hold
             // change it missed): it gets the holders' merge.
             std::cmp::Ordering::Equal if !v.delete_marker && !v.purged => {
-                let meta = self.merged_meta(&r.bucket, &r.key, &v.version_id, &holders).await?;
+                let meta = match self.merged_meta(&r.bucket, &r.key, &v.version_id, &holders).await {
+                    Ok(m) => m,
+                    // Replaced since it was read (in a bucket without versioning an overwrite or
+                    // a delete takes the same version id "null"): the newer write reaches the
+                    // replica on its own (or by its own hint); nothing of this one is left to do.
+                    Err(Error::DeleteMarker { .. } | Error::NoSuchVersion | Error::NoSuchKey) => return Ok(true),
+                    Err(e) => return Err(e),
+                };
                 let merge = MetaWrite(MetaAt {
                     bucket: r.bucket.clone(),
                     key: r.key.clone(),
