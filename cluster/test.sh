@@ -35,13 +35,21 @@ LB=https://127.0.0.1:9000 N1=https://127.0.0.1:9001 N2=https://127.0.0.1:9002
 export AWS_CA_BUNDLE=$PWD/cluster/tls/ca.pem
 step() { echo; echo "=== $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# Everything this script prints goes to $WORK/out.log as well: after a failure, the failing
+# step's own last lines are printed again below the containers' logs, so that the end of the
+# output (all a CI summary may show) says what failed.
+exec > >(tee -a "$WORK/out.log") 2>&1
 cleanup() {
   local rc=$?
   if [ $rc != 0 ]; then
+    local why
+    why=$(awk '/^=== /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$WORK/out.log" | tail -n 40)
     echo "--- container logs (tails) after the failure"
     for c in ironbucket-node1 ironbucket-node2 ironbucket-node3 ironbucket-lb; do
       docker logs --tail 20 "$c" 2>&1 | sed "s/^/$c | /" || true
     done
+    echo "--- the failed step's last lines (again)"
+    printf '%s\n' "$why"
   fi
   NODES=3 bash cluster/stop.sh --purge >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -208,7 +216,7 @@ cat "$WORK/client.json"
 import json, sys
 s = json.load(open(sys.argv[1]))
 if s["failed"] or s["ok"] < 20:
-    sys.exit(f"FAIL: {s['failed']} failed requests, {s['ok']} ok during the rolling upgrade")
+    sys.exit(f"FAIL: {s['failed']} failed requests, {s['ok']} ok during the rolling upgrade: " + "; ".join(s["errors"][:5]))
 PYEOF
 $PY verify --endpoint $LB --manifest "$WORK/roll.json"
 bin_sum() { docker run --rm --entrypoint md5sum "$1" /usr/local/bin/ironbucket | cut -d' ' -f1; }

@@ -46,6 +46,9 @@ pub struct ScenarioReport {
     pub thresholds: Vec<Threshold>,
     pub pass: bool,
     pub skipped: Option<String>,
+    /// The first failed requests of the classes held to a success threshold (nodes under no
+    /// fault, the load balancer), each on a line: what a missed threshold is about.
+    pub failed_requests: Vec<String>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -178,6 +181,29 @@ pub fn build(s: &Scenario, records: &[Record], verdict: Verdict, timeline: Timel
     }
     let operations = records.len();
     let pass = t.iter().all(|x| x.pass);
+    let failed_requests = records
+        .iter()
+        .filter(|r| !r.succeeded() && matches!(class_name(r), "up" | "balancer"))
+        .take(8)
+        .map(|r| {
+            format!(
+                "{:.3}s-{:.3}s {:?} k{:03} to {} ({}, {:.1} s in that state), {} attempt(s): {:?}",
+                r.call_us as f64 / 1e6,
+                r.ret_us as f64 / 1e6,
+                r.kind,
+                r.key,
+                if r.state == NodeState::Balancer {
+                    "the load balancer".to_string()
+                } else {
+                    format!("node-{}", r.node + 1)
+                },
+                class_name(r),
+                r.state_age_us as f64 / 1e6,
+                r.attempts,
+                r.outcome
+            )
+        })
+        .collect();
     ScenarioReport {
         name: s.name.to_string(),
         what: s.what.clone(),
@@ -190,6 +216,7 @@ pub fn build(s: &Scenario, records: &[Record], verdict: Verdict, timeline: Timel
         thresholds: t,
         pass,
         skipped: None,
+        failed_requests,
     }
 }
 
@@ -206,6 +233,7 @@ pub fn skipped(s: &Scenario, why: String) -> ScenarioReport {
         thresholds: Vec::new(),
         pass: true,
         skipped: Some(why),
+        failed_requests: Vec::new(),
     }
 }
 
@@ -266,6 +294,9 @@ pub fn print(r: &ScenarioReport) {
     }
     for f in findings(v, 5) {
         println!("   ! {f}");
+    }
+    for f in &r.failed_requests {
+        println!("   failed: {f}");
     }
 }
 
