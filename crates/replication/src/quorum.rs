@@ -184,6 +184,12 @@ impl WriteQuorum {
     pub fn timeout(&mut self) -> Option<Result<usize, Unavailable>> {
         self.0.timeout().map(Err)
     }
+
+    /// Whether replicas `holding` meet `level` in every set of `sets`.
+    pub fn met_by<'a>(sets: &[Vec<String>], level: Consistency, holding: impl IntoIterator<Item = &'a str>) -> bool {
+        let mut q = Self::sets(sets, level);
+        holding.into_iter().any(|n| matches!(q.ack(n), Some(Ok(_))))
+    }
 }
 
 /// What a read decided.
@@ -280,6 +286,20 @@ mod tests {
         assert!(!Consistency::One.overlaps(Consistency::One, 3));
         assert!(Consistency::One.overlaps(Consistency::All, 3));
         assert!(Consistency::One.overlaps(Consistency::All, 2));
+    }
+
+    #[test]
+    fn write_quorum_met_by_holders() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let one = vec![set(&["a", "b", "c"])];
+        assert!(WriteQuorum::met_by(&one, Consistency::Quorum, ["a", "c"]));
+        assert!(!WriteQuorum::met_by(&one, Consistency::Quorum, ["a"]));
+        assert!(!WriteQuorum::met_by(&one, Consistency::Quorum, ["a", "x"]));
+        assert!(!WriteQuorum::met_by(&one, Consistency::All, ["a", "b"]));
+        // While data moves: the level in each layout's set.
+        let two = vec![set(&["a", "b", "c"]), set(&["b", "c", "d"])];
+        assert!(!WriteQuorum::met_by(&two, Consistency::Quorum, ["a", "b"]));
+        assert!(WriteQuorum::met_by(&two, Consistency::Quorum, ["a", "b", "d"]));
     }
 
     #[test]

@@ -253,7 +253,10 @@ impl ClusterStore {
                 }
                 continue;
             }
-            if let Err(e) = self.settle(bucket, key, &prepared.promises, &current).await {
+            if let Err(e) = self
+                .settle((bucket, key), (&targets, level), &prepared.promises, &current)
+                .await
+            {
                 self.release(&targets, bucket, key, ballot);
                 return Err(e);
             }
@@ -417,8 +420,17 @@ impl ClusterStore {
     }
 
     /// Brings the promisers that lag behind the newest version among them up to it before a
-    /// decision rests on it: the state decided on is then on the level's replicas.
-    async fn settle(&self, bucket: &str, key: &str, promises: &[(Target, Promise)], current: &Current) -> Result<()> {
+    /// decision rests on it: the state decided on is then on the level's replicas. A promiser
+    /// that cannot take the version (its disk refuses writes, say) fails the round only when
+    /// those that hold it fall short of the level: any later round's promisers include one of
+    /// them. It is repaired later (anti-entropy, a read's repair).
+    async fn settle(
+        &self,
+        (bucket, key): (&str, &str),
+        (targets, level): (&Replicas, Consistency),
+        promises: &[(Target, Promise)],
+        current: &Current,
+    ) -> Result<()> {
         let Some(v) = current.head.version.clone() else {
             return Ok(());
         };
@@ -442,13 +454,24 @@ impl ClusterStore {
         }
         let size = current.head.result.as_ref().map(|i| i.size).unwrap_or(0);
         let g = wire_for(bucket, key, None);
-        let failed = self.repair_all(&g, &v, size, &source, &holders, lagging).await;
-        if failed > 0 {
-            return Err(Error::Unavailable(format!(
-                "{failed} replica(s) could not be brought up to the key's current version before the condition was decided"
-            )));
+        let failed = self.repair_all(&g, &v, size, &source, &holders, lagging.clone()).await;
+        if failed.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let holding = holders
+            .iter()
+            .chain(&lagging)
+            .map(|t| t.name.as_str())
+            .filter(|n| !failed.iter().any(|f| f == n));
+        if WriteQuorum::met_by(targets.sets(), level, holding) {
+            tracing::debug!(bucket, key, failed = ?failed, "settled on the level's replicas; the others are left to repair");
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "{} replica(s) could not be brought up to the key's current version before the condition was decided ({}), leaving it on fewer than consistency level {level} needs",
+            failed.len(),
+            failed.join(", ")
+        )))
     }
 
     /// Accept: `value` goes to every live replica under `ballot`.

@@ -180,7 +180,7 @@ impl ClusterStore {
             std::cmp::Ordering::Less => {
                 let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
                 let failed = self.repair_all(&g, &v, size, &source, &holders, vec![target]).await;
-                Ok(failed == 0)
+                Ok(failed.is_empty())
             }
             // It holds the version; its metadata may still lag (a tag, retention or legal hold
             // change it missed): it gets the holders' merge.

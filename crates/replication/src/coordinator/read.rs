@@ -271,7 +271,7 @@ impl ClusterStore {
         }
         let size = found.reply.result.as_ref().map(|i| i.size).unwrap_or(0);
         let asked = stale.len();
-        let failed = self.repair_all(g, v, size, source, &found.holders, stale).await;
+        let failed = self.repair_all(g, v, size, source, &found.holders, stale).await.len();
         if failed == 0 {
             return Ok(());
         }
@@ -283,7 +283,8 @@ impl ClusterStore {
             let late = found.others.len();
             let failed_late = self
                 .repair_all(g, v, size, source, &found.holders, found.others.clone())
-                .await;
+                .await
+                .len();
             holding += late - failed_late;
         }
         tracing::debug!(bucket = %g.bucket, key = %g.key, failed, holding, needed, "blocking read repair left replicas stale");

@@ -41,7 +41,7 @@ impl ClusterStore {
         source: &Target,
         holders: &[Target],
         stale: Vec<Target>,
-    ) -> usize {
+    ) -> Vec<String> {
         let meta = if v.delete_marker {
             None
         } else {
@@ -49,11 +49,11 @@ impl ClusterStore {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(bucket = %g.bucket, key = %g.key, error = %e, "read repair skipped: no holder sent the version's metadata");
-                    return stale.len();
+                    return stale.into_iter().map(|t| t.name).collect();
                 }
             }
         };
-        let mut failed = 0;
+        let mut failed = Vec::new();
         for t in stale {
             let r = self.repair_one(g, v, meta.as_ref(), size, source, &t).await;
             match r {
@@ -62,9 +62,9 @@ impl ClusterStore {
                     tracing::info!(bucket = %g.bucket, key = %g.key, node = %t.name, "read repair")
                 }
                 Err(e) => {
-                    failed += 1;
                     self.repairs.count(&self.repairs.failed);
-                    tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed")
+                    tracing::warn!(bucket = %g.bucket, key = %g.key, node = %t.name, error = %e, "read repair failed");
+                    failed.push(t.name);
                 }
             }
         }
