@@ -458,13 +458,32 @@ impl ClusterStore {
         if failed.is_empty() {
             return Ok(());
         }
-        let holding = holders
+        let mut holding: Vec<&str> = holders
             .iter()
             .chain(&lagging)
             .map(|t| t.name.as_str())
-            .filter(|n| !failed.iter().any(|f| f == n));
-        if WriteQuorum::met_by(targets.sets(), level, holding) {
+            .filter(|n| !failed.iter().any(|f| f == n))
+            .collect();
+        if WriteQuorum::met_by(targets.sets(), level, holding.iter().copied()) {
             tracing::debug!(bucket, key, failed = ?failed, "settled on the level's replicas; the others are left to repair");
+            return Ok(());
+        }
+        // The live replicas that did not promise (they answered after the level was met) may
+        // hold the version already (the repair finds so at once) or take it.
+        let others: Vec<Target> = targets
+            .iter()
+            .filter(|t| !promises.iter().any(|(p, _)| p.name == t.name) && !self.is_down(t))
+            .cloned()
+            .collect();
+        let failed_others = self.repair_all(&g, &v, size, &source, &holders, others.clone()).await;
+        holding.extend(
+            others
+                .iter()
+                .map(|t| t.name.as_str())
+                .filter(|n| !failed_others.iter().any(|f| f == n)),
+        );
+        if WriteQuorum::met_by(targets.sets(), level, holding.iter().copied()) {
+            tracing::debug!(bucket, key, failed = ?failed, "settled on the level's replicas with the replicas that did not promise");
             return Ok(());
         }
         Err(Error::Unavailable(format!(
@@ -665,7 +684,17 @@ impl ClusterStore {
             // Each commit runs as its own task: replicas beyond the level still apply it.
             let (me, t, tx, op) = (me.clone(), t.clone(), tx.clone(), commit_op());
             tokio::spawn(async move {
-                let r = me.cas_ask(&t, op).await.and_then(CasReply::commit);
+                let mut r = me.cas_ask(&t, op.clone()).await.and_then(CasReply::commit);
+                // A replica that answered with a failure of its own (a disk error) keeps the
+                // value staged: the commit is sent again, a few times, before it counts
+                // against the level.
+                for wait in COMMIT_RETRY_WAITS {
+                    if !matches!(r, Err(Error::Internal(_))) {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    r = me.cas_ask(&t, op.clone()).await.and_then(CasReply::commit);
+                }
                 let _ = tx.send((t, r));
             });
         }
@@ -749,6 +778,9 @@ impl ClusterStore {
         }
     }
 }
+
+/// Pauses before a commit is sent again to a replica that failed it with an error of its own.
+const COMMIT_RETRY_WAITS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
 
 /// The newest version among the promises (a promiser's answer; "no object" when none holds
 /// one).
