@@ -332,6 +332,10 @@ impl ClusterStore {
         // Buckets deleted in the cluster but kept here because they still held data: looked at
         // again every round, so they go once they are empty.
         let mut kept_here: std::collections::BTreeSet<String> = Default::default();
+        // After a failed round, the wait before the next (doubling to 5 s): it is tried again
+        // whether or not the log moves on, so a disk error does not leave this node without a
+        // bucket until the next change in the cluster.
+        let mut retry: Option<std::time::Duration> = None;
         loop {
             let index = *applied.borrow_and_update();
             let Some(s) = me.upgrade() else { return Ok(()) };
@@ -343,39 +347,7 @@ impl ClusterStore {
             if let Some(ms) = fail::eval("materialize-delay", |a| a.and_then(|v| v.parse::<u64>().ok())).flatten() {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            let result = match synced.and_then(|i| s.cp.changes_since(i)) {
-                Some(mut ids) => {
-                    ids.extend(kept_here.iter().map(|b| format!("b/{b}")));
-                    let (buckets, keys) = s.cp.with_state(|st| {
-                        let buckets: Vec<(String, Option<BucketRecord>)> = ids
-                            .iter()
-                            .filter_map(|id| id.strip_prefix("b/"))
-                            .map(|n| (n.to_string(), st.buckets.get(n).cloned().map(BucketRecord::from)))
-                            .collect();
-                        let keys: Vec<(String, Option<KeyRecord>)> = ids
-                            .iter()
-                            .filter_map(|id| id.strip_prefix("k/"))
-                            .map(|k| (k.to_string(), st.keys.get(k).cloned().map(KeyRecord::from)))
-                            .collect();
-                        (buckets, keys)
-                    });
-                    s.local.sync_changed(buckets, keys).await
-                }
-                None => {
-                    let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = s.cp.with_state(|st| {
-                        (
-                            st.buckets.values().cloned().map(BucketRecord::from).collect(),
-                            st.keys.values().cloned().map(KeyRecord::from).collect(),
-                        )
-                    });
-                    async {
-                        let kept = s.local.sync_buckets(buckets).await?;
-                        s.local.sync_keys(keys).await?;
-                        Ok::<_, Error>(kept)
-                    }
-                    .await
-                }
-            };
+            let result = s.materialize_round(synced, &kept_here).await;
             match result {
                 Ok(kept) => {
                     for b in &kept {
@@ -385,6 +357,7 @@ impl ClusterStore {
                     }
                     kept_here = kept.into_iter().collect();
                     synced = Some(index);
+                    retry = None;
                     s.cp.set_materialized(index);
                     ctx.unit_done();
                     ctx.progress(format!("applied up to log index {index}"));
@@ -392,12 +365,68 @@ impl ClusterStore {
                 Err(e) => {
                     tracing::error!(error = %e, "cannot apply the cluster's buckets and keys to local metadata");
                     ctx.note_error(format!("cannot apply the cluster's buckets and keys: {e}"));
+                    retry = Some(retry.map_or(std::time::Duration::from_millis(100), |d| {
+                        (d * 2).min(std::time::Duration::from_secs(5))
+                    }));
                 }
             }
             drop(s);
             ctx.idle();
-            if applied.changed().await.is_err() {
-                return Ok(());
+            match retry {
+                Some(wait) => {
+                    tokio::select! {
+                        changed = applied.changed() => if changed.is_err() { return Ok(()) },
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                None => {
+                    if applied.changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round of writing the cluster's buckets and keys to this node's own metadata: the
+    /// changes since log index `synced` (and the buckets kept here), or everything. The buckets
+    /// deleted in the cluster but kept here (they hold data).
+    async fn materialize_round(
+        &self,
+        synced: Option<u64>,
+        kept_here: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>> {
+        match synced.and_then(|i| self.cp.changes_since(i)) {
+            Some(mut ids) => {
+                ids.extend(kept_here.iter().map(|b| format!("b/{b}")));
+                let (buckets, keys) = self.cp.with_state(|st| {
+                    let buckets: Vec<(String, Option<BucketRecord>)> = ids
+                        .iter()
+                        .filter_map(|id| id.strip_prefix("b/"))
+                        .map(|n| (n.to_string(), st.buckets.get(n).cloned().map(BucketRecord::from)))
+                        .collect();
+                    let keys: Vec<(String, Option<KeyRecord>)> = ids
+                        .iter()
+                        .filter_map(|id| id.strip_prefix("k/"))
+                        .map(|k| (k.to_string(), st.keys.get(k).cloned().map(KeyRecord::from)))
+                        .collect();
+                    (buckets, keys)
+                });
+                self.local.sync_changed(buckets, keys).await
+            }
+            None => {
+                let (buckets, keys): (Vec<BucketRecord>, Vec<KeyRecord>) = self.cp.with_state(|st| {
+                    (
+                        st.buckets.values().cloned().map(BucketRecord::from).collect(),
+                        st.keys.values().cloned().map(KeyRecord::from).collect(),
+                    )
+                });
+                async {
+                    let kept = self.local.sync_buckets(buckets).await?;
+                    self.local.sync_keys(keys).await?;
+                    Ok::<_, Error>(kept)
+                }
+                .await
             }
         }
     }
