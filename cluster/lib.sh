@@ -34,6 +34,8 @@ compose() {
   fi
   local files=(-f docker-compose.cluster.yml)
   [ "$(nodes)" = 3 ] && files+=(-f docker-compose.cluster3.yml)
+  # One more compose file (the chaos suite's: a node started with a clock offset or fault points).
+  [ -z "${COMPOSE_OVERRIDE:-}" ] || files+=(-f "$COMPOSE_OVERRIDE")
   if docker compose version >/dev/null 2>&1; then
     docker compose --env-file "$ENV_FILE" -p ironbucket "${files[@]}" "$@"
   elif command -v docker-compose >/dev/null 2>&1; then

@@ -208,26 +208,26 @@ impl Cluster {
         if !node.tmpfs {
             bail!("{}'s data directory is not a tmpfs of its own", node.name);
         }
-        let filler = node.dir.join("chaos-filler");
-        if !full {
-            let _ = std::fs::remove_file(&filler);
-            return Ok(());
-        }
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler)?;
-        let block = vec![0u8; 1 << 20];
-        loop {
-            if f.write_all(&block).is_err() {
-                break;
-            }
-        }
-        // The last partial block.
-        let mut small = vec![0u8; 4096];
-        while f.write_all(&small).is_ok() {}
-        small.truncate(1);
-        while f.write_all(&small).is_ok() {}
-        Ok(())
+        fill_to_the_last_byte(&node.dir.join("chaos-filler"), full)
     }
+}
+
+/// Writes `filler` until its file system has no byte left (`full`), or removes it.
+pub fn fill_to_the_last_byte(filler: &Path, full: bool) -> Result<()> {
+    if !full {
+        let _ = std::fs::remove_file(filler);
+        return Ok(());
+    }
+    use std::io::Write;
+    let mut f = std::fs::File::create(filler)?;
+    let block = vec![0u8; 1 << 20];
+    while f.write_all(&block).is_ok() {}
+    // The last partial block.
+    let mut small = vec![0u8; 4096];
+    while f.write_all(&small).is_ok() {}
+    small.truncate(1);
+    while f.write_all(&small).is_ok() {}
+    Ok(())
 }
 
 impl Cluster {
@@ -368,6 +368,7 @@ pub fn clean_up_on_signal() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         crate::compose::thaw_all();
+        crate::compose_node::restore_on_exit();
         std::thread::sleep(Duration::from_millis(200));
         for m in live.mounts {
             let _ = Command::new("umount").arg(&m).status();

@@ -12,9 +12,11 @@
 //!   has it (a `prio` qdisc with one band per delayed peer); where it does not, the loss alone,
 //!   with iptables' `statistic` match, and the scenario says the delay was not applied.
 //!
-//! Full disks, fault points and clock offsets need the node's own start-up (a tmpfs, a feature
-//! build, a flag): those scenarios run against processes only and are reported as skipped here.
+//! Full disks, fault points and clock offsets need the node's own start-up: for those scenarios
+//! the node is recreated with environment of its own, its data on a tmpfs, and put back
+//! afterwards (`compose_node.rs`).
 
+use crate::compose_node::{self, NodeSetup};
 use crate::target::{Creds, Endpoint, Target, unsupported};
 use anyhow::{Context, Result, bail};
 use ironbucket_testkit::proxy::Link;
@@ -39,6 +41,8 @@ pub struct Compose {
     creds: Creds,
     /// Whether `tc netem` works in the containers' network namespaces (probed on first use).
     netem: Option<bool>,
+    /// The node started differently for the scenario under way, and how.
+    set_up: Option<(usize, NodeSetup, compose_node::Applied)>,
 }
 
 /// Runs `program args`, giving up (and killing it) after `secs`: its standard output, or an
@@ -190,7 +194,61 @@ impl Compose {
             ca: Some(ca),
             creds,
             netem: None,
+            set_up: None,
         })
+    }
+
+    /// What compose needs to recreate node `i`'s container as the cluster was started: its
+    /// image, HTTPS or not, the address its ports are published on.
+    async fn compose_env(&self, i: usize) -> Result<Vec<(String, String)>> {
+        let c = &self.nodes[i].container;
+        let image = docker(&["inspect", "-f", "{{.Config.Image}}", c]).await?;
+        let bind = docker(&[
+            "inspect",
+            "-f",
+            "{{range $p, $b := .HostConfig.PortBindings}}{{range $b}}{{.HostIp}} {{end}}{{end}}",
+            c,
+        ])
+        .await?;
+        let mut env = vec![("IRONBUCKET_IMAGE".to_string(), image)];
+        if let Some(ip) = bind.split_whitespace().next().filter(|ip| !ip.is_empty()) {
+            env.push(("IRONBUCKET_BIND".into(), ip.to_string()));
+        }
+        let tls = if self.nodes[i].s3.starts_with("https") {
+            "true"
+        } else {
+            "false"
+        };
+        env.push(("IRONBUCKET_API_TLS".into(), tls.into()));
+        Ok(env)
+    }
+
+    /// Stops node `i` and starts it again as `setup` says (its own environment, its data on a
+    /// tmpfs); ready again when this returns.
+    pub async fn set_up_node(&mut self, i: usize, setup: NodeSetup) -> Result<()> {
+        if self.set_up.is_some() {
+            self.put_back().await?;
+        }
+        let env = self.compose_env(i).await?;
+        let (root, s) = (self.root.clone(), setup.clone());
+        let applied = tokio::task::spawn_blocking(move || compose_node::apply(&root, i + 1, env, &s)).await??;
+        self.set_up = Some((i, setup, applied));
+        self.wait_ready(i, Duration::from_secs(120)).await.map(drop)
+    }
+
+    /// The node [`set_up_node`](Self::set_up_node) changed started again as the compose files
+    /// describe it, its data back on its own disk; ready again when this returns.
+    pub async fn put_back(&mut self) -> Result<()> {
+        let Some((i, _, applied)) = self.set_up.take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || compose_node::undo(&applied)).await??;
+        self.wait_ready(i, Duration::from_secs(120)).await.map(drop)
+    }
+
+    /// How node `i` is set up for the scenario, if it is.
+    fn setup_of(&self, i: usize) -> Option<&NodeSetup> {
+        self.set_up.as_ref().filter(|(n, ..)| *n == i).map(|(_, s, _)| s)
     }
 
     async fn pid(&self, i: usize) -> Result<String> {
@@ -422,18 +480,28 @@ impl Target for Compose {
         )))
     }
 
-    async fn fill_disk(&mut self, _: usize, _: bool) -> Result<()> {
-        Err(unsupported(
-            "filling a node's disk",
-            "the compose nodes' data directories are on the host's disk",
-        ))
+    async fn fill_disk(&mut self, i: usize, full: bool) -> Result<()> {
+        if self.setup_of(i).and_then(|s| s.tmpfs_headroom_mib).is_none() {
+            return Err(unsupported(
+                "filling a node's disk",
+                "its data directory is on the host's disk (not set up on a tmpfs for this scenario)",
+            ));
+        }
+        let filler = compose_node::filler(&self.root, i + 1);
+        tokio::task::spawn_blocking(move || crate::cluster::fill_to_the_last_byte(&filler, full)).await?
     }
 
-    async fn fault_points(&mut self, _: usize, _: &[&str]) -> Result<()> {
-        Err(unsupported(
-            "arming fault points",
-            "the compose image is built without the failpoints feature",
-        ))
+    async fn fault_points(&mut self, i: usize, items: &[&str]) -> Result<()> {
+        if !self.setup_of(i).is_some_and(|s| s.fault_file) {
+            return Err(unsupported(
+                "arming fault points",
+                "the node was not started with a fault point file for this scenario",
+            ));
+        }
+        std::fs::write(compose_node::fault_file_on_host(&self.root, i + 1), items.join("\n"))?;
+        // The node reads the file every 200 ms.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(())
     }
 
     async fn heal_all(&mut self) -> Result<()> {

@@ -9,6 +9,7 @@
 mod check;
 mod cluster;
 mod compose;
+mod compose_node;
 mod report;
 mod scenario;
 mod target;
@@ -18,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use scenario::{Fault, SET_UP_NODE, Scenario};
+use scenario::{SET_UP_NODE, Scenario};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -40,8 +41,9 @@ struct Args {
     /// Run against the Docker Compose cluster of the checkout at DIR (started with
     /// `NODES=3 cluster/start.sh`) instead of starting node processes: faults with docker kill,
     /// docker pause, iptables and tc netem in the nodes' network namespaces (needs root); the
-    /// load also goes through the load balancer. Scenarios whose fault needs the node's own
-    /// start-up (disk-full, read-only-disk, fsync-errors, clock-ahead) are skipped.
+    /// load also goes through the load balancer. For disk-full, read-only-disk, fsync-errors and
+    /// clock-ahead, node-3 is recreated for the scenario (its data on a tmpfs mounted on the
+    /// host, fault points, a clock offset) and put back after it.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
     compose: Option<PathBuf>,
 
@@ -168,7 +170,7 @@ fn main() -> Result<()> {
     };
     for s in &chosen {
         let r = match compose.as_mut() {
-            Some(c) => rt.block_on(run_on_compose(&args, c, s, &mut rng))?,
+            Some(c) => rt.block_on(run_on_compose(&args, c, &work, s, &mut rng))?,
             None => rt.block_on(run_scenario(&args, &bin, &work, s, &mut rng))?,
         };
         report::print(&r);
@@ -242,25 +244,24 @@ async fn run_scenario(
         env: Vec::new(),
         tmpfs_mib: Vec::new(),
     };
-    match s.fault {
-        Fault::ClockAhead { ms } => setup
+    let start_up = s.start_up();
+    if let Some(ms) = start_up.clock_offset_ms {
+        setup
             .extra
-            .push((SET_UP_NODE, vec!["--clock-offset-ms".into(), ms.to_string()])),
-        Fault::FsyncErrors { percent } => setup.env.push((
-            SET_UP_NODE,
-            ("FAILPOINTS".into(), format!("meta-fsync={percent}%return")),
-        )),
-        Fault::DiskFull { .. } => {
-            if !cluster::can_mount_tmpfs(&root) {
-                return Ok(report::skipped(s, "cannot mount a tmpfs here (needs root)".into()));
-            }
-            setup.tmpfs_mib.push((SET_UP_NODE, 256));
+            .push((SET_UP_NODE, vec!["--clock-offset-ms".into(), ms.to_string()]));
+    }
+    if let Some(f) = &start_up.failpoints {
+        setup.env.push((SET_UP_NODE, ("FAILPOINTS".into(), f.clone())));
+    }
+    if start_up.small_disk {
+        if !cluster::can_mount_tmpfs(&root) {
+            return Ok(report::skipped(s, "cannot mount a tmpfs here (needs root)".into()));
         }
-        _ => {}
+        setup.tmpfs_mib.push((SET_UP_NODE, 256));
     }
     let mut c = cluster::Cluster::start(bin, &root, setup).await?;
     let states = Arc::new(States::new(c.len()));
-    if let Fault::ClockAhead { .. } | Fault::FsyncErrors { .. } = s.fault {
+    if start_up.degraded_throughout() {
         states.set(SET_UP_NODE, NodeState::Degraded);
     }
     exercise(args, &mut c, states, s, rng, "chaos".into()).await
@@ -270,24 +271,57 @@ async fn run_scenario(
 async fn run_on_compose(
     args: &Args,
     c: &mut compose::Compose,
+    work: &std::path::Path,
     s: &Scenario,
     rng: &mut StdRng,
 ) -> Result<report::ScenarioReport> {
     println!("-- {}: {} ({} s)", s.name, s.what, s.secs);
-    if let Some(why) = s.needs_processes() {
-        return Ok(report::skipped(s, format!("processes only: {why}")));
-    }
     for i in 0..c.len() {
         c.wait_ready(i, Duration::from_secs(120)).await?;
     }
+    let start_up = s.start_up();
+    if start_up.small_disk && !cluster::can_mount_tmpfs(work) {
+        return Ok(report::skipped(s, "cannot mount a tmpfs here (needs root)".into()));
+    }
     let states = Arc::new(States::new(c.len() + 1));
     states.set(c.len(), NodeState::Balancer);
+    if !start_up.is_plain() {
+        let mut env = Vec::new();
+        if let Some(ms) = start_up.clock_offset_ms {
+            env.push(("IRONBUCKET_CLOCK_OFFSET_MS".to_string(), ms.to_string()));
+        }
+        if let Some(f) = &start_up.failpoints {
+            env.push(("FAILPOINTS".to_string(), f.clone()));
+        }
+        let setup = compose_node::NodeSetup {
+            env,
+            // What the data holds, and 192 MiB for the load to fill.
+            tmpfs_headroom_mib: start_up.small_disk.then_some(192),
+            fault_file: start_up.fault_file,
+        };
+        println!("   node-{} started again for the scenario: {setup:?}", SET_UP_NODE + 1);
+        c.set_up_node(SET_UP_NODE, setup).await?;
+        if start_up.degraded_throughout() {
+            states.set(SET_UP_NODE, NodeState::Degraded);
+        }
+    }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let bucket = format!("chaos-{}-{stamp}", s.name);
-    exercise(args, c, states, s, rng, bucket).await
+    let r = exercise(args, c, states, s, rng, bucket).await;
+    if !start_up.is_plain() {
+        println!(
+            "   node-{} started again as the compose files describe it",
+            SET_UP_NODE + 1
+        );
+        let back = c.put_back().await;
+        let r = r?;
+        back?;
+        return Ok(r);
+    }
+    r
 }
 
 /// Runs the load against `c` while the scenario's faults are done to it, then reads everything

@@ -329,17 +329,52 @@ pub async fn run_faults<T: Target>(
     Ok(())
 }
 
+/// What a scenario's fault needs of node [`SET_UP_NODE`]'s start-up, whichever cluster runs it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StartUp {
+    /// Its clock this many ms ahead (`--clock-offset-ms`, `IRONBUCKET_CLOCK_OFFSET_MS`).
+    pub clock_offset_ms: Option<i64>,
+    /// Fault points armed from its start (`FAILPOINTS`).
+    pub failpoints: Option<String>,
+    /// Fault points armed while it runs (`FAILPOINTS_FILE`).
+    pub fault_file: bool,
+    /// Its data directory on a small file system of its own (a tmpfs) that can be filled.
+    pub small_disk: bool,
+}
+
+impl StartUp {
+    /// Whether the node starts as the others do.
+    pub fn is_plain(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the node serves under a fault for the whole run (its requests are not held to
+    /// the healthy nodes' threshold).
+    pub fn degraded_throughout(&self) -> bool {
+        self.clock_offset_ms.is_some() || self.failpoints.is_some()
+    }
+}
+
 impl Scenario {
-    /// Why the scenario needs nodes this program starts itself, if it does: its fault is set up
-    /// with the node's start (a tmpfs data directory, a fault-point build, a clock flag).
-    pub fn needs_processes(&self) -> Option<&'static str> {
+    pub fn start_up(&self) -> StartUp {
         match self.fault {
-            Fault::DiskFull { .. } => Some("the node's data directory must be a small tmpfs of its own"),
-            Fault::ReadOnly { .. } | Fault::FsyncErrors { .. } => {
-                Some("the node must be built with the failpoints feature and read FAILPOINTS_FILE")
-            }
-            Fault::ClockAhead { .. } => Some("the node must be started with --clock-offset-ms"),
-            _ => None,
+            Fault::ClockAhead { ms } => StartUp {
+                clock_offset_ms: Some(ms),
+                ..Default::default()
+            },
+            Fault::FsyncErrors { percent } => StartUp {
+                failpoints: Some(format!("meta-fsync={percent}%return")),
+                ..Default::default()
+            },
+            Fault::ReadOnly { .. } => StartUp {
+                fault_file: true,
+                ..Default::default()
+            },
+            Fault::DiskFull { .. } => StartUp {
+                small_disk: true,
+                ..Default::default()
+            },
+            _ => StartUp::default(),
         }
     }
 }
