@@ -17,7 +17,10 @@
 #                                 pause, iptables cuts and tc netem (where the kernel has it) in the
 #                                 nodes' network namespaces, the load also through the load
 #                                 balancer. Needs root (nsenter). Short form unless --long is given
-#                                 after it; the report goes to target/chaos/compose/
+#                                 after it; the report goes to target/chaos/compose/. The disk and
+#                                 clock scenarios (--scenarios disk-full,read-only-disk,fsync-errors,
+#                                 clock-ahead) recreate node-3 for the scenario (its data on a tmpfs,
+#                                 fault points, a clock offset) and put it back afterwards
 #
 # Further arguments go to ironbucket-chaos (`--help` lists them: --scenarios, --seed, ...).
 set -euo pipefail
