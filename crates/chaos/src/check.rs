@@ -343,6 +343,7 @@ mod tests {
             state: NodeState::Up,
             disturbed: false,
             gateway_errors: 0,
+            balancer_checking: false,
             state_age_us: 0,
             call_us: call,
             ret_us: ret,

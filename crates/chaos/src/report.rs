@@ -68,6 +68,12 @@ fn class_name(r: &Record) -> &'static str {
         // check found so): not a request to a live node.
         return "balancer-to-gone-node";
     }
+    if r.state == NodeState::Balancer && r.balancer_checking {
+        // Sent before the balancer's checks could have found a node's change: it may have
+        // gone to the node just cut off or frozen, and a conditional write it answered 503 is
+        // not resent (its outcome is unknown).
+        return "balancer-during-check";
+    }
     match r.state {
         NodeState::Up => "up",
         NodeState::Down => "down",

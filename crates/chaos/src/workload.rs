@@ -72,6 +72,16 @@ impl States {
         self.since[i].store(self.start.elapsed().as_micros() as u64, Ordering::SeqCst);
     }
 
+    /// How long ago any node's state last changed (microseconds); `None` before the first
+    /// change.
+    pub fn since_last_change_us(&self) -> Option<u64> {
+        let newest = (0..self.state.len())
+            .filter(|i| self.get(*i).0 != NodeState::Balancer && self.epoch[*i].load(Ordering::SeqCst) > 0)
+            .map(|i| self.since[i].load(Ordering::SeqCst))
+            .max()?;
+        Some((self.start.elapsed().as_micros() as u64).saturating_sub(newest))
+    }
+
     /// How long node `i` has been in its state (microseconds).
     pub fn age_us(&self, i: usize) -> u64 {
         (self.start.elapsed().as_micros() as u64).saturating_sub(self.since[i].load(Ordering::SeqCst))
@@ -160,6 +170,9 @@ pub struct Record {
     /// answer 502 or 504, and a node's own connection is never cut without an answer but by a
     /// kill (a change of state, counted apart).
     pub gateway_errors: u8,
+    /// Sent through the load balancer less than [`BALANCER_CHECK_US`] after a node's state
+    /// changed: before the balancer's health checks could have found the change.
+    pub balancer_checking: bool,
     /// How long the node had been in its state when the request was sent (microseconds).
     pub state_age_us: u64,
     pub call_us: u64,
@@ -437,6 +450,10 @@ impl Shared {
     }
 }
 
+/// How long the load balancer's health checks take at most to find a node gone, frozen or cut
+/// off (HAProxy: a check every 500 ms, out after 2 failures, a check timing out after 1 s).
+pub const BALANCER_CHECK_US: u64 = 2_000_000;
+
 /// One operation through node `node`, recorded.
 pub async fn run_op(s: &Shared, kind: Kind, key: usize, node: usize) -> Record {
     GATEWAY
@@ -448,6 +465,10 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
     let (state, _) = s.states.get(node);
     let epoch = s.states.epoch_seen_by(node);
     let state_age_us = s.states.age_us(node);
+    let balancer_checking = state == NodeState::Balancer
+        && s.states
+            .since_last_change_us()
+            .is_some_and(|age| age < BALANCER_CHECK_US);
     let c = &s.clients[node];
     let name = key_name(key);
     let call_us = s.micros();
@@ -552,6 +573,7 @@ async fn run_op_counted(s: &Shared, kind: Kind, key: usize, node: usize) -> Reco
         state,
         disturbed: epoch_after != epoch,
         gateway_errors,
+        balancer_checking,
         state_age_us,
         call_us,
         ret_us,
@@ -622,5 +644,22 @@ pub async fn worker(s: Arc<Shared>, until: Instant) {
             _ => {}
         }
         s.records.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
+    }
+}
+
+#[cfg(test)]
+mod states_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_change_is_a_nodes_not_the_balancers() {
+        let st = States::new(4);
+        st.set(3, NodeState::Balancer);
+        assert_eq!(st.since_last_change_us(), None, "no node has changed yet");
+        st.set(1, NodeState::Minority);
+        let age = st.since_last_change_us().unwrap();
+        assert!(age < BALANCER_CHECK_US, "{age}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(st.since_last_change_us().unwrap() >= 20_000);
     }
 }
