@@ -825,7 +825,9 @@ async fn a_chosen_write_whose_accepter_is_lost_before_the_commit_is_applied_and_
     let got = c1.get_object().bucket("lost").key("k").send().await.unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), body.as_slice());
     // The key exists now: a second If-None-Match write fails (412; on a loaded machine node-2,
-    // which missed the commit, may not be brought up in time: 503) and writes nothing.
+    // which missed the commit, may not be brought up in time: 503; or its rounds, finishing the
+    // value node-2 still holds accepted, run out of time: 409 ConditionalRequestConflict, seen
+    // once in CI) and writes nothing.
     let e = c1
         .put_object()
         .bucket("lost")
@@ -835,7 +837,7 @@ async fn a_chosen_write_whose_accepter_is_lost_before_the_commit_is_applied_and_
         .send()
         .await
         .unwrap_err();
-    assert!([412, 503].contains(&status_of(&e)), "{e:?}");
+    assert!([409, 412, 503].contains(&status_of(&e)), "{e:?}");
     let got = c1.get_object().bucket("lost").key("k").send().await.unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), body.as_slice());
 }
