@@ -48,6 +48,10 @@ cleanup() {
     for c in ironbucket-node1 ironbucket-node2 ironbucket-node3 ironbucket-lb; do
       docker logs --tail 20 "$c" 2>&1 | sed "s/^/$c | /" || true
     done
+    # HAProxy logs only the requests that went wrong (dontlog-normal); their termination state
+    # (the 4 letters after the status and size) says who ended them.
+    echo "--- the load balancer's last logged requests"
+    docker logs ironbucket-lb 2>&1 | grep -E '^[0-9a-f.:]+:[0-9]+ \[' | tail -n 15 || true
     echo "--- the failed step's last lines (again)"
     printf '%s\n' "$why"
   fi

@@ -266,20 +266,40 @@ pub(crate) async fn cluster_health(State(s): State<Shared>) -> Response {
 }
 
 /// `GET /health/ready`: 200 only when this node can serve a write now: no fatal worker has
-/// died, the store answers, and in a cluster the control plane has a leader and a placement
-/// layout exists. Load balancers and compose health checks use it.
+/// died, the store answers, and in a cluster the control plane has a leader, a placement layout
+/// exists and its clock does not run ahead of its peers'. Load balancers and compose health
+/// checks use it. 503 when it cannot; 404 once it is stopping (it still serves the requests
+/// sent to it until load balancers have taken it out: HAProxy's `disable-on-404` stops sending
+/// new ones without cutting those under way).
 pub(crate) async fn ready(State(s): State<Shared>) -> Response {
     let mut reasons = Vec::new();
+    if s.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        reasons.push(
+            "this node is stopping: it finishes the requests under way and should be sent no new ones".to_string(),
+        );
+        return json(
+            StatusCode::NOT_FOUND,
+            &Ready {
+                ready: false,
+                node_id: s.cfg.node_id.clone(),
+                reasons,
+            },
+        );
+    }
     if let Some(f) = s.workers.fatal() {
         reasons.push(format!("worker {} failed: {}", f.worker, f.reason));
     }
     if let Err(e) = s.store.usage().await {
         reasons.push(format!("the store does not answer: {e}"));
     }
-    if let Some(cs) = s.cluster_store.get()
-        && let Err(e) = cs.ready()
-    {
-        reasons.push(e);
+    if let Some(cs) = s.cluster_store.get() {
+        if let Err(e) = cs.ready() {
+            reasons.push(e);
+        }
+        // It would answer every write 503: a load balancer should send them elsewhere.
+        if let Some(why) = cs.stamps_refused() {
+            reasons.push(why);
+        }
     }
     let ready = reasons.is_empty();
     let status = if ready {

@@ -74,6 +74,8 @@ struct AdminState {
     file_tokens: tokens::FileTokens,
     audit: OnceLock<Arc<dyn ironbucket_types::audit::AuditSink>>,
     ip_limiter: Option<ironbucket_types::ratelimit::RateLimiter>,
+    /// Set when the node got its stop signal: `/health/ready` answers 404 from then on.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 type Shared = Arc<AdminState>;
@@ -359,6 +361,7 @@ impl AdminService {
             file_tokens,
             audit: OnceLock::new(),
             ip_limiter,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Self {
             router: router(state.clone()),
@@ -403,6 +406,13 @@ impl AdminService {
     /// Serves `GET /cluster/locate/{bucket}/{key}` and readiness from this cluster store.
     pub fn set_cluster_store(&self, s: Arc<ironbucket_replication::ClusterStore>) {
         let _ = self.state.cluster_store.set(s);
+    }
+
+    /// The node is stopping: from now on `/health/ready` answers 404 ("take no new requests to
+    /// me, let those under way finish": HAProxy's `http-check disable-on-404`), while the node
+    /// still serves what load balancers send it until they have noticed.
+    pub fn set_stopping(&self) {
+        self.state.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -268,22 +268,26 @@ impl Target for Cluster {
     }
 
     /// Whether node `i` answers `/health/ready` with 200 (it can serve writes).
-    async fn is_ready(&self, i: usize) -> bool {
+    async fn readiness(&self, i: usize) -> std::result::Result<(), String> {
         let addr = ("127.0.0.1", self.nodes[i].admin_port);
         let probe = async {
             let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
             s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
                 .await
                 .ok()?;
-            let mut head = [0u8; 12];
-            s.read_exact(&mut head).await.ok()?;
-            Some(head.starts_with(b"HTTP/1.1 200"))
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.ok()?;
+            Some(answer)
         };
-        tokio::time::timeout(Duration::from_secs(2), probe)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        match tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten() {
+            Some(a) if a.starts_with(b"HTTP/1.1 200") => Ok(()),
+            Some(a) => Err(String::from_utf8_lossy(&a).into_owned()),
+            None => Err(String::new()),
+        }
+    }
+
+    fn clock_ahead(&self, i: usize) -> bool {
+        self.nodes[i].extra.iter().any(|a| a == "--clock-offset-ms")
     }
 
     async fn kill(&mut self, i: usize) -> Result<()> {

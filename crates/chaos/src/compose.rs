@@ -77,7 +77,7 @@ async fn run(program: &str, args: &[&str], secs: u64) -> Result<String> {
         let _ = e.read_to_string(&mut err);
     }
     if !status.success() {
-        bail!("{} failed: {}", what(), err.trim());
+        bail!("{} failed: {}", what(), format!("{} {}", err.trim(), out.trim()).trim());
     }
     Ok(out.trim().to_string())
 }
@@ -418,14 +418,20 @@ impl Target for Compose {
     }
 
     /// What the container's health check asks: `ironbucket-cli ready` inside it.
-    async fn is_ready(&self, i: usize) -> bool {
+    async fn readiness(&self, i: usize) -> std::result::Result<(), String> {
         run(
             "docker",
             &["exec", &self.nodes[i].container, "ironbucket-cli", "ready"],
             3,
         )
         .await
-        .is_ok()
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    fn clock_ahead(&self, i: usize) -> bool {
+        self.setup_of(i)
+            .is_some_and(|s| s.env.iter().any(|(k, _)| k == "IRONBUCKET_CLOCK_OFFSET_MS"))
     }
 
     async fn kill(&mut self, i: usize) -> Result<()> {

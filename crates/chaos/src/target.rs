@@ -26,6 +26,9 @@ pub fn unsupported(what: &str, why: &str) -> anyhow::Error {
     anyhow::anyhow!("{what} is not possible here: {why}")
 }
 
+/// What a node whose clock runs ahead says about it in its `/health/ready`.
+const CLOCK_REFUSAL: &str = "clock runs ahead of";
+
 #[allow(async_fn_in_trait)]
 pub trait Target {
     /// How many nodes.
@@ -42,8 +45,22 @@ pub trait Target {
     /// Where node `i`'s log is, for error messages.
     fn log_hint(&self, i: usize) -> String;
 
-    /// Whether node `i` reports itself ready (it can serve writes).
-    async fn is_ready(&self, i: usize) -> bool;
+    /// Whether node `i` reports itself ready (it can serve writes), or why not (what it
+    /// answered; empty when it did not answer).
+    async fn readiness(&self, i: usize) -> std::result::Result<(), String>;
+
+    /// Whether node `i` runs with its clock set ahead of its peers' on purpose: it then never
+    /// reports ready (it stamps no writes), and "not ready because of its clock" is as settled
+    /// as it gets.
+    fn clock_ahead(&self, i: usize) -> bool;
+
+    /// Whether node `i` is as ready as it can be ([`Target::readiness`], [`Target::clock_ahead`]).
+    async fn is_ready(&self, i: usize) -> bool {
+        match self.readiness(i).await {
+            Ok(()) => true,
+            Err(why) => self.clock_ahead(i) && why.contains(CLOCK_REFUSAL),
+        }
+    }
 
     /// SIGKILL: the node gets no chance to flush anything.
     async fn kill(&mut self, i: usize) -> Result<()>;

@@ -314,6 +314,11 @@ impl ClusterStore {
         let _ = self.clock_check.set(check);
     }
 
+    /// Why this node stamps no writes now (its clock runs ahead of its peers'), if it does not.
+    pub fn stamps_refused(&self) -> Option<String> {
+        self.clock_check.get().and_then(|c| c())
+    }
+
     /// Applies the agreed bucket list to the local metadata after every change.
     async fn materialize(
         me: std::sync::Weak<Self>,

@@ -190,6 +190,12 @@ pub struct ServerArgs {
     #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
+    /// Seconds a stopping node keeps serving after SIGTERM/SIGINT while its /health/ready
+    /// answers 404, so that load balancers stop sending it requests before it closes its ports
+    /// (a second signal skips the wait) [default: 3 in a cluster, 0 for a single node].
+    #[arg(long = "shutdown-drain", env = "SHUTDOWN_DRAIN_SECS", value_name = "SECS")]
+    pub shutdown_drain: Option<u64>,
+
     /// Log format: text or json [default: text]. Verbosity comes from RUST_LOG (default info).
     #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -287,6 +293,7 @@ pub struct CredentialsSection {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub shutdown_timeout_secs: Option<u64>,
+    pub shutdown_drain_secs: Option<u64>,
     pub log_format: Option<String>,
 }
 
@@ -299,6 +306,8 @@ pub struct Settings {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub shutdown_timeout: Duration,
+    /// How long a stopping node serves on, not ready, before it closes its ports.
+    pub shutdown_drain: Duration,
     pub log_format: String,
     /// Printed once when credentials were generated.
     pub credentials_note: Option<String>,
@@ -486,6 +495,14 @@ impl Settings {
             bail!("LOG_FORMAT must be text or json, not {log_format:?}");
         }
         let cluster = resolve_cluster(a.cluster, f.cluster, &node_id, bind, &data_dir)?;
+        // A single node has no other node for a load balancer to send its requests to.
+        let shutdown_drain = a
+            .shutdown_drain
+            .or(f.server.shutdown_drain_secs)
+            .unwrap_or(if cluster.is_some() { 3 } else { 0 });
+        if shutdown_drain > 300 {
+            bail!("SHUTDOWN_DRAIN_SECS must be at most 300 (seconds), not {shutdown_drain}");
+        }
         let security = crate::config_security::resolve_security(a.security, f.security, &data_dir, &trusted_proxies)?;
         let (admin_bind, rate_per_key, rate_per_ip) =
             (security.admin_bind, security.rate_per_key, security.rate_per_ip);
@@ -531,6 +548,7 @@ impl Settings {
             api_addr: SocketAddr::new(bind, port),
             admin_addr: SocketAddr::new(admin_bind, admin_port),
             shutdown_timeout: Duration::from_secs(a.shutdown_timeout.or(f.server.shutdown_timeout_secs).unwrap_or(30)),
+            shutdown_drain: Duration::from_secs(shutdown_drain),
             log_format,
             credentials_note,
         })
@@ -649,6 +667,19 @@ mod tests {
         assert_eq!(s.api_addr.port(), 7100, "flag beats file");
         assert_eq!(s.admin_addr.port(), 7001, "file beats default");
         assert_eq!(s.s3.region, "eu-west-1");
+        assert_eq!(
+            s.shutdown_drain,
+            Duration::ZERO,
+            "a single node does not wait for load balancers"
+        );
+
+        let bad = ServerArgs {
+            data_dir: Some(dir.path().join("d")),
+            shutdown_drain: Some(301),
+            ..Default::default()
+        };
+        let e = Settings::resolve(bad).err().unwrap().to_string();
+        assert!(e.contains("SHUTDOWN_DRAIN_SECS must be at most 300"), "{e}");
 
         let bad = ServerArgs {
             data_dir: Some(dir.path().join("d")),

@@ -500,10 +500,14 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         fsync = cfg.local.storage.fsync, encryption = cfg.keyring.is_some(), "IronBucket started");
 
     let shutdown = serve::shutdown_signal();
+    // The S3 port closes first; the admin port (the load balancers' checks) and the node RPC
+    // once its requests are done.
+    let (s3_stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopping = admin.clone();
     let s3_task = tokio::spawn(serve::serve(
         s3_listener,
         move |peer, secure| s3.with_peer_tls(peer, secure),
-        tx.subscribe(),
+        s3_stop.subscribe(),
         cfg.shutdown_timeout,
         "s3",
         cfg.security.limits.clone(),
@@ -519,12 +523,24 @@ async fn serve_all(cfg: config::Settings) -> Result<()> {
         api_tls,
     ));
     shutdown.await;
+    stopping.set_stopping();
+    if !cfg.shutdown_drain.is_zero() {
+        tracing::info!(
+            drain_secs = cfg.shutdown_drain.as_secs(),
+            "stopping: /health/ready answers 404 so that load balancers send no new requests; serving until then (a second signal stops at once)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(cfg.shutdown_drain) => {}
+            () = serve::shutdown_signal() => tracing::info!("second signal: not waiting for the load balancers"),
+        }
+    }
     tracing::info!(
         deadline_secs = cfg.shutdown_timeout.as_secs(),
         "shutting down: finishing in-flight requests"
     );
-    let _ = tx.send(());
+    let _ = s3_stop.send(());
     let _ = s3_task.await;
+    let _ = tx.send(());
     let _ = admin_task.await;
     if let Some(cp) = control {
         cp.shutdown().await;

@@ -432,6 +432,52 @@ async fn sigterm_lets_in_flight_uploads_finish() {
     assert!(got[..5000].iter().all(|b| *b == 1) && got[5000..].iter().all(|b| *b == 2));
 }
 
+/// On SIGTERM a node with a drain period first answers `/health/ready` 404 ("stopping") while
+/// it still serves S3 requests (a load balancer's checks take it out meanwhile), and only then
+/// closes its ports and exits cleanly.
+#[tokio::test]
+async fn sigterm_first_reports_stopping_while_still_serving() {
+    let mut srv = Server::start_with(&["--shutdown-drain", "3"], &[]);
+    let c = srv.client();
+    c.create_bucket().bucket("drain").send().await.unwrap();
+    let ready = format!("{}/health/ready", srv.admin);
+    let (st, _, body) = admin_get(&ready).await;
+    assert_eq!(st, 200, "{body}");
+    let s3_addr = srv.s3_addr.clone();
+    let started = std::time::Instant::now();
+    let stopper = std::thread::spawn(move || srv.stop());
+    let body = common::cluster::poll_until("/health/ready answering 404", Duration::from_secs(10), || async {
+        let (st, _, body) = admin_get(&ready).await;
+        (st == 404).then_some(body)
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], false, "{v}");
+    assert!(v["reasons"][0].as_str().unwrap().contains("stopping"), "{v}");
+    // Still serving: a write and a read go through while the load balancers catch up.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the check took too long to tell"
+    );
+    c.put_object()
+        .bucket("drain")
+        .key("during")
+        .body(ByteStream::from_static(b"still here"))
+        .send()
+        .await
+        .unwrap();
+    let got = c.get_object().bucket("drain").key("during").send().await.unwrap();
+    assert_eq!(body_bytes(got).await, b"still here");
+    assert!(tokio::net::TcpStream::connect(&s3_addr).await.is_ok());
+    assert_eq!(stopper.join().unwrap(), Some(0), "a clean exit after the drain");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "stopped before the drain was over: {:?}",
+        started.elapsed()
+    );
+    assert!(tokio::net::TcpStream::connect(&s3_addr).await.is_err());
+}
+
 #[tokio::test]
 async fn abandoned_multipart_uploads_are_aborted() {
     let srv = Server::start_with(&["--multipart-max-age", "1", "--worker-interval", "1"], &[]);

@@ -289,7 +289,7 @@ impl ClusterStore {
                 "this node has not compared its clock with its peers' yet (it stamps no write before); the request was not sent, retry in a moment".into(),
             ));
         }
-        if let Some(why) = self.clock_check.get().and_then(|c| c()) {
+        if let Some(why) = self.stamps_refused() {
             return Err(Error::Unavailable(format!("{why}; the request was not sent")));
         }
         Ok((self.local.now_hlc(), self.cp.id()))

@@ -28,6 +28,9 @@ pub fn node_args(name: &str, port: u16, seeds: &str, secret: &str) -> Vec<String
         "100",
         "--request-timeout-ms",
         "3000",
+        // Stopped nodes stop at once (no load balancer to wait for).
+        "--shutdown-drain",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
