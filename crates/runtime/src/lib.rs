@@ -431,21 +431,21 @@ impl WorkerCtx {
         self.slot.wake.notify_one();
     }
 
-    /// Rests for `d` (idle), or less if the worker is woken ([`Registry::wake`]).
-    pub async fn sleep(&self, d: Duration) {
+    /// Rests for `d` (idle), or less if the worker is woken ([`Registry::wake`]): `true` then.
+    pub async fn sleep(&self, d: Duration) -> bool {
         self.idle();
         tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = self.slot.wake.notified() => {}
+            _ = tokio::time::sleep(d) => false,
+            _ = self.slot.wake.notified() => true,
         }
     }
 
     /// Rests after a unit of work that took `worked`: `worked × tranquility`, capped at a minute.
-    pub async fn throttle(&self, worked: Duration) {
+    /// `true` when a wake-up ended the rest (a worker that rests again before its next round
+    /// should not then: the wake-up asked for that round).
+    pub async fn throttle(&self, worked: Duration) -> bool {
         let t = self.tranquility();
-        if t > 0 {
-            self.sleep((worked * t).min(Duration::from_secs(60))).await;
-        }
+        t > 0 && self.sleep((worked * t).min(Duration::from_secs(60))).await
     }
 }
 

@@ -139,6 +139,30 @@ async fn names_are_unique_and_workers_can_be_woken_and_throttled() {
     assert!(until(5, || woke.load(Ordering::SeqCst) == 2).await);
 }
 
+/// A worker woken while it rests after a throttled round runs its next round now, not after
+/// its interval (`/workers/X/wake` on a throttled garbage collector waited for the interval).
+#[tokio::test]
+async fn a_wake_during_the_throttle_rest_runs_the_next_round() {
+    let r = Registry::new();
+    r.spawn("gc", OnFailure::Restart, move |ctx| async move {
+        loop {
+            ctx.busy();
+            ctx.unit_done();
+            if !ctx.throttle(Duration::from_secs(60)).await {
+                ctx.sleep(Duration::from_secs(3600)).await;
+            }
+        }
+    });
+    assert!(until(5, || status(&r, "gc").units == 1).await);
+    // Tranquility 10: the rest after that (minute-long) round lasts a minute; setting it wakes
+    // the worker once (a second round), which then rests throttled.
+    assert!(r.set_tranquility("gc", 10));
+    assert!(until(5, || status(&r, "gc").units == 2).await);
+    assert!(until(5, || status(&r, "gc").state == WorkerState::Idle).await);
+    assert!(r.wake("gc"));
+    assert!(until(5, || status(&r, "gc").units == 3).await, "{:?}", status(&r, "gc"));
+}
+
 #[tokio::test]
 async fn a_restarted_worker_that_never_reports_is_not_left_in_backoff() {
     let r = Registry::new();

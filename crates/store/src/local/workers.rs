@@ -104,8 +104,9 @@ async fn garbage(store: Weak<LocalStore>, ctx: WorkerCtx) -> Result<(), String> 
         ctx.unit_done();
         let interval = s.cfg.worker_interval;
         drop(s);
-        ctx.throttle(began.elapsed()).await;
-        ctx.sleep(interval).await;
+        if !ctx.throttle(began.elapsed()).await {
+            ctx.sleep(interval).await;
+        }
     }
 }
 
