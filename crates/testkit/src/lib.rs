@@ -2,7 +2,7 @@
 //! condition with a deadline (never a fixed sleep), and in-process cluster nodes (control plane,
 //! `ClusterStore` and RPC server per node, on 127.0.0.1) for the layers below the server. The
 //! server's tests start real processes with the same primitives
-//! (`crates/server/tests/common/cluster.rs`).
+//! (`crates/server/tests/it/common/cluster.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod inproc;

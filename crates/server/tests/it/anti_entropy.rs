@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Merkle-tree anti-entropy with real processes: a replica that missed writes while it was down
 //! converges without any read and without hints (hints are off here: `--hint-max-per-node 0`),
 //! until every replica reports the same tree roots and holds the same versions; and a tombstone
 //! is not collected while a replica lacks it, so a replica that was away longer than the grace
 //! period cannot bring a deleted object back.
 
-mod common;
-
-use common::cluster::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 async fn repair_status(srv: &Server) -> serde_json::Value {
@@ -573,7 +570,7 @@ async fn report_refill(nodes: &[Server], since: Instant, what: &str) -> serde_js
 /// At scale: 10,000 objects of 4 KiB that a node missed (hints off) all reach it after its
 /// restart, and all of them again after it is wiped and replaced, with no bandwidth limit. It
 /// checks completeness, not speed; the times it prints are the figures docs/cluster.md reports
-/// (`cargo nextest run -p ironbucket-server --test anti_entropy figures --no-capture`).
+/// (`cargo nextest run -p ironbucket-server --test it anti_entropy::figures --no-capture`).
 #[tokio::test]
 async fn figures_for_10k_objects() {
     let extra = [

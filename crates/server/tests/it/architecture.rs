@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Keeps the layering of design.md honest: dependencies between IronBucket crates only point
 //! down, and the heavy libraries stay inside the one crate allowed to use each.
 

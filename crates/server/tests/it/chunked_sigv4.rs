@@ -1,10 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Streaming uploads with per-chunk signatures (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`), signed
 //! here from first principles so the test does not share code with the server's verifier.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Builds a signed aws-chunked PUT; `tamper` flips a byte of the second chunk after signing.
 fn signed_chunked_put(

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Clock safety with real processes: a node whose clock runs ahead cannot drag the others'
 //! clocks into the future. It compares its clock with its peers' (their ping replies) before it
 //! reports ready or stamps a write, and once it knows it is ahead it stamps no writes (503,
@@ -6,11 +5,9 @@
 //! node reports the skewed one in `/cluster/health`. A node an hour ahead is refused outright and
 //! reported.
 
-mod common;
-
+use crate::common::cluster::*;
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::cluster::*;
-use common::*;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 async fn cluster_health(srv: &Server) -> serde_json::Value {

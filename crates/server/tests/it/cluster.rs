@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The control plane with real processes on 127.0.0.1: three nodes started at once form exactly
 //! one cluster, the status endpoints and `ironbucket-cli cluster` agree, a killed leader is
 //! replaced, a restarted node rejoins as itself, a node with the wrong secret is refused, and
@@ -6,10 +5,8 @@
 //! replicated data path: objects written through one node are read, listed and deleted through
 //! the others, at the consistency level asked, with nodes killed.
 
-mod common;
-
-use common::cluster::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 #[tokio::test]

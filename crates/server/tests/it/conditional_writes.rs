@@ -1,17 +1,14 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Conditional writes that hold across the cluster (ADR 0015): 3 nodes at RF 3, 16 clients
 //! spread over all nodes, no client retries. Racing `If-None-Match: *` on 1,000 keys has exactly
 //! one winner per key; an `If-Match` counter ends at the number of successful increments; every
 //! key's history is checked for linearizability. Once healthy, once with a node killed and
 //! restarted during the run.
 
-mod common;
-
+use crate::common::cluster::*;
+use crate::common::*;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use common::cluster::*;
-use common::*;
 use ironbucket_testkit::linearizable::{self, Event, Op, Outcome};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

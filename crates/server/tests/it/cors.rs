@@ -1,12 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bucket CORS: configuration through the SDK, preflights and actual requests from browsers.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
-use common::*;
 use std::time::Duration;
 
 #[tokio::test]

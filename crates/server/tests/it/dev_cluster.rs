@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `ironbucket dev-cluster`: three nodes on 127.0.0.1 form one cluster, print their endpoints and
 //! credentials, serve S3 with those credentials, and all stop on SIGINT; bad arguments are
 //! refused with a message naming the flag.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,7 +84,7 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
     // through node 3.
     // Over HTTPS, trusting the CA the dev cluster made and printed.
     let ca = std::fs::read(field("CA of the nodes' certificates:")).unwrap();
-    let c1 = common::tls::tls_client_for(&format!("https://127.0.0.1:{s3}"), &ak, &sk, &ca);
+    let c1 = crate::common::tls::tls_client_for(&format!("https://127.0.0.1:{s3}"), &ak, &sk, &ca);
     c1.create_bucket().bucket("dev-bucket").send().await.unwrap();
     c1.put_object()
         .bucket("dev-bucket")
@@ -96,10 +93,10 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
         .send()
         .await
         .unwrap();
-    let c3 = common::tls::tls_client_for(&format!("https://127.0.0.1:{}", s3 + 2), &ak, &sk, &ca);
+    let c3 = crate::common::tls::tls_client_for(&format!("https://127.0.0.1:{}", s3 + 2), &ak, &sk, &ca);
     let names = bucket_names(&c3).await;
     assert_eq!(names, ["dev-bucket"]);
-    let (st, body) = common::tls::https_request(
+    let (st, body) = crate::common::tls::https_request(
         &format!("127.0.0.1:{}", admin + 1),
         "127.0.0.1",
         "GET",

@@ -1,10 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Data survives restarts and kill -9; encryption at rest; corruption is detected.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -252,7 +249,7 @@ async fn encryption_at_rest_and_key_rotation() {
         .send()
         .await
         .unwrap();
-    let progress = common::cluster::poll_until("the rewrap worker done", Duration::from_secs(30), || async {
+    let progress = crate::common::cluster::poll_until("the rewrap worker done", Duration::from_secs(30), || async {
         let (st, _, body) = admin_get(&format!("{}/workers/store.rewrap", srv.admin)).await;
         assert_eq!(st, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -391,7 +388,7 @@ async fn sigterm_lets_in_flight_uploads_finish() {
     sock.write_all(&[1u8; 5000]).await.unwrap();
     // The server is serving it (waiting for the rest of the body).
     let metrics = format!("{}/metrics", srv.admin);
-    common::cluster::poll_until("the upload in flight", Duration::from_secs(10), || async {
+    crate::common::cluster::poll_until("the upload in flight", Duration::from_secs(10), || async {
         let (_, _, m) = admin_get(&metrics).await;
         m.lines()
             .any(|l| l.starts_with("ironbucket_s3_requests_in_flight ") && !l.ends_with(" 0"))
@@ -402,7 +399,7 @@ async fn sigterm_lets_in_flight_uploads_finish() {
     // accepting connections, the stop is under way.
     let s3_addr = srv.s3_addr.clone();
     let stopper = std::thread::spawn(move || srv.stop());
-    common::cluster::poll_until("the S3 listener closed", Duration::from_secs(10), || async {
+    crate::common::cluster::poll_until("the S3 listener closed", Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(&s3_addr).await.is_err().then_some(())
     })
     .await;
@@ -446,7 +443,7 @@ async fn sigterm_first_reports_stopping_while_still_serving() {
     let s3_addr = srv.s3_addr.clone();
     let started = std::time::Instant::now();
     let stopper = std::thread::spawn(move || srv.stop());
-    let body = common::cluster::poll_until("/health/ready answering 404", Duration::from_secs(10), || async {
+    let body = crate::common::cluster::poll_until("/health/ready answering 404", Duration::from_secs(10), || async {
         let (st, _, body) = admin_get(&ready).await;
         (st == 404).then_some(body)
     })

@@ -1,12 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Hinted handoff with real processes: writes, overwrites, deletes and tag changes made while a
 //! replica is down are kept as hints by the coordinator and replayed once the replica is back,
 //! without any read, until every replica holds the same newest version of every key.
 
-mod common;
-
-use common::cluster::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::*;
 use std::time::Duration;
 
 async fn replication(srv: &Server) -> serde_json::Value {

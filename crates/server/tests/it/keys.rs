@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Several access keys: created, listed, disabled and deleted with ironbucket-cli through the
 //! admin API; per-key bucket permissions enforced on S3 requests; secrets never stored in clear.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 
 #[tokio::test]
 async fn keys_and_bucket_permissions() {

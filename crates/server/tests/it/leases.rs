@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Lease renewals off the Raft log (node protocol 4) with real processes: once every member
 //! speaks protocol 4 the leader answers renewals from memory (the log does not grow with them),
 //! a new leader honours leases renewed under the old one, a lease whose holder stops renewing
 //! ends and passes to the next waiter with a larger fencing token, and a node that speaks only
 //! protocol 3 can no longer join.
 
-mod common;
-
-use common::cluster::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::*;
 use std::time::Duration;
 
 async fn log_index(srv: &Server) -> Option<u64> {

@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Lifecycle rules enforced by the worker in fast mode (a "day" lasts one second).
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
     LifecycleRuleFilter, NoncurrentVersionExpiration,
 };
-use common::*;
 use std::time::{Duration, Instant};
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -201,7 +198,7 @@ async fn expired_on(srv: &Server) -> u64 {
 /// the same on every replica, and the nodes' counts add up to the number of keys.
 #[tokio::test]
 async fn a_cluster_expires_each_object_exactly_once() {
-    use common::cluster::*;
+    use crate::common::cluster::*;
     let (nodes, _, _) = cluster_with(
         3,
         &[
@@ -274,12 +271,12 @@ async fn a_cluster_expires_each_object_exactly_once() {
         }
         total
     };
-    common::cluster::poll_until("every expiration counted", Duration::from_secs(20), || async {
+    crate::common::cluster::poll_until("every expiration counted", Duration::from_secs(20), || async {
         (expired_total().await >= N as u64).then_some(())
     })
     .await;
     let want: Vec<String> = (0..N).map(|i| format!("exp/{i:02}")).collect();
-    common::cluster::holds_for(
+    crate::common::cluster::holds_for(
         "one delete marker per expired key, seen the same through every node, each counted once",
         Duration::from_millis(3600),
         || async {

@@ -1,12 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Reads at QUORUM are linearizable: once a read has returned a version, no read begun after it
 //! returns an older one, even while a write of the key is under way. Real processes on
 //! 127.0.0.1; the timing that exposes a violation is set with fault points.
 
-mod common;
-
-use common::cluster::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::*;
 use std::time::Duration;
 
 async fn body_of(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {

@@ -1,16 +1,13 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A node cut off from its peers fails fast: with one node of three partitioned from the other
 //! two (its S3 port still reachable, its RPC and gossip to and from both peers cut by
 //! fault-injecting proxies), requests sent to it get a 503 with Retry-After within a second
 //! instead of hanging until the client gives up, it reports itself not ready, the majority side
 //! serves everything meanwhile, and the cut node serves again by itself when the cut heals.
 
-mod common;
-
+use crate::common::cluster::*;
+use crate::common::*;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use common::cluster::*;
-use common::*;
 use ironbucket_testkit::proxy::{FaultProxy, Link};
 use std::time::{Duration, Instant};
 

@@ -1,16 +1,13 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bucket policies, ACLs and the public access block, end to end: anonymous requests are
 //! refused until a policy or an ACL opens the bucket, explicit Deny wins over every grant,
 //! conditions see the real client address (or the trusted proxy's X-Forwarded-For).
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     AccessControlPolicy, BucketCannedAcl, Grant, Grantee, ObjectCannedAcl, Owner, Permission,
     PublicAccessBlockConfiguration, Type,
 };
-use common::*;
 
 fn xml_code(body: &str) -> String {
     body.split("<Code>")

@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Browser uploads: an HTML-form POST with a SigV4-signed POST policy, posted as a real
 //! multipart/form-data body.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
-use common::*;
 
 struct Form {
     key: &'static str,

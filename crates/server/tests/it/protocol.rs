@@ -1,13 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Mixed protocol versions with real processes: a node speaking a newer node protocol than the
 //! cluster is refused cleanly (its calls get a clear error, it never joins, every node reports
 //! it with a warning and a metric), while a node speaking an older but supported version joins
 //! and serves, and features that need every member's protocol (leader-renewed leases) stay off.
 
-mod common;
-
-use common::cluster::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const CURRENT: u32 = ironbucket_rpc::PROTOCOL_VERSION;

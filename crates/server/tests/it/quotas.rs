@@ -1,10 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bucket quotas (refused before data is stored) and per-bucket usage through ironbucket-cli.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use std::time::Duration;
 
 #[tokio::test]
@@ -68,7 +65,7 @@ async fn quotas_and_usage() {
         .unwrap();
 
     // Usage: objects, bytes, quota and this month's requests (counted in the background).
-    let info = common::cluster::poll_until("the requests counted", Duration::from_secs(10), || async {
+    let info = crate::common::cluster::poll_until("the requests counted", Duration::from_secs(10), || async {
         let (code_, info, err) = cli(&srv, &["bucket", "info", "quota"]);
         assert_eq!(code_, 0, "{err}");
         let counted: u64 = info["requests_by_month"]

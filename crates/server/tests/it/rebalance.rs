@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A cluster that changes shape while a client works: layout versions with the old and new
 //! replica sets in force together, data moved to its new owners, old copies dropped after the
 //! new owners hold them. Real processes on 127.0.0.1; a client writes and reads throughout and
 //! counts failed and wrong answers (the target is zero of each).
 
-mod common;
-
-use common::cluster::*;
-use common::moves::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::moves::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

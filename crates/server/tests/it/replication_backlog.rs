@@ -1,15 +1,12 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Asynchronous replication with a bounded lag: writes at ONE are answered once one replica has
 //! them and the others are written in the background; a coordinator with more replica requests
 //! in flight than `MAX_REPLICATION_BACKLOG` makes its writes wait for their other replicas too.
 //! Real processes on 127.0.0.1; one replica slowed down by a fault point. Also a replica that
 //! is behind on the cluster's buckets.
 
-mod common;
-
-use common::cluster::*;
-use common::moves::admin_json;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::moves::admin_json;
+use crate::common::*;
 use std::time::Duration;
 
 async fn metrics(srv: &Server) -> serde_json::Value {

@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Re-replication after a node is lost: a data node down longer than `REREPLICATE_AFTER_SECS`
 //! is marked absent and its share re-created on the others; back on its old disk, it discards
 //! its copies (stale: deletes made meanwhile, whose tombstones are collected, must not come back)
 //! and its share moves back to it. Real processes on 127.0.0.1, a client working throughout.
 
-mod common;
-
-use common::cluster::*;
-use common::moves::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::moves::*;
+use crate::common::*;
 use std::time::Duration;
 
 /// 4 nodes at RF 3 (one node down leaves every key two live replicas: QUORUM reads and writes

@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The S3 API driven by the real `aws-sdk-s3` client against a real server process.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
     ObjectIdentifier, Tag, Tagging,
 };
-use common::*;
 
 #[tokio::test]
 async fn buckets() {

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! docs/s3-compatibility.md must match the operations the S3 layer implements.
 
 use std::collections::BTreeSet;

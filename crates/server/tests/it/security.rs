@@ -1,12 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Secure defaults: admin roles and tokens (401/403 before any body is read), the audit log,
 //! connection caps and header deadlines against slowloris, and request rate limits.
 
-mod common;
-
-use common::cluster::*;
-use common::tls::*;
-use common::*;
+use crate::common::cluster::*;
+use crate::common::tls::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -459,7 +456,7 @@ async fn files_are_private_and_debug_logs_hold_no_signature() {
 #[tokio::test]
 async fn a_closed_stdout_does_not_stop_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = common::cluster::free_ports(2);
+    let ports = crate::common::cluster::free_ports(2);
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     drop(read_end);
     let mut child = std::process::Command::new(bin())

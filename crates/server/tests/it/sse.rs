@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! SSE-S3 (`x-amz-server-side-encryption: AES256`) and bucket default encryption, served by the
 //! node's encryption at rest; SSE-C (customer-provided keys), which works with or without it.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
 };
-use common::*;
 
 fn config(algo: ServerSideEncryption) -> ServerSideEncryptionConfiguration {
     ServerSideEncryptionConfiguration::builder()

@@ -1,12 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bucket versioning through the real aws-sdk-s3 client: versions, delete markers, `null`
 //! semantics when suspended, ListObjectVersions order and paging.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, Delete, ObjectIdentifier, VersioningConfiguration};
-use common::*;
 
 async fn put(c: &aws_sdk_s3::Client, b: &str, k: &str, body: &'static [u8]) -> Option<String> {
     c.put_object()

@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Supervised background workers: `GET /workers`, `ironbucket-cli workers`, readiness, and a
 //! node whose metadata commit thread dies: `/health` turns red and writes fail fast with 503.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use std::time::{Duration, Instant};
 
 fn auth() -> String {
