@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Client side of cluster/test.sh (boto3): loads objects, verifies them through an endpoint,
 probes writes at a consistency level, and runs a bounded read/write client that counts failures
-(no retries: every failed request counts).
+(no retries unless `client --attempts N`: every failed request counts; with N, the SDK's
+standard retry mode makes up to N attempts, as a client would, and requests that needed a retry
+are counted and listed apart).
 
   e2e.py load     --endpoint URL --bucket B --count N --multipart-mib M --manifest F
   e2e.py verify   --endpoint URL --manifest F [--consistency L]
   e2e.py put      --endpoint URL --bucket B --key K --consistency L --expect ok|503 [--manifest F]
-  e2e.py client   --endpoint URL --bucket B --seconds S --stop-file P --out F
+  e2e.py client   --endpoint URL --bucket B --seconds S --stop-file P --out F [--attempts N]
   e2e.py spoof    --endpoint URL --bucket B --direct URL[,URL...] --admin URL
 """
 import argparse, hashlib, io, json, os, random, sys, time
@@ -16,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 
-def client(endpoint, consistency=None, timeout=60):
+def client(endpoint, consistency=None, timeout=60, attempts=1):
     c = boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -24,7 +26,7 @@ def client(endpoint, consistency=None, timeout=60):
         aws_secret_access_key=os.environ["IRONBUCKET_SECRET_KEY"],
         region_name="us-east-1",
         config=Config(
-            retries={"total_max_attempts": 1},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             connect_timeout=10,
             read_timeout=timeout,
             s3={"addressing_style": "path"},
@@ -133,8 +135,8 @@ def cmd_put(a):
 
 def cmd_client(a):
     """Writes and reads through the endpoint until the stop file appears (or the time is up)."""
-    c = client(a.endpoint, timeout=120)
-    stats = {"ok": 0, "failed": 0, "errors": []}
+    c = client(a.endpoint, timeout=120, attempts=a.attempts)
+    stats = {"ok": 0, "failed": 0, "retried": 0, "errors": [], "retries": []}
     written = {}
     deadline = time.time() + a.seconds
     i = 0
@@ -142,21 +144,28 @@ def cmd_client(a):
         i += 1
         key = f"client/{i % 200:03d}"
         try:
+            t0 = time.time()
             if i % 2 or key not in written:
                 body = os.urandom(random.randint(1, 64 * 1024))
-                c.put_object(Bucket=a.bucket, Key=key, Body=body)
+                r = c.put_object(Bucket=a.bucket, Key=key, Body=body)
                 written[key] = md5(body)
             else:
-                got = md5(c.get_object(Bucket=a.bucket, Key=key)["Body"].read())
+                r = c.get_object(Bucket=a.bucket, Key=key)
+                got = md5(r["Body"].read())
                 if got != written[key]:
                     raise RuntimeError(f"{key}: read {got}, wrote {written[key]}")
             stats["ok"] += 1
+            tries = r["ResponseMetadata"].get("RetryAttempts", 0)
+            if tries:
+                stats["retried"] += 1
+                stats["retries"].append(
+                    f"{time.strftime('%H:%M:%S', time.localtime(t0))} {key}: {tries} retries, {time.time() - t0:.1f} s")
         except Exception as e:  # every failure counts; nothing is retried
             stats["failed"] += 1
             stats["errors"].append(f"{time.strftime('%H:%M:%S')} {key}: {e}"[:300])
     with open(a.out, "w") as f:
         json.dump(stats, f, indent=1)
-    print(f"client: {stats['ok']} requests ok, {stats['failed']} failed")
+    print(f"client: {stats['ok']} requests ok ({stats['retried']} after an SDK retry), {stats['failed']} failed")
 
 
 def anonymous_get(url, headers):
@@ -215,6 +224,7 @@ def main():
         s.add_argument("--seconds", type=int, default=300)
         s.add_argument("--stop-file")
         s.add_argument("--out")
+        s.add_argument("--attempts", type=int, default=1)
         s.add_argument("--direct")
         s.add_argument("--admin")
     a = p.parse_args()
