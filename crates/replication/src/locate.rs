@@ -190,7 +190,7 @@ impl Handler for NodeHandler {
             let Some(store) = self.store.upgrade() else {
                 return Err("this node is shutting down".into());
             };
-            return ironbucket_rpc::encode(&store.cas.accept(h, wire::terminated(data)).await);
+            return ironbucket_rpc::encode(&store.cas.accept(&store.local, h, wire::terminated(data)).await);
         }
         wire::serve_push(&self.local, call.kind, header, data, async |b: &str| {
             self.bucket_ready(b).await

@@ -21,6 +21,7 @@
 //! - Prepare, accept and commit of one key run one at a time (a lock per key stripe), so a
 //!   prepare's read sees every value committed before its promise and none accepted after.
 
+use super::history::{Fate, History, fate_uncommitted};
 use super::{AcceptHeader, AcceptReply, AcceptedValue, Ballot, CasRead, Committed, Promise, Staged};
 use crate::coordinator::wire_for;
 use crate::quorum::Stamp;
@@ -61,6 +62,24 @@ struct Record {
     /// Committed since: kept (without its body) for [`COMMITTED_TTL_MS`].
     #[serde(default)]
     committed: bool,
+    /// The value was dropped uncommitted (superseded by a commit, or refused by the store for
+    /// the request's own reasons); its fate is the last entry of `history`. Kept, without its
+    /// body, for [`COMMITTED_TTL_MS`] so that the history outlives it.
+    #[serde(default)]
+    retired: bool,
+    /// A commit of the value failed here with an error that may have left it durable.
+    #[serde(default)]
+    commit_failed: bool,
+    /// The values this record replaced lately, and what became of each.
+    #[serde(default)]
+    history: History,
+}
+
+impl Record {
+    /// Whether the record holds its value staged or committed (not retired).
+    fn holds(&self, value: Stamp) -> bool {
+        !self.retired && self.value.stamp() == value
+    }
 }
 
 struct Promises {
@@ -304,6 +323,7 @@ impl Acceptor {
                 head: None,
                 meta: None,
                 busy_ms: 0,
+                replaced: None,
             });
         }
         let busy_ms = self.busy(&id, ballot);
@@ -315,21 +335,24 @@ impl Acceptor {
                 head: None,
                 meta: None,
                 busy_ms,
+                replaced: None,
             });
         }
         self.first_promise().await?;
         self.hold(&id, ballot);
         self.promise(&id, ballot);
         let mut record = self.load(&id).await?;
-        if let Some(r) = &record
+        if let Some(r) = &mut record
             && !r.committed
+            && !r.retired
             && r.ballot < *self.commit_floor.lock().unwrap_or_else(|p| p.into_inner())
         {
             // Superseded by a commit whose record was dropped since.
-            self.remove(&id, r).await;
-            record = None;
+            let fate = fate_uncommitted(local, &r.value, r.commit_failed);
+            self.retire(&id, r, fate, ballot).await?;
         }
-        let accepted = record.map(|r| AcceptedValue {
+        let replaced = Some(record.as_ref().map_or_else(History::fresh, |r| r.history.clone()));
+        let accepted = record.filter(|r| !r.retired).map(|r| AcceptedValue {
             ballot: r.ballot,
             value: r.value,
             committed: r.committed,
@@ -348,11 +371,27 @@ impl Acceptor {
             head,
             meta,
             busy_ms: 0,
+            replaced,
         })
     }
 
+    /// Drops the uncommitted value of `rec` (its body too), keeping the record with `fate` at
+    /// the end of its history (dropped under ballot `at`).
+    async fn retire(&self, id: &str, rec: &mut Record, fate: Fate, at: Ballot) -> Result<()> {
+        if let Some(b) = rec.body.take() {
+            let _ = tokio::fs::remove_file(self.dir.join(b)).await;
+        }
+        self.customer_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&value_id(id, rec.value.stamp()));
+        rec.history.push(rec.value.stamp(), fate, at);
+        rec.retired = true;
+        self.store(id, rec).await
+    }
+
     /// Accept: stage `h.value` (and its body) unless a higher ballot was promised since.
-    pub async fn accept(&self, h: AcceptHeader, body: ByteStream) -> Result<AcceptReply> {
+    pub async fn accept(&self, local: &LocalStore, h: AcceptHeader, body: ByteStream) -> Result<AcceptReply> {
         self.check_floor(h.ballot)?;
         let (bucket, key) = (h.value.bucket().to_string(), h.value.key().to_string());
         let id = Self::id(&bucket, &key);
@@ -385,11 +424,28 @@ impl Acceptor {
         }
         self.promise(&id, h.ballot);
         let old = self.load(&id).await?;
+        let history = match &old {
+            None => History::fresh(),
+            Some(o) if o.retired || o.value.stamp() == value.stamp() => o.history.clone(),
+            Some(o) => {
+                let fate = if o.committed {
+                    Fate::Applied
+                } else {
+                    fate_uncommitted(local, &o.value, o.commit_failed)
+                };
+                let mut replaced = o.history.clone();
+                replaced.push(o.value.stamp(), fate, h.ballot);
+                replaced
+            }
+        };
         let rec = Record {
             ballot: h.ballot,
             value,
             body: body_file,
             committed: false,
+            retired: false,
+            commit_failed: false,
+            history,
         };
         if let Some(k) = sse_c {
             self.customer_keys
@@ -437,7 +493,7 @@ impl Acceptor {
             return Ok(AcceptReply::Refused { highest });
         }
         match self.load(&id).await? {
-            Some(mut rec) if rec.value.stamp() == value => {
+            Some(mut rec) if rec.holds(value) => {
                 self.promise(&id, ballot);
                 rec.ballot = ballot;
                 self.store(&id, &rec).await?;
@@ -461,9 +517,9 @@ impl Acceptor {
         let id = Self::id(bucket, key);
         let _held = self.stripe(&id).lock().await;
         self.free(&id, None);
-        let rec = match self.load(&id).await? {
-            Some(r) if r.value.stamp() == value && !r.committed => r,
-            Some(r) if r.value.stamp() == value => return Ok(Committed::Already),
+        let mut rec = match self.load(&id).await? {
+            Some(r) if r.holds(value) && !r.committed => r,
+            Some(r) if r.holds(value) => return Ok(Committed::Already),
             _ => {
                 let newest = local.newest_version(bucket, key, None)?;
                 let held = newest.is_some_and(|v| {
@@ -477,10 +533,20 @@ impl Acceptor {
         };
         let r = self.apply(local, &id, &rec).await;
         match &r {
-            // A replica failure keeps the value staged (the commit may be sent again).
-            Err(Error::Unavailable(_) | Error::Internal(_) | Error::Corrupt(_)) => {}
-            // An answer about the request (an upload this replica never had): nothing to keep.
-            Err(_) => self.remove(&id, &rec).await,
+            // A replica failure keeps the value staged (the commit may be sent again); whether
+            // it left the value applied is unknown from now on.
+            Err(Error::Unavailable(_) | Error::Internal(_) | Error::Corrupt(_)) => {
+                if !rec.commit_failed {
+                    rec.commit_failed = true;
+                    let _ = self.store(&id, &rec).await;
+                }
+            }
+            // An answer about the request (an upload this replica never had): nothing applied,
+            // nothing to keep but the history.
+            Err(_) => {
+                let at = rec.ballot;
+                let _ = self.retire(&id, &mut rec, Fate::NotApplied, at).await;
+            }
             Ok(_) => {
                 let done = Record {
                     body: None,
@@ -527,6 +593,11 @@ impl Acceptor {
             let Some(rec) = self.load(&id).await? else {
                 continue;
             };
+            if rec.retired {
+                self.remove(&id, &rec).await;
+                dropped += 1;
+                continue;
+            }
             if !rec.committed {
                 continue;
             }

@@ -8,6 +8,7 @@
 //! write). The ballot is the stamp of the version the round writes.
 
 pub(crate) mod acceptor;
+pub(crate) mod history;
 mod serve;
 
 use crate::quorum::Stamp;
@@ -101,6 +102,10 @@ pub(crate) struct Promise {
     /// this long): retry after a pause, without going above its ballot.
     #[serde(default)]
     pub busy_ms: u64,
+    /// The values its record of the key replaced lately and what became of each
+    /// ([`history`]); `None` from an older node.
+    #[serde(default)]
+    pub replaced: Option<history::History>,
 }
 
 /// The last value a replica accepted for a key, the ballot it accepted it under, and whether

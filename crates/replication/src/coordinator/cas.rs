@@ -12,6 +12,7 @@ use super::read::wire_for;
 use super::{Replicas, Target, replica_failure, stamp_of, unavailable};
 use crate::ClusterStore;
 use crate::cas::acceptor::file_stream;
+use crate::cas::history::{Fate, fate_of};
 use crate::cas::{
     AcceptHeader, AcceptReply, AcceptedValue, Ballot, CasOp, CasRead, CasReply, Committed, Promise, PullStaged, Staged,
 };
@@ -142,7 +143,10 @@ impl ClusterStore {
         loop {
             if attempt > 0 {
                 pause(attempt, deadline).await.map_err(|()| match &mine {
-                    Some(_) => unknown_outcome(),
+                    Some(_) => {
+                        tracing::debug!(bucket, key, "out of time while an earlier attempt's fate is open");
+                        unknown_outcome()
+                    }
                     None => Error::ConditionalRequestConflict(
                         "the conditional write collided with concurrent conditional writes of the same key until the request timed out; nothing was written, retry".into(),
                     ),
@@ -167,7 +171,11 @@ impl ClusterStore {
                 }
                 Err(e) => {
                     self.release(&targets, bucket, key, ballot);
-                    return Err(if mine.is_some() { unknown_outcome() } else { e });
+                    if mine.is_some() {
+                        tracing::debug!(bucket, key, error = %e, "a prepare failed while an earlier attempt's fate is open");
+                        return Err(unknown_outcome());
+                    }
+                    return Err(e);
                 }
             };
             let current = newest(&prepared.promises);
@@ -186,7 +194,18 @@ impl ClusterStore {
                     || records.iter().any(|a| a.committed && a.value.stamp() == m.stamp());
                 tracing::debug!(bucket, key, mine = ?m.stamp(), current = ?current_stamp, committed, everyone = prepared.everyone, "settling an earlier attempt");
                 if committed {
-                    // Another round finished this request's write.
+                    // This request's write was applied (by another round, or by this one's
+                    // commit that fell short of the level): answered once it is on the level's
+                    // replicas, as a commit would have made sure.
+                    if current_stamp == Some(m.stamp())
+                        && let Err(e) = self
+                            .settle((bucket, key), (&targets, level), &prepared.promises, &current)
+                            .await
+                    {
+                        tracing::debug!(bucket, key, error = %e, "this request's write is applied but not yet on the level's replicas");
+                        self.release(&targets, bucket, key, ballot);
+                        continue;
+                    }
                     self.release(&targets, bucket, key, ballot);
                     return Ok(match current.head.result {
                         Ok(info) if current_stamp == Some(m.stamp()) => Committed::Object(Box::new(info)),
@@ -200,9 +219,18 @@ impl ClusterStore {
                 let commit_since =
                     records.iter().any(|a| a.committed && a.ballot > m.stamp()) || current_stamp > Some(m.stamp());
                 if !last_is_other_uncommitted && last.as_ref().is_none_or(|a| a.value.stamp() != m.stamp()) {
-                    if prepared.everyone && !anywhere && !commit_since {
+                    // What the replicas that replaced it say became of it.
+                    let fate = fate_of(m.stamp(), prepared.promises.iter().map(|(_, p)| p.replaced.as_ref()));
+                    tracing::debug!(bucket, key, mine = ?m.stamp(), ?fate, anywhere, commit_since, "an earlier attempt was replaced");
+                    if fate == Some(Fate::Applied) {
+                        // It took effect, and a later write replaced it since.
+                        self.release(&targets, bucket, key, ballot);
+                        return Ok(Committed::Already);
+                    }
+                    if prepared.everyone && !anywhere && (!commit_since || fate == Some(Fate::NotApplied)) {
                         // Every replica promised above it and none holds it, and nothing was
-                        // committed since: it was never chosen and never will be.
+                        // committed since or no replica ever applied it: it was never chosen
+                        // (or never took effect) and never will be.
                         mine = None;
                     } else {
                         self.release(&targets, bucket, key, ballot);
@@ -229,11 +257,14 @@ impl ClusterStore {
                         let done = self
                             .commit(&targets, level, (ballot, &value, &source), &accepters)
                             .await;
-                        if ours {
-                            return done;
-                        }
-                        if let Err(e) = done {
-                            tracing::debug!(bucket, key, error = %e, "finishing an earlier conditional write failed");
+                        match done {
+                            Ok(c) if ours => return Ok(c),
+                            Err(e) if ours && !replica_failure(&e) => return Err(e),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!(bucket, key, ours, error = %e, "finishing an earlier conditional write fell short");
+                                self.release(&targets, bucket, key, ballot);
+                            }
                         }
                     }
                     Accepted::NotChosen { highest, .. } => {
@@ -270,9 +301,21 @@ impl ClusterStore {
             match self.accept(&targets, level, ballot, &value, Source::Mine(&body)).await {
                 Accepted::Chosen(accepters) => {
                     tracing::debug!(bucket, key, ?ballot, accepters = accepters.len(), "chosen");
-                    return self
+                    match self
                         .commit(&targets, level, (ballot, &value, &Source::Mine(&body)), &accepters)
-                        .await;
+                        .await
+                    {
+                        Err(e) if replica_failure(&e) => {
+                            // Chosen, but applied by fewer replicas than the level (one could
+                            // not write, another had promised a concurrent round): the next
+                            // round on the key finishes it. This request runs that round
+                            // itself, within its time, rather than answer "unknown".
+                            tracing::debug!(bucket, key, ?ballot, error = %e, "chosen, but the commit fell short: finishing it in a new round");
+                            self.release(&targets, bucket, key, ballot);
+                            mine = Some(value);
+                        }
+                        done => return done,
+                    }
                 }
                 Accepted::NotChosen { highest, maybe_held } => {
                     tracing::debug!(bucket, key, ?ballot, ?highest, maybe_held, "not chosen");
@@ -591,7 +634,10 @@ impl ClusterStore {
             value: value.clone(),
         };
         if t.local {
-            return self.cas.accept(header, crate::wire::terminated(body)).await;
+            return self
+                .cas
+                .accept(&self.local, header, crate::wire::terminated(body))
+                .await;
         }
         self.cp
             .peers()
@@ -727,7 +773,13 @@ impl ClusterStore {
                         let r = match self.accept_one(&t, ballot, value, source).await {
                             Ok(AcceptReply::Accepted) => self.cas_ask(&t, commit_op()).await.and_then(CasReply::commit),
                             Ok(_) => Ok(Committed::Missing),
-                            Err(e) => Err(e),
+                            // Whatever kept it from taking the value (the staged body gone from
+                            // the holders once they committed it, say), it says nothing about
+                            // the request.
+                            Err(e) => Err(Error::Unavailable(format!(
+                                "node {}: could not take the chosen value: {e}",
+                                t.name
+                            ))),
                         };
                         (t, r)
                     });
