@@ -34,6 +34,9 @@ pub struct Verdict {
     pub undecided: Vec<String>,
     pub listing_mismatches: Vec<String>,
     pub unexpected_errors: Vec<String>,
+    /// Nodes that did not take a write at consistency ALL after the heal (their store stayed
+    /// broken after the fault), with the last error.
+    pub not_recovered: Vec<String>,
 }
 
 impl Verdict {
@@ -45,6 +48,7 @@ impl Verdict {
             && self.undecided.is_empty()
             && self.listing_mismatches.is_empty()
             && self.unexpected_errors.is_empty()
+            && self.not_recovered.is_empty()
     }
 }
 

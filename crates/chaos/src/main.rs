@@ -397,8 +397,64 @@ async fn exercise<T: Target>(
     if args.compose.is_some() {
         remove_bucket(&shared, args.keys).await;
     }
-    let verdict = check::check(&records, &finals, args.max_size, args.budget);
+    let mut verdict = check::check(&records, &finals, args.max_size, args.budget);
+    verdict.not_recovered = every_node_writes(&shared, c.len()).await;
     Ok(report::build(s, &records, verdict, timeline))
+}
+
+/// After the heal every node must take writes again: a PUT and a DELETE of a key of its own at
+/// consistency ALL (every replica must apply them) through each node, tried for up to 30 s. A
+/// node whose store stayed broken after its fault (a disk that filled up, say) fails it, although
+/// the others' quorum hid it from the load. Returns the nodes that never did, with the error.
+async fn every_node_writes(shared: &Shared, nodes: usize) -> Vec<String> {
+    let mut stuck = Vec::new();
+    for node in 0..nodes {
+        let c = &shared.clients[node];
+        let key = format!("after-heal/node-{}", node + 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let put = c
+                .put_object()
+                .bucket(&shared.bucket)
+                .key(&key)
+                .body(b"probe".to_vec().into())
+                .customize()
+                .mutate_request(|r| {
+                    r.headers_mut().insert("x-ironbucket-consistency", "ALL");
+                })
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("PUT: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+            let done = match put {
+                Ok(()) => c
+                    .delete_object()
+                    .bucket(&shared.bucket)
+                    .key(&key)
+                    .customize()
+                    .mutate_request(|r| {
+                        r.headers_mut().insert("x-ironbucket-consistency", "ALL");
+                    })
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("DELETE: {}", aws_sdk_s3::error::DisplayErrorContext(&e))),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    stuck.push(format!(
+                        "node-{}: a write at ALL through it still failed 30 s after the heal: {e}",
+                        node + 1
+                    ));
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+    stuck
 }
 
 /// Empties and removes the load's bucket (a cluster the suite did not start is left as found;

@@ -148,6 +148,13 @@ pub fn build(s: &Scenario, records: &[Record], verdict: Verdict, timeline: Timel
         unexpected.to_string(),
         unexpected == 0,
     );
+    let stuck = verdict.not_recovered.len();
+    add(
+        "nodes refusing a write at ALL after the heal",
+        "0".into(),
+        stuck.to_string(),
+        stuck == 0,
+    );
     let up = classes.get("up");
     let share = up.map_or(0.0, |c| c.share);
     add(
@@ -245,7 +252,8 @@ pub fn skipped(s: &Scenario, why: String) -> ScenarioReport {
 
 /// Lines of the first `n` findings of each kind.
 fn findings(v: &Verdict, n: usize) -> Vec<String> {
-    let lists: [(&str, &Vec<String>); 7] = [
+    let lists: [(&str, &Vec<String>); 8] = [
+        ("not recovered", &v.not_recovered),
         ("lost", &v.lost_writes),
         ("came back", &v.resurrected),
         ("wrong read", &v.wrong_reads),

@@ -108,6 +108,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let p = m
                     .blocking_scanner()
+                    .unwrap()
                     .list_objects(
                         "b",
                         &ListQuery {
@@ -125,6 +126,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let p = m
                     .blocking_scanner()
+                    .unwrap()
                     .list_objects(
                         "b",
                         &ListQuery {

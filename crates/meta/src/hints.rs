@@ -151,7 +151,7 @@ mod tests {
             [true, true, true, true, true, false],
             "the fourth for n2 is refused"
         );
-        let s = m.blocking_scanner();
+        let s = m.blocking_scanner().unwrap();
         let keys: Vec<String> = s
             .hints_for("n2", 10)
             .unwrap()
@@ -176,7 +176,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let s = m.blocking_scanner();
+        let s = m.blocking_scanner().unwrap();
         assert_eq!(s.hint_counts().unwrap(), [("n2".to_string(), 2)]);
         assert!(s.hints_for("n3", 10).unwrap().is_empty());
     }

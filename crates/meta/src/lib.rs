@@ -15,6 +15,7 @@ mod hints;
 mod list;
 mod raft;
 mod records;
+mod reopen;
 mod tree;
 mod tx;
 
@@ -109,7 +110,7 @@ type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
 /// Handle to the metadata database. Cheap to clone.
 #[derive(Clone)]
 pub struct MetaStore {
-    db: Arc<Database>,
+    db: Arc<reopen::Reopenable>,
     jobs: mpsc::SyncSender<Job>,
     /// Set once, when the committer thread dies: why.
     failed: Arc<std::sync::OnceLock<String>>,
@@ -133,7 +134,7 @@ impl MetaStore {
 
     /// Like [`MetaStore::open`] with an explicit page cache size in bytes.
     pub fn open_with_cache(path: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
-        let db = Arc::new(redb::Builder::new().set_cache_size(cache_bytes).create(path)?);
+        let db = reopen::Reopenable::open_file(path, cache_bytes)?;
         {
             let txn = db.begin_write()?;
             txn.open_table(BUCKETS)?;
@@ -153,6 +154,7 @@ impl MetaStore {
             tree::build_items_once(&txn)?;
             txn.commit()?;
         }
+        let db = Arc::new(reopen::Reopenable::new(db, path.to_path_buf(), cache_bytes));
         let (jobs, rx) = mpsc::sync_channel::<Job>(4096);
         let db2 = db.clone();
         let failed = Arc::new(std::sync::OnceLock::new());
@@ -169,15 +171,22 @@ impl MetaStore {
         })
     }
 
-    /// Why the committer thread died, if it has (the node can no longer commit writes).
+    /// Why the store cannot commit writes, if it cannot: the committer thread died (until the
+    /// node restarts), or the database is closed after an I/O error (until it reopens).
     pub fn failure(&self) -> Option<String> {
-        self.failed.get().cloned()
+        self.failed.get().cloned().or_else(|| self.db.why())
     }
 
     /// [`MetaStore::failure`] as a closure that does not keep the database open.
     pub fn failure_probe(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
         let failed = self.failed.clone();
-        move || failed.get().cloned()
+        let db = Arc::downgrade(&self.db);
+        move || failed.get().cloned().or_else(|| db.upgrade().and_then(|d| d.why()))
+    }
+
+    /// How many times the database was reopened after an I/O error since the node started.
+    pub fn reopened(&self) -> u64 {
+        self.db.reopened()
     }
 
     /// Runs `f` inside a shared write transaction and returns its result once the
@@ -190,6 +199,11 @@ impl MetaStore {
     {
         if let Some(why) = self.failed.get() {
             return Err(E::from(Error::Failed(why.clone())));
+        }
+        // While the database is closed after an I/O error, writers are refused at once rather
+        // than queued: a full queue would hold blocking threads the readers need.
+        if let Some(why) = self.db.why() {
+            return Err(E::from(Error::Commit(why)));
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
         let job: Job = Box::new(move |t: &mut Tx<'_>| {
@@ -214,29 +228,31 @@ impl MetaStore {
                     .map_err(|_| E::from(Error::Closed))?;
             }
             Err(mpsc::TrySendError::Disconnected(_)) => {
-                return Err(E::from(self.failure().map_or(Error::Closed, Error::Failed)));
+                return Err(E::from(self.failed.get().cloned().map_or(Error::Closed, Error::Failed)));
             }
         }
+        // A writer whose job was dropped unrun is told why: the commit thread died, or its
+        // batch could not start (the database closed after an I/O error, say).
         rx.await.map_err(|_| match self.failed.get() {
             Some(why) => E::from(Error::Failed(why.clone())),
-            None => E::from(Error::Closed),
+            None => E::from(self.db.refused().map_or(Error::Closed, Error::Commit)),
         })?
     }
 
     pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(BUCKETS)?;
         t.get(name)?.map(|g| records::decode(g.value())).transpose()
     }
 
     pub fn get_key(&self, access_key: &str) -> Result<Option<KeyRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(KEYS)?;
         t.get(access_key)?.map(|g| records::decode(g.value())).transpose()
     }
 
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         t.get((bucket, key.as_bytes()))?
             .map(|g| records::decode(g.value()))
@@ -245,7 +261,7 @@ impl MetaStore {
 
     /// An object record and the bytes of its inline blobs, read in one snapshot.
     pub fn get_object_and_inline(&self, bucket: &str, key: &str) -> Result<Option<(ObjectRecord, InlineBlobs)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         let Some(rec) = t
             .get((bucket, key.as_bytes()))?
@@ -273,7 +289,7 @@ impl MetaStore {
         key: &str,
         version_id: &str,
     ) -> Result<Option<(ObjectRecord, InlineBlobs)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(VERSIONS)?;
         let Some(rec) = tx::find_version(&t, bucket, key, version_id)?.map(|(_, r)| r) else {
             return Ok(None);
@@ -292,7 +308,7 @@ impl MetaStore {
 
     /// The versions of one key deleted by id in a cluster (version id, purge).
     pub fn purges_of(&self, bucket: &str, key: &str) -> Result<Vec<(String, PurgeRecord)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(PURGED)?;
         let mut out = Vec::new();
         for item in t.range((bucket, key.as_bytes(), "")..)? {
@@ -308,18 +324,19 @@ impl MetaStore {
 
     /// All versions of one key, newest first.
     pub fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>> {
-        versions_in(&self.db, bucket, key)
+        let db = self.db.get()?;
+        versions_in(&db, bucket, key)
     }
 
     /// The newest version of a key (a delete marker included), if any.
     pub fn newest_version(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(VERSIONS)?;
         Ok(tx::versions_of(&t, bucket, key)?.into_iter().next().map(|(_, r)| r))
     }
 
     pub fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
         t.get((bucket, key.as_bytes(), upload_id))?
             .map(|g| records::decode(g.value()))
@@ -327,7 +344,7 @@ impl MetaStore {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(STATS)?;
         let get = |k: &str| -> Result<u64> { Ok(t.get(k)?.map(|g| g.value()).unwrap_or(0)) };
         Ok(Stats {
@@ -338,7 +355,7 @@ impl MetaStore {
 
     /// Usage of one bucket.
     pub fn bucket_stats(&self, bucket: &str) -> Result<Stats> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(STATS)?;
         let get = |k: String| -> Result<u64> { Ok(t.get(k.as_str())?.map(|g| g.value()).unwrap_or(0)) };
         Ok(Stats {
@@ -348,12 +365,29 @@ impl MetaStore {
     }
 }
 
-fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: &std::sync::OnceLock<String>) {
+fn committer(
+    handle: Arc<reopen::Reopenable>,
+    rx: mpsc::Receiver<Job>,
+    durable: bool,
+    failed: &std::sync::OnceLock<String>,
+) {
     // The anti-entropy tree's classifier (and whether the tree is kept at all), as the last
     // committed batch left them.
     let mut classes: Option<Arc<dyn tree::Classify>> = None;
     let mut tree_off = false;
-    while let Ok(first) = rx.recv() {
+    loop {
+        // A database closed after an I/O error is tried again while no writer comes (writers
+        // are refused at once meanwhile).
+        let first = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok(j) => j,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if handle.why().is_some() {
+                    let _ = handle.get_or_reopen();
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -361,9 +395,19 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: 
                 Err(_) => break,
             }
         }
+        // A database closed after an I/O error is opened again first; while it cannot be, the
+        // batch is dropped unrun and its writers are told why.
+        let db = match handle.get_or_reopen() {
+            Ok(db) => db,
+            Err(e) => {
+                handle.note_refused(e.to_string());
+                continue;
+            }
+        };
         let mut completions = Vec::with_capacity(batch.len());
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             commit_batch(
+                &handle,
                 &db,
                 &mut batch,
                 &mut completions,
@@ -388,8 +432,10 @@ fn committer(db: Arc<Database>, rx: mpsc::Receiver<Job>, durable: bool, failed: 
     }
 }
 
-/// Runs `batch` in one write transaction and tells each writer the outcome.
+/// Runs `batch` in one write transaction and tells each writer the outcome. A failure that
+/// leaves the database refusing everything (an I/O error) closes it, to be reopened.
 fn commit_batch(
+    handle: &reopen::Reopenable,
     db: &Database,
     batch: &mut Vec<Job>,
     completions: &mut Vec<Completion>,
@@ -399,8 +445,11 @@ fn commit_batch(
     // Fault injection for tests (`FAILPOINTS=meta-commit=...`, builds with the `failpoints`
     // feature only): `panic` kills this thread as a bug would.
     fail::fail_point!("meta-commit");
+    let mut poisoned = false;
     let result = (|| -> Result<()> {
-        let mut txn = db.begin_write()?;
+        let mut txn = db.begin_write().inspect_err(|e| {
+            poisoned = matches!(e, redb::TransactionError::Storage(s) if reopen::poisons(s));
+        })?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -419,16 +468,23 @@ fn commit_batch(
         fail::fail_point!("meta-fsync", |_| Err(Error::Db(
             "injected fsync failure (FAILPOINTS=meta-fsync)".into()
         )));
-        txn.commit()?;
+        txn.commit().inspect_err(|e| {
+            poisoned = matches!(e, redb::CommitError::Storage(s) if reopen::poisons(s));
+        })?;
         *classes = installed;
         *tree_off = off;
         Ok(())
     })();
     if let Err(e) = &result {
         tracing::error!(error = %e, writers = completions.len(), "metadata commit failed");
+        if !batch.is_empty() {
+            // Jobs that never ran (begin_write failed) are dropped: their writers are told this.
+            handle.note_refused(e.to_string());
+        }
+        if poisoned {
+            handle.close(e.to_string());
+        }
     }
-    // Jobs that never ran (begin_write failed) are dropped: their senders close and the
-    // waiting writers see `Closed`.
     for c in completions.drain(..) {
         c(result.clone().map_err(|e| Error::Commit(e.to_string())));
     }
@@ -451,7 +507,7 @@ impl MetaStore {
         R: Send + 'static,
         F: FnOnce(&Scanner) -> Result<R> + Send + 'static,
     {
-        let scanner = Scanner { db: self.db.clone() };
+        let scanner = Scanner { db: self.db.get()? };
         tokio::task::spawn_blocking(move || f(&scanner))
             .await
             .map_err(|e| Error::Db(format!("a metadata scan failed: {e}")))?
@@ -459,8 +515,8 @@ impl MetaStore {
 
     /// A scanner for code that already runs on a thread of its own (benchmarks, tools, tests):
     /// async code uses [`MetaStore::scan`].
-    pub fn blocking_scanner(&self) -> Scanner {
-        Scanner { db: self.db.clone() }
+    pub fn blocking_scanner(&self) -> Result<Scanner> {
+        Ok(Scanner { db: self.db.get()? })
     }
 }
 

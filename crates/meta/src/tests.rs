@@ -89,6 +89,7 @@ async fn list_with_prefix_delimiter_and_markers() {
     let (_d, m) = store_with(&["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d", "é", "\u{1F600}"]).await;
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", None, None, 1000))
         .unwrap();
     assert_eq!(
@@ -99,12 +100,14 @@ async fn list_with_prefix_delimiter_and_markers() {
 
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", Some("/"), None, 1000))
         .unwrap();
     assert_eq!(names(&p), (vec!["b", "d", "é", "\u{1F600}"], vec!["a/", "c/"]));
 
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("a/", Some("/"), None, 1000))
         .unwrap();
     assert_eq!(names(&p), (vec!["a/1", "a/2"], vec!["a/b/"]));
@@ -112,6 +115,7 @@ async fn list_with_prefix_delimiter_and_markers() {
     // Paging with delimiter: each common prefix counts as one entry.
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", Some("/"), None, 2))
         .unwrap();
     assert_eq!(names(&p), (vec!["b"], vec!["a/"]));
@@ -119,12 +123,14 @@ async fn list_with_prefix_delimiter_and_markers() {
     assert_eq!(p.next_marker.as_deref(), Some("b"));
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", Some("/"), Some("b"), 2))
         .unwrap();
     assert_eq!(names(&p), (vec!["d"], vec!["c/"]));
     assert!(p.truncated);
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", Some("/"), Some("d"), 2))
         .unwrap();
     assert_eq!(names(&p), (vec!["é", "\u{1F600}"], vec![]));
@@ -133,6 +139,7 @@ async fn list_with_prefix_delimiter_and_markers() {
     // A marker equal to a common prefix skips that prefix.
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", Some("/"), Some("a/"), 1))
         .unwrap();
     assert_eq!(names(&p), (vec!["b"], vec![]));
@@ -140,15 +147,21 @@ async fn list_with_prefix_delimiter_and_markers() {
     // Marker before the prefix, and max-keys 0.
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("c/", None, Some("a"), 1000))
         .unwrap();
     assert_eq!(names(&p).0, ["c/1", "c/2"]);
-    let p = m.blocking_scanner().list_objects("b", &q("", None, None, 0)).unwrap();
+    let p = m
+        .blocking_scanner()
+        .unwrap()
+        .list_objects("b", &q("", None, None, 0))
+        .unwrap();
     assert!(p.objects.is_empty() && !p.truncated);
 
     // Other buckets never leak in.
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", None, Some("\u{1F600}"), 1000))
         .unwrap();
     assert!(p.objects.is_empty());
@@ -180,6 +193,7 @@ async fn concurrent_writers_share_commits_and_errors_stay_private() {
     assert_eq!(ok, 180);
     let p = m
         .blocking_scanner()
+        .unwrap()
         .list_objects("b", &q("", None, None, 1000))
         .unwrap();
     assert_eq!(p.objects.len(), 180);
@@ -223,11 +237,12 @@ async fn uploads_and_parts() {
     })
     .await
     .unwrap();
-    let parts = m.blocking_scanner().list_parts("u1").unwrap();
+    let parts = m.blocking_scanner().unwrap().list_parts("u1").unwrap();
     assert_eq!(parts.iter().map(|p| p.part_number).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(m.blocking_scanner().list_parts("u2").unwrap().is_empty());
+    assert!(m.blocking_scanner().unwrap().list_parts("u2").unwrap().is_empty());
     let page = m
         .blocking_scanner()
+        .unwrap()
         .list_uploads(
             "b",
             &UploadListQuery {
@@ -242,6 +257,7 @@ async fn uploads_and_parts() {
     );
     let page = m
         .blocking_scanner()
+        .unwrap()
         .list_uploads(
             "b",
             &UploadListQuery {
@@ -256,6 +272,7 @@ async fn uploads_and_parts() {
     assert!(page.truncated);
     let page = m
         .blocking_scanner()
+        .unwrap()
         .list_uploads(
             "b",
             &UploadListQuery {
@@ -266,9 +283,12 @@ async fn uploads_and_parts() {
         )
         .unwrap();
     assert_eq!(page.common_prefixes, ["y/"]);
-    assert_eq!(m.blocking_scanner().uploads_older_than(6, 10).unwrap().len(), 3);
+    assert_eq!(
+        m.blocking_scanner().unwrap().uploads_older_than(6, 10).unwrap().len(),
+        3
+    );
     m.write(|t| -> Result<()> { t.delete_parts("u1") }).await.unwrap();
-    assert!(m.blocking_scanner().list_parts("u1").unwrap().is_empty());
+    assert!(m.blocking_scanner().unwrap().list_parts("u1").unwrap().is_empty());
 }
 
 #[test]
@@ -333,4 +353,29 @@ async fn scans_run_off_the_async_worker() {
         .unwrap();
     assert_ne!(thread, worker, "the scan ran on the async worker");
     assert_eq!(names(&page).0, ["a/1", "a/2"]);
+}
+
+/// A database closed after an I/O error refuses writers at once with the reason, reports the
+/// store failed meanwhile, and is opened again by the commit thread without a writer asking.
+#[tokio::test]
+async fn a_store_closed_after_an_io_error_refuses_writes_until_it_reopens_by_itself() {
+    let (_dir, m) = store_with(&[]).await;
+    m.db.close("I/O error: No space left on device (os error 28)".into());
+    let err = m
+        .write(|t| -> Result<()> { t.add_stats("b", 1, 1) })
+        .await
+        .expect_err("refused while closed")
+        .to_string();
+    assert!(err.contains("No space left"), "{err}");
+    assert!(m.failure().is_some_and(|f| f.contains("closed after an I/O error")));
+    let probe = m.failure_probe();
+    assert!(probe().is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while m.failure().is_some() {
+        assert!(std::time::Instant::now() < deadline, "still closed: {:?}", m.failure());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(probe().is_none());
+    assert_eq!(m.reopened(), 1);
+    m.write(|t| -> Result<()> { t.add_stats("b", 1, 1) }).await.unwrap();
 }

@@ -605,7 +605,7 @@ mod tests {
     }
 
     fn cells(m: &MetaStore) -> Vec<(u64, u8, u32, Digest)> {
-        let s = m.blocking_scanner();
+        let s = m.blocking_scanner().unwrap();
         let mut out = Vec::new();
         for class in [0, 1] {
             for level in 0..3u8 {
@@ -665,7 +665,7 @@ mod tests {
         let incremental = cells(&m);
         let roots: u64 = incremental.iter().filter(|c| c.1 == 0).map(|c| c.3.count).sum();
         assert_eq!(roots, 301);
-        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 301);
+        assert_eq!(m.blocking_scanner().unwrap().tree_len().unwrap(), 301);
         // A rebuild (forced by a different fingerprint, then back) gives the same cells.
         struct Parity2;
         impl Classify for Parity2 {
@@ -695,7 +695,7 @@ mod tests {
         .await
         .unwrap();
         assert!(cells(&m).is_empty(), "{:?}", cells(&m));
-        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 0);
+        assert_eq!(m.blocking_scanner().unwrap().tree_len().unwrap(), 0);
     }
 
     #[tokio::test]
@@ -717,7 +717,7 @@ mod tests {
         let differ: Vec<_> = a.iter().filter(|c| !b.contains(c)).collect();
         assert_eq!(differ.len(), 3, "{differ:?}");
         let leaf = differ.iter().find(|c| c.1 == 2).unwrap().2;
-        let items = m2.blocking_scanner().tree_leaf(leaf).unwrap();
+        let items = m2.blocking_scanner().unwrap().tree_leaf(leaf).unwrap();
         assert!(items.iter().any(|i| i.key == "k5"), "{items:?}");
     }
 
@@ -759,18 +759,22 @@ mod tests {
         for i in 0..20u64 {
             put(&m, &format!("k{i}"), version(10 + i, 1, false)).await;
         }
-        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 0, "nothing kept while off");
+        assert_eq!(
+            m.blocking_scanner().unwrap().tree_len().unwrap(),
+            0,
+            "nothing kept while off"
+        );
         assert!(cells(&m).is_empty());
         assert!(
             m.set_classifier(Arc::new(Parity)).await.unwrap(),
             "rebuilt from the records"
         );
-        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 20);
+        assert_eq!(m.blocking_scanner().unwrap().tree_len().unwrap(), 20);
         let roots: u64 = cells(&m).iter().filter(|c| c.1 == 0).map(|c| c.3.count).sum();
         assert_eq!(roots, 20);
         // And kept from then on.
         put(&m, "k99", version(99, 1, false)).await;
-        assert_eq!(m.blocking_scanner().tree_len().unwrap(), 21);
+        assert_eq!(m.blocking_scanner().unwrap().tree_len().unwrap(), 21);
     }
 
     #[test]
