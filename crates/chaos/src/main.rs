@@ -405,6 +405,11 @@ async fn exercise<T: Target>(
     Ok(report::build(s, &records, verdict, timeline))
 }
 
+/// Asks for consistency level ALL (every replica must apply the request).
+fn at_all(r: &mut aws_sdk_s3::config::http::HttpRequest) {
+    r.headers_mut().insert("x-ironbucket-consistency", "ALL");
+}
+
 /// After the heal every node must take writes again: a PUT and a DELETE of a key of its own at
 /// consistency ALL (every replica must apply them) through each node, tried for up to 30 s. A
 /// node whose store stayed broken after its fault (a disk that filled up, say) fails it, although
@@ -423,9 +428,7 @@ async fn every_node_writes(shared: &Shared, skewed: &[bool]) -> Vec<String> {
                 .key(&key)
                 .body(b"probe".to_vec().into())
                 .customize()
-                .mutate_request(|r| {
-                    r.headers_mut().insert("x-ironbucket-consistency", "ALL");
-                })
+                .mutate_request(at_all)
                 .send()
                 .await
                 .map(|_| ())
@@ -436,9 +439,7 @@ async fn every_node_writes(shared: &Shared, skewed: &[bool]) -> Vec<String> {
                     .bucket(&shared.bucket)
                     .key(&key)
                     .customize()
-                    .mutate_request(|r| {
-                        r.headers_mut().insert("x-ironbucket-consistency", "ALL");
-                    })
+                    .mutate_request(at_all)
                     .send()
                     .await
                     .map(|_| ())
