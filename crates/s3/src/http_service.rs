@@ -1,5 +1,6 @@
 //! The hyper service in front of `s3s`: request ids, header-size limit, metrics.
 
+use crate::leftover::{Settled, Tracked};
 use crate::request::{ClientInfo, OpSlot};
 use crate::{S3Metrics, VirtualHosts};
 use futures::future::BoxFuture;
@@ -166,7 +167,40 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
     type Error = HttpError;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        // A request with a body: what its handler leaves unread is read before the answer
+        // (see `leftover`); one without (most GETs) goes to `s3s` as it came.
+        let (parts, body) = req.into_parts();
+        let (mut req, leftover) = if http_body::Body::is_end_stream(&body) {
+            (Request::from_parts(parts, Body::from(body)), None)
+        } else {
+            let (body, back) = Tracked::new(body);
+            (Request::from_parts(parts, Body::http_body(body)), Some(back))
+        };
+        let answer = self.answer(&mut req);
+        drop(req);
+        match leftover {
+            None => answer,
+            Some(back) => Box::pin(async move {
+                let r = answer.await;
+                let settled = back.settle().await;
+                r.map(|mut resp| {
+                    if settled == Settled::Close {
+                        resp.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                    resp
+                })
+            }),
+        }
+    }
+}
+
+impl S3HttpService {
+    /// The answer to `req`; its body is taken from it when the request goes on to `s3s`.
+    fn answer(&self, req: &mut Request<Body>) -> BoxFuture<'static, Result<Response<Body>, HttpError>> {
         let start = Instant::now();
         let rid = request_id(&self.node);
         let metrics = self.metrics.clone();
@@ -187,7 +221,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             let mut resp = error_response_with(r.status, r.code, &r.message, extra, &rid);
             add_ids(&mut resp, &rid);
             if r.status == 403 {
-                let denied = Denied::of(&req, client.map(|c| c.ip));
+                let denied = Denied::of(req, client.map(|c| c.ip));
                 denied.record(self.audit.as_deref(), "Unknown", Some(r.code.to_string()), &rid);
             }
             metrics
@@ -252,7 +286,7 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         let store = self.store.clone();
         let audit = self.audit.clone();
         // Cheap handles (no strings built) in case the request is refused and audited.
-        let denied = audit.is_some().then(|| Denied::of(&req, client.map(|c| c.ip)));
+        let denied = audit.is_some().then(|| Denied::of(req, client.map(|c| c.ip)));
         let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
@@ -263,9 +297,13 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
             .then(|| req.headers().get(hyper::header::CONTENT_TYPE)?.to_str().ok())
             .flatten()
             .and_then(crate::post_gate::boundary);
+        let req = std::mem::replace(req, Request::new(Body::empty()));
         let fut = match (post_form, &target) {
             (Some(boundary), Some(bucket)) => self.post_object(req, boundary, bucket.clone(), rid.clone()),
-            _ => hyper::service::Service::call(&self.inner, req),
+            _ => {
+                let inner = self.inner.clone();
+                Box::pin(async move { inner.call(req).await })
+            }
         };
         let in_flight = crate::metrics::InFlight::start(&metrics.in_flight);
         Box::pin(async move {
@@ -320,7 +358,7 @@ impl S3HttpService {
     /// hands the whole body to `s3s` with the key for the access hook.
     fn post_object(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         boundary: String,
         bucket: String,
         rid: String,

@@ -11,6 +11,7 @@ mod cors;
 mod front;
 mod guard;
 mod http_service;
+mod leftover;
 mod metrics;
 mod post_gate;
 mod request;

@@ -7,7 +7,6 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 /// The most form data accepted before the file field (AWS: 20 KiB; some room for long policies).
 pub(crate) const MAX_PRE_FILE_BYTES: usize = 64 * 1024;
@@ -115,7 +114,7 @@ pub(crate) enum ReadError {
 
 /// Reads `body` until the file part begins; returns the bytes read, the rest of the body and
 /// what the fields say.
-pub(crate) async fn read_head(mut body: Incoming, boundary: &str) -> Result<(Bytes, Incoming, FormHead), ReadError> {
+pub(crate) async fn read_head(mut body: s3s::Body, boundary: &str) -> Result<(Bytes, s3s::Body, FormHead), ReadError> {
     let mut buf = BytesMut::new();
     loop {
         match parse_head(&buf, boundary) {
@@ -139,11 +138,11 @@ pub(crate) async fn read_head(mut body: Incoming, boundary: &str) -> Result<(Byt
 }
 
 /// The body again: the bytes read first, then the rest.
-pub(crate) fn rejoin(first: Bytes, rest: Incoming) -> s3s::Body {
+pub(crate) fn rejoin(first: Bytes, rest: s3s::Body) -> s3s::Body {
     let head = http_body_util::Full::new(first)
         .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
         .boxed();
-    let rest = rest.map_err(|e| Box::new(e) as BoxError).boxed();
+    let rest = rest.boxed();
     s3s::Body::http_body(Chain {
         first: Some(head),
         rest,

@@ -332,3 +332,82 @@ async fn malformed_requests_get_s3_errors() {
     let e = c.list_objects_v2().bucket("bad").max_keys(-1).send().await.unwrap_err();
     assert_eq!(code(&e), "InvalidArgument");
 }
+
+/// Reads from `sock` until it closes (or 10 s pass).
+async fn read_all(sock: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).to_lowercase()
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_leaves_the_connection_usable() {
+    let srv = Server::start();
+    srv.client().create_bucket().bucket("early").send().await.unwrap();
+
+    // An unsigned PUT is refused before its body is read; its client is still sending. The
+    // answer waits for the rest of the body, and the connection carries the next request (a
+    // proxy in front would otherwise take the rest of the body for that request).
+    let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    sock.write_all(b"PUT /early/k HTTP/1.1\r\nHost: s3\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    sock.write_all(&[7u8; 1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = sock.write_all(&[7u8; 99_000]).await;
+    let _ = sock
+        .write_all(b"GET /early HTTP/1.1\r\nHost: s3\r\nConnection: close\r\n\r\n")
+        .await;
+    let got = read_all(&mut sock).await;
+    assert_eq!(got.matches("http/1.1 403").count(), 2, "both requests answered:\n{got}");
+    assert_eq!(
+        got.matches("connection: close").count(),
+        1,
+        "only the last one closes:\n{got}"
+    );
+    assert!(got.contains("<code>accessdenied</code>"), "{got}");
+
+    // A body too long to read through is not waited for: the refusal comes at once and closes.
+    let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    sock.write_all(b"PUT /early/k HTTP/1.1\r\nHost: s3\r\nContent-Length: 1000000000\r\n\r\n")
+        .await
+        .unwrap();
+    sock.write_all(&[7u8; 1000]).await.unwrap();
+    let got = read_all(&mut sock).await;
+    assert!(got.starts_with("http/1.1 403"), "{got}");
+    assert!(got.contains("connection: close"), "{got}");
+
+    // A client waiting for `100 Continue` is asked for its body all the same, then refused: the
+    // connection stays in step whether or not the client would have sent the body.
+    let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    sock.write_all(b"PUT /early/k HTTP/1.1\r\nHost: s3\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(10), sock.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    sock.write_all(&[7u8; 5000]).await.unwrap();
+    sock.write_all(b"GET /early HTTP/1.1\r\nHost: s3\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_all(&mut sock).await;
+    assert_eq!(got.matches("http/1.1 403").count(), 2, "both requests answered:\n{got}");
+    // Too long a body is not asked for: refused at once, and the connection closes.
+    let mut sock = tokio::net::TcpStream::connect(&srv.s3_addr).await.unwrap();
+    sock.write_all(b"PUT /early/k HTTP/1.1\r\nHost: s3\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_all(&mut sock).await;
+    assert!(
+        got.starts_with("http/1.1 403"),
+        "no 100 Continue before the refusal: {got}"
+    );
+    assert!(got.contains("connection: close"), "{got}");
+}
