@@ -80,6 +80,9 @@ pub struct ClusterStore {
     moves: sync::Mover,
     /// Conditional writes: this replica's promises and staged values (ADR 0015).
     cas: cas::acceptor::Acceptor,
+    /// Pings under way to replicas known down, asked again before a request fails for want
+    /// of them.
+    rechecks: reach::Rechecks,
 }
 
 /// Counts of read repairs: object versions copied to a stale replica, metadata merged into
@@ -147,6 +150,7 @@ impl ClusterStore {
             handoff: Default::default(),
             sync: Default::default(),
             moves: Default::default(),
+            rechecks: Default::default(),
         });
         let _ = s.me.set(Arc::downgrade(&s));
         s.guard_tombstones();

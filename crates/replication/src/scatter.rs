@@ -21,11 +21,13 @@ impl ClusterStore {
     /// acknowledged by W replicas (the default write level), so with fewer than W members
     /// missing one of them answered. Otherwise refused (never a silently partial listing).
     async fn gather<A: Ask>(&self, op: &A) -> Result<Vec<A::Answer>> {
-        let (ok, failed) = self.ask_all(op).await;
         let rf = self.factor();
         // An acknowledged write is on at least W replicas (the default write level): with fewer
-        // than W members missing, one of them answered.
+        // than W members missing, one of them answered. So once all but W-1 have answered, the
+        // last ones are not waited for long (a slow member does not hold every listing up).
         let w = self.default_write_level().required(rf).max(1);
+        let members = self.all_targets().len();
+        let (ok, failed) = self.ask_members(op, members.saturating_sub(w - 1).max(1)).await;
         if failed.len() >= w || ok.is_empty() {
             let names: Vec<String> = failed.iter().map(|(n, _)| n.clone()).collect();
             return Err(match failed.into_iter().next() {

@@ -472,6 +472,19 @@ fn answer<A: Ask>(r: Result<A::Answer>) -> Vec<u8> {
     encode(r)
 }
 
+/// Fault injection for tests (`FAILPOINTS=list-answer=return(MS)`, builds with the
+/// `failpoints` feature only): this member answers its part of a listing MS milliseconds late,
+/// as a member whose disk is in trouble does.
+async fn slow_answer_for_tests() {
+    let delay = || -> Option<u64> {
+        fail::fail_point!("list-answer", |ms: Option<String>| ms.and_then(|m| m.parse().ok()));
+        None
+    };
+    if let Some(ms) = delay() {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 /// Runs one [`Op`] against this node's store; the answer is a JSON `Result` of the answer its
 /// [`Ask`] type names.
 pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
@@ -482,7 +495,10 @@ pub(crate) async fn serve(local: &LocalStore, op: Op) -> Vec<u8> {
                 .delete_object_at(&d.bucket, &d.key, d.version_id.as_deref(), d.bypass, d.hlc, d.origin)
                 .await,
         ),
-        Op::ListNewest(l) => answer::<ListNewest>(local.list_newest(&l.bucket, &l.prefix, l.after, l.limit).await),
+        Op::ListNewest(l) => {
+            slow_answer_for_tests().await;
+            answer::<ListNewest>(local.list_newest(&l.bucket, &l.prefix, l.after, l.limit).await)
+        }
         Op::Versions(v) => answer::<Versions>(local.list_versions_raw(&v.bucket, v.query).await),
         Op::CreateUpload(c) => {
             let req = CreateMultipart {

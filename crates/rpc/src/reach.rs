@@ -107,6 +107,16 @@ impl Reach {
         }
     }
 
+    /// Whether `addr`'s last ping was answered, less than `within` ago: first-hand evidence that
+    /// it is up now, which wins over gossip that has not caught up (a node just restarted).
+    pub fn answered_within(&self, addr: &str, within: std::time::Duration) -> bool {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .is_some_and(|s| s.failed.is_none() && s.at.elapsed() < within)
+    }
+
     /// Milliseconds since `addr` was last pinged (answered or not).
     pub fn last_ping_ms(&self, addr: &str) -> Option<u64> {
         self.peers
@@ -155,5 +165,16 @@ mod tests {
         assert_eq!(r.unreachable("a:1"), None);
         assert_eq!(r.failing.load(Ordering::Relaxed), 0);
         assert!(r.last_ping_ms("a:1").is_some_and(|ms| ms < 1000));
+        assert!(r.answered_within("a:1", std::time::Duration::from_secs(5)));
+        assert!(!r.answered_within("a:1", std::time::Duration::ZERO), "too old");
+        assert!(
+            !r.answered_within("b:1", std::time::Duration::from_secs(5)),
+            "never pinged"
+        );
+        r.record("a:1", Some("refused".into()));
+        assert!(
+            !r.answered_within("a:1", std::time::Duration::from_secs(5)),
+            "its last ping failed"
+        );
     }
 }

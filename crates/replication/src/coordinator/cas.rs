@@ -383,6 +383,7 @@ impl ClusterStore {
         let mut busy = false;
         let mut failures = super::Failures::default();
         let mut down = 0;
+        self.recheck_for_write(targets, level).await;
         for t in targets.iter().filter(|t| self.is_down(t)) {
             down += 1;
             if let Some(Err(u)) = q.fail(&t.name) {
@@ -546,6 +547,7 @@ impl ClusterStore {
         source: Source<'_>,
     ) -> Accepted {
         let mut q = WriteQuorum::sets(targets.sets(), level);
+        self.recheck_for_write(targets, level).await;
         for t in targets.iter().filter(|t| self.is_down(t)) {
             if let Some(Err(_)) = q.fail(&t.name) {
                 return Accepted::NotChosen {

@@ -157,6 +157,7 @@ impl ClusterStore {
         let targets = self.targets(bucket, key)?.read();
         let rf = targets.len();
         let need = Consistency::Quorum.required(rf).max(self.level(true).required(rf));
+        self.recheck_when_short(&targets, |down| rf - down.len() < need).await;
         let live: Vec<Target> = targets.into_iter().filter(|t| !self.is_down(t)).collect();
         let (merged, answered, _) = self.collect_meta(bucket, key, version_id, &live).await;
         if answered < need {

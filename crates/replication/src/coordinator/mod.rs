@@ -36,6 +36,8 @@ pub(crate) use read::wire_for;
 use crate::ClusterStore;
 use crate::quorum::{Consistency, Stamp, Unavailable};
 use crate::wire::{self, Ask, OpMessage};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use ironbucket_store::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,6 +153,10 @@ fn hex_to_b64(etag: &str) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+/// How long a request that has the answers it needs waits for the members still to answer
+/// (see [`ClusterStore::ask_members`]).
+pub(crate) const LATE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl ClusterStore {
     /// The replicas of `bucket/key`: while data moves between layouts, the replica sets of
     /// every layout data may still be placed by (the oldest one's nodes first; reads use that
@@ -239,9 +245,22 @@ impl ClusterStore {
         })
     }
 
-    /// Whether the failure detector reports the replica down or its last ping went unanswered.
+    /// Whether the replica's last ping went unanswered, or the failure detector reports it down
+    /// and no ping of the last moment was answered (the gossip about a node that just restarted
+    /// lags behind its pings).
     pub(crate) fn is_down(&self, t: &Target) -> bool {
-        !t.local && (self.down.get().is_some_and(|f| f(&t.name)) || self.unreachable(t).is_some())
+        if t.local {
+            return false;
+        }
+        if self.unreachable(t).is_some() {
+            return true;
+        }
+        self.down.get().is_some_and(|f| f(&t.name))
+            && !self
+                .cp
+                .peers()
+                .reach()
+                .answered_within(&t.addr, crate::reach::ANSWERED_FRESH)
     }
 
     /// The members the failure detector reports down or that do not answer pings.
@@ -317,6 +336,18 @@ impl ClusterStore {
     /// Asks every member (in parallel): the answers of those that could answer, and the
     /// failures (members known down included).
     pub(crate) async fn ask_all<A: Ask>(&self, a: &A) -> (Vec<(Target, A::Answer)>, Vec<(String, Error)>) {
+        self.ask_members(a, usize::MAX).await
+    }
+
+    /// [`Self::ask_all`], but once `enough` members have answered, the others get only
+    /// [`LATE_GRACE`] (or as long again as the first `enough` took, if longer) before they
+    /// count as failed: a member that is slow to answer (its disk in trouble, frozen but not yet
+    /// found unreachable) does not hold up a request that can do without it.
+    pub(crate) async fn ask_members<A: Ask>(
+        &self,
+        a: &A,
+        enough: usize,
+    ) -> (Vec<(Target, A::Answer)>, Vec<(String, Error)>) {
         let targets = self.all_targets();
         let mut failed: Vec<(String, Error)> = targets
             .iter()
@@ -329,17 +360,45 @@ impl ClusterStore {
                 (t.name.clone(), Error::Unavailable(why))
             })
             .collect();
-        let asks = targets.iter().filter(|t| !self.is_down(t)).map(|t| async move {
-            let r = self.ask(t, a).await;
-            (t.clone(), r)
-        });
+        let mut asks: FuturesUnordered<_> = targets
+            .iter()
+            .filter(|t| !self.is_down(t))
+            .map(|t| async move {
+                let r = self.ask(t, a).await;
+                (t.clone(), r)
+            })
+            .collect();
+        let mut waiting: Vec<&str> = targets
+            .iter()
+            .filter(|t| !self.is_down(t))
+            .map(|t| t.name.as_str())
+            .collect();
+        let start = std::time::Instant::now();
         let mut ok = Vec::new();
-        for (t, r) in futures::future::join_all(asks).await {
+        let mut cutoff: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            let next = match cutoff.as_mut() {
+                None => asks.next().await,
+                Some(c) => tokio::select! {
+                    n = asks.next() => n,
+                    _ = c => break,
+                },
+            };
+            let Some((t, r)) = next else { break };
+            waiting.retain(|n| *n != t.name);
             match r {
                 Ok(v) => ok.push((t, v)),
                 Err(e) => failed.push((t.name, e)),
             }
+            if cutoff.is_none() && ok.len() >= enough && !waiting.is_empty() {
+                cutoff = Some(Box::pin(tokio::time::sleep(LATE_GRACE.max(start.elapsed()))));
+            }
         }
+        let grace = start.elapsed();
+        failed.extend(waiting.into_iter().map(|n| {
+            let why = format!("node {n} did not answer within {grace:?}, the others did: it was not waited for");
+            (n.to_string(), Error::Unavailable(why))
+        }));
         (ok, failed)
     }
 

@@ -14,6 +14,11 @@ impl ClusterStore {
     /// Asks the replicas for `g`'s version; decides at the read level.
     pub(super) async fn read_versions(&self, g: &GetWire, level: Consistency) -> Result<Found> {
         let targets = self.targets(&g.bucket, &g.key)?.read();
+        self.recheck_when_short(&targets, |down| {
+            let mut q: ReadQuorum<()> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
+            down.iter().any(|n| matches!(q.fail(n), Some(Err(_))))
+        })
+        .await;
         let mut q: ReadQuorum<HeadReply> = ReadQuorum::new(targets.iter().map(|t| t.name.clone()), level);
         let mut answers: Vec<(Target, HeadReply)> = Vec::new();
         let op = g.clone();

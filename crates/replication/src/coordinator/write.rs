@@ -41,6 +41,7 @@ impl ClusterStore {
         let mut failures = Failures::default();
         let me = self.strong()?;
         // Replicas known down fail first: a write that cannot reach its level starts nowhere.
+        self.recheck_for_write(targets, level).await;
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
         self.hint_skipped(targets, &live, &hint);
         let mut asks = FuturesUnordered::new();
@@ -146,6 +147,16 @@ impl ClusterStore {
         });
     }
 
+    /// Pings the replicas known down when the write cannot meet `level` without them (see
+    /// [`ClusterStore::recheck_when_short`]).
+    pub(super) async fn recheck_for_write(&self, targets: &Replicas, level: Consistency) {
+        self.recheck_when_short(targets, |down| {
+            let mut q = WriteQuorum::sets(targets.sets(), level);
+            down.iter().any(|n| matches!(q.fail(n), Some(Err(_))))
+        })
+        .await
+    }
+
     /// The replicas not known down; each known-down one is reported to `fail`, which says when
     /// the level can no longer be met.
     fn live<'a>(
@@ -226,6 +237,7 @@ impl ClusterStore {
         let mut q = WriteQuorum::sets(targets.sets(), level);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<T>)>();
         let mut senders: Vec<(String, mpsc::Sender<std::result::Result<Bytes, String>>)> = Vec::new();
+        self.recheck_for_write(targets, level).await;
         let live = self.live(targets, &mut |n| q.fail(n).and_then(Result::err))?;
         self.hint_skipped(targets, &live, &hint);
         for t in live {

@@ -2,7 +2,9 @@
 //! two (its S3 port still reachable, its RPC and gossip to and from both peers cut by
 //! fault-injecting proxies), requests sent to it get a 503 with Retry-After within a second
 //! instead of hanging until the client gives up, it reports itself not ready, the majority side
-//! serves everything meanwhile, and the cut node serves again by itself when the cut heals.
+//! serves everything meanwhile, and the cut node serves again by itself when the cut heals. A
+//! peer that comes back is written to at once, and a member slow to answer does not hold up
+//! listings that can do without it.
 
 use crate::common::cluster::*;
 use crate::common::*;
@@ -183,4 +185,98 @@ async fn a_partitioned_minority_fails_fast_and_recovers_by_itself() {
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert!(keys.iter().all(|k| !k.starts_with("minority-")), "{keys:?}");
     assert_eq!(keys.len(), 12, "{keys:?}");
+}
+
+/// A peer that stopped answering and answers again is written to at once: the node does not
+/// refuse a write for want of it on a view of it (its last ping, the gossip) from before it
+/// came back. A rolling restart behind a load balancer met that: a PUT refused with 503 a
+/// moment after the restarted node reported ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_right_after_a_peer_comes_back_is_not_refused_for_it() {
+    let (nodes, _seeds, _ports) = cluster_with(2, &["--replication-factor", "2"]).await;
+    let c = no_retries(&nodes[0]);
+    c.create_bucket().bucket("back").send().await.unwrap();
+    let put = |key: String| {
+        c.put_object()
+            .bucket("back")
+            .key(key)
+            .body(ByteStream::from_static(b"both replicas"))
+            .send()
+    };
+    // node-2 stops answering; node-1 finds out and refuses writes (QUORUM of 2 needs both).
+    nodes[1].pause(true);
+    let mut i = 0;
+    poll_until("node-1 refuses writes without node-2", Duration::from_secs(20), || {
+        i += 1;
+        let attempt = put(format!("during-{i}"));
+        async move {
+            match attempt.await {
+                Err(e) if status(&e) == 503 => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    // Long enough for the gossip to call node-2 down as well.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        cluster_status(&nodes[0]).await.unwrap()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "node-2" && m["liveness"] != "alive"),
+        "node-1 sees node-2 down"
+    );
+
+    // node-2 answers again: the next write through node-1 goes to both at once.
+    nodes[1].pause(false);
+    let t = Instant::now();
+    put("right-after".into()).await.unwrap();
+    println!("first write after the peer came back took {:?}", t.elapsed());
+    for k in 0..10 {
+        put(format!("after-{k}")).await.unwrap();
+    }
+}
+
+/// A member slow to answer its part of a listing (its disk in trouble, say) does not hold up
+/// listings that can do without it: with writes acknowledged by 2 of 3 replicas, any two
+/// members' answers hold every acknowledged write, and the third gets a short grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_member_does_not_hold_up_listings() {
+    let ports = free_ports(3);
+    let seeds = seeds_of(&ports);
+    let extra = ["--replication-factor", "3"];
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let slow: &[(&str, &str)] = if i == 2 {
+                &[("FAILPOINTS", "list-answer=return(4000)")]
+            } else {
+                &[]
+            };
+            start_node(i, &ports, &seeds, &extra, slow)
+        })
+        .collect();
+    converged(&nodes.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30)).await;
+    let c = nodes[0].client();
+    c.create_bucket().bucket("slow").send().await.unwrap();
+    for i in 0..20 {
+        c.put_object()
+            .bucket("slow")
+            .key(format!("k{i:02}"))
+            .body(ByteStream::from_static(b"listed"))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Through a healthy node and through the slow one itself: complete, and not 4 s late.
+    for n in [&nodes[1], &nodes[2]] {
+        let t = Instant::now();
+        let listed = n.client().list_objects_v2().bucket("slow").send().await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(listed.key_count(), Some(20), "{listed:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "the listing waited {took:?} for the slow member"
+        );
+    }
 }
