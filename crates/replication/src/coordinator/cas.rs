@@ -227,10 +227,19 @@ impl ClusterStore {
                         self.release(&targets, bucket, key, ballot);
                         return Ok(Committed::Already);
                     }
-                    if prepared.everyone && !anywhere && (!commit_since || fate == Some(Fate::NotApplied)) {
-                        // Every replica promised above it and none holds it, and nothing was
-                        // committed since or no replica ever applied it: it was never chosen
-                        // (or never took effect) and never will be.
+                    // Every replica promised above it and none holds it, and nothing was
+                    // committed since or no replica ever applied it: it was never chosen (or
+                    // never took effect) and never will be.
+                    let none_hold = prepared.everyone && !anywhere && (!commit_since || fate == Some(Fate::NotApplied));
+                    // Or the promisers (a quorum in every set, as the prepare needs) all replaced
+                    // it unapplied, and a later value was committed since: had it been chosen,
+                    // the rounds that replaced it there would have finished it (Paxos), and a
+                    // commit of it would have been applied by one of them. A replica that did not
+                    // answer (its disk refusing writes, say: it cannot promise) may still hold it
+                    // accepted, under a ballot below theirs, which no round takes up (ADR 0015).
+                    let superseded = !anywhere && commit_since && fate == Some(Fate::NotApplied);
+                    if none_hold || superseded {
+                        tracing::debug!(bucket, key, mine = ?m.stamp(), everyone = prepared.everyone, "an earlier attempt never took effect");
                         mine = None;
                     } else {
                         self.release(&targets, bucket, key, ballot);
