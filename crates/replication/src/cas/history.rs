@@ -147,6 +147,45 @@ pub(crate) fn fate_of<'a>(value: Stamp, histories: impl IntoIterator<Item = Opti
     }
 }
 
+/// What a proposer concludes of its earlier value, which its promisers no longer hold as their
+/// last accepted value (a concurrent round replaced it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It took effect (some replica applied it) and was replaced since: the request succeeded.
+    TookEffect,
+    /// It never took effect and never will: the request decides afresh.
+    Dead,
+    /// Cannot be told: the request answers 503, outcome unknown.
+    Unknown,
+}
+
+/// The verdict on a replaced value from `fate` (what the promisers' histories say of it,
+/// [`fate_of`]), whether `everyone` (every replica of the key) promised, whether any promiser
+/// still holds it (`anywhere`), and whether a later value was committed since (`commit_since`).
+/// - applied by any: it took effect;
+/// - every replica promised, none holds it, and nothing was committed since or no replica ever
+///   applied it: it was never chosen (or never took effect) and never will be;
+/// - or the promisers (a quorum in every set, as any prepare) all replaced it unapplied and a
+///   later value was committed since, though a replica did not answer: had it been chosen, the
+///   rounds that replaced it on them would have finished it first (Paxos), and a commit of it
+///   would have been applied by one of them; the silent replica (a disk refusing writes cannot
+///   even promise) may still hold it, under a ballot below theirs, which no round takes up
+///   (ADR 0015);
+/// - otherwise unknown.
+pub(crate) fn verdict(fate: Option<Fate>, everyone: bool, anywhere: bool, commit_since: bool) -> Verdict {
+    if fate == Some(Fate::Applied) {
+        return Verdict::TookEffect;
+    }
+    let not_applied = fate == Some(Fate::NotApplied);
+    let none_hold = everyone && !anywhere && (!commit_since || not_applied);
+    let superseded = !anywhere && commit_since && not_applied;
+    if none_hold || superseded {
+        Verdict::Dead
+    } else {
+        Verdict::Unknown
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +336,50 @@ mod tests {
         );
         assert_eq!(fate_of(v, [Some(&not), None]), None);
         assert_eq!(fate_of(v, [Some(&not), Some(&History::default())]), None);
+    }
+
+    #[test]
+    fn the_verdict_on_a_replaced_value() {
+        use Fate::{Applied, NotApplied};
+        use Verdict::{Dead, TookEffect};
+        // Applied anywhere: it took effect, whoever answered.
+        assert_eq!(verdict(Some(Applied), false, false, true), TookEffect);
+        assert_eq!(verdict(Some(Applied), true, true, false), TookEffect);
+        // Everyone promised and none holds it: dead when nothing was committed since, or when
+        // no replica ever applied it.
+        assert_eq!(verdict(None, true, false, false), Dead);
+        assert_eq!(verdict(Some(NotApplied), true, false, true), Dead);
+        assert_eq!(
+            verdict(None, true, false, true),
+            Verdict::Unknown,
+            "a commit since, fate not known"
+        );
+        assert_eq!(verdict(Some(Fate::Unknown), true, false, true), Verdict::Unknown);
+        // A promiser still holds it: it may yet be chosen.
+        assert_eq!(verdict(Some(NotApplied), true, true, true), Verdict::Unknown);
+        assert_eq!(verdict(None, true, true, false), Verdict::Unknown);
+        // A replica did not answer: dead only when the promisers all replaced it unapplied and
+        // a later value was committed since (the chaos suite's read-only-disk case).
+        assert_eq!(verdict(Some(NotApplied), false, false, true), Dead);
+        assert_eq!(
+            verdict(Some(NotApplied), false, false, false),
+            Verdict::Unknown,
+            "nothing committed since"
+        );
+        assert_eq!(
+            verdict(None, false, false, true),
+            Verdict::Unknown,
+            "a history does not cover it"
+        );
+        assert_eq!(
+            verdict(Some(Fate::Unknown), false, false, true),
+            Verdict::Unknown,
+            "a commit of it failed"
+        );
+        assert_eq!(
+            verdict(Some(NotApplied), false, true, true),
+            Verdict::Unknown,
+            "a promiser holds it"
+        );
     }
 }

@@ -12,7 +12,7 @@ use super::read::wire_for;
 use super::{Replicas, Target, replica_failure, stamp_of, unavailable};
 use crate::ClusterStore;
 use crate::cas::acceptor::file_stream;
-use crate::cas::history::{Fate, fate_of};
+use crate::cas::history::{Verdict, fate_of, verdict};
 use crate::cas::{
     AcceptHeader, AcceptReply, AcceptedValue, Ballot, CasOp, CasRead, CasReply, Committed, Promise, PullStaged, Staged,
 };
@@ -222,28 +222,20 @@ impl ClusterStore {
                     // What the replicas that replaced it say became of it.
                     let fate = fate_of(m.stamp(), prepared.promises.iter().map(|(_, p)| p.replaced.as_ref()));
                     tracing::debug!(bucket, key, mine = ?m.stamp(), ?fate, anywhere, commit_since, "an earlier attempt was replaced");
-                    if fate == Some(Fate::Applied) {
-                        // It took effect, and a later write replaced it since.
-                        self.release(&targets, bucket, key, ballot);
-                        return Ok(Committed::Already);
-                    }
-                    // Every replica promised above it and none holds it, and nothing was
-                    // committed since or no replica ever applied it: it was never chosen (or
-                    // never took effect) and never will be.
-                    let none_hold = prepared.everyone && !anywhere && (!commit_since || fate == Some(Fate::NotApplied));
-                    // Or the promisers (a quorum in every set, as the prepare needs) all replaced
-                    // it unapplied, and a later value was committed since: had it been chosen,
-                    // the rounds that replaced it there would have finished it (Paxos), and a
-                    // commit of it would have been applied by one of them. A replica that did not
-                    // answer (its disk refusing writes, say: it cannot promise) may still hold it
-                    // accepted, under a ballot below theirs, which no round takes up (ADR 0015).
-                    let superseded = !anywhere && commit_since && fate == Some(Fate::NotApplied);
-                    if none_hold || superseded {
-                        tracing::debug!(bucket, key, mine = ?m.stamp(), everyone = prepared.everyone, "an earlier attempt never took effect");
-                        mine = None;
-                    } else {
-                        self.release(&targets, bucket, key, ballot);
-                        return Err(unknown_outcome());
+                    match verdict(fate, prepared.everyone, anywhere, commit_since) {
+                        Verdict::TookEffect => {
+                            // It took effect, and a later write replaced it since.
+                            self.release(&targets, bucket, key, ballot);
+                            return Ok(Committed::Already);
+                        }
+                        Verdict::Dead => {
+                            tracing::debug!(bucket, key, mine = ?m.stamp(), everyone = prepared.everyone, "an earlier attempt never took effect");
+                            mine = None;
+                        }
+                        Verdict::Unknown => {
+                            self.release(&targets, bucket, key, ballot);
+                            return Err(unknown_outcome());
+                        }
                     }
                 }
             }
