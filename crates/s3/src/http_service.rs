@@ -171,14 +171,15 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
         // A request with a body: what its handler leaves unread is read before the answer
         // (see `leftover`); one without (most GETs) goes to `s3s` as it came.
         let (parts, body) = req.into_parts();
-        let (mut req, leftover) = if http_body::Body::is_end_stream(&body) {
+        let (req, leftover) = if http_body::Body::is_end_stream(&body) {
             (Request::from_parts(parts, Body::from(body)), None)
         } else {
             let (body, back) = Tracked::new(body);
             (Request::from_parts(parts, Body::http_body(body)), Some(back))
         };
-        let answer = self.answer(&mut req);
-        drop(req);
+        // The body is dropped (handing back its unread rest) before `settle` looks for it:
+        // at once for a request answered early, when its handler is done for the others.
+        let answer = self.answer(req);
         match leftover {
             None => answer,
             Some(back) => Box::pin(async move {
@@ -199,8 +200,8 @@ impl hyper::service::Service<Request<Incoming>> for S3HttpService {
 }
 
 impl S3HttpService {
-    /// The answer to `req`; its body is taken from it when the request goes on to `s3s`.
-    fn answer(&self, req: &mut Request<Body>) -> BoxFuture<'static, Result<Response<Body>, HttpError>> {
+    /// The answer to `req`.
+    fn answer(&self, mut req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, HttpError>> {
         let start = Instant::now();
         let rid = request_id(&self.node);
         let metrics = self.metrics.clone();
@@ -221,7 +222,7 @@ impl S3HttpService {
             let mut resp = error_response_with(r.status, r.code, &r.message, extra, &rid);
             add_ids(&mut resp, &rid);
             if r.status == 403 {
-                let denied = Denied::of(req, client.map(|c| c.ip));
+                let denied = Denied::of(&req, client.map(|c| c.ip));
                 denied.record(self.audit.as_deref(), "Unknown", Some(r.code.to_string()), &rid);
             }
             metrics
@@ -286,7 +287,7 @@ impl S3HttpService {
         let store = self.store.clone();
         let audit = self.audit.clone();
         // Cheap handles (no strings built) in case the request is refused and audited.
-        let denied = audit.is_some().then(|| Denied::of(req, client.map(|c| c.ip)));
+        let denied = audit.is_some().then(|| Denied::of(&req, client.map(|c| c.ip)));
         let target = crate::cors::bucket_of(self.hosts.as_deref(), req.headers(), req.uri().path());
         let slot = OpSlot::default();
         req.extensions_mut().insert(slot.clone());
@@ -297,7 +298,6 @@ impl S3HttpService {
             .then(|| req.headers().get(hyper::header::CONTENT_TYPE)?.to_str().ok())
             .flatten()
             .and_then(crate::post_gate::boundary);
-        let req = std::mem::replace(req, Request::new(Body::empty()));
         let fut = match (post_form, &target) {
             (Some(boundary), Some(bucket)) => self.post_object(req, boundary, bucket.clone(), rid.clone()),
             _ => {

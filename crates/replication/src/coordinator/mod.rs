@@ -348,31 +348,26 @@ impl ClusterStore {
         a: &A,
         enough: usize,
     ) -> (Vec<(Target, A::Answer)>, Vec<(String, Error)>) {
-        let targets = self.all_targets();
-        let mut failed: Vec<(String, Error)> = targets
-            .iter()
-            .filter(|t| self.is_down(t))
+        // Each member is judged down or not once: the asks and the waiting list agree.
+        let (down, live): (Vec<Target>, Vec<Target>) = self.all_targets().into_iter().partition(|t| self.is_down(t));
+        let mut failed: Vec<(String, Error)> = down
+            .into_iter()
             .map(|t| {
-                let why = match self.unreachable(t) {
+                let why = match self.unreachable(&t) {
                     Some(e) => format!("node {} does not answer pings: {e}", t.name),
                     None => format!("node {} is down", t.name),
                 };
-                (t.name.clone(), Error::Unavailable(why))
+                (t.name, Error::Unavailable(why))
             })
             .collect();
-        let mut asks: FuturesUnordered<_> = targets
+        let mut asks: FuturesUnordered<_> = live
             .iter()
-            .filter(|t| !self.is_down(t))
             .map(|t| async move {
                 let r = self.ask(t, a).await;
                 (t.clone(), r)
             })
             .collect();
-        let mut waiting: Vec<&str> = targets
-            .iter()
-            .filter(|t| !self.is_down(t))
-            .map(|t| t.name.as_str())
-            .collect();
+        let mut waiting: Vec<&str> = live.iter().map(|t| t.name.as_str()).collect();
         let start = std::time::Instant::now();
         let mut ok = Vec::new();
         let mut cutoff: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
